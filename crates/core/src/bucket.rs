@@ -1,0 +1,196 @@
+//! How S3 object keys map to subjects and categories.
+//!
+//! A bucket's `subject` pattern, such as `users/{subject}/`, says where the
+//! subject id sits in a key; the rest of the key is the object's name within
+//! that subject. `categories` maps longer patterns, such as
+//! `users/{subject}/payments/`, to their category; the longest match wins,
+//! and keys that match none get the bucket's default category.
+
+use std::str::FromStr;
+
+use crate::ids::{Category, InvalidId, ObjectKey, SubjectId};
+
+const PLACEHOLDER: &str = "{subject}";
+
+/// Why a bucket definition or a key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BucketError {
+    #[error("bucket name {0:?} is invalid: use 3 to 63 lowercase letters, digits, '-' or '.'")]
+    BadName(String),
+    #[error(
+        "pattern {0:?} must contain {{subject}} exactly once, as a whole segment followed by '/'"
+    )]
+    BadPattern(String),
+    #[error("category pattern {pattern:?} must start with the subject pattern {subject:?}")]
+    PatternOutsideSubject { pattern: String, subject: String },
+    #[error("key does not match the bucket's subject pattern {0:?}")]
+    NoSubject(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidId),
+}
+
+/// One `[[bucket]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    pub name: String,
+    /// Text before `{subject}`.
+    prefix: String,
+    /// Text after `{subject}` (starts with '/').
+    suffix: String,
+    pub subject_pattern: String,
+    pub category: Category,
+    /// (pattern, category); the pattern's part after the subject suffix is
+    /// stored in `tails` for matching.
+    pub categories: Vec<(String, Category)>,
+    tails: Vec<(String, Category)>,
+}
+
+/// A key resolved through a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedKey {
+    pub subject: SubjectId,
+    pub category: Category,
+    /// The object's name within the subject: the key after the subject
+    /// pattern, so the key can be rebuilt for listing.
+    pub name: ObjectKey,
+}
+
+fn split_pattern(p: &str) -> Result<(String, String), BucketError> {
+    let bad = || BucketError::BadPattern(p.to_string());
+    let at = p.find(PLACEHOLDER).ok_or_else(bad)?;
+    if p[at + PLACEHOLDER.len()..].contains(PLACEHOLDER) {
+        return Err(bad());
+    }
+    let (prefix, rest) = (&p[..at], &p[at + PLACEHOLDER.len()..]);
+    if !(prefix.is_empty() || prefix.ends_with('/')) || !rest.starts_with('/') {
+        return Err(bad());
+    }
+    Ok((prefix.to_string(), rest.to_string()))
+}
+
+impl Bucket {
+    pub fn new(
+        name: &str,
+        subject: &str,
+        category: Category,
+        categories: Vec<(String, Category)>,
+    ) -> Result<Bucket, BucketError> {
+        let name_ok = (3..=63).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && name.as_bytes()[0].is_ascii_alphanumeric();
+        if !name_ok {
+            return Err(BucketError::BadName(name.to_string()));
+        }
+        let (prefix, suffix) = split_pattern(subject)?;
+        let mut tails = Vec::new();
+        for (pattern, cat) in &categories {
+            let (p, s) = split_pattern(pattern)?;
+            if p != prefix || !s.starts_with(&suffix) {
+                return Err(BucketError::PatternOutsideSubject {
+                    pattern: pattern.clone(),
+                    subject: subject.to_string(),
+                });
+            }
+            tails.push((s[suffix.len()..].to_string(), cat.clone()));
+        }
+        // Longest tail first, so the most specific pattern wins.
+        tails.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        Ok(Bucket {
+            name: name.to_string(),
+            prefix,
+            suffix,
+            subject_pattern: subject.to_string(),
+            category,
+            categories,
+            tails,
+        })
+    }
+
+    /// Resolves a full S3 key to (subject, category, name).
+    pub fn map_key(&self, key: &str) -> Result<MappedKey, BucketError> {
+        let no = || BucketError::NoSubject(self.subject_pattern.clone());
+        let rest = key.strip_prefix(&self.prefix).ok_or_else(no)?;
+        let slash = rest.find('/').ok_or_else(no)?;
+        let subject = SubjectId::from_str(&rest[..slash])?;
+        let after = rest[slash..].strip_prefix(&self.suffix).ok_or_else(no)?;
+        let category = self
+            .tails
+            .iter()
+            .find(|(tail, _)| after.starts_with(tail.as_str()))
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| self.category.clone());
+        Ok(MappedKey {
+            subject,
+            category,
+            name: ObjectKey::from_str(after)?,
+        })
+    }
+
+    /// The full key of a subject's object.
+    pub fn key_of(&self, subject: &SubjectId, name: &ObjectKey) -> String {
+        format!("{}{}{}{}", self.prefix, subject, self.suffix, name)
+    }
+
+    /// The key prefix under which all of one subject's objects sit.
+    pub fn subject_prefix(&self, subject: &SubjectId) -> String {
+        format!("{}{}{}", self.prefix, subject, self.suffix)
+    }
+
+    /// The fixed part before the subject id.
+    pub fn fixed_prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cat(s: &str) -> Category {
+        Category::from_str(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn maps_keys_to_subjects_and_categories() {
+        let b = Bucket::new(
+            "user-data",
+            "users/{subject}/",
+            cat("profile"),
+            vec![("users/{subject}/payments/".into(), cat("payment"))],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let m = b
+            .map_key("users/u1/payments/card.json")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.subject.as_str(), "u1");
+        assert_eq!(m.category.as_str(), "payment");
+        assert_eq!(m.name.as_str(), "payments/card.json");
+        assert_eq!(b.key_of(&m.subject, &m.name), "users/u1/payments/card.json");
+        let m = b
+            .map_key("users/u1/avatar.png")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.category.as_str(), "profile");
+        assert!(b.map_key("other/u1/x").is_err());
+        assert!(b.map_key("users/u1").is_err());
+        assert!(b.map_key("users/u1/../x").is_err());
+        assert!(b.map_key("users/bad id/x").is_err());
+    }
+
+    #[test]
+    fn refuses_bad_patterns() {
+        assert!(Bucket::new("b1x", "users/", cat("p"), vec![]).is_err());
+        assert!(Bucket::new("b1x", "u{subject}/", cat("p"), vec![]).is_err());
+        assert!(Bucket::new("B", "{subject}/", cat("p"), vec![]).is_err());
+        assert!(
+            Bucket::new(
+                "ok-bucket",
+                "{subject}/",
+                cat("p"),
+                vec![("x/{subject}/y/".into(), cat("q"))]
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,551 @@
+//! The config file: parsed with spans, validated once into a [`Config`].
+//!
+//! Every problem is reported as `FILE:LINE:COL: message`, all at once, and
+//! names what would have been valid.
+
+mod diagnostic;
+mod raw;
+mod validate;
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub use diagnostic::{ConfigError, Diagnostic, SourceMap};
+pub use validate::{OTHER_CATEGORY, Unsatisfied, check_satisfiable, requirement_problem};
+
+/// The stand-in name for "any category no rule names".
+pub fn validate_other_category() -> &'static str {
+    OTHER_CATEGORY
+}
+
+use crate::bucket::Bucket;
+use crate::exposure::{AuthoritySel, Reach, ReachRule};
+use crate::ids::{Category, CustodianId, RegionId};
+use crate::jurisdiction::{self, Jurisdiction};
+use crate::policy::{Policy, Prefer, Rule, Target};
+use crate::topology::{Custodian, Operator, Region, Topology};
+use raw::{RawConfig, S};
+
+/// A validated deployment config: the desired state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where it was read from (for messages) and the folder relative paths
+    /// are resolved against.
+    pub file: String,
+    pub base_dir: PathBuf,
+    pub topology: Topology,
+    pub catalog_url: String,
+    pub secrets_file: Option<PathBuf>,
+    pub buckets: Vec<Bucket>,
+    pub policy: Policy,
+    pub reach: Reach,
+    /// Source text positions, for later diagnostics about rules.
+    pub source: SourceMap,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            diagnostics: vec![Diagnostic {
+                file: file.clone(),
+                line: 1,
+                col: 1,
+                message: format!("cannot read config: {e}"),
+            }],
+        })?;
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."));
+        Config::parse(&file, &text, base)
+    }
+
+    /// Parses and validates config text. `base_dir` resolves relative paths.
+    pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let map = SourceMap::new(file, text);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            diagnostics: vec![map.at(&e.span().unwrap_or(0..0), e.message().trim().to_string())],
+        })?;
+        let mut b = Builder {
+            map: map.clone(),
+            base_dir: base_dir.to_path_buf(),
+            diags: Vec::new(),
+        };
+        let config = b.build(raw, file);
+        if !b.diags.is_empty() {
+            return Err(ConfigError {
+                diagnostics: b.diags,
+            });
+        }
+        let config = config.ok_or_else(|| ConfigError {
+            diagnostics: vec![map.at(&(0..0), "invalid config")],
+        })?;
+        let unsat = check_satisfiable(&config);
+        if !unsat.is_empty() {
+            return Err(ConfigError {
+                diagnostics: unsat.iter().map(|u| u.diagnostic(&config)).collect(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The categories this config can meet: those named by rules and
+    /// buckets, sorted.
+    pub fn categories(&self) -> BTreeSet<Category> {
+        let mut set = self.policy.named_categories();
+        for b in &self.buckets {
+            set.insert(b.category.clone());
+            set.extend(b.categories.iter().map(|(_, c)| c.clone()));
+        }
+        set
+    }
+
+    /// `FILE:LINE:COL` of a byte span in the config file.
+    pub fn locate(&self, span: &Range<usize>, message: impl Into<String>) -> Diagnostic {
+        self.source.at(span, message)
+    }
+}
+
+struct Builder {
+    map: SourceMap,
+    base_dir: PathBuf,
+    diags: Vec<Diagnostic>,
+}
+
+impl Builder {
+    fn err(&mut self, span: &Range<usize>, msg: impl Into<String>) {
+        self.diags.push(self.map.at(span, msg));
+    }
+
+    fn jurisdiction(&mut self, s: &S<String>) -> Option<Jurisdiction> {
+        match Jurisdiction::from_str(s.get_ref()) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                self.err(&s.span(), e.to_string());
+                None
+            }
+        }
+    }
+
+    fn parse_id<T: FromStr>(&mut self, s: &S<String>) -> Option<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match T::from_str(s.get_ref()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err(&s.span(), e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Resolves a `file://` URL relative to the config's folder; other
+    /// schemes pass through after a basic check.
+    fn store_url(&mut self, s: &S<String>, what: &str) -> Option<String> {
+        let url = s.get_ref();
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                self.err(&s.span(), format!("{what} file:// URL needs a path"));
+                return None;
+            }
+            let p = Path::new(path);
+            let full = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                self.base_dir.join(p)
+            };
+            return Some(format!("file://{}", full.display()));
+        }
+        if url.starts_with("s3://") || url.starts_with("memory://") {
+            return Some(url.clone());
+        }
+        self.err(
+            &s.span(),
+            format!("{what} {url:?} has an unsupported scheme: expected file://PATH, s3://BUCKET or memory://"),
+        );
+        None
+    }
+
+    fn build(&mut self, raw: RawConfig, file: &str) -> Option<Config> {
+        let op = raw.operator.get_ref();
+        let hq = self.jurisdiction(&op.headquarters);
+        if op.name.get_ref().trim().is_empty() {
+            self.err(&op.name.span(), "operator name must not be empty");
+        }
+
+        let catalog_url = match &raw.catalog {
+            None => format!(
+                "sqlite://{}",
+                self.base_dir.join("data/catalog.db").display()
+            ),
+            Some(c) => self.catalog_url(&c.get_ref().url),
+        };
+        let secrets_file = raw.secrets.as_ref().map(|s| {
+            let p = PathBuf::from(s.get_ref().file.get_ref());
+            if p.is_absolute() {
+                p
+            } else {
+                self.base_dir.join(p)
+            }
+        });
+
+        let regions = self.regions(&raw);
+        let custodians = self.custodians(&raw);
+        if regions.is_empty() {
+            self.err(
+                &raw.operator.span(),
+                "the config declares no [[region]]: at least one is needed",
+            );
+        }
+        let topology = Topology {
+            operator: Operator {
+                name: op.name.get_ref().clone(),
+                headquarters: hq?,
+            },
+            regions,
+            custodians,
+        };
+        let buckets = self.buckets(&raw);
+        let policy = Policy {
+            rules: raw
+                .rules
+                .iter()
+                .filter_map(|r| self.rule(r, &topology))
+                .collect(),
+        };
+        if raw.rules.is_empty() {
+            self.err(&raw.operator.span(), "the config declares no [[rule]]: at least one is needed (for example a default rule with homes = [\"*\"])");
+        }
+        let mut reach = Reach {
+            rules: raw.reach.iter().filter_map(|r| self.reach(r)).collect(),
+        };
+        if raw.reach.is_empty() {
+            // Without a word from the config, assume the widest reach: never
+            // understate exposure.
+            reach.rules = vec![ReachRule {
+                authority: AuthoritySel::Any,
+                territory: true,
+                headquarters: true,
+            }];
+        }
+        Some(Config {
+            file: file.to_string(),
+            base_dir: self.base_dir.clone(),
+            topology,
+            catalog_url,
+            secrets_file,
+            buckets,
+            policy,
+            reach,
+            source: self.map.clone(),
+        })
+    }
+
+    fn catalog_url(&mut self, url: &S<String>) -> String {
+        let u = url.get_ref();
+        if let Some(path) = u.strip_prefix("sqlite://") {
+            let p = Path::new(path);
+            let full = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                self.base_dir.join(p)
+            };
+            return format!("sqlite://{}", full.display());
+        }
+        if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+            self.err(
+                &url.span(),
+                format!("catalog url {u:?}: expected sqlite://PATH or postgres://USER@HOST/DB"),
+            );
+        }
+        u.clone()
+    }
+
+    fn regions(&mut self, raw: &RawConfig) -> Vec<Region> {
+        let mut out: Vec<Region> = Vec::new();
+        for r in &raw.regions {
+            let r = r.get_ref();
+            let id: Option<RegionId> = self.parse_id(&r.id);
+            let j = self.jurisdiction(&r.jurisdiction);
+            let phq = self.jurisdiction(&r.provider_headquarters);
+            let store = self.store_url(&r.store, "store");
+            let price = |b: &mut Builder, v: &Option<S<f64>>, what: &str| match v {
+                None => 0.0,
+                Some(p) if p.get_ref().is_finite() && *p.get_ref() >= 0.0 => *p.get_ref(),
+                Some(p) => {
+                    b.err(&p.span(), format!("{what} must be a number ≥ 0"));
+                    0.0
+                }
+            };
+            let sp = price(self, &r.storage_price_gb_month, "storage_price_gb_month");
+            let ep = price(self, &r.egress_price_gb, "egress_price_gb");
+            if r.provider.get_ref().trim().is_empty() {
+                self.err(&r.provider.span(), "provider must not be empty");
+            }
+            let (Some(id), Some(j), Some(phq), Some(store)) = (id, j, phq, store) else {
+                continue;
+            };
+            if out.iter().any(|o| o.id == id) {
+                self.err(&r.id.span(), format!("region {id} is declared twice"));
+                continue;
+            }
+            out.push(Region {
+                id,
+                jurisdiction: j,
+                provider: r.provider.get_ref().clone(),
+                provider_headquarters: phq,
+                store,
+                storage_price_gb_month: sp,
+                egress_price_gb: ep,
+            });
+        }
+        out
+    }
+
+    fn custodians(&mut self, raw: &RawConfig) -> Vec<Custodian> {
+        let mut out: Vec<Custodian> = Vec::new();
+        for c in &raw.custodians {
+            let c = c.get_ref();
+            let id: Option<CustodianId> = self.parse_id(&c.id);
+            let j = self.jurisdiction(&c.jurisdiction);
+            let hq = self.jurisdiction(&c.headquarters);
+            let keyring = self.store_url(&c.keyring, "keyring");
+            let (Some(id), Some(j), Some(hq), Some(keyring)) = (id, j, hq, keyring) else {
+                continue;
+            };
+            if out.iter().any(|o| o.id == id) {
+                self.err(&c.id.span(), format!("custodian {id} is declared twice"));
+                continue;
+            }
+            out.push(Custodian {
+                id,
+                jurisdiction: j,
+                headquarters: hq,
+                keyring,
+            });
+        }
+        out
+    }
+
+    fn buckets(&mut self, raw: &RawConfig) -> Vec<Bucket> {
+        let mut out: Vec<Bucket> = Vec::new();
+        for b in &raw.buckets {
+            let rb = b.get_ref();
+            let mut categories = Vec::new();
+            if let Some(t) = &rb.categories {
+                for (pattern, value) in t.get_ref() {
+                    let Some(cat) = value.as_str() else {
+                        self.err(
+                            &t.span(),
+                            format!("bucket category for {pattern:?} must be a string"),
+                        );
+                        continue;
+                    };
+                    match Category::from_str(cat) {
+                        Ok(c) => categories.push((pattern.clone(), c)),
+                        Err(e) => self.err(&t.span(), e.to_string()),
+                    }
+                }
+            }
+            let Some(category) = self.parse_id::<Category>(&rb.category) else {
+                continue;
+            };
+            match Bucket::new(
+                rb.name.get_ref(),
+                rb.subject.get_ref(),
+                category,
+                categories,
+            ) {
+                Ok(bucket) => {
+                    if out.iter().any(|o| o.name == bucket.name) {
+                        self.err(
+                            &rb.name.span(),
+                            format!("bucket {} is declared twice", bucket.name),
+                        );
+                    } else {
+                        out.push(bucket);
+                    }
+                }
+                Err(e) => self.err(&b.span(), e.to_string()),
+            }
+        }
+        out
+    }
+
+    fn targets(&mut self, list: &S<Vec<S<String>>>, topo: &Topology) -> Vec<Target> {
+        let mut out = Vec::new();
+        for t in list.get_ref() {
+            let s = t.get_ref().as_str();
+            if s == "*" {
+                out.push(Target::Any);
+            } else if s.chars().any(|c| c.is_ascii_uppercase()) {
+                match jurisdiction::expand(s) {
+                    Ok(members) => out.push(Target::Jurisdictions {
+                        label: s.to_string(),
+                        members,
+                    }),
+                    Err(e) => self.err(&t.span(), e.to_string()),
+                }
+            } else if topo.region(s).is_some() {
+                if let Ok(id) = RegionId::from_str(s) {
+                    out.push(Target::Region(id));
+                }
+            } else {
+                let known: Vec<&str> = topo.regions.iter().map(|r| r.id.as_str()).collect();
+                self.err(
+                    &t.span(),
+                    format!("unknown region {s:?}: expected \"*\", a jurisdiction (IN), a group (EU, EEA) or a region id ({})", known.join(", ")),
+                );
+            }
+        }
+        out
+    }
+
+    fn jurisdiction_list(&mut self, list: &S<Vec<S<String>>>) -> Option<Vec<Jurisdiction>> {
+        let mut out = Vec::new();
+        for t in list.get_ref() {
+            if t.get_ref() == "*" {
+                return None;
+            }
+            match jurisdiction::expand(t.get_ref()) {
+                Ok(m) => out.extend(m),
+                Err(e) => self.err(&t.span(), e.to_string()),
+            }
+        }
+        Some(out)
+    }
+
+    fn rule(&mut self, r: &S<raw::RawRule>, topo: &Topology) -> Option<Rule> {
+        let span = r.span();
+        let r = r.get_ref();
+        let homes = r.homes.as_ref().and_then(|h| self.jurisdiction_list(h));
+        let categories = match &r.categories {
+            None => None,
+            Some(list) if list.get_ref().iter().any(|c| c.get_ref() == "*") => None,
+            Some(list) => Some(
+                list.get_ref()
+                    .iter()
+                    .filter_map(|c| self.parse_id::<Category>(c))
+                    .collect(),
+            ),
+        };
+        let allow = r.allow.as_ref().map(|a| self.targets(a, topo));
+        let deny = r
+            .deny
+            .as_ref()
+            .map(|d| self.targets(d, topo))
+            .unwrap_or_default();
+        let copies = match &r.copies {
+            None => None,
+            Some(c) if (1..=16).contains(c.get_ref()) => Some(*c.get_ref() as u32),
+            Some(c) => {
+                self.err(&c.span(), "copies must be between 1 and 16");
+                None
+            }
+        };
+        let require_in = match &r.require_in {
+            None => Vec::new(),
+            Some(list) => {
+                let mut v = Vec::new();
+                for t in list.get_ref() {
+                    if let Some(j) = self.jurisdiction(t) {
+                        v.push(j);
+                    }
+                }
+                v
+            }
+        };
+        let custodian = match &r.custodian {
+            None => None,
+            Some(c) => {
+                if topo.custodian(c.get_ref()).is_none() {
+                    let known: Vec<&str> = topo.custodians.iter().map(|c| c.id.as_str()).collect();
+                    self.err(
+                        &c.span(),
+                        format!(
+                            "unknown custodian {:?}: declared custodians are [{}]",
+                            c.get_ref(),
+                            known.join(", ")
+                        ),
+                    );
+                    None
+                } else {
+                    self.parse_id::<CustodianId>(c)
+                }
+            }
+        };
+        let prefer = match &r.prefer {
+            None => None,
+            Some(p) => match p.get_ref().as_str() {
+                "hash" => Some(Prefer::Hash),
+                "price" => Some(Prefer::Price),
+                "order" => Some(Prefer::Order),
+                other => {
+                    self.err(
+                        &p.span(),
+                        format!("prefer {other:?}: expected \"hash\", \"price\" or \"order\""),
+                    );
+                    None
+                }
+            },
+        };
+        if r.name.get_ref().trim().is_empty() {
+            self.err(&r.name.span(), "rule name must not be empty");
+        }
+        Some(Rule {
+            name: r.name.get_ref().clone(),
+            homes,
+            categories,
+            allow,
+            deny,
+            copies,
+            distinct_jurisdictions: r.distinct_jurisdictions.as_ref().map(|d| *d.get_ref()),
+            require_in,
+            custodian,
+            prefer,
+            span,
+        })
+    }
+
+    fn reach(&mut self, r: &S<raw::RawReach>) -> Option<ReachRule> {
+        let r = r.get_ref();
+        let authority = if r.authority.get_ref() == "*" {
+            AuthoritySel::Any
+        } else {
+            match jurisdiction::expand(r.authority.get_ref()) {
+                Ok(m) => AuthoritySel::Some(m),
+                Err(e) => {
+                    self.err(&r.authority.span(), e.to_string());
+                    return None;
+                }
+            }
+        };
+        let (territory, headquarters) = match r.over.get_ref().as_str() {
+            "territory" => (true, false),
+            "headquarters" => (false, true),
+            other => {
+                self.err(
+                    &r.over.span(),
+                    format!("over {other:?}: expected \"territory\" or \"headquarters\""),
+                );
+                return None;
+            }
+        };
+        Some(ReachRule {
+            authority,
+            territory,
+            headquarters,
+        })
+    }
+}

@@ -1,0 +1,396 @@
+//! The plan: current placements against the desired policy.
+//!
+//! [`Planner`] is fed the current placements one at a time, ordered by
+//! subject token, and keeps only counters: memory does not grow with the
+//! number of subjects. It returns each needed move as it finds it, so the
+//! caller decides whether to print, store or count it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::config::Config;
+use crate::cost;
+use crate::exposure::{self, Grounds, Level};
+use crate::ids::RegionId;
+use crate::jurisdiction::Jurisdiction;
+use crate::placement::{self, Unsatisfiable};
+use crate::policy::Requirement;
+use crate::topology::Region;
+
+/// One current placement, as the catalog reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Current<'a> {
+    pub token: &'a str,
+    pub home: Jurisdiction,
+    pub category: &'a str,
+    pub regions: &'a [RegionId],
+    pub custodian: &'a str,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// Why a (subject, category) must move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveReason {
+    /// A copy sits in a region the policy no longer allows.
+    Forbidden,
+    /// The number or spread of copies no longer meets the policy.
+    Replication,
+    /// Only the key custodian changes: the data key is re-wrapped.
+    Custodian,
+}
+
+/// One unit of a migration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Move {
+    pub token: String,
+    pub home: Jurisdiction,
+    pub category: String,
+    pub from: Vec<RegionId>,
+    pub to: Vec<RegionId>,
+    pub custodian_from: String,
+    pub custodian_to: String,
+    pub objects: u64,
+    pub bytes: u64,
+    pub egress_cost: f64,
+    pub reason: MoveReason,
+}
+
+/// Subjects exposed to one authority, per home.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExposureRow {
+    pub authority: Jurisdiction,
+    pub home: Jurisdiction,
+    pub subjects: u64,
+    pub plaintext_subjects: u64,
+    pub ciphertext_subjects: u64,
+}
+
+/// Stored bytes and monthly cost of one region.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RegionCost {
+    pub region: RegionId,
+    pub jurisdiction: Jurisdiction,
+    pub bytes: u64,
+    pub monthly_cost: f64,
+}
+
+/// Plan totals.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Totals {
+    /// Subjects with at least one move.
+    pub subjects: u64,
+    /// Units ((subject, category) pairs) that move or get a new custodian.
+    pub units: u64,
+    pub objects: u64,
+    pub bytes: u64,
+    /// Bytes copied across regions (a unit with two new regions counts twice).
+    pub bytes_transferred: u64,
+    pub egress_cost: f64,
+    pub monthly_cost_before: f64,
+    pub monthly_cost_after: f64,
+    /// Units that keep their regions and only change custodian.
+    pub rewraps: u64,
+}
+
+/// What the whole plan comes to.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PlanSummary {
+    pub totals: Totals,
+    pub exposure_before: Vec<ExposureRow>,
+    pub exposure_after: Vec<ExposureRow>,
+    pub cost_before: Vec<RegionCost>,
+    pub cost_after: Vec<RegionCost>,
+    /// Subjects seen (those holding data).
+    pub subjects_seen: u64,
+    pub placements_seen: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    subjects: u64,
+    plaintext: u64,
+    ciphertext: u64,
+}
+
+struct SubjectState {
+    token: String,
+    home: Jurisdiction,
+    before: Vec<Level>,
+    after: Vec<Level>,
+    moved: bool,
+}
+
+/// Streams current placements against a desired config.
+#[derive(Debug)]
+pub struct Planner<'c> {
+    current: &'c Config,
+    desired: &'c Config,
+    requirements: HashMap<(Jurisdiction, String), Requirement>,
+    authorities: Vec<(Jurisdiction, Grounds, Grounds)>,
+    subject: Option<SubjectStateBox>,
+    before: BTreeMap<(Jurisdiction, Jurisdiction), CountsBox>,
+    after: BTreeMap<(Jurisdiction, Jurisdiction), CountsBox>,
+    bytes_before: BTreeMap<RegionId, u64>,
+    bytes_after: BTreeMap<RegionId, u64>,
+    totals: Totals,
+    subjects_seen: u64,
+    placements_seen: u64,
+}
+
+// Wrappers so the Debug derive stays cheap and private fields stay private.
+struct SubjectStateBox(SubjectState);
+impl std::fmt::Debug for SubjectStateBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubjectState")
+    }
+}
+#[derive(Default, Clone, Copy)]
+struct CountsBox(Counts);
+impl std::fmt::Debug for CountsBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.0.subjects, self.0.plaintext, self.0.ciphertext
+        )
+    }
+}
+
+impl<'c> Planner<'c> {
+    /// A planner of `desired` over placements made under `current`. For
+    /// reports on the present alone, pass the same config twice.
+    pub fn new(current: &'c Config, desired: &'c Config) -> Self {
+        let mut auths: Vec<Jurisdiction> = current.reach.authorities(&current.topology);
+        auths.extend(desired.reach.authorities(&desired.topology));
+        auths.sort();
+        auths.dedup();
+        let authorities = auths
+            .into_iter()
+            .map(|a| (a, current.reach.grounds(a), desired.reach.grounds(a)))
+            .collect();
+        Planner {
+            current,
+            desired,
+            requirements: HashMap::new(),
+            authorities,
+            subject: None,
+            before: BTreeMap::new(),
+            after: BTreeMap::new(),
+            bytes_before: BTreeMap::new(),
+            bytes_after: BTreeMap::new(),
+            totals: Totals::default(),
+            subjects_seen: 0,
+            placements_seen: 0,
+        }
+    }
+
+    /// The authorities the exposure tables cover.
+    pub fn authorities(&self) -> Vec<Jurisdiction> {
+        self.authorities.iter().map(|a| a.0).collect()
+    }
+
+    fn region_before(&self, id: &RegionId) -> Option<&'c Region> {
+        self.current
+            .topology
+            .region(id.as_str())
+            .or_else(|| self.desired.topology.region(id.as_str()))
+    }
+
+    /// The desired requirement of a (home, category), cached.
+    pub fn requirement(&mut self, home: Jurisdiction, category: &str) -> &Requirement {
+        let desired = self.desired;
+        self.requirements
+            .entry((home, category.to_string()))
+            .or_insert_with(|| {
+                desired
+                    .policy
+                    .requirement(&desired.topology, home, category)
+            })
+    }
+
+    /// Observes one current placement; returns its move, if it needs one.
+    /// Placements must come grouped by subject token.
+    pub fn observe(&mut self, cur: Current<'_>) -> Result<Option<Move>, Unsatisfiable> {
+        let desired = self.desired;
+        let req = self.requirement(cur.home, cur.category).clone();
+        let to = placement::place(
+            cur.token,
+            cur.category,
+            &req,
+            &desired.topology,
+            Some(cur.regions),
+        )?;
+        let custodian_to = req
+            .custodian
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+
+        if self.subject.as_ref().is_none_or(|s| s.0.token != cur.token) {
+            self.flush_subject();
+            self.subject = Some(SubjectStateBox(SubjectState {
+                token: cur.token.to_string(),
+                home: cur.home,
+                before: vec![Level::None; self.authorities.len()],
+                after: vec![Level::None; self.authorities.len()],
+                moved: false,
+            }));
+            self.subjects_seen += 1;
+        }
+        self.placements_seen += 1;
+
+        let from_regions: Vec<&Region> = cur
+            .regions
+            .iter()
+            .filter_map(|r| self.region_before(r))
+            .collect();
+        let to_regions: Vec<&Region> = to
+            .iter()
+            .filter_map(|r| desired.topology.region(r.as_str()))
+            .collect();
+        let k_before = self
+            .current
+            .topology
+            .custodian(cur.custodian)
+            .or_else(|| desired.topology.custodian(cur.custodian));
+        let k_after = desired.topology.custodian(&custodian_to);
+
+        for (i, (a, g_before, g_after)) in self.authorities.iter().enumerate() {
+            let lb = exposure::placement_level(
+                *g_before,
+                *a,
+                &from_regions,
+                k_before,
+                &self.current.topology.operator,
+            );
+            let la = exposure::placement_level(
+                *g_after,
+                *a,
+                &to_regions,
+                k_after,
+                &desired.topology.operator,
+            );
+            if let Some(s) = self.subject.as_mut() {
+                s.0.before[i] = s.0.before[i].max(lb);
+                s.0.after[i] = s.0.after[i].max(la);
+            }
+        }
+        for r in &from_regions {
+            *self.bytes_before.entry(r.id.clone()).or_default() += cur.bytes;
+            self.totals.monthly_cost_before += cost::monthly(cur.bytes, r);
+        }
+        for r in &to_regions {
+            *self.bytes_after.entry(r.id.clone()).or_default() += cur.bytes;
+            self.totals.monthly_cost_after += cost::monthly(cur.bytes, r);
+        }
+
+        let same_regions =
+            to.len() == cur.regions.len() && to.iter().all(|r| cur.regions.contains(r));
+        if same_regions && custodian_to == cur.custodian {
+            return Ok(None);
+        }
+        let reason = if same_regions {
+            MoveReason::Custodian
+        } else if cur.regions.iter().any(|r| {
+            desired
+                .topology
+                .region_index(r.as_str())
+                .is_none_or(|i| !req.allowed.contains(&i))
+        }) {
+            MoveReason::Forbidden
+        } else {
+            MoveReason::Replication
+        };
+        let egress_cost = cost::move_egress(cur.bytes, &from_regions, &to_regions);
+        let new_copies = to.iter().filter(|r| !cur.regions.contains(r)).count() as u64;
+        self.totals.units += 1;
+        self.totals.objects += cur.objects;
+        self.totals.bytes += cur.bytes;
+        self.totals.bytes_transferred += new_copies * cur.bytes;
+        self.totals.egress_cost += egress_cost;
+        if same_regions {
+            self.totals.rewraps += 1;
+        }
+        if let Some(s) = self.subject.as_mut() {
+            s.0.moved = true;
+        }
+        Ok(Some(Move {
+            token: cur.token.to_string(),
+            home: cur.home,
+            category: cur.category.to_string(),
+            from: cur.regions.to_vec(),
+            to,
+            custodian_from: cur.custodian.to_string(),
+            custodian_to,
+            objects: cur.objects,
+            bytes: cur.bytes,
+            egress_cost,
+            reason,
+        }))
+    }
+
+    fn flush_subject(&mut self) {
+        let Some(SubjectStateBox(s)) = self.subject.take() else {
+            return;
+        };
+        if s.moved {
+            self.totals.subjects += 1;
+        }
+        for (i, (a, _, _)) in self.authorities.iter().enumerate() {
+            for (map, level) in [
+                (&mut self.before, s.before[i]),
+                (&mut self.after, s.after[i]),
+            ] {
+                let c = &mut map.entry((*a, s.home)).or_default().0;
+                c.subjects += 1;
+                match level {
+                    Level::Plaintext => c.plaintext += 1,
+                    Level::Ciphertext => c.ciphertext += 1,
+                    Level::None => {}
+                }
+            }
+        }
+    }
+
+    /// Ends the stream and returns the totals.
+    pub fn finish(mut self) -> PlanSummary {
+        self.flush_subject();
+        let rows = |m: &BTreeMap<(Jurisdiction, Jurisdiction), CountsBox>| {
+            m.iter()
+                .map(|((a, h), c)| ExposureRow {
+                    authority: *a,
+                    home: *h,
+                    subjects: c.0.subjects,
+                    plaintext_subjects: c.0.plaintext,
+                    ciphertext_subjects: c.0.ciphertext,
+                })
+                .collect()
+        };
+        let costs = |m: &BTreeMap<RegionId, u64>, cfg: &Config, other: &Config| {
+            m.iter()
+                .filter_map(|(id, bytes)| {
+                    let r = cfg
+                        .topology
+                        .region(id.as_str())
+                        .or_else(|| other.topology.region(id.as_str()))?;
+                    Some(RegionCost {
+                        region: id.clone(),
+                        jurisdiction: r.jurisdiction,
+                        bytes: *bytes,
+                        monthly_cost: cost::monthly(*bytes, r),
+                    })
+                })
+                .collect()
+        };
+        PlanSummary {
+            exposure_before: rows(&self.before),
+            exposure_after: rows(&self.after),
+            cost_before: costs(&self.bytes_before, self.current, self.desired),
+            cost_after: costs(&self.bytes_after, self.desired, self.current),
+            totals: self.totals,
+            subjects_seen: self.subjects_seen,
+            placements_seen: self.placements_seen,
+        }
+    }
+}

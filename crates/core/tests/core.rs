@@ -1,0 +1,418 @@
+//! Integration tests of the pure domain: config diagnostics, the policy
+//! semantics, and property tests of placement and exposure.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::str::FromStr;
+
+use domicile_core::config::Config;
+use domicile_core::exposure::{self, AuthoritySel, Grounds, Level, Reach, ReachRule};
+use domicile_core::ids::{CustodianId, RegionId};
+use domicile_core::jurisdiction::Jurisdiction;
+use domicile_core::placement;
+use domicile_core::plan::{Current, Planner};
+use domicile_core::policy::{Policy, Prefer, Rule, Target};
+use domicile_core::topology::{Custodian, Operator, Region, Topology};
+use proptest::prelude::*;
+
+const V1: &str = include_str!("../../../examples/demo-v1.toml");
+const V2: &str = include_str!("../../../examples/demo-v2.toml");
+
+fn j(s: &str) -> Jurisdiction {
+    Jurisdiction::from_str(s).unwrap()
+}
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse("test.toml", text, Path::new("/base")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn demo_configs_validate() {
+    let v1 = parse(V1).unwrap();
+    let v2 = parse(V2).unwrap();
+    assert_eq!(v1.topology.regions.len(), 5);
+    assert_eq!(v2.topology.custodians.len(), 2);
+    assert_eq!(v1.catalog_url, "sqlite:///base/data/catalog.db");
+    assert_eq!(
+        v1.topology.regions[0].store,
+        "file:///base/data/regions/cn-north"
+    );
+}
+
+#[test]
+fn policy_semantics_follow_the_spec() {
+    let v2 = parse(V2).unwrap();
+    let t = &v2.topology;
+    let ids = |req: &domicile_core::policy::Requirement| -> Vec<String> {
+        req.allowed
+            .iter()
+            .map(|&i| t.regions[i].id.to_string())
+            .collect()
+    };
+    // IN payments: ∩ of allow(*) and allow(IN), minus deny(CN).
+    let r = v2.policy.requirement(t, j("IN"), "payment");
+    assert_eq!(ids(&r), ["in-mumbai"]);
+    assert_eq!(r.custodian.unwrap().as_str(), "in-kms");
+    assert_eq!(
+        r.rules,
+        ["default", "india-not-in-china", "india-payments-in-india"]
+    );
+    // IN profile: SG and US.
+    let r = v2.policy.requirement(t, j("IN"), "profile");
+    assert_eq!(ids(&r), ["aws-ap-southeast-1", "aws-us-east-1"]);
+    // IN, a category no rule names: everything but CN.
+    let r = v2.policy.requirement(t, j("IN"), "logs");
+    assert_eq!(
+        ids(&r),
+        [
+            "aws-ap-southeast-1",
+            "aws-us-east-1",
+            "in-mumbai",
+            "tw-taipei"
+        ]
+    );
+    // CN stays in CN with the operator's custodian.
+    let r = v2.policy.requirement(t, j("CN"), "payment");
+    assert_eq!(ids(&r), ["cn-north"]);
+    assert_eq!(r.custodian.unwrap().as_str(), "operator-kms");
+    // Germany: anywhere.
+    assert_eq!(v2.policy.requirement(t, j("DE"), "media").allowed.len(), 5);
+}
+
+#[test]
+fn deny_wins_over_an_explicit_allow() {
+    let text = V1.replace(
+        "[[reach]]",
+        "[[rule]]\nname = \"no-cn-for-tw\"\nhomes = [\"TW\"]\nallow = [\"cn-north\", \"*\"]\ndeny = [\"CN\"]\n\n[[reach]]",
+    );
+    let e = parse(&text).unwrap_err();
+    assert!(e.contains("homes [TW]"), "{e}");
+    assert!(
+        e.contains("rules involved: everything-in-china, no-cn-for-tw"),
+        "{e}"
+    );
+    assert!(e.starts_with("test.toml:"), "{e}");
+}
+
+fn line_col(e: &str) -> (usize, usize) {
+    let mut parts = e.splitn(4, ':');
+    parts.next();
+    let l = parts.next().unwrap().parse().unwrap();
+    let c = parts.next().unwrap().parse().unwrap();
+    (l, c)
+}
+
+#[test]
+fn errors_point_at_line_and_column() {
+    let text = V1.replace(
+        "headquarters = \"CN\"\n\n[catalog]",
+        "headquarters = \"XX\"\n\n[catalog]",
+    );
+    let e = parse(&text).unwrap_err();
+    assert!(e.contains("unknown jurisdiction \"XX\""), "{e}");
+    assert_eq!(line_col(&e), (6, 16), "{e}");
+
+    let e = parse(&V1.replace("allow = [\"CN\"]", "allow = [\"cn-sout\"]")).unwrap_err();
+    assert!(e.contains("unknown region \"cn-sout\""), "{e}");
+    assert!(e.contains("cn-north"), "names the valid ones: {e}");
+
+    let e =
+        parse(&V1.replace("custodian = \"operator-kms\"", "custodian = \"nobody\"")).unwrap_err();
+    assert!(e.contains("unknown custodian \"nobody\""), "{e}");
+    assert!(e.contains("operator-kms, in-kms"), "{e}");
+
+    let e = parse(&V1.replace("copies = 1", "copies = 1\ncolour = \"red\"")).unwrap_err();
+    assert!(e.contains("colour"), "{e}");
+
+    let e = parse("[operator\nname=1").unwrap_err();
+    assert!(e.starts_with("test.toml:1:"), "{e}");
+
+    let e = parse(&V1.replace("jurisdiction = \"SG\"", "jurisdiction = \"EU\"")).unwrap_err();
+    assert!(
+        e.contains("unknown jurisdiction \"EU\""),
+        "a region sits in one country: {e}"
+    );
+}
+
+#[test]
+fn unsatisfiable_pairs_name_their_rules() {
+    let text = V1.replace("copies = 1", "copies = 2");
+    let e = parse(&text).unwrap_err();
+    assert!(
+        e.contains("copies = 2 but only 1 region(s) are allowed"),
+        "{e}"
+    );
+    assert!(e.contains("everything-in-china"), "{e}");
+    // One grouped line, not one per home.
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+#[test]
+fn sticky_placement_keeps_valid_and_repairs_invalid() {
+    let v1 = parse(V1).unwrap();
+    let v2 = parse(V2).unwrap();
+    let cn = vec![RegionId::from_str("cn-north").unwrap()];
+    let mut planner = Planner::new(&v1, &v2);
+    let mv = planner
+        .observe(Current {
+            token: "aa",
+            home: j("IN"),
+            category: "payment",
+            regions: &cn,
+            custodian: "operator-kms",
+            objects: 3,
+            bytes: 1 << 30,
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(mv.to, vec![RegionId::from_str("in-mumbai").unwrap()]);
+    assert_eq!(mv.custodian_to, "in-kms");
+    assert!((mv.egress_cost - 0.08).abs() < 1e-9);
+    let none = planner
+        .observe(Current {
+            token: "bb",
+            home: j("TW"),
+            category: "media",
+            regions: &cn,
+            custodian: "operator-kms",
+            objects: 1,
+            bytes: 10,
+        })
+        .unwrap();
+    assert!(none.is_none());
+    let s = planner.finish();
+    assert_eq!(s.totals.units, 1);
+    assert_eq!(s.totals.subjects, 1);
+    assert_eq!(s.subjects_seen, 2);
+    let cn_in_before = s
+        .exposure_before
+        .iter()
+        .find(|r| r.authority == j("CN") && r.home == j("IN"))
+        .unwrap();
+    assert_eq!(cn_in_before.plaintext_subjects, 1);
+    let cn_in_after = s
+        .exposure_after
+        .iter()
+        .find(|r| r.authority == j("CN") && r.home == j("IN"))
+        .unwrap();
+    assert_eq!(
+        cn_in_after.plaintext_subjects + cn_in_after.ciphertext_subjects,
+        0
+    );
+}
+
+// ---------- property tests ----------
+
+const CODES: &[&str] = &["IN", "CN", "SG", "US", "TW", "DE"];
+
+fn topology(regions: &[(usize, usize)]) -> Topology {
+    Topology {
+        operator: Operator {
+            name: "op".into(),
+            headquarters: j("CN"),
+        },
+        regions: regions
+            .iter()
+            .enumerate()
+            .map(|(i, &(jur, hq))| Region {
+                id: RegionId::from_str(&format!("r{i}")).unwrap(),
+                jurisdiction: j(CODES[jur]),
+                provider: "p".into(),
+                provider_headquarters: j(CODES[hq]),
+                store: "memory://".into(),
+                storage_price_gb_month: 0.01 * (i + 1) as f64,
+                egress_price_gb: 0.05,
+            })
+            .collect(),
+        custodians: (0..2)
+            .map(|i| Custodian {
+                id: CustodianId::from_str(&format!("k{i}")).unwrap(),
+                jurisdiction: j(CODES[i * 2]),
+                headquarters: j(CODES[i * 3]),
+                keyring: "memory://".into(),
+            })
+            .collect(),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RuleSpec {
+    homes: Option<Vec<usize>>,
+    allow: Option<Vec<Result<usize, usize>>>,
+    deny: Vec<Result<usize, usize>>,
+    copies: Option<u32>,
+    distinct: bool,
+    custodian: Option<usize>,
+}
+
+fn target(t: &Result<usize, usize>, n_regions: usize) -> Target {
+    match t {
+        Ok(jur) => Target::Jurisdictions {
+            label: CODES[*jur].into(),
+            members: vec![j(CODES[*jur])],
+        },
+        Err(r) => Target::Region(RegionId::from_str(&format!("r{}", r % n_regions)).unwrap()),
+    }
+}
+
+fn policy(specs: &[RuleSpec], n_regions: usize) -> Policy {
+    Policy {
+        rules: specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Rule {
+                name: format!("rule{i}"),
+                homes: s
+                    .homes
+                    .as_ref()
+                    .map(|h| h.iter().map(|&x| j(CODES[x])).collect()),
+                categories: None,
+                allow: s
+                    .allow
+                    .as_ref()
+                    .map(|a| a.iter().map(|t| target(t, n_regions)).collect()),
+                deny: s.deny.iter().map(|t| target(t, n_regions)).collect(),
+                copies: s.copies,
+                distinct_jurisdictions: Some(s.distinct),
+                require_in: vec![],
+                custodian: s
+                    .custodian
+                    .map(|k| CustodianId::from_str(&format!("k{k}")).unwrap()),
+                prefer: Some(Prefer::Hash),
+                span: 0..0,
+            })
+            .collect(),
+    }
+}
+
+fn arb_target() -> impl Strategy<Value = Result<usize, usize>> {
+    prop_oneof![(0..CODES.len()).prop_map(Ok), (0..8usize).prop_map(Err)]
+}
+
+fn arb_rule() -> impl Strategy<Value = RuleSpec> {
+    (
+        proptest::option::of(proptest::collection::vec(0..CODES.len(), 1..3)),
+        proptest::option::of(proptest::collection::vec(arb_target(), 1..4)),
+        proptest::collection::vec(arb_target(), 0..2),
+        proptest::option::of(1u32..3),
+        proptest::bool::weighted(0.2),
+        proptest::option::of(0..2usize),
+    )
+        .prop_map(
+            |(homes, allow, deny, copies, distinct, custodian)| RuleSpec {
+                homes,
+                allow,
+                deny,
+                copies,
+                distinct,
+                custodian,
+            },
+        )
+}
+
+fn arb_regions() -> impl Strategy<Value = Vec<(usize, usize)>> {
+    proptest::collection::vec((0..CODES.len(), 0..CODES.len()), 2..7)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn deny_always_wins(regions in arb_regions(), rules in proptest::collection::vec(arb_rule(), 1..5), home in 0..CODES.len()) {
+        let topo = topology(&regions);
+        let pol = policy(&rules, regions.len());
+        let req = pol.requirement(&topo, j(CODES[home]), "profile");
+        for &i in &req.allowed {
+            for rule in pol.matching(j(CODES[home]), "profile") {
+                prop_assert!(!rule.deny.iter().any(|t| t.covers(&topo.regions[i])),
+                    "region {} allowed although rule {} denies it", topo.regions[i].id, rule.name);
+                if let Some(allow) = &rule.allow {
+                    prop_assert!(allow.iter().any(|t| t.covers(&topo.regions[i])));
+                }
+            }
+        }
+        // And every region that no matching rule denies and every allow covers is allowed.
+        for (i, r) in topo.regions.iter().enumerate() {
+            let ok = pol.matching(j(CODES[home]), "profile").iter().all(|rule|
+                !rule.deny.iter().any(|t| t.covers(r))
+                && rule.allow.as_ref().is_none_or(|a| a.iter().any(|t| t.covers(r))));
+            prop_assert_eq!(ok, req.allowed.contains(&i));
+        }
+    }
+
+    #[test]
+    fn placement_is_deterministic_and_valid(regions in arb_regions(), rules in proptest::collection::vec(arb_rule(), 1..4),
+                                             token in "[0-9a-f]{16}", home in 0..CODES.len()) {
+        let topo = topology(&regions);
+        let pol = policy(&rules, regions.len());
+        let req = pol.requirement(&topo, j(CODES[home]), "media");
+        let a = placement::place(&token, "media", &req, &topo, None);
+        let b = placement::place(&token, "media", &req, &topo, None);
+        prop_assert_eq!(&a, &b);
+        if let Ok(p) = a {
+            prop_assert!(placement::is_valid(&p, &req, &topo));
+        }
+    }
+
+    #[test]
+    fn a_rule_change_moves_only_invalid_pairs(regions in arb_regions(),
+                                              old in proptest::collection::vec(arb_rule(), 1..4),
+                                              new in proptest::collection::vec(arb_rule(), 1..4),
+                                              tokens in proptest::collection::vec("[0-9a-f]{16}", 1..20),
+                                              home in 0..CODES.len()) {
+        let topo = topology(&regions);
+        let p_old = policy(&old, regions.len());
+        let p_new = policy(&new, regions.len());
+        let h = j(CODES[home]);
+        let r_old = p_old.requirement(&topo, h, "profile");
+        let r_new = p_new.requirement(&topo, h, "profile");
+        for token in &tokens {
+            let Ok(cur) = placement::place(token, "profile", &r_old, &topo, None) else { continue };
+            let Ok(next) = placement::place(token, "profile", &r_new, &topo, Some(&cur)) else { continue };
+            prop_assert!(placement::is_valid(&next, &r_new, &topo));
+            if placement::is_valid(&cur, &r_new, &topo) {
+                prop_assert_eq!(&next, &cur, "a still-valid placement moved");
+            } else {
+                // Every copy that is still allowed and fits is kept: no copy
+                // moves that did not have to.
+                let kept = cur.iter().filter(|r| next.contains(r)).count();
+                let keepable = cur.iter().filter(|r| r_new.allowed.contains(&topo.region_index(r.as_str()).unwrap())).count();
+                if !r_new.distinct_jurisdictions && r_new.require_in.is_empty() {
+                    prop_assert_eq!(kept, keepable.min(r_new.copies as usize));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exposure_matches_brute_force(regions in arb_regions(),
+                                    reach in proptest::collection::vec((proptest::option::of(0..CODES.len()), any::<bool>()), 0..4),
+                                    copies in proptest::collection::vec(0..7usize, 1..3),
+                                    custodian in 0..2usize, authority in 0..CODES.len()) {
+        let topo = topology(&regions);
+        let reach = Reach { rules: reach.iter().map(|(a, terr)| ReachRule {
+            authority: match a { None => AuthoritySel::Any, Some(x) => AuthoritySel::Some(vec![j(CODES[*x])]) },
+            territory: *terr,
+            headquarters: !*terr,
+        }).collect() };
+        let a = j(CODES[authority]);
+        let copy_regions: Vec<&Region> = copies.iter().map(|&c| &topo.regions[c % topo.regions.len()]).collect();
+        let k = &topo.custodians[custodian];
+        let got = exposure::placement_level(reach.grounds(a), a, &copy_regions, Some(k), &topo.operator);
+
+        // The specification's definition, evaluated rule by rule.
+        let applies = |r: &ReachRule| match &r.authority { AuthoritySel::Any => true, AuthoritySel::Some(l) => l.contains(&a) };
+        let reaches_copy = copy_regions.iter().any(|reg| reach.rules.iter().any(|r| applies(r) && (
+            (r.territory && reg.jurisdiction == a) ||
+            (r.headquarters && (reg.provider_headquarters == a || topo.operator.headquarters == a)))));
+        let reaches_key = reach.rules.iter().any(|r| applies(r) && (
+            (r.territory && k.jurisdiction == a) || (r.headquarters && k.headquarters == a)));
+        let want = match (reaches_copy, reaches_key) {
+            (true, true) => Level::Plaintext,
+            (true, false) => Level::Ciphertext,
+            _ => Level::None,
+        };
+        prop_assert_eq!(got, want);
+        let _ = Grounds::default();
+    }
+}
