@@ -96,7 +96,7 @@ impl Bucket {
             tails.push((s[suffix.len()..].to_string(), cat.clone()));
         }
         // Longest tail first, so the most specific pattern wins.
-        tails.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        tails.sort_by_key(|t| std::cmp::Reverse(t.0.len()));
         Ok(Bucket {
             name: name.to_string(),
             prefix,

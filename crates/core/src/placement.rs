@@ -75,19 +75,20 @@ pub fn place(
     topo: &Topology,
     current: Option<&[RegionId]>,
 ) -> Result<Vec<RegionId>, Unsatisfiable> {
-    if let Some(cur) = current {
-        if is_valid(cur, req, topo) {
-            return Ok(cur.to_vec());
-        }
+    if let Some(cur) = current
+        && is_valid(cur, req, topo)
+    {
+        return Ok(cur.to_vec());
     }
     // Candidates in preference order: kept copies first, then the ranking.
     let mut candidates: Vec<usize> = Vec::with_capacity(req.allowed.len());
     if let Some(cur) = current {
         for id in cur {
-            if let Some(idx) = topo.region_index(id.as_str()) {
-                if req.allowed.contains(&idx) && !candidates.contains(&idx) {
-                    candidates.push(idx);
-                }
+            if let Some(idx) = topo.region_index(id.as_str())
+                && req.allowed.contains(&idx)
+                && !candidates.contains(&idx)
+            {
+                candidates.push(idx);
             }
         }
     }
@@ -178,7 +179,7 @@ fn ranked(token: &str, category: &str, req: &Requirement, topo: &Topology) -> Ve
         .map(|&i| (i, weight(token, category, topo.regions[i].id.as_str())))
         .collect();
     match req.prefer {
-        Prefer::Hash => v.sort_by(|a, b| b.1.cmp(&a.1)),
+        Prefer::Hash => v.sort_by_key(|a| std::cmp::Reverse(a.1)),
         Prefer::Order => v.sort_by_key(|a| a.0),
         Prefer::Price => v.sort_by(|a, b| {
             let pa = topo.regions[a.0].storage_price_gb_month;

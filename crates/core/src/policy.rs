@@ -224,10 +224,10 @@ fn region_verdict(rules: &[&Rule], region: &Region) -> Option<String> {
         }
     }
     for rule in rules {
-        if let Some(allow) = &rule.allow {
-            if !allow.iter().any(|t| t.covers(region)) {
-                return Some(format!("not in the allow list of rule {:?}", rule.name));
-            }
+        if let Some(allow) = &rule.allow
+            && !allow.iter().any(|t| t.covers(region))
+        {
+            return Some(format!("not in the allow list of rule {:?}", rule.name));
         }
     }
     None

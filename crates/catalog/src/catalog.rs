@@ -1,0 +1,207 @@
+//! The catalog contract every backend implements.
+//!
+//! The contract is minimal on purpose: each method is one transaction, and
+//! every change that the ledger must record is appended in the same
+//! transaction as the change itself, so the two can never disagree.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::{
+    Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
+    PlacementSummary, ResidencyRow, SubjectRow,
+};
+
+/// Result of committing an object row against a fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Committed with this version; `replaced` is the blob that the row used
+    /// to point at, now queued for garbage collection.
+    Committed {
+        version: i64,
+        replaced: Option<String>,
+    },
+    /// The placement changed (other epoch) or is moving: nothing was written.
+    Fenced {
+        current_epoch: Option<i64>,
+        moving: bool,
+    },
+}
+
+/// The catalog: subjects, placements, the object index, the garbage queue
+/// and the ledger.
+#[async_trait]
+pub trait Catalog: Send + Sync + std::fmt::Debug {
+    /// Schema version this backend is at after `open`.
+    async fn schema_version(&self) -> Result<i64>;
+
+    // ---- subjects ----
+
+    /// Registers a subject and appends a `subject` ledger entry.
+    /// Errors with `Error::AlreadyExists` if the token is known (and appends nothing).
+    async fn add_subject(&self, subject: &SubjectRow, ledger: LedgerAppend) -> Result<()>;
+
+    /// Registers many subjects in one transaction; existing tokens are
+    /// skipped. Returns how many were added. One `subject` ledger entry per
+    /// added subject, with body `{"home": HOME}` and the given `at`.
+    async fn add_subjects(&self, subjects: &[SubjectRow], at: Millis) -> Result<u64>;
+
+    /// The subject with this token, if registered.
+    async fn get_subject(&self, token: &str) -> Result<Option<SubjectRow>>;
+
+    /// Changes a subject's home and appends the given ledger entry.
+    /// Errors with `Error::NotFound` if the token is unknown.
+    async fn set_home(&self, token: &str, home: &str, ledger: LedgerAppend) -> Result<()>;
+
+    /// Removes a subject with its placements and index rows, queues all its
+    /// blobs for deletion, and appends the `erasure` ledger entry. Data keys
+    /// are deleted with the placements (crypto-shredding).
+    /// Returns the garbage rows queued: one per indexed object, for the
+    /// regions of its placement (and the targets of a move under way), queued
+    /// at `ledger.at`. Errors with `Error::NotFound` if the token is unknown.
+    async fn erase_subject(&self, token: &str, ledger: LedgerAppend) -> Result<Vec<GarbageRow>>;
+
+    /// How many subjects are registered.
+    async fn count_subjects(&self) -> Result<i64>;
+
+    // ---- placements ----
+
+    /// The placement of one (subject, category), if any.
+    async fn get_placement(&self, token: &str, category: &str) -> Result<Option<PlacementRow>>;
+
+    /// Every placement of one subject, ordered by category.
+    async fn placements_of(&self, token: &str) -> Result<Vec<PlacementRow>>;
+
+    /// Creates the placement if none exists (epoch 1, active) and appends the
+    /// `placement` ledger entry. If one exists, returns it unchanged and
+    /// appends nothing. Of `row`, only token, category, regions, custodian,
+    /// wrapped key and `since` are used; the counters start at zero.
+    /// Errors with `Error::NotFound` if the subject is unknown, and with
+    /// `Error::Invalid` if a region is listed twice.
+    async fn ensure_placement(
+        &self,
+        row: &PlacementRow,
+        ledger: LedgerAppend,
+    ) -> Result<PlacementRow>;
+
+    /// Marks a placement as moving, if it is at `epoch` and active (or its
+    /// moving lease has expired by `now`, that is `lease_until < now`).
+    /// Returns false if fenced, or if there is no such placement. The epoch
+    /// does not change: only `commit_move` bumps it.
+    async fn begin_move(
+        &self,
+        token: &str,
+        category: &str,
+        epoch: i64,
+        to: &[String],
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<bool>;
+
+    /// Commits a move: sets regions, custodian and wrapped key, bumps the
+    /// epoch, sets the state active, and appends the `move` ledger entry.
+    /// Fails with `Error::Conflict` if the placement is not at `epoch` or is
+    /// not moving (a move aborted in the meantime may have let writes commit
+    /// that the new regions lack), and with `Error::NotFound` if it is gone.
+    /// The new `since` is `ledger.at`.
+    async fn commit_move(
+        &self,
+        fence: &Fence,
+        regions: &[String],
+        custodian: &str,
+        wrapped_key: &[u8],
+        ledger: LedgerAppend,
+    ) -> Result<PlacementRow>;
+
+    /// Clears a moving mark without changing the placement. Does nothing if
+    /// the placement is not at `epoch` or not moving.
+    async fn abort_move(&self, token: &str, category: &str, epoch: i64) -> Result<()>;
+
+    /// Streams every placement with its subject's home, ordered by token then
+    /// category, in pages of at most `limit` after the (token, category) key.
+    /// An empty page means the end.
+    async fn placements_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<PlacementSummary>>;
+
+    /// Aggregate: subjects, objects and bytes per (home, category, region),
+    /// ordered by those three. Each region of a placement holds a copy, so a
+    /// placement's objects and bytes count once in each of its regions.
+    async fn residency(&self) -> Result<Vec<ResidencyRow>>;
+
+    // ---- objects ----
+
+    /// In one transaction: check that the placement is at `fence.epoch` and
+    /// active; upsert the index row (version = old version + 1, or 1); keep
+    /// the placement's object and byte counts in step; queue the replaced
+    /// blob for garbage collection (with the placement's regions, queued at
+    /// `row.modified_at`). If the row's blob is the one already indexed,
+    /// nothing is queued and `replaced` is `None`.
+    ///
+    /// Errors with `Error::Invalid` if `row` is not for the fence's
+    /// (token, category), and with `Error::Conflict` if the name is indexed
+    /// in another category or the blob id belongs to another name (a blob
+    /// belongs to one row only, or collecting it would lose the other).
+    async fn commit_object(&self, fence: &Fence, row: &ObjectRow) -> Result<CommitOutcome>;
+
+    /// Removes an index row under a fence and queues its blob for deletion.
+    /// Returns `Ok(None)` if the name was not there (in the fence's
+    /// category); on success, `Committed` carries the deleted row's version
+    /// and its blob, now queued (with the placement's regions, at the
+    /// catalog's clock).
+    async fn delete_object(&self, fence: &Fence, lookup: &str) -> Result<Option<CommitOutcome>>;
+
+    /// The index row of one name of a subject, if any.
+    async fn get_object(&self, token: &str, lookup: &str) -> Result<Option<ObjectRow>>;
+
+    /// Every index row of a subject, in one category or all, ordered by
+    /// category then lookup.
+    async fn objects_of(&self, token: &str, category: Option<&str>) -> Result<Vec<ObjectRow>>;
+
+    /// Pages through the whole index ordered by (token, blob_id), at most
+    /// `limit` rows after the (token, blob_id) key.
+    async fn objects_page(&self, after: Option<(&str, &str)>, limit: u32)
+    -> Result<Vec<ObjectRow>>;
+
+    // ---- garbage ----
+
+    /// The oldest queued garbage rows (by id), at most `limit`.
+    async fn garbage(&self, limit: u32) -> Result<Vec<GarbageRow>>;
+
+    /// Queues a blob for deletion (for example, an upload whose commit was
+    /// fenced). `row.id` is ignored: the catalog assigns one.
+    async fn queue_garbage(&self, row: &GarbageRow) -> Result<()>;
+
+    /// Drops a garbage row once its blob is gone from every region, and
+    /// appends the `purge` ledger entry if given. Errors with
+    /// `Error::NotFound` (appending nothing) if there is no such row.
+    async fn finish_garbage(&self, id: i64, ledger: Option<LedgerAppend>) -> Result<()>;
+
+    // ---- ledger ----
+
+    /// Appends a standalone entry (for example a demand). Returns its seq.
+    async fn append_ledger(&self, entry: LedgerAppend) -> Result<i64>;
+
+    /// Entries with seq > `after`, in order, at most `limit`.
+    async fn ledger_page(&self, after: i64, limit: u32) -> Result<Vec<LedgerEntry>>;
+
+    /// Every entry about one subject token, in order.
+    async fn ledger_of(&self, token: &str) -> Result<Vec<LedgerEntry>>;
+
+    // ---- settings ----
+
+    /// Reads a small persistent setting.
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+
+    /// Writes a small persistent setting, replacing any previous value.
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+}
+
+impl PlacementState {
+    /// Whether writes may commit (no move is under way).
+    pub fn is_active(&self) -> bool {
+        matches!(self, PlacementState::Active)
+    }
+}

@@ -1,0 +1,33 @@
+//! The domicile catalog: the current state of every subject, placement and
+//! object, and the ledger that records every change to it.
+//!
+//! - [`catalog`]: the [`Catalog`] trait, the one contract every backend meets.
+//! - [`model`]: the rows it stores. Nothing in them is personal data in clear.
+//! - [`ledger`]: the hash chain: how an entry is hashed, how a chain is verified.
+//! - [`sqlite`]: the embedded backend (SQLite through sqlx, WAL).
+//! - [`conformance`]: the suite every backend must pass.
+//! - [`error`]: the error type.
+
+pub mod catalog;
+pub mod conformance;
+pub mod error;
+pub mod ledger;
+pub mod model;
+pub mod sqlite;
+
+pub use catalog::{Catalog, CommitOutcome};
+pub use error::{Error, Result};
+pub use model::*;
+
+use std::sync::Arc;
+
+/// Opens the catalog a URL names: `sqlite://PATH` (created if missing).
+pub async fn open(url: &str) -> Result<Arc<dyn Catalog>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(sqlite::SqliteCatalog::open(path).await?));
+    }
+    Err(Error::BadUrl {
+        url: url.to_string(),
+        reason: "expected sqlite://PATH".into(),
+    })
+}

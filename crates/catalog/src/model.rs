@@ -1,0 +1,148 @@
+//! Rows the catalog stores and returns. Every field that could identify a
+//! person is a token, a keyed hash or ciphertext: the catalog never sees a
+//! subject id or an object name in clear.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// A registered subject, known only by its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectRow {
+    /// Keyed hash of the subject id (hex).
+    pub token: String,
+    /// Home jurisdiction, ISO 3166-1 alpha-2.
+    pub home: String,
+    pub created_at: Millis,
+}
+
+/// Whether a placement accepts writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PlacementState {
+    /// Writes commit against the current epoch.
+    Active,
+    /// A move to `to` is under way: no write may commit until it ends.
+    Moving {
+        to: Vec<String>,
+        lease_until: Millis,
+    },
+}
+
+/// Where the copies of one (subject, category) are, and under which key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementRow {
+    pub token: String,
+    pub category: String,
+    /// Ordered region ids holding copies.
+    pub regions: Vec<String>,
+    /// Grows by one with each change of `regions` or `custodian`.
+    pub epoch: i64,
+    pub state: PlacementState,
+    /// Custodian whose key wraps `wrapped_key`.
+    pub custodian: String,
+    /// The data key, wrapped by the custodian. Deleting it shreds the data.
+    pub wrapped_key: Vec<u8>,
+    /// Number of live objects and their stored bytes, kept in step with the index.
+    pub objects: i64,
+    pub bytes: i64,
+    /// When the placement last changed.
+    pub since: Millis,
+}
+
+/// One (subject, category) placement joined with its subject's home, as the
+/// planner streams them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementSummary {
+    pub token: String,
+    pub home: String,
+    pub category: String,
+    pub regions: Vec<String>,
+    pub custodian: String,
+    pub epoch: i64,
+    pub objects: i64,
+    pub bytes: i64,
+}
+
+/// One object's index row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRow {
+    pub token: String,
+    pub category: String,
+    /// Keyed hash of the object name, for lookup.
+    pub lookup: String,
+    /// The object name, encrypted under the subject's data key, for listing.
+    pub name_enc: Vec<u8>,
+    /// Content type and user metadata, encrypted like the name.
+    pub meta_enc: Vec<u8>,
+    /// Grows by one each time the name is overwritten.
+    pub version: i64,
+    /// Plaintext size.
+    pub size: i64,
+    /// Stored (ciphertext) size of each copy.
+    pub stored_size: i64,
+    /// BLAKE3 of the stored bytes, hex.
+    pub checksum: String,
+    pub blob_id: String,
+    pub modified_at: Millis,
+}
+
+/// A stored blob that no index row points at any more, waiting for deletion
+/// from the listed regions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GarbageRow {
+    pub id: i64,
+    pub token: String,
+    pub category: String,
+    pub blob_id: String,
+    pub regions: Vec<String>,
+    pub queued_at: Millis,
+}
+
+/// The fence a write commits against: the placement it wrote to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub token: String,
+    pub category: String,
+    pub epoch: i64,
+}
+
+/// An entry to append to the ledger. The catalog assigns `seq`, `at` is given
+/// by the caller, and the hash chain is computed by the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerAppend {
+    /// `placement`, `move`, `purge`, `erasure`, `demand`, `subject`, `shred`, `rehome`.
+    pub kind: String,
+    /// Token of the subject concerned, if any.
+    pub subject: Option<String>,
+    /// JSON body; never personal data in clear.
+    pub body: serde_json::Value,
+    pub at: Millis,
+}
+
+/// A ledger entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub seq: i64,
+    pub at: Millis,
+    pub kind: String,
+    pub subject: Option<String>,
+    /// The body exactly as hashed (canonical JSON text).
+    pub body: String,
+    /// Hex BLAKE3 of the previous entry (64 zeros for the first).
+    pub prev_hash: String,
+    /// Hex BLAKE3 over this entry's fields and `prev_hash`.
+    pub hash: String,
+}
+
+/// One row of the residency aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResidencyRow {
+    pub home: String,
+    pub category: String,
+    pub region: String,
+    pub subjects: i64,
+    pub objects: i64,
+    pub bytes: i64,
+}

@@ -1,0 +1,1311 @@
+//! The embedded backend: SQLite through sqlx, in WAL mode.
+//!
+//! Every method is one transaction. Every transaction that writes starts with
+//! `BEGIN IMMEDIATE`, so it holds the write lock from its first read: a
+//! read-then-write transaction can never fail to upgrade its lock
+//! (`SQLITE_BUSY`) and writers simply queue behind the busy timeout. Ledger
+//! entries are appended in the same transaction as the change they record.
+//!
+//! The SQL stays close to what PostgreSQL accepts too (`ON CONFLICT`,
+//! `RETURNING`, no row values), so the PostgreSQL backend can follow it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+
+use crate::catalog::{Catalog, CommitOutcome};
+use crate::error::{Error, Result};
+use crate::ledger::{self, GENESIS};
+use crate::model::{
+    Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
+    PlacementSummary, ResidencyRow, SubjectRow,
+};
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Connections in a file-backed pool: WAL lets readers run beside the writer.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// How long a writer waits for another writer's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema migrations, oldest first. Applied migrations are never edited:
+/// a change is a new file and a new entry here.
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        sqlx::SqlSafeStr::into_sql_str(include_str!("schema/sqlite/0001_init.sql")),
+        false,
+    )])
+}
+
+/// The catalog in one SQLite database.
+#[derive(Debug, Clone)]
+pub struct SqliteCatalog {
+    pool: SqlitePool,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating it and its parent folders if missing) the catalog at
+    /// `path`, and brings its schema up to date.
+    ///
+    /// Errors with [`Error::SchemaTooNew`] if a newer build migrated it.
+    pub async fn open(path: &str) -> Result<Self> {
+        if let Some(parent) = Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|source| Error::Io {
+                    path: parent.display().to_string(),
+                    source,
+                })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = connect_file(options).await?;
+        tracing::debug!(path, "opened sqlite catalog");
+        Self::migrated(pool).await
+    }
+
+    /// Opens a fresh catalog that lives in memory only, for tests.
+    ///
+    /// It has a single connection, kept open for the pool's lifetime (the
+    /// database disappears with its last connection), so calls are serialised.
+    pub async fn open_memory() -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Self::migrated(pool).await
+    }
+
+    /// Refuses a database migrated by a newer build, then applies the
+    /// migrations this build knows and the database lacks.
+    ///
+    /// Both happen under one write lock, so processes opening the same
+    /// fresh file at once apply each migration exactly once (sqlx's own
+    /// per-migration transactions nest as savepoints).
+    async fn migrated(pool: SqlitePool) -> Result<Self> {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let found = applied_version(&mut tx).await?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew {
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        run_migrations(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Self { pool })
+    }
+
+    /// Starts a write transaction holding the write lock from the start.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Opens the pool of a file-backed catalog.
+///
+/// Turning a fresh file to WAL needs an exclusive lock that SQLite will not
+/// wait for (the busy timeout does not apply), so when several processes open
+/// a new file at once, all but one may get `SQLITE_BUSY` here. That happens
+/// once in the file's life; retrying within the busy timeout covers it.
+async fn connect_file(options: SqliteConnectOptions) -> Result<SqlitePool> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let attempt = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options.clone())
+            .await;
+        match attempt {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Whether an error is `SQLITE_BUSY` or one of its extended codes.
+fn is_busy(e: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i64 = 5;
+    let Some(db) = e.as_database_error() else {
+        return false;
+    };
+    db.code()
+        .and_then(|c| c.parse::<i64>().ok())
+        .is_some_and(|c| c & 0xff == SQLITE_BUSY)
+}
+
+/// Applies the migrations on one connection (inside the caller's transaction).
+///
+/// `Migrator::run` takes an `Acquire`, which on a borrowed connection inside a
+/// `Send` future trips "implementation of `Acquire` is not general enough";
+/// `run_direct` (what `run` calls once it has a connection) avoids that. It is
+/// public but semver-exempt in sqlx: recheck it when upgrading sqlx.
+async fn run_migrations(conn: &mut SqliteConnection) -> Result<(), MigrateError> {
+    migrator().run_direct(None, conn, false).await
+}
+
+/// The highest applied migration, 0 on a fresh database.
+async fn applied_version(conn: &mut SqliteConnection) -> Result<i64> {
+    let exists: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if exists == 0 {
+        return Ok(0);
+    }
+    let version: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(version)
+}
+
+// ---------------------------------------------------------------------------
+// Row encoding
+
+/// The object columns, in the order [`object_from`] reads them.
+macro_rules! object_cols {
+    () => {
+        "token, lookup, category, name_enc, meta_enc, version, size, stored_size, checksum, \
+         blob_id, modified_at"
+    };
+}
+
+/// The placement columns (without regions), in the order [`placement_from`] reads them.
+macro_rules! placement_cols {
+    () => {
+        "token, category, epoch, state, custodian, wrapped_key, objects, bytes, since"
+    };
+}
+
+/// The ledger columns, in the order [`entry_from`] reads them.
+macro_rules! ledger_cols {
+    () => {
+        "seq, at, kind, subject, body, prev_hash, hash"
+    };
+}
+
+fn subject_from(r: &SqliteRow) -> Result<SubjectRow> {
+    Ok(SubjectRow {
+        token: r.try_get("token")?,
+        home: r.try_get("home")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// A placement row with empty regions; the caller fills them in.
+fn placement_from(r: &SqliteRow) -> Result<PlacementRow> {
+    let state: String = r.try_get("state")?;
+    Ok(PlacementRow {
+        token: r.try_get("token")?,
+        category: r.try_get("category")?,
+        regions: Vec::new(),
+        epoch: r.try_get("epoch")?,
+        state: decode_state(&state)?,
+        custodian: r.try_get("custodian")?,
+        wrapped_key: r.try_get("wrapped_key")?,
+        objects: r.try_get("objects")?,
+        bytes: r.try_get("bytes")?,
+        since: r.try_get("since")?,
+    })
+}
+
+fn object_from(r: &SqliteRow) -> Result<ObjectRow> {
+    Ok(ObjectRow {
+        token: r.try_get("token")?,
+        category: r.try_get("category")?,
+        lookup: r.try_get("lookup")?,
+        name_enc: r.try_get("name_enc")?,
+        meta_enc: r.try_get("meta_enc")?,
+        version: r.try_get("version")?,
+        size: r.try_get("size")?,
+        stored_size: r.try_get("stored_size")?,
+        checksum: r.try_get("checksum")?,
+        blob_id: r.try_get("blob_id")?,
+        modified_at: r.try_get("modified_at")?,
+    })
+}
+
+fn garbage_from(r: &SqliteRow) -> Result<GarbageRow> {
+    let regions: String = r.try_get("regions")?;
+    Ok(GarbageRow {
+        id: r.try_get("id")?,
+        token: r.try_get("token")?,
+        category: r.try_get("category")?,
+        blob_id: r.try_get("blob_id")?,
+        regions: serde_json::from_str(&regions).map_err(|e| Error::Corrupt {
+            reason: format!("garbage regions {regions:?}: {e}"),
+        })?,
+        queued_at: r.try_get("queued_at")?,
+    })
+}
+
+fn entry_from(r: &SqliteRow) -> Result<LedgerEntry> {
+    Ok(LedgerEntry {
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        kind: r.try_get("kind")?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+fn encode_state(state: &PlacementState) -> Result<String> {
+    serde_json::to_string(state).map_err(|e| Error::Corrupt {
+        reason: format!("placement state does not encode: {e}"),
+    })
+}
+
+fn decode_state(text: &str) -> Result<PlacementState> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt {
+        reason: format!("placement state {text:?}: {e}"),
+    })
+}
+
+fn encode_regions(regions: &[String]) -> Result<String> {
+    serde_json::to_string(regions).map_err(|e| Error::Corrupt {
+        reason: format!("regions do not encode: {e}"),
+    })
+}
+
+fn not_found(what: impl Into<String>) -> Error {
+    Error::NotFound { what: what.into() }
+}
+
+fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+// Statements shared by several methods; each runs inside the caller's transaction.
+
+/// The last entry of the ledger, advanced in memory as a transaction appends.
+struct LedgerTail {
+    seq: i64,
+    hash: String,
+}
+
+async fn ledger_tail(conn: &mut SqliteConnection) -> Result<LedgerTail> {
+    let row = sqlx::query("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(r) => LedgerTail {
+            seq: r.try_get("seq")?,
+            hash: r.try_get("hash")?,
+        },
+        None => LedgerTail {
+            seq: 0,
+            hash: GENESIS.to_string(),
+        },
+    })
+}
+
+/// Appends one entry after `tail` and advances it. Returns the entry's seq.
+async fn ledger_push(
+    conn: &mut SqliteConnection,
+    tail: &mut LedgerTail,
+    e: &LedgerAppend,
+) -> Result<i64> {
+    let seq = tail.seq + 1;
+    let body = ledger::canonical_body(&e.body);
+    let hash = ledger::entry_hash(&tail.hash, seq, e.at, &e.kind, e.subject.as_deref(), &body);
+    sqlx::query(
+        "INSERT INTO ledger (seq, at, kind, subject, body, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(e.at)
+    .bind(&e.kind)
+    .bind(e.subject.as_deref())
+    .bind(&body)
+    .bind(&tail.hash)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await?;
+    tail.seq = seq;
+    tail.hash = hash;
+    Ok(seq)
+}
+
+/// Appends one entry at the end of the ledger. Returns its seq.
+async fn ledger_append(conn: &mut SqliteConnection, e: &LedgerAppend) -> Result<i64> {
+    let mut tail = ledger_tail(conn).await?;
+    ledger_push(conn, &mut tail, e).await
+}
+
+async fn read_regions(
+    conn: &mut SqliteConnection,
+    token: &str,
+    category: &str,
+) -> Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT region FROM placement_regions WHERE token = ? AND category = ? ORDER BY ordinal",
+    )
+    .bind(token)
+    .bind(category)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get("region")?))
+        .collect::<Result<Vec<String>>>()
+}
+
+/// Replaces the ordered regions of a placement.
+async fn write_regions(
+    conn: &mut SqliteConnection,
+    token: &str,
+    category: &str,
+    regions: &[String],
+) -> Result<()> {
+    for (i, r) in regions.iter().enumerate() {
+        if regions[..i].contains(r) {
+            return Err(Error::Invalid {
+                reason: format!("region {r:?} is listed twice in one placement"),
+            });
+        }
+    }
+    sqlx::query("DELETE FROM placement_regions WHERE token = ? AND category = ?")
+        .bind(token)
+        .bind(category)
+        .execute(&mut *conn)
+        .await?;
+    for (ordinal, region) in (0_i64..).zip(regions) {
+        sqlx::query(
+            "INSERT INTO placement_regions (token, category, ordinal, region) VALUES (?, ?, ?, ?)",
+        )
+        .bind(token)
+        .bind(category)
+        .bind(ordinal)
+        .bind(region)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn read_placement(
+    conn: &mut SqliteConnection,
+    token: &str,
+    category: &str,
+) -> Result<Option<PlacementRow>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        placement_cols!(),
+        " FROM placements WHERE token = ? AND category = ?"
+    ))
+    .bind(token)
+    .bind(category)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut p = placement_from(&row)?;
+    p.regions = read_regions(conn, token, category).await?;
+    Ok(Some(p))
+}
+
+/// Checks a write's fence: `None` if the placement is at the fence's epoch
+/// and active, else the outcome to return without writing.
+async fn check_fence(conn: &mut SqliteConnection, fence: &Fence) -> Result<Option<CommitOutcome>> {
+    let row = sqlx::query("SELECT epoch, state FROM placements WHERE token = ? AND category = ?")
+        .bind(&fence.token)
+        .bind(&fence.category)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(Some(CommitOutcome::Fenced {
+            current_epoch: None,
+            moving: false,
+        }));
+    };
+    let epoch: i64 = row.try_get("epoch")?;
+    let state: String = row.try_get("state")?;
+    let moving = !decode_state(&state)?.is_active();
+    if epoch != fence.epoch || moving {
+        return Ok(Some(CommitOutcome::Fenced {
+            current_epoch: Some(epoch),
+            moving,
+        }));
+    }
+    Ok(None)
+}
+
+/// Queues a blob for deletion from `regions`. Returns the queued row.
+async fn insert_garbage(
+    conn: &mut SqliteConnection,
+    token: &str,
+    category: &str,
+    blob_id: &str,
+    regions: Vec<String>,
+    queued_at: Millis,
+) -> Result<GarbageRow> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO garbage (token, category, blob_id, regions, queued_at) \
+         VALUES (?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(token)
+    .bind(category)
+    .bind(blob_id)
+    .bind(encode_regions(&regions)?)
+    .bind(queued_at)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(GarbageRow {
+        id,
+        token: token.to_string(),
+        category: category.to_string(),
+        blob_id: blob_id.to_string(),
+        regions,
+        queued_at,
+    })
+}
+
+/// Adds to a placement's object and byte counters.
+async fn add_counts(
+    conn: &mut SqliteConnection,
+    token: &str,
+    category: &str,
+    objects: i64,
+    bytes: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE placements SET objects = objects + ?, bytes = bytes + ? \
+         WHERE token = ? AND category = ?",
+    )
+    .bind(objects)
+    .bind(bytes)
+    .bind(token)
+    .bind(category)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// What an object row held before a write replaced or removed it.
+struct OldObject {
+    category: String,
+    version: i64,
+    stored_size: i64,
+    blob_id: String,
+}
+
+async fn read_old_object(
+    conn: &mut SqliteConnection,
+    token: &str,
+    lookup: &str,
+) -> Result<Option<OldObject>> {
+    let row = sqlx::query(
+        "SELECT category, version, stored_size, blob_id FROM objects \
+         WHERE token = ? AND lookup = ?",
+    )
+    .bind(token)
+    .bind(lookup)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        Ok(OldObject {
+            category: r.try_get("category")?,
+            version: r.try_get("version")?,
+            stored_size: r.try_get("stored_size")?,
+            blob_id: r.try_get("blob_id")?,
+        })
+    })
+    .transpose()
+}
+
+// ---------------------------------------------------------------------------
+
+#[async_trait]
+impl Catalog for SqliteCatalog {
+    async fn schema_version(&self) -> Result<i64> {
+        let mut conn = self.pool.acquire().await?;
+        applied_version(&mut conn).await
+    }
+
+    // ---- subjects ----
+
+    async fn add_subject(&self, subject: &SubjectRow, ledger: LedgerAppend) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO subjects (token, home, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (token) DO NOTHING",
+        )
+        .bind(&subject.token)
+        .bind(&subject.home)
+        .bind(subject.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(Error::AlreadyExists {
+                what: format!("subject {}", subject.token),
+            });
+        }
+        ledger_append(&mut tx, &ledger).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn add_subjects(&self, subjects: &[SubjectRow], at: Millis) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let mut tail = ledger_tail(&mut tx).await?;
+        let mut added = 0;
+        for s in subjects {
+            let inserted = sqlx::query(
+                "INSERT INTO subjects (token, home, created_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (token) DO NOTHING",
+            )
+            .bind(&s.token)
+            .bind(&s.home)
+            .bind(s.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                continue;
+            }
+            added += 1;
+            let entry = LedgerAppend {
+                kind: "subject".into(),
+                subject: Some(s.token.clone()),
+                body: serde_json::json!({ "home": s.home }),
+                at,
+            };
+            ledger_push(&mut tx, &mut tail, &entry).await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn get_subject(&self, token: &str) -> Result<Option<SubjectRow>> {
+        let row = sqlx::query("SELECT token, home, created_at FROM subjects WHERE token = ?")
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(subject_from).transpose()
+    }
+
+    async fn set_home(&self, token: &str, home: &str, ledger: LedgerAppend) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let changed = sqlx::query("UPDATE subjects SET home = ? WHERE token = ?")
+            .bind(home)
+            .bind(token)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Err(not_found(format!("subject {token}")));
+        }
+        ledger_append(&mut tx, &ledger).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn erase_subject(&self, token: &str, ledger: LedgerAppend) -> Result<Vec<GarbageRow>> {
+        let mut tx = self.write_tx().await?;
+        let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subjects WHERE token = ?")
+            .bind(token)
+            .fetch_one(&mut *tx)
+            .await?;
+        if known == 0 {
+            return Err(not_found(format!("subject {token}")));
+        }
+
+        let mut regions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let rows = sqlx::query(
+            "SELECT category, region FROM placement_regions WHERE token = ? \
+             ORDER BY category, ordinal",
+        )
+        .bind(token)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &rows {
+            let category: String = r.try_get("category")?;
+            regions
+                .entry(category)
+                .or_default()
+                .push(r.try_get("region")?);
+        }
+        // A move under way may already have copied blobs to its targets.
+        let states = sqlx::query("SELECT category, state FROM placements WHERE token = ?")
+            .bind(token)
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in &states {
+            let state: String = r.try_get("state")?;
+            if let PlacementState::Moving { to, .. } = decode_state(&state)? {
+                let list = regions.entry(r.try_get("category")?).or_default();
+                for region in to {
+                    if !list.contains(&region) {
+                        list.push(region);
+                    }
+                }
+            }
+        }
+
+        let blobs = sqlx::query(
+            "SELECT category, blob_id FROM objects WHERE token = ? ORDER BY category, lookup",
+        )
+        .bind(token)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut queued = Vec::with_capacity(blobs.len());
+        for r in &blobs {
+            let category: String = r.try_get("category")?;
+            let blob_id: String = r.try_get("blob_id")?;
+            let where_ = regions.get(&category).cloned().unwrap_or_default();
+            queued.push(
+                insert_garbage(&mut tx, token, &category, &blob_id, where_, ledger.at).await?,
+            );
+        }
+
+        for sql in [
+            "DELETE FROM objects WHERE token = ?",
+            "DELETE FROM placement_regions WHERE token = ?",
+            "DELETE FROM placements WHERE token = ?",
+            "DELETE FROM subjects WHERE token = ?",
+        ] {
+            sqlx::query(sql).bind(token).execute(&mut *tx).await?;
+        }
+        ledger_append(&mut tx, &ledger).await?;
+        tx.commit().await?;
+        tracing::debug!(objects = queued.len(), "erased subject");
+        Ok(queued)
+    }
+
+    async fn count_subjects(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM subjects")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    // ---- placements ----
+
+    async fn get_placement(&self, token: &str, category: &str) -> Result<Option<PlacementRow>> {
+        let mut tx = self.pool.begin().await?;
+        let p = read_placement(&mut tx, token, category).await?;
+        tx.commit().await?;
+        Ok(p)
+    }
+
+    async fn placements_of(&self, token: &str) -> Result<Vec<PlacementRow>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            placement_cols!(),
+            " FROM placements WHERE token = ? ORDER BY category"
+        ))
+        .bind(token)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(placement_from)
+            .collect::<Result<Vec<_>>>()?;
+        let regions = sqlx::query(
+            "SELECT category, region FROM placement_regions WHERE token = ? \
+             ORDER BY category, ordinal",
+        )
+        .bind(token)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut by_category: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in &regions {
+            let category: String = r.try_get("category")?;
+            by_category
+                .entry(category)
+                .or_default()
+                .push(r.try_get("region")?);
+        }
+        for p in &mut out {
+            p.regions = by_category.remove(&p.category).unwrap_or_default();
+        }
+        Ok(out)
+    }
+
+    async fn ensure_placement(
+        &self,
+        row: &PlacementRow,
+        ledger: LedgerAppend,
+    ) -> Result<PlacementRow> {
+        let mut tx = self.write_tx().await?;
+        if let Some(existing) = read_placement(&mut tx, &row.token, &row.category).await? {
+            tx.commit().await?;
+            return Ok(existing);
+        }
+        let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subjects WHERE token = ?")
+            .bind(&row.token)
+            .fetch_one(&mut *tx)
+            .await?;
+        if known == 0 {
+            return Err(not_found(format!("subject {}", row.token)));
+        }
+        let created = PlacementRow {
+            epoch: 1,
+            state: PlacementState::Active,
+            objects: 0,
+            bytes: 0,
+            ..row.clone()
+        };
+        sqlx::query(concat!(
+            "INSERT INTO placements (",
+            placement_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&created.token)
+        .bind(&created.category)
+        .bind(created.epoch)
+        .bind(encode_state(&created.state)?)
+        .bind(&created.custodian)
+        .bind(&created.wrapped_key)
+        .bind(created.objects)
+        .bind(created.bytes)
+        .bind(created.since)
+        .execute(&mut *tx)
+        .await?;
+        write_regions(&mut tx, &created.token, &created.category, &created.regions).await?;
+        ledger_append(&mut tx, &ledger).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn begin_move(
+        &self,
+        token: &str,
+        category: &str,
+        epoch: i64,
+        to: &[String],
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let row =
+            sqlx::query("SELECT epoch, state FROM placements WHERE token = ? AND category = ?")
+                .bind(token)
+                .bind(category)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else { return Ok(false) };
+        let current: i64 = row.try_get("epoch")?;
+        let state: String = row.try_get("state")?;
+        let free = match decode_state(&state)? {
+            PlacementState::Active => true,
+            PlacementState::Moving { lease_until, .. } => lease_until < now,
+        };
+        if current != epoch || !free {
+            return Ok(false);
+        }
+        let moving = PlacementState::Moving {
+            to: to.to_vec(),
+            lease_until,
+        };
+        sqlx::query("UPDATE placements SET state = ? WHERE token = ? AND category = ?")
+            .bind(encode_state(&moving)?)
+            .bind(token)
+            .bind(category)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn commit_move(
+        &self,
+        fence: &Fence,
+        regions: &[String],
+        custodian: &str,
+        wrapped_key: &[u8],
+        ledger: LedgerAppend,
+    ) -> Result<PlacementRow> {
+        let mut tx = self.write_tx().await?;
+        let Some(current) = read_placement(&mut tx, &fence.token, &fence.category).await? else {
+            return Err(not_found(format!(
+                "placement {}/{}",
+                fence.token, fence.category
+            )));
+        };
+        if current.epoch != fence.epoch {
+            return Err(Error::Conflict {
+                reason: format!(
+                    "placement is at epoch {}, the move was planned at {}",
+                    current.epoch, fence.epoch
+                ),
+            });
+        }
+        if current.state.is_active() {
+            return Err(Error::Conflict {
+                reason: "placement is not moving (the move was aborted or never begun)".into(),
+            });
+        }
+        let moved = PlacementRow {
+            regions: regions.to_vec(),
+            epoch: current.epoch + 1,
+            state: PlacementState::Active,
+            custodian: custodian.to_string(),
+            wrapped_key: wrapped_key.to_vec(),
+            since: ledger.at,
+            ..current
+        };
+        sqlx::query(
+            "UPDATE placements SET epoch = ?, state = ?, custodian = ?, wrapped_key = ?, since = ? \
+             WHERE token = ? AND category = ?",
+        )
+        .bind(moved.epoch)
+        .bind(encode_state(&moved.state)?)
+        .bind(&moved.custodian)
+        .bind(&moved.wrapped_key)
+        .bind(moved.since)
+        .bind(&moved.token)
+        .bind(&moved.category)
+        .execute(&mut *tx)
+        .await?;
+        write_regions(&mut tx, &moved.token, &moved.category, &moved.regions).await?;
+        ledger_append(&mut tx, &ledger).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    async fn abort_move(&self, token: &str, category: &str, epoch: i64) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let row =
+            sqlx::query("SELECT epoch, state FROM placements WHERE token = ? AND category = ?")
+                .bind(token)
+                .bind(category)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else { return Ok(()) };
+        let current: i64 = row.try_get("epoch")?;
+        let state: String = row.try_get("state")?;
+        if current != epoch || decode_state(&state)?.is_active() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE placements SET state = ? WHERE token = ? AND category = ?")
+            .bind(encode_state(&PlacementState::Active)?)
+            .bind(token)
+            .bind(category)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn placements_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<PlacementSummary>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // An absent key sorts before every token: tokens are never empty.
+        let (after_token, after_category) = after.unwrap_or(("", ""));
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT p.token, s.home, p.category, p.custodian, p.epoch, p.objects, p.bytes \
+             FROM placements p JOIN subjects s ON s.token = p.token \
+             WHERE p.token > ? OR (p.token = ? AND p.category > ?) \
+             ORDER BY p.token, p.category LIMIT ?",
+        )
+        .bind(after_token)
+        .bind(after_token)
+        .bind(after_category)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(PlacementSummary {
+                    token: r.try_get("token")?,
+                    home: r.try_get("home")?,
+                    category: r.try_get("category")?,
+                    regions: Vec::new(),
+                    custodian: r.try_get("custodian")?,
+                    epoch: r.try_get("epoch")?,
+                    objects: r.try_get("objects")?,
+                    bytes: r.try_get("bytes")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let Some(last) = out.last() else {
+            tx.commit().await?;
+            return Ok(out);
+        };
+        // The regions of exactly this page: a range scan of the primary key.
+        let regions = sqlx::query(
+            "SELECT token, category, region FROM placement_regions \
+             WHERE (token > ? OR (token = ? AND category > ?)) \
+               AND (token < ? OR (token = ? AND category <= ?)) \
+             ORDER BY token, category, ordinal",
+        )
+        .bind(after_token)
+        .bind(after_token)
+        .bind(after_category)
+        .bind(&last.token)
+        .bind(&last.token)
+        .bind(&last.category)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut by_key: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for r in &regions {
+            by_key
+                .entry((r.try_get("token")?, r.try_get("category")?))
+                .or_default()
+                .push(r.try_get("region")?);
+        }
+        for p in &mut out {
+            p.regions = by_key
+                .remove(&(p.token.clone(), p.category.clone()))
+                .unwrap_or_default();
+        }
+        Ok(out)
+    }
+
+    async fn residency(&self) -> Result<Vec<ResidencyRow>> {
+        let rows = sqlx::query(
+            "SELECT s.home AS home, p.category AS category, r.region AS region, \
+                    COUNT(DISTINCT p.token) AS subjects, \
+                    CAST(SUM(p.objects) AS BIGINT) AS objects, \
+                    CAST(SUM(p.bytes) AS BIGINT) AS bytes \
+             FROM placement_regions r \
+             JOIN placements p ON p.token = r.token AND p.category = r.category \
+             JOIN subjects s ON s.token = p.token \
+             GROUP BY s.home, p.category, r.region \
+             ORDER BY s.home, p.category, r.region",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ResidencyRow {
+                    home: r.try_get("home")?,
+                    category: r.try_get("category")?,
+                    region: r.try_get("region")?,
+                    subjects: r.try_get("subjects")?,
+                    objects: r.try_get("objects")?,
+                    bytes: r.try_get("bytes")?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- objects ----
+
+    async fn commit_object(&self, fence: &Fence, row: &ObjectRow) -> Result<CommitOutcome> {
+        if row.token != fence.token || row.category != fence.category {
+            return Err(Error::Invalid {
+                reason: format!(
+                    "object row is for {}/{}, the fence for {}/{}",
+                    row.token, row.category, fence.token, fence.category
+                ),
+            });
+        }
+        let mut tx = self.write_tx().await?;
+        if let Some(fenced) = check_fence(&mut tx, fence).await? {
+            return Ok(fenced);
+        }
+        let old = read_old_object(&mut tx, &row.token, &row.lookup).await?;
+        if let Some(old) = &old
+            && old.category != row.category
+        {
+            return Err(Error::Conflict {
+                reason: format!(
+                    "the name is indexed in category {}, not {}; delete it there first",
+                    old.category, row.category
+                ),
+            });
+        }
+        let shared: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM objects WHERE token = ? AND blob_id = ? AND lookup <> ?",
+        )
+        .bind(&row.token)
+        .bind(&row.blob_id)
+        .bind(&row.lookup)
+        .fetch_one(&mut *tx)
+        .await?;
+        if shared > 0 {
+            return Err(Error::Conflict {
+                reason: format!("blob {} already belongs to another object", row.blob_id),
+            });
+        }
+
+        let version = old.as_ref().map_or(1, |o| o.version + 1);
+        sqlx::query(concat!(
+            "INSERT INTO objects (",
+            object_cols!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (token, lookup) DO UPDATE SET \
+               category = excluded.category, name_enc = excluded.name_enc, \
+               meta_enc = excluded.meta_enc, version = excluded.version, \
+               size = excluded.size, stored_size = excluded.stored_size, \
+               checksum = excluded.checksum, blob_id = excluded.blob_id, \
+               modified_at = excluded.modified_at"
+        ))
+        .bind(&row.token)
+        .bind(&row.lookup)
+        .bind(&row.category)
+        .bind(&row.name_enc)
+        .bind(&row.meta_enc)
+        .bind(version)
+        .bind(row.size)
+        .bind(row.stored_size)
+        .bind(&row.checksum)
+        .bind(&row.blob_id)
+        .bind(row.modified_at)
+        .execute(&mut *tx)
+        .await?;
+
+        let (objects, bytes) = match &old {
+            Some(o) => (0, row.stored_size - o.stored_size),
+            None => (1, row.stored_size),
+        };
+        add_counts(&mut tx, &row.token, &row.category, objects, bytes).await?;
+
+        let replaced = old.filter(|o| o.blob_id != row.blob_id).map(|o| o.blob_id);
+        if let Some(blob_id) = &replaced {
+            let regions = read_regions(&mut tx, &row.token, &row.category).await?;
+            insert_garbage(
+                &mut tx,
+                &row.token,
+                &row.category,
+                blob_id,
+                regions,
+                row.modified_at,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(CommitOutcome::Committed { version, replaced })
+    }
+
+    async fn delete_object(&self, fence: &Fence, lookup: &str) -> Result<Option<CommitOutcome>> {
+        let mut tx = self.write_tx().await?;
+        if let Some(fenced) = check_fence(&mut tx, fence).await? {
+            return Ok(Some(fenced));
+        }
+        let old = read_old_object(&mut tx, &fence.token, lookup).await?;
+        let Some(old) = old.filter(|o| o.category == fence.category) else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM objects WHERE token = ? AND lookup = ?")
+            .bind(&fence.token)
+            .bind(lookup)
+            .execute(&mut *tx)
+            .await?;
+        add_counts(&mut tx, &fence.token, &fence.category, -1, -old.stored_size).await?;
+        let regions = read_regions(&mut tx, &fence.token, &fence.category).await?;
+        insert_garbage(
+            &mut tx,
+            &fence.token,
+            &fence.category,
+            &old.blob_id,
+            regions,
+            now_millis(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(CommitOutcome::Committed {
+            version: old.version,
+            replaced: Some(old.blob_id),
+        }))
+    }
+
+    async fn get_object(&self, token: &str, lookup: &str) -> Result<Option<ObjectRow>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            object_cols!(),
+            " FROM objects WHERE token = ? AND lookup = ?"
+        ))
+        .bind(token)
+        .bind(lookup)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(object_from).transpose()
+    }
+
+    async fn objects_of(&self, token: &str, category: Option<&str>) -> Result<Vec<ObjectRow>> {
+        let rows = match category {
+            Some(category) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    object_cols!(),
+                    " FROM objects WHERE token = ? AND category = ? ORDER BY category, lookup"
+                ))
+                .bind(token)
+                .bind(category)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    object_cols!(),
+                    " FROM objects WHERE token = ? ORDER BY category, lookup"
+                ))
+                .bind(token)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(object_from).collect()
+    }
+
+    async fn objects_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<ObjectRow>> {
+        let (after_token, after_blob) = after.unwrap_or(("", ""));
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            object_cols!(),
+            " FROM objects WHERE token > ? OR (token = ? AND blob_id > ?) \
+              ORDER BY token, blob_id LIMIT ?"
+        ))
+        .bind(after_token)
+        .bind(after_token)
+        .bind(after_blob)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(object_from).collect()
+    }
+
+    // ---- garbage ----
+
+    async fn garbage(&self, limit: u32) -> Result<Vec<GarbageRow>> {
+        let rows = sqlx::query(
+            "SELECT id, token, category, blob_id, regions, queued_at FROM garbage \
+             ORDER BY id LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(garbage_from).collect()
+    }
+
+    async fn queue_garbage(&self, row: &GarbageRow) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        insert_garbage(
+            &mut tx,
+            &row.token,
+            &row.category,
+            &row.blob_id,
+            row.regions.clone(),
+            row.queued_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_garbage(&self, id: i64, ledger: Option<LedgerAppend>) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let deleted = sqlx::query("DELETE FROM garbage WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(not_found(format!("garbage row {id}")));
+        }
+        if let Some(entry) = &ledger {
+            ledger_append(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- ledger ----
+
+    async fn append_ledger(&self, entry: LedgerAppend) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
+        let seq = ledger_append(&mut tx, &entry).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn ledger_page(&self, after: i64, limit: u32) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            ledger_cols!(),
+            " FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_from).collect()
+    }
+
+    async fn ledger_of(&self, token: &str) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            ledger_cols!(),
+            " FROM ledger WHERE subject = ? ORDER BY seq"
+        ))
+        .bind(token)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_from).collect()
+    }
+
+    // ---- settings ----
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,311 @@
+//! The SQLite backend: the conformance suite, plus what only a file shows
+//! (reopening, schema versions, tampering behind the catalog's back).
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use domicile_catalog::conformance;
+use domicile_catalog::ledger::ChainVerifier;
+use domicile_catalog::sqlite::{SCHEMA_VERSION, SqliteCatalog};
+use domicile_catalog::{
+    Catalog, CommitOutcome, Error, Fence, LedgerAppend, ObjectRow, PlacementRow, PlacementState,
+    SubjectRow,
+};
+use serde_json::json;
+use sqlx::Connection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
+async fn open(path: &Path) -> SqliteCatalog {
+    SqliteCatalog::open(path.to_str().unwrap()).await.unwrap()
+}
+
+/// A raw connection to the file, going around the catalog.
+async fn raw(path: &Path) -> SqliteConnection {
+    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
+        .await
+        .unwrap()
+}
+
+fn entry(kind: &str, subject: Option<&str>, at: i64) -> LedgerAppend {
+    LedgerAppend {
+        kind: kind.into(),
+        subject: subject.map(str::to_string),
+        body: json!({ "what": kind }),
+        at,
+    }
+}
+
+/// Fills a catalog with a subject, a placement, an object and a few entries.
+async fn populate(cat: &dyn Catalog) {
+    let subject = SubjectRow {
+        token: "tok-1".into(),
+        home: "IN".into(),
+        created_at: 1,
+    };
+    cat.add_subject(&subject, entry("subject", Some("tok-1"), 1))
+        .await
+        .unwrap();
+    let placement = PlacementRow {
+        token: "tok-1".into(),
+        category: "profile".into(),
+        regions: vec!["sg-1".into(), "us-1".into()],
+        epoch: 1,
+        state: PlacementState::Active,
+        custodian: "in-kms".into(),
+        wrapped_key: vec![1, 2, 3],
+        objects: 0,
+        bytes: 0,
+        since: 2,
+    };
+    cat.ensure_placement(&placement, entry("placement", Some("tok-1"), 2))
+        .await
+        .unwrap();
+    let row = ObjectRow {
+        token: "tok-1".into(),
+        category: "profile".into(),
+        lookup: "lk".into(),
+        name_enc: vec![9; 16],
+        meta_enc: vec![],
+        version: 0,
+        size: 10,
+        stored_size: 42,
+        checksum: "c".into(),
+        blob_id: "blob-1".into(),
+        modified_at: 3,
+    };
+    let fence = Fence {
+        token: "tok-1".into(),
+        category: "profile".into(),
+        epoch: 1,
+    };
+    assert_eq!(
+        cat.commit_object(&fence, &row).await.unwrap(),
+        CommitOutcome::Committed {
+            version: 1,
+            replaced: None
+        }
+    );
+    for i in 0..5 {
+        cat.append_ledger(entry("demand", Some("tok-1"), 10 + i))
+            .await
+            .unwrap();
+    }
+    cat.set_setting("k", "v").await.unwrap();
+}
+
+/// Verifies the whole ledger; returns the first break, if any.
+async fn verify(cat: &dyn Catalog) -> Result<u64, domicile_catalog::ledger::LedgerBreak> {
+    let mut v = ChainVerifier::new();
+    for e in cat.ledger_page(0, u32::MAX).await.unwrap() {
+        v.push(&e)?;
+    }
+    Ok(v.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_file_backed() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = AtomicUsize::new(0);
+    conformance::run_all(|| {
+        let path: PathBuf = dir
+            .path()
+            .join(format!("catalog-{}.db", n.fetch_add(1, Ordering::SeqCst)));
+        async move { Arc::new(open(&path).await) as Arc<dyn Catalog> }
+    })
+    .await;
+    assert_eq!(
+        n.load(Ordering::SeqCst),
+        14,
+        "every check ran on its own catalog"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_in_memory() {
+    conformance::run_all(|| async {
+        Arc::new(SqliteCatalog::open_memory().await.unwrap()) as Arc<dyn Catalog>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn in_memory_catalogs_are_separate() {
+    let a = SqliteCatalog::open_memory().await.unwrap();
+    let b = SqliteCatalog::open_memory().await.unwrap();
+    a.set_setting("k", "a").await.unwrap();
+    assert_eq!(b.setting("k").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn reopened_file_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    // Parent folders are created.
+    let path = dir.path().join("nested/deeper/catalog.db");
+    {
+        let cat = open(&path).await;
+        populate(&cat).await;
+    }
+    let url = format!("sqlite://{}", path.display());
+    let cat = domicile_catalog::open(&url).await.unwrap();
+    assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
+    assert_eq!(cat.get_subject("tok-1").await.unwrap().unwrap().home, "IN");
+    let p = cat
+        .get_placement("tok-1", "profile")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.regions, vec!["sg-1".to_string(), "us-1".to_string()]);
+    assert_eq!((p.epoch, p.objects, p.bytes), (1, 1, 42));
+    assert_eq!(p.wrapped_key, vec![1, 2, 3]);
+    let o = cat.get_object("tok-1", "lk").await.unwrap().unwrap();
+    assert_eq!((o.version, o.blob_id.as_str()), (1, "blob-1"));
+    assert_eq!(cat.setting("k").await.unwrap().as_deref(), Some("v"));
+    assert_eq!(verify(&*cat).await.unwrap(), 7);
+
+    // Appending after a reopen continues the same chain.
+    assert_eq!(
+        cat.append_ledger(entry("demand", None, 99)).await.unwrap(),
+        8
+    );
+    assert_eq!(verify(&*cat).await.unwrap(), 8);
+}
+
+#[tokio::test]
+async fn schema_version_is_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = open(&dir.path().join("c.db")).await;
+    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(cat.schema_version().await.unwrap(), 1);
+    drop(cat);
+    // Reopening applies nothing twice.
+    let cat = open(&dir.path().join("c.db")).await;
+    assert_eq!(cat.schema_version().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    drop(open(&path).await);
+    let mut conn = raw(&path).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (2, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let err = SqliteCatalog::open(path.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::SchemaTooNew { found: 2, known: 1 }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unsupported_url_is_refused() {
+    let err = domicile_catalog::open("mysql://x").await.unwrap_err();
+    assert!(matches!(err, Error::BadUrl { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn tampered_ledger_row_fails_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let cat = open(&path).await;
+    populate(&cat).await;
+    assert_eq!(verify(&cat).await.unwrap(), 7);
+
+    let mut conn = raw(&path).await;
+    let body: String = sqlx::query_scalar("SELECT body FROM ledger WHERE seq = 4")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    // Change one byte of the body: "demand" becomes "demanE".
+    let tampered = body.replacen("demand", "demanE", 1);
+    assert_ne!(tampered, body);
+    assert_eq!(tampered.len(), body.len());
+    sqlx::query("UPDATE ledger SET body = ? WHERE seq = 4")
+        .bind(&tampered)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let broken = verify(&cat).await.unwrap_err();
+    assert_eq!(broken.seq, 4, "{broken}");
+
+    // Re-hashing the tampered row moves the break to the next link.
+    let (prev, at, kind, subject): (String, i64, String, Option<String>) =
+        sqlx::query_as("SELECT prev_hash, at, kind, subject FROM ledger WHERE seq = 4")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let hash =
+        domicile_catalog::ledger::entry_hash(&prev, 4, at, &kind, subject.as_deref(), &tampered);
+    sqlx::query("UPDATE ledger SET hash = ? WHERE seq = 4")
+        .bind(&hash)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let broken = verify(&cat).await.unwrap_err();
+    assert_eq!(broken.seq, 5, "{broken}");
+
+    // Deleting a row is seen too.
+    sqlx::query("DELETE FROM ledger WHERE seq = 2")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(verify(&cat).await.unwrap_err().seq, 3);
+}
+
+/// Two catalogs on one file, as two processes would have: writers queue on
+/// the lock (BEGIN IMMEDIATE + busy timeout) and the chain stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_handles_on_one_file_share_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let a: Arc<dyn Catalog> = Arc::new(open(&path).await);
+    let b: Arc<dyn Catalog> = Arc::new(open(&path).await);
+    let mut handles = Vec::new();
+    for t in 0..8 {
+        let cat = if t % 2 == 0 { a.clone() } else { b.clone() };
+        handles.push(tokio::spawn(async move {
+            for i in 0..25 {
+                cat.append_ledger(entry("demand", None, t * 100 + i))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(verify(&*a).await.unwrap(), 200);
+    assert_eq!(verify(&*b).await.unwrap(), 200);
+}
+
+/// Several handles opening one fresh file at once migrate it exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_opens_migrate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let path = path.clone();
+        handles.push(tokio::spawn(async move { open(&path).await }));
+    }
+    for h in handles {
+        let cat = h.await.unwrap();
+        assert_eq!(cat.schema_version().await.unwrap(), 1);
+    }
+    let mut conn = raw(&path).await;
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+}
