@@ -1,0 +1,163 @@
+//! The command line, as clap parses it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "domicile",
+    version,
+    about = "Keeps every user's data in the countries its rules allow, proves where every copy is, and who could compel it."
+)]
+pub struct Cli {
+    /// The deployment's config file.
+    #[arg(
+        long,
+        global = true,
+        env = "DOMICILE_CONFIG",
+        default_value = "domicile.toml"
+    )]
+    pub config: PathBuf,
+    /// Output format of reports.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The India/China story end to end, on embedded regions in a fresh folder.
+    Demo {
+        /// Folder to build the demo in (must be empty or absent); a temporary one by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Number of synthetic subjects.
+        #[arg(long, default_value_t = 3000)]
+        subjects: u32,
+    },
+    /// Writes a commented example deployment.
+    Init {
+        /// Target folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Validate and explain the policy.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Register and inspect subjects.
+    #[command(subcommand)]
+    Subject(SubjectCmd),
+    /// Store a file as a subject's object.
+    Put {
+        subject: String,
+        key: String,
+        file: PathBuf,
+        #[arg(long)]
+        category: Option<String>,
+    },
+    /// Read a subject's object.
+    Get {
+        subject: String,
+        key: String,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List a subject's objects.
+    Ls { subject: String },
+    /// Delete a subject's object.
+    Rm { subject: String, key: String },
+    /// Current placement against the policy (or another policy): what moves, what it costs, who can reach what.
+    Plan {
+        /// Plan against this config instead of the current one ("what if?").
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Moves to list in the table (all are in json and csv).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Reports on the present.
+    Report {
+        #[arg(value_enum)]
+        kind: ReportKind,
+    },
+    /// What an authority could compel for a subject; recorded in the ledger.
+    Demand {
+        #[arg(long)]
+        authority: String,
+        #[arg(long)]
+        subject: String,
+    },
+    /// The ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCmd),
+    /// Scan every region and check each blob against the catalog and the policy.
+    Verify {
+        /// Skip re-reading blobs for their checksums.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportKind {
+    Residency,
+    Exposure,
+    Cost,
+    Violations,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Validate the config.
+    Check,
+    /// Why a (home, category) is placed where it is.
+    Explain {
+        #[arg(long)]
+        home: String,
+        #[arg(long)]
+        category: String,
+    },
+    /// What changes between two configs.
+    Diff { old: PathBuf, new: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubjectCmd {
+    /// Register a subject.
+    Add {
+        id: String,
+        #[arg(long)]
+        home: String,
+    },
+    /// Register subjects from a CSV file with columns subject,home.
+    Import { file: PathBuf },
+    /// Where a subject's data is, and who could reach it.
+    Show { id: String },
+    /// Change a subject's home; its data follows at the next migration.
+    Rehome {
+        id: String,
+        #[arg(long)]
+        home: String,
+    },
+    /// Erase a subject: purge every copy and shred its keys.
+    Erase { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCmd {
+    /// The history, oldest first.
+    Show {
+        #[arg(long)]
+        subject: Option<String>,
+        /// Show at most this many entries (the newest).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Re-compute the hash chain.
+    Verify,
+}

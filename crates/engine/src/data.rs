@@ -1,0 +1,411 @@
+//! The data path: put, get, list and delete of a subject's objects.
+//!
+//! A write encrypts the stream under the placement's data key, writes an
+//! immutable blob under a fresh id to every region of the placement, then
+//! commits the index row against the placement's epoch. If the placement
+//! changed meanwhile (a move committed), the blob is carried to the new
+//! placement's regions and committed again: the body is never re-read, and
+//! nothing is acknowledged before its copies are where the catalog says.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use bytes::Bytes;
+use domicile_catalog::{CommitOutcome, Fence, GarbageRow, ObjectRow, PlacementRow};
+use domicile_core::ids::{Category, ObjectKey, SubjectId};
+use domicile_core::jurisdiction::Jurisdiction;
+use domicile_store::{BlobPath, BlobWriter, DataKey};
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::clock::now_millis;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// Content type and user metadata of an object. Stored encrypted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user: BTreeMap<String, String>,
+}
+
+/// What a caller learns about a stored object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub category: String,
+    pub size: u64,
+    pub version: i64,
+    pub modified_at: i64,
+    /// BLAKE3 of the stored (encrypted) bytes.
+    pub checksum: String,
+    pub meta: ObjectMeta,
+}
+
+/// An acknowledged write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PutReceipt {
+    pub version: i64,
+    pub size: u64,
+    pub checksum: String,
+    pub regions: Vec<String>,
+}
+
+/// How many times a fenced write is carried to a newer placement.
+const MAX_RECOMMITS: usize = 8;
+/// Read buffer of the write path.
+const READ_BUF: usize = 256 * 1024;
+
+fn name_context(lookup: &str) -> Vec<u8> {
+    format!("name:{lookup}").into_bytes()
+}
+
+fn meta_context(lookup: &str) -> Vec<u8> {
+    format!("meta:{lookup}").into_bytes()
+}
+
+impl Engine {
+    /// The subject's token and home; errors if it is not registered.
+    pub(crate) async fn registered(&self, subject: &SubjectId) -> Result<(String, Jurisdiction)> {
+        let token = self.tokens.subject(subject);
+        let row = self
+            .catalog
+            .get_subject(&token)
+            .await?
+            .ok_or(Error::NotRegistered)?;
+        let home = row
+            .home
+            .parse()
+            .map_err(|_| Error::Internal("catalog holds an invalid home".into()))?;
+        Ok((token, home))
+    }
+
+    /// Stores an object, streaming its body. Returns once every copy is
+    /// written and the index row is committed.
+    pub async fn put<R: AsyncRead + Unpin + Send>(
+        &self,
+        subject: &SubjectId,
+        category: &Category,
+        name: &ObjectKey,
+        meta: &ObjectMeta,
+        mut body: R,
+    ) -> Result<PutReceipt> {
+        let (token, home) = self.registered(subject).await?;
+        let placement = self.placement_for_write(&token, home, category).await?;
+        let dek = self.data_key(&placement)?;
+        let path = BlobPath::new_random(&token, category.as_str())?;
+        let regions = placement
+            .regions
+            .iter()
+            .map(|r| self.region(r).cloned())
+            .collect::<Result<Vec<_>>>()?;
+        let key = self.options.encrypt.then_some(&dek);
+        let mut writer = BlobWriter::new(regions, path.clone(), key, self.options.chunk_size)?;
+        let mut buf = vec![0u8; READ_BUF];
+        let mut total: u64 = 0;
+        loop {
+            let n = match body.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(Error::Invalid(format!(
+                        "reading the object body failed: {e}"
+                    )));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > self.options.max_object_size {
+                let _ = writer.abort().await;
+                return Err(Error::Invalid(format!(
+                    "object is larger than the limit of {} bytes",
+                    self.options.max_object_size
+                )));
+            }
+            if let Err(e) = writer.write(&buf[..n]).await {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
+        }
+        let written = writer.finish().await?;
+        self.commit_written(
+            &token, home, category, name, meta, &dek, &path, placement, written,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_written(
+        &self,
+        token: &str,
+        home: Jurisdiction,
+        category: &Category,
+        name: &ObjectKey,
+        meta: &ObjectMeta,
+        dek: &DataKey,
+        path: &BlobPath,
+        mut placement: PlacementRow,
+        written: domicile_store::WrittenBlob,
+    ) -> Result<PutReceipt> {
+        let lookup = self.tokens.lookup(token, name);
+        let name_enc = domicile_store::crypto::seal_value(
+            dek,
+            &name_context(&lookup),
+            name.as_str().as_bytes(),
+        )?;
+        let meta_json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
+        let meta_enc = domicile_store::crypto::seal_value(dek, &meta_context(&lookup), &meta_json)?;
+        let mut holding: Vec<String> = placement.regions.clone();
+        for _ in 0..MAX_RECOMMITS {
+            let row = ObjectRow {
+                token: token.to_string(),
+                category: category.to_string(),
+                lookup: lookup.clone(),
+                name_enc: name_enc.clone(),
+                meta_enc: meta_enc.clone(),
+                version: 0,
+                size: written.plain_size as i64,
+                stored_size: written.stored_size as i64,
+                checksum: written.checksum_hex.clone(),
+                blob_id: path.blob_id().to_string(),
+                modified_at: now_millis(),
+            };
+            let fence = Fence {
+                token: token.to_string(),
+                category: category.to_string(),
+                epoch: placement.epoch,
+            };
+            match self.catalog.commit_object(&fence, &row).await? {
+                CommitOutcome::Committed { version, replaced } => {
+                    self.discard_blob_copies(
+                        token,
+                        category.as_str(),
+                        path.blob_id(),
+                        &holding,
+                        &placement.regions,
+                    )
+                    .await;
+                    if let Some(old) = replaced {
+                        self.collect_blob(token, category.as_str(), &old, &placement.regions)
+                            .await;
+                    }
+                    return Ok(PutReceipt {
+                        version,
+                        size: written.plain_size,
+                        checksum: written.checksum_hex,
+                        regions: placement.regions,
+                    });
+                }
+                CommitOutcome::Fenced { .. } => {
+                    // The placement moved under us: carry the blob over.
+                    let next = self.placement_for_write(token, home, category).await?;
+                    if self.data_key(&next)?.as_bytes() != dek.as_bytes() {
+                        self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
+                            .await;
+                        return Err(Error::Busy {
+                            category: category.to_string(),
+                        });
+                    }
+                    for r in &next.regions {
+                        if holding.contains(r) {
+                            continue;
+                        }
+                        let from = self.region(&holding[0])?;
+                        let to = self.region(r)?;
+                        domicile_store::copy_blob(from, to, path, &written.checksum_hex).await?;
+                        holding.push(r.clone());
+                    }
+                    placement = next;
+                }
+            }
+        }
+        self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
+            .await;
+        Err(Error::Busy {
+            category: category.to_string(),
+        })
+    }
+
+    /// Copies of a committed blob outside its placement are strays: delete them.
+    async fn discard_blob_copies(
+        &self,
+        token: &str,
+        category: &str,
+        blob_id: &str,
+        holding: &[String],
+        keep: &[String],
+    ) {
+        let strays: Vec<String> = holding
+            .iter()
+            .filter(|r| !keep.contains(r))
+            .cloned()
+            .collect();
+        if !strays.is_empty() {
+            self.collect_blob(token, category, blob_id, &strays).await;
+        }
+    }
+
+    /// Queues a blob for deletion from `regions` and tries to delete it now.
+    async fn queue_blob(&self, token: &str, category: &str, blob_id: &str, regions: &[String]) {
+        let row = GarbageRow {
+            id: 0,
+            token: token.to_string(),
+            category: category.to_string(),
+            blob_id: blob_id.to_string(),
+            regions: regions.to_vec(),
+            queued_at: now_millis(),
+        };
+        if let Err(e) = self.catalog.queue_garbage(&row).await {
+            tracing::warn!(error = %e, "could not queue an unused blob for deletion");
+        }
+        let _ = self.collect_garbage().await;
+    }
+
+    /// Deletes a replaced blob whose garbage row the catalog queued.
+    async fn collect_blob(
+        &self,
+        _token: &str,
+        _category: &str,
+        _blob_id: &str,
+        _regions: &[String],
+    ) {
+        if let Err(e) = self.collect_garbage().await {
+            tracing::warn!(error = %e, "garbage collection failed; it will be retried");
+        }
+    }
+
+    /// The index row and placement of a subject's object.
+    async fn locate(
+        &self,
+        subject: &SubjectId,
+        name: &ObjectKey,
+    ) -> Result<(String, ObjectRow, PlacementRow)> {
+        let (token, _) = self.registered(subject).await?;
+        let lookup = self.tokens.lookup(&token, name);
+        let row = self
+            .catalog
+            .get_object(&token, &lookup)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("object {name}")))?;
+        let placement = self
+            .catalog
+            .get_placement(&token, &row.category)
+            .await?
+            .ok_or_else(|| Error::Internal("an indexed object has no placement".into()))?;
+        Ok((token, row, placement))
+    }
+
+    fn info(&self, row: &ObjectRow, dek: &DataKey) -> Result<ObjectInfo> {
+        let name =
+            domicile_store::crypto::open_value(dek, &name_context(&row.lookup), &row.name_enc)?;
+        let meta =
+            domicile_store::crypto::open_value(dek, &meta_context(&row.lookup), &row.meta_enc)?;
+        Ok(ObjectInfo {
+            name: String::from_utf8(name)
+                .map_err(|_| Error::Internal("stored name is not UTF-8".into()))?,
+            category: row.category.clone(),
+            size: row.size as u64,
+            version: row.version,
+            modified_at: row.modified_at,
+            checksum: row.checksum.clone(),
+            meta: serde_json::from_slice(&meta).unwrap_or_default(),
+        })
+    }
+
+    /// Metadata of one object.
+    pub async fn head(&self, subject: &SubjectId, name: &ObjectKey) -> Result<ObjectInfo> {
+        let (_, row, placement) = self.locate(subject, name).await?;
+        self.info(&row, &self.data_key(&placement)?)
+    }
+
+    /// Reads an object, or a byte range of it, as a stream of decrypted bytes.
+    /// Copies are tried in placement order until one answers.
+    pub async fn get(
+        &self,
+        subject: &SubjectId,
+        name: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> Result<(
+        ObjectInfo,
+        BoxStream<'static, Result<Bytes, domicile_store::Error>>,
+    )> {
+        let (token, row, placement) = self.locate(subject, name).await?;
+        let dek = self.data_key(&placement)?;
+        let info = self.info(&row, &dek)?;
+        if let Some(r) = &range
+            && (r.start > r.end || r.end > info.size)
+        {
+            {
+                return Err(Error::Invalid(format!(
+                    "range {}..{} is outside the object's {} bytes",
+                    r.start, r.end, info.size
+                )));
+            }
+        }
+        let path = BlobPath::new(&token, &row.category, &row.blob_id)?;
+        let key = self.options.encrypt.then_some(&dek);
+        let mut last_err = None;
+        for region in &placement.regions {
+            let store = self.region(region)?;
+            match domicile_store::read_blob(store, &path, key, info.size, range.clone()).await {
+                Ok(stream) => return Ok((info, stream)),
+                Err(e) => {
+                    tracing::warn!(region = %region, error = %e, "copy unreadable; trying the next");
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err
+            .map(Error::from)
+            .unwrap_or_else(|| Error::Internal("placement has no regions".into())))
+    }
+
+    /// Every object of a subject, sorted by name.
+    pub async fn list(&self, subject: &SubjectId) -> Result<Vec<ObjectInfo>> {
+        let (token, _) = self.registered(subject).await?;
+        let placements = self.catalog.placements_of(&token).await?;
+        let mut out = Vec::new();
+        for p in &placements {
+            let dek = self.data_key(p)?;
+            for row in self.catalog.objects_of(&token, Some(&p.category)).await? {
+                out.push(self.info(&row, &dek)?);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Deletes an object. Returns false if there was none.
+    pub async fn delete(&self, subject: &SubjectId, name: &ObjectKey) -> Result<bool> {
+        let (token, home) = self.registered(subject).await?;
+        let lookup = self.tokens.lookup(&token, name);
+        let Some(row) = self.catalog.get_object(&token, &lookup).await? else {
+            return Ok(false);
+        };
+        let category: Category = row.category.parse()?;
+        for _ in 0..MAX_RECOMMITS {
+            let p = self.placement_for_write(&token, home, &category).await?;
+            let fence = Fence {
+                token: token.clone(),
+                category: category.to_string(),
+                epoch: p.epoch,
+            };
+            match self.catalog.delete_object(&fence, &lookup).await? {
+                None => return Ok(false),
+                Some(CommitOutcome::Committed { .. }) => {
+                    let _ = self.collect_garbage().await;
+                    return Ok(true);
+                }
+                Some(CommitOutcome::Fenced { .. }) => continue,
+            }
+        }
+        Err(Error::Busy {
+            category: category.to_string(),
+        })
+    }
+}

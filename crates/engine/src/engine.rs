@@ -1,0 +1,189 @@
+//! The engine: a validated config, the catalog, the region stores and the
+//! custodians' keyrings, opened once and shared by every operation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use domicile_catalog::{Catalog, PlacementRow};
+use domicile_core::Config;
+use domicile_store::{DataKey, Keyring, RegionStore};
+
+use crate::error::{Error, Result};
+use crate::secrets::{Secrets, token_key_path};
+use crate::tokens::Tokenizer;
+
+/// Knobs of the data path.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Encrypt blobs. Always on in a deployment; off only in benchmarks that
+    /// measure what encryption costs.
+    pub encrypt: bool,
+    /// Plaintext bytes per encrypted chunk.
+    pub chunk_size: u32,
+    /// Largest object accepted, in bytes.
+    pub max_object_size: u64,
+    /// How long a write waits for a move of its placement to finish.
+    pub move_wait: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            encrypt: true,
+            chunk_size: domicile_store::crypto::DEFAULT_CHUNK_SIZE,
+            max_object_size: 5 << 30,
+            move_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+const KEY_CACHE_LIMIT: usize = 65_536;
+
+/// The domicile service, in process.
+pub struct Engine {
+    pub(crate) config: Arc<Config>,
+    pub(crate) catalog: Arc<dyn Catalog>,
+    pub(crate) regions: BTreeMap<String, RegionStore>,
+    pub(crate) keyrings: BTreeMap<String, Keyring>,
+    pub(crate) tokens: Tokenizer,
+    pub(crate) secrets: Secrets,
+    pub(crate) options: EngineOptions,
+    /// Unwrapped data keys by (token, category, epoch): an epoch change
+    /// (re-wrap, move) makes a cached key unreachable.
+    keys: Mutex<HashMap<(String, String, i64), DataKey>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config.file)
+            .field("regions", &self.regions.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Opens everything a config names. Secrets come from the environment
+    /// and the config's secrets file.
+    pub async fn open(config: Config) -> Result<Engine> {
+        let secrets = Secrets::load(config.secrets_file.as_deref())?;
+        Engine::open_with(config, secrets, EngineOptions::default()).await
+    }
+
+    pub async fn open_with(
+        config: Config,
+        secrets: Secrets,
+        options: EngineOptions,
+    ) -> Result<Engine> {
+        let catalog = domicile_catalog::open(&config.catalog_url).await?;
+        let key = secrets.token_key(&token_key_path(&config.catalog_url, &config.base_dir))?;
+        let tokens = Tokenizer::new(key);
+        match catalog.setting("token_key_check").await? {
+            Some(fp) if fp != tokens.fingerprint() => {
+                return Err(Error::Secrets(
+                    "the subject-token key does not match the one this catalog was created with"
+                        .into(),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                catalog
+                    .set_setting("token_key_check", &tokens.fingerprint())
+                    .await?
+            }
+        }
+        let mut regions = BTreeMap::new();
+        for r in &config.topology.regions {
+            let store = RegionStore::open(r.id.as_str(), &r.store, &config.base_dir)?;
+            regions.insert(r.id.to_string(), store);
+        }
+        let mut keyrings = BTreeMap::new();
+        for c in &config.topology.custodians {
+            let k = Keyring::open(c.id.as_str(), &c.keyring, &config.base_dir)?;
+            keyrings.insert(c.id.to_string(), k);
+        }
+        Ok(Engine {
+            config: Arc::new(config),
+            catalog,
+            regions,
+            keyrings,
+            tokens,
+            secrets,
+            options,
+            keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    pub fn tokens(&self) -> &Tokenizer {
+        &self.tokens
+    }
+
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Replaces a region's store, for tests that inject failures.
+    pub fn replace_region(&mut self, store: RegionStore) {
+        self.regions.insert(store.id().to_string(), store);
+    }
+
+    pub(crate) fn region(&self, id: &str) -> Result<&RegionStore> {
+        self.regions.get(id).ok_or_else(|| {
+            Error::Config(format!(
+                "region {id} is in the catalog but not in the config"
+            ))
+        })
+    }
+
+    pub(crate) fn keyring(&self, id: &str) -> Result<&Keyring> {
+        self.keyrings.get(id).ok_or_else(|| {
+            Error::Config(format!(
+                "custodian {id} is in the catalog but not in the config"
+            ))
+        })
+    }
+
+    pub(crate) fn key_context(token: &str, category: &str) -> Vec<u8> {
+        format!("{token}/{category}").into_bytes()
+    }
+
+    /// The unwrapped data key of a placement, through its custodian.
+    pub(crate) fn data_key(&self, p: &PlacementRow) -> Result<DataKey> {
+        let cache_key = (p.token.clone(), p.category.clone(), p.epoch);
+        if let Ok(cache) = self.keys.lock()
+            && let Some(k) = cache.get(&cache_key)
+        {
+            return Ok(k.clone());
+        }
+        let k = self
+            .keyring(&p.custodian)?
+            .unwrap(&p.wrapped_key, &Engine::key_context(&p.token, &p.category))?;
+        if let Ok(mut cache) = self.keys.lock() {
+            if cache.len() >= KEY_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(cache_key, k.clone());
+        }
+        Ok(k)
+    }
+
+    /// Drops every cached key of a subject (after erasure or a move).
+    pub(crate) fn forget_keys(&self, token: &str) {
+        if let Ok(mut cache) = self.keys.lock() {
+            cache.retain(|(t, _, _), _| t != token);
+        }
+    }
+}

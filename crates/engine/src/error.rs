@@ -1,0 +1,63 @@
+//! Engine errors. Each knows whether it is the caller's fault (bad input,
+//! exit code 2), a refusal the caller can retry, or a failure.
+
+use domicile_core::ids::InvalidId;
+
+/// What can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    InvalidId(#[from] InvalidId),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error(
+        "subject is not registered: add it with `domicile subject add ID --home XX` before storing data for it"
+    )]
+    NotRegistered,
+    #[error("subject is already registered")]
+    AlreadyRegistered,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the placement of this subject's {category} data is being moved; retry shortly")]
+    Busy { category: String },
+    #[error("refused: {0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("secrets: {0}")]
+    Secrets(String),
+    #[error(transparent)]
+    Catalog(#[from] domicile_catalog::Error),
+    #[error(transparent)]
+    Store(#[from] domicile_store::Error),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// True when the request itself was wrong and nothing was changed.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidId(_)
+                | Error::Invalid(_)
+                | Error::NotRegistered
+                | Error::AlreadyRegistered
+                | Error::NotFound(_)
+                | Error::Config(_)
+        )
+    }
+
+    /// True when the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Busy { .. })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,33 @@
+//! The domicile service in process: it joins the pure domain (core), the
+//! region stores and custodians (store) and the catalog into operations.
+//!
+//! - [`engine`]: [`Engine`], opened once from a config and its secrets.
+//! - [`secrets`]: secrets from the environment or the secrets file; the
+//!   subject-token key.
+//! - [`tokens`]: keyed hashes for subject ids and object names.
+//! - [`placement`]: placements for the write path (create, wait, refuse
+//!   forbidden regions).
+//! - [`data`]: put, get, head, list and delete, with epoch fencing.
+//! - [`gc`]: deletion of blobs no index row points at.
+//! - [`subjects`]: add, import, show, rehome and erase.
+//! - [`reports`]: residency, exposure, cost, violations and the plan.
+//! - [`demand`]: what an authority could compel; ledgered.
+//! - [`verify`]: region scans against catalog and policy; ledger chain check.
+
+pub mod clock;
+pub mod data;
+pub mod demand;
+pub mod engine;
+pub mod error;
+pub mod gc;
+pub mod placement;
+pub mod reports;
+pub mod secrets;
+pub mod subjects;
+pub mod tokens;
+pub mod verify;
+
+pub use data::{ObjectInfo, ObjectMeta, PutReceipt};
+pub use engine::{Engine, EngineOptions};
+pub use error::{Error, Result};
+pub use secrets::Secrets;

@@ -1,0 +1,176 @@
+//! Placements as the write path needs them: created on a subject's first
+//! write in a category, waited on while moving, and never used to write into
+//! a region the current policy forbids.
+
+use std::time::Instant;
+
+use domicile_catalog::{Fence, LedgerAppend, PlacementRow, PlacementState};
+
+use domicile_core::ids::{Category, RegionId};
+use domicile_core::jurisdiction::Jurisdiction;
+use domicile_core::{config, placement};
+use domicile_store::DataKey;
+use serde_json::json;
+
+use crate::clock::now_millis;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+impl Engine {
+    /// The regions and custodian the current policy gives a new placement.
+    pub(crate) fn desired_placement(
+        &self,
+        token: &str,
+        home: Jurisdiction,
+        category: &str,
+        current: Option<&[RegionId]>,
+    ) -> Result<(Vec<RegionId>, String)> {
+        let topo = &self.config.topology;
+        let req = self.config.policy.requirement(topo, home, category);
+        if let Some(problem) = config::requirement_problem(&req, &self.config) {
+            return Err(Error::Config(format!(
+                "no placement for home {home}, category {category}: {problem}"
+            )));
+        }
+        let regions = placement::place(token, category, &req, topo, current)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let custodian = req.custodian.map(|c| c.to_string()).unwrap_or_default();
+        Ok((regions, custodian))
+    }
+
+    /// Whether every region of a placement is allowed for (home, category)
+    /// under the current policy.
+    pub(crate) fn forbidden_regions(&self, home: Jurisdiction, p: &PlacementRow) -> Vec<String> {
+        let topo = &self.config.topology;
+        let req = self.config.policy.requirement(topo, home, &p.category);
+        p.regions
+            .iter()
+            .filter(|r| {
+                topo.region_index(r)
+                    .is_none_or(|i| !req.allowed.contains(&i))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The placement a write to (token, category) must use, creating it on
+    /// first use. Waits (bounded) while the placement is moving.
+    pub(crate) async fn placement_for_write(
+        &self,
+        token: &str,
+        home: Jurisdiction,
+        category: &Category,
+    ) -> Result<PlacementRow> {
+        let deadline = Instant::now() + self.options.move_wait;
+        loop {
+            let p = match self.catalog.get_placement(token, category.as_str()).await? {
+                Some(p) => p,
+                None => {
+                    self.create_placement(token, home, category.as_str())
+                        .await?
+                }
+            };
+            if !p.state.is_active() {
+                // A move holds the placement: wait for it, within bounds.
+                if Instant::now() >= deadline {
+                    return Err(Error::Busy {
+                        category: category.to_string(),
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                continue;
+            }
+            let forbidden = self.forbidden_regions(home, &p);
+            if forbidden.is_empty() {
+                return Ok(p);
+            }
+            if p.objects == 0 {
+                // Nothing to carry: re-place at once instead of writing into
+                // a forbidden region.
+                self.replace_empty_placement(home, &p).await?;
+                continue;
+            }
+            return Err(Error::Forbidden(format!(
+                "the policy now forbids region(s) {} for this subject's {} data; its copies must move first (domicile plan, then migrate apply)",
+                forbidden.join(", "),
+                category
+            )));
+        }
+    }
+
+    async fn create_placement(
+        &self,
+        token: &str,
+        home: Jurisdiction,
+        category: &str,
+    ) -> Result<PlacementRow> {
+        let (regions, custodian) = self.desired_placement(token, home, category, None)?;
+        let dek = DataKey::generate()?;
+        let wrapped = self
+            .keyring(&custodian)?
+            .wrap(&dek, &Engine::key_context(token, category))?;
+        let now = now_millis();
+        let regions: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
+        let row = PlacementRow {
+            token: token.to_string(),
+            category: category.to_string(),
+            regions: regions.clone(),
+            epoch: 1,
+            state: PlacementState::Active,
+            custodian: custodian.clone(),
+            wrapped_key: wrapped,
+            objects: 0,
+            bytes: 0,
+            since: now,
+        };
+        let ledger = LedgerAppend {
+            kind: "placement".into(),
+            subject: Some(token.to_string()),
+            body: json!({"category": category, "regions": regions, "custodian": custodian, "epoch": 1}),
+            at: now,
+        };
+        tracing::debug!(category, decision = "placed", regions = ?row.regions, "new placement");
+        Ok(self.catalog.ensure_placement(&row, ledger).await?)
+    }
+
+    /// Moves an empty placement to where the policy wants it: no data to
+    /// copy, so only the catalog changes (ledgered as a move).
+    async fn replace_empty_placement(&self, home: Jurisdiction, p: &PlacementRow) -> Result<()> {
+        let current: Vec<RegionId> = p.regions.iter().filter_map(|r| r.parse().ok()).collect();
+        let (to, custodian) =
+            self.desired_placement(&p.token, home, &p.category, Some(&current))?;
+        let to: Vec<String> = to.iter().map(|r| r.to_string()).collect();
+        let now = now_millis();
+        if !self
+            .catalog
+            .begin_move(&p.token, &p.category, p.epoch, &to, now + 30_000, now)
+            .await?
+        {
+            return Ok(()); // someone else changed it; the caller re-reads
+        }
+        let dek = self.data_key(p)?;
+        let wrapped = self
+            .keyring(&custodian)?
+            .wrap(&dek, &Engine::key_context(&p.token, &p.category))?;
+        let fence = Fence {
+            token: p.token.clone(),
+            category: p.category.clone(),
+            epoch: p.epoch,
+        };
+        let ledger = LedgerAppend {
+            kind: "move".into(),
+            subject: Some(p.token.clone()),
+            body: json!({"category": p.category, "from": p.regions, "to": to, "custodian": custodian,
+                         "epoch": p.epoch + 1, "objects": 0, "bytes": 0, "reason": "empty placement re-placed on write"}),
+            at: now,
+        };
+        match self
+            .catalog
+            .commit_move(&fence, &to, &custodian, &wrapped, ledger)
+            .await
+        {
+            Ok(_) | Err(domicile_catalog::Error::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Reports over the whole catalog: residency, exposure, cost, violations,
+//! and the plan. All but residency stream the placements page by page
+//! through the core planner, so memory stays bounded however many subjects
+//! there are.
+
+use std::collections::BTreeMap;
+
+use domicile_catalog::{PlacementRow, PlacementSummary};
+use domicile_core::Config;
+use domicile_core::exposure::{self, Level};
+use domicile_core::ids::RegionId;
+use domicile_core::jurisdiction::Jurisdiction;
+use domicile_core::plan::{Current, Move, PlanSummary, Planner};
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// `report residency` row.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResidencyRow {
+    pub home: String,
+    pub category: String,
+    pub region: String,
+    pub jurisdiction: String,
+    pub subjects: i64,
+    pub objects: i64,
+    pub bytes: i64,
+}
+
+/// `report violations` row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    /// The subject's token (ids are not kept by the catalog).
+    pub subject: String,
+    pub category: String,
+    pub region: String,
+    pub rule: String,
+    /// When the placement took its current form.
+    pub since: i64,
+}
+
+/// Placements per catalog page when streaming.
+pub const PAGE: u32 = 2_000;
+
+impl Engine {
+    /// Calls `f` on every placement, in token order, page by page.
+    pub async fn for_each_placement(
+        &self,
+        mut f: impl FnMut(&PlacementSummary) -> Result<()>,
+    ) -> Result<()> {
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page = self
+                .catalog
+                .placements_page(after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())), PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some((last.token.clone(), last.category.clone()));
+            for p in &page {
+                f(p)?;
+            }
+            if page.len() < PAGE as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Streams a plan of `desired` over the current placements; `on_move`
+    /// sees every move as it is found.
+    pub async fn plan(
+        &self,
+        desired: &Config,
+        mut on_move: impl FnMut(Move),
+    ) -> Result<PlanSummary> {
+        let mut planner = Planner::new(&self.config, desired);
+        let mut regions: Vec<RegionId> = Vec::new();
+        self.for_each_placement(|p| {
+            let home: Jurisdiction = p
+                .home
+                .parse()
+                .map_err(|_| Error::Internal("catalog holds an invalid home".into()))?;
+            regions.clear();
+            regions.extend(p.regions.iter().filter_map(|r| r.parse().ok()));
+            let cur = Current {
+                token: &p.token,
+                home,
+                category: &p.category,
+                regions: &regions,
+                custodian: &p.custodian,
+                objects: p.objects.max(0) as u64,
+                bytes: p.bytes.max(0) as u64,
+            };
+            if let Some(m) = planner
+                .observe(cur)
+                .map_err(|e| Error::Config(e.to_string()))?
+            {
+                on_move(m);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(planner.finish())
+    }
+
+    /// Exposure and cost of the present: a plan of the current config over itself.
+    pub async fn present(&self) -> Result<PlanSummary> {
+        let config = self.config.clone();
+        self.plan(&config, |_| {}).await
+    }
+
+    /// Subjects, objects and bytes per (home, category, region).
+    pub async fn residency(&self) -> Result<Vec<ResidencyRow>> {
+        let rows = self.catalog.residency().await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ResidencyRow {
+                jurisdiction: self
+                    .config
+                    .topology
+                    .region(&r.region)
+                    .map(|x| x.jurisdiction.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                home: r.home,
+                category: r.category,
+                region: r.region,
+                subjects: r.subjects,
+                objects: r.objects,
+                bytes: r.bytes,
+            })
+            .collect())
+    }
+
+    /// Copies that break the current policy now: in a forbidden region, or
+    /// too few of them.
+    pub async fn violations(&self) -> Result<Vec<Violation>> {
+        let config = self.config.clone();
+        let mut out = Vec::new();
+        let mut reqs = BTreeMap::new();
+        let mut since_of: Vec<(String, String)> = Vec::new();
+        self.for_each_placement(|p| {
+            let home: Jurisdiction = p
+                .home
+                .parse()
+                .map_err(|_| Error::Internal("catalog holds an invalid home".into()))?;
+            let req = reqs.entry((home, p.category.clone())).or_insert_with(|| {
+                config
+                    .policy
+                    .requirement(&config.topology, home, &p.category)
+            });
+            let verdicts = config.policy.explain(&config.topology, home, &p.category);
+            for r in &p.regions {
+                let allowed = config
+                    .topology
+                    .region_index(r)
+                    .is_some_and(|i| req.allowed.contains(&i));
+                if !allowed {
+                    let rule = verdicts
+                        .iter()
+                        .find(|v| &v.region == r)
+                        .map(|v| v.why.clone())
+                        .unwrap_or_else(|| "region is no longer in the config".into());
+                    out.push(Violation {
+                        subject: p.token.clone(),
+                        category: p.category.clone(),
+                        region: r.clone(),
+                        rule,
+                        since: 0,
+                    });
+                    since_of.push((p.token.clone(), p.category.clone()));
+                }
+            }
+            if (p.regions.len() as u32) < req.copies {
+                out.push(Violation {
+                    subject: p.token.clone(),
+                    category: p.category.clone(),
+                    region: "-".into(),
+                    rule: format!(
+                        "{} copies required, {} held ({})",
+                        req.copies,
+                        p.regions.len(),
+                        req.rules.join(", ")
+                    ),
+                    since: 0,
+                });
+                since_of.push((p.token.clone(), p.category.clone()));
+            }
+            Ok(())
+        })
+        .await?;
+        // Only violating placements are re-read for their timestamp.
+        for (v, (token, category)) in out.iter_mut().zip(since_of) {
+            if let Some(p) = self.catalog.get_placement(&token, &category).await? {
+                v.since = p.since;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every authority's level over one subject's placements.
+    pub(crate) fn subject_exposure(
+        &self,
+        placements: &[PlacementRow],
+    ) -> Vec<(Jurisdiction, Level)> {
+        let topo = &self.config.topology;
+        self.config
+            .reach
+            .authorities(topo)
+            .into_iter()
+            .map(|a| {
+                let g = self.config.reach.grounds(a);
+                let level = placements
+                    .iter()
+                    .map(|p| {
+                        let regions: Vec<_> =
+                            p.regions.iter().filter_map(|r| topo.region(r)).collect();
+                        exposure::placement_level(
+                            g,
+                            a,
+                            &regions,
+                            topo.custodian(&p.custodian),
+                            &topo.operator,
+                        )
+                    })
+                    .max()
+                    .unwrap_or(Level::None);
+                (a, level)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,140 @@
+//! Secrets: never in the config file or the code. They come from the
+//! environment, or from the file that `[secrets] file` names (`KEY=VALUE`
+//! lines; the environment wins). The subject-token key of an embedded
+//! deployment is created on first use beside the catalog, readable only by
+//! its owner.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub const TOKEN_KEY_VAR: &str = "DOMICILE_TOKEN_KEY";
+
+/// The secrets a deployment runs with.
+#[derive(Clone)]
+pub struct Secrets {
+    values: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: values never reach a log.
+        f.debug_struct("Secrets")
+            .field("names", &self.values.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// Reads the secrets file (if any), then lets `DOMICILE_*` environment
+    /// variables override it.
+    pub fn load(file: Option<&Path>) -> Result<Secrets> {
+        let mut values = BTreeMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::Secrets(format!("cannot read secrets file {}: {e}", path.display()))
+            })?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let Some((k, v)) = line.split_once('=') else {
+                    return Err(Error::Secrets(format!(
+                        "{}:{}: expected KEY=VALUE",
+                        path.display(),
+                        n + 1
+                    )));
+                };
+                values.insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
+            }
+        }
+        for (k, v) in std::env::vars() {
+            if k.starts_with("DOMICILE_") {
+                values.insert(k, v);
+            }
+        }
+        Ok(Secrets { values })
+    }
+
+    /// An empty set, for tests.
+    pub fn empty() -> Secrets {
+        Secrets {
+            values: BTreeMap::new(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(|s| s.as_str())
+    }
+
+    /// The key that turns subject ids into tokens: from `DOMICILE_TOKEN_KEY`
+    /// (64 hex digits), or from `key_file`, created on first use with mode
+    /// 0600.
+    pub fn token_key(&self, key_file: &Path) -> Result<[u8; 32]> {
+        if let Some(hex_key) = self.get(TOKEN_KEY_VAR) {
+            return parse_key(hex_key)
+                .ok_or_else(|| Error::Secrets(format!("{TOKEN_KEY_VAR} must be 64 hex digits")));
+        }
+        load_or_create_key(key_file)
+    }
+}
+
+fn parse_key(s: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(s.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
+fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
+    let io = |e: std::io::Error| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(Error::Secrets(format!(
+                    "{} is readable by others (mode {:o}); run chmod 600 on it",
+                    path.display(),
+                    mode & 0o777
+                )));
+            }
+            parse_key(&text).ok_or_else(|| {
+                Error::Secrets(format!(
+                    "{} does not hold a 64-hex-digit key",
+                    path.display()
+                ))
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let mut key = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .map_err(|_| Error::Internal("no system randomness".into()))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+            f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            Ok(key)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Where an embedded deployment keeps its token key: beside the catalog.
+pub fn token_key_path(catalog_url: &str, base_dir: &Path) -> PathBuf {
+    match catalog_url.strip_prefix("sqlite://") {
+        Some(p) => PathBuf::from(format!("{p}.token-key")),
+        None => base_dir.join("data/token.key"),
+    }
+}

@@ -1,0 +1,166 @@
+//! Subjects: registration, import, inspection, re-homing and erasure.
+
+use domicile_catalog::{LedgerAppend, SubjectRow};
+use domicile_core::exposure::Level;
+use domicile_core::ids::SubjectId;
+use domicile_core::jurisdiction::Jurisdiction;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::clock::now_millis;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// One category of a subject, as `subject show` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CategoryView {
+    pub category: String,
+    pub regions: Vec<String>,
+    pub epoch: i64,
+    pub objects: i64,
+    pub bytes: i64,
+    pub custodian: String,
+    pub since: i64,
+    pub state: String,
+}
+
+/// One authority's reach over a subject.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthorityLevel {
+    pub authority: Jurisdiction,
+    pub level: Level,
+}
+
+/// `subject show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubjectView {
+    pub subject: String,
+    pub home: Jurisdiction,
+    pub categories: Vec<CategoryView>,
+    pub exposure: Vec<AuthorityLevel>,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ErasureReport {
+    pub placements: u64,
+    pub objects: u64,
+    pub copies_deleted: u64,
+}
+
+/// Rows of subjects to import per transaction.
+pub const IMPORT_BATCH: usize = 2_000;
+
+impl Engine {
+    /// Registers a subject.
+    pub async fn add_subject(&self, id: &SubjectId, home: Jurisdiction) -> Result<String> {
+        let token = self.tokens.subject(id);
+        let now = now_millis();
+        let row = SubjectRow {
+            token: token.clone(),
+            home: home.to_string(),
+            created_at: now,
+        };
+        let ledger = LedgerAppend {
+            kind: "subject".into(),
+            subject: Some(token.clone()),
+            body: json!({"home": home.code()}),
+            at: now,
+        };
+        match self.catalog.add_subject(&row, ledger).await {
+            Ok(()) => Ok(token),
+            Err(domicile_catalog::Error::AlreadyExists { .. }) => Err(Error::AlreadyRegistered),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Registers many subjects in one transaction; already registered ones
+    /// are skipped. Returns how many were added.
+    pub async fn add_subjects(&self, batch: &[(SubjectId, Jurisdiction)]) -> Result<u64> {
+        let now = now_millis();
+        let rows: Vec<SubjectRow> = batch
+            .iter()
+            .map(|(id, home)| SubjectRow {
+                token: self.tokens.subject(id),
+                home: home.to_string(),
+                created_at: now,
+            })
+            .collect();
+        Ok(self.catalog.add_subjects(&rows, now).await?)
+    }
+
+    /// Where a subject's data is and who could reach it.
+    pub async fn show_subject(&self, id: &SubjectId) -> Result<SubjectView> {
+        let (token, home) = self.registered(id).await?;
+        let placements = self.catalog.placements_of(&token).await?;
+        let categories = placements
+            .iter()
+            .map(|p| CategoryView {
+                category: p.category.clone(),
+                regions: p.regions.clone(),
+                epoch: p.epoch,
+                objects: p.objects,
+                bytes: p.bytes,
+                custodian: p.custodian.clone(),
+                since: p.since,
+                state: if p.state.is_active() {
+                    "active".into()
+                } else {
+                    "moving".into()
+                },
+            })
+            .collect();
+        let exposure = self
+            .subject_exposure(&placements)
+            .into_iter()
+            .map(|(authority, level)| AuthorityLevel { authority, level })
+            .collect();
+        Ok(SubjectView {
+            subject: id.to_string(),
+            home,
+            categories,
+            exposure,
+        })
+    }
+
+    /// Changes a subject's home. Its data follows at the next migration.
+    pub async fn rehome(&self, id: &SubjectId, home: Jurisdiction) -> Result<Jurisdiction> {
+        let (token, old) = self.registered(id).await?;
+        let ledger = LedgerAppend {
+            kind: "rehome".into(),
+            subject: Some(token.clone()),
+            body: json!({"from": old.code(), "to": home.code()}),
+            at: now_millis(),
+        };
+        self.catalog.set_home(&token, home.code(), ledger).await?;
+        Ok(old)
+    }
+
+    /// Erases a subject: index rows, placements and wrapped data keys go in
+    /// one catalog transaction with the ledger entry (the keys' deletion
+    /// shreds every copy at once); then the blobs are purged from every
+    /// region.
+    pub async fn erase_subject(&self, id: &SubjectId) -> Result<ErasureReport> {
+        let (token, _) = self.registered(id).await?;
+        let placements = self.catalog.placements_of(&token).await?;
+        let objects: i64 = placements.iter().map(|p| p.objects).sum();
+        let ledger = LedgerAppend {
+            kind: "erasure".into(),
+            subject: Some(token.clone()),
+            body: json!({
+                "placements": placements.len(),
+                "objects": objects,
+                "keys_shredded": placements.iter().map(|p| json!({"category": p.category, "custodian": p.custodian})).collect::<Vec<_>>(),
+            }),
+            at: now_millis(),
+        };
+        let garbage = self.catalog.erase_subject(&token, ledger).await?;
+        self.forget_keys(&token);
+        let gc = self.collect_garbage().await?;
+        Ok(ErasureReport {
+            placements: placements.len() as u64,
+            objects: garbage.len() as u64,
+            copies_deleted: gc.copies_deleted,
+        })
+    }
+}

@@ -1,0 +1,321 @@
+//! Verification, trusting neither the catalog nor the regions alone:
+//! - `verify` lists every region and checks each stored blob against the
+//!   index and the policy, and each indexed copy against the regions;
+//! - `ledger verify` re-computes the whole hash chain.
+
+use std::collections::{HashMap, HashSet};
+
+use domicile_catalog::ledger::ChainVerifier;
+use domicile_store::ListEntry;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// One thing `verify` found wrong.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// `missing`, `size`, `checksum`, `orphan`, `stray`, `forbidden`, `foreign`, `unreadable`.
+    pub kind: String,
+    pub region: String,
+    pub subject: String,
+    pub category: String,
+    pub blob: String,
+    pub detail: String,
+}
+
+/// What `verify` scanned and found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub regions: u64,
+    pub blobs_scanned: u64,
+    pub objects_indexed: u64,
+    pub copies_checked: u64,
+    pub checksums_verified: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// What `ledger verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerReport {
+    pub entries: u64,
+    pub head_seq: i64,
+    pub head_hash: String,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+struct Indexed {
+    token: String,
+    category: String,
+    stored_size: i64,
+    checksum: String,
+}
+
+impl Engine {
+    /// Re-computes the ledger's hash chain from the first entry.
+    pub async fn verify_ledger(&self) -> Result<LedgerReport> {
+        let mut v = ChainVerifier::new();
+        let mut after = 0;
+        loop {
+            let page = self.catalog.ledger_page(after, 1_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for e in &page {
+                if let Err(b) = v.push(e) {
+                    let (seq, hash) = v.head();
+                    return Ok(LedgerReport {
+                        entries: v.count(),
+                        head_seq: seq,
+                        head_hash: hash,
+                        ok: false,
+                        error: Some(b.to_string()),
+                    });
+                }
+            }
+        }
+        let (seq, hash) = v.head();
+        Ok(LedgerReport {
+            entries: v.count(),
+            head_seq: seq,
+            head_hash: hash,
+            ok: true,
+            error: None,
+        })
+    }
+
+    /// Scans every region. With `checksums`, re-reads every copy and checks
+    /// its BLAKE3 against the index.
+    pub async fn verify(&self, checksums: bool) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let topo = &self.config.topology;
+
+        // The catalog's view: placements, index rows, blobs awaiting deletion.
+        let mut placements: HashMap<(String, String), (Vec<String>, String)> = HashMap::new();
+        self.for_each_placement(|p| {
+            placements.insert(
+                (p.token.clone(), p.category.clone()),
+                (p.regions.clone(), p.home.clone()),
+            );
+            Ok(())
+        })
+        .await?;
+        let mut index: HashMap<String, Indexed> = HashMap::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page = self
+                .catalog
+                .objects_page(after.as_ref().map(|(a, b)| (a.as_str(), b.as_str())), 2_000)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.token.clone(), last.blob_id.clone()));
+            for o in page {
+                index.insert(
+                    o.blob_id.clone(),
+                    Indexed {
+                        token: o.token,
+                        category: o.category,
+                        stored_size: o.stored_size,
+                        checksum: o.checksum,
+                    },
+                );
+            }
+        }
+        report.objects_indexed = index.len() as u64;
+        let pending: HashSet<String> = self
+            .catalog
+            .garbage(u32::MAX)
+            .await?
+            .into_iter()
+            .map(|g| g.blob_id)
+            .collect();
+
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        let problem = |report: &mut VerifyReport,
+                       kind: &str,
+                       region: &str,
+                       token: &str,
+                       category: &str,
+                       blob: &str,
+                       detail: String| {
+            report.problems.push(Problem {
+                kind: kind.into(),
+                region: region.into(),
+                subject: token.into(),
+                category: category.into(),
+                blob: blob.into(),
+                detail,
+            });
+        };
+
+        for (region_id, store) in &self.regions {
+            report.regions += 1;
+            let mut listing = store.list_stream(None);
+            while let Some(entry) = listing.next().await {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        problem(
+                            &mut report,
+                            "unreadable",
+                            region_id,
+                            "",
+                            "",
+                            "",
+                            e.to_string(),
+                        );
+                        break;
+                    }
+                };
+                let (path, size) = match entry {
+                    ListEntry::Blob { path, size } => (path, size),
+                    ListEntry::Foreign { path: location, .. } => {
+                        problem(
+                            &mut report,
+                            "foreign",
+                            region_id,
+                            "",
+                            "",
+                            "",
+                            format!("unexpected file {location}"),
+                        );
+                        continue;
+                    }
+                };
+                report.blobs_scanned += 1;
+                let blob = path.blob_id().to_string();
+                let Some(ix) = index.get(&blob) else {
+                    if !pending.contains(&blob) {
+                        problem(
+                            &mut report,
+                            "orphan",
+                            region_id,
+                            path.token(),
+                            path.category(),
+                            &blob,
+                            "stored blob that no index row points at".into(),
+                        );
+                    }
+                    continue;
+                };
+                if ix.token != path.token() || ix.category != path.category() {
+                    problem(
+                        &mut report,
+                        "orphan",
+                        region_id,
+                        path.token(),
+                        path.category(),
+                        &blob,
+                        "blob id is indexed under another subject or category".into(),
+                    );
+                    continue;
+                }
+                let Some((regions, home)) =
+                    placements.get(&(ix.token.clone(), ix.category.clone()))
+                else {
+                    problem(
+                        &mut report,
+                        "orphan",
+                        region_id,
+                        &ix.token,
+                        &ix.category,
+                        &blob,
+                        "indexed object has no placement".into(),
+                    );
+                    continue;
+                };
+                seen.insert((blob.clone(), region_id.clone()));
+                let home_j = home
+                    .parse()
+                    .map_err(|_| Error::Internal("catalog holds an invalid home".into()))?;
+                let req = self.config.policy.requirement(topo, home_j, &ix.category);
+                let allowed = topo
+                    .region_index(region_id)
+                    .is_some_and(|i| req.allowed.contains(&i));
+                if !allowed {
+                    problem(
+                        &mut report,
+                        "forbidden",
+                        region_id,
+                        &ix.token,
+                        &ix.category,
+                        &blob,
+                        format!("copy in a region the policy forbids for home {home}"),
+                    );
+                }
+                if !regions.contains(region_id) {
+                    if !pending.contains(&blob) {
+                        problem(
+                            &mut report,
+                            "stray",
+                            region_id,
+                            &ix.token,
+                            &ix.category,
+                            &blob,
+                            format!("copy outside the placement [{}]", regions.join(", ")),
+                        );
+                    }
+                    continue;
+                }
+                report.copies_checked += 1;
+                if size as i64 != ix.stored_size {
+                    problem(
+                        &mut report,
+                        "size",
+                        region_id,
+                        &ix.token,
+                        &ix.category,
+                        &blob,
+                        format!("stored size {size}, index says {}", ix.stored_size),
+                    );
+                    continue;
+                }
+                if checksums {
+                    match domicile_store::checksum_of(store, &path).await {
+                        Ok((_, sum)) if sum == ix.checksum => report.checksums_verified += 1,
+                        Ok((_, sum)) => problem(
+                            &mut report,
+                            "checksum",
+                            region_id,
+                            &ix.token,
+                            &ix.category,
+                            &blob,
+                            format!("BLAKE3 {sum}, index says {}", ix.checksum),
+                        ),
+                        Err(e) => problem(
+                            &mut report,
+                            "unreadable",
+                            region_id,
+                            &ix.token,
+                            &ix.category,
+                            &blob,
+                            e.to_string(),
+                        ),
+                    }
+                }
+            }
+        }
+        // Every indexed copy must have been seen where its placement says.
+        for (blob, ix) in &index {
+            let Some((regions, _)) = placements.get(&(ix.token.clone(), ix.category.clone()))
+            else {
+                continue;
+            };
+            for r in regions {
+                if !seen.contains(&(blob.clone(), r.clone())) {
+                    problem(
+                        &mut report,
+                        "missing",
+                        r,
+                        &ix.token,
+                        &ix.category,
+                        blob,
+                        "indexed copy not found in its region".into(),
+                    );
+                }
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,505 @@
+//! Integration tests: real local-folder regions in a temporary folder, blobs large enough
+//! to take the multipart path, and key files on disk.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+use domicile_store::crypto::{DEFAULT_CHUNK_SIZE, HEADER_LEN};
+use domicile_store::keyring::MASTER_KEY_FILE;
+use domicile_store::layout::prefix_for;
+use domicile_store::{
+    BlobPath, BlobWriter, DataKey, Error, Keyring, RegionOptions, RegionStore, Result, WrittenBlob,
+    checksum_of, copy_blob, read_blob,
+};
+
+const MIB: usize = 1024 * 1024;
+const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+fn plaintext(len: usize, seed: u8) -> Vec<u8> {
+    let mut state = u64::from(seed) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        match tempfile::tempdir() {
+            Ok(dir) => Self { dir },
+            Err(e) => panic!("tempdir: {e}"),
+        }
+    }
+
+    fn base(&self) -> &FsPath {
+        self.dir.path()
+    }
+
+    /// A local region at `file://regions/{id}`, relative to the fixture's folder. No fsync:
+    /// the tests do not pull the plug, and fsync under load only makes them slow.
+    fn region(&self, id: &str) -> Result<RegionStore> {
+        RegionStore::open_with(
+            id,
+            &format!("file://regions/{id}"),
+            self.base(),
+            &RegionOptions { fsync: false },
+        )
+    }
+
+    fn file_of(&self, region: &str, path: &BlobPath) -> PathBuf {
+        self.base()
+            .join("regions")
+            .join(region)
+            .join(path.to_string())
+    }
+}
+
+async fn write_blob(
+    regions: &[RegionStore],
+    key: &DataKey,
+    plain: &[u8],
+    piece: usize,
+) -> Result<(BlobPath, WrittenBlob)> {
+    let path = BlobPath::new_random(TOKEN, "media")?;
+    let mut writer = BlobWriter::new(
+        regions.to_vec(),
+        path.clone(),
+        Some(key),
+        DEFAULT_CHUNK_SIZE,
+    )?;
+    for part in plain.chunks(piece) {
+        writer.write(part).await?;
+    }
+    Ok((path, writer.finish().await?))
+}
+
+async fn read_all(
+    region: &RegionStore,
+    path: &BlobPath,
+    key: &DataKey,
+    len: usize,
+    range: Option<std::ops::Range<u64>>,
+) -> Result<Vec<u8>> {
+    let pieces: Vec<Bytes> = read_blob(region, path, Some(key), len as u64, range)
+        .await?
+        .try_collect()
+        .await?;
+    Ok(pieces.concat())
+}
+
+fn flip_byte(file: &FsPath, at: usize) {
+    let mut bytes = std::fs::read(file).unwrap_or_else(|e| panic!("read {file:?}: {e}"));
+    bytes[at] ^= 0x01;
+    std::fs::write(file, bytes).unwrap_or_else(|e| panic!("write {file:?}: {e}"));
+}
+
+/// Files (including multipart staging files) anywhere under `dir`.
+fn files_under(dir: &FsPath) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_written_to_two_regions_read_back_whole_and_by_range() -> Result<()> {
+    let fx = Fixture::new();
+    let regions = vec![fx.region("in-west")?, fx.region("sg-1")?];
+    let key = DataKey::generate()?;
+
+    // 5 MiB takes the single-put path, 20 MiB the multipart path; odd write sizes make
+    // writes straddle chunk boundaries.
+    let small = plaintext(5 * MIB, 1);
+    let large = plaintext(20 * MIB, 2);
+    let (small_path, small_written) = write_blob(&regions, &key, &small, 100_003).await?;
+    let (large_path, large_written) = write_blob(&regions, &key, &large, MIB + 7).await?;
+    assert_eq!(small_written.plain_size, small.len() as u64);
+    assert_eq!(large_written.plain_size, large.len() as u64);
+
+    for region in &regions {
+        for (path, written, plain) in [
+            (&small_path, &small_written, &small),
+            (&large_path, &large_written, &large),
+        ] {
+            let file = fx.file_of(region.id(), path);
+            let on_disk = std::fs::read(&file).unwrap_or_else(|e| panic!("{file:?}: {e}"));
+            assert_eq!(on_disk.len() as u64, written.stored_size);
+            assert_eq!(&on_disk[..4], b"DMCB");
+            assert_ne!(
+                &on_disk[HEADER_LEN..HEADER_LEN + 64],
+                &plain[..64],
+                "stored in clear"
+            );
+            assert_eq!(
+                blake3::hash(&on_disk).to_hex().as_str(),
+                written.checksum_hex
+            );
+            assert_eq!(
+                checksum_of(region, path).await?,
+                (written.stored_size, written.checksum_hex.clone())
+            );
+            assert!(read_all(region, path, &key, plain.len(), None).await? == **plain);
+
+            let len = plain.len() as u64;
+            let batch = 8 * MIB as u64;
+            let ranges = [
+                0..1,
+                0..65536,
+                65535..65537,
+                123_456..2_345_678,
+                len - 1..len,
+                len - 100_000..len,
+                (batch - 5).min(len - 5)..(batch + 5).min(len),
+                len / 2..len / 2,
+                0..len,
+            ];
+            for range in ranges {
+                let got = read_all(region, path, &key, plain.len(), Some(range.clone())).await?;
+                assert!(
+                    got == plain[range.start as usize..range.end as usize],
+                    "range {range:?} of {len}"
+                );
+            }
+        }
+    }
+
+    // No staging files are left behind by the multipart uploads.
+    for region in &regions {
+        let files = files_under(&fx.base().join("regions").join(region.id()));
+        assert_eq!(files.len(), 2, "{files:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_are_checksum_verified_and_corruption_is_caught() -> Result<()> {
+    let fx = Fixture::new();
+    let source = fx.region("cn-north")?;
+    let key = DataKey::generate()?;
+    let small = plaintext(5 * MIB, 3);
+    let large = plaintext(20 * MIB, 4);
+    let (small_path, small_written) =
+        write_blob(std::slice::from_ref(&source), &key, &small, MIB).await?;
+    let (large_path, large_written) =
+        write_blob(std::slice::from_ref(&source), &key, &large, MIB).await?;
+
+    // Good copies, then reads from the destination.
+    let dest = fx.region("in-south")?;
+    for (path, written, plain) in [
+        (&small_path, &small_written, &small),
+        (&large_path, &large_written, &large),
+    ] {
+        let size = copy_blob(&source, &dest, path, &written.checksum_hex).await?;
+        assert_eq!(size, written.stored_size);
+        assert_eq!(
+            checksum_of(&dest, path).await?,
+            (written.stored_size, written.checksum_hex.clone())
+        );
+        assert!(read_all(&dest, path, &key, plain.len(), None).await? == **plain);
+        // Copying again is harmless, and so is copying a region onto itself.
+        copy_blob(&source, &dest, path, &written.checksum_hex).await?;
+        copy_blob(&dest, &dest, path, &written.checksum_hex).await?;
+    }
+
+    // The wrong expected checksum: nothing is written.
+    let fresh = fx.region("eu-1")?;
+    let err = copy_blob(&source, &fresh, &small_path, &"0".repeat(64)).await;
+    assert!(matches!(err, Err(Error::Corrupt { .. })), "{err:?}");
+    assert_eq!(fresh.head(&small_path).await?, None);
+
+    // A corrupted source (one flipped bit on disk) is refused for both sizes, and the
+    // destination keeps no copy and no staging file.
+    flip_byte(&fx.file_of("cn-north", &small_path), 1000);
+    flip_byte(&fx.file_of("cn-north", &large_path), 15 * MIB);
+    for (path, written) in [(&small_path, &small_written), (&large_path, &large_written)] {
+        let err = copy_blob(&source, &fresh, path, &written.checksum_hex).await;
+        assert!(matches!(err, Err(Error::Corrupt { .. })), "{err:?}");
+        assert_eq!(fresh.head(path).await?, None);
+    }
+    assert!(files_under(&fx.base().join("regions/eu-1")).is_empty());
+
+    // Reading the corrupted blobs fails too, in the chunk that was hit.
+    let err = read_all(&source, &small_path, &key, small.len(), None).await;
+    assert!(matches!(err, Err(Error::Corrupt { .. })), "{err:?}");
+    let untouched = read_all(&source, &large_path, &key, large.len(), Some(0..MIB as u64)).await?;
+    assert!(untouched == large[..MIB]);
+    let err = read_all(&source, &large_path, &key, large.len(), None).await;
+    assert!(matches!(err, Err(Error::Corrupt { .. })), "{err:?}");
+
+    // A destination that corrupts what it stores: the copy is caught and deleted.
+    let good = fx.region("sg-1")?;
+    let (path, written) = write_blob(
+        std::slice::from_ref(&good),
+        &key,
+        &plaintext(300_000, 5),
+        65536,
+    )
+    .await?;
+    let inner = fx.region("us-east")?;
+    let flipping = RegionStore::from_object_store(
+        "us-east",
+        "file://regions/us-east",
+        Arc::new(FlipOnPut(Arc::clone(inner.object_store()))),
+    );
+    let err = copy_blob(&good, &flipping, &path, &written.checksum_hex).await;
+    assert!(matches!(err, Err(Error::Corrupt { .. })), "{err:?}");
+    assert_eq!(
+        inner.head(&path).await?,
+        None,
+        "the bad copy must be deleted"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_and_idempotent_delete() -> Result<()> {
+    let fx = Fixture::new();
+    let region = fx.region("in-west")?;
+    let key = DataKey::generate()?;
+    let (a, wa) = write_blob(std::slice::from_ref(&region), &key, b"first", 5).await?;
+    let (b, wb) = write_blob(
+        std::slice::from_ref(&region),
+        &key,
+        &plaintext(70_000, 6),
+        1000,
+    )
+    .await?;
+    let other = BlobPath::new_random("ffffffffffffffff", "media")?;
+    region
+        .put(&other, Bytes::from_static(b"someone else"))
+        .await?;
+    std::fs::write(fx.base().join("regions/in-west/notes.txt"), b"stray")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let mut listing = region.list(None).await?;
+    listing.blobs.sort();
+    let mut expected = vec![
+        (a.clone(), wa.stored_size),
+        (b.clone(), wb.stored_size),
+        (other.clone(), 12),
+    ];
+    expected.sort();
+    assert_eq!(listing.blobs, expected);
+    assert_eq!(listing.foreign, vec![(Path::from("notes.txt"), 5)]);
+
+    let mine = region.list(Some(&prefix_for(TOKEN)?)).await?;
+    assert_eq!(mine.blobs.len(), 2);
+    assert!(mine.foreign.is_empty());
+
+    for path in [&a, &b] {
+        region.delete(path).await?;
+        region.delete(path).await?;
+        assert_eq!(region.head(path).await?, None);
+    }
+    assert!(
+        region
+            .list(Some(&prefix_for(TOKEN)?))
+            .await?
+            .blobs
+            .is_empty()
+    );
+    // Purged subjects leave no empty folders behind.
+    assert!(
+        !fx.base()
+            .join("regions/in-west/v1")
+            .join(&TOKEN[..2])
+            .exists()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_writer_commits_nothing() -> Result<()> {
+    let fx = Fixture::new();
+    let regions = vec![fx.region("a")?, fx.region("b")?];
+    let key = DataKey::generate()?;
+    let path = BlobPath::new_random(TOKEN, "media")?;
+
+    let mut writer = BlobWriter::new(
+        regions.clone(),
+        path.clone(),
+        Some(&key),
+        DEFAULT_CHUNK_SIZE,
+    )?;
+    writer.write(&plaintext(12 * MIB, 7)).await?;
+    drop(writer);
+    let mut aborted = BlobWriter::new(
+        regions.clone(),
+        BlobPath::new_random(TOKEN, "media")?,
+        Some(&key),
+        DEFAULT_CHUNK_SIZE,
+    )?;
+    aborted.write(&plaintext(12 * MIB, 8)).await?;
+    aborted.abort().await?;
+
+    // The drop's abort runs in the background.
+    for _ in 0..100 {
+        if files_under(&fx.base().join("regions")).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(files_under(&fx.base().join("regions")).is_empty());
+    for region in &regions {
+        assert_eq!(region.head(&path).await?, None);
+    }
+    Ok(())
+}
+
+#[test]
+fn keyring_files_are_private_and_loose_ones_are_refused() -> Result<()> {
+    let fx = Fixture::new();
+    let ring = Keyring::open("in-kms", "file://keys/in-kms", fx.base())?;
+    let dir = fx.base().join("keys/in-kms");
+    let file = dir.join(MASTER_KEY_FILE);
+    let mode = |p: &FsPath| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{p:?}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(std::fs::read(&file).map(|k| k.len()).ok(), Some(32));
+    assert_eq!(ring.key_file(), Some(file.as_path()));
+
+    let dek = DataKey::generate()?;
+    let wrapped = ring.wrap(&dek, TOKEN.as_bytes())?;
+    assert_eq!(ring.unwrap(&wrapped, TOKEN.as_bytes())?, dek);
+
+    // Reopening uses the same master key; another custodian or context does not unwrap.
+    let reopened = Keyring::open("in-kms", "file://keys/in-kms", fx.base())?;
+    assert_eq!(reopened.unwrap(&wrapped, TOKEN.as_bytes())?, dek);
+    let absolute = format!("file://{}", dir.display());
+    let impostor = Keyring::open("operator-kms", &absolute, FsPath::new("/elsewhere"))?;
+    assert!(matches!(
+        impostor.unwrap(&wrapped, TOKEN.as_bytes()),
+        Err(Error::Crypto { .. })
+    ));
+    assert!(matches!(
+        ring.unwrap(&wrapped, b"another-subject"),
+        Err(Error::Crypto { .. })
+    ));
+
+    // A key file others can read is refused, with a message that says what to do.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| panic!("{e}"));
+    match Keyring::open("in-kms", "file://keys/in-kms", fx.base()) {
+        Err(Error::KeyFile { path, reason }) => {
+            assert_eq!(path, file);
+            assert!(
+                reason.contains("0644") && reason.contains("chmod 600"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected KeyFile error, got {other:?}"),
+    }
+    // A key file of the wrong length is refused too.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, b"short").unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        Keyring::open("in-kms", "file://keys/in-kms", fx.base()),
+        Err(Error::KeyFile { .. })
+    ));
+    Ok(())
+}
+
+/// An object store that flips one bit of every object it stores with a single put.
+#[derive(Debug)]
+struct FlipOnPut(Arc<dyn ObjectStore>);
+
+impl fmt::Display for FlipOnPut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FlipOnPut({})", self.0)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FlipOnPut {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let mut bytes = Bytes::from(payload).to_vec();
+        if let Some(b) = bytes.get_mut(HEADER_LEN + 10) {
+            *b ^= 0x80;
+        }
+        self.0.put_opts(location, bytes.into(), opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.0.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.0.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.0.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
