@@ -938,10 +938,9 @@ impl Catalog for SqliteCatalog {
         let rows = sqlx::query(
             "SELECT p.token, s.home, p.category, p.custodian, p.epoch, p.objects, p.bytes \
              FROM placements p JOIN subjects s ON s.token = p.token \
-             WHERE p.token > ? OR (p.token = ? AND p.category > ?) \
+             WHERE (p.token, p.category) > (?, ?) \
              ORDER BY p.token, p.category LIMIT ?",
         )
-        .bind(after_token)
         .bind(after_token)
         .bind(after_category)
         .bind(i64::from(limit))
@@ -969,14 +968,11 @@ impl Catalog for SqliteCatalog {
         // The regions of exactly this page: a range scan of the primary key.
         let regions = sqlx::query(
             "SELECT token, category, region FROM placement_regions \
-             WHERE (token > ? OR (token = ? AND category > ?)) \
-               AND (token < ? OR (token = ? AND category <= ?)) \
+             WHERE (token, category) > (?, ?) AND (token, category) <= (?, ?) \
              ORDER BY token, category, ordinal",
         )
         .bind(after_token)
-        .bind(after_token)
         .bind(after_category)
-        .bind(&last.token)
         .bind(&last.token)
         .bind(&last.category)
         .fetch_all(&mut *tx)
@@ -1195,10 +1191,9 @@ impl Catalog for SqliteCatalog {
         let rows = sqlx::query(concat!(
             "SELECT ",
             object_cols!(),
-            " FROM objects WHERE token > ? OR (token = ? AND blob_id > ?) \
+            " FROM objects WHERE (token, blob_id) > (?, ?) \
               ORDER BY token, blob_id LIMIT ?"
         ))
-        .bind(after_token)
         .bind(after_token)
         .bind(after_blob)
         .bind(i64::from(limit))

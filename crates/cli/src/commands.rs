@@ -63,6 +63,11 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
             let f = tokio::fs::File::open(&file)
                 .await
                 .map_err(|e| BadInput(format!("cannot open {}: {e}", file.display())))?;
+            // Refused before the engine creates a placement (and ledgers it)
+            // for a body that cannot be read: bad input changes nothing.
+            if f.metadata().await.is_ok_and(|m| m.is_dir()) {
+                return Err(BadInput(format!("{} is a directory", file.display())).into());
+            }
             let r = engine
                 .put(&id, &category, &key, &ObjectMeta::default(), f)
                 .await?;
@@ -397,6 +402,8 @@ fn read_subject_csv(path: &Path) -> Result<Vec<(SubjectId, Jurisdiction)>> {
         .from_path(path)
         .map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
     let mut out = Vec::new();
+    let mut seen: std::collections::HashMap<SubjectId, (Jurisdiction, usize)> =
+        std::collections::HashMap::new();
     for (i, rec) in r.records().enumerate() {
         let rec = rec.map_err(|e| BadInput(format!("{}:{}: {e}", path.display(), i + 1)))?;
         if i == 0 && rec.get(0) == Some("subject") {
@@ -415,6 +422,20 @@ fn read_subject_csv(path: &Path) -> Result<Vec<(SubjectId, Jurisdiction)>> {
             .map_err(|e| BadInput(format!("{}:{}: {e}", path.display(), i + 1)))?;
         let home = Jurisdiction::from_str(&rec[1])
             .map_err(|e| BadInput(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        match seen.get(&id) {
+            Some((h, _)) if *h == home => continue,
+            Some((_, line)) => {
+                return Err(BadInput(format!(
+                    "{}:{}: repeats the subject of line {line} with another home",
+                    path.display(),
+                    i + 1
+                ))
+                .into());
+            }
+            None => {
+                seen.insert(id.clone(), (home, i + 1));
+            }
+        }
         out.push((id, home));
     }
     Ok(out)

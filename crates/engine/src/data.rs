@@ -15,6 +15,7 @@ use domicile_catalog::{CommitOutcome, Fence, GarbageRow, ObjectRow, PlacementRow
 use domicile_core::ids::{Category, ObjectKey, SubjectId};
 use domicile_core::jurisdiction::Jurisdiction;
 use domicile_store::{BlobPath, BlobWriter, DataKey};
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -180,7 +181,20 @@ impl Engine {
                 category: category.to_string(),
                 epoch: placement.epoch,
             };
-            match self.catalog.commit_object(&fence, &row).await? {
+            let outcome = match self.catalog.commit_object(&fence, &row).await {
+                Ok(outcome) => outcome,
+                Err(
+                    e @ (domicile_catalog::Error::Conflict { .. }
+                    | domicile_catalog::Error::Invalid { .. }),
+                ) => {
+                    // Refused, so nothing was committed: the blob is nobody's.
+                    self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
+                        .await;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match outcome {
                 CommitOutcome::Committed { version, replaced } => {
                     self.discard_blob_copies(
                         token,
@@ -202,25 +216,19 @@ impl Engine {
                     });
                 }
                 CommitOutcome::Fenced { .. } => {
-                    // The placement moved under us: carry the blob over.
-                    let next = self.placement_for_write(token, home, category).await?;
-                    if self.data_key(&next)?.as_bytes() != dek.as_bytes() {
-                        self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
-                            .await;
-                        return Err(Error::Busy {
-                            category: category.to_string(),
-                        });
-                    }
-                    for r in &next.regions {
-                        if holding.contains(r) {
-                            continue;
+                    // The placement moved under us: carry the blob over. If
+                    // that fails, the blob is nobody's: queue it, never leak it.
+                    match self
+                        .carry_blob(token, home, category, dek, path, &written, &mut holding)
+                        .await
+                    {
+                        Ok(next) => placement = next,
+                        Err(e) => {
+                            self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
+                                .await;
+                            return Err(e);
                         }
-                        let from = self.region(&holding[0])?;
-                        let to = self.region(r)?;
-                        domicile_store::copy_blob(from, to, path, &written.checksum_hex).await?;
-                        holding.push(r.clone());
                     }
-                    placement = next;
                 }
             }
         }
@@ -229,6 +237,37 @@ impl Engine {
         Err(Error::Busy {
             category: category.to_string(),
         })
+    }
+
+    /// Copies an uncommitted blob to the regions of the placement that fenced
+    /// its commit. `holding` grows with every region a copy is attempted in.
+    #[allow(clippy::too_many_arguments)]
+    async fn carry_blob(
+        &self,
+        token: &str,
+        home: Jurisdiction,
+        category: &Category,
+        dek: &DataKey,
+        path: &BlobPath,
+        written: &domicile_store::WrittenBlob,
+        holding: &mut Vec<String>,
+    ) -> Result<PlacementRow> {
+        let next = self.placement_for_write(token, home, category).await?;
+        if self.data_key(&next)?.as_bytes() != dek.as_bytes() {
+            return Err(Error::Busy {
+                category: category.to_string(),
+            });
+        }
+        for r in &next.regions {
+            if holding.contains(r) {
+                continue;
+            }
+            let from = self.region(&holding[0])?;
+            let to = self.region(r)?;
+            holding.push(r.clone());
+            domicile_store::copy_blob(from, to, path, &written.checksum_hex).await?;
+        }
+        Ok(next)
     }
 
     /// Copies of a committed blob outside its placement are strays: delete them.
@@ -246,7 +285,9 @@ impl Engine {
             .cloned()
             .collect();
         if !strays.is_empty() {
-            self.collect_blob(token, category, blob_id, &strays).await;
+            // Queued first: the catalog does not know these copies, so a
+            // collection pass alone would never delete them.
+            self.queue_blob(token, category, blob_id, &strays).await;
         }
     }
 
@@ -353,7 +394,19 @@ impl Engine {
         for region in &placement.regions {
             let store = self.region(region)?;
             match domicile_store::read_blob(store, &path, key, info.size, range.clone()).await {
-                Ok(stream) => return Ok((info, stream)),
+                // The first piece proves the copy opens (a corrupt or truncated
+                // first batch fails here, while another copy can still serve).
+                Ok(mut stream) => match stream.next().await {
+                    Some(Err(e)) => {
+                        tracing::warn!(region = %region, error = %e, "copy unreadable; trying the next");
+                        last_err = Some(e);
+                    }
+                    Some(Ok(piece)) => {
+                        let stream = futures::stream::iter([Ok(piece)]).chain(stream).boxed();
+                        return Ok((info, stream));
+                    }
+                    None => return Ok((info, futures::stream::empty().boxed())),
+                },
                 Err(e) => {
                     tracing::warn!(region = %region, error = %e, "copy unreadable; trying the next");
                     last_err = Some(e);
@@ -380,16 +433,44 @@ impl Engine {
         Ok(out)
     }
 
+    /// The placement a delete commits against. Like a write, it waits
+    /// (bounded) while the placement is moving; unlike a write, it is not
+    /// refused when the policy now forbids a region of the placement: a
+    /// delete puts no byte there, and must stay possible.
+    async fn placement_for_delete(
+        &self,
+        token: &str,
+        category: &Category,
+    ) -> Result<Option<PlacementRow>> {
+        let deadline = std::time::Instant::now() + self.options.move_wait;
+        loop {
+            let Some(p) = self.catalog.get_placement(token, category.as_str()).await? else {
+                return Ok(None);
+            };
+            if p.state.is_active() {
+                return Ok(Some(p));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Busy {
+                    category: category.to_string(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
     /// Deletes an object. Returns false if there was none.
     pub async fn delete(&self, subject: &SubjectId, name: &ObjectKey) -> Result<bool> {
-        let (token, home) = self.registered(subject).await?;
+        let (token, _) = self.registered(subject).await?;
         let lookup = self.tokens.lookup(&token, name);
         let Some(row) = self.catalog.get_object(&token, &lookup).await? else {
             return Ok(false);
         };
         let category: Category = row.category.parse()?;
         for _ in 0..MAX_RECOMMITS {
-            let p = self.placement_for_write(&token, home, &category).await?;
+            let Some(p) = self.placement_for_delete(&token, &category).await? else {
+                return Ok(false);
+            };
             let fence = Fence {
                 token: token.clone(),
                 category: category.to_string(),

@@ -1,0 +1,84 @@
+//! Shared pieces of the benchmarks: fresh deployments from the demo configs,
+//! synthetic catalogs at scale, and measurement helpers.
+//!
+//! The benchmarks themselves are in `benches/` (`cargo bench -p domicile-bench`);
+//! results and the commands that produced them are in `docs/benchmarks.md`.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::Result;
+use sqlx::ConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+
+pub const V1: &str = include_str!("../../../examples/demo-v1.toml");
+pub const V2: &str = include_str!("../../../examples/demo-v2.toml");
+
+/// Writes the demo's two configs into `dir`; returns their paths.
+pub fn write_configs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let v1 = dir.join("domicile.toml");
+    let v2 = dir.join("policy-v2.toml");
+    std::fs::write(&v1, V1)?;
+    std::fs::write(&v2, V2)?;
+    Ok((v1, v2))
+}
+
+/// Fills an existing (schema-initialised) SQLite catalog with `n` synthetic
+/// subjects, each with a `profile` placement in cn-north (and every third a
+/// `payment` one), in bulk SQL: the fixture is not what is measured.
+pub async fn synthetic_catalog(db: &Path, n: u64) -> Result<()> {
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))?
+        .pragma("synchronous", "OFF")
+        .pragma("journal_mode", "WAL");
+    let mut conn = opts.connect().await?;
+    let series =
+        format!("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n})");
+    let token = "printf('%032x', x * 2654435761 % 4294967296 * 4294967296 + x)";
+    for sql in [
+        format!(
+            "{series} INSERT INTO subjects (token, home, created_at) SELECT {token}, \
+             CASE WHEN x % 10 < 5 THEN 'IN' WHEN x % 10 < 8 THEN 'CN' ELSE 'TW' END, 0 FROM c"
+        ),
+        format!(
+            "{series} INSERT INTO placements (token, category, epoch, state, custodian, wrapped_key, objects, bytes, since) \
+             SELECT {token}, 'profile', 1, '{{\"state\":\"active\"}}', 'operator-kms', x'00', 2, 40000, 0 FROM c"
+        ),
+        format!(
+            "{series} INSERT INTO placement_regions (token, category, ordinal, region) \
+             SELECT {token}, 'profile', 0, 'cn-north' FROM c"
+        ),
+        format!(
+            "{series} INSERT INTO placements (token, category, epoch, state, custodian, wrapped_key, objects, bytes, since) \
+             SELECT {token}, 'payment', 1, '{{\"state\":\"active\"}}', 'operator-kms', x'00', 1, 2000, 0 FROM c WHERE x % 3 = 0"
+        ),
+        format!(
+            "{series} INSERT INTO placement_regions (token, category, ordinal, region) \
+             SELECT {token}, 'payment', 0, 'cn-north' FROM c WHERE x % 3 = 0"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await?;
+    }
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// Peak resident memory of this process, in bytes (Linux `VmHWM`).
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Load average over the last minute, to record with each run.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
