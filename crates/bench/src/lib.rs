@@ -34,23 +34,23 @@ pub async fn synthetic_catalog(db: &Path, n: u64) -> Result<()> {
     let mut conn = opts.connect().await?;
     let series =
         format!("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n})");
-    let token = "printf('%032x', x * 2654435761 % 4294967296 * 4294967296 + x)";
+    let home = "CASE WHEN x % 10 < 5 THEN 'IN' WHEN x % 10 < 8 THEN 'CN' ELSE 'TW' END";
+    let token = "printf('%016x%016x', x * 2654435761 % 4294967296, x)";
     for sql in [
         format!(
-            "{series} INSERT INTO subjects (token, home, created_at) SELECT {token}, \
-             CASE WHEN x % 10 < 5 THEN 'IN' WHEN x % 10 < 8 THEN 'CN' ELSE 'TW' END, 0 FROM c"
+            "{series} INSERT INTO subjects (token, home, created_at) SELECT {token}, {home}, 0 FROM c"
         ),
         format!(
-            "{series} INSERT INTO placements (token, category, epoch, state, custodian, wrapped_key, objects, bytes, since) \
-             SELECT {token}, 'profile', 1, '{{\"state\":\"active\"}}', 'operator-kms', x'00', 2, 40000, 0 FROM c"
+            "{series} INSERT INTO placements (token, category, home, regions, epoch, state, custodian, wrapped_key, objects, bytes, since) \
+             SELECT {token}, 'profile', {home}, 'cn-north', 1, '{{\"state\":\"active\"}}', 'operator-kms', x'00', 2, 40000, 0 FROM c"
         ),
         format!(
             "{series} INSERT INTO placement_regions (token, category, ordinal, region) \
              SELECT {token}, 'profile', 0, 'cn-north' FROM c"
         ),
         format!(
-            "{series} INSERT INTO placements (token, category, epoch, state, custodian, wrapped_key, objects, bytes, since) \
-             SELECT {token}, 'payment', 1, '{{\"state\":\"active\"}}', 'operator-kms', x'00', 1, 2000, 0 FROM c WHERE x % 3 = 0"
+            "{series} INSERT INTO placements (token, category, home, regions, epoch, state, custodian, wrapped_key, objects, bytes, since) \
+             SELECT {token}, 'payment', {home}, 'cn-north', 1, '{{\"state\":\"active\"}}', 'operator-kms', x'00', 1, 2000, 0 FROM c WHERE x % 3 = 0"
         ),
         format!(
             "{series} INSERT INTO placement_regions (token, category, ordinal, region) \

@@ -126,6 +126,10 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<PlacementSummary>>;
 
+    /// The sealed ids of the given subject tokens (those that have one), for
+    /// callers that hold the secrets to name subjects in plans and reports.
+    async fn subject_seals(&self, tokens: &[String]) -> Result<Vec<(String, Vec<u8>)>>;
+
     /// Aggregate: subjects, objects and bytes per (home, category, region),
     /// ordered by those three. Each region of a placement holds a copy, so a
     /// placement's objects and bytes count once in each of its regions.

@@ -41,7 +41,67 @@ where
     garbage(&*fresh().await).await;
     ledger_chain(&*fresh().await).await;
     settings(&*fresh().await).await;
+    scan_follows_changes(&*fresh().await).await;
     concurrent_writers(fresh().await).await;
+}
+
+/// The planner's scan (`placements_page`) sees re-homing and moves at once,
+/// and sealed ids come back for known tokens only.
+pub async fn scan_follows_changes(cat: &dyn Catalog) {
+    let a = subject("tok-a", "IN");
+    cat.add_subject(&a, entry("subject", Some("tok-a"), 1))
+        .await
+        .unwrap();
+    cat.ensure_placement(
+        &placement("tok-a", "media", &["r1", "r2"]),
+        entry("placement", Some("tok-a"), 2),
+    )
+    .await
+    .unwrap();
+    let page = cat.placements_page(None, 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(
+        (page[0].home.as_str(), page[0].regions.clone()),
+        ("IN", strings(&["r1", "r2"]))
+    );
+
+    cat.set_home("tok-a", "CN", entry("rehome", Some("tok-a"), 3))
+        .await
+        .unwrap();
+    assert!(
+        cat.begin_move("tok-a", "media", 1, &strings(&["r3"]), 100, 4)
+            .await
+            .unwrap()
+    );
+    let fence = Fence {
+        token: "tok-a".into(),
+        category: "media".into(),
+        epoch: 1,
+    };
+    cat.commit_move(
+        &fence,
+        &strings(&["r3"]),
+        "kms-b",
+        b"k2",
+        entry("move", Some("tok-a"), 5),
+    )
+    .await
+    .unwrap();
+    let page = cat.placements_page(None, 10).await.unwrap();
+    assert_eq!(page[0].home, "CN", "the scan missed a re-homing");
+    assert_eq!(page[0].regions, strings(&["r3"]), "the scan missed a move");
+    assert_eq!(page[0].custodian, "kms-b");
+    assert_eq!(page[0].epoch, 2);
+
+    let seals = cat
+        .subject_seals(&strings(&["tok-a", "tok-missing"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        seals,
+        vec![("tok-a".to_string(), a.id_enc.clone().unwrap())]
+    );
+    assert_chain(cat).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -52,6 +112,7 @@ fn subject(token: &str, home: &str) -> SubjectRow {
         token: token.into(),
         home: home.into(),
         created_at: 1_000,
+        id_enc: Some(format!("sealed:{token}").into_bytes()),
     }
 }
 

@@ -15,6 +15,9 @@ pub struct SubjectRow {
     /// Home jurisdiction, ISO 3166-1 alpha-2.
     pub home: String,
     pub created_at: Millis,
+    /// The subject id sealed under a key only the deployment's secrets
+    /// open; `None` if it was not recorded.
+    pub id_enc: Option<Vec<u8>>,
 }
 
 /// Whether a placement accepts writes.

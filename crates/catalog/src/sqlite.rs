@@ -31,7 +31,7 @@ use crate::model::{
 };
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Connections in a file-backed pool: WAL lets readers run beside the writer.
 const MAX_CONNECTIONS: u32 = 4;
@@ -42,13 +42,22 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The schema migrations, oldest first. Applied migrations are never edited:
 /// a change is a new file and a new entry here.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        sqlx::SqlSafeStr::into_sql_str(include_str!("schema/sqlite/0001_init.sql")),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("schema/sqlite/0001_init.sql")),
+            false,
+        ),
+        Migration::new(
+            2,
+            "subject id sealed".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("schema/sqlite/0002_subject_id_enc.sql")),
+            false,
+        ),
+    ])
 }
 
 /// The catalog in one SQLite database.
@@ -219,6 +228,7 @@ fn subject_from(r: &SqliteRow) -> Result<SubjectRow> {
         token: r.try_get("token")?,
         home: r.try_get("home")?,
         created_at: r.try_get("created_at")?,
+        id_enc: r.try_get("id_enc")?,
     })
 }
 
@@ -404,6 +414,12 @@ async fn write_regions(
         .bind(category)
         .execute(&mut *conn)
         .await?;
+    sqlx::query("UPDATE placements SET regions = ? WHERE token = ? AND category = ?")
+        .bind(regions.join(","))
+        .bind(token)
+        .bind(category)
+        .execute(&mut *conn)
+        .await?;
     for (ordinal, region) in (0_i64..).zip(regions) {
         sqlx::query(
             "INSERT INTO placement_regions (token, category, ordinal, region) VALUES (?, ?, ?, ?)",
@@ -561,12 +577,13 @@ impl Catalog for SqliteCatalog {
     async fn add_subject(&self, subject: &SubjectRow, ledger: LedgerAppend) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let inserted = sqlx::query(
-            "INSERT INTO subjects (token, home, created_at) VALUES (?, ?, ?) \
+            "INSERT INTO subjects (token, home, created_at, id_enc) VALUES (?, ?, ?, ?) \
              ON CONFLICT (token) DO NOTHING",
         )
         .bind(&subject.token)
         .bind(&subject.home)
         .bind(subject.created_at)
+        .bind(&subject.id_enc)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -586,12 +603,13 @@ impl Catalog for SqliteCatalog {
         let mut added = 0;
         for s in subjects {
             let inserted = sqlx::query(
-                "INSERT INTO subjects (token, home, created_at) VALUES (?, ?, ?) \
+                "INSERT INTO subjects (token, home, created_at, id_enc) VALUES (?, ?, ?, ?) \
                  ON CONFLICT (token) DO NOTHING",
             )
             .bind(&s.token)
             .bind(&s.home)
             .bind(s.created_at)
+            .bind(&s.id_enc)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -612,10 +630,11 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn get_subject(&self, token: &str) -> Result<Option<SubjectRow>> {
-        let row = sqlx::query("SELECT token, home, created_at FROM subjects WHERE token = ?")
-            .bind(token)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT token, home, created_at, id_enc FROM subjects WHERE token = ?")
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await?;
         row.as_ref().map(subject_from).transpose()
     }
 
@@ -630,6 +649,11 @@ impl Catalog for SqliteCatalog {
         if changed == 0 {
             return Err(not_found(format!("subject {token}")));
         }
+        sqlx::query("UPDATE placements SET home = ? WHERE token = ?")
+            .bind(home)
+            .bind(token)
+            .execute(&mut *tx)
+            .await?;
         ledger_append(&mut tx, &ledger).await?;
         tx.commit().await?;
         Ok(())
@@ -768,13 +792,13 @@ impl Catalog for SqliteCatalog {
             tx.commit().await?;
             return Ok(existing);
         }
-        let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subjects WHERE token = ?")
+        let home: Option<String> = sqlx::query_scalar("SELECT home FROM subjects WHERE token = ?")
             .bind(&row.token)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-        if known == 0 {
+        let Some(home) = home else {
             return Err(not_found(format!("subject {}", row.token)));
-        }
+        };
         let created = PlacementRow {
             epoch: 1,
             state: PlacementState::Active,
@@ -783,10 +807,11 @@ impl Catalog for SqliteCatalog {
             ..row.clone()
         };
         sqlx::query(concat!(
-            "INSERT INTO placements (",
+            "INSERT INTO placements (home, regions, ",
             placement_cols!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES (?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
+        .bind(&home)
         .bind(&created.token)
         .bind(&created.category)
         .bind(created.epoch)
@@ -934,62 +959,60 @@ impl Catalog for SqliteCatalog {
         }
         // An absent key sorts before every token: tokens are never empty.
         let (after_token, after_category) = after.unwrap_or(("", ""));
-        let mut tx = self.pool.begin().await?;
+        // One table, one statement per page, columns read by position:
+        // this is the planner's hot loop at millions of rows.
         let rows = sqlx::query(
-            "SELECT p.token, s.home, p.category, p.custodian, p.epoch, p.objects, p.bytes \
-             FROM placements p JOIN subjects s ON s.token = p.token \
-             WHERE (p.token, p.category) > (?, ?) \
-             ORDER BY p.token, p.category LIMIT ?",
+            "SELECT token, home, category, custodian, epoch, objects, bytes, regions \
+             FROM placements WHERE (token, category) > (?, ?) \
+             ORDER BY token, category LIMIT ?",
         )
         .bind(after_token)
         .bind(after_category)
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        let mut out = rows
-            .iter()
+        rows.iter()
             .map(|r| {
+                let regions: String = r.try_get(7)?;
                 Ok(PlacementSummary {
-                    token: r.try_get("token")?,
-                    home: r.try_get("home")?,
-                    category: r.try_get("category")?,
-                    regions: Vec::new(),
-                    custodian: r.try_get("custodian")?,
-                    epoch: r.try_get("epoch")?,
-                    objects: r.try_get("objects")?,
-                    bytes: r.try_get("bytes")?,
+                    token: r.try_get(0)?,
+                    home: r.try_get(1)?,
+                    category: r.try_get(2)?,
+                    regions: if regions.is_empty() {
+                        Vec::new()
+                    } else {
+                        regions.split(',').map(str::to_string).collect()
+                    },
+                    custodian: r.try_get(3)?,
+                    epoch: r.try_get(4)?,
+                    objects: r.try_get(5)?,
+                    bytes: r.try_get(6)?,
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        let Some(last) = out.last() else {
-            tx.commit().await?;
-            return Ok(out);
-        };
-        // The regions of exactly this page: a range scan of the primary key.
-        let regions = sqlx::query(
-            "SELECT token, category, region FROM placement_regions \
-             WHERE (token, category) > (?, ?) AND (token, category) <= (?, ?) \
-             ORDER BY token, category, ordinal",
-        )
-        .bind(after_token)
-        .bind(after_category)
-        .bind(&last.token)
-        .bind(&last.category)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let mut by_key: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        for r in &regions {
-            by_key
-                .entry((r.try_get("token")?, r.try_get("category")?))
-                .or_default()
-                .push(r.try_get("region")?);
+            .collect()
+    }
+
+    async fn subject_seals(&self, tokens: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(tokens.len());
+        for batch in tokens.chunks(500) {
+            let marks = vec!["?"; batch.len()].join(", ");
+            let sql = format!(
+                "SELECT token, id_enc FROM subjects WHERE id_enc IS NOT NULL AND token IN ({marks})"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for t in batch {
+                q = q.bind(t);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push((r.try_get(0)?, r.try_get(1)?));
+            }
         }
-        for p in &mut out {
-            p.regions = by_key
-                .remove(&(p.token.clone(), p.category.clone()))
-                .unwrap_or_default();
-        }
+        let order: std::collections::HashMap<&str, usize> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i))
+            .collect();
+        out.sort_by_key(|(t, _)| order.get(t.as_str()).copied().unwrap_or(usize::MAX));
         Ok(out)
     }
 

@@ -43,6 +43,7 @@ async fn populate(cat: &dyn Catalog) {
         token: "tok-1".into(),
         home: "IN".into(),
         created_at: 1,
+        id_enc: Some(b"sealed-id".to_vec()),
     };
     cat.add_subject(&subject, entry("subject", Some("tok-1"), 1))
         .await
@@ -117,7 +118,7 @@ async fn conformance_file_backed() {
     .await;
     assert_eq!(
         n.load(Ordering::SeqCst),
-        14,
+        15,
         "every check ran on its own catalog"
     );
 }
@@ -173,15 +174,15 @@ async fn reopened_file_keeps_everything() {
 }
 
 #[tokio::test]
-async fn schema_version_is_one() {
+async fn schema_version_is_current() {
     let dir = tempfile::tempdir().unwrap();
     let cat = open(&dir.path().join("c.db")).await;
-    assert_eq!(SCHEMA_VERSION, 1);
-    assert_eq!(cat.schema_version().await.unwrap(), 1);
+    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(cat.schema_version().await.unwrap(), 2);
     drop(cat);
     // Reopening applies nothing twice.
     let cat = open(&dir.path().join("c.db")).await;
-    assert_eq!(cat.schema_version().await.unwrap(), 1);
+    assert_eq!(cat.schema_version().await.unwrap(), 2);
 }
 
 #[tokio::test]
@@ -192,7 +193,7 @@ async fn newer_schema_is_refused() {
     let mut conn = raw(&path).await;
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (2, 'from the future', 1, x'00', 0)",
+         VALUES (3, 'from the future', 1, x'00', 0)",
     )
     .execute(&mut conn)
     .await
@@ -202,7 +203,7 @@ async fn newer_schema_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::SchemaTooNew { found: 2, known: 1 }),
+        matches!(err, Error::SchemaTooNew { found: 3, known: 2 }),
         "{err}"
     );
 }
@@ -300,12 +301,12 @@ async fn concurrent_first_opens_migrate_once() {
     }
     for h in handles {
         let cat = h.await.unwrap();
-        assert_eq!(cat.schema_version().await.unwrap(), 1);
+        assert_eq!(cat.schema_version().await.unwrap(), 2);
     }
     let mut conn = raw(&path).await;
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2);
 }

@@ -65,8 +65,19 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
                 .map_err(|e| BadInput(format!("cannot open {}: {e}", file.display())))?;
             // Refused before the engine creates a placement (and ledgers it)
             // for a body that cannot be read: bad input changes nothing.
-            if f.metadata().await.is_ok_and(|m| m.is_dir()) {
-                return Err(BadInput(format!("{} is a directory", file.display())).into());
+            if let Ok(m) = f.metadata().await {
+                if m.is_dir() {
+                    return Err(BadInput(format!("{} is a directory", file.display())).into());
+                }
+                let max = engine.options().max_object_size;
+                if m.is_file() && m.len() > max {
+                    return Err(BadInput(format!(
+                        "{} is {} bytes, over the object size limit of {max}",
+                        file.display(),
+                        m.len()
+                    ))
+                    .into());
+                }
             }
             let r = engine
                 .put(&id, &category, &key, &ObjectMeta::default(), f)
@@ -564,7 +575,7 @@ fn exposure_table(rows: &[ExposureRow]) -> Table {
 }
 
 pub fn move_json(m: &Move) -> serde_json::Value {
-    json!({"subject": m.token, "category": m.category, "from": m.from, "to": m.to, "objects": m.objects, "bytes": m.bytes,
+    json!({"subject": m.subject.clone().unwrap_or_else(|| m.token.clone()), "category": m.category, "from": m.from, "to": m.to, "objects": m.objects, "bytes": m.bytes,
            "home": m.home, "custodian_from": m.custodian_from, "custodian_to": m.custodian_to,
            "egress_cost": m.egress_cost, "reason": m.reason})
 }
@@ -596,6 +607,12 @@ async fn plan(engine: &Engine, format: Format, policy: Option<&Path>, limit: usi
             }
         })
         .await?;
+    // The caller holds the secrets (it opened the engine): name subjects.
+    let tokens: Vec<String> = moves.iter().map(|m| m.token.clone()).collect();
+    let names = engine.subject_names(&tokens).await?;
+    for m in &mut moves {
+        m.subject = names.get(&m.token).cloned();
+    }
     match format {
         Format::Json => {
             let mv: Vec<_> = moves.iter().map(move_json).collect();
@@ -618,7 +635,7 @@ async fn plan(engine: &Engine, format: Format, policy: Option<&Path>, limit: usi
             ]);
             for m in &moves {
                 t.row(vec![
-                    m.token.clone(),
+                    m.subject.clone().unwrap_or_else(|| m.token.clone()),
                     m.category.clone(),
                     join(&m.from),
                     join(&m.to),
@@ -661,7 +678,7 @@ pub fn print_plan(moves: &[Move], s: &PlanSummary, limit: usize) {
                 format!("{}→{}", m.custodian_from, m.custodian_to)
             };
             mt.row(vec![
-                short(&m.token),
+                m.subject.clone().unwrap_or_else(|| short(&m.token)),
                 m.category.clone(),
                 join(&m.from),
                 join(&m.to),

@@ -44,6 +44,9 @@ pub enum MoveReason {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Move {
     pub token: String,
+    /// The subject's id, when the caller could recover it (it holds the
+    /// deployment's secrets); the planner itself leaves it `None`.
+    pub subject: Option<String>,
     pub home: Jurisdiction,
     pub category: String,
     pub from: Vec<RegionId>,
@@ -317,6 +320,7 @@ impl<'c> Planner<'c> {
         }
         Ok(Some(Move {
             token: cur.token.to_string(),
+            subject: None,
             home: cur.home,
             category: cur.category.to_string(),
             from: cur.regions.to_vec(),

@@ -95,6 +95,19 @@ impl Engine {
         mut body: R,
     ) -> Result<PutReceipt> {
         let (token, home) = self.registered(subject).await?;
+        // A name lives in one category; refuse a clash before anything is
+        // created, so bad input changes nothing.
+        if let Some(existing) = self
+            .catalog
+            .get_object(&token, &self.tokens.lookup(&token, name))
+            .await?
+            && existing.category != category.as_str()
+        {
+            return Err(Error::Invalid(format!(
+                "an object of this name exists in category {}; delete it first",
+                existing.category
+            )));
+        }
         let placement = self.placement_for_write(&token, home, category).await?;
         let dek = self.data_key(&placement)?;
         let path = BlobPath::new_random(&token, category.as_str())?;

@@ -49,7 +49,11 @@ impl Engine {
                     }
                 }
                 if ok {
-                    self.catalog.finish_garbage(row.id, None).await?;
+                    match self.catalog.finish_garbage(row.id, None).await {
+                        // A concurrent pass finished the same row first.
+                        Ok(()) | Err(domicile_catalog::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                     report.blobs += 1;
                 } else {
                     report.failures += 1;

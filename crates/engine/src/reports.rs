@@ -3,7 +3,7 @@
 //! through the core planner, so memory stays bounded however many subjects
 //! there are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use domicile_catalog::{PlacementRow, PlacementSummary};
 use domicile_core::Config;
@@ -105,6 +105,16 @@ impl Engine {
         Ok(planner.finish())
     }
 
+    /// The subject ids of tokens, opened with the deployment's secrets.
+    /// Tokens whose id was not recorded are absent.
+    pub async fn subject_names(&self, tokens: &[String]) -> Result<HashMap<String, String>> {
+        let seals = self.catalog.subject_seals(tokens).await?;
+        Ok(seals
+            .into_iter()
+            .filter_map(|(t, s)| self.tokens.open_id(&t, &s).map(|id| (t, id)))
+            .collect())
+    }
+
     /// Exposure and cost of the present: a plan of the current config over itself.
     pub async fn present(&self) -> Result<PlanSummary> {
         let config = self.config.clone();
@@ -141,6 +151,10 @@ impl Engine {
         let mut reqs = BTreeMap::new();
         let mut since_of: Vec<(String, String)> = Vec::new();
         self.for_each_placement(|p| {
+            // An empty placement holds no copy anywhere: nothing to violate.
+            if p.objects == 0 {
+                return Ok(());
+            }
             let home: Jurisdiction = p
                 .home
                 .parse()
@@ -150,20 +164,22 @@ impl Engine {
                     .policy
                     .requirement(&config.topology, home, &p.category)
             });
-            let verdicts = config.policy.explain(&config.topology, home, &p.category);
+            let subject = || p.token.clone();
             for r in &p.regions {
                 let allowed = config
                     .topology
                     .region_index(r)
                     .is_some_and(|i| req.allowed.contains(&i));
                 if !allowed {
-                    let rule = verdicts
-                        .iter()
+                    let rule = config
+                        .policy
+                        .explain(&config.topology, home, &p.category)
+                        .into_iter()
                         .find(|v| &v.region == r)
-                        .map(|v| v.why.clone())
+                        .map(|v| v.why)
                         .unwrap_or_else(|| "region is no longer in the config".into());
                     out.push(Violation {
-                        subject: p.token.clone(),
+                        subject: subject(),
                         category: p.category.clone(),
                         region: r.clone(),
                         rule,
@@ -174,7 +190,7 @@ impl Engine {
             }
             if (p.regions.len() as u32) < req.copies {
                 out.push(Violation {
-                    subject: p.token.clone(),
+                    subject: subject(),
                     category: p.category.clone(),
                     region: "-".into(),
                     rule: format!(
@@ -190,7 +206,15 @@ impl Engine {
             Ok(())
         })
         .await?;
-        // Only violating placements are re-read for their timestamp.
+        // Only violating placements are re-read for their timestamp, and
+        // named when the secrets open their ids.
+        let tokens: Vec<String> = out.iter().map(|v| v.subject.clone()).collect();
+        let names = self.subject_names(&tokens).await?;
+        for v in &mut out {
+            if let Some(id) = names.get(&v.subject) {
+                v.subject = id.clone();
+            }
+        }
         for (v, (token, category)) in out.iter_mut().zip(since_of) {
             if let Some(p) = self.catalog.get_placement(&token, &category).await? {
                 v.since = p.since;

@@ -60,6 +60,7 @@ impl Engine {
             token: token.clone(),
             home: home.to_string(),
             created_at: now,
+            id_enc: self.tokens.seal_id(&token, id),
         };
         let ledger = LedgerAppend {
             kind: "subject".into(),
@@ -80,10 +81,14 @@ impl Engine {
         let now = now_millis();
         let rows: Vec<SubjectRow> = batch
             .iter()
-            .map(|(id, home)| SubjectRow {
-                token: self.tokens.subject(id),
-                home: home.to_string(),
-                created_at: now,
+            .map(|(id, home)| {
+                let token = self.tokens.subject(id);
+                SubjectRow {
+                    id_enc: self.tokens.seal_id(&token, id),
+                    token,
+                    home: home.to_string(),
+                    created_at: now,
+                }
             })
             .collect();
         Ok(self.catalog.add_subjects(&rows, now).await?)

@@ -43,6 +43,28 @@ impl Tokenizer {
         )
     }
 
+    /// The key that seals subject ids for the catalog: derived from the
+    /// token key, so only a holder of the deployment's secrets opens them.
+    fn id_key(&self) -> domicile_store::DataKey {
+        domicile_store::DataKey::from_bytes(blake3::derive_key(
+            "domicile subject-id seal v1",
+            &self.key,
+        ))
+    }
+
+    /// The subject id sealed for the catalog, bound to its token.
+    pub fn seal_id(&self, token: &str, id: &SubjectId) -> Option<Vec<u8>> {
+        domicile_store::crypto::seal_value(&self.id_key(), token.as_bytes(), id.as_str().as_bytes())
+            .ok()
+    }
+
+    /// The subject id of a token, if its sealed form opens.
+    pub fn open_id(&self, token: &str, sealed: &[u8]) -> Option<String> {
+        let bytes =
+            domicile_store::crypto::open_value(&self.id_key(), token.as_bytes(), sealed).ok()?;
+        String::from_utf8(bytes).ok()
+    }
+
     /// A value stored in catalog settings to detect a wrong token key.
     pub fn fingerprint(&self) -> String {
         self.hash("domicile-key-check-v1", &[])

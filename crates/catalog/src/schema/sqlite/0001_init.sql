@@ -2,18 +2,26 @@
 -- No column holds personal data in clear: subjects are tokens (keyed hashes),
 -- object names are a keyed hash (lookup) plus ciphertext (name_enc).
 -- Timestamps are INTEGER milliseconds since the Unix epoch.
+-- Tables keyed by token are WITHOUT ROWID: clustered on their primary key, so
+-- the planner's scan in token order reads pages sequentially.
 
 CREATE TABLE subjects (
     token      TEXT    NOT NULL PRIMARY KEY,
     home       TEXT    NOT NULL,
     created_at INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 
 -- One row per (subject, category). `state` is the JSON of PlacementState.
 -- Deleting the row deletes `wrapped_key`, which shreds the data.
+--
+-- `home` and `regions` (comma-separated, in order) repeat what `subjects` and
+-- `placement_regions` hold, so the planner streams one table without joins;
+-- the catalog keeps them in step in the same transactions.
 CREATE TABLE placements (
     token       TEXT    NOT NULL REFERENCES subjects (token),
     category    TEXT    NOT NULL,
+    home        TEXT    NOT NULL,
+    regions     TEXT    NOT NULL,
     epoch       INTEGER NOT NULL,
     state       TEXT    NOT NULL,
     custodian   TEXT    NOT NULL,
@@ -22,7 +30,7 @@ CREATE TABLE placements (
     bytes       INTEGER NOT NULL DEFAULT 0,
     since       INTEGER NOT NULL,
     PRIMARY KEY (token, category)
-);
+) WITHOUT ROWID;
 
 -- The ordered regions of a placement, one row each, so that residency can
 -- be aggregated in SQL.
@@ -34,7 +42,7 @@ CREATE TABLE placement_regions (
     PRIMARY KEY (token, category, ordinal),
     UNIQUE (token, category, region),
     FOREIGN KEY (token, category) REFERENCES placements (token, category)
-);
+) WITHOUT ROWID;
 
 CREATE INDEX placement_regions_by_region ON placement_regions (region);
 
@@ -54,7 +62,7 @@ CREATE TABLE objects (
     modified_at INTEGER NOT NULL,
     PRIMARY KEY (token, lookup),
     FOREIGN KEY (token, category) REFERENCES placements (token, category)
-);
+) WITHOUT ROWID;
 
 CREATE UNIQUE INDEX objects_by_blob ON objects (token, blob_id);
 CREATE INDEX objects_by_category ON objects (token, category);
@@ -85,4 +93,4 @@ CREATE INDEX ledger_by_subject ON ledger (subject, seq);
 CREATE TABLE settings (
     key   TEXT NOT NULL PRIMARY KEY,
     value TEXT NOT NULL
-);
+) WITHOUT ROWID;
