@@ -232,6 +232,37 @@ fn subject_from(r: &SqliteRow) -> Result<SubjectRow> {
     })
 }
 
+/// One row of a packed `placements_page`.
+fn unpack_placement(line: &str) -> Result<PlacementSummary> {
+    let corrupt = || Error::Corrupt {
+        reason: "a placement row does not unpack into its 8 fields".into(),
+    };
+    let mut f = line.splitn(8, '|');
+    let mut next = || f.next().ok_or_else(corrupt);
+    let token = next()?.to_string();
+    let home = next()?.to_string();
+    let category = next()?.to_string();
+    let custodian = next()?.to_string();
+    let epoch = next()?.parse().map_err(|_| corrupt())?;
+    let objects = next()?.parse().map_err(|_| corrupt())?;
+    let bytes = next()?.parse().map_err(|_| corrupt())?;
+    let regions = next()?;
+    Ok(PlacementSummary {
+        token,
+        home,
+        category,
+        regions: if regions.is_empty() {
+            Vec::new()
+        } else {
+            regions.split(',').map(str::to_string).collect()
+        },
+        custodian,
+        epoch,
+        objects,
+        bytes,
+    })
+}
+
 /// A placement row with empty regions; the caller fills them in.
 fn placement_from(r: &SqliteRow) -> Result<PlacementRow> {
     let state: String = r.try_get("state")?;
@@ -959,37 +990,27 @@ impl Catalog for SqliteCatalog {
         }
         // An absent key sorts before every token: tokens are never empty.
         let (after_token, after_category) = after.unwrap_or(("", ""));
-        // One table, one statement per page, columns read by position:
-        // this is the planner's hot loop at millions of rows.
-        let rows = sqlx::query(
-            "SELECT token, home, category, custodian, epoch, objects, bytes, regions \
-             FROM placements WHERE (token, category) > (?, ?) \
-             ORDER BY token, category LIMIT ?",
+        // The planner's hot loop at millions of rows: one table, and the
+        // whole page packed into one text value, so the per-row cost of
+        // moving rows out of SQLite is paid once per page. No packed field
+        // can hold '|' or a newline: tokens are hex, homes are ISO codes,
+        // categories, custodians and region ids are [a-z0-9_-] (and ',').
+        let packed: Option<String> = sqlx::query_scalar(
+            "SELECT group_concat(token || '|' || home || '|' || category || '|' || custodian || '|' || \
+                    epoch || '|' || objects || '|' || bytes || '|' || regions, char(10)) \
+             FROM (SELECT token, home, category, custodian, epoch, objects, bytes, regions \
+                   FROM placements WHERE (token, category) > (?, ?) \
+                   ORDER BY token, category LIMIT ?)",
         )
         .bind(after_token)
         .bind(after_category)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let regions: String = r.try_get(7)?;
-                Ok(PlacementSummary {
-                    token: r.try_get(0)?,
-                    home: r.try_get(1)?,
-                    category: r.try_get(2)?,
-                    regions: if regions.is_empty() {
-                        Vec::new()
-                    } else {
-                        regions.split(',').map(str::to_string).collect()
-                    },
-                    custodian: r.try_get(3)?,
-                    epoch: r.try_get(4)?,
-                    objects: r.try_get(5)?,
-                    bytes: r.try_get(6)?,
-                })
-            })
-            .collect()
+        let Some(packed) = packed else {
+            return Ok(Vec::new());
+        };
+        packed.split('\n').map(unpack_placement).collect()
     }
 
     async fn subject_seals(&self, tokens: &[String]) -> Result<Vec<(String, Vec<u8>)>> {

@@ -6,6 +6,7 @@
 //! caller decides whether to print, store or count it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::cost;
@@ -129,7 +130,7 @@ struct SubjectState {
 pub struct Planner<'c> {
     current: &'c Config,
     desired: &'c Config,
-    requirements: HashMap<(Jurisdiction, String), Requirement>,
+    requirements: HashMap<String, HashMap<Jurisdiction, Arc<Requirement>>>,
     authorities: Vec<(Jurisdiction, Grounds, Grounds)>,
     subject: Option<SubjectStateBox>,
     before: BTreeMap<(Jurisdiction, Jurisdiction), CountsBox>,
@@ -201,22 +202,29 @@ impl<'c> Planner<'c> {
     }
 
     /// The desired requirement of a (home, category), cached.
-    pub fn requirement(&mut self, home: Jurisdiction, category: &str) -> &Requirement {
+    pub fn requirement(&mut self, home: Jurisdiction, category: &str) -> Arc<Requirement> {
+        // Looked up by borrowed category first: no allocation per row.
+        if let Some(r) = self.requirements.get(category).and_then(|m| m.get(&home)) {
+            return r.clone();
+        }
         let desired = self.desired;
+        let r = Arc::new(
+            desired
+                .policy
+                .requirement(&desired.topology, home, category),
+        );
         self.requirements
-            .entry((home, category.to_string()))
-            .or_insert_with(|| {
-                desired
-                    .policy
-                    .requirement(&desired.topology, home, category)
-            })
+            .entry(category.to_string())
+            .or_default()
+            .insert(home, r.clone());
+        r
     }
 
     /// Observes one current placement; returns its move, if it needs one.
     /// Placements must come grouped by subject token.
     pub fn observe(&mut self, cur: Current<'_>) -> Result<Option<Move>, Unsatisfiable> {
         let desired = self.desired;
-        let req = self.requirement(cur.home, cur.category).clone();
+        let req = self.requirement(cur.home, cur.category);
         let to = placement::place(
             cur.token,
             cur.category,

@@ -41,7 +41,7 @@ pub struct Violation {
 }
 
 /// Placements per catalog page when streaming.
-pub const PAGE: u32 = 2_000;
+pub const PAGE: u32 = 10_000;
 
 impl Engine {
     /// Calls `f` on every placement, in token order, page by page.
@@ -49,23 +49,31 @@ impl Engine {
         &self,
         mut f: impl FnMut(&PlacementSummary) -> Result<()>,
     ) -> Result<()> {
-        let mut after: Option<(String, String)> = None;
-        loop {
-            let page = self
-                .catalog
-                .placements_page(after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())), PAGE)
-                .await?;
-            let Some(last) = page.last() else {
-                return Ok(());
-            };
-            after = Some((last.token.clone(), last.category.clone()));
+        // The next page is fetched while this one is processed: the catalog
+        // and the planner each keep one core busy.
+        let fetch = |after: Option<(String, String)>| {
+            let catalog = self.catalog.clone();
+            tokio::spawn(async move {
+                catalog
+                    .placements_page(after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())), PAGE)
+                    .await
+            })
+        };
+        let mut next = Some(fetch(None));
+        while let Some(pending) = next.take() {
+            let page = pending
+                .await
+                .map_err(|e| Error::Internal(format!("catalog scan task: {e}")))??;
+            if page.len() == PAGE as usize
+                && let Some(last) = page.last()
+            {
+                next = Some(fetch(Some((last.token.clone(), last.category.clone()))));
+            }
             for p in &page {
                 f(p)?;
             }
-            if page.len() < PAGE as usize {
-                return Ok(());
-            }
         }
+        Ok(())
     }
 
     /// Streams a plan of `desired` over the current placements; `on_move`
