@@ -31,7 +31,7 @@ pub enum CommitOutcome {
 /// The catalog: subjects, placements, the object index, the garbage queue
 /// and the ledger.
 #[async_trait]
-pub trait Catalog: Send + Sync + std::fmt::Debug {
+pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// Schema version this backend is at after `open`.
     async fn schema_version(&self) -> Result<i64>;
 

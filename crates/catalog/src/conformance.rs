@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::catalog::{Catalog, CommitOutcome};
 use crate::error::Error;
+use crate::jobs::{JobRow, JobState, UnitOutcome, UnitRow, UnitState};
 use crate::ledger::{self, ChainVerifier, GENESIS};
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, ObjectRow, PlacementRow, PlacementState,
@@ -42,6 +43,8 @@ where
     ledger_chain(&*fresh().await).await;
     settings(&*fresh().await).await;
     scan_follows_changes(&*fresh().await).await;
+    jobs(&*fresh().await).await;
+    concurrent_claims(fresh().await).await;
     concurrent_writers(fresh().await).await;
 }
 
@@ -102,6 +105,230 @@ pub async fn scan_follows_changes(cat: &dyn Catalog) {
         vec![("tok-a".to_string(), a.id_enc.clone().unwrap())]
     );
     assert_chain(cat).await;
+}
+
+fn job_row() -> JobRow {
+    JobRow {
+        id: 0,
+        state: JobState::Running,
+        created_at: 1,
+        finished_at: None,
+        policy: "digest".into(),
+        rate: 0,
+        grace_ms: 0,
+        units: 0,
+        bytes: 0,
+    }
+}
+
+fn unit(token: &str, category: &str, priority: i64, bytes: i64) -> UnitRow {
+    UnitRow {
+        job: 0,
+        token: token.into(),
+        category: category.into(),
+        priority,
+        from: strings(&["r1"]),
+        to: strings(&["r2", "r3"]),
+        custodian_from: "kms-a".into(),
+        custodian_to: "kms-b".into(),
+        objects: 1,
+        bytes,
+        state: UnitState::Pending,
+        attempts: 0,
+        lease_owner: None,
+        lease_until: 0,
+        purge_after: 0,
+        moved_bytes: 0,
+        error: None,
+        updated_at: 1,
+    }
+}
+
+/// Jobs: one open job at a time; claims by priority under leases; lease
+/// expiry hands a unit over; outcomes; counts; cancellation.
+pub async fn jobs(cat: &dyn Catalog) {
+    assert_eq!(cat.open_job().await.unwrap(), None);
+    let id = cat.create_job(&job_row()).await.unwrap();
+    let err = cat.create_job(&job_row()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Conflict { .. }),
+        "a second open job: {err}"
+    );
+    cat.add_units(
+        id,
+        &[
+            unit("t1", "media", 1, 100),
+            unit("t2", "media", 0, 10),
+            unit("t3", "payment", 1, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    let job = cat.job(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.units, job.bytes, job.state),
+        (3, 111, JobState::Running)
+    );
+    assert_eq!(cat.open_job().await.unwrap().map(|j| j.id), Some(id));
+
+    // Priority 0 (forbidden copies) first.
+    let a = cat.claim_units(id, "w1", 1, 1_000, 100).await.unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].token, "t2");
+    assert_eq!(
+        (a[0].lease_owner.as_deref(), a[0].attempts),
+        (Some("w1"), 1)
+    );
+    assert_eq!(a[0].to, strings(&["r2", "r3"]));
+    // A live lease is not handed out again.
+    let b = cat.claim_units(id, "w2", 10, 1_000, 200).await.unwrap();
+    let mut got: Vec<&str> = b.iter().map(|u| u.token.as_str()).collect();
+    got.sort();
+    assert_eq!(got, ["t1", "t3"]);
+    let c = cat.job_counts(id, 300).await.unwrap();
+    assert_eq!((c.pending, c.in_flight, c.bytes_total), (0, 3, 111));
+    assert!(
+        cat.claim_units(id, "w3", 10, 2_000, 999)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Renewal only by the holder.
+    let key = vec![("t2".to_string(), "media".to_string())];
+    assert_eq!(cat.renew_leases(id, "w2", &key, 5_000).await.unwrap(), 0);
+    assert_eq!(cat.renew_leases(id, "w1", &key, 1_500).await.unwrap(), 1);
+    // Expired lease: w1's t2 goes to w3 after 1_500.
+    let d = cat.claim_units(id, "w3", 10, 3_000, 1_600).await.unwrap();
+    let tokens: Vec<&str> = d.iter().map(|u| u.token.as_str()).collect();
+    assert!(tokens.contains(&"t2"), "{tokens:?}");
+    assert_eq!(d.iter().find(|u| u.token == "t2").unwrap().attempts, 2);
+    // The old holder can no longer finish it.
+    let done = UnitOutcome::Committed {
+        purge_after: 2_000,
+        moved_bytes: 10,
+    };
+    assert!(
+        !cat.finish_unit(id, "t2", "media", "w1", &done, 1_700)
+            .await
+            .unwrap()
+    );
+    assert!(
+        cat.finish_unit(id, "t2", "media", "w3", &done, 1_700)
+            .await
+            .unwrap()
+    );
+    // Committed units come back for purging once due, not before.
+    let none: Vec<String> = cat
+        .claim_units(id, "w4", 10, 9_000, 1_800)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.token)
+        .filter(|t| t == "t2")
+        .collect();
+    assert!(none.is_empty());
+    let purge = cat.claim_units(id, "w4", 10, 9_000, 3_100).await.unwrap();
+    let p = purge
+        .iter()
+        .find(|u| u.token == "t2")
+        .expect("due purge claimed");
+    assert_eq!(p.state, UnitState::Committed);
+    // A failed purge keeps the unit committed.
+    let retry = UnitOutcome::Retry {
+        error: "region down".into(),
+        retry_at: 4_000,
+        give_up: false,
+    };
+    assert!(
+        cat.finish_unit(id, "t2", "media", "w4", &retry, 3_200)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        cat.units_in(id, UnitState::Committed, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let again = cat.claim_units(id, "w4", 10, 9_000, 4_100).await.unwrap();
+    assert!(again.iter().any(|u| u.token == "t2"));
+    assert!(
+        cat.finish_unit(id, "t2", "media", "w4", &UnitOutcome::Done, 4_200)
+            .await
+            .unwrap()
+    );
+    // Give up on t1.
+    let fail = UnitOutcome::Retry {
+        error: "boom".into(),
+        retry_at: 0,
+        give_up: true,
+    };
+    assert!(
+        cat.finish_unit(id, "t1", "media", "w4", &fail, 4_300)
+            .await
+            .unwrap()
+    );
+    let failed = cat.units_in(id, UnitState::Failed, 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].error.as_deref(), Some("boom"));
+    // t3's lease (w4) expires at 9_000; cancel takes only unleased pending units.
+    assert_eq!(cat.cancel_pending(id, 5_000).await.unwrap(), 0);
+    assert_eq!(cat.cancel_pending(id, 9_001).await.unwrap(), 1);
+    let c = cat.job_counts(id, 9_100).await.unwrap();
+    assert_eq!(
+        (c.done, c.failed, c.cancelled, c.pending, c.bytes_moved),
+        (1, 1, 1, 0, 10)
+    );
+    cat.set_job_state(id, JobState::Cancelled, 9_200)
+        .await
+        .unwrap();
+    let job = cat.job(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.finished_at),
+        (JobState::Cancelled, Some(9_200))
+    );
+    assert_eq!(cat.open_job().await.unwrap(), None);
+    assert_eq!(cat.jobs(10).await.unwrap().len(), 1);
+    assert!(
+        cat.create_job(&job_row()).await.is_ok(),
+        "a new job once none is open"
+    );
+}
+
+/// Many claimers at once never get the same unit.
+pub async fn concurrent_claims(cat: Arc<dyn Catalog>) {
+    let id = cat.create_job(&job_row()).await.unwrap();
+    let units: Vec<UnitRow> = (0..200)
+        .map(|i| unit(&format!("t{i:03}"), "media", i % 2, 1))
+        .collect();
+    cat.add_units(id, &units).await.unwrap();
+    let mut handles = Vec::new();
+    for w in 0..6 {
+        let cat = cat.clone();
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = cat
+                    .claim_units(id, &format!("w{w}"), 7, i64::MAX / 2, 10)
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|u| u.token));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(n, 200, "every unit claimed exactly once");
+    assert_eq!(all.len(), 200, "a unit was claimed twice");
 }
 
 // ---------------------------------------------------------------------------

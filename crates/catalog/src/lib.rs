@@ -2,21 +2,25 @@
 //! object, and the ledger that records every change to it.
 //!
 //! - [`catalog`]: the [`Catalog`] trait, the one contract every backend meets.
+//! - [`jobs`]: migration jobs and units ([`JobStore`], part of every catalog).
 //! - [`model`]: the rows it stores. Nothing in them is personal data in clear.
 //! - [`ledger`]: the hash chain: how an entry is hashed, how a chain is verified.
-//! - [`sqlite`]: the embedded backend (SQLite through sqlx, WAL).
+//! - [`sqlite`], [`sqlite_jobs`]: the embedded backend (SQLite through sqlx, WAL).
 //! - [`conformance`]: the suite every backend must pass.
 //! - [`error`]: the error type.
 
 pub mod catalog;
 pub mod conformance;
 pub mod error;
+pub mod jobs;
 pub mod ledger;
 pub mod model;
 pub mod sqlite;
+pub mod sqlite_jobs;
 
 pub use catalog::{Catalog, CommitOutcome};
 pub use error::{Error, Result};
+pub use jobs::{JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRow, UnitState};
 pub use model::*;
 
 use std::sync::Arc;

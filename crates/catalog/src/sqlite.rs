@@ -6,8 +6,9 @@
 //! (`SQLITE_BUSY`) and writers simply queue behind the busy timeout. Ledger
 //! entries are appended in the same transaction as the change they record.
 //!
-//! The SQL stays close to what PostgreSQL accepts too (`ON CONFLICT`,
-//! `RETURNING`, no row values), so the PostgreSQL backend can follow it.
+//! The SQL stays close to what PostgreSQL and CockroachDB accept too (`ON
+//! CONFLICT`, `RETURNING`, row-value comparisons for keyset pagination), so
+//! the PostgreSQL backend can follow it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,7 +32,7 @@ use crate::model::{
 };
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Connections in a file-backed pool: WAL lets readers run beside the writer.
 const MAX_CONNECTIONS: u32 = 4;
@@ -57,13 +58,20 @@ fn migrator() -> Migrator {
             sqlx::SqlSafeStr::into_sql_str(include_str!("schema/sqlite/0002_subject_id_enc.sql")),
             false,
         ),
+        Migration::new(
+            3,
+            "migration jobs".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("schema/sqlite/0003_migration_jobs.sql")),
+            false,
+        ),
     ])
 }
 
 /// The catalog in one SQLite database.
 #[derive(Debug, Clone)]
 pub struct SqliteCatalog {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteCatalog {
@@ -133,7 +141,7 @@ impl SqliteCatalog {
     }
 
     /// Starts a write transaction holding the write lock from the start.
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 }

@@ -80,6 +80,9 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Carry out the plan: move data between regions online, resumably.
+    #[command(subcommand)]
+    Migrate(MigrateCmd),
     /// Reports on the present.
     Report {
         #[arg(value_enum)]
@@ -109,6 +112,46 @@ pub enum ReportKind {
     Exposure,
     Cost,
     Violations,
+}
+
+/// Knobs of a migration run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Copy at most this many bytes per second (this process); 0 = unlimited.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Units moved at once by this process.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Seconds between a unit's commit and the purge of its old copies.
+    #[arg(long, default_value_t = 2.0)]
+    pub grace: f64,
+    /// Seconds a claimed unit stays leased to a worker that stops answering.
+    #[arg(long, default_value_t = 30.0)]
+    pub lease: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCmd {
+    /// Create a job from the plan and carry it out.
+    Apply {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Create the job only; run it later with `migrate resume`.
+        #[arg(long)]
+        no_run: bool,
+    },
+    /// Where the open (or last) job stands.
+    Status,
+    /// Carry on with the open job (after a pause, a crash or `--no-run`).
+    Resume {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Stop the open job after the units in hand; `resume` continues it.
+    Pause,
+    /// Stop the open job: moved units stay moved, the rest stay where they are.
+    Cancel,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,14 +9,15 @@ use domicile_core::diff::policy_diff;
 use domicile_core::exposure::ASSUMPTION;
 use domicile_core::ids::{Category, ObjectKey, SubjectId};
 use domicile_core::jurisdiction::Jurisdiction;
-use domicile_core::plan::{ExposureRow, Move, PlanSummary};
+use domicile_core::plan::Move;
 use domicile_engine::{Engine, ObjectMeta};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::cli::{Cli, Command, LedgerCmd, PolicyCmd, ReportKind, SubjectCmd};
-use crate::output::{self, Format, Table, bytes, emit, money};
+use crate::output::{self, Format, Table, emit};
 use crate::progress::Progress;
+use crate::render::{exposure_table, join, move_json, plan_json, print_plan};
 use crate::{BadInput, EXIT_VIOLATION};
 
 pub async fn run(cli: Cli) -> Result<u8> {
@@ -153,6 +154,7 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
             }
             Ok(0)
         }
+        Command::Migrate(cmd) => crate::migrate::command(engine, format, cmd).await,
         Command::Plan { policy, limit } => plan(engine, format, policy.as_deref(), limit).await,
         Command::Report { kind } => report(engine, format, kind).await,
         Command::Demand {
@@ -560,39 +562,6 @@ fn policy(config_path: &Path, format: Format, cmd: PolicyCmd) -> Result<u8> {
     }
 }
 
-fn exposure_table(rows: &[ExposureRow]) -> Table {
-    let mut t = Table::new(&["authority", "home", "subjects", "plaintext", "ciphertext"]);
-    for r in rows {
-        t.row(vec![
-            r.authority.to_string(),
-            r.home.to_string(),
-            r.subjects.to_string(),
-            r.plaintext_subjects.to_string(),
-            r.ciphertext_subjects.to_string(),
-        ]);
-    }
-    t
-}
-
-pub fn move_json(m: &Move) -> serde_json::Value {
-    json!({"subject": m.subject.clone().unwrap_or_else(|| m.token.clone()), "category": m.category, "from": m.from, "to": m.to, "objects": m.objects, "bytes": m.bytes,
-           "home": m.home, "custodian_from": m.custodian_from, "custodian_to": m.custodian_to,
-           "egress_cost": m.egress_cost, "reason": m.reason})
-}
-
-pub fn plan_json(moves: &[serde_json::Value], s: &PlanSummary) -> serde_json::Value {
-    let t = &s.totals;
-    json!({
-        "moves": moves,
-        "totals": {"subjects": t.subjects, "objects": t.objects, "bytes": t.bytes, "egress_cost": t.egress_cost,
-                   "monthly_cost_before": t.monthly_cost_before, "monthly_cost_after": t.monthly_cost_after,
-                   "units": t.units, "bytes_transferred": t.bytes_transferred, "rewraps": t.rewraps},
-        "exposure_before": s.exposure_before,
-        "exposure_after": s.exposure_after,
-        "assumption": ASSUMPTION,
-    })
-}
-
 async fn plan(engine: &Engine, format: Format, policy: Option<&Path>, limit: usize) -> Result<u8> {
     let desired = match policy {
         Some(p) => load(p)?,
@@ -651,113 +620,6 @@ async fn plan(engine: &Engine, format: Format, policy: Option<&Path>, limit: usi
         Format::Table => print_plan(&moves, &summary, limit),
     }
     Ok(0)
-}
-
-fn join(v: &[domicile_core::RegionId]) -> String {
-    v.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
-}
-
-pub fn print_plan(moves: &[Move], s: &PlanSummary, limit: usize) {
-    let t = &s.totals;
-    if t.units == 0 {
-        println!("Nothing to move: every placement satisfies the policy.");
-    } else {
-        let mut mt = Table::new(&[
-            "subject",
-            "category",
-            "from",
-            "to",
-            "objects",
-            "bytes",
-            "custodian",
-        ]);
-        for m in moves.iter().take(limit) {
-            let cust = if m.custodian_from == m.custodian_to {
-                m.custodian_to.clone()
-            } else {
-                format!("{}→{}", m.custodian_from, m.custodian_to)
-            };
-            mt.row(vec![
-                m.subject.clone().unwrap_or_else(|| short(&m.token)),
-                m.category.clone(),
-                join(&m.from),
-                join(&m.to),
-                m.objects.to_string(),
-                bytes(m.bytes),
-                cust,
-            ]);
-        }
-        print!("{}", mt.render());
-        if t.units as usize > moves.len().min(limit) {
-            println!(
-                "… and {} more moves (all of them with --format json or csv)",
-                t.units as usize - moves.len().min(limit)
-            );
-        }
-    }
-    println!();
-    let mut tt = Table::new(&[
-        "subjects",
-        "units",
-        "objects",
-        "bytes",
-        "transferred",
-        "egress",
-        "monthly before",
-        "monthly after",
-    ]);
-    tt.row(vec![
-        t.subjects.to_string(),
-        t.units.to_string(),
-        t.objects.to_string(),
-        bytes(t.bytes),
-        bytes(t.bytes_transferred),
-        money(t.egress_cost),
-        money(t.monthly_cost_before),
-        money(t.monthly_cost_after),
-    ]);
-    print!("{}", tt.render());
-    println!();
-    print_exposure_change(&s.exposure_before, &s.exposure_after);
-}
-
-fn short(token: &str) -> String {
-    token.chars().take(12).collect()
-}
-
-/// Exposure before and after, side by side, rows where something is exposed.
-pub fn print_exposure_change(before: &[ExposureRow], after: &[ExposureRow]) {
-    let mut t = Table::new(&[
-        "authority",
-        "home",
-        "subjects",
-        "plaintext before",
-        "plaintext after",
-        "ciphertext before",
-        "ciphertext after",
-    ]);
-    for b in before {
-        let a = after
-            .iter()
-            .find(|a| a.authority == b.authority && a.home == b.home);
-        let (pa, ca) = a
-            .map(|a| (a.plaintext_subjects, a.ciphertext_subjects))
-            .unwrap_or((0, 0));
-        if b.plaintext_subjects + b.ciphertext_subjects + pa + ca == 0 {
-            continue;
-        }
-        t.row(vec![
-            b.authority.to_string(),
-            b.home.to_string(),
-            b.subjects.to_string(),
-            b.plaintext_subjects.to_string(),
-            pa.to_string(),
-            b.ciphertext_subjects.to_string(),
-            ca.to_string(),
-        ]);
-    }
-    print!("{}", t.render());
-    println!("{ASSUMPTION}");
 }
 
 async fn report(engine: &Engine, format: Format, kind: ReportKind) -> Result<u8> {

@@ -5,8 +5,9 @@
 //! (policy v1). India's rules change (policy v2): no Indian data in China,
 //! Indian payment data stays in India, Indian keys with an Indian custodian.
 //! The demo loads synthetic users, reports where their data is and who can
-//! reach it, then plans the move and shows what it costs and what it changes
-//! about each government's reach.
+//! reach it, plans the move and shows what it costs and what it changes
+//! about each government's reach, then carries it out online while a client
+//! keeps writing, and proves the result (verify, ledger verify).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,9 +21,9 @@ use domicile_engine::{Engine, ObjectMeta};
 use futures::StreamExt;
 
 use crate::BadInput;
-use crate::commands::print_exposure_change;
 use crate::output::{Table, bytes, money};
 use crate::progress::Progress;
+use crate::render::print_exposure_change;
 
 pub const V1: &str = include_str!("../../../examples/demo-v1.toml");
 pub const V2: &str = include_str!("../../../examples/demo-v2.toml");
@@ -255,6 +256,63 @@ pub async fn run(dir: Option<PathBuf>, subjects: u32) -> Result<u8> {
     section("What the move changes about each government's reach");
     print_exposure_change(&summary.exposure_before, &summary.exposure_after);
 
+    section("Carrying it out (migrate apply), while a client keeps writing");
+    // The operator adopts policy v2: it becomes the desired state.
+    std::fs::write(&v1_path, V2)?;
+    drop(engine);
+    let engine = Engine::open(Config::load(&v1_path)?).await?;
+    let opts = domicile_engine::MigrateOptions {
+        grace: std::time::Duration::from_millis(200),
+        ..domicile_engine::MigrateOptions::default()
+    };
+    let job = engine.start_migration(&opts).await?;
+    println!(
+        "job {}: {} units, {} to copy",
+        job.job,
+        job.units,
+        bytes(job.bytes_total as u64)
+    );
+    let writes = DemoWriter::default();
+    let (status, ()) = futures::join!(
+        crate::migrate::run(&engine, &opts),
+        writes.run(&engine, &people)
+    );
+    let status = status?;
+    print!("{}", crate::migrate::status_table(&status).render());
+    let (acked, refused) = writes.check(&engine).await?;
+    println!(
+        "{acked} writes acknowledged during the move, every one read back with its own bytes; {refused} refused while their data sat in a region the new policy forbids."
+    );
+
+    section("After the move (report residency)");
+    let rows = engine.residency().await?;
+    let mut agg: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
+    for r in &rows {
+        let e = agg.entry((r.home.clone(), r.region.clone())).or_default();
+        e.0 = e.0.max(r.subjects);
+        e.1 += r.objects;
+        e.2 += r.bytes;
+    }
+    let mut t = Table::new(&["home", "region", "subjects", "objects", "bytes"]);
+    for ((home, region), (s, o, b)) in &agg {
+        t.row(vec![
+            home.clone(),
+            region.clone(),
+            s.to_string(),
+            o.to_string(),
+            bytes(*b as u64),
+        ]);
+    }
+    print!("{}", t.render());
+    let after = engine.present().await?;
+    section("Who could compel it now");
+    print_exposure_change(&present.exposure_before, &after.exposure_before);
+    println!(
+        "monthly storage: {} -> {}",
+        money(present.totals.monthly_cost_before),
+        money(after.totals.monthly_cost_before)
+    );
+
     section("Proofs");
     let ledger = engine.verify_ledger().await?;
     println!(
@@ -273,15 +331,81 @@ pub async fn run(dir: Option<PathBuf>, subjects: u32) -> Result<u8> {
             format!("{} problem(s)", v.problems.len())
         }
     );
+    let violations = engine.violations().await?;
+    println!(
+        "report violations: {}",
+        if violations.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{}", violations.len())
+        }
+    );
 
     println!(
-        "\nMigration (`domicile migrate apply`) is not part of this build yet: the demo stops at the plan.\nDone in {:.1} s. Explore it: cd {} && domicile report residency",
+        "\nDone in {:.1} s. Explore it: cd {} && domicile report residency",
         started.elapsed().as_secs_f64(),
         dir.display()
     );
-    Ok(if ledger.ok && v.problems.is_empty() {
-        0
-    } else {
-        crate::EXIT_VIOLATION
-    })
+    Ok(
+        if ledger.ok && v.problems.is_empty() && violations.is_empty() && status.failed == 0 {
+            0
+        } else {
+            crate::EXIT_VIOLATION
+        },
+    )
+}
+
+/// A client that keeps writing while the demo migrates, and remembers what
+/// was acknowledged.
+#[derive(Debug, Default)]
+struct DemoWriter {
+    acked: std::sync::Mutex<Vec<(SubjectId, Vec<u8>)>>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl DemoWriter {
+    async fn run(&self, engine: &Engine, people: &[(SubjectId, Jurisdiction)]) {
+        let Ok(key) = ObjectKey::from_str("notes/while-moving.txt") else {
+            return;
+        };
+        let Ok(cat) = Category::from_str("profile") else {
+            return;
+        };
+        for (i, (id, _)) in people.iter().enumerate().step_by(7).take(150) {
+            let body = format!("note {i} written during the migration").into_bytes();
+            match engine
+                .put(id, &cat, &key, &ObjectMeta::default(), body.as_slice())
+                .await
+            {
+                Ok(_) => {
+                    if let Ok(mut a) = self.acked.lock() {
+                        a.push((id.clone(), body));
+                    }
+                }
+                Err(_) => {
+                    self.refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Reads every acknowledged write back.
+    async fn check(&self, engine: &Engine) -> Result<(usize, u64)> {
+        let key = ObjectKey::from_str("notes/while-moving.txt")?;
+        let acked = self.acked.lock().map(|a| a.clone()).unwrap_or_default();
+        for (id, body) in &acked {
+            let (_, mut stream) = engine.get(id, &key, None).await?;
+            let mut got = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                got.extend_from_slice(&chunk?);
+            }
+            anyhow::ensure!(&got == body, "an acknowledged write did not read back");
+        }
+        Ok((
+            acked.len(),
+            self.refused.load(std::sync::atomic::Ordering::Relaxed),
+        ))
+    }
 }

@@ -5,15 +5,19 @@
 //! - [`commands`]: one handler per command.
 //! - [`demo`]: the India/China story.
 //! - [`init`]: the example deployment.
+//! - [`migrate`]: migration jobs: apply, status, resume, pause, cancel.
 //! - [`output`]: table, JSON and CSV output.
 //! - [`progress`]: progress bars on a terminal, plain lines elsewhere.
+//! - [`render`]: plans and exposure rendered for people and programs.
 
 mod cli;
 mod commands;
 mod demo;
 mod init;
+mod migrate;
 mod output;
 mod progress;
+mod render;
 
 use std::process::ExitCode;
 

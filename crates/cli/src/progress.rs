@@ -37,6 +37,9 @@ impl Progress {
     }
 
     pub fn inc(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
         self.done += n;
         match &self.bar {
             Some(b) => b.inc(n),

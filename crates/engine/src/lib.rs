@@ -9,6 +9,8 @@
 //!   forbidden regions).
 //! - [`data`]: put, get, head, list and delete, with epoch fencing.
 //! - [`gc`]: deletion of blobs no index row points at.
+//! - [`migrate`]: online migration jobs: units under leases; copy, verify,
+//!   re-wrap, commit epoch + 1, purge after a grace period.
 //! - [`subjects`]: add, import, show, rehome and erase.
 //! - [`reports`]: residency, exposure, cost, violations and the plan.
 //! - [`demand`]: what an authority could compel; ledgered.
@@ -20,6 +22,7 @@ pub mod demand;
 pub mod engine;
 pub mod error;
 pub mod gc;
+pub mod migrate;
 pub mod placement;
 pub mod reports;
 pub mod secrets;
@@ -30,4 +33,5 @@ pub mod verify;
 pub use data::{ObjectInfo, ObjectMeta, PutReceipt};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Result};
+pub use migrate::{MigrateOptions, MigrationStatus};
 pub use secrets::Secrets;

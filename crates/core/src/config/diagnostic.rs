@@ -66,6 +66,11 @@ impl SourceMap {
         &self.file
     }
 
+    /// The source text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// 1-based line and column (in characters) of a byte offset.
     pub fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text_len);

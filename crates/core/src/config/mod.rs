@@ -110,6 +110,12 @@ impl Config {
         set
     }
 
+    /// A digest of the config text: which desired state a migration job
+    /// carries out.
+    pub fn digest(&self) -> String {
+        blake3::hash(self.source.text().as_bytes()).to_hex()[..16].to_string()
+    }
+
     /// `FILE:LINE:COL` of a byte span in the config file.
     pub fn locate(&self, span: &Range<usize>, message: impl Into<String>) -> Diagnostic {
         self.source.at(span, message)

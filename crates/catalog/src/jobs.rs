@@ -1,0 +1,225 @@
+//! Migration jobs and their units, as the catalog stores them.
+//!
+//! A job carries out one plan; each unit moves one (subject, category).
+//! Workers claim units under leases, so any number of workers in any number
+//! of processes share a job, a unit is never worked on by two live workers
+//! at once, and a crashed worker's units are taken over when its lease
+//! expires. Every step a worker takes on a unit is idempotent, so a unit
+//! redone after a crash ends where it would have.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::Millis;
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Paused,
+    Cancelled,
+    Done,
+}
+
+impl JobState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Paused => "paused",
+            JobState::Cancelled => "cancelled",
+            JobState::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "running" => JobState::Running,
+            "paused" => JobState::Paused,
+            "cancelled" => JobState::Cancelled,
+            "done" => JobState::Done,
+            _ => return None,
+        })
+    }
+
+    /// Running or paused: the job still owns its units.
+    pub fn is_open(&self) -> bool {
+        matches!(self, JobState::Running | JobState::Paused)
+    }
+}
+
+/// Where a unit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitState {
+    /// Not moved yet (possibly half-done by a worker that died).
+    Pending,
+    /// The new placement is committed; old copies await purging.
+    Committed,
+    /// Moved and purged.
+    Done,
+    /// Gave up after repeated errors; the data stays where it was.
+    Failed,
+    /// The job was cancelled before the unit moved.
+    Cancelled,
+}
+
+impl UnitState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UnitState::Pending => "pending",
+            UnitState::Committed => "committed",
+            UnitState::Done => "done",
+            UnitState::Failed => "failed",
+            UnitState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UnitState> {
+        Some(match s {
+            "pending" => UnitState::Pending,
+            "committed" => UnitState::Committed,
+            "done" => UnitState::Done,
+            "failed" => UnitState::Failed,
+            "cancelled" => UnitState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// A migration job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    pub id: i64,
+    pub state: JobState,
+    pub created_at: Millis,
+    pub finished_at: Option<Millis>,
+    /// Digest of the config the job carries out.
+    pub policy: String,
+    /// Bytes per second across all workers; 0 = unlimited.
+    pub rate: i64,
+    /// Wait between a unit's commit and the purge of its old copies.
+    pub grace_ms: i64,
+    pub units: i64,
+    pub bytes: i64,
+}
+
+/// One unit: the move of one (subject, category).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitRow {
+    pub job: i64,
+    pub token: String,
+    pub category: String,
+    /// 0 for copies in forbidden regions (moved first), 1 otherwise.
+    pub priority: i64,
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    pub custodian_from: String,
+    pub custodian_to: String,
+    pub objects: i64,
+    pub bytes: i64,
+    pub state: UnitState,
+    pub attempts: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Millis,
+    pub purge_after: Millis,
+    pub moved_bytes: i64,
+    pub error: Option<String>,
+    pub updated_at: Millis,
+}
+
+/// Units and bytes of a job by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub pending: i64,
+    /// Pending units under a live lease: being moved right now.
+    pub in_flight: i64,
+    pub committed: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub bytes_total: i64,
+    /// Bytes of units committed or done.
+    pub bytes_moved: i64,
+}
+
+/// How a worker leaves a unit it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitOutcome {
+    /// Committed to the new placement; purge old copies after `purge_after`.
+    Committed {
+        purge_after: Millis,
+        moved_bytes: i64,
+    },
+    /// Old copies purged: the unit is finished.
+    Done,
+    /// This attempt failed; retry after `retry_at` (or give up when
+    /// `give_up`).
+    Retry {
+        error: String,
+        retry_at: Millis,
+        give_up: bool,
+    },
+}
+
+/// Storage of migration jobs; part of every catalog.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Creates a running job and returns its id. Fails with
+    /// `Error::Conflict` if another job is still open.
+    async fn create_job(&self, job: &JobRow) -> Result<i64>;
+
+    /// Adds units to a job (in batches), and their counts to the job.
+    async fn add_units(&self, job: i64, units: &[UnitRow]) -> Result<()>;
+
+    async fn job(&self, id: i64) -> Result<Option<JobRow>>;
+
+    /// The open (running or paused) job, if any.
+    async fn open_job(&self) -> Result<Option<JobRow>>;
+
+    /// The newest jobs first, at most `limit`.
+    async fn jobs(&self, limit: u32) -> Result<Vec<JobRow>>;
+
+    /// Sets a job's state (and its finish time for cancelled and done).
+    async fn set_job_state(&self, id: i64, state: JobState, now: Millis) -> Result<()>;
+
+    /// Claims up to `limit` units for `owner` until `lease_until`: pending
+    /// units and committed units whose purge is due, whose lease is free or
+    /// expired, by priority. Claims are exclusive across processes.
+    async fn claim_units(
+        &self,
+        job: i64,
+        owner: &str,
+        limit: u32,
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<Vec<UnitRow>>;
+
+    /// Extends the leases `owner` holds on these units. Returns how many it
+    /// still held.
+    async fn renew_leases(
+        &self,
+        job: i64,
+        owner: &str,
+        units: &[(String, String)],
+        lease_until: Millis,
+    ) -> Result<u64>;
+
+    /// Records how a worker leaves a unit and releases its lease. Returns
+    /// false (and changes nothing) if `owner` no longer holds the lease.
+    async fn finish_unit(
+        &self,
+        job: i64,
+        token: &str,
+        category: &str,
+        owner: &str,
+        outcome: &UnitOutcome,
+        now: Millis,
+    ) -> Result<bool>;
+
+    /// Cancels every pending unit that no live lease holds. Returns how many.
+    async fn cancel_pending(&self, job: i64, now: Millis) -> Result<u64>;
+
+    async fn job_counts(&self, job: i64, now: Millis) -> Result<JobCounts>;
+
+    /// Units of a job in one state, for reports (at most `limit`).
+    async fn units_in(&self, job: i64, state: UnitState, limit: u32) -> Result<Vec<UnitRow>>;
+}

@@ -1,0 +1,374 @@
+//! [`JobStore`] for the SQLite backend. Claims run in `BEGIN IMMEDIATE`
+//! transactions, which SQLite serialises across processes; the PostgreSQL
+//! backend uses `FOR UPDATE SKIP LOCKED` for the same contract.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::error::{Error, Result};
+use crate::jobs::{JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRow, UnitState};
+use crate::model::Millis;
+use crate::sqlite::SqliteCatalog;
+
+const JOB_COLS: &str = "id, state, created_at, finished_at, policy, rate, grace_ms, units, bytes";
+const UNIT_COLS: &str = "job, token, category, priority, from_regions, to_regions, custodian_from, \
+    custodian_to, objects, bytes, state, attempts, lease_owner, lease_until, purge_after, moved_bytes, \
+    error, updated_at";
+
+fn corrupt(what: &str) -> Error {
+    Error::Corrupt {
+        reason: format!("unknown {what} in the migration tables"),
+    }
+}
+
+fn job_from(r: &SqliteRow) -> Result<JobRow> {
+    let state: String = r.try_get(1)?;
+    Ok(JobRow {
+        id: r.try_get(0)?,
+        state: JobState::parse(&state).ok_or_else(|| corrupt("job state"))?,
+        created_at: r.try_get(2)?,
+        finished_at: r.try_get(3)?,
+        policy: r.try_get(4)?,
+        rate: r.try_get(5)?,
+        grace_ms: r.try_get(6)?,
+        units: r.try_get(7)?,
+        bytes: r.try_get(8)?,
+    })
+}
+
+fn split(s: String) -> Vec<String> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split(',').map(str::to_string).collect()
+    }
+}
+
+fn unit_from(r: &SqliteRow) -> Result<UnitRow> {
+    let state: String = r.try_get(10)?;
+    Ok(UnitRow {
+        job: r.try_get(0)?,
+        token: r.try_get(1)?,
+        category: r.try_get(2)?,
+        priority: r.try_get(3)?,
+        from: split(r.try_get(4)?),
+        to: split(r.try_get(5)?),
+        custodian_from: r.try_get(6)?,
+        custodian_to: r.try_get(7)?,
+        objects: r.try_get(8)?,
+        bytes: r.try_get(9)?,
+        state: UnitState::parse(&state).ok_or_else(|| corrupt("unit state"))?,
+        attempts: r.try_get(11)?,
+        lease_owner: r.try_get(12)?,
+        lease_until: r.try_get(13)?,
+        purge_after: r.try_get(14)?,
+        moved_bytes: r.try_get(15)?,
+        error: r.try_get(16)?,
+        updated_at: r.try_get(17)?,
+    })
+}
+
+#[async_trait]
+impl JobStore for SqliteCatalog {
+    async fn create_job(&self, job: &JobRow) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM migration_jobs WHERE state IN ('running', 'paused')",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if open > 0 {
+            return Err(Error::Conflict {
+                reason: "another migration job is still open".into(),
+            });
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO migration_jobs (state, created_at, finished_at, policy, rate, grace_ms, units, bytes) \
+             VALUES ('running', ?, NULL, ?, ?, ?, 0, 0) RETURNING id",
+        )
+        .bind(job.created_at)
+        .bind(&job.policy)
+        .bind(job.rate)
+        .bind(job.grace_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn add_units(&self, job: i64, units: &[UnitRow]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let mut bytes = 0i64;
+        for u in units {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO migration_units ({UNIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, 0, 0, 0, NULL, ?)"
+            )))
+            .bind(job)
+            .bind(&u.token)
+            .bind(&u.category)
+            .bind(u.priority)
+            .bind(u.from.join(","))
+            .bind(u.to.join(","))
+            .bind(&u.custodian_from)
+            .bind(&u.custodian_to)
+            .bind(u.objects)
+            .bind(u.bytes)
+            .bind(UnitState::Pending.as_str())
+            .bind(u.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            bytes += u.bytes;
+        }
+        sqlx::query("UPDATE migration_jobs SET units = units + ?, bytes = bytes + ? WHERE id = ?")
+            .bind(units.len() as i64)
+            .bind(bytes)
+            .bind(job)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<JobRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM migration_jobs WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_from).transpose()
+    }
+
+    async fn open_job(&self) -> Result<Option<JobRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM migration_jobs WHERE state IN ('running', 'paused') ORDER BY id DESC LIMIT 1"
+        )))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_from).transpose()
+    }
+
+    async fn jobs(&self, limit: u32) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM migration_jobs ORDER BY id DESC LIMIT ?"
+        )))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from).collect()
+    }
+
+    async fn set_job_state(&self, id: i64, state: JobState, now: Millis) -> Result<()> {
+        let finished = matches!(state, JobState::Cancelled | JobState::Done).then_some(now);
+        let changed =
+            sqlx::query("UPDATE migration_jobs SET state = ?, finished_at = ? WHERE id = ?")
+                .bind(state.as_str())
+                .bind(finished)
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        if changed == 0 {
+            return Err(Error::NotFound {
+                what: format!("migration job {id}"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn claim_units(
+        &self,
+        job: i64,
+        owner: &str,
+        limit: u32,
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<Vec<UnitRow>> {
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {UNIT_COLS} FROM migration_units \
+             WHERE job = ? AND lease_until < ? \
+               AND (state = 'pending' OR (state = 'committed' AND purge_after <= ?)) \
+             ORDER BY priority, state DESC, token, category LIMIT ?"
+        )))
+        .bind(job)
+        .bind(now)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut units = rows.iter().map(unit_from).collect::<Result<Vec<_>>>()?;
+        for u in &mut units {
+            sqlx::query(
+                "UPDATE migration_units SET lease_owner = ?, lease_until = ?, attempts = attempts + 1, updated_at = ? \
+                 WHERE job = ? AND token = ? AND category = ?",
+            )
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(job)
+            .bind(&u.token)
+            .bind(&u.category)
+            .execute(&mut *tx)
+            .await?;
+            u.lease_owner = Some(owner.to_string());
+            u.lease_until = lease_until;
+            u.attempts += 1;
+        }
+        tx.commit().await?;
+        Ok(units)
+    }
+
+    async fn renew_leases(
+        &self,
+        job: i64,
+        owner: &str,
+        units: &[(String, String)],
+        lease_until: Millis,
+    ) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let mut held = 0;
+        for (token, category) in units {
+            held += sqlx::query(
+                "UPDATE migration_units SET lease_until = ? \
+                 WHERE job = ? AND token = ? AND category = ? AND lease_owner = ?",
+            )
+            .bind(lease_until)
+            .bind(job)
+            .bind(token)
+            .bind(category)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn finish_unit(
+        &self,
+        job: i64,
+        token: &str,
+        category: &str,
+        owner: &str,
+        outcome: &UnitOutcome,
+        now: Millis,
+    ) -> Result<bool> {
+        let (state, purge_after, moved, error, lease_until) = match outcome {
+            UnitOutcome::Committed {
+                purge_after,
+                moved_bytes,
+            } => (
+                UnitState::Committed,
+                Some(*purge_after),
+                Some(*moved_bytes),
+                None,
+                0,
+            ),
+            UnitOutcome::Done => (UnitState::Done, None, None, None, 0),
+            UnitOutcome::Retry {
+                error,
+                retry_at,
+                give_up,
+            } => (
+                if *give_up {
+                    UnitState::Failed
+                } else {
+                    UnitState::Pending
+                },
+                None,
+                None,
+                Some(error.clone()),
+                *retry_at,
+            ),
+        };
+        // A retried unit keeps its state when it was already committed: only
+        // its purge failed.
+        let changed = sqlx::query(
+            "UPDATE migration_units SET \
+                state = CASE WHEN ? = 'pending' AND state = 'committed' THEN 'committed' ELSE ? END, \
+                purge_after = COALESCE(?, purge_after), moved_bytes = COALESCE(?, moved_bytes), \
+                error = ?, lease_owner = NULL, lease_until = ?, updated_at = ? \
+             WHERE job = ? AND token = ? AND category = ? AND lease_owner = ?",
+        )
+        .bind(state.as_str())
+        .bind(state.as_str())
+        .bind(purge_after)
+        .bind(moved)
+        .bind(error)
+        .bind(lease_until)
+        .bind(now)
+        .bind(job)
+        .bind(token)
+        .bind(category)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    async fn cancel_pending(&self, job: i64, now: Millis) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE migration_units SET state = 'cancelled', updated_at = ? \
+             WHERE job = ? AND state = 'pending' AND lease_until < ?",
+        )
+        .bind(now)
+        .bind(job)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    async fn job_counts(&self, job: i64, now: Millis) -> Result<JobCounts> {
+        let rows = sqlx::query(
+            "SELECT state, (lease_owner IS NOT NULL AND lease_until >= ?) AS live, COUNT(*), \
+                    CAST(SUM(bytes) AS BIGINT) \
+             FROM migration_units WHERE job = ? GROUP BY state, live",
+        )
+        .bind(now)
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut c = JobCounts::default();
+        for r in &rows {
+            let state: String = r.try_get(0)?;
+            let live: bool = r.try_get(1)?;
+            let n: i64 = r.try_get(2)?;
+            let bytes: Option<i64> = r.try_get(3)?;
+            let bytes = bytes.unwrap_or(0);
+            c.bytes_total += bytes;
+            match UnitState::parse(&state).ok_or_else(|| corrupt("unit state"))? {
+                UnitState::Pending if live => c.in_flight += n,
+                UnitState::Pending => c.pending += n,
+                UnitState::Committed => {
+                    c.committed += n;
+                    c.bytes_moved += bytes;
+                }
+                UnitState::Done => {
+                    c.done += n;
+                    c.bytes_moved += bytes;
+                }
+                UnitState::Failed => c.failed += n,
+                UnitState::Cancelled => c.cancelled += n,
+            }
+        }
+        Ok(c)
+    }
+
+    async fn units_in(&self, job: i64, state: UnitState, limit: u32) -> Result<Vec<UnitRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {UNIT_COLS} FROM migration_units WHERE job = ? AND state = ? \
+             ORDER BY priority, token, category LIMIT ?"
+        )))
+        .bind(job)
+        .bind(state.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(unit_from).collect()
+    }
+}

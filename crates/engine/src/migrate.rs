@@ -1,0 +1,657 @@
+//! Online migration: a plan carried out unit by unit, while the service keeps
+//! running, without losing a write.
+//!
+//! A job is created from the plan of the current config over the catalog;
+//! each unit moves one (subject, category). Workers (in this process or any
+//! other sharing the catalog) claim units under leases. For one unit:
+//!
+//! 1. mark the placement moving to its new regions (one transaction): from
+//!    here no write commits for it; writers wait, bounded, or get a
+//!    retryable error; reads go on;
+//! 2. copy every indexed blob, ciphertext only, from a region that holds it
+//!    to each new region that does not, verifying BLAKE3 checksums;
+//! 3. re-wrap the data key for the new custodian if it changes;
+//! 4. commit the new placement with epoch + 1 and its ledger receipt (one
+//!    transaction);
+//! 5. after the grace period, purge every blob of the (subject, category)
+//!    left in regions outside the placement, with a ledger entry.
+//!
+//! Every step is idempotent: a worker killed anywhere leaves a lease that
+//! expires, and the next worker redoes what is missing. A move that cannot
+//! verify its copies is never committed.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use domicile_catalog::{
+    Fence, JobCounts, JobRow, JobState, LedgerAppend, PlacementRow, UnitOutcome, UnitRow, UnitState,
+};
+use domicile_core::ids::RegionId;
+use domicile_core::jurisdiction::Jurisdiction;
+use domicile_core::plan::MoveReason;
+use domicile_store::BlobPath;
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::clock::now_millis;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// How a migration runs.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    /// Concurrent units in this process.
+    pub workers: usize,
+    /// Bytes per second copied by this process; 0 = unlimited.
+    pub rate: u64,
+    /// Wait between a unit's commit and the purge of its old copies, so
+    /// reads that started before the commit can finish.
+    pub grace: Duration,
+    /// Lease on a claimed unit (and on its placement while moving).
+    pub lease: Duration,
+    /// Attempts before a unit is given up as failed.
+    pub max_attempts: i64,
+    /// A name for this process's workers in leases.
+    pub owner: String,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions {
+            workers: 4,
+            rate: 0,
+            grace: Duration::from_secs(2),
+            lease: Duration::from_secs(60),
+            max_attempts: 10,
+            owner: format!("pid-{}-{}", std::process::id(), now_millis()),
+        }
+    }
+}
+
+/// A job and where it stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationStatus {
+    pub job: i64,
+    pub state: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub units: i64,
+    pub done: i64,
+    pub committed: i64,
+    pub in_flight: i64,
+    pub pending: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub bytes_total: i64,
+    pub bytes_moved: i64,
+    /// Bytes per second since the job started.
+    pub rate: f64,
+    /// Seconds left at that rate.
+    pub eta_seconds: Option<f64>,
+}
+
+impl MigrationStatus {
+    fn of(job: &JobRow, c: &JobCounts, now: i64) -> Self {
+        let elapsed = ((job.finished_at.unwrap_or(now) - job.created_at).max(1)) as f64 / 1000.0;
+        let rate = c.bytes_moved as f64 / elapsed;
+        let left = (c.bytes_total - c.bytes_moved).max(0) as f64;
+        MigrationStatus {
+            job: job.id,
+            state: job.state.as_str().into(),
+            created_at: job.created_at,
+            finished_at: job.finished_at,
+            units: job.units,
+            done: c.done,
+            committed: c.committed,
+            in_flight: c.in_flight,
+            pending: c.pending,
+            failed: c.failed,
+            cancelled: c.cancelled,
+            bytes_total: c.bytes_total,
+            bytes_moved: c.bytes_moved,
+            rate,
+            eta_seconds: (job.state.is_open() && rate > 0.0).then(|| left / rate),
+        }
+    }
+
+    /// Units not yet finished one way or another.
+    pub fn open_units(&self) -> i64 {
+        self.pending + self.in_flight + self.committed
+    }
+}
+
+/// Paces copies to a byte rate shared by this process's workers.
+#[derive(Debug)]
+struct Pacer {
+    rate: u64,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new(rate: u64) -> Self {
+        Pacer {
+            rate,
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn take(&self, bytes: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let wait = {
+            let Ok(mut next) = self.next.lock() else {
+                return;
+            };
+            let now = Instant::now();
+            let start = (*next).max(now);
+            *next = start + Duration::from_secs_f64(bytes as f64 / self.rate as f64);
+            start.saturating_duration_since(now)
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// What one worker pass over a unit achieved, for progress reporting.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tick {
+    pub bytes: u64,
+    pub units: u64,
+}
+
+impl Engine {
+    /// Creates a job for the plan of the current config. Errors if another
+    /// job is open. Returns the job, with no unit moved yet.
+    pub async fn start_migration(&self, opts: &MigrateOptions) -> Result<MigrationStatus> {
+        if let Some(open) = self.catalog.open_job().await? {
+            return Err(Error::Invalid(format!(
+                "migration job {} is still {}: resume, pause or cancel it first",
+                open.id,
+                open.state.as_str()
+            )));
+        }
+        let now = now_millis();
+        let job = JobRow {
+            id: 0,
+            state: JobState::Running,
+            created_at: now,
+            finished_at: None,
+            policy: self.config.digest(),
+            rate: opts.rate as i64,
+            grace_ms: opts.grace.as_millis() as i64,
+            units: 0,
+            bytes: 0,
+        };
+        let id = self.catalog.create_job(&job).await?;
+        let config = self.config.clone();
+        let mut batch: Vec<UnitRow> = Vec::new();
+        let mut batches: Vec<Vec<UnitRow>> = Vec::new();
+        self.plan(&config, |m| {
+            batch.push(UnitRow {
+                job: id,
+                token: m.token.clone(),
+                category: m.category.clone(),
+                priority: if m.reason == MoveReason::Forbidden {
+                    0
+                } else {
+                    1
+                },
+                from: m.from.iter().map(|r| r.to_string()).collect(),
+                to: m.to.iter().map(|r| r.to_string()).collect(),
+                custodian_from: m.custodian_from.clone(),
+                custodian_to: m.custodian_to.clone(),
+                objects: m.objects as i64,
+                bytes: m.bytes as i64,
+                state: UnitState::Pending,
+                attempts: 0,
+                lease_owner: None,
+                lease_until: 0,
+                purge_after: 0,
+                moved_bytes: 0,
+                error: None,
+                updated_at: now,
+            });
+            if batch.len() >= 2_000 {
+                batches.push(std::mem::take(&mut batch));
+            }
+        })
+        .await?;
+        batches.push(batch);
+        for b in batches.iter().filter(|b| !b.is_empty()) {
+            self.catalog.add_units(id, b).await?;
+        }
+        self.catalog
+            .append_ledger(LedgerAppend {
+                kind: "migration".into(),
+                subject: None,
+                body: json!({"job": id, "event": "started", "policy": job.policy,
+                             "units": batches.iter().map(Vec::len).sum::<usize>()}),
+                at: now,
+            })
+            .await?;
+        self.migration_status(Some(id)).await
+    }
+
+    /// Status of a job (the open one, or the newest, by default).
+    pub async fn migration_status(&self, job: Option<i64>) -> Result<MigrationStatus> {
+        let job = match job {
+            Some(id) => self.catalog.job(id).await?,
+            None => match self.catalog.open_job().await? {
+                Some(j) => Some(j),
+                None => self.catalog.jobs(1).await?.into_iter().next(),
+            },
+        }
+        .ok_or_else(|| Error::NotFound("migration job".into()))?;
+        let now = now_millis();
+        let counts = self.catalog.job_counts(job.id, now).await?;
+        Ok(MigrationStatus::of(&job, &counts, now))
+    }
+
+    /// Pauses the open job: workers stop after the unit in hand.
+    pub async fn pause_migration(&self) -> Result<MigrationStatus> {
+        let job = self.open_job().await?;
+        self.catalog
+            .set_job_state(job.id, JobState::Paused, now_millis())
+            .await?;
+        self.migration_status(Some(job.id)).await
+    }
+
+    /// Cancels the open job: units not yet moved stay where they are, moved
+    /// ones stay moved (their old copies are still purged).
+    pub async fn cancel_migration(&self) -> Result<MigrationStatus> {
+        let job = self.open_job().await?;
+        let now = now_millis();
+        self.catalog
+            .set_job_state(job.id, JobState::Cancelled, now)
+            .await?;
+        let cancelled = self.catalog.cancel_pending(job.id, now).await?;
+        self.catalog
+            .append_ledger(LedgerAppend {
+                kind: "migration".into(),
+                subject: None,
+                body: json!({"job": job.id, "event": "cancelled", "units_cancelled": cancelled}),
+                at: now,
+            })
+            .await?;
+        self.migration_status(Some(job.id)).await
+    }
+
+    async fn open_job(&self) -> Result<JobRow> {
+        self.catalog
+            .open_job()
+            .await?
+            .ok_or_else(|| Error::NotFound("open migration job".into()))
+    }
+
+    /// Runs workers on the open job (resuming a paused one) until it is
+    /// done, paused or cancelled. `on_tick` sees progress as units finish.
+    /// A cancelled job's committed units are still purged.
+    pub async fn run_migration(
+        &self,
+        opts: &MigrateOptions,
+        on_tick: &(dyn Fn(Tick) + Sync),
+    ) -> Result<MigrationStatus> {
+        let job = match self.catalog.open_job().await? {
+            Some(j) => j,
+            None => {
+                // Nothing open: only leftover purges of a cancelled job.
+                self.catalog
+                    .jobs(1)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::NotFound("migration job".into()))?
+            }
+        };
+        if job.policy != self.config.digest() && job.state.is_open() {
+            return Err(Error::Invalid(format!(
+                "migration job {} was planned for another config (digest {}, this one is {}): cancel it and apply again",
+                job.id,
+                job.policy,
+                self.config.digest()
+            )));
+        }
+        if job.state == JobState::Paused {
+            self.catalog
+                .set_job_state(job.id, JobState::Running, now_millis())
+                .await?;
+        }
+        let pacer = Pacer::new(opts.rate);
+        let workers =
+            (0..opts.workers.max(1)).map(|w| self.worker(job.id, w, opts, &pacer, on_tick));
+        let results = futures::future::join_all(workers).await;
+        for r in results {
+            r?;
+        }
+        let status = self.migration_status(Some(job.id)).await?;
+        if status.state == "running" && status.open_units() == 0 {
+            let now = now_millis();
+            self.catalog
+                .set_job_state(job.id, JobState::Done, now)
+                .await?;
+            self.catalog
+                .append_ledger(LedgerAppend {
+                    kind: "migration".into(),
+                    subject: None,
+                    body: json!({"job": job.id, "event": "done", "units_done": status.done,
+                                 "units_failed": status.failed, "bytes": status.bytes_moved}),
+                    at: now,
+                })
+                .await?;
+            return self.migration_status(Some(job.id)).await;
+        }
+        Ok(status)
+    }
+
+    async fn worker(
+        &self,
+        job: i64,
+        n: usize,
+        opts: &MigrateOptions,
+        pacer: &Pacer,
+        on_tick: &(dyn Fn(Tick) + Sync),
+    ) -> Result<()> {
+        let owner = format!("{}-w{n}", opts.owner);
+        let mut idle_backoff = Duration::from_millis(50);
+        loop {
+            let Some(j) = self.catalog.job(job).await? else {
+                return Ok(());
+            };
+            let now = now_millis();
+            let lease_until = now + opts.lease.as_millis() as i64;
+            let units = match j.state {
+                JobState::Running => {
+                    self.catalog
+                        .claim_units(job, &owner, 1, lease_until, now)
+                        .await?
+                }
+                // A cancelled job only purges what it already committed:
+                // its unclaimed pending units are cancelled first.
+                JobState::Cancelled => {
+                    self.catalog.cancel_pending(job, now).await?;
+                    self.catalog
+                        .claim_units(job, &owner, 1, lease_until, now)
+                        .await?
+                }
+                JobState::Paused | JobState::Done => return Ok(()),
+            };
+            let Some(unit) = units.into_iter().next() else {
+                let c = self.catalog.job_counts(job, now_millis()).await?;
+                let waiting = c.pending + c.in_flight + c.committed;
+                if waiting == 0 || (j.state == JobState::Cancelled && c.committed == 0) {
+                    return Ok(());
+                }
+                // Others hold leases, or purges are not due yet.
+                tokio::time::sleep(idle_backoff).await;
+                idle_backoff = (idle_backoff * 2).min(Duration::from_millis(500));
+                continue;
+            };
+            idle_backoff = Duration::from_millis(50);
+            let outcome = match unit.state {
+                UnitState::Committed => self.purge_unit(&unit).await.map(|()| UnitOutcome::Done),
+                _ => self
+                    .move_unit(&unit, opts, pacer, &owner)
+                    .await
+                    .map(|moved| UnitOutcome::Committed {
+                        purge_after: now_millis() + opts.grace.as_millis() as i64,
+                        moved_bytes: moved as i64,
+                    }),
+            };
+            let (outcome, tick) = match outcome {
+                Ok(o) => {
+                    let tick = match &o {
+                        UnitOutcome::Committed { moved_bytes, .. } => Tick {
+                            bytes: *moved_bytes as u64,
+                            units: 0,
+                        },
+                        _ => Tick { bytes: 0, units: 1 },
+                    };
+                    (o, tick)
+                }
+                Err(e) => {
+                    let backoff = 200i64 << unit.attempts.clamp(0, 8);
+                    tracing::warn!(category = %unit.category, attempt = unit.attempts, error = %e, "migration unit failed; will retry");
+                    (
+                        UnitOutcome::Retry {
+                            error: e.to_string(),
+                            retry_at: now_millis() + backoff.min(30_000),
+                            give_up: unit.attempts >= opts.max_attempts,
+                        },
+                        Tick::default(),
+                    )
+                }
+            };
+            self.catalog
+                .finish_unit(
+                    job,
+                    &unit.token,
+                    &unit.category,
+                    &owner,
+                    &outcome,
+                    now_millis(),
+                )
+                .await?;
+            on_tick(tick);
+        }
+    }
+
+    /// Moves one unit; returns the bytes copied. Idempotent.
+    async fn move_unit(
+        &self,
+        unit: &UnitRow,
+        opts: &MigrateOptions,
+        pacer: &Pacer,
+        owner: &str,
+    ) -> Result<u64> {
+        let Some(p) = self
+            .catalog
+            .get_placement(&unit.token, &unit.category)
+            .await?
+        else {
+            return Ok(0); // erased meanwhile: nothing left to move
+        };
+        let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
+        // Where the policy wants it now (the placement may have changed
+        // since planning: re-homing, an earlier attempt that committed).
+        let subject = self
+            .catalog
+            .get_subject(&unit.token)
+            .await?
+            .ok_or_else(|| Error::NotFound("subject of a migration unit".into()))?;
+        let home: Jurisdiction = subject
+            .home
+            .parse()
+            .map_err(|_| Error::Internal("catalog holds an invalid home".into()))?;
+        let current: Vec<RegionId> = p.regions.iter().filter_map(|r| r.parse().ok()).collect();
+        let (to, custodian_to) =
+            self.desired_placement(&unit.token, home, &unit.category, Some(&current))?;
+        let to: Vec<String> = to.iter().map(|r| r.to_string()).collect();
+        if set(&to) == set(&p.regions) && custodian_to == p.custodian && p.state.is_active() {
+            return Ok(0); // already where it belongs
+        }
+        let now = now_millis();
+        let lease = opts.lease.as_millis() as i64;
+        if !self
+            .catalog
+            .begin_move(&unit.token, &unit.category, p.epoch, &to, now + lease, now)
+            .await?
+        {
+            return Err(Error::Busy {
+                category: unit.category.clone(),
+            });
+        }
+        match self
+            .copy_and_commit(&p, &to, &custodian_to, unit, opts, pacer, owner)
+            .await
+        {
+            Ok(moved) => {
+                self.forget_keys(&unit.token);
+                Ok(moved)
+            }
+            Err(e) => {
+                // Unblock writers: the placement stays as it was.
+                if let Err(abort) = self
+                    .catalog
+                    .abort_move(&unit.token, &unit.category, p.epoch)
+                    .await
+                {
+                    tracing::warn!(error = %abort, "could not clear a moving mark; its lease will expire");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_and_commit(
+        &self,
+        p: &PlacementRow,
+        to: &[String],
+        custodian_to: &str,
+        unit: &UnitRow,
+        opts: &MigrateOptions,
+        pacer: &Pacer,
+        owner: &str,
+    ) -> Result<u64> {
+        // The placement is moving: no write can commit, so this listing is
+        // every acknowledged object of the unit.
+        let objects = self.catalog.objects_of(&p.token, Some(&p.category)).await?;
+        let new_regions: Vec<&String> = to.iter().filter(|r| !p.regions.contains(r)).collect();
+        let mut moved = 0u64;
+        let mut verified = 0u64;
+        let mut last_renew = Instant::now();
+        for o in &objects {
+            let path = BlobPath::new(&o.token, &o.category, &o.blob_id)?;
+            for r in &new_regions {
+                let dest = self.region(r)?;
+                // Resumed after a crash: a complete copy may already be there.
+                if let Ok(Some(size)) = dest.head(&path).await
+                    && size == o.stored_size as u64
+                    && let Ok((_, sum)) = domicile_store::checksum_of(dest, &path).await
+                    && sum == o.checksum
+                {
+                    verified += 1;
+                    continue;
+                }
+                pacer.take(o.stored_size as u64).await;
+                let mut last_err = None;
+                let mut copied = false;
+                for src in &p.regions {
+                    let from = self.region(src)?;
+                    match domicile_store::copy_blob(from, dest, &path, &o.checksum).await {
+                        Ok(n) => {
+                            moved += n;
+                            verified += 1;
+                            copied = true;
+                            break;
+                        }
+                        Err(e) => last_err = Some(e),
+                    }
+                }
+                if !copied {
+                    return Err(last_err
+                        .map(Error::from)
+                        .unwrap_or_else(|| Error::Internal("a placement without regions".into())));
+                }
+            }
+            if last_renew.elapsed() > opts.lease / 3 {
+                let until = now_millis() + opts.lease.as_millis() as i64;
+                let key = vec![(unit.token.clone(), unit.category.clone())];
+                self.catalog
+                    .renew_leases(unit.job, owner, &key, until)
+                    .await?;
+                last_renew = Instant::now();
+            }
+        }
+        let wrapped = if custodian_to == p.custodian {
+            p.wrapped_key.clone()
+        } else {
+            let dek = self.data_key(p)?;
+            self.keyring(custodian_to)?
+                .wrap(&dek, &Engine::key_context(&p.token, &p.category))?
+        };
+        let bytes: i64 = objects.iter().map(|o| o.stored_size).sum();
+        let fence = Fence {
+            token: p.token.clone(),
+            category: p.category.clone(),
+            epoch: p.epoch,
+        };
+        let ledger = LedgerAppend {
+            kind: "move".into(),
+            subject: Some(p.token.clone()),
+            body: json!({
+                "job": unit.job,
+                "category": p.category,
+                "from": p.regions,
+                "to": to,
+                "custodian_from": p.custodian,
+                "custodian_to": custodian_to,
+                "key_rewrapped": custodian_to != p.custodian,
+                "epoch": p.epoch + 1,
+                "objects": objects.len(),
+                "bytes": bytes,
+                "copies_verified": verified,
+            }),
+            at: now_millis(),
+        };
+        self.catalog
+            .commit_move(&fence, to, custodian_to, &wrapped, ledger)
+            .await?;
+        Ok(moved)
+    }
+
+    /// Deletes every blob of the unit's (subject, category) from regions
+    /// outside its placement, and records the purge.
+    async fn purge_unit(&self, unit: &UnitRow) -> Result<()> {
+        let Some(p) = self
+            .catalog
+            .get_placement(&unit.token, &unit.category)
+            .await?
+        else {
+            return Ok(()); // erased: erasure purged everything
+        };
+        if !p.state.is_active() {
+            return Err(Error::Busy {
+                category: unit.category.clone(),
+            });
+        }
+        let prefix = domicile_store::layout::prefix_for_category(&unit.token, &unit.category)?;
+        let mut purged = Vec::new();
+        let mut blobs = 0u64;
+        for r in unit.from.iter().filter(|r| !p.regions.contains(r)) {
+            let Some(store) = self.regions.get(r) else {
+                continue;
+            };
+            let mut listing = store.list_stream(Some(&prefix));
+            let mut paths = Vec::new();
+            while let Some(entry) = listing.next().await {
+                match entry? {
+                    domicile_store::ListEntry::Blob { path, .. } => paths.push(path),
+                    domicile_store::ListEntry::Foreign { path, .. } => {
+                        store.delete_location(&path).await?;
+                    }
+                }
+            }
+            for path in &paths {
+                store.delete(path).await?;
+                blobs += 1;
+            }
+            purged.push(r.clone());
+        }
+        if !purged.is_empty() {
+            self.catalog
+                .append_ledger(LedgerAppend {
+                    kind: "purge".into(),
+                    subject: Some(unit.token.clone()),
+                    body: json!({"job": unit.job, "category": unit.category, "regions": purged, "blobs": blobs}),
+                    at: now_millis(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
