@@ -4,6 +4,10 @@
 //! `cargo bench -p domicile-bench --bench plan -- [N ...]` (default 1000000).
 //! Each N runs in a child process so its peak memory is its own:
 //! the parent builds the catalog, the child opens the engine and plans.
+//!
+//! The two halves also run alone, so a large catalog can be built once and
+//! measured later on a quiet machine:
+//! `... --bench plan -- build DIR N`, then `... --bench plan -- measure DIR`.
 
 use std::process::Command;
 use std::time::Instant;
@@ -24,6 +28,21 @@ fn main() -> Result<()> {
     if args.first().map(String::as_str) == Some("measure") {
         let dir = args.get(1).context("measure DIR")?;
         return rt.block_on(measure(dir));
+    }
+    if args.first().map(String::as_str) == Some("build") {
+        let dir = std::path::PathBuf::from(args.get(1).context("build DIR N")?);
+        let n: u64 = args.get(2).context("build DIR N")?.parse()?;
+        let (v1, _) = write_configs(&dir)?;
+        let t0 = Instant::now();
+        rt.block_on(async {
+            drop(Engine::open(Config::load(&v1)?).await?);
+            synthetic_catalog(&dir.join("data/catalog.db"), n).await
+        })?;
+        eprintln!(
+            "fixture of {n} subjects built in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        return Ok(());
     }
     let sizes: Vec<u64> = if args.is_empty() {
         vec![1_000_000]

@@ -167,7 +167,25 @@ pub async fn jobs(cat: &dyn Catalog) {
     let job = cat.job(id).await.unwrap().unwrap();
     assert_eq!(
         (job.units, job.bytes, job.state),
-        (3, 111, JobState::Running)
+        (3, 111, JobState::Planning)
+    );
+    // A creator that died part-way: its units can be discarded and re-added.
+    assert_eq!(cat.discard_units(id).await.unwrap(), 3);
+    assert_eq!(cat.job(id).await.unwrap().unwrap().units, 0);
+    cat.add_units(
+        id,
+        &[
+            unit("t1", "media", 1, 100),
+            unit("t2", "media", 0, 10),
+            unit("t3", "payment", 1, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    cat.set_job_state(id, JobState::Running, 50).await.unwrap();
+    assert!(
+        matches!(cat.discard_units(id).await, Err(Error::Conflict { .. })),
+        "a running job's units are never discarded"
     );
     assert_eq!(cat.open_job().await.unwrap().map(|j| j.id), Some(id));
 

@@ -15,6 +15,9 @@ use crate::model::Millis;
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
+    /// Created; its units are being added. A job found in this state after
+    /// its creator died is re-planned from scratch.
+    Planning,
     Running,
     Paused,
     Cancelled,
@@ -24,6 +27,7 @@ pub enum JobState {
 impl JobState {
     pub fn as_str(&self) -> &'static str {
         match self {
+            JobState::Planning => "planning",
             JobState::Running => "running",
             JobState::Paused => "paused",
             JobState::Cancelled => "cancelled",
@@ -33,6 +37,7 @@ impl JobState {
 
     pub fn parse(s: &str) -> Option<JobState> {
         Some(match s {
+            "planning" => JobState::Planning,
             "running" => JobState::Running,
             "paused" => JobState::Paused,
             "cancelled" => JobState::Cancelled,
@@ -41,9 +46,12 @@ impl JobState {
         })
     }
 
-    /// Running or paused: the job still owns its units.
+    /// Planning, running or paused: the job still owns its units.
     pub fn is_open(&self) -> bool {
-        matches!(self, JobState::Running | JobState::Paused)
+        matches!(
+            self,
+            JobState::Planning | JobState::Running | JobState::Paused
+        )
     }
 }
 
@@ -163,16 +171,21 @@ pub enum UnitOutcome {
 /// Storage of migration jobs; part of every catalog.
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Creates a running job and returns its id. Fails with
+    /// Creates a job in the planning state and returns its id; its creator
+    /// adds the units in batches, then sets it running. Fails with
     /// `Error::Conflict` if another job is still open.
     async fn create_job(&self, job: &JobRow) -> Result<i64>;
 
     /// Adds units to a job (in batches), and their counts to the job.
     async fn add_units(&self, job: i64, units: &[UnitRow]) -> Result<()>;
 
+    /// Removes every unit of a job still in the planning state (its creator
+    /// died part-way), so it can be planned again. Returns how many.
+    async fn discard_units(&self, job: i64) -> Result<u64>;
+
     async fn job(&self, id: i64) -> Result<Option<JobRow>>;
 
-    /// The open (running or paused) job, if any.
+    /// The open (planning, running or paused) job, if any.
     async fn open_job(&self) -> Result<Option<JobRow>>;
 
     /// The newest jobs first, at most `limit`.

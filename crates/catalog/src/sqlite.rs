@@ -96,6 +96,10 @@ impl SqliteCatalog {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
+            // Deleted content (the wrapped keys of erased or moved-out
+            // subjects, sealed names) is zeroed in the file, not left on a
+            // free page: crypto-shredding must not leave the key behind.
+            .pragma("secure_delete", "ON")
             .busy_timeout(BUSY_TIMEOUT);
         let pool = connect_file(options).await?;
         tracing::debug!(path, "opened sqlite catalog");

@@ -74,7 +74,7 @@ impl JobStore for SqliteCatalog {
     async fn create_job(&self, job: &JobRow) -> Result<i64> {
         let mut tx = self.write_tx().await?;
         let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM migration_jobs WHERE state IN ('running', 'paused')",
+            "SELECT COUNT(*) FROM migration_jobs WHERE state IN ('planning', 'running', 'paused')",
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -85,7 +85,7 @@ impl JobStore for SqliteCatalog {
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO migration_jobs (state, created_at, finished_at, policy, rate, grace_ms, units, bytes) \
-             VALUES ('running', ?, NULL, ?, ?, ?, 0, 0) RETURNING id",
+             VALUES ('planning', ?, NULL, ?, ?, ?, 0, 0) RETURNING id",
         )
         .bind(job.created_at)
         .bind(&job.policy)
@@ -130,6 +130,31 @@ impl JobStore for SqliteCatalog {
         Ok(())
     }
 
+    async fn discard_units(&self, job: i64) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM migration_jobs WHERE id = ?")
+                .bind(job)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if state.as_deref() != Some("planning") {
+            return Err(Error::Conflict {
+                reason: format!("migration job {job} is not being planned"),
+            });
+        }
+        let n = sqlx::query("DELETE FROM migration_units WHERE job = ?")
+            .bind(job)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("UPDATE migration_jobs SET units = 0, bytes = 0 WHERE id = ?")
+            .bind(job)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn job(&self, id: i64) -> Result<Option<JobRow>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLS} FROM migration_jobs WHERE id = ?"
@@ -142,7 +167,7 @@ impl JobStore for SqliteCatalog {
 
     async fn open_job(&self) -> Result<Option<JobRow>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLS} FROM migration_jobs WHERE state IN ('running', 'paused') ORDER BY id DESC LIMIT 1"
+            "SELECT {JOB_COLS} FROM migration_jobs WHERE state IN ('planning', 'running', 'paused') ORDER BY id DESC LIMIT 1"
         )))
         .fetch_optional(&self.pool)
         .await?;
@@ -185,12 +210,15 @@ impl JobStore for SqliteCatalog {
         lease_until: Millis,
         now: Millis,
     ) -> Result<Vec<UnitRow>> {
+        // Due purges come before copies of the same priority: old copies
+        // (in regions the policy may now forbid) last only the grace
+        // period, not until every other unit of the job has been copied.
         let mut tx = self.write_tx().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {UNIT_COLS} FROM migration_units \
              WHERE job = ? AND lease_until < ? \
                AND (state = 'pending' OR (state = 'committed' AND purge_after <= ?)) \
-             ORDER BY priority, state DESC, token, category LIMIT ?"
+             ORDER BY priority, state = 'committed' DESC, token, category LIMIT ?"
         )))
         .bind(job)
         .bind(now)
@@ -311,9 +339,12 @@ impl JobStore for SqliteCatalog {
     }
 
     async fn cancel_pending(&self, job: i64, now: Millis) -> Result<u64> {
+        // Live as `job_counts` counts it: a unit waiting to retry after an
+        // error (no owner, `lease_until` = its retry time) is held by nobody.
         Ok(sqlx::query(
             "UPDATE migration_units SET state = 'cancelled', updated_at = ? \
-             WHERE job = ? AND state = 'pending' AND lease_until < ?",
+             WHERE job = ? AND state = 'pending' \
+               AND (lease_owner IS NULL OR lease_until < ?)",
         )
         .bind(now)
         .bind(job)

@@ -310,3 +310,69 @@ async fn concurrent_first_opens_migrate_once() {
         .unwrap();
     assert_eq!(applied, 3);
 }
+
+/// Crypto-shredding: once a subject is erased and the log checkpointed, its
+/// wrapped data key is nowhere in the database file.
+#[tokio::test]
+async fn erased_keys_are_zeroed_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let cat = open(&path).await;
+    let key = b"WRAPPED-KEY-4f1d9a7c-shred-me".to_vec();
+    let subject = SubjectRow {
+        token: "tok-shred".into(),
+        home: "IN".into(),
+        created_at: 1,
+        id_enc: Some(b"SEALED-ID-77aa".to_vec()),
+    };
+    cat.add_subject(&subject, entry("subject", Some("tok-shred"), 1))
+        .await
+        .unwrap();
+    let placement = PlacementRow {
+        token: "tok-shred".into(),
+        category: "profile".into(),
+        regions: vec!["r1".into()],
+        epoch: 1,
+        state: PlacementState::Active,
+        custodian: "kms".into(),
+        wrapped_key: key.clone(),
+        objects: 0,
+        bytes: 0,
+        since: 1,
+    };
+    cat.ensure_placement(&placement, entry("placement", Some("tok-shred"), 2))
+        .await
+        .unwrap();
+    let contains = |needle: &[u8]| {
+        let mut hay = std::fs::read(&path).unwrap();
+        if let Ok(wal) = std::fs::read(dir.path().join("c.db-wal")) {
+            hay.extend(wal);
+        }
+        hay.windows(needle.len()).any(|w| w == needle)
+    };
+    let mut conn = raw(&path).await;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        contains(&key),
+        "the test must first see the key it looks for"
+    );
+
+    cat.erase_subject("tok-shred", entry("erasure", Some("tok-shred"), 3))
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        !contains(&key),
+        "the erased wrapped key is still in the file"
+    );
+    assert!(
+        !contains(b"SEALED-ID-77aa"),
+        "the erased sealed id is still in the file"
+    );
+}

@@ -45,6 +45,18 @@ pub enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Serve the REST admin API and the S3-compatible API until SIGTERM or ctrl-c.
+    Serve {
+        /// Address of the REST admin API; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: String,
+        /// Address of the S3-compatible API; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:7701")]
+        s3_listen: String,
+        /// Largest object accepted through the S3 API, in bytes.
+        #[arg(long, env = "DOMICILE_MAX_OBJECT_SIZE", default_value_t = 5 << 30)]
+        max_object_size: u64,
+    },
     /// Validate and explain the policy.
     #[command(subcommand)]
     Policy(PolicyCmd),

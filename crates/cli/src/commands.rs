@@ -26,6 +26,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Demo { dir, subjects } => crate::demo::run(dir, subjects).await,
         Command::Init { dir } => crate::init::run(&dir),
         Command::Policy(cmd) => policy(&cli.config, format, cmd),
+        Command::Serve {
+            listen,
+            s3_listen,
+            max_object_size,
+        } => crate::serve::run(&cli.config, &listen, &s3_listen, max_object_size).await,
         command => {
             let config = load(&cli.config)?;
             let engine = Engine::open(config).await?;
@@ -280,7 +285,10 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
                 EXIT_VIOLATION
             })
         }
-        Command::Demo { .. } | Command::Init { .. } | Command::Policy(_) => Ok(0),
+        Command::Demo { .. }
+        | Command::Init { .. }
+        | Command::Policy(_)
+        | Command::Serve { .. } => Ok(0),
     }
 }
 

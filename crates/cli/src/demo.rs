@@ -160,25 +160,7 @@ pub async fn run(dir: Option<PathBuf>, subjects: u32) -> Result<u8> {
     progress.finish();
 
     section("Policy v1: everything in China (report residency)");
-    let rows = engine.residency().await?;
-    let mut agg: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
-    for r in &rows {
-        let e = agg.entry((r.home.clone(), r.region.clone())).or_default();
-        e.0 = e.0.max(r.subjects);
-        e.1 += r.objects;
-        e.2 += r.bytes;
-    }
-    let mut t = Table::new(&["home", "region", "subjects", "objects", "bytes"]);
-    for ((home, region), (s, o, b)) in &agg {
-        t.row(vec![
-            home.clone(),
-            region.clone(),
-            s.to_string(),
-            o.to_string(),
-            bytes(*b as u64),
-        ]);
-    }
-    print!("{}", t.render());
+    print_residency(&engine).await?;
 
     let present = engine.present().await?;
     section("Who could compel it now (report exposure)");
@@ -285,25 +267,7 @@ pub async fn run(dir: Option<PathBuf>, subjects: u32) -> Result<u8> {
     );
 
     section("After the move (report residency)");
-    let rows = engine.residency().await?;
-    let mut agg: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
-    for r in &rows {
-        let e = agg.entry((r.home.clone(), r.region.clone())).or_default();
-        e.0 = e.0.max(r.subjects);
-        e.1 += r.objects;
-        e.2 += r.bytes;
-    }
-    let mut t = Table::new(&["home", "region", "subjects", "objects", "bytes"]);
-    for ((home, region), (s, o, b)) in &agg {
-        t.row(vec![
-            home.clone(),
-            region.clone(),
-            s.to_string(),
-            o.to_string(),
-            bytes(*b as u64),
-        ]);
-    }
-    print!("{}", t.render());
+    print_residency(&engine).await?;
     let after = engine.present().await?;
     section("Who could compel it now");
     print_exposure_change(&present.exposure_before, &after.exposure_before);
@@ -353,6 +317,30 @@ pub async fn run(dir: Option<PathBuf>, subjects: u32) -> Result<u8> {
             crate::EXIT_VIOLATION
         },
     )
+}
+
+/// Residency by home and region: subjects (the most in any one category),
+/// objects and bytes.
+async fn print_residency(engine: &Engine) -> Result<()> {
+    let mut agg: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
+    for r in engine.residency().await? {
+        let e = agg.entry((r.home, r.region)).or_default();
+        e.0 = e.0.max(r.subjects);
+        e.1 += r.objects;
+        e.2 += r.bytes;
+    }
+    let mut t = Table::new(&["home", "region", "subjects", "objects", "bytes"]);
+    for ((home, region), (s, o, b)) in &agg {
+        t.row(vec![
+            home.clone(),
+            region.clone(),
+            s.to_string(),
+            o.to_string(),
+            bytes(*b as u64),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
 }
 
 /// A client that keeps writing while the demo migrates, and remembers what

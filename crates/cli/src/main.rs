@@ -9,6 +9,7 @@
 //! - [`output`]: table, JSON and CSV output.
 //! - [`progress`]: progress bars on a terminal, plain lines elsewhere.
 //! - [`render`]: plans and exposure rendered for people and programs.
+//! - [`serve`]: `domicile serve`, the REST and S3 APIs.
 
 mod cli;
 mod commands;
@@ -18,6 +19,7 @@ mod migrate;
 mod output;
 mod progress;
 mod render;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -66,11 +68,16 @@ fn exit_code_of(err: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DOMICILE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // s3s logs request paths (subject ids, object names) at debug level:
+    // capped, whatever DOMICILE_LOG asks, so logs keep no personal data.
+    let filter = match "s3s=info".parse() {
+        Ok(cap) => filter.add_directive(cap),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DOMICILE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

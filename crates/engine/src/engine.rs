@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use domicile_catalog::{Catalog, PlacementRow};
 use domicile_core::Config;
-use domicile_store::{DataKey, Keyring, RegionStore};
+use domicile_store::{DataKey, Keyring, RegionOptions, RegionStore};
 
 use crate::error::{Error, Result};
 use crate::secrets::{Secrets, token_key_path};
@@ -95,7 +95,12 @@ impl Engine {
         }
         let mut regions = BTreeMap::new();
         for r in &config.topology.regions {
-            let store = RegionStore::open(r.id.as_str(), &r.store, &config.base_dir)?;
+            let options = RegionOptions {
+                credentials: secrets.region_credentials(r.id.as_str()),
+                ..RegionOptions::default()
+            };
+            let store =
+                RegionStore::open_with(r.id.as_str(), &r.store, &config.base_dir, &options)?;
             regions.insert(r.id.to_string(), store);
         }
         let mut keyrings = BTreeMap::new();

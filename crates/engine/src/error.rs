@@ -58,6 +58,15 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Busy { .. })
     }
+
+    /// True when the call raced with another change of the same rows and
+    /// changed nothing.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Error::Catalog(domicile_catalog::Error::Conflict { .. })
+        )
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -25,7 +25,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use domicile_catalog::{
-    Fence, JobCounts, JobRow, JobState, LedgerAppend, PlacementRow, UnitOutcome, UnitRow, UnitState,
+    Fence, JobCounts, JobRow, JobState, LedgerAppend, PlacementRow, PlacementState, UnitOutcome,
+    UnitRow, UnitState,
 };
 use domicile_core::ids::RegionId;
 use domicile_core::jurisdiction::Jurisdiction;
@@ -187,53 +188,70 @@ impl Engine {
             bytes: 0,
         };
         let id = self.catalog.create_job(&job).await?;
-        let config = self.config.clone();
-        let mut batch: Vec<UnitRow> = Vec::new();
-        let mut batches: Vec<Vec<UnitRow>> = Vec::new();
-        self.plan(&config, |m| {
-            batch.push(UnitRow {
-                job: id,
-                token: m.token.clone(),
-                category: m.category.clone(),
-                priority: if m.reason == MoveReason::Forbidden {
-                    0
-                } else {
-                    1
-                },
-                from: m.from.iter().map(|r| r.to_string()).collect(),
-                to: m.to.iter().map(|r| r.to_string()).collect(),
-                custodian_from: m.custodian_from.clone(),
-                custodian_to: m.custodian_to.clone(),
-                objects: m.objects as i64,
-                bytes: m.bytes as i64,
-                state: UnitState::Pending,
-                attempts: 0,
-                lease_owner: None,
-                lease_until: 0,
-                purge_after: 0,
-                moved_bytes: 0,
-                error: None,
-                updated_at: now,
-            });
-            if batch.len() >= 2_000 {
-                batches.push(std::mem::take(&mut batch));
-            }
-        })
-        .await?;
-        batches.push(batch);
-        for b in batches.iter().filter(|b| !b.is_empty()) {
-            self.catalog.add_units(id, b).await?;
-        }
+        let units = self.plan_units(id, now).await?;
         self.catalog
             .append_ledger(LedgerAppend {
                 kind: "migration".into(),
                 subject: None,
                 body: json!({"job": id, "event": "started", "policy": job.policy,
-                             "units": batches.iter().map(Vec::len).sum::<usize>()}),
+                             "units": units}),
                 at: now,
             })
             .await?;
         self.migration_status(Some(id)).await
+    }
+
+    /// Plans the job's units from the current config and adds them page by
+    /// page (memory stays bounded however many units there are), then sets
+    /// the job running. Until then the job is "planning": if its creator
+    /// dies part-way, the next `run_migration` discards the partial units
+    /// and plans it again, so a partial job never passes for the whole.
+    /// Returns how many units were added.
+    async fn plan_units(&self, id: i64, now: i64) -> Result<usize> {
+        let config = self.config.clone();
+        let mut added = 0usize;
+        self.plan_in_batches(&config, |moves| {
+            added += moves.len();
+            let units: Vec<UnitRow> = moves
+                .into_iter()
+                .map(|m| UnitRow {
+                    job: id,
+                    priority: if m.reason == MoveReason::Forbidden {
+                        0
+                    } else {
+                        1
+                    },
+                    from: m.from.iter().map(|r| r.to_string()).collect(),
+                    to: m.to.iter().map(|r| r.to_string()).collect(),
+                    token: m.token,
+                    category: m.category,
+                    custodian_from: m.custodian_from,
+                    custodian_to: m.custodian_to,
+                    objects: m.objects as i64,
+                    bytes: m.bytes as i64,
+                    state: UnitState::Pending,
+                    attempts: 0,
+                    lease_owner: None,
+                    lease_until: 0,
+                    purge_after: 0,
+                    moved_bytes: 0,
+                    error: None,
+                    updated_at: now,
+                })
+                .collect();
+            let catalog = self.catalog.clone();
+            async move {
+                if !units.is_empty() {
+                    catalog.add_units(id, &units).await?;
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        self.catalog
+            .set_job_state(id, JobState::Running, now_millis())
+            .await?;
+        Ok(added)
     }
 
     /// Status of a job (the open one, or the newest, by default).
@@ -268,6 +286,7 @@ impl Engine {
         self.catalog
             .set_job_state(job.id, JobState::Cancelled, now)
             .await?;
+        self.release_abandoned_moves(job.id, now).await?;
         let cancelled = self.catalog.cancel_pending(job.id, now).await?;
         self.catalog
             .append_ledger(LedgerAppend {
@@ -278,6 +297,35 @@ impl Engine {
             })
             .await?;
         self.migration_status(Some(job.id)).await
+    }
+
+    /// Clears the moving marks that dead workers left on pending units of a
+    /// cancelled job (unit and placement leases both expired): nobody will
+    /// finish those moves, and writers would wait on the marks for ever. A
+    /// worker still alive past its leases then fails its commit, which
+    /// needs the mark: the placement stays as it was.
+    async fn release_abandoned_moves(&self, job: i64, now: i64) -> Result<()> {
+        for unit in self
+            .catalog
+            .units_in(job, UnitState::Pending, u32::MAX)
+            .await?
+        {
+            if unit.attempts == 0 || (unit.lease_owner.is_some() && unit.lease_until >= now) {
+                continue; // never claimed, or held by a live worker
+            }
+            if let Some(p) = self
+                .catalog
+                .get_placement(&unit.token, &unit.category)
+                .await?
+                && let PlacementState::Moving { lease_until, .. } = p.state
+                && lease_until < now
+            {
+                self.catalog
+                    .abort_move(&unit.token, &unit.category, p.epoch)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn open_job(&self) -> Result<JobRow> {
@@ -314,6 +362,28 @@ impl Engine {
                 job.policy,
                 self.config.digest()
             )));
+        }
+        if job.state == JobState::Planning {
+            // Its creator died while adding its units: start the planning
+            // over, or a part of the plan would pass for the whole.
+            let discarded = self.catalog.discard_units(job.id).await?;
+            let units = self.plan_units(job.id, now_millis()).await?;
+            tracing::info!(
+                job = job.id,
+                discarded,
+                units,
+                "re-planned an interrupted job"
+            );
+            {
+                self.catalog
+                    .append_ledger(LedgerAppend {
+                        kind: "migration".into(),
+                        subject: None,
+                        body: json!({"job": job.id, "event": "planned on resume", "units": units}),
+                        at: now_millis(),
+                    })
+                    .await?;
+            }
         }
         if job.state == JobState::Paused {
             self.catalog
@@ -372,12 +442,13 @@ impl Engine {
                 // A cancelled job only purges what it already committed:
                 // its unclaimed pending units are cancelled first.
                 JobState::Cancelled => {
+                    self.release_abandoned_moves(job, now).await?;
                     self.catalog.cancel_pending(job, now).await?;
                     self.catalog
                         .claim_units(job, &owner, 1, lease_until, now)
                         .await?
                 }
-                JobState::Paused | JobState::Done => return Ok(()),
+                JobState::Planning | JobState::Paused | JobState::Done => return Ok(()),
             };
             let Some(unit) = units.into_iter().next() else {
                 let c = self.catalog.job_counts(job, now_millis()).await?;

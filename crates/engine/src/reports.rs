@@ -44,13 +44,14 @@ pub struct Violation {
 pub const PAGE: u32 = 10_000;
 
 impl Engine {
-    /// Calls `f` on every placement, in token order, page by page.
-    pub async fn for_each_placement(
-        &self,
-        mut f: impl FnMut(&PlacementSummary) -> Result<()>,
-    ) -> Result<()> {
-        // The next page is fetched while this one is processed: the catalog
-        // and the planner each keep one core busy.
+    /// Calls `f` on every page of placements, in token order. The next page
+    /// is fetched while `f` works on this one: the catalog and the caller
+    /// each keep one core busy.
+    pub async fn for_each_page<F, Fut>(&self, mut f: F) -> Result<()>
+    where
+        F: FnMut(Vec<PlacementSummary>) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let fetch = |after: Option<(String, String)>| {
             let catalog = self.catalog.clone();
             tokio::spawn(async move {
@@ -69,11 +70,21 @@ impl Engine {
             {
                 next = Some(fetch(Some((last.token.clone(), last.category.clone()))));
             }
-            for p in &page {
-                f(p)?;
-            }
+            f(page).await?;
         }
         Ok(())
+    }
+
+    /// Calls `f` on every placement, in token order, page by page.
+    pub async fn for_each_placement(
+        &self,
+        mut f: impl FnMut(&PlacementSummary) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_page(|page| {
+            let r = page.iter().try_for_each(&mut f);
+            std::future::ready(r)
+        })
+        .await
     }
 
     /// Streams a plan of `desired` over the current placements; `on_move`
@@ -83,31 +94,60 @@ impl Engine {
         desired: &Config,
         mut on_move: impl FnMut(Move),
     ) -> Result<PlanSummary> {
+        self.plan_in_batches(desired, |moves| {
+            moves.into_iter().for_each(&mut on_move);
+            std::future::ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Streams a plan of `desired`, handing the moves of each catalog page
+    /// to `on_batch` (which may write them somewhere) before the next page
+    /// is planned: memory stays bounded by one page.
+    pub async fn plan_in_batches<F, Fut>(
+        &self,
+        desired: &Config,
+        mut on_batch: F,
+    ) -> Result<PlanSummary>
+    where
+        F: FnMut(Vec<Move>) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let mut planner = Planner::new(&self.config, desired);
         let mut regions: Vec<RegionId> = Vec::new();
-        self.for_each_placement(|p| {
-            let home: Jurisdiction = p
-                .home
-                .parse()
-                .map_err(|_| Error::Internal("catalog holds an invalid home".into()))?;
-            regions.clear();
-            regions.extend(p.regions.iter().filter_map(|r| r.parse().ok()));
-            let cur = Current {
-                token: &p.token,
-                home,
-                category: &p.category,
-                regions: &regions,
-                custodian: &p.custodian,
-                objects: p.objects.max(0) as u64,
-                bytes: p.bytes.max(0) as u64,
-            };
-            if let Some(m) = planner
-                .observe(cur)
-                .map_err(|e| Error::Config(e.to_string()))?
-            {
-                on_move(m);
+        self.for_each_page(|page| {
+            let mut moves = Vec::new();
+            let planned: Result<()> = page.iter().try_for_each(|p| {
+                let home: Jurisdiction = p
+                    .home
+                    .parse()
+                    .map_err(|_| Error::Internal("catalog holds an invalid home".into()))?;
+                regions.clear();
+                regions.extend(p.regions.iter().filter_map(|r| r.parse().ok()));
+                let cur = Current {
+                    token: &p.token,
+                    home,
+                    category: &p.category,
+                    regions: &regions,
+                    custodian: &p.custodian,
+                    objects: p.objects.max(0) as u64,
+                    bytes: p.bytes.max(0) as u64,
+                };
+                if let Some(m) = planner
+                    .observe(cur)
+                    .map_err(|e| Error::Config(e.to_string()))?
+                {
+                    moves.push(m);
+                }
+                Ok(())
+            });
+            let flush = planned.map(|()| on_batch(moves));
+            async move {
+                match flush {
+                    Ok(fut) => fut.await,
+                    Err(e) => Err(e),
+                }
             }
-            Ok(())
         })
         .await?;
         Ok(planner.finish())

@@ -71,6 +71,26 @@ impl Secrets {
         self.values.get(name).map(|s| s.as_str())
     }
 
+    /// The credential of the `s3://` region `id`:
+    /// `DOMICILE_REGION_<ID>_ACCESS_KEY_ID` and `…_SECRET_ACCESS_KEY` (the id
+    /// upper-cased, `-` as `_`), else the deployment-wide
+    /// `DOMICILE_REGIONS_ACCESS_KEY_ID` and `DOMICILE_REGIONS_SECRET_ACCESS_KEY`.
+    /// `None` leaves the region to the standard `AWS_*` environment.
+    pub fn region_credentials(&self, id: &str) -> Option<domicile_store::S3Credentials> {
+        let scoped = format!(
+            "DOMICILE_REGION_{}",
+            id.to_ascii_uppercase().replace('-', "_")
+        );
+        [scoped.as_str(), "DOMICILE_REGIONS"].iter().find_map(|p| {
+            let key = self.get(&format!("{p}_ACCESS_KEY_ID"))?;
+            let secret = self.get(&format!("{p}_SECRET_ACCESS_KEY"))?;
+            Some(domicile_store::S3Credentials {
+                access_key_id: key.to_owned(),
+                secret_access_key: secret.to_owned(),
+            })
+        })
+    }
+
     /// The key that turns subject ids into tokens: from `DOMICILE_TOKEN_KEY`
     /// (64 hex digits), or from `key_file`, created on first use with mode
     /// 0600.

@@ -94,6 +94,34 @@ impl Engine {
         Ok(self.catalog.add_subjects(&rows, now).await?)
     }
 
+    /// Every subject that holds at least one object, by id, for listings
+    /// that span subjects (an S3 listing above the subject level). Ids are
+    /// only readable with the deployment's secrets, so this is one pass over
+    /// the placements (streamed in token order) and one seal lookup per 500
+    /// subjects: O(subjects with data) per call, with the ids in memory.
+    /// Subjects whose id was not sealed at registration are absent.
+    pub async fn subjects_with_objects(&self) -> Result<Vec<SubjectId>> {
+        let mut tokens: Vec<String> = Vec::new();
+        self.for_each_placement(|p| {
+            if p.objects > 0 && tokens.last() != Some(&p.token) {
+                tokens.push(p.token.clone());
+            }
+            Ok(())
+        })
+        .await?;
+        let mut out = Vec::with_capacity(tokens.len());
+        for batch in tokens.chunks(500) {
+            let names = self.subject_names(batch).await?;
+            out.extend(
+                batch
+                    .iter()
+                    .filter_map(|t| names.get(t))
+                    .filter_map(|id| id.parse::<SubjectId>().ok()),
+            );
+        }
+        Ok(out)
+    }
+
     /// Where a subject's data is and who could reach it.
     pub async fn show_subject(&self, id: &SubjectId) -> Result<SubjectView> {
         let (token, home) = self.registered(id).await?;

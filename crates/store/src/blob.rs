@@ -880,7 +880,10 @@ mod tests {
             "bad",
             &format!("file://{}", dir.display()),
             FsPath::new("/"),
-            &crate::region::RegionOptions { fsync: false },
+            &crate::region::RegionOptions {
+                fsync: false,
+                ..Default::default()
+            },
         )?;
         // A file where the fan-out folder should be makes every write to `bad` fail.
         std::fs::create_dir_all(dir.join("v1")).map_err(|source| Error::Io {

@@ -62,6 +62,10 @@ impl Keyring {
                 reason: "a keyring must outlive the process; supported schemes are file://"
                     .to_owned(),
             }),
+            _ => Err(Error::BadUrl {
+                url: url.to_owned(),
+                reason: "keyrings live in local folders; supported schemes are file://".to_owned(),
+            }),
         }
     }
 

@@ -7,8 +7,8 @@
 //! Modules, from the bottom up:
 //!
 //! - [`error`]: the one [`Error`] type, with structured fields (region, path, reason).
-//! - [`location`]: parses store and keyring URLs (`file://`, `memory://`) before anything
-//!   is opened, so adding `s3://` is one variant.
+//! - [`location`]: parses store and keyring URLs (`file://`, `s3://bucket?endpoint=…&region=…`,
+//!   `memory://`) before anything is opened.
 //! - [`layout`]: blob layout v1, `v1/{fan}/{token}/{category}/{blob_id}`, as the validated
 //!   [`BlobPath`]; prefixes for purging a subject or a (subject, category).
 //! - [`crypto`]: blob format v1 (header, chunked AES-256-GCM with a key per blob, final-chunk
@@ -16,8 +16,9 @@
 //!   names and metadata.
 //! - [`keyring`]: custodians' master keys, which wrap data keys bound to the custodian and
 //!   a context.
-//! - [`region`]: [`RegionStore`], an `object_store` backend named by its region id, with
-//!   idempotent delete and listings that separate blobs from foreign objects.
+//! - [`region`]: [`RegionStore`], an `object_store` backend (local folder, S3-compatible
+//!   bucket, memory) named by its region id, with idempotent delete and listings that
+//!   separate blobs from foreign objects.
 //! - [`blob`]: the data path: [`BlobWriter`] to every region of a placement at once,
 //!   [`read_blob`] for whole or ranged streaming reads, [`copy_blob`] for migrations
 //!   (ciphertext only, checksum-verified), [`checksum_of`].
@@ -35,4 +36,4 @@ pub use crypto::{DataKey, Mode};
 pub use error::{Error, Result};
 pub use keyring::Keyring;
 pub use layout::BlobPath;
-pub use region::{ListEntry, Listing, RegionOptions, RegionStore};
+pub use region::{ListEntry, Listing, RegionOptions, RegionStore, S3Credentials};

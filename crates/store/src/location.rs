@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The schemes [`Location::parse`] accepts, named in the error for any other scheme.
-pub const SUPPORTED_SCHEMES: &str = "file://, memory://";
+pub const SUPPORTED_SCHEMES: &str = "file://, s3://, memory://";
 
 /// A parsed store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,81 @@ pub enum Location {
     LocalDir(PathBuf),
     /// A process-local in-memory store, for tests: nothing survives the process.
     Memory,
+    /// A bucket (and optional key prefix) of an S3-compatible service:
+    /// `s3://bucket[/prefix]?endpoint=URL&region=NAME`.
+    S3(S3Location),
+}
+
+/// Where an `s3://` region lives. Credentials are not part of the URL: they
+/// come from the secrets (see `RegionOptions::credentials`) or the standard
+/// `AWS_*` environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/`.
+    pub prefix: Option<String>,
+    /// The service's URL (`http://127.0.0.1:9000`); AWS's when absent.
+    pub endpoint: Option<String>,
+    /// The signing region; `us-east-1` when absent.
+    pub region: Option<String>,
+}
+
+impl S3Location {
+    fn parse(rest: &str) -> std::result::Result<Self, String> {
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        let (bucket, prefix) = match path.split_once('/') {
+            Some((b, p)) => (b, Some(p.trim_matches('/')).filter(|p| !p.is_empty())),
+            None => (path, None),
+        };
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(format!(
+                "{bucket:?} is not a bucket name (3 to 63 lowercase letters, digits, '-' or '.')"
+            ));
+        }
+        if let Some(p) = prefix
+            && (p.contains("//") || p.split('/').any(|s| s == "." || s == ".."))
+        {
+            return Err(format!("{p:?} is not a usable key prefix"));
+        }
+        let mut loc = S3Location {
+            bucket: bucket.to_owned(),
+            prefix: prefix.map(str::to_owned),
+            endpoint: None,
+            region: None,
+        };
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if v.is_empty() {
+                return Err(format!("query parameter {k:?} needs a value"));
+            }
+            match k {
+                "endpoint" => {
+                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                        return Err(format!("endpoint {v:?} must be an http:// or https:// URL"));
+                    }
+                    loc.endpoint = Some(v.trim_end_matches('/').to_owned());
+                }
+                "region" => loc.region = Some(v.to_owned()),
+                other => {
+                    return Err(format!(
+                        "unknown query parameter {other:?}; s3:// URLs take endpoint= and region="
+                    ));
+                }
+            }
+        }
+        Ok(loc)
+    }
 }
 
 impl Location {
@@ -51,6 +126,7 @@ impl Location {
                     Ok(Location::LocalDir(base_dir.join(path)))
                 }
             }
+            "s3" => S3Location::parse(rest).map(Location::S3).map_err(bad),
             "memory" => {
                 if rest.is_empty() || !rest.contains('/') {
                     Ok(Location::Memory)
@@ -91,15 +167,54 @@ mod tests {
     #[test]
     fn unsupported_or_malformed_urls_are_refused() {
         let base = Path::new("/");
-        for url in ["s3://bucket/x", "data/regions", "file://", "memory://a/b"] {
+        for url in [
+            "s3://B",
+            "s3://bucket/../x",
+            "s3://bucket?endpoint=ftp://x",
+            "s3://bucket?color=blue",
+            "data/regions",
+            "file://",
+            "memory://a/b",
+            "gs://bucket",
+        ] {
             match Location::parse(url, base) {
                 Err(Error::BadUrl { url: got, .. }) => assert_eq!(got, url),
                 other => panic!("{url}: expected BadUrl, got {other:?}"),
             }
         }
-        let Err(Error::BadUrl { reason, .. }) = Location::parse("s3://bucket", base) else {
+        let Err(Error::BadUrl { reason, .. }) = Location::parse("gs://bucket", base) else {
             panic!("expected BadUrl");
         };
-        assert!(reason.contains("file://"), "{reason}");
+        assert!(
+            reason.contains("file://") && reason.contains("s3://"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn s3_urls_name_bucket_prefix_endpoint_and_region() {
+        let base = Path::new("/");
+        assert_eq!(
+            Location::parse("s3://my-bucket", base).ok(),
+            Some(Location::S3(S3Location {
+                bucket: "my-bucket".into(),
+                prefix: None,
+                endpoint: None,
+                region: None,
+            }))
+        );
+        assert_eq!(
+            Location::parse(
+                "s3://my-bucket/regions/sg/?endpoint=http://127.0.0.1:9000/&region=ap-southeast-1",
+                base
+            )
+            .ok(),
+            Some(Location::S3(S3Location {
+                bucket: "my-bucket".into(),
+                prefix: Some("regions/sg".into()),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: Some("ap-southeast-1".into()),
+            }))
+        );
     }
 }

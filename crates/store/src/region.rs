@@ -10,16 +10,18 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, WriteMultipart,
 };
 
 use crate::error::{Error, Result};
 use crate::layout::BlobPath;
-use crate::location::Location;
+use crate::location::{Location, S3Location};
 
 /// How a region's store is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,12 +31,63 @@ pub struct RegionOptions {
     /// is written, and that row must never point at a blob a power cut could lose. Turn off
     /// only for throwaway data or benchmarks that say so.
     pub fsync: bool,
+    /// The credential of an `s3://` region. Without one, the standard `AWS_*`
+    /// environment (or the instance's role) is used.
+    pub credentials: Option<S3Credentials>,
 }
 
 impl Default for RegionOptions {
     fn default() -> Self {
-        Self { fsync: true }
+        Self {
+            fsync: true,
+            credentials: None,
+        }
     }
+}
+
+/// An access key for an S3-compatible region. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An `s3://` region's object store. PUTs of one object are atomic on S3,
+/// and a multipart upload is invisible until completed, which is what the
+/// blob writer relies on.
+fn open_s3(id: &str, s3: &S3Location, options: &RegionOptions) -> Result<Arc<dyn ObjectStore>> {
+    // reqwest's rustls has no provider of its own here (ring-only tree):
+    // install ring's once per process; a second install is refused, harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(&s3.bucket)
+        .with_region(s3.region.as_deref().unwrap_or("us-east-1"))
+        .with_virtual_hosted_style_request(false);
+    if let Some(endpoint) = &s3.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    if let Some(c) = &options.credentials {
+        builder = builder
+            .with_access_key_id(&c.access_key_id)
+            .with_secret_access_key(&c.secret_access_key);
+    }
+    let store = builder
+        .build()
+        .map_err(|source| Error::from_store(id, &Path::default(), source))?;
+    Ok(match &s3.prefix {
+        Some(prefix) => Arc::new(PrefixStore::new(store, prefix.as_str())),
+        None => Arc::new(store),
+    })
 }
 
 /// A storage region's object store.
@@ -81,6 +134,7 @@ impl RegionStore {
     ///
     /// `file://relative/path` is resolved against `base_dir` (the configuration file's
     /// folder), `file:///abs/path` is absolute; the folder is created if missing.
+    /// `s3://bucket[/prefix]?endpoint=…&region=…` is a bucket of an S3-compatible service.
     /// `memory://` gives a fresh in-memory store (tests). Other schemes are refused.
     pub fn open(id: &str, url: &str, base_dir: &FsPath) -> Result<Self> {
         Self::open_with(id, url, base_dir, &RegionOptions::default())
@@ -107,6 +161,7 @@ impl RegionStore {
                 Arc::new(store)
             }
             Location::Memory => Arc::new(InMemory::new()),
+            Location::S3(s3) => open_s3(id, &s3, options)?,
         };
         Ok(Self::from_object_store(id, url, store))
     }

@@ -1,5 +1,7 @@
 //! Integration tests: real local-folder regions in a temporary folder, blobs large enough
-//! to take the multipart path, and key files on disk.
+//! to take the multipart path, and key files on disk; and `s3://` regions against a real
+//! S3-compatible server (`moto_server`, which the test starts: it fails, never skips,
+//! when moto is not installed).
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -62,7 +64,10 @@ impl Fixture {
             id,
             &format!("file://regions/{id}"),
             self.base(),
-            &RegionOptions { fsync: false },
+            &RegionOptions {
+                fsync: false,
+                ..RegionOptions::default()
+            },
         )
     }
 
@@ -502,4 +507,162 @@ impl ObjectStore for FlipOnPut {
     ) -> object_store::Result<()> {
         self.0.copy_opts(from, to, options).await
     }
+}
+
+// ---------------------------------------------------------------------------
+// s3:// regions, against moto_server
+// ---------------------------------------------------------------------------
+
+/// A moto_server on a free port, stopped on drop.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start moto_server ({e}): install it with pip install 'moto[server]'")
+            });
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        moto
+    }
+
+    /// Creates a bucket (moto takes unsigned requests).
+    fn bucket(&self, name: &str) {
+        use std::io::{Read, Write};
+        let host = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("{e}"));
+        let req = format!(
+            "PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(reply.starts_with("HTTP/1.1 200"), "create bucket: {reply}");
+    }
+
+    fn region(&self, id: &str, bucket_and_prefix: &str) -> Result<RegionStore> {
+        RegionStore::open_with(
+            id,
+            &format!(
+                "s3://{bucket_and_prefix}?endpoint={}&region=us-east-1",
+                self.endpoint
+            ),
+            FsPath::new("/"),
+            &RegionOptions {
+                credentials: Some(domicile_store::S3Credentials {
+                    access_key_id: "moto".into(),
+                    secret_access_key: "moto".into(),
+                }),
+                ..RegionOptions::default()
+            },
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_regions_work_beside_local_ones() -> Result<()> {
+    let moto = Moto::start();
+    moto.bucket("domicile-test");
+    let fx = Fixture::new();
+    let local = fx.region("in-west")?;
+    let s3 = moto.region("sg-s3", "domicile-test/regions/sg")?;
+    let other = moto.region("us-s3", "domicile-test/regions/us")?;
+    let key = DataKey::generate()?;
+    let regions = vec![local.clone(), s3.clone()];
+
+    // One blob on the single-put path, one on the multipart path, written to a local
+    // folder and an S3 bucket at once.
+    let small = plaintext(300_000, 3);
+    let large = plaintext(20 * MIB, 4);
+    let (small_path, small_written) = write_blob(&regions, &key, &small, 65_537).await?;
+    let (large_path, large_written) = write_blob(&regions, &key, &large, MIB + 3).await?;
+    for (path, written, plain) in [
+        (&small_path, &small_written, &small),
+        (&large_path, &large_written, &large),
+    ] {
+        assert_eq!(
+            checksum_of(&s3, path).await?,
+            (written.stored_size, written.checksum_hex.clone())
+        );
+        assert!(read_all(&s3, path, &key, plain.len(), None).await? == **plain);
+        let len = plain.len() as u64;
+        for range in [0..1, 65_535..65_537, len / 3..len / 2, len - 7..len] {
+            let got = read_all(&s3, path, &key, plain.len(), Some(range.clone())).await?;
+            assert!(
+                got == plain[range.start as usize..range.end as usize],
+                "{range:?}"
+            );
+        }
+    }
+
+    // Copies between backends are checksum-verified, both ways.
+    copy_blob(&local, &other, &large_path, &large_written.checksum_hex).await?;
+    assert!(read_all(&other, &large_path, &key, large.len(), None).await? == large);
+    let back = fx.region("tw-1")?;
+    copy_blob(&other, &back, &large_path, &large_written.checksum_hex).await?;
+    assert!(read_all(&back, &large_path, &key, large.len(), None).await? == large);
+
+    // Listings stay within the region's prefix of the shared bucket.
+    let mut listing = s3.list(None).await?;
+    listing.blobs.sort();
+    let mut expected = vec![
+        (small_path.clone(), small_written.stored_size),
+        (large_path.clone(), large_written.stored_size),
+    ];
+    expected.sort();
+    assert_eq!(listing.blobs, expected);
+    assert!(listing.foreign.is_empty());
+    assert_eq!(other.list(None).await?.blobs.len(), 1);
+
+    // Delete is idempotent; a missing copy is a value, not an error.
+    s3.delete(&small_path).await?;
+    s3.delete(&small_path).await?;
+    assert_eq!(s3.head(&small_path).await?, None);
+    assert_eq!(s3.head(&large_path).await?, Some(large_written.stored_size));
+
+    // An aborted multipart write leaves nothing visible.
+    let path = BlobPath::new_random(TOKEN, "media")?;
+    let mut aborted = BlobWriter::new(
+        vec![s3.clone()],
+        path.clone(),
+        Some(&key),
+        DEFAULT_CHUNK_SIZE,
+    )?;
+    aborted.write(&plaintext(12 * MIB, 9)).await?;
+    aborted.abort().await?;
+    assert_eq!(s3.head(&path).await?, None);
+    assert_eq!(s3.list(None).await?.blobs.len(), 1);
+    Ok(())
 }

@@ -1,0 +1,325 @@
+//! Migration throughput: `domicile`'s online move of a data set between two
+//! local regions, while a client writes, against `rclone copy --checksum`
+//! and `cp -r` of the same stored files, alternating on fresh folders.
+//!
+//! `cargo bench -p domicile-bench --bench migrate -- [OBJECTS] [ROUNDS]`
+//! (defaults 20000 objects of 1 KiB–1 MiB, log-uniform, about 3 GiB; 3
+//! rounds). Needs `rclone` on the PATH. The page cache is warm for every
+//! contender: the data set was just written or just moved.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use domicile_bench::loadavg;
+use domicile_core::Config;
+use domicile_core::ids::{Category, ObjectKey, SubjectId};
+use domicile_core::jurisdiction::Jurisdiction;
+use domicile_engine::{Engine, MigrateOptions, ObjectMeta};
+use futures::StreamExt;
+
+const SUBJECTS: usize = 2_000;
+const WORKERS: usize = 8;
+
+/// A config with regions `a` (CN) and `b` (SG) where every subject's data
+/// must sit in `target`.
+fn config(dir: &Path, target: &str) -> String {
+    format!(
+        r#"
+[operator]
+name = "bench"
+headquarters = "CN"
+
+[catalog]
+url = "sqlite://data/catalog.db"
+
+[[region]]
+id = "a"
+jurisdiction = "CN"
+provider = "self"
+provider_headquarters = "CN"
+store = "file://{dir}/regions/a"
+
+[[region]]
+id = "b"
+jurisdiction = "SG"
+provider = "self"
+provider_headquarters = "SG"
+store = "file://{dir}/regions/b"
+
+[[custodian]]
+id = "kms"
+jurisdiction = "CN"
+headquarters = "CN"
+keyring = "file://data/keys/kms"
+
+[[rule]]
+name = "all-in-{target}"
+allow = ["{target}"]
+custodian = "kms"
+"#,
+        dir = dir.display()
+    )
+}
+
+async fn open(dir: &Path, target: &str) -> Result<Engine> {
+    let path = dir.join("domicile.toml");
+    std::fs::write(&path, config(dir, target))?;
+    Ok(Engine::open(Config::load(&path)?).await?)
+}
+
+/// Log-uniform size in [1 KiB, 1 MiB].
+fn size(i: u64) -> usize {
+    let h = blake3::hash(&i.to_le_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    let u = (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64;
+    (1024.0 * 1024f64.powf(u)) as usize
+}
+
+fn body(i: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut h = blake3::Hasher::new();
+    h.update(&i.to_le_bytes());
+    h.finalize_xof().fill(&mut out);
+    out
+}
+
+/// Files and bytes under a folder.
+fn tree(dir: &Path) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                files += 1;
+                bytes += m.len();
+            }
+        }
+    }
+    (files, bytes)
+}
+
+fn run_tool(cmd: &mut Command) -> Result<Duration> {
+    let t = Instant::now();
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(t.elapsed())
+}
+
+struct Outcome {
+    secs: f64,
+    acked: u64,
+    refused: u64,
+}
+
+/// Moves everything to `target` while a client writes.
+async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome> {
+    let engine = open(dir, target).await?;
+    let opts = MigrateOptions {
+        workers: WORKERS,
+        grace: Duration::ZERO,
+        ..MigrateOptions::default()
+    };
+    let done = AtomicBool::new(false);
+    let acked = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
+    let t = Instant::now();
+    let mover = async {
+        engine.start_migration(&opts).await?;
+        let status = engine.run_migration(&opts, &|_| {}).await;
+        done.store(true, Ordering::SeqCst);
+        status
+    };
+    let client = async {
+        let cat = Category::from_str("notes").map_err(anyhow::Error::from)?;
+        let key = ObjectKey::from_str("note").map_err(anyhow::Error::from)?;
+        let mut i = 0usize;
+        while !done.load(Ordering::SeqCst) {
+            let id = &ids[(i * 7919) % ids.len()];
+            let data = body(i as u64 + 1_000_000_000, 4096);
+            match engine
+                .put(id, &cat, &key, &ObjectMeta::default(), data.as_slice())
+                .await
+            {
+                Ok(_) => acked.fetch_add(1, Ordering::Relaxed),
+                Err(_) => refused.fetch_add(1, Ordering::Relaxed),
+            };
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let (status, c) = futures::join!(mover, client);
+    let status = status?;
+    c?;
+    let secs = t.elapsed().as_secs_f64();
+    if status.state != "done" || status.failed > 0 {
+        bail!(
+            "migration ended {} with {} failed units",
+            status.state,
+            status.failed
+        );
+    }
+    Ok(Outcome {
+        secs,
+        acked: acked.load(Ordering::Relaxed),
+        refused: refused.load(Ordering::Relaxed),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let objects: u64 = args
+        .first()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(20_000);
+    let rounds: usize = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(3);
+    which("rclone")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let work = tempfile::Builder::new()
+        .prefix("domicile-migrate-bench-")
+        .tempdir()?;
+    let dir = work.path().join("deploy");
+    std::fs::create_dir_all(&dir)?;
+
+    // The data set, written through the engine into region a.
+    let ids: Vec<SubjectId> = (0..SUBJECTS)
+        .map(|i| SubjectId::from_str(&format!("s{i:05}")))
+        .collect::<Result<_, _>>()?;
+    let t = Instant::now();
+    rt.block_on(async {
+        let engine = open(&dir, "a").await?;
+        let cn = Jurisdiction::from_str("CN")?;
+        let batch: Vec<_> = ids.iter().map(|i| (i.clone(), cn)).collect();
+        engine.add_subjects(&batch).await?;
+        let media = Category::from_str("media")?;
+        let e = &engine;
+        let mut puts = futures::stream::iter((0..objects).map(|i| {
+            let id = ids[i as usize % ids.len()].clone();
+            let media = media.clone();
+            async move {
+                let key = ObjectKey::from_str(&format!("obj-{i}"))?;
+                let data = body(i, size(i));
+                e.put(&id, &media, &key, &ObjectMeta::default(), data.as_slice())
+                    .await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        }))
+        .buffer_unordered(8);
+        while let Some(r) = puts.next().await {
+            r?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let (files, bytes) = tree(&dir.join("regions/a"));
+    eprintln!(
+        "data set: {files} blobs, {:.2} GiB stored, written in {:.1} s",
+        bytes as f64 / (1u64 << 30) as f64,
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut ours = Vec::new();
+    let mut rclone = Vec::new();
+    let mut cp = Vec::new();
+    let (mut acked, mut refused) = (0, 0);
+    let mut source = "a";
+    for round in 0..rounds {
+        let src_dir = dir.join("regions").join(source);
+        // Baselines copy the same stored files into fresh folders.
+        let dst = work.path().join(format!("rclone-{round}"));
+        rclone.push(run_tool(
+            Command::new("rclone")
+                .env_remove("AWS_CA_BUNDLE")
+                .args(["copy", "--checksum", "--config", "/dev/null"])
+                .arg(&src_dir)
+                .arg(&dst),
+        )?);
+        std::fs::remove_dir_all(&dst)?;
+        let dst = work.path().join(format!("cp-{round}"));
+        cp.push(run_tool(
+            Command::new("cp").arg("-r").arg(&src_dir).arg(&dst),
+        )?);
+        std::fs::remove_dir_all(&dst)?;
+        // Then the move itself, to the other region.
+        let target = if source == "a" { "b" } else { "a" };
+        let o = rt.block_on(migrate(&dir, target, &ids))?;
+        acked += o.acked;
+        refused += o.refused;
+        ours.push(o.secs);
+        let (moved_files, _) = tree(&dir.join("regions").join(target));
+        let (left, _) = tree(&src_dir);
+        if left != 0 || moved_files < files {
+            bail!("after the move: {left} files left behind, {moved_files} at the target");
+        }
+        eprintln!(
+            "round {round}: domicile {:.2} s, rclone {:.2} s, cp {:.2} s, load {}",
+            o.secs,
+            rclone[round].as_secs_f64(),
+            cp[round].as_secs_f64(),
+            loadavg()
+        );
+        source = target;
+    }
+    let ours = median(ours);
+    let rclone = median(rclone.iter().map(Duration::as_secs_f64).collect());
+    let cp = median(cp.iter().map(Duration::as_secs_f64).collect());
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    println!("| contender | median s | MiB/s | objects/s | speed vs domicile |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, s) in [
+        ("domicile migrate (8 workers, verified, purged)", ours),
+        ("rclone copy --checksum", rclone),
+        ("cp -r", cp),
+    ] {
+        println!(
+            "| {name} | {s:.2} | {:.0} | {:.0} | {:.2}× |",
+            gib * 1024.0 / s,
+            files as f64 / s,
+            s / ours
+        );
+    }
+    println!(
+        "\n{files} blobs, {gib:.2} GiB; {rounds} rounds alternating; client writes during moves: {acked} acknowledged, {refused} refused (retryable); load {}",
+        loadavg()
+    );
+    println!(
+        "domicile vs rclone --checksum: {:.2}× (target ≥ 2×); domicile vs cp -r: {:.2}× (target ≥ 0.7×)",
+        rclone / ours,
+        cp / ours
+    );
+    Ok(())
+}
+
+fn which(tool: &str) -> Result<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(tool))
+                .find(|f| f.is_file())
+        })
+        .with_context(|| format!("{tool} is not installed (apt-get install {tool})"))
+}

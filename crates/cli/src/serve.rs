@@ -1,0 +1,73 @@
+//! `domicile serve`: binds the REST and S3 listeners, prints where they
+//! listen, and serves until SIGTERM or ctrl-c, letting in-flight requests
+//! finish.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+use domicile_engine::{Engine, EngineOptions, Secrets};
+use domicile_server::{Listeners, ServerOptions};
+use tokio::net::TcpListener;
+
+use crate::BadInput;
+
+async fn bind(what: &str, addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| BadInput(format!("cannot listen on {addr} for the {what} API: {e}")).into())
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    eprintln!("shutting down: finishing requests in flight");
+}
+
+pub async fn run(config: &Path, listen: &str, s3_listen: &str, max_object_size: u64) -> Result<u8> {
+    let config = crate::commands::load(config)?;
+    let secrets = Secrets::load(config.secrets_file.as_deref())?;
+    // Refused before anything is bound: the S3 API never runs unauthenticated.
+    domicile_server::s3::credential(&secrets).map_err(|e| BadInput(e.to_string()))?;
+    let engine = Engine::open_with(
+        config,
+        secrets,
+        EngineOptions {
+            max_object_size,
+            ..EngineOptions::default()
+        },
+    )
+    .await?;
+    let rest = bind("REST", listen).await?;
+    let s3 = bind("S3", s3_listen).await?;
+    println!("rest listening on http://{}", rest.local_addr()?);
+    println!("s3 listening on http://{}", s3.local_addr()?);
+    std::io::stdout().flush()?;
+    let options = ServerOptions {
+        max_object_size,
+        ..ServerOptions::default()
+    };
+    domicile_server::run(
+        Arc::new(engine),
+        Listeners {
+            rest: Some(rest),
+            s3: Some(s3),
+        },
+        options,
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(0)
+}

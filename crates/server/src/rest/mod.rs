@@ -1,0 +1,146 @@
+//! The REST admin API, on axum: JSON in and out, with bearer tokens from
+//! the secrets (`DOMICILE_ADMIN_TOKEN`: everything; `DOMICILE_AUDITOR_TOKEN`:
+//! reading reports and the ledger).
+//!
+//! - `auth`: tokens, roles and the extractors that demand them.
+//! - `error`: engine errors → HTTP status and a JSON body.
+//! - `handlers`: one handler per endpoint.
+//! - `openapi`: the OpenAPI 3 document served at `/openapi.json`.
+//!
+//! `/healthz`, `/metrics` and `/openapi.json` need no token; they hold no
+//! personal data.
+
+mod auth;
+mod error;
+mod handlers;
+mod openapi;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use domicile_engine::Engine;
+
+use crate::ServerOptions;
+use crate::metrics::Metrics;
+
+pub use auth::{ADMIN_TOKEN_VAR, AUDITOR_TOKEN_VAR};
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub tokens: auth::Tokens,
+    /// The migration run this server started, if it is still going.
+    pub migration: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+pub(crate) type Shared = Arc<AppState>;
+
+/// The admin API's routes, limits and counters.
+pub fn router(engine: Arc<Engine>, metrics: Arc<Metrics>, options: &ServerOptions) -> Router {
+    let tokens = auth::Tokens::from_secrets(engine.secrets());
+    if !tokens.any() {
+        tracing::warn!(
+            "no {ADMIN_TOKEN_VAR} or {AUDITOR_TOKEN_VAR} in the secrets: every protected REST endpoint will answer 401"
+        );
+    }
+    let state: Shared = Arc::new(AppState {
+        engine,
+        metrics: metrics.clone(),
+        tokens,
+        migration: Mutex::new(None),
+    });
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(handlers::openapi))
+        .route("/v1/subjects", post(handlers::add_subject))
+        .route(
+            "/v1/subjects/{id}",
+            get(handlers::show_subject).delete(handlers::erase_subject),
+        )
+        .route("/v1/plan", get(handlers::plan))
+        .route("/v1/reports/{kind}", get(handlers::report))
+        .route("/v1/demands", post(handlers::demand))
+        .route("/v1/ledger/verify", get(handlers::verify_ledger))
+        .route("/v1/migrations", post(handlers::start_migration))
+        .route("/v1/migrations/current", get(handlers::migration_status))
+        .route(
+            "/v1/migrations/current/{action}",
+            post(handlers::migration_action),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_operations,
+        ))
+        .fallback(handlers::not_found)
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(options.max_json_body))
+        .layer(axum::middleware::from_fn_with_state(
+            options.request_timeout,
+            timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            (metrics, "rest"),
+            count_responses,
+        ))
+}
+
+/// Counts every response of an API by status (both APIs use it).
+pub(crate) async fn count_responses(
+    State((metrics, api)): State<(Arc<Metrics>, &'static str)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let res = next.run(req).await;
+    metrics.response(api, res.status().as_u16());
+    res
+}
+
+/// Counts requests per route template (never the raw path: it may hold a
+/// subject id).
+async fn count_operations(
+    State(metrics): State<Arc<Metrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let op = match req.extensions().get::<MatchedPath>() {
+        Some(p) => format!("{} {}", req.method(), p.as_str()),
+        None => req.method().to_string(),
+    };
+    let res = next.run(req).await;
+    let status = res.status().as_u16();
+    metrics.request("rest", &op, status);
+    if status >= 400 {
+        metrics.error("rest", &op, &status.to_string());
+    }
+    res
+}
+
+/// Bounds every request's time.
+async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => error::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {} s; long work (migrations) runs in the background",
+                limit.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,285 @@
+//! The S3-compatible API, on `s3s`: it parses requests, checks SigV4 and
+//! serialises responses; [`S3Api`] answers each operation through the
+//! engine. Buckets are path-style and are the config's `[[bucket]]`s.
+//!
+//! - `keys`: bucket and key → (subject, category, name), with S3 codes for
+//!   keys that map to nothing or are invalid.
+//! - `body`: request bodies as the engine reads them, with size, length
+//!   and idle checks.
+//! - `object`: PutObject, GetObject (ranges), HeadObject, DeleteObject(s),
+//!   CopyObject, conditional requests.
+//! - `list`: ListObjects and ListObjectsV2 within one subject or across
+//!   subjects.
+//! - `multipart`: multipart uploads (parts uploaded or copied), staged as hidden encrypted objects of
+//!   the same subject and category.
+//! - `bucket`: HeadBucket, ListBuckets, CreateBucket, GetBucketLocation.
+//! - `error`: engine errors → S3 codes, internals never sent.
+
+mod body;
+mod bucket;
+mod error;
+mod keys;
+mod list;
+mod multipart;
+mod object;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::error_handling::HandleError;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use domicile_engine::{Engine, Secrets};
+use s3s::dto::*;
+use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::{ServerOptions, rest};
+
+/// The secrets that hold the S3 API's credential.
+pub const ACCESS_KEY_VAR: &str = "DOMICILE_S3_ACCESS_KEY_ID";
+pub const SECRET_KEY_VAR: &str = "DOMICILE_S3_SECRET_ACCESS_KEY";
+
+/// Answers S3 operations through the engine.
+pub struct S3Api {
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    max_object_size: u64,
+    body_idle_timeout: Duration,
+    started: SystemTime,
+}
+
+impl std::fmt::Debug for S3Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Api")
+            .field("max_object_size", &self.max_object_size)
+            .finish()
+    }
+}
+
+impl S3Api {
+    /// Counts the outcome of one operation.
+    async fn observe<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = S3Result<T>>,
+    ) -> S3Result<T> {
+        let r = fut.await;
+        match &r {
+            Ok(_) => self.metrics.request("s3", op, 200),
+            Err(e) => {
+                let status = e.status_code().map(|s| s.as_u16()).unwrap_or(500);
+                self.metrics.request("s3", op, status);
+                self.metrics.error("s3", op, e.code().as_str());
+                tracing::debug!(op, code = e.code().as_str(), status, "s3 request refused");
+            }
+        }
+        r
+    }
+}
+
+/// The S3 API's credential (access key id, secret), from the secrets.
+pub fn credential(secrets: &Secrets) -> Result<(&str, &str)> {
+    match (secrets.get(ACCESS_KEY_VAR), secrets.get(SECRET_KEY_VAR)) {
+        (Some(access), Some(secret)) if !access.is_empty() && !secret.is_empty() => {
+            Ok((access, secret))
+        }
+        _ => Err(Error::MissingS3Credentials),
+    }
+}
+
+/// The S3 API as an axum router, with SigV4 checked against the secrets'
+/// credential. Refuses to build without one.
+pub fn router(
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    options: &ServerOptions,
+) -> Result<Router> {
+    let (access, secret) = credential(engine.secrets())?;
+    let auth = s3s::auth::SimpleAuth::from_single(access, secret);
+    let api = S3Api {
+        engine: engine.clone(),
+        metrics: metrics.clone(),
+        max_object_size: options.max_object_size,
+        body_idle_timeout: options.body_idle_timeout,
+        started: SystemTime::now(),
+    };
+    let mut builder = S3ServiceBuilder::new(api);
+    builder.set_auth(auth);
+    let mut config = s3s::config::S3Config::default();
+    // The largest XML body is a CompleteMultipartUpload of 10,000 parts.
+    config.xml_max_body_size = 2 << 20;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        config,
+    ))));
+    let service = HandleError::new(builder.build(), http_error);
+    Ok(Router::new()
+        .fallback_service(service)
+        .layer(axum::middleware::from_fn(close_after_refusal))
+        .layer(axum::middleware::from_fn_with_state(
+            (metrics, "s3"),
+            rest::count_responses,
+        )))
+}
+
+/// A request refused before its body was read leaves that body on the
+/// connection: the connection is closed after the answer, so the unread
+/// bytes can never be taken for the start of the next request.
+async fn close_after_refusal(req: Request, next: Next) -> Response {
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut res = next.run(req).await;
+    if has_body && (res.status().is_client_error() || res.status().is_server_error()) {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+async fn http_error(_e: s3s::HttpError) -> (StatusCode, &'static str) {
+    tracing::warn!("s3 request failed below the S3 layer");
+    (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
+#[async_trait::async_trait]
+impl S3 for S3Api {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.observe("PutObject", self.put(req)).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.observe("GetObject", self.get(req)).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.observe("HeadObject", self.head(req)).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.observe("DeleteObject", self.delete(req)).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.observe("DeleteObjects", self.delete_many(req)).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.observe("CopyObject", self.copy(req)).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.observe("ListObjectsV2", self.list_v2(req)).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.observe("ListObjects", self.list_v1(req)).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.observe("HeadBucket", self.head_bucket_op(req)).await
+    }
+
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.observe("ListBuckets", self.list_buckets_op(req)).await
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.observe("CreateBucket", self.create_bucket_op(req))
+            .await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.observe("GetBucketLocation", self.bucket_location(req))
+            .await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.observe("CreateMultipartUpload", self.create_upload(req))
+            .await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.observe("UploadPart", self.put_part(req)).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.observe("UploadPartCopy", self.copy_part(req)).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.observe("CompleteMultipartUpload", self.complete_upload(req))
+            .await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.observe("AbortMultipartUpload", self.abort_upload(req))
+            .await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.observe("ListParts", self.list_upload_parts(req)).await
+    }
+}
