@@ -599,6 +599,9 @@ impl Engine {
             let path = BlobPath::new(&o.token, &o.category, &o.blob_id)?;
             for r in &new_regions {
                 let dest = self.region(r)?;
+                // Copies are written without a per-file fsync and made
+                // durable together (one `sync` per region) before the commit.
+                let bulk = dest.deferred();
                 // Resumed after a crash: a complete copy may already be there.
                 if let Ok(Some(size)) = dest.head(&path).await
                     && size == o.stored_size as u64
@@ -613,7 +616,7 @@ impl Engine {
                 let mut copied = false;
                 for src in &p.regions {
                     let from = self.region(src)?;
-                    match domicile_store::copy_blob(from, dest, &path, &o.checksum).await {
+                    match domicile_store::copy_blob(from, &bulk, &path, &o.checksum).await {
                         Ok(n) => {
                             moved += n;
                             verified += 1;
@@ -637,6 +640,10 @@ impl Engine {
                     .await?;
                 last_renew = Instant::now();
             }
+        }
+        // Nothing is committed before every new copy is durable.
+        for r in &new_regions {
+            self.region(r)?.sync().await?;
         }
         let wrapped = if custodian_to == p.custodian {
             p.wrapped_key.clone()
@@ -711,6 +718,10 @@ impl Engine {
                 store.delete(path).await?;
                 blobs += 1;
             }
+            // Staging files of writes killed mid-way hold ciphertext too.
+            blobs += store
+                .remove_leftovers(Some(&prefix), Duration::ZERO)
+                .await?;
             purged.push(r.clone());
         }
         if !purged.is_empty() {

@@ -190,6 +190,14 @@ impl Engine {
         let garbage = self.catalog.erase_subject(&token, ledger).await?;
         self.forget_keys(&token);
         let gc = self.collect_garbage().await?;
+        // Staging files of writes killed mid-way hold the subject's
+        // ciphertext too (shredded, but not left behind).
+        let prefix = domicile_store::layout::prefix_for(&token)?;
+        for store in self.regions.values() {
+            store
+                .remove_leftovers(Some(&prefix), std::time::Duration::ZERO)
+                .await?;
+        }
         Ok(ErasureReport {
             placements: placements.len() as u64,
             objects: garbage.len() as u64,

@@ -36,4 +36,4 @@ pub use crypto::{DataKey, Mode};
 pub use error::{Error, Result};
 pub use keyring::Keyring;
 pub use layout::BlobPath;
-pub use region::{ListEntry, Listing, RegionOptions, RegionStore, S3Credentials};
+pub use region::{Leftover, ListEntry, Listing, RegionOptions, RegionStore, S3Credentials};

@@ -98,6 +98,23 @@ pub struct RegionStore {
     id: String,
     url: String,
     store: Arc<dyn ObjectStore>,
+    /// The same folder without a per-object fsync, for bulk copies that are
+    /// made durable together by [`RegionStore::sync`]; `None` where writes
+    /// need no fsync of their own (object stores, memory).
+    bulk: Option<Arc<dyn ObjectStore>>,
+    /// The folder of a local region: where a killed writer's staging files
+    /// (which the object store's listings hide) can be found.
+    local_dir: Option<std::path::PathBuf>,
+}
+
+/// A staging file left by a writer that died before renaming it into place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// Path of the file, relative to the region's folder.
+    pub path: String,
+    pub size: u64,
+    /// How long since it was last written.
+    pub age: std::time::Duration,
 }
 
 /// One entry of a region listing.
@@ -147,8 +164,11 @@ impl RegionStore {
         base_dir: &FsPath,
         options: &RegionOptions,
     ) -> Result<Self> {
+        let mut local_dir = None;
+        let mut bulk: Option<Arc<dyn ObjectStore>> = None;
         let store: Arc<dyn ObjectStore> = match Location::parse(url, base_dir)? {
             Location::LocalDir(dir) => {
+                local_dir = Some(dir.clone());
                 std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
                     path: dir.clone(),
                     source,
@@ -158,12 +178,22 @@ impl RegionStore {
                     // Purges would otherwise leave one empty folder per subject behind.
                     .with_automatic_cleanup(true)
                     .with_fsync(options.fsync);
+                if options.fsync {
+                    let unsynced = LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|source| Error::from_store(id, &Path::default(), source))?
+                        .with_automatic_cleanup(true)
+                        .with_fsync(false);
+                    bulk = Some(Arc::new(unsynced));
+                }
                 Arc::new(store)
             }
             Location::Memory => Arc::new(InMemory::new()),
             Location::S3(s3) => open_s3(id, &s3, options)?,
         };
-        Ok(Self::from_object_store(id, url, store))
+        let mut region = Self::from_object_store(id, url, store);
+        region.local_dir = local_dir;
+        region.bulk = bulk;
+        Ok(region)
     }
 
     /// Wraps an existing object store, e.g. a test wrapper that injects failures.
@@ -172,6 +202,8 @@ impl RegionStore {
             id: id.to_owned(),
             url: url.to_owned(),
             store,
+            bulk: None,
+            local_dir: None,
         }
     }
 
@@ -301,6 +333,90 @@ impl RegionStore {
             .boxed()
     }
 
+    /// This region for bulk writes: the same objects, but a local folder does
+    /// not fsync each one. Call [`RegionStore::sync`] before relying on what
+    /// was written (a migration does, once per unit, before committing it).
+    pub fn deferred(&self) -> RegionStore {
+        RegionStore {
+            id: self.id.clone(),
+            url: self.url.clone(),
+            store: self.bulk.clone().unwrap_or_else(|| self.store.clone()),
+            bulk: None,
+            local_dir: self.local_dir.clone(),
+        }
+    }
+
+    /// Makes every write to this region durable: one `syncfs` of a local
+    /// region's filesystem (a single journal commit for all the files a bulk
+    /// copy wrote, instead of one per file). Other stores acknowledge writes
+    /// only once durable, so there is nothing to do.
+    pub async fn sync(&self) -> Result<()> {
+        let Some(dir) = self.local_dir.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(&dir).map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            rustix::fs::syncfs(&f).map_err(|e| Error::Io {
+                path: dir.clone(),
+                source: e.into(),
+            })
+        })
+        .await
+        .map_err(|e| Error::Io {
+            path: std::path::PathBuf::from("(syncfs)"),
+            source: std::io::Error::other(e.to_string()),
+        })?
+    }
+
+    /// Staging files under `prefix` that a writer killed mid-write left in a
+    /// local region. The object store writes `name#N` and renames it into
+    /// place; a kill in between leaves ciphertext that no listing shows, so
+    /// verification and purges look for it here. Other regions have none
+    /// (an S3 upload is invisible until it completes).
+    pub async fn leftovers(&self, prefix: Option<&Path>) -> Result<Vec<Leftover>> {
+        let Some(root) = self.local_dir.clone() else {
+            return Ok(Vec::new());
+        };
+        let start = match prefix {
+            Some(p) => root.join(p.as_ref()),
+            None => root.clone(),
+        };
+        tokio::task::spawn_blocking(move || scan_leftovers(&root, &start))
+            .await
+            .map_err(|e| Error::Io {
+                path: std::path::PathBuf::from("(leftover scan)"),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    /// Deletes the staging files under `prefix` older than `min_age` (a
+    /// younger one may belong to a write still in progress). Returns how many.
+    pub async fn remove_leftovers(
+        &self,
+        prefix: Option<&Path>,
+        min_age: std::time::Duration,
+    ) -> Result<u64> {
+        let Some(root) = self.local_dir.clone() else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for l in self.leftovers(prefix).await? {
+            if l.age < min_age {
+                continue;
+            }
+            let path = root.join(&l.path);
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::Io { path, source }),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Collects [`RegionStore::list_stream`]; for prefixes known to be small (one subject).
     pub async fn list(&self, prefix: Option<&Path>) -> Result<Listing> {
         let mut listing = Listing::default();
@@ -313,6 +429,52 @@ impl RegionStore {
         }
         Ok(listing)
     }
+}
+
+/// Walks `start` (inside `root`) for `name#DIGITS` files.
+fn scan_leftovers(root: &FsPath, start: &FsPath) -> Result<Vec<Leftover>> {
+    let mut out = Vec::new();
+    let mut stack = vec![start.to_path_buf()];
+    let now = std::time::SystemTime::now();
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(Error::Io { path: dir, source }),
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let path = entry.path();
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let staging = name
+                .rsplit_once('#')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if !staging {
+                continue;
+            }
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            out.push(Leftover {
+                path: rel,
+                size: meta.len(),
+                age,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -666,3 +666,61 @@ async fn s3_regions_work_beside_local_ones() -> Result<()> {
     assert_eq!(s3.list(None).await?.blobs.len(), 1);
     Ok(())
 }
+
+/// A writer killed between writing its staging file and renaming it leaves
+/// ciphertext no listing shows; `leftovers` finds it and `remove_leftovers`
+/// deletes it, sparing young ones that may be writes in progress.
+#[tokio::test]
+async fn staging_leftovers_are_found_and_removed() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| domicile_store::Error::Io {
+        path: PathBuf::from("tempdir"),
+        source: e,
+    })?;
+    let region = RegionStore::open("r", "file://r", dir.path())?;
+    let token = "00aa11bb22cc33dd00aa11bb22cc33dd";
+    let kept = BlobPath::new_random(token, "media")?;
+    region.put(&kept, Bytes::from_static(b"committed")).await?;
+    let staging = dir.path().join("r").join(format!(
+        "{}#7",
+        BlobPath::new_random(token, "media")?.location()
+    ));
+    std::fs::create_dir_all(staging.parent().unwrap_or(dir.path())).map_err(|e| {
+        domicile_store::Error::Io {
+            path: staging.clone(),
+            source: e,
+        }
+    })?;
+    std::fs::write(&staging, b"half a blob").map_err(|e| domicile_store::Error::Io {
+        path: staging.clone(),
+        source: e,
+    })?;
+
+    let listed = region.list(None).await?;
+    assert_eq!(
+        listed.blobs.len(),
+        1,
+        "the listing shows only the committed blob"
+    );
+    assert!(listed.foreign.is_empty());
+    let found = region.leftovers(Some(&prefix_for(token)?)).await?;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].path.ends_with("#7"), "{found:?}");
+    assert_eq!(found[0].size, 11);
+
+    // Too young to be abandoned for sure: kept.
+    let removed = region
+        .remove_leftovers(None, std::time::Duration::from_secs(3600))
+        .await?;
+    assert_eq!(removed, 0);
+    assert!(staging.exists());
+    assert_eq!(
+        region
+            .remove_leftovers(None, std::time::Duration::ZERO)
+            .await?,
+        1
+    );
+    assert!(!staging.exists());
+    assert!(region.leftovers(None).await?.is_empty());
+    assert_eq!(region.get(&kept).await?, Bytes::from_static(b"committed"));
+    Ok(())
+}
