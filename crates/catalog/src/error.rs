@@ -33,6 +33,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The catalog's database server could not be reached or refused the
+    /// connection (the URL is shown without its password).
+    #[error("catalog database {url} is unreachable: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
     /// The database driver failed.
     #[error("catalog database error: {source}")]
     Database {

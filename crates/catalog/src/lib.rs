@@ -6,6 +6,9 @@
 //! - [`model`]: the rows it stores. Nothing in them is personal data in clear.
 //! - [`ledger`]: the hash chain: how an entry is hashed, how a chain is verified.
 //! - [`sqlite`], [`sqlite_jobs`]: the embedded backend (SQLite through sqlx, WAL).
+//! - [`postgres`], [`postgres_jobs`]: the shared backend (PostgreSQL through
+//!   sqlx; its SQL is kept portable to CockroachDB), for many servers and
+//!   workers on many machines.
 //! - [`conformance`]: the suite every backend must pass.
 //! - [`error`]: the error type.
 
@@ -15,6 +18,8 @@ pub mod error;
 pub mod jobs;
 pub mod ledger;
 pub mod model;
+pub mod postgres;
+pub mod postgres_jobs;
 pub mod sqlite;
 pub mod sqlite_jobs;
 
@@ -25,13 +30,18 @@ pub use model::*;
 
 use std::sync::Arc;
 
-/// Opens the catalog a URL names: `sqlite://PATH` (created if missing).
+/// Opens the catalog a URL names: `sqlite://PATH` (created if missing), or
+/// `postgres://…` / `postgresql://…` (the database must exist; its schema is
+/// created or brought up to date).
 pub async fn open(url: &str) -> Result<Arc<dyn Catalog>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Arc::new(sqlite::SqliteCatalog::open(path).await?));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::PostgresCatalog::open(url).await?));
+    }
     Err(Error::BadUrl {
         url: url.to_string(),
-        reason: "expected sqlite://PATH".into(),
+        reason: "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
     })
 }

@@ -105,6 +105,17 @@ pub struct RegionStore {
     /// The folder of a local region: where a killed writer's staging files
     /// (which the object store's listings hide) can be found.
     local_dir: Option<std::path::PathBuf>,
+    /// Coalesces concurrent [`RegionStore::sync`] calls (shared by clones).
+    sync_gate: Arc<SyncGate>,
+}
+
+/// Group commit for `sync`: a caller whose writes an already finished sync
+/// covered returns at once; otherwise one sync covers every caller that
+/// asked before it started.
+#[derive(Debug, Default)]
+struct SyncGate {
+    requested: std::sync::atomic::AtomicU64,
+    done: tokio::sync::Mutex<u64>,
 }
 
 /// A staging file left by a writer that died before renaming it into place.
@@ -204,6 +215,7 @@ impl RegionStore {
             store,
             bulk: None,
             local_dir: None,
+            sync_gate: Arc::default(),
         }
     }
 
@@ -343,6 +355,7 @@ impl RegionStore {
             store: self.bulk.clone().unwrap_or_else(|| self.store.clone()),
             bulk: None,
             local_dir: self.local_dir.clone(),
+            sync_gate: self.sync_gate.clone(),
         }
     }
 
@@ -351,9 +364,17 @@ impl RegionStore {
     /// copy wrote, instead of one per file). Other stores acknowledge writes
     /// only once durable, so there is nothing to do.
     pub async fn sync(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
         let Some(dir) = self.local_dir.clone() else {
             return Ok(());
         };
+        // Everything this caller wrote happened before this ticket.
+        let ticket = self.sync_gate.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut done = self.sync_gate.done.lock().await;
+        if *done >= ticket {
+            return Ok(()); // a sync that started after our writes finished
+        }
+        let covers = self.sync_gate.requested.load(Ordering::SeqCst);
         tokio::task::spawn_blocking(move || {
             let f = std::fs::File::open(&dir).map_err(|source| Error::Io {
                 path: dir.clone(),
@@ -368,7 +389,9 @@ impl RegionStore {
         .map_err(|e| Error::Io {
             path: std::path::PathBuf::from("(syncfs)"),
             source: std::io::Error::other(e.to_string()),
-        })?
+        })??;
+        *done = covers;
+        Ok(())
     }
 
     /// Staging files under `prefix` that a writer killed mid-write left in a

@@ -724,3 +724,41 @@ async fn staging_leftovers_are_found_and_removed() -> Result<()> {
     assert_eq!(region.get(&kept).await?, Bytes::from_static(b"committed"));
     Ok(())
 }
+
+/// Bulk writes through `deferred()` land in the same region and become
+/// durable with `sync()`, which many callers may call at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_writes_are_made_durable_by_shared_syncs() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| domicile_store::Error::Io {
+        path: PathBuf::from("tempdir"),
+        source: e,
+    })?;
+    let region = RegionStore::open("r", "file://r", dir.path())?;
+    let bulk = region.deferred();
+    let mut paths = Vec::new();
+    for i in 0..16u8 {
+        let p = BlobPath::new_random(TOKEN, "media")?;
+        bulk.put(&p, Bytes::from(vec![i; 1000])).await?;
+        paths.push(p);
+    }
+    let syncs: Vec<_> = (0..16)
+        .map(|_| {
+            let r = region.clone();
+            tokio::spawn(async move { r.sync().await })
+        })
+        .collect();
+    for s in syncs {
+        s.await.map_err(|e| domicile_store::Error::Io {
+            path: PathBuf::from("join"),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    }
+    for (i, p) in paths.iter().enumerate() {
+        assert_eq!(region.get(p).await?, Bytes::from(vec![i as u8; 1000]));
+    }
+    // A memory region has nothing to sync.
+    RegionStore::open("m", "memory://", dir.path())?
+        .sync()
+        .await?;
+    Ok(())
+}
