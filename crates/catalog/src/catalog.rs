@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 
+use crate::copy::{RawRow, RawTable, RawValue};
 use crate::error::Result;
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
@@ -201,6 +202,30 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
 
     /// Writes a small persistent setting, replacing any previous value.
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    // ---- raw rows, for catalog migration only (see `copy`) ----
+
+    /// For catalog migration: how many rows `table` holds.
+    async fn raw_count(&self, table: RawTable) -> Result<i64>;
+
+    /// For catalog migration: at most `limit` rows of `table`, verbatim, in
+    /// primary-key order, after the key `after` (the first
+    /// [`RawTable::key_len`] values of the previous page's last row).
+    async fn raw_page(
+        &self,
+        table: RawTable,
+        after: Option<&[RawValue]>,
+        limit: u32,
+    ) -> Result<Vec<RawRow>>;
+
+    /// For catalog migration: inserts rows of `table` verbatim in one
+    /// transaction: no checks beyond the schema's, no ledger entry.
+    async fn raw_insert(&self, table: RawTable, rows: &[RawRow]) -> Result<()>;
+
+    /// For catalog migration: ends an import, so that the catalog carries on
+    /// from the copied rows (the next ledger append follows the last copied
+    /// entry; new ids follow the copied ones).
+    async fn raw_finish(&self) -> Result<()>;
 }
 
 impl PlacementState {

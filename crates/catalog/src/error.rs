@@ -17,6 +17,9 @@ pub enum Error {
     /// not the fence's), whatever the state of the catalog.
     #[error("invalid catalog request: {reason}")]
     Invalid { reason: String },
+    /// The target of a catalog migration already holds rows.
+    #[error("the target catalog is not empty: table {table} has {rows} rows")]
+    NotEmpty { table: &'static str, rows: i64 },
     /// The catalog URL names no supported backend.
     #[error("catalog url {url:?} is not supported: {reason}")]
     BadUrl { url: String, reason: String },

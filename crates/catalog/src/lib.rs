@@ -9,11 +9,14 @@
 //! - [`postgres`], [`postgres_jobs`]: the shared backend (PostgreSQL through
 //!   sqlx; its SQL is kept portable to CockroachDB), for many servers and
 //!   workers on many machines.
+//! - [`copy`]: catalog migration: every row copied verbatim into another
+//!   backend, then counted and the ledger chain verified.
 //! - [`conformance`]: the suite every backend must pass.
 //! - [`error`]: the error type.
 
 pub mod catalog;
 pub mod conformance;
+pub mod copy;
 pub mod error;
 pub mod jobs;
 pub mod ledger;
@@ -24,6 +27,7 @@ pub mod sqlite;
 pub mod sqlite_jobs;
 
 pub use catalog::{Catalog, CommitOutcome};
+pub use copy::{CopyReport, copy_catalog};
 pub use error::{Error, Result};
 pub use jobs::{JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRow, UnitState};
 pub use model::*;

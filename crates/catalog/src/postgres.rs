@@ -98,6 +98,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
 use crate::catalog::{Catalog, CommitOutcome};
+use crate::copy::{RawRow, RawTable, RawType, RawValue};
 use crate::error::{Error, Result};
 use crate::ledger;
 use crate::model::{
@@ -341,8 +342,8 @@ async fn applied_version(conn: &mut PgConnection) -> Result<i64> {
     Ok(version)
 }
 
-/// The URL without its password, for error messages.
-fn redact(url: &str) -> String {
+/// The URL without its password, for error messages and output.
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -1714,6 +1715,137 @@ impl Catalog for PostgresCatalog {
             .bind(value)
             .execute(&self.pool)
             .await?;
+            Ok::<(), Error>(())
+        };
+        self.retry(run).await
+    }
+
+    // ---- raw rows, for catalog migration ----
+
+    async fn raw_count(&self, table: RawTable) -> Result<i64> {
+        let sql = format!("SELECT COUNT(*) FROM {}", table.name());
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn raw_page(
+        &self,
+        table: RawTable,
+        after: Option<&[RawValue]>,
+        limit: u32,
+    ) -> Result<Vec<RawRow>> {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {} FROM {}",
+            table.column_list(),
+            table.name()
+        ));
+        if let Some(key) = after {
+            q.push(format!(" WHERE ({}) > (", table.key_list()));
+            let mut sep = q.separated(", ");
+            for v in key {
+                match v {
+                    RawValue::Int(x) => sep.push_bind(*x),
+                    RawValue::Text(x) => sep.push_bind(x.clone()),
+                    RawValue::Bytes(x) => sep.push_bind(x.clone()),
+                };
+            }
+            q.push(")");
+        }
+        q.push(format!(" ORDER BY {} LIMIT ", table.key_list()));
+        q.push_bind(i64::from(limit));
+        let rows = q.build().persistent(false).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let mut out = Vec::with_capacity(table.columns().len());
+                for (i, (_, ty)) in table.columns().iter().enumerate() {
+                    out.push(match ty {
+                        RawType::Int => RawValue::Int(r.try_get(i)?),
+                        RawType::Text => RawValue::Text(r.try_get(i)?),
+                        RawType::Bytes => RawValue::Bytes(r.try_get(i)?),
+                    });
+                }
+                Ok(out)
+            })
+            .collect()
+    }
+
+    async fn raw_insert(&self, table: RawTable, rows: &[RawRow]) -> Result<()> {
+        let width = table.columns().len();
+        if let Some(bad) = rows.iter().find(|r| r.len() != width) {
+            return Err(Error::Invalid {
+                reason: format!(
+                    "a {} row has {} values, not {width}",
+                    table.name(),
+                    bad.len()
+                ),
+            });
+        }
+        let run = || async {
+            let mut tx = self.pool.begin().await?;
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let mut q = QueryBuilder::<Postgres>::new(format!(
+                    "INSERT INTO {} ({}) ",
+                    table.name(),
+                    table.column_list()
+                ));
+                q.push_values(chunk, |mut b, row| {
+                    for v in row {
+                        match v {
+                            RawValue::Int(x) => b.push_bind(*x),
+                            RawValue::Text(x) => b.push_bind(x.clone()),
+                            RawValue::Bytes(x) => b.push_bind(x.clone()),
+                        };
+                    }
+                });
+                q.build().persistent(false).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<(), Error>(())
+        };
+        self.retry(run).await
+    }
+
+    /// Moves `ledger_head` to the last copied entry, so the next append
+    /// continues the copied chain, and the identity sequences of `garbage`
+    /// and `migration_jobs` past the copied ids (`setval` on
+    /// `pg_get_serial_sequence`, which CockroachDB documents too; not run
+    /// there).
+    async fn raw_finish(&self) -> Result<()> {
+        let run = || async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT seq FROM ledger_head WHERE id = 1 FOR UPDATE")
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::Corrupt {
+                    reason: "the ledger_head row is missing".into(),
+                })?;
+            let last = sqlx::query("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(last) = last {
+                let seq: i64 = last.try_get("seq")?;
+                let hash: String = last.try_get("hash")?;
+                sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for table in ["garbage", "migration_jobs"] {
+                let max: Option<i64> =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT MAX(id) FROM {table}")))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if let Some(max) = max {
+                    sqlx::query("SELECT setval(pg_get_serial_sequence($1, 'id'), $2)")
+                        .bind(table)
+                        .bind(max)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
             Ok::<(), Error>(())
         };
         self.retry(run).await

@@ -895,3 +895,105 @@ async fn overlapping_bulk_registrations_record_each_subject_once() {
     assert_eq!(a.count_subjects().await.unwrap(), 300);
     assert_eq!(verify(&*b).await.unwrap(), 300);
 }
+
+/// Every raw row of every table, for comparing two catalogs.
+async fn dump(cat: &dyn Catalog) -> Vec<Vec<domicile_catalog::copy::RawRow>> {
+    use domicile_catalog::copy::RawTable;
+    let mut out = Vec::new();
+    for t in RawTable::ALL {
+        out.push(cat.raw_page(t, None, u32::MAX).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn catalog_migration_copies_sqlite_verbatim_and_continues_the_chain() {
+    use domicile_catalog::JobStore;
+    use domicile_catalog::copy::{RawTable, copy_catalog};
+    use domicile_catalog::sqlite::SqliteCatalog;
+
+    let server = Server::connect().await;
+    let src = SqliteCatalog::open_memory().await.unwrap();
+    populate(&src).await;
+    // A second subject without a sealed id, a replaced blob (garbage), a
+    // moving placement and a job with a leased unit: every table non-empty.
+    let mut s2 = subject("tok-2");
+    s2.id_enc = None;
+    src.add_subject(&s2, entry("subject", Some("tok-2"), 20))
+        .await
+        .unwrap();
+    src.ensure_placement(
+        &placement("tok-2", "media"),
+        entry("placement", Some("tok-2"), 21),
+    )
+    .await
+    .unwrap();
+    src.commit_object(
+        &fence("tok-1", "profile", 1),
+        &object("tok-1", "profile", "lk", "blob-2"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        src.begin_move("tok-2", "media", 1, &["us-1".into()], 99, 0)
+            .await
+            .unwrap()
+    );
+    let job = src.create_job(&job_row()).await.unwrap();
+    src.add_units(job, &[unit("tok-1"), unit("tok-2")])
+        .await
+        .unwrap();
+    src.set_job_state(job, JobState::Running, 0).await.unwrap();
+    assert_eq!(
+        src.claim_units(job, "w1", 1, 1_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (_url, dst) = server.catalog().await;
+    let mut pages = 0;
+    let report = copy_catalog(&src, &dst, |_, _| pages += 1).await.unwrap();
+    assert!(pages >= RawTable::ALL.len());
+    assert!(
+        report
+            .tables
+            .iter()
+            .all(|t| t.source == t.target && t.source > 0)
+    );
+    assert_eq!(dump(&src).await, dump(&dst).await);
+    assert_eq!(verify(&dst).await.unwrap(), report.ledger_entries);
+
+    // A second copy is refused and changes nothing.
+    let err = copy_catalog(&src, &dst, |_, _| {}).await.unwrap_err();
+    assert!(matches!(err, Error::NotEmpty { .. }), "{err}");
+    assert_eq!(dump(&src).await, dump(&dst).await);
+
+    // The target carries on: appends continue the copied chain, new ids
+    // follow the copied ones.
+    let seq = dst.append_ledger(entry("demand", None, 50)).await.unwrap();
+    assert_eq!(seq, report.ledger_head.0 + 1);
+    assert_eq!(verify(&dst).await.unwrap(), report.ledger_entries + 1);
+    let old_max = src
+        .garbage(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.id)
+        .max()
+        .unwrap();
+    let mut g = src.garbage(1).await.unwrap().remove(0);
+    g.blob_id = "blob-new".into();
+    dst.queue_garbage(&g).await.unwrap();
+    let ids: Vec<i64> = dst
+        .garbage(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.id)
+        .collect();
+    assert!(ids.iter().any(|&id| id > old_max), "{ids:?}");
+    dst.set_job_state(job, JobState::Done, 5).await.unwrap();
+    assert!(dst.create_job(&job_row()).await.unwrap() > job);
+}

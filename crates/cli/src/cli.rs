@@ -110,6 +110,9 @@ pub enum Command {
     /// The ledger.
     #[command(subcommand)]
     Ledger(LedgerCmd),
+    /// The catalog itself.
+    #[command(subcommand)]
+    Catalog(CatalogCmd),
     /// Scan every region and check each blob against the catalog and the policy.
     Verify {
         /// Skip re-reading blobs for their checksums.
@@ -201,6 +204,17 @@ pub enum SubjectCmd {
     },
     /// Erase a subject: purge every copy and shred its keys.
     Erase { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCmd {
+    /// Copy the whole catalog into another, empty one (for example
+    /// postgres://USER@HOST/DB), verify the copy, and print the config line
+    /// to change. Stop every server and worker first.
+    MigrateTo {
+        /// The target catalog's URL; its database must exist and be empty.
+        url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             s3_listen,
             max_object_size,
         } => crate::serve::run(&cli.config, &listen, &s3_listen, max_object_size).await,
+        Command::Catalog(cmd) => crate::catalog::run(&cli.config, format, cmd).await,
         command => {
             let config = load(&cli.config)?;
             let engine = Engine::open(config).await?;
@@ -288,7 +289,8 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
         Command::Demo { .. }
         | Command::Init { .. }
         | Command::Policy(_)
-        | Command::Serve { .. } => Ok(0),
+        | Command::Serve { .. }
+        | Command::Catalog(_) => Ok(0),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `domicile`: the command line. Thin: parsing, output and exit codes here;
 //! every decision is made in the engine and the core.
 //!
+//! - [`catalog`]: `domicile catalog migrate-to`, moving the catalog to another backend.
 //! - [`cli`]: the clap definitions.
 //! - [`commands`]: one handler per command.
 //! - [`demo`]: the India/China story.
@@ -11,6 +12,7 @@
 //! - [`render`]: plans and exposure rendered for people and programs.
 //! - [`serve`]: `domicile serve`, the REST and S3 APIs.
 
+mod catalog;
 mod cli;
 mod commands;
 mod demo;
