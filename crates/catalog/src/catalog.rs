@@ -6,12 +6,12 @@
 
 use async_trait::async_trait;
 
-use crate::copy::{RawRow, RawTable, RawValue};
 use crate::error::Result;
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
     PlacementSummary, ResidencyRow, SubjectRow,
 };
+use crate::raw::{RawRow, RawTable, RawValue};
 
 /// Result of committing an object row against a fence.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 //! - [`postgres`], [`postgres_jobs`]: the shared backend (PostgreSQL through
 //!   sqlx; its SQL is kept portable to CockroachDB), for many servers and
 //!   workers on many machines.
+//! - [`raw`]: raw table rows and column lists, for catalog migration.
 //! - [`copy`]: catalog migration: every row copied verbatim into another
 //!   backend, then counted and the ledger chain verified.
 //! - [`conformance`]: the suite every backend must pass.
@@ -23,6 +24,7 @@ pub mod ledger;
 pub mod model;
 pub mod postgres;
 pub mod postgres_jobs;
+pub mod raw;
 pub mod sqlite;
 pub mod sqlite_jobs;
 

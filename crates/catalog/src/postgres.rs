@@ -98,13 +98,13 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
 use crate::catalog::{Catalog, CommitOutcome};
-use crate::copy::{RawRow, RawTable, RawType, RawValue};
 use crate::error::{Error, Result};
 use crate::ledger;
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
     PlacementSummary, ResidencyRow, SubjectRow,
 };
+use crate::raw::{RawRow, RawTable, RawType, RawValue};
 
 /// The newest schema version this build knows (the same versions as SQLite's).
 pub const SCHEMA_VERSION: i64 = 3;

@@ -24,13 +24,13 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::catalog::{Catalog, CommitOutcome};
-use crate::copy::{RawRow, RawTable, RawType, RawValue};
 use crate::error::{Error, Result};
 use crate::ledger::{self, GENESIS};
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
     PlacementSummary, ResidencyRow, SubjectRow,
 };
+use crate::raw::{RawRow, RawTable, RawType, RawValue};
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = 3;

@@ -897,8 +897,8 @@ async fn overlapping_bulk_registrations_record_each_subject_once() {
 }
 
 /// Every raw row of every table, for comparing two catalogs.
-async fn dump(cat: &dyn Catalog) -> Vec<Vec<domicile_catalog::copy::RawRow>> {
-    use domicile_catalog::copy::RawTable;
+async fn dump(cat: &dyn Catalog) -> Vec<Vec<domicile_catalog::raw::RawRow>> {
+    use domicile_catalog::raw::RawTable;
     let mut out = Vec::new();
     for t in RawTable::ALL {
         out.push(cat.raw_page(t, None, u32::MAX).await.unwrap());
@@ -909,7 +909,8 @@ async fn dump(cat: &dyn Catalog) -> Vec<Vec<domicile_catalog::copy::RawRow>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn catalog_migration_copies_sqlite_verbatim_and_continues_the_chain() {
     use domicile_catalog::JobStore;
-    use domicile_catalog::copy::{RawTable, copy_catalog};
+    use domicile_catalog::copy::copy_catalog;
+    use domicile_catalog::raw::RawTable;
     use domicile_catalog::sqlite::SqliteCatalog;
 
     let server = Server::connect().await;

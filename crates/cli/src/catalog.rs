@@ -6,13 +6,14 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use domicile_catalog::copy::{CopyReport, RawTable};
+use domicile_catalog::copy::CopyReport;
+use domicile_catalog::raw::RawTable;
 use domicile_engine::Engine;
 use serde_json::json;
 
 use crate::BadInput;
 use crate::cli::CatalogCmd;
-use crate::commands::load;
+use crate::config_file::load;
 use crate::output::{Format, Table, emit};
 
 pub async fn run(config: &Path, format: Format, cmd: CatalogCmd) -> Result<u8> {

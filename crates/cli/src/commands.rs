@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::cli::{Cli, Command, LedgerCmd, PolicyCmd, ReportKind, SubjectCmd};
+use crate::config_file::load;
 use crate::output::{self, Format, Table, emit};
 use crate::progress::Progress;
 use crate::render::{exposure_table, join, move_json, plan_json, print_plan};
@@ -38,10 +39,6 @@ pub async fn run(cli: Cli) -> Result<u8> {
             with_engine(&engine, format, command).await
         }
     }
-}
-
-pub fn load(path: &Path) -> Result<Config> {
-    Ok(Config::load(path)?)
 }
 
 fn jurisdiction(s: &str) -> Result<Jurisdiction> {

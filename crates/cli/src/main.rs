@@ -4,6 +4,7 @@
 //! - [`catalog`]: `domicile catalog migrate-to`, moving the catalog to another backend.
 //! - [`cli`]: the clap definitions.
 //! - [`commands`]: one handler per command.
+//! - [`config_file`]: loading the config file.
 //! - [`demo`]: the India/China story.
 //! - [`init`]: the example deployment.
 //! - [`migrate`]: migration jobs: apply, status, resume, pause, cancel.
@@ -15,6 +16,7 @@
 mod catalog;
 mod cli;
 mod commands;
+mod config_file;
 mod demo;
 mod init;
 mod migrate;

@@ -37,7 +37,7 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(config: &Path, listen: &str, s3_listen: &str, max_object_size: u64) -> Result<u8> {
-    let config = crate::commands::load(config)?;
+    let config = crate::config_file::load(config)?;
     let secrets = Secrets::load(config.secrets_file.as_deref())?;
     // Refused before anything is bound: the S3 API never runs unauthenticated.
     domicile_server::s3::credential(&secrets).map_err(|e| BadInput(e.to_string()))?;
