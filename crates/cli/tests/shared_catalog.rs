@@ -1,0 +1,632 @@
+//! Issue 5's coordination claims with real processes on one PostgreSQL
+//! catalog: two `domicile migrate resume` processes (separate processes,
+//! same config, same catalog, same regions) work one job at once while a
+//! third process keeps writing. At the end the job is done with nothing
+//! failed, every moved (subject, category) has exactly one `move` ledger
+//! entry for the job (no unit moved twice), `verify`, `ledger verify` and
+//! `report violations` pass, and every acknowledged put reads back with its
+//! bytes. A variant kills one worker with SIGKILL mid-run: the survivor (plus
+//! at most one more `migrate resume`) finishes the job, with the same checks.
+//!
+//! The deployment is the demo's (120 subjects, left under policy v2), its
+//! catalog moved into a fresh PostgreSQL database, then switched back to
+//! policy v1 so that the Indian subjects' data goes back to China.
+//!
+//! The server is `DOMICILE_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432`), a role that may create databases.
+//! Each test's database is dropped when it ends, even by a panic. Without a
+//! reachable server these tests FAIL, never skip.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+const BIN: &str = env!("CARGO_BIN_EXE_domicile");
+const V1: &str = include_str!("../../../examples/demo-v1.toml");
+const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+const SQLITE_URL: &str = "url = \"sqlite://data/catalog.db\"";
+
+/// Per process: paces the copy so that the two workers (and the writer)
+/// overlap for a few seconds instead of finishing the ~7 MiB in under one.
+const RATE: &str = "1500000";
+const KILL_RATE: &str = "1000000";
+
+// ---------------------------------------------------------------------------
+// PostgreSQL: one fresh database per test
+// ---------------------------------------------------------------------------
+
+fn server() -> String {
+    std::env::var("DOMICILE_TEST_POSTGRES")
+        .unwrap_or_else(|_| DEFAULT_SERVER.into())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+async fn admin() -> PgConnection {
+    let url = format!("{}/postgres", server());
+    PgConnection::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is unreachable at {url}: {e}\n\
+             set DOMICILE_TEST_POSTGRES to postgres://USER[:PASSWORD]@HOST:PORT, or start \
+             the local server with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`."
+        )
+    })
+}
+
+/// A fresh database, dropped (with any connection still on it) on drop.
+struct Database {
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn create(tag: &str) -> Database {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("domicile_test_{}_{tag}_{nanos:x}", std::process::id());
+        block_on(async {
+            let mut a = admin().await;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'"
+            )))
+            .execute(&mut a)
+            .await
+            .unwrap();
+            a.close().await.ok();
+        });
+        let url = format!("{}/{name}", server());
+        Database { name, url }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A thread of its own: works while a failed test unwinds.
+        let t = std::thread::spawn(move || {
+            block_on(async {
+                match PgConnection::connect(&format!("{}/postgres", server())).await {
+                    Ok(mut a) => {
+                        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut a).await
+                        {
+                            eprintln!("cannot drop test database {name}: {e}");
+                        }
+                        a.close().await.ok();
+                    }
+                    Err(e) => eprintln!("cannot drop test database {name}: {e}"),
+                }
+            })
+        });
+        if t.join().is_err() {
+            eprintln!("dropping test database {} panicked", self.name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The deployment, driven by the real binary
+// ---------------------------------------------------------------------------
+
+struct Deployment {
+    dir: PathBuf,
+}
+
+impl Deployment {
+    fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(&self.dir)
+            .env_remove("DOMICILE_TOKEN_KEY")
+            .env_remove("DOMICILE_CONFIG")
+            .env_remove("DOMICILE_LOG")
+            .args(["--config", "domicile.toml"]);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.command().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked"),
+            "domicile {args:?} panicked:\n{stderr}"
+        );
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "domicile {args:?} failed ({:?}):\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        let text = self.ok(&a);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{a:?}: {e}: {text}"))
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    /// A `migrate resume` worker process, its output in `{name}.out/.err`.
+    fn spawn_worker(&self, name: &str, rate: &str) -> Worker {
+        let child = self
+            .command()
+            .args([
+                "migrate",
+                "resume",
+                "--workers",
+                "3",
+                "--lease",
+                "2",
+                "--grace",
+                "0.2",
+                "--rate",
+                rate,
+            ])
+            .stdout(std::fs::File::create(self.dir.join(format!("{name}.out"))).unwrap())
+            .stderr(std::fs::File::create(self.dir.join(format!("{name}.err"))).unwrap())
+            .spawn()
+            .unwrap();
+        Worker {
+            name: name.to_string(),
+            child: Some(child),
+        }
+    }
+
+    fn worker_output(&self, name: &str) -> String {
+        format!(
+            "--- {name} stdout:\n{}\n--- {name} stderr:\n{}",
+            self.log(&format!("{name}.out")),
+            self.log(&format!("{name}.err"))
+        )
+    }
+}
+
+/// A child process killed (SIGKILL) on drop unless it was waited for, so a
+/// failing test leaves no worker running against a dropped database.
+struct Worker {
+    name: String,
+    child: Option<Child>,
+}
+
+impl Worker {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    fn kill9(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap()
+    }
+
+    fn wait(&mut self, deadline: Instant) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("worker {} did not finish in time", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The demo (120 subjects, ends under v2), its catalog moved into `db`,
+/// the config switched to it, then policy v1 desired and its job created.
+/// Returns the job's id and its number of units.
+fn prepare(tmp: &Path, db: &Database) -> (Deployment, i64, i64) {
+    let dir = tmp.join("demo");
+    let demo = Command::new(BIN)
+        .env_remove("DOMICILE_TOKEN_KEY")
+        .env_remove("DOMICILE_CONFIG")
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .args(["--subjects", "120"])
+        .output()
+        .unwrap();
+    assert!(
+        demo.status.success(),
+        "demo failed:\n{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let d = Deployment { dir };
+
+    let out = d.ok(&["catalog", "migrate-to", &db.url]);
+    assert!(out.contains(&format!("url = \"{}\"", db.url)), "{out}");
+
+    // The operator switches the config to the new catalog...
+    let config = d.dir.join("domicile.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(SQLITE_URL), "{text}");
+    let pg_line = format!("url = \"{}\"", db.url);
+    std::fs::write(&config, text.replace(SQLITE_URL, &pg_line)).unwrap();
+    d.ok(&["ledger", "verify"]);
+    d.ok(&["verify"]);
+
+    // ...then wants policy v1 again: the Indian data goes back to China.
+    assert!(V1.contains(SQLITE_URL));
+    std::fs::write(&config, V1.replace(SQLITE_URL, &pg_line)).unwrap();
+    d.ok(&["migrate", "apply", "--no-run"]);
+    let status = d.json(&["migrate", "status"]);
+    assert_eq!(status["state"], "running", "{status}");
+    let job = status["job"].as_i64().unwrap();
+    let units = status["units"].as_i64().unwrap();
+    assert!(units > 20, "too little to move: {status}");
+    assert_eq!(status["pending"], units, "{status}");
+    (d, job, units)
+}
+
+// ---------------------------------------------------------------------------
+// The writer: a third process keeps putting while the workers run
+// ---------------------------------------------------------------------------
+
+/// One `domicile put`, and how it ended.
+#[derive(Debug, Clone)]
+struct Put {
+    subject: String,
+    key: String,
+    body: Vec<u8>,
+    moving: bool,
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// A few subjects that stay in China (CN, TW homes) and a few Indian ones
+/// (moving back to China), found with `subject show`.
+fn pick_subjects(d: &Deployment) -> (Vec<String>, Vec<String>) {
+    let (mut staying, mut moving) = (Vec::new(), Vec::new());
+    for i in 1..=60 {
+        if staying.len() >= 3 && moving.len() >= 3 {
+            break;
+        }
+        let s = format!("user-{i:06}");
+        let show = d.json(&["subject", "show", &s]);
+        let has_profile = show["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["category"] == "profile");
+        match show["home"].as_str().unwrap() {
+            "CN" | "TW" if staying.len() < 3 => staying.push(s),
+            "IN" if moving.len() < 3 && has_profile => moving.push(s),
+            _ => {}
+        }
+    }
+    assert_eq!(staying.len(), 3, "no CN/TW subjects found");
+    assert_eq!(moving.len(), 3, "no IN subjects found");
+    (staying, moving)
+}
+
+/// Puts small files, one process each, round-robin over the subjects,
+/// until `stop`; every put's outcome.
+fn spawn_writer(
+    dir: PathBuf,
+    staying: Vec<String>,
+    moving: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Put>> {
+    std::thread::spawn(move || {
+        let d = Deployment { dir };
+        let subjects: Vec<(String, bool)> = staying
+            .into_iter()
+            .map(|s| (s, false))
+            .chain(moving.into_iter().map(|s| (s, true)))
+            .collect();
+        let file = d.dir.join("put.bin");
+        let mut puts = Vec::new();
+        let mut n = 0usize;
+        while !stop.load(Ordering::SeqCst) {
+            let (subject, moving) = subjects[n % subjects.len()].clone();
+            let key = format!("notes/w-{n}.txt");
+            let body: Vec<u8> = format!("put {n} for {subject}\n")
+                .into_bytes()
+                .into_iter()
+                .cycle()
+                .take(100 + (n * 37) % 1500)
+                .collect();
+            std::fs::write(&file, &body).unwrap();
+            let out = d.run(&[
+                "put",
+                &subject,
+                &key,
+                file.to_str().unwrap(),
+                "--category",
+                "profile",
+            ]);
+            puts.push(Put {
+                subject,
+                key,
+                body,
+                moving,
+                code: out.status.code(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+            n += 1;
+        }
+        puts
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The checks at the end
+// ---------------------------------------------------------------------------
+
+fn check_done(d: &Deployment, job: i64, units: i64, puts: &[Put]) {
+    let status = d.json(&["migrate", "status"]);
+    println!("final status: {status}");
+    assert_eq!(status["job"], job, "{status}");
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["failed"], 0, "{status}");
+    assert_eq!(status["pending"], 0, "{status}");
+    assert_eq!(status["in_flight"], 0, "{status}");
+    assert_eq!(status["committed"], 0, "{status}");
+    assert_eq!(status["done"], units, "{status}");
+
+    // No unit moved twice: one `move` entry per (subject, category) of the job.
+    let ledger = d.json(&["ledger", "show"]);
+    let mut moves: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+    for e in ledger["entries"].as_array().unwrap() {
+        if e["kind"] == "move" && e["body"]["job"] == job {
+            let key = (
+                e["subject"].as_str().unwrap().to_string(),
+                e["body"]["category"].as_str().unwrap().to_string(),
+            );
+            moves.entry(key).or_default().push(e.clone());
+        }
+    }
+    for ((subject, category), entries) in &moves {
+        assert_eq!(
+            entries.len(),
+            1,
+            "{subject}/{category} was moved {} times by job {job}: {entries:#?}",
+            entries.len()
+        );
+        let to = entries[0]["body"]["to"].as_array().unwrap();
+        assert_eq!(to, &[Value::from("cn-north")], "{:#}", entries[0]);
+    }
+    assert_eq!(
+        moves.len() as i64,
+        units,
+        "every unit of the job has its one move entry"
+    );
+
+    d.ok(&["verify"]);
+    let lv = d.json(&["ledger", "verify"]);
+    assert_eq!(lv["ok"], Value::Bool(true), "{lv}");
+    d.ok(&["report", "violations"]);
+
+    // No acknowledged write is lost.
+    let got = d.dir.join("got.bin");
+    let mut acked = 0;
+    for p in puts {
+        if p.code != Some(0) {
+            continue;
+        }
+        acked += 1;
+        d.ok(&["get", &p.subject, &p.key, "-o", got.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::read(&got).unwrap(),
+            p.body,
+            "{}/{} reads back other bytes",
+            p.subject,
+            p.key
+        );
+    }
+    println!("{acked} acknowledged puts read back");
+}
+
+/// Puts to subjects that do not move must all be acknowledged; puts to
+/// moving ones may be refused, but never by a crash.
+fn check_puts(puts: &[Put]) {
+    let (mut staying_ok, mut moving_ok, mut refused) = (0, 0, 0);
+    for p in puts {
+        assert!(p.code.is_some(), "put killed by a signal: {p:?}");
+        assert!(!p.stderr.contains("panicked"), "{p:?}");
+        match (p.moving, p.code == Some(0)) {
+            (false, true) => staying_ok += 1,
+            (false, false) => panic!("a put to a subject that does not move failed: {p:?}"),
+            (true, true) => moving_ok += 1,
+            (true, false) => {
+                // The engine's policy refusal (exit 1), nothing else.
+                assert!(
+                    p.code == Some(1) && p.stderr.contains("error: refused: "),
+                    "a put to a moving subject failed otherwise than by a refusal: {p:?}"
+                );
+                refused += 1;
+                println!(
+                    "refused put {}/{} (exit {:?}): {}",
+                    p.subject,
+                    p.key,
+                    p.code,
+                    p.stderr.trim()
+                );
+            }
+        }
+    }
+    println!(
+        "{} puts during the run: {staying_ok} staying acknowledged, \
+         {moving_ok} moving acknowledged, {refused} moving refused",
+        puts.len()
+    );
+    assert!(
+        staying_ok >= 3,
+        "the writer barely overlapped the workers: {} puts",
+        puts.len()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn two_workers_share_one_postgres_job_while_a_third_process_writes() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Database::create("shared");
+    let (d, job, units) = prepare(tmp.path(), &db);
+    let (staying, moving) = pick_subjects(&d);
+    println!(
+        "job {job}: {units} units; writing to {staying:?} (staying) and {moving:?} (moving); \
+         prepared in {:?}",
+        started.elapsed()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(d.dir.clone(), staying, moving, stop.clone());
+    let mut a = d.spawn_worker("worker-a", RATE);
+    let mut b = d.spawn_worker("worker-b", RATE);
+    // Both processes work the job at once: each holds at most 3 units
+    // (`--workers 3`), so more than 3 in flight means both hold claims.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut most_in_flight = 0;
+    while a.running() && b.running() {
+        assert!(
+            Instant::now() < deadline,
+            "the workers did not finish in time"
+        );
+        let out = d.run(&["migrate", "status", "--format", "json"]);
+        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+            most_in_flight = most_in_flight.max(v["in_flight"].as_i64().unwrap_or(0));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("at most {most_in_flight} units in flight at once");
+    assert!(
+        most_in_flight > 3,
+        "never more units in flight than one process holds: {most_in_flight}"
+    );
+    let sa = a.wait(deadline);
+    let sb = b.wait(deadline);
+    stop.store(true, Ordering::SeqCst);
+    let puts = writer.join().unwrap();
+    println!("workers done after {:?}", started.elapsed());
+    for (s, name) in [(sa, "worker-a"), (sb, "worker-b")] {
+        assert!(s.success(), "{name}: {s}\n{}", d.worker_output(name));
+        let err = d.worker_output(name);
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
+    check_puts(&puts);
+    check_done(&d, job, units, &puts);
+    println!("took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_worker_killed_mid_run_leaves_the_job_to_the_survivor() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Database::create("shared_kill");
+    let (d, job, units) = prepare(tmp.path(), &db);
+    let (staying, moving) = pick_subjects(&d);
+    println!(
+        "job {job}: {units} units; prepared in {:?}",
+        started.elapsed()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(d.dir.clone(), staying, moving, stop.clone());
+    let mut a = d.spawn_worker("worker-a", KILL_RATE);
+    let mut b = d.spawn_worker("worker-b", KILL_RATE);
+
+    // Kill -9 worker A once the job is well under way, but not over.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done_at_kill = loop {
+        assert!(Instant::now() < deadline, "the job never got going");
+        assert!(
+            a.running() && b.running(),
+            "a worker ended before the kill:\n{}\n{}",
+            d.worker_output("worker-a"),
+            d.worker_output("worker-b")
+        );
+        let status = d.json(&["migrate", "status"]);
+        let done = status["done"].as_i64().unwrap();
+        if done >= units / 4 && status["in_flight"].as_i64().unwrap() > 0 {
+            break done;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let pid = a.pid();
+    let killed = a.kill9();
+    assert!(killed.code().is_none(), "not killed by a signal: {killed}");
+    let status = d.json(&["migrate", "status"]);
+    println!(
+        "killed worker A (pid {pid}) at {done_at_kill}/{units} done; \
+         right after: {} done, {} in flight, {} pending",
+        status["done"], status["in_flight"], status["pending"]
+    );
+    assert_ne!(status["state"], "done", "killed too late: {status}");
+
+    // The survivor finishes the job, taking over A's units once their
+    // leases expire.
+    let sb = b.wait(Instant::now() + Duration::from_secs(40));
+    assert!(
+        sb.success(),
+        "survivor: {sb}\n{}",
+        d.worker_output("worker-b")
+    );
+    let status = d.json(&["migrate", "status"]);
+    if status["state"] != "done" {
+        println!("the survivor left the job at {status}; one more resume");
+        let mut c = d.spawn_worker("worker-c", "0");
+        let sc = c.wait(Instant::now() + Duration::from_secs(30));
+        assert!(
+            sc.success(),
+            "worker-c: {sc}\n{}",
+            d.worker_output("worker-c")
+        );
+    } else {
+        println!("the survivor finished the job alone");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let puts = writer.join().unwrap();
+    println!("workers done after {:?}", started.elapsed());
+
+    check_puts(&puts);
+    check_done(&d, job, units, &puts);
+    println!("took {:?}", started.elapsed());
+}
