@@ -203,6 +203,11 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// Writes a small persistent setting, replacing any previous value.
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
 
+    /// Sets a setting only if it has none, atomically, and returns the value
+    /// it holds afterwards: the first caller's, whoever wins a race (two
+    /// servers first opening a fresh catalog agree on one value).
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+
     // ---- raw rows, for catalog migration only (see `copy`) ----
 
     /// For catalog migration: how many rows `table` holds.

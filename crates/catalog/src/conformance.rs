@@ -1695,6 +1695,13 @@ pub async fn settings(cat: &dyn Catalog) {
     cat.set_setting("empty", "").await.unwrap();
     assert_eq!(cat.setting("empty").await.unwrap().as_deref(), Some(""));
     assert_eq!(cat.setting("other").await.unwrap(), None);
+    // init_setting: the first value wins and is returned to every caller.
+    assert_eq!(cat.init_setting("check", "first").await.unwrap(), "first");
+    assert_eq!(cat.init_setting("check", "second").await.unwrap(), "first");
+    assert_eq!(
+        cat.setting("check").await.unwrap().as_deref(),
+        Some("first")
+    );
     assert_chain(cat).await;
 }
 

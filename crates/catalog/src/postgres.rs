@@ -1720,6 +1720,25 @@ impl Catalog for PostgresCatalog {
         self.retry(run).await
     }
 
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        let run = || async {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+            // Once set, a setting is never changed by init: this read sees the winner.
+            let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await?;
+            Ok::<String, Error>(stored)
+        };
+        self.retry(run).await
+    }
+
     // ---- raw rows, for catalog migration ----
 
     async fn raw_count(&self, table: RawTable) -> Result<i64> {

@@ -1361,6 +1361,21 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
     // ---- raw rows, for catalog migration ----
 
     async fn raw_count(&self, table: RawTable) -> Result<i64> {

@@ -79,19 +79,15 @@ impl Engine {
         let catalog = domicile_catalog::open(&config.catalog_url).await?;
         let key = secrets.token_key(&token_key_path(&config.catalog_url, &config.base_dir))?;
         let tokens = Tokenizer::new(key);
-        match catalog.setting("token_key_check").await? {
-            Some(fp) if fp != tokens.fingerprint() => {
-                return Err(Error::Secrets(
-                    "the subject-token key does not match the one this catalog was created with"
-                        .into(),
-                ));
-            }
-            Some(_) => {}
-            None => {
-                catalog
-                    .set_setting("token_key_check", &tokens.fingerprint())
-                    .await?
-            }
+        // The first opener's key fingerprint wins atomically: two servers
+        // first opening a fresh catalog with different keys cannot both pass.
+        let stored = catalog
+            .init_setting("token_key_check", &tokens.fingerprint())
+            .await?;
+        if stored != tokens.fingerprint() {
+            return Err(Error::Secrets(
+                "the subject-token key does not match the one this catalog was created with".into(),
+            ));
         }
         let mut regions = BTreeMap::new();
         for r in &config.topology.regions {
