@@ -128,8 +128,12 @@ struct Outcome {
 /// Moves everything to `target` while a client writes.
 async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome> {
     let engine = open(dir, target).await?;
+    let workers = std::env::var("DOMICILE_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(WORKERS);
     let opts = MigrateOptions {
-        workers: WORKERS,
+        workers,
         grace: Duration::ZERO,
         ..MigrateOptions::default()
     };
