@@ -303,12 +303,11 @@ impl<'c> Planner<'c> {
         }
         let reason = if same_regions {
             MoveReason::Custodian
-        } else if cur.regions.iter().any(|r| {
-            desired
-                .topology
-                .region_index(r.as_str())
-                .is_none_or(|i| !req.allowed.contains(&i))
-        }) {
+        } else if cur
+            .regions
+            .iter()
+            .any(|r| !req.allows(&desired.topology, r.as_str()))
+        {
             MoveReason::Forbidden
         } else {
             MoveReason::Replication

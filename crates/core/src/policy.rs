@@ -108,6 +108,15 @@ pub struct Requirement {
     pub rules: Vec<String>,
 }
 
+impl Requirement {
+    /// Whether the region with this id is allowed (an id the topology does
+    /// not know never is).
+    pub fn allows(&self, topo: &Topology, region: &str) -> bool {
+        topo.region_index(region)
+            .is_some_and(|i| self.allowed.contains(&i))
+    }
+}
+
 /// Why one region is or is not allowed for a (home, category).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RegionVerdict {

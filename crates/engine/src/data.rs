@@ -209,17 +209,19 @@ impl Engine {
             };
             match outcome {
                 CommitOutcome::Committed { version, replaced } => {
-                    self.discard_blob_copies(
-                        token,
-                        category.as_str(),
-                        path.blob_id(),
-                        &holding,
-                        &placement.regions,
-                    )
-                    .await;
-                    if let Some(old) = replaced {
-                        self.collect_blob(token, category.as_str(), &old, &placement.regions)
-                            .await;
+                    let collected = self
+                        .discard_blob_copies(
+                            token,
+                            category.as_str(),
+                            path.blob_id(),
+                            &holding,
+                            &placement.regions,
+                        )
+                        .await;
+                    // The catalog queued the replaced blob in the commit;
+                    // one collection pass deletes it (and any strays).
+                    if replaced.is_some() && !collected {
+                        self.collect_now().await;
                     }
                     return Ok(PutReceipt {
                         version,
@@ -291,20 +293,22 @@ impl Engine {
         blob_id: &str,
         holding: &[String],
         keep: &[String],
-    ) {
+    ) -> bool {
         let strays: Vec<String> = holding
             .iter()
             .filter(|r| !keep.contains(r))
             .cloned()
             .collect();
-        if !strays.is_empty() {
-            // Queued first: the catalog does not know these copies, so a
-            // collection pass alone would never delete them.
-            self.queue_blob(token, category, blob_id, &strays).await;
+        if strays.is_empty() {
+            return false;
         }
+        // Queued first: the catalog does not know these copies, so a
+        // collection pass alone would never delete them.
+        self.queue_blob(token, category, blob_id, &strays).await;
+        true
     }
 
-    /// Queues a blob for deletion from `regions` and tries to delete it now.
+    /// Queues a blob for deletion from `regions` and runs a collection pass.
     async fn queue_blob(&self, token: &str, category: &str, blob_id: &str, regions: &[String]) {
         let row = GarbageRow {
             id: 0,
@@ -317,17 +321,11 @@ impl Engine {
         if let Err(e) = self.catalog.queue_garbage(&row).await {
             tracing::warn!(error = %e, "could not queue an unused blob for deletion");
         }
-        let _ = self.collect_garbage().await;
+        self.collect_now().await;
     }
 
-    /// Deletes a replaced blob whose garbage row the catalog queued.
-    async fn collect_blob(
-        &self,
-        _token: &str,
-        _category: &str,
-        _blob_id: &str,
-        _regions: &[String],
-    ) {
+    /// One collection pass; a failure is logged and retried by the next.
+    async fn collect_now(&self) {
         if let Err(e) = self.collect_garbage().await {
             tracing::warn!(error = %e, "garbage collection failed; it will be retried");
         }
@@ -492,7 +490,7 @@ impl Engine {
             match self.catalog.delete_object(&fence, &lookup).await? {
                 None => return Ok(false),
                 Some(CommitOutcome::Committed { .. }) => {
-                    let _ = self.collect_garbage().await;
+                    self.collect_now().await;
                     return Ok(true);
                 }
                 Some(CommitOutcome::Fenced { .. }) => continue,

@@ -45,10 +45,7 @@ impl Engine {
         let req = self.config.policy.requirement(topo, home, &p.category);
         p.regions
             .iter()
-            .filter(|r| {
-                topo.region_index(r)
-                    .is_none_or(|i| !req.allowed.contains(&i))
-            })
+            .filter(|r| !req.allows(topo, r))
             .cloned()
             .collect()
     }

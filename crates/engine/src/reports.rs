@@ -214,11 +214,7 @@ impl Engine {
             });
             let subject = || p.token.clone();
             for r in &p.regions {
-                let allowed = config
-                    .topology
-                    .region_index(r)
-                    .is_some_and(|i| req.allowed.contains(&i));
-                if !allowed {
+                if !req.allows(&config.topology, r) {
                     let rule = config
                         .policy
                         .explain(&config.topology, home, &p.category)

@@ -135,6 +135,10 @@ impl Engine {
             .collect();
 
         let mut seen: HashSet<(String, String)> = HashSet::new();
+        let mut requirements: HashMap<
+            (domicile_core::Jurisdiction, String),
+            domicile_core::policy::Requirement,
+        > = HashMap::new();
         let problem = |report: &mut VerifyReport,
                        kind: &str,
                        region: &str,
@@ -251,11 +255,11 @@ impl Engine {
                 let home_j = home
                     .parse()
                     .map_err(|_| Error::Internal("catalog holds an invalid home".into()))?;
-                let req = self.config.policy.requirement(topo, home_j, &ix.category);
-                let allowed = topo
-                    .region_index(region_id)
-                    .is_some_and(|i| req.allowed.contains(&i));
-                if !allowed {
+                // One requirement per (home, category), not one per blob.
+                let req = requirements
+                    .entry((home_j, ix.category.clone()))
+                    .or_insert_with(|| self.config.policy.requirement(topo, home_j, &ix.category));
+                if !req.allows(topo, region_id) {
                     problem(
                         &mut report,
                         "forbidden",

@@ -1871,3 +1871,36 @@ async fn demands_report_the_level_of_reach_and_are_ledgered() {
     );
     assert_clean(&engine).await;
 }
+
+/// A staging file a killed writer left (`name#N`, hidden from listings)
+/// holds ciphertext: `verify` reports an old one as "staging", a young one
+/// may be a write in progress and is left alone, and erasing its subject
+/// removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_old_staging_files_and_erasure_removes_them() {
+    let d = Deployment::new();
+    let engine = verify_setup(&d, &[CN], &all_in_cn()).await;
+    let t = token(&engine, "gina");
+    let staging =
+        d.region_dir("cn")
+            .join(format!("v1/{}/{t}/profile/{}#3", &t[..2], "ab".repeat(16)));
+    std::fs::write(&staging, b"half a blob").unwrap();
+    assert!(
+        engine.verify(true).await.unwrap().problems.is_empty(),
+        "a young staging file may be a write in progress"
+    );
+    let aged = std::process::Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(&staging)
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    let problems = engine.verify(true).await.unwrap().problems;
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].kind, "staging");
+    assert!(problems[0].detail.contains("#3"), "{problems:#?}");
+
+    engine.erase_subject(&sid("gina")).await.unwrap();
+    assert!(!staging.exists(), "erasure left the subject's staging file");
+    assert!(engine.verify(true).await.unwrap().problems.is_empty());
+}
