@@ -8,6 +8,14 @@
 //! bytes. A variant kills one worker with SIGKILL mid-run: the survivor (plus
 //! at most one more `migrate resume`) finishes the job, with the same checks.
 //!
+//! The third test is the whole of a shared deployment: two `domicile serve`
+//! processes and two migration workers on one catalog and the same regions,
+//! while boto3 clients write and read through both servers (the checker in
+//! `s3_checker.py`: an acknowledged write is never lost, never read back
+//! older). Mid-job one server and one worker are killed with SIGKILL; the
+//! clients fail over to the surviving server and the surviving worker
+//! finishes the job.
+//!
 //! The deployment is the demo's (120 subjects, left under policy v2), its
 //! catalog moved into a fresh PostgreSQL database, then switched back to
 //! policy v1 so that the Indian subjects' data goes back to China.
@@ -19,8 +27,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,6 +47,11 @@ const SQLITE_URL: &str = "url = \"sqlite://data/catalog.db\"";
 /// overlap for a few seconds instead of finishing the ~7 MiB in under one.
 const RATE: &str = "1500000";
 const KILL_RATE: &str = "1000000";
+
+const CHECKER: &str = include_str!("s3_checker.py");
+const ACCESS_KEY: &str = "AKDOMICILESHARED";
+const SECRET_KEY: &str = "shared-catalog-test-secret";
+const BUCKET: &str = "user-data";
 
 // ---------------------------------------------------------------------------
 // PostgreSQL: one fresh database per test
@@ -198,6 +212,51 @@ impl Deployment {
             name: name.to_string(),
             child: Some(child),
         }
+    }
+
+    /// A `serve` process on free ports, its log in `{name}.err`; returns it
+    /// with its S3 endpoint once it listens.
+    fn spawn_server(&self, name: &str) -> (Worker, String) {
+        let err = self.dir.join(format!("{name}.err"));
+        let mut child = self
+            .command()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--s3-listen",
+                "127.0.0.1:0",
+            ])
+            .env("DOMICILE_S3_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("DOMICILE_S3_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("DOMICILE_ADMIN_TOKEN", "shared-admin-token")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut s3 = None;
+        for _ in 0..2 {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            if let Some(a) = line.trim().strip_prefix("s3 listening on ") {
+                s3 = Some(a.to_string());
+            }
+        }
+        let s3 = s3.unwrap_or_else(|| {
+            panic!(
+                "{name} did not say where S3 listens:\n{}",
+                self.log(&format!("{name}.err"))
+            )
+        });
+        // Keep the pipe drained so the server never blocks on stdout.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let w = Worker {
+            name: name.to_string(),
+            child: Some(child),
+        };
+        (w, s3)
     }
 
     fn worker_output(&self, name: &str) -> String {
@@ -628,5 +687,165 @@ fn a_worker_killed_mid_run_leaves_the_job_to_the_survivor() {
 
     check_puts(&puts);
     check_done(&d, job, units, &puts);
+    println!("took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------
+// Two servers, two workers, boto3 clients through both; one of each killed
+// ---------------------------------------------------------------------------
+
+/// The boto3 checker (`s3_checker.py`) against `endpoints`, running until
+/// `stop_file` exists; its summary is written to `out_file`.
+fn spawn_checker(d: &Deployment, endpoints: &[String], subjects: &[String]) -> Worker {
+    let script = d.dir.join("s3_checker.py");
+    std::fs::write(&script, CHECKER).unwrap();
+    let child = Command::new("python3")
+        .arg(&script)
+        .current_dir(&d.dir)
+        .env("ENDPOINTS", endpoints.join(","))
+        .env("BUCKET", BUCKET)
+        .env("SUBJECTS", serde_json::to_string(subjects).unwrap())
+        .env("STOP_FILE", d.dir.join("checker.stop"))
+        .env("OUT_FILE", d.dir.join("checker.json"))
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", d.dir.join("aws-config-none"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            d.dir.join("aws-credentials-none"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(d.dir.join("checker.out")).unwrap())
+        .stderr(std::fs::File::create(d.dir.join("checker.err")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 (boto3 must be installed): {e}"));
+    Worker {
+        name: "checker".into(),
+        child: Some(child),
+    }
+}
+
+#[test]
+fn two_servers_and_two_workers_survive_a_kill_of_one_of_each() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Database::create("servers");
+    let (d, job, units) = prepare(tmp.path(), &db);
+    let (staying, moving) = pick_subjects(&d);
+    let subjects: Vec<String> = staying.iter().chain(&moving).cloned().collect();
+
+    let (mut server_a, s3_a) = d.spawn_server("server-a");
+    let (mut server_b, s3_b) = d.spawn_server("server-b");
+    let mut checker = spawn_checker(&d, &[s3_a.clone(), s3_b.clone()], &subjects);
+    // Let the clients write through both servers before the move starts.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut a = d.spawn_worker("worker-a", KILL_RATE);
+    let mut b = d.spawn_worker("worker-b", KILL_RATE);
+
+    // Kill -9 server A and worker A once the job is well under way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done_at_kill = loop {
+        assert!(Instant::now() < deadline, "the job never got going");
+        for w in [&mut a, &mut b, &mut server_a, &mut server_b, &mut checker] {
+            assert!(
+                w.running(),
+                "{} ended before the kill:\n{}",
+                w.name,
+                d.worker_output(&w.name)
+            );
+        }
+        let status = d.json(&["migrate", "status"]);
+        let done = status["done"].as_i64().unwrap();
+        if done >= units / 4 && status["in_flight"].as_i64().unwrap() > 0 {
+            break done;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let killed_server = server_a.kill9();
+    let killed_worker = a.kill9();
+    assert!(killed_server.code().is_none() && killed_worker.code().is_none());
+    let status = d.json(&["migrate", "status"]);
+    println!("killed server A and worker A at {done_at_kill}/{units} done; right after: {status}");
+    assert_ne!(status["state"], "done", "killed too late: {status}");
+
+    // The survivors finish: worker B takes over A's units after their
+    // leases; the clients keep going through server B alone.
+    let sb = b.wait(Instant::now() + Duration::from_secs(60));
+    assert!(
+        sb.success(),
+        "survivor: {sb}\n{}",
+        d.worker_output("worker-b")
+    );
+    if d.json(&["migrate", "status"])["state"] != "done" {
+        let mut c = d.spawn_worker("worker-c", "0");
+        let sc = c.wait(Instant::now() + Duration::from_secs(30));
+        assert!(
+            sc.success(),
+            "worker-c: {sc}\n{}",
+            d.worker_output("worker-c")
+        );
+    }
+    // A little more traffic after the move, all through server B.
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(d.dir.join("checker.stop"), b"").unwrap();
+    let sc = checker.wait(Instant::now() + Duration::from_secs(120));
+    assert!(
+        sc.success(),
+        "checker: {sc}\n{}",
+        d.worker_output("checker")
+    );
+    let summary: Value = serde_json::from_str(&d.log("checker.json"))
+        .unwrap_or_else(|e| panic!("no checker summary ({e}):\n{}", d.worker_output("checker")));
+    println!("checker: {summary:#}");
+
+    let violations = summary["violations"].as_array().unwrap();
+    assert!(
+        violations.is_empty(),
+        "lost or stale writes: {violations:#?}"
+    );
+    let by_endpoint = &summary["acked_by_endpoint"];
+    for e in [&s3_a, &s3_b] {
+        assert!(
+            by_endpoint[e].as_i64().unwrap() >= 10,
+            "too few acknowledged writes through {e}: {summary}"
+        );
+    }
+    assert!(
+        summary["reads_checked"].as_i64().unwrap() >= 20,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["final_checked"], summary["keys"],
+        "every acknowledged key was read back at the end: {summary}"
+    );
+    // Refusals are the engine's (a moving subject), never internal errors.
+    for (code, _) in summary["refusals"].as_object().unwrap() {
+        assert!(
+            ["SlowDown", "AccessDenied", "OperationAborted"].contains(&code.as_str()),
+            "a write failed with {code}: {summary}"
+        );
+    }
+
+    // Server B stops cleanly; its log has no panic.
+    let pid = server_b.pid().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let s = server_b.wait(Instant::now() + Duration::from_secs(20));
+    assert!(
+        s.success(),
+        "server B: {s}\n{}",
+        d.worker_output("server-b")
+    );
+    for name in ["server-a", "server-b", "worker-a", "worker-b"] {
+        assert!(
+            !d.worker_output(name).contains("panicked"),
+            "{name} panicked"
+        );
+    }
+
+    check_done(&d, job, units, &[]);
     println!("took {:?}", started.elapsed());
 }
