@@ -14,51 +14,19 @@
 //! processes; the client is `object_store`'s S3 client with 8 requests in
 //! flight.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use domicile_bench::loadavg;
+use domicile_bench::serve::{KEY_ID, SECRET, SUBJECTS, Server, deployment, s3_client, serve};
+use domicile_bench::{loadavg, median};
 use futures::StreamExt;
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 const CONCURRENCY: usize = 8;
-const KEY_ID: &str = "benchkey";
-const SECRET: &str = "benchsecret-0123456789";
-const SUBJECTS: usize = 64;
-
-struct Server {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn domicile_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("target folder")?;
-    let bin = dir.join("domicile");
-    if !bin.is_file() {
-        bail!(
-            "{} is missing: run `cargo build --release -p domicile-cli` first",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
 
 fn s3s_fs_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("S3S_FS") {
@@ -75,78 +43,10 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-/// Starts `domicile serve` on a fresh demo-like deployment with one local
-/// region and registered subjects.
+/// Starts `domicile serve` on a fresh one-region deployment with
+/// registered subjects.
 fn start_domicile(dir: &Path) -> Result<Server> {
-    let bin = domicile_binary()?;
-    let config = dir.join("domicile.toml");
-    std::fs::write(
-        &config,
-        r#"[operator]
-name = "bench"
-headquarters = "CN"
-
-[[region]]
-id = "local"
-jurisdiction = "CN"
-provider = "self"
-provider_headquarters = "CN"
-store = "file://data/regions/local"
-
-[[custodian]]
-id = "kms"
-jurisdiction = "CN"
-headquarters = "CN"
-keyring = "file://data/keys/kms"
-
-[[bucket]]
-name = "bench"
-subject = "users/{subject}/"
-category = "media"
-
-[[rule]]
-name = "all"
-custodian = "kms"
-"#,
-    )?;
-    let csv: String = (0..SUBJECTS).map(|i| format!("s{i},CN\n")).collect();
-    std::fs::write(dir.join("subjects.csv"), csv)?;
-    let out = Command::new(&bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["subject", "import"])
-        .arg(dir.join("subjects.csv"))
-        .output()?;
-    if !out.status.success() {
-        bail!("subject import: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let mut child = Command::new(&bin)
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--s3-listen",
-            "127.0.0.1:0",
-        ])
-        .env("DOMICILE_S3_ACCESS_KEY_ID", KEY_ID)
-        .env("DOMICILE_S3_SECRET_ACCESS_KEY", SECRET)
-        .env("DOMICILE_ADMIN_TOKEN", "bench-admin-token")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut endpoint = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if let Some(rest) = line.strip_prefix("s3 listening on ") {
-            endpoint = Some(rest.trim().to_string());
-            break;
-        }
-    }
-    let endpoint = endpoint.context("domicile serve printed no S3 address")?;
-    Ok(Server { child, endpoint })
+    serve(&deployment(dir, None)?)
 }
 
 fn start_s3s_fs(dir: &Path) -> Result<Server> {
@@ -169,21 +69,6 @@ fn start_s3s_fs(dir: &Path) -> Result<Server> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(Server { child, endpoint })
-}
-
-fn client(endpoint: &str) -> Result<Arc<dyn ObjectStore>> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Ok(Arc::new(
-        AmazonS3Builder::new()
-            .with_bucket_name("bench")
-            .with_region("us-east-1")
-            .with_endpoint(endpoint)
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false)
-            .with_access_key_id(KEY_ID)
-            .with_secret_access_key(SECRET)
-            .build()?,
-    ))
 }
 
 struct Measured {
@@ -245,11 +130,6 @@ fn pct(v: &[Duration], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() -> Result<()> {
     let rounds: usize = std::env::args()
         .skip(1)
@@ -277,7 +157,7 @@ fn main() -> Result<()> {
                 } else {
                     start_s3s_fs(dir.path())?
                 };
-                let store = client(&server.endpoint)?;
+                let store = s3_client(&server.endpoint)?;
                 runs.push(rt.block_on(measure(store, size, ops))?);
                 drop(server);
             }

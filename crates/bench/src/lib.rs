@@ -1,8 +1,11 @@
 //! Shared pieces of the benchmarks: fresh deployments from the demo configs,
-//! synthetic catalogs at scale, and measurement helpers.
+//! synthetic catalogs at scale, fresh PostgreSQL databases, `domicile serve`
+//! as a child process ([`serve`]), and measurement helpers.
 //!
 //! The benchmarks themselves are in `benches/` (`cargo bench -p domicile-bench`);
 //! results and the commands that produced them are in `docs/benchmarks.md`.
+
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -81,4 +84,77 @@ pub fn loadavg() -> String {
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into())
+}
+
+/// The PostgreSQL server the benchmarks use: `DOMICILE_BENCH_POSTGRES`
+/// (default `postgres://postgres@127.0.0.1:5432`), a role that may create
+/// databases.
+pub fn postgres_server() -> String {
+    std::env::var("DOMICILE_BENCH_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A fresh PostgreSQL database for one benchmark run, dropped on drop.
+#[derive(Debug)]
+pub struct PgDatabase {
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create(tag: &str) -> Result<PgDatabase> {
+        use sqlx::Connection;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos();
+        let name = format!("domicile_bench_{}_{tag}_{nanos:x}", std::process::id());
+        let admin = format!("{}/postgres", postgres_server());
+        let mut conn = sqlx::postgres::PgConnection::connect(&admin)
+            .await
+            .map_err(|e| anyhow::anyhow!("PostgreSQL is unreachable at {admin}: {e}"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'"
+        )))
+        .execute(&mut conn)
+        .await?;
+        conn.close().await?;
+        let url = format!("{}/{name}", postgres_server());
+        Ok(PgDatabase { name, url })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Its own thread and runtime: works inside or outside a runtime.
+        let dropped = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let admin = format!("{}/postgres", postgres_server());
+                let mut conn = sqlx::postgres::PgConnection::connect(&admin).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await?;
+                conn.close().await?;
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop benchmark database {}", self.name);
+        }
+    }
+}
+
+/// Median of a non-empty list.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }
