@@ -5,7 +5,9 @@
 //! - **put commit**: `commit_object` under a fence (one transaction: fence
 //!   check, index upsert, the placement's counters);
 //! - **placement lookup**: `get_placement`;
-//! - **unit claim**: `claim_units` of one unit under a lease.
+//! - **unit claim**: a worker's turn at the queue: `claim_units` of one
+//!   unit under a lease, then `finish_unit` recording it committed (so the
+//!   queue holds what a running job's does: claimed units leave it).
 //!
 //! Each with 1 and with 8 calls in flight, on fresh catalogs every round,
 //! the backends alternating round by round; medians of the rounds.
@@ -25,7 +27,7 @@ use anyhow::Result;
 use domicile_bench::{PgDatabase, loadavg, median};
 use domicile_catalog::{
     Catalog, Fence, JobRow, JobState, LedgerAppend, ObjectRow, PlacementRow, PlacementState,
-    SubjectRow, UnitRow, UnitState,
+    SubjectRow, UnitOutcome, UnitRow, UnitState,
 };
 use futures::StreamExt;
 
@@ -33,7 +35,7 @@ const SUBJECTS: usize = 256;
 const CATEGORY: &str = "profile";
 
 /// The operations measured, in table order.
-const OPS: [&str; 3] = ["put commit", "placement lookup", "unit claim"];
+const OPS: [&str; 3] = ["put commit", "placement lookup", "unit claim + finish"];
 const IN_FLIGHT: [usize; 2] = [1, 8];
 
 fn token(i: usize) -> String {
@@ -191,10 +193,19 @@ async fn round(cat: Arc<dyn Catalog>, n: usize, seq: &mut usize) -> Result<Vec<f
             rate(n, in_flight, |i| {
                 let c = c.clone();
                 async move {
-                    let got = c
-                        .claim_units(job, &format!("w{}", i % 8), 1, 1_000_000, 5)
-                        .await?;
+                    let owner = format!("w{i}");
+                    let got = c.claim_units(job, &owner, 1, 1_000_000, 5).await?;
                     anyhow::ensure!(got.len() == 1, "claimed {} units, not 1", got.len());
+                    let u = &got[0];
+                    let outcome = UnitOutcome::Committed {
+                        purge_after: i64::MAX / 2,
+                        moved_bytes: u.bytes,
+                    };
+                    anyhow::ensure!(
+                        c.finish_unit(job, &u.token, &u.category, &owner, &outcome, 6)
+                            .await?,
+                        "lost the lease"
+                    );
                     Ok(())
                 }
             })

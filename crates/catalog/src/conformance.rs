@@ -44,6 +44,7 @@ where
     settings(&*fresh().await).await;
     scan_follows_changes(&*fresh().await).await;
     jobs(&*fresh().await).await;
+    claim_order(&*fresh().await).await;
     concurrent_claims(fresh().await).await;
     concurrent_writers(fresh().await).await;
 }
@@ -142,6 +143,73 @@ fn unit(token: &str, category: &str, priority: i64, bytes: i64) -> UnitRow {
         error: None,
         updated_at: 1,
     }
+}
+
+/// Claims hand out due purges first (oldest due first), then pending units
+/// by priority, then token and category; held, retrying and not-yet-due
+/// units are skipped.
+pub async fn claim_order(cat: &dyn Catalog) {
+    let id = cat.create_job(&job_row()).await.unwrap();
+    cat.add_units(
+        id,
+        &[
+            unit("t5", "media", 1, 1),
+            unit("t1", "media", 1, 1),
+            unit("t4", "media", 0, 1),
+            unit("t2", "payment", 0, 1),
+            unit("t2", "media", 0, 1),
+            unit("t3", "media", 1, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    cat.set_job_state(id, JobState::Running, 10).await.unwrap();
+    let tokens = |units: &[UnitRow]| -> Vec<String> {
+        units
+            .iter()
+            .map(|u| format!("{}/{}", u.token, u.category))
+            .collect()
+    };
+    let first = cat.claim_units(id, "w1", 2, 1_000, 100).await.unwrap();
+    assert_eq!(tokens(&first), ["t2/media", "t2/payment"]);
+    // t2/media commits with a purge due at 500; t2/payment waits to retry
+    // until 2_000.
+    let committed = UnitOutcome::Committed {
+        purge_after: 500,
+        moved_bytes: 1,
+    };
+    assert!(
+        cat.finish_unit(id, "t2", "media", "w1", &committed, 150)
+            .await
+            .unwrap()
+    );
+    let retry = UnitOutcome::Retry {
+        error: "busy".into(),
+        retry_at: 2_000,
+        give_up: false,
+    };
+    assert!(
+        cat.finish_unit(id, "t2", "payment", "w1", &retry, 150)
+            .await
+            .unwrap()
+    );
+    // Before the purge is due: the next pending unit by priority.
+    let second = cat.claim_units(id, "w2", 1, 1_000, 200).await.unwrap();
+    assert_eq!(tokens(&second), ["t4/media"]);
+    // Once due, the purge comes before every pending unit, whatever its
+    // priority; then priority 1 by token, skipping t4 (held by w2).
+    let third = cat.claim_units(id, "w3", 3, 1_000, 600).await.unwrap();
+    assert_eq!(tokens(&third), ["t2/media", "t1/media", "t3/media"]);
+    assert_eq!(third[0].state, UnitState::Committed);
+    let fourth = cat.claim_units(id, "w3", 5, 1_000, 700).await.unwrap();
+    assert_eq!(tokens(&fourth), ["t5/media"]);
+    // Every lease (1_000) has expired and t2/payment's retry is due: the
+    // unpurged t2/media first, then priority 0, then priority 1.
+    let fifth = cat.claim_units(id, "w4", 5, 9_000, 2_500).await.unwrap();
+    assert_eq!(
+        tokens(&fifth),
+        ["t2/media", "t2/payment", "t4/media", "t1/media", "t3/media"]
+    );
 }
 
 /// Jobs: one open job at a time; claims by priority under leases; lease

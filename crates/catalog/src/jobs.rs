@@ -194,9 +194,11 @@ pub trait JobStore: Send + Sync {
     /// Sets a job's state (and its finish time for cancelled and done).
     async fn set_job_state(&self, id: i64, state: JobState, now: Millis) -> Result<()>;
 
-    /// Claims up to `limit` units for `owner` until `lease_until`: pending
-    /// units and committed units whose purge is due, whose lease is free or
-    /// expired, by priority. Claims are exclusive across processes.
+    /// Claims up to `limit` units for `owner` until `lease_until`, among
+    /// those whose lease is free or expired: committed units whose purge is
+    /// due first (oldest due first), then pending units by priority; ties
+    /// by token and category. Claims are exclusive across processes, and cost the same
+    /// however many units the job has (no sort over the job).
     async fn claim_units(
         &self,
         job: i64,

@@ -42,7 +42,7 @@
 //! ## Schema and CockroachDB
 //!
 //! The schema is versioned like the SQLite one (`schema/postgres/000N_*.sql`,
-//! the same versions 1–3 and [`SCHEMA_VERSION`]), recorded in sqlx's
+//! the same versions 1–4 and [`SCHEMA_VERSION`]), recorded in sqlx's
 //! `_sqlx_migrations` table. `open` refuses a database a newer build
 //! migrated, then applies what is missing in ONE transaction that first takes
 //! `pg_advisory_xact_lock`, so processes opening a fresh database at once
@@ -107,7 +107,7 @@ use crate::model::{
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
 
 /// The newest schema version this build knows (the same versions as SQLite's).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Connections per process. Each server and worker process has its own
 /// pool, so the database sees (processes × this) connections at most.
@@ -152,6 +152,15 @@ fn migrator() -> Migrator {
             "migration jobs".into(),
             MigrationType::Simple,
             sqlx::SqlSafeStr::into_sql_str(include_str!("schema/postgres/0003_migration_jobs.sql")),
+            false,
+        ),
+        Migration::new(
+            4,
+            "unit claim order".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!(
+                "schema/postgres/0004_unit_claim_order.sql"
+            )),
             false,
         ),
     ]);
@@ -384,15 +393,16 @@ pub(crate) fn retryable(e: &Error) -> bool {
 /// While opening, concurrent first migrations without the advisory lock
 /// (CockroachDB) may also collide on creating the same objects: a unique
 /// violation in the system catalogs, or a table, column or other object
-/// that already exists. The next attempt sees what the other opener
-/// committed and skips it.
+/// that already exists, or one it already dropped. The next attempt sees
+/// what the other opener committed and skips it.
 fn retryable_in_open(e: &Error) -> bool {
     retryable(e)
         || matches!(
             sqlstate(e).as_deref(),
             // unique_violation, duplicate_table, duplicate_object,
-            // duplicate_column, duplicate_schema
-            Some("23505" | "42P07" | "42710" | "42701" | "42P06")
+            // duplicate_column, duplicate_schema; undefined_object (another
+            // opener already dropped what this migration drops)
+            Some("23505" | "42P07" | "42710" | "42701" | "42P06" | "42704")
         )
 }
 

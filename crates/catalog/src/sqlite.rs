@@ -33,7 +33,7 @@ use crate::model::{
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Connections in a file-backed pool: WAL lets readers run beside the writer.
 const MAX_CONNECTIONS: u32 = 4;
@@ -64,6 +64,13 @@ fn migrator() -> Migrator {
             "migration jobs".into(),
             MigrationType::Simple,
             sqlx::SqlSafeStr::into_sql_str(include_str!("schema/sqlite/0003_migration_jobs.sql")),
+            false,
+        ),
+        Migration::new(
+            4,
+            "unit claim order".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("schema/sqlite/0004_unit_claim_order.sql")),
             false,
         ),
     ])
