@@ -114,6 +114,21 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
         ledger: LedgerAppend,
     ) -> Result<PlacementRow>;
 
+    /// `commit_move`, and in the same transaction the release of the
+    /// migration unit of this (token, category) that made the move, as
+    /// `finish_unit` records it. Returns the placement and whether the
+    /// worker still held the unit's lease. The move commits either way: it
+    /// is fenced by the placement's moving mark and epoch, not by the lease.
+    async fn commit_unit_move(
+        &self,
+        fence: &Fence,
+        regions: &[String],
+        custodian: &str,
+        wrapped_key: &[u8],
+        ledger: LedgerAppend,
+        release: &crate::jobs::UnitRelease,
+    ) -> Result<(PlacementRow, bool)>;
+
     /// Clears a moving mark without changing the placement. Does nothing if
     /// the placement is not at `epoch` or not moving.
     async fn abort_move(&self, token: &str, category: &str, epoch: i64) -> Result<()>;

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::catalog::{Catalog, CommitOutcome};
 use crate::error::Error;
-use crate::jobs::{JobRow, JobState, UnitOutcome, UnitRow, UnitState};
+use crate::jobs::{JobRow, JobState, UnitOutcome, UnitRelease, UnitRow, UnitState};
 use crate::ledger::{self, ChainVerifier, GENESIS};
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, ObjectRow, PlacementRow, PlacementState,
@@ -45,6 +45,7 @@ where
     scan_follows_changes(&*fresh().await).await;
     jobs(&*fresh().await).await;
     claim_order(&*fresh().await).await;
+    unit_release_with_the_change(&*fresh().await).await;
     concurrent_claims(fresh().await).await;
     concurrent_writers(fresh().await).await;
 }
@@ -142,6 +143,166 @@ fn unit(token: &str, category: &str, priority: i64, bytes: i64) -> UnitRow {
         moved_bytes: 0,
         error: None,
         updated_at: 1,
+    }
+}
+
+/// A unit's release rides in the transaction of the change that ends the
+/// worker's turn: a move's commit (which still commits if the lease was
+/// lost, and releases nothing if the move is fenced) and a purge's receipt
+/// (appended whether or not the lease was still held).
+pub async fn unit_release_with_the_change(cat: &dyn Catalog) {
+    for t in ["t1", "t2", "t3"] {
+        cat.add_subject(&subject(t, "IN"), entry("subject", Some(t), 1))
+            .await
+            .unwrap();
+        cat.ensure_placement(
+            &placement(t, "media", &["r1"]),
+            entry("placement", Some(t), 2),
+        )
+        .await
+        .unwrap();
+        assert!(
+            cat.begin_move(t, "media", 1, &strings(&["r2"]), 10_000, 3)
+                .await
+                .unwrap()
+        );
+    }
+    let id = cat.create_job(&job_row()).await.unwrap();
+    cat.add_units(
+        id,
+        &[
+            unit("t1", "media", 0, 1),
+            unit("t2", "media", 0, 1),
+            unit("t3", "media", 0, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    cat.set_job_state(id, JobState::Running, 4).await.unwrap();
+    assert_eq!(
+        cat.claim_units(id, "w1", 3, 1_000, 5).await.unwrap().len(),
+        3
+    );
+    let fence = |t: &str, epoch| Fence {
+        token: t.into(),
+        category: "media".into(),
+        epoch,
+    };
+    let release = |owner: &str, now| UnitRelease {
+        job: id,
+        owner: owner.into(),
+        outcome: UnitOutcome::Committed {
+            purge_after: 700,
+            moved_bytes: 5,
+        },
+        now,
+    };
+    let seq = || async move { cat.ledger_page(0, 1_000).await.unwrap().len() };
+
+    // Held: the move commits and the unit is committed, in one go.
+    let before = seq().await;
+    let (moved, held) = cat
+        .commit_unit_move(
+            &fence("t1", 1),
+            &strings(&["r2"]),
+            "kms-a",
+            b"k",
+            entry("move", Some("t1"), 6),
+            &release("w1", 6),
+        )
+        .await
+        .unwrap();
+    assert!(held);
+    assert_eq!((moved.epoch, moved.regions.clone()), (2, strings(&["r2"])));
+    assert_eq!(seq().await, before + 1);
+    let committed = cat.units_in(id, UnitState::Committed, 10).await.unwrap();
+    assert_eq!(committed.len(), 1);
+    assert_eq!(
+        (
+            committed[0].purge_after,
+            committed[0].moved_bytes,
+            committed[0].lease_owner.clone()
+        ),
+        (700, 5, None)
+    );
+
+    // Fenced (wrong epoch): nothing commits and the unit stays held.
+    let err = cat
+        .commit_unit_move(
+            &fence("t2", 7),
+            &strings(&["r2"]),
+            "kms-a",
+            b"k",
+            entry("move", Some("t2"), 7),
+            &release("w1", 7),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert_eq!(seq().await, before + 1, "a fenced move left a receipt");
+    let held_by = |t: &'static str| async move {
+        cat.units_in(id, UnitState::Pending, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|u| u.token == t)
+            .and_then(|u| u.lease_owner)
+    };
+    assert_eq!(held_by("t2").await.as_deref(), Some("w1"));
+
+    // Lease lost (w2 took t3 over after expiry): the move still commits,
+    // the unit is not released by the old holder.
+    let took = cat.claim_units(id, "w2", 3, 9_000, 2_000).await.unwrap();
+    assert!(took.iter().any(|u| u.token == "t3"), "{took:?}");
+    let (moved, held) = cat
+        .commit_unit_move(
+            &fence("t3", 1),
+            &strings(&["r2"]),
+            "kms-a",
+            b"k",
+            entry("move", Some("t3"), 2_001),
+            &release("w1", 2_001),
+        )
+        .await
+        .unwrap();
+    assert!(!held);
+    assert_eq!(moved.epoch, 2);
+    assert_eq!(held_by("t3").await.as_deref(), Some("w2"));
+
+    // A purge's receipt and the unit's end: one transaction. (w2's claim
+    // took t1's due purge too; its lease ends at 9_000.)
+    let claimed = cat.claim_units(id, "w3", 5, 20_000, 9_100).await.unwrap();
+    assert!(claimed.iter().any(|u| u.token == "t1"), "{claimed:?}");
+    let done = UnitRelease {
+        job: id,
+        owner: "w3".into(),
+        outcome: UnitOutcome::Done,
+        now: 9_200,
+    };
+    let before = seq().await;
+    assert!(
+        cat.finish_unit_with_receipt("t1", "media", &done, &entry("purge", Some("t1"), 9_200))
+            .await
+            .unwrap()
+    );
+    assert_eq!(seq().await, before + 1);
+    let finished = cat.units_in(id, UnitState::Done, 10).await.unwrap();
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0].token, "t1");
+    // Not held any more: the receipt is still recorded, the unit untouched.
+    assert!(
+        !cat.finish_unit_with_receipt("t1", "media", &done, &entry("purge", Some("t1"), 9_300))
+            .await
+            .unwrap()
+    );
+    assert_eq!(seq().await, before + 2);
+    assert_eq!(
+        cat.units_in(id, UnitState::Done, 10).await.unwrap().len(),
+        1
+    );
+    let mut v = ChainVerifier::new();
+    for e in cat.ledger_page(0, 1_000).await.unwrap() {
+        v.push(&e).unwrap();
     }
 }
 

@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::model::Millis;
+use crate::model::{LedgerAppend, Millis};
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +168,69 @@ pub enum UnitOutcome {
     },
 }
 
+/// The columns a unit's row takes when a worker leaves it with an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutcomeColumns<'a> {
+    pub state: UnitState,
+    pub purge_after: Option<Millis>,
+    pub moved_bytes: Option<i64>,
+    pub error: Option<&'a str>,
+    pub lease_until: Millis,
+}
+
+impl UnitOutcome {
+    /// The unit row's new columns. A retried unit that was already
+    /// committed keeps that state (only its purge failed): the backends'
+    /// SQL applies that rule, as it depends on the row's current state.
+    pub(crate) fn columns(&self) -> OutcomeColumns<'_> {
+        match self {
+            UnitOutcome::Committed {
+                purge_after,
+                moved_bytes,
+            } => OutcomeColumns {
+                state: UnitState::Committed,
+                purge_after: Some(*purge_after),
+                moved_bytes: Some(*moved_bytes),
+                error: None,
+                lease_until: 0,
+            },
+            UnitOutcome::Done => OutcomeColumns {
+                state: UnitState::Done,
+                purge_after: None,
+                moved_bytes: None,
+                error: None,
+                lease_until: 0,
+            },
+            UnitOutcome::Retry {
+                error,
+                retry_at,
+                give_up,
+            } => OutcomeColumns {
+                state: if *give_up {
+                    UnitState::Failed
+                } else {
+                    UnitState::Pending
+                },
+                purge_after: None,
+                moved_bytes: None,
+                error: Some(error.as_str()),
+                lease_until: *retry_at,
+            },
+        }
+    }
+}
+
+/// How a worker leaves the unit it holds, recorded in the same transaction
+/// as the change that ends its turn (a move's commit, a purge's receipt):
+/// one write transaction per turn instead of two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitRelease {
+    pub job: i64,
+    pub owner: String,
+    pub outcome: UnitOutcome,
+    pub now: Millis,
+}
+
 /// Storage of migration jobs; part of every catalog.
 #[async_trait]
 pub trait JobStore: Send + Sync {
@@ -228,6 +291,18 @@ pub trait JobStore: Send + Sync {
         owner: &str,
         outcome: &UnitOutcome,
         now: Millis,
+    ) -> Result<bool>;
+
+    /// `finish_unit` for (`token`, `category`) with `release`, and
+    /// `receipt` appended to the ledger in the same transaction. The receipt
+    /// is appended even if the lease was lost: it records work that was
+    /// done (a purge is idempotent; a second one records zero blobs).
+    async fn finish_unit_with_receipt(
+        &self,
+        token: &str,
+        category: &str,
+        release: &UnitRelease,
+        receipt: &LedgerAppend,
     ) -> Result<bool>;
 
     /// Cancels every pending unit that no live lease holds. Returns how many.

@@ -31,7 +31,9 @@ pub mod sqlite_jobs;
 pub use catalog::{Catalog, CommitOutcome};
 pub use copy::{CopyReport, copy_catalog};
 pub use error::{Error, Result};
-pub use jobs::{JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRow, UnitState};
+pub use jobs::{
+    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRelease, UnitRow, UnitState,
+};
 pub use model::*;
 
 use std::sync::Arc;

@@ -99,11 +99,13 @@ use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
 use crate::catalog::{Catalog, CommitOutcome};
 use crate::error::{Error, Result};
+use crate::jobs::UnitRelease;
 use crate::ledger;
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
     PlacementSummary, ResidencyRow, SubjectRow,
 };
+use crate::postgres_jobs::finish_unit_in;
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
 
 /// The newest schema version this build knows (the same versions as SQLite's).
@@ -590,10 +592,69 @@ fn now_millis() -> Millis {
 // ---------------------------------------------------------------------------
 // Statements shared by several methods; each runs inside the caller's transaction.
 
+/// A move's commit inside the caller's transaction.
+async fn commit_move_in(
+    conn: &mut PgConnection,
+    fence: &Fence,
+    regions: &[String],
+    custodian: &str,
+    wrapped_key: &[u8],
+    ledger: &LedgerAppend,
+) -> Result<PlacementRow> {
+    let Some(current) = read_placement(conn, &fence.token, &fence.category, true).await? else {
+        return Err(not_found(format!(
+            "placement {}/{}",
+            fence.token, fence.category
+        )));
+    };
+    if current.epoch != fence.epoch {
+        return Err(Error::Conflict {
+            reason: format!(
+                "placement is at epoch {}, the move was planned at {}",
+                current.epoch, fence.epoch
+            ),
+        });
+    }
+    if current.state.is_active() {
+        return Err(Error::Conflict {
+            reason: "placement is not moving (the move was aborted or never begun)".into(),
+        });
+    }
+    let moved = PlacementRow {
+        regions: regions.to_vec(),
+        epoch: current.epoch + 1,
+        state: PlacementState::Active,
+        custodian: custodian.to_string(),
+        wrapped_key: wrapped_key.to_vec(),
+        since: ledger.at,
+        ..current
+    };
+    sqlx::query(
+        "UPDATE placements SET epoch = $1, state = $2, custodian = $3, wrapped_key = $4, \
+                                   since = $5 \
+             WHERE token = $6 AND category = $7",
+    )
+    .bind(moved.epoch)
+    .bind(encode_state(&moved.state)?)
+    .bind(&moved.custodian)
+    .bind(&moved.wrapped_key)
+    .bind(moved.since)
+    .bind(&moved.token)
+    .bind(&moved.category)
+    .execute(&mut *conn)
+    .await?;
+    write_regions(conn, &moved.token, &moved.category, &moved.regions).await?;
+    ledger_append(conn, std::slice::from_ref(ledger)).await?;
+    Ok(moved)
+}
+
 /// Appends entries at the end of the ledger, in order, holding the lock of
 /// `ledger_head` until the caller's transaction ends. Returns the last seq
 /// (or the current head's, if `entries` is empty).
-async fn ledger_append(conn: &mut PgConnection, entries: &[LedgerAppend]) -> Result<i64> {
+pub(crate) async fn ledger_append(
+    conn: &mut PgConnection,
+    entries: &[LedgerAppend],
+) -> Result<i64> {
     let head = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE")
         .fetch_optional(&mut *conn)
         .await?
@@ -1158,53 +1219,25 @@ impl PostgresCatalog {
         ledger: &LedgerAppend,
     ) -> Result<PlacementRow> {
         let mut tx = self.pool.begin().await?;
-        let Some(current) = read_placement(&mut tx, &fence.token, &fence.category, true).await?
-        else {
-            return Err(not_found(format!(
-                "placement {}/{}",
-                fence.token, fence.category
-            )));
-        };
-        if current.epoch != fence.epoch {
-            return Err(Error::Conflict {
-                reason: format!(
-                    "placement is at epoch {}, the move was planned at {}",
-                    current.epoch, fence.epoch
-                ),
-            });
-        }
-        if current.state.is_active() {
-            return Err(Error::Conflict {
-                reason: "placement is not moving (the move was aborted or never begun)".into(),
-            });
-        }
-        let moved = PlacementRow {
-            regions: regions.to_vec(),
-            epoch: current.epoch + 1,
-            state: PlacementState::Active,
-            custodian: custodian.to_string(),
-            wrapped_key: wrapped_key.to_vec(),
-            since: ledger.at,
-            ..current
-        };
-        sqlx::query(
-            "UPDATE placements SET epoch = $1, state = $2, custodian = $3, wrapped_key = $4, \
-                                   since = $5 \
-             WHERE token = $6 AND category = $7",
-        )
-        .bind(moved.epoch)
-        .bind(encode_state(&moved.state)?)
-        .bind(&moved.custodian)
-        .bind(&moved.wrapped_key)
-        .bind(moved.since)
-        .bind(&moved.token)
-        .bind(&moved.category)
-        .execute(&mut *tx)
-        .await?;
-        write_regions(&mut tx, &moved.token, &moved.category, &moved.regions).await?;
-        ledger_append(&mut tx, std::slice::from_ref(ledger)).await?;
+        let moved = commit_move_in(&mut tx, fence, regions, custodian, wrapped_key, ledger).await?;
         tx.commit().await?;
         Ok(moved)
+    }
+
+    async fn commit_unit_move_tx(
+        &self,
+        fence: &Fence,
+        regions: &[String],
+        custodian: &str,
+        wrapped_key: &[u8],
+        ledger: &LedgerAppend,
+        release: &UnitRelease,
+    ) -> Result<(PlacementRow, bool)> {
+        let mut tx = self.pool.begin().await?;
+        let moved = commit_move_in(&mut tx, fence, regions, custodian, wrapped_key, ledger).await?;
+        let held = finish_unit_in(&mut tx, &fence.token, &fence.category, release).await?;
+        tx.commit().await?;
+        Ok((moved, held))
     }
 
     async fn abort_move_tx(&self, token: &str, category: &str, epoch: i64) -> Result<()> {
@@ -1480,6 +1513,21 @@ impl Catalog for PostgresCatalog {
     ) -> Result<PlacementRow> {
         self.retry(|| self.commit_move_tx(fence, regions, custodian, wrapped_key, &ledger))
             .await
+    }
+
+    async fn commit_unit_move(
+        &self,
+        fence: &Fence,
+        regions: &[String],
+        custodian: &str,
+        wrapped_key: &[u8],
+        ledger: LedgerAppend,
+        release: &UnitRelease,
+    ) -> Result<(PlacementRow, bool)> {
+        self.retry(|| {
+            self.commit_unit_move_tx(fence, regions, custodian, wrapped_key, &ledger, release)
+        })
+        .await
     }
 
     async fn abort_move(&self, token: &str, category: &str, epoch: i64) -> Result<()> {

@@ -16,13 +16,15 @@
 //! on a serialization failure or deadlock.
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::error::{Error, Result};
-use crate::jobs::{JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRow, UnitState};
-use crate::model::Millis;
-use crate::postgres::PostgresCatalog;
+use crate::jobs::{
+    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRelease, UnitRow, UnitState,
+};
+use crate::model::{LedgerAppend, Millis};
+use crate::postgres::{PostgresCatalog, ledger_append};
 
 const JOB_COLS: &str = "id, state, created_at, finished_at, policy, rate, grace_ms, units, bytes";
 const UNIT_COLS: &str = "job, token, category, priority, from_regions, to_regions, custodian_from, \
@@ -59,6 +61,43 @@ fn split(s: String) -> Vec<String> {
     } else {
         s.split(',').map(str::to_string).collect()
     }
+}
+
+/// Records how a worker leaves a unit and releases its lease, on the
+/// caller's connection (alone, or inside its transaction). False (and
+/// nothing changed) if the worker no longer holds the lease.
+pub(crate) async fn finish_unit_in(
+    conn: &mut PgConnection,
+    token: &str,
+    category: &str,
+    release: &UnitRelease,
+) -> Result<bool> {
+    let c = release.outcome.columns();
+    // A retried unit keeps its state when it was already committed: only
+    // its purge failed.
+    let changed = sqlx::query(
+        "UPDATE migration_units SET \
+            state = CASE WHEN $1 = 'pending' AND state = 'committed' \
+                         THEN 'committed' ELSE $1 END, \
+            purge_after = COALESCE($2, purge_after), \
+            moved_bytes = COALESCE($3, moved_bytes), \
+            error = $4, lease_owner = NULL, lease_until = $5, updated_at = $6 \
+         WHERE job = $7 AND token = $8 AND category = $9 AND lease_owner = $10",
+    )
+    .bind(c.state.as_str())
+    .bind(c.purge_after)
+    .bind(c.moved_bytes)
+    .bind(c.error)
+    .bind(c.lease_until)
+    .bind(release.now)
+    .bind(release.job)
+    .bind(token)
+    .bind(category)
+    .bind(&release.owner)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
 }
 
 fn unit_from(r: &PgRow) -> Result<UnitRow> {
@@ -396,63 +435,34 @@ impl JobStore for PostgresCatalog {
         outcome: &UnitOutcome,
         now: Millis,
     ) -> Result<bool> {
-        let (state, purge_after, moved, error, lease_until) = match outcome {
-            UnitOutcome::Committed {
-                purge_after,
-                moved_bytes,
-            } => (
-                UnitState::Committed,
-                Some(*purge_after),
-                Some(*moved_bytes),
-                None,
-                0,
-            ),
-            UnitOutcome::Done => (UnitState::Done, None, None, None, 0),
-            UnitOutcome::Retry {
-                error,
-                retry_at,
-                give_up,
-            } => (
-                if *give_up {
-                    UnitState::Failed
-                } else {
-                    UnitState::Pending
-                },
-                None,
-                None,
-                Some(error.as_str()),
-                *retry_at,
-            ),
+        let release = UnitRelease {
+            job,
+            owner: owner.to_string(),
+            outcome: outcome.clone(),
+            now,
         };
-        // A retried unit keeps its state when it was already committed: only
-        // its purge failed.
         let run = || async {
-            Ok::<u64, Error>(
-                sqlx::query(
-                    "UPDATE migration_units SET \
-                        state = CASE WHEN $1 = 'pending' AND state = 'committed' \
-                                     THEN 'committed' ELSE $1 END, \
-                        purge_after = COALESCE($2, purge_after), \
-                        moved_bytes = COALESCE($3, moved_bytes), \
-                        error = $4, lease_owner = NULL, lease_until = $5, updated_at = $6 \
-                     WHERE job = $7 AND token = $8 AND category = $9 AND lease_owner = $10",
-                )
-                .bind(state.as_str())
-                .bind(purge_after)
-                .bind(moved)
-                .bind(error)
-                .bind(lease_until)
-                .bind(now)
-                .bind(job)
-                .bind(token)
-                .bind(category)
-                .bind(owner)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-            )
+            let mut conn = self.pool.acquire().await?;
+            finish_unit_in(&mut conn, token, category, &release).await
         };
-        Ok(self.retry(run).await? == 1)
+        self.retry(run).await
+    }
+
+    async fn finish_unit_with_receipt(
+        &self,
+        token: &str,
+        category: &str,
+        release: &UnitRelease,
+        receipt: &LedgerAppend,
+    ) -> Result<bool> {
+        let run = || async {
+            let mut tx = self.pool.begin().await?;
+            let held = finish_unit_in(&mut tx, token, category, release).await?;
+            ledger_append(&mut tx, std::slice::from_ref(receipt)).await?;
+            tx.commit().await?;
+            Ok::<bool, Error>(held)
+        };
+        self.retry(run).await
     }
 
     async fn cancel_pending(&self, job: i64, now: Millis) -> Result<u64> {

@@ -25,12 +25,14 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::catalog::{Catalog, CommitOutcome};
 use crate::error::{Error, Result};
+use crate::jobs::UnitRelease;
 use crate::ledger::{self, GENESIS};
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
     PlacementSummary, ResidencyRow, SubjectRow,
 };
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
+use crate::sqlite_jobs::finish_unit_in;
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = 4;
@@ -423,8 +425,63 @@ async fn ledger_push(
     Ok(seq)
 }
 
+/// A move's commit inside the caller's write transaction.
+async fn commit_move_in(
+    conn: &mut SqliteConnection,
+    fence: &Fence,
+    regions: &[String],
+    custodian: &str,
+    wrapped_key: &[u8],
+    ledger: &LedgerAppend,
+) -> Result<PlacementRow> {
+    let Some(current) = read_placement(conn, &fence.token, &fence.category).await? else {
+        return Err(not_found(format!(
+            "placement {}/{}",
+            fence.token, fence.category
+        )));
+    };
+    if current.epoch != fence.epoch {
+        return Err(Error::Conflict {
+            reason: format!(
+                "placement is at epoch {}, the move was planned at {}",
+                current.epoch, fence.epoch
+            ),
+        });
+    }
+    if current.state.is_active() {
+        return Err(Error::Conflict {
+            reason: "placement is not moving (the move was aborted or never begun)".into(),
+        });
+    }
+    let moved = PlacementRow {
+        regions: regions.to_vec(),
+        epoch: current.epoch + 1,
+        state: PlacementState::Active,
+        custodian: custodian.to_string(),
+        wrapped_key: wrapped_key.to_vec(),
+        since: ledger.at,
+        ..current
+    };
+    sqlx::query(
+        "UPDATE placements SET epoch = ?, state = ?, custodian = ?, wrapped_key = ?, since = ? \
+             WHERE token = ? AND category = ?",
+    )
+    .bind(moved.epoch)
+    .bind(encode_state(&moved.state)?)
+    .bind(&moved.custodian)
+    .bind(&moved.wrapped_key)
+    .bind(moved.since)
+    .bind(&moved.token)
+    .bind(&moved.category)
+    .execute(&mut *conn)
+    .await?;
+    write_regions(conn, &moved.token, &moved.category, &moved.regions).await?;
+    ledger_append(conn, ledger).await?;
+    Ok(moved)
+}
+
 /// Appends one entry at the end of the ledger. Returns its seq.
-async fn ledger_append(conn: &mut SqliteConnection, e: &LedgerAppend) -> Result<i64> {
+pub(crate) async fn ledger_append(conn: &mut SqliteConnection, e: &LedgerAppend) -> Result<i64> {
     let mut tail = ledger_tail(conn).await?;
     ledger_push(conn, &mut tail, e).await
 }
@@ -929,51 +986,27 @@ impl Catalog for SqliteCatalog {
         ledger: LedgerAppend,
     ) -> Result<PlacementRow> {
         let mut tx = self.write_tx().await?;
-        let Some(current) = read_placement(&mut tx, &fence.token, &fence.category).await? else {
-            return Err(not_found(format!(
-                "placement {}/{}",
-                fence.token, fence.category
-            )));
-        };
-        if current.epoch != fence.epoch {
-            return Err(Error::Conflict {
-                reason: format!(
-                    "placement is at epoch {}, the move was planned at {}",
-                    current.epoch, fence.epoch
-                ),
-            });
-        }
-        if current.state.is_active() {
-            return Err(Error::Conflict {
-                reason: "placement is not moving (the move was aborted or never begun)".into(),
-            });
-        }
-        let moved = PlacementRow {
-            regions: regions.to_vec(),
-            epoch: current.epoch + 1,
-            state: PlacementState::Active,
-            custodian: custodian.to_string(),
-            wrapped_key: wrapped_key.to_vec(),
-            since: ledger.at,
-            ..current
-        };
-        sqlx::query(
-            "UPDATE placements SET epoch = ?, state = ?, custodian = ?, wrapped_key = ?, since = ? \
-             WHERE token = ? AND category = ?",
-        )
-        .bind(moved.epoch)
-        .bind(encode_state(&moved.state)?)
-        .bind(&moved.custodian)
-        .bind(&moved.wrapped_key)
-        .bind(moved.since)
-        .bind(&moved.token)
-        .bind(&moved.category)
-        .execute(&mut *tx)
-        .await?;
-        write_regions(&mut tx, &moved.token, &moved.category, &moved.regions).await?;
-        ledger_append(&mut tx, &ledger).await?;
+        let moved =
+            commit_move_in(&mut tx, fence, regions, custodian, wrapped_key, &ledger).await?;
         tx.commit().await?;
         Ok(moved)
+    }
+
+    async fn commit_unit_move(
+        &self,
+        fence: &Fence,
+        regions: &[String],
+        custodian: &str,
+        wrapped_key: &[u8],
+        ledger: LedgerAppend,
+        release: &UnitRelease,
+    ) -> Result<(PlacementRow, bool)> {
+        let mut tx = self.write_tx().await?;
+        let moved =
+            commit_move_in(&mut tx, fence, regions, custodian, wrapped_key, &ledger).await?;
+        let held = finish_unit_in(&mut tx, &fence.token, &fence.category, release).await?;
+        tx.commit().await?;
+        Ok((moved, held))
     }
 
     async fn abort_move(&self, token: &str, category: &str, epoch: i64) -> Result<()> {

@@ -4,12 +4,14 @@
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::error::{Error, Result};
-use crate::jobs::{JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRow, UnitState};
-use crate::model::Millis;
-use crate::sqlite::SqliteCatalog;
+use crate::jobs::{
+    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRelease, UnitRow, UnitState,
+};
+use crate::model::{LedgerAppend, Millis};
+use crate::sqlite::{SqliteCatalog, ledger_append};
 
 const JOB_COLS: &str = "id, state, created_at, finished_at, policy, rate, grace_ms, units, bytes";
 const UNIT_COLS: &str = "job, token, category, priority, from_regions, to_regions, custodian_from, \
@@ -43,6 +45,42 @@ fn split(s: String) -> Vec<String> {
     } else {
         s.split(',').map(str::to_string).collect()
     }
+}
+
+/// Records how a worker leaves a unit and releases its lease, on the
+/// caller's connection (alone, or inside its transaction). False (and
+/// nothing changed) if the worker no longer holds the lease.
+pub(crate) async fn finish_unit_in(
+    conn: &mut SqliteConnection,
+    token: &str,
+    category: &str,
+    release: &UnitRelease,
+) -> Result<bool> {
+    let c = release.outcome.columns();
+    // A retried unit keeps its state when it was already committed: only
+    // its purge failed.
+    let changed = sqlx::query(
+        "UPDATE migration_units SET \
+            state = CASE WHEN ? = 'pending' AND state = 'committed' THEN 'committed' ELSE ? END, \
+            purge_after = COALESCE(?, purge_after), moved_bytes = COALESCE(?, moved_bytes), \
+            error = ?, lease_owner = NULL, lease_until = ?, updated_at = ? \
+         WHERE job = ? AND token = ? AND category = ? AND lease_owner = ?",
+    )
+    .bind(c.state.as_str())
+    .bind(c.state.as_str())
+    .bind(c.purge_after)
+    .bind(c.moved_bytes)
+    .bind(c.error)
+    .bind(c.lease_until)
+    .bind(release.now)
+    .bind(release.job)
+    .bind(token)
+    .bind(category)
+    .bind(&release.owner)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
 }
 
 fn unit_from(r: &SqliteRow) -> Result<UnitRow> {
@@ -300,58 +338,28 @@ impl JobStore for SqliteCatalog {
         outcome: &UnitOutcome,
         now: Millis,
     ) -> Result<bool> {
-        let (state, purge_after, moved, error, lease_until) = match outcome {
-            UnitOutcome::Committed {
-                purge_after,
-                moved_bytes,
-            } => (
-                UnitState::Committed,
-                Some(*purge_after),
-                Some(*moved_bytes),
-                None,
-                0,
-            ),
-            UnitOutcome::Done => (UnitState::Done, None, None, None, 0),
-            UnitOutcome::Retry {
-                error,
-                retry_at,
-                give_up,
-            } => (
-                if *give_up {
-                    UnitState::Failed
-                } else {
-                    UnitState::Pending
-                },
-                None,
-                None,
-                Some(error.clone()),
-                *retry_at,
-            ),
+        let release = UnitRelease {
+            job,
+            owner: owner.to_string(),
+            outcome: outcome.clone(),
+            now,
         };
-        // A retried unit keeps its state when it was already committed: only
-        // its purge failed.
-        let changed = sqlx::query(
-            "UPDATE migration_units SET \
-                state = CASE WHEN ? = 'pending' AND state = 'committed' THEN 'committed' ELSE ? END, \
-                purge_after = COALESCE(?, purge_after), moved_bytes = COALESCE(?, moved_bytes), \
-                error = ?, lease_owner = NULL, lease_until = ?, updated_at = ? \
-             WHERE job = ? AND token = ? AND category = ? AND lease_owner = ?",
-        )
-        .bind(state.as_str())
-        .bind(state.as_str())
-        .bind(purge_after)
-        .bind(moved)
-        .bind(error)
-        .bind(lease_until)
-        .bind(now)
-        .bind(job)
-        .bind(token)
-        .bind(category)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(changed == 1)
+        let mut conn = self.pool.acquire().await?;
+        finish_unit_in(&mut conn, token, category, &release).await
+    }
+
+    async fn finish_unit_with_receipt(
+        &self,
+        token: &str,
+        category: &str,
+        release: &UnitRelease,
+        receipt: &LedgerAppend,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let held = finish_unit_in(&mut tx, token, category, release).await?;
+        ledger_append(&mut tx, receipt).await?;
+        tx.commit().await?;
+        Ok(held)
     }
 
     async fn cancel_pending(&self, job: i64, now: Millis) -> Result<u64> {

@@ -16,6 +16,8 @@ Environment:
   SUBJECTS    JSON list of subject ids to write under (users/{subject}/...)
   STOP_FILE   the run ends when this file exists
   OUT_FILE    where the JSON summary goes
+  PROGRESS_FILE  where acknowledged writes per endpoint are written as
+              they happen (JSON, replaced about twice a second)
   WRITERS, READERS, KEYS_PER_WRITER (optional)
 
 Writes the summary to OUT_FILE and exits 0 if it could run; the caller
@@ -204,6 +206,17 @@ def check_read(cs, start, key, at_least, final):
             )
 
 
+def progress():
+    path = os.environ.get("PROGRESS_FILE")
+    while path and not stopped():
+        with lock:
+            snapshot = json.dumps(stats["acked_by_endpoint"])
+        with open(path + ".tmp", "w") as f:
+            f.write(snapshot)
+        os.replace(path + ".tmp", path)
+        time.sleep(0.5)
+
+
 def reader(r):
     cs = clients()
     rng = random.Random(1000 + r)
@@ -223,6 +236,7 @@ def reader(r):
 
 threads = [threading.Thread(target=writer, args=(w,)) for w in range(WRITERS)]
 threads += [threading.Thread(target=reader, args=(r,)) for r in range(READERS)]
+threads.append(threading.Thread(target=progress))
 for t in threads:
     t.start()
 for t in threads:

@@ -707,6 +707,7 @@ fn spawn_checker(d: &Deployment, endpoints: &[String], subjects: &[String]) -> W
         .env("SUBJECTS", serde_json::to_string(subjects).unwrap())
         .env("STOP_FILE", d.dir.join("checker.stop"))
         .env("OUT_FILE", d.dir.join("checker.json"))
+        .env("PROGRESS_FILE", d.dir.join("checker.progress"))
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_DEFAULT_REGION", "us-east-1")
@@ -741,8 +742,25 @@ fn two_servers_and_two_workers_survive_a_kill_of_one_of_each() {
     let (mut server_a, s3_a) = d.spawn_server("server-a");
     let (mut server_b, s3_b) = d.spawn_server("server-b");
     let mut checker = spawn_checker(&d, &[s3_a.clone(), s3_b.clone()], &subjects);
-    // Let the clients write through both servers before the move starts.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The clients write through both servers before the move starts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(checker.running(), "{}", d.worker_output("checker"));
+        let progress: Value =
+            serde_json::from_str(&d.log("checker.progress")).unwrap_or(Value::Null);
+        if [&s3_a, &s3_b]
+            .iter()
+            .all(|e| progress[e.as_str()].as_i64().unwrap_or(0) >= 10)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the clients did not get going: {progress}\n{}",
+            d.worker_output("checker")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mut a = d.spawn_worker("worker-a", KILL_RATE);
     let mut b = d.spawn_worker("worker-b", KILL_RATE);
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use domicile_catalog::{
     Fence, JobCounts, JobRow, JobState, LedgerAppend, PlacementRow, PlacementState, UnitOutcome,
-    UnitRow, UnitState,
+    UnitRelease, UnitRow, UnitState,
 };
 use domicile_core::ids::RegionId;
 use domicile_core::jurisdiction::Jurisdiction;
@@ -162,6 +162,33 @@ impl Pacer {
 pub struct Tick {
     pub bytes: u64,
     pub units: u64,
+}
+
+/// How a worker's turn on a unit ended.
+#[derive(Debug)]
+enum Turn {
+    /// The unit was released in the same transaction as the turn's change.
+    Released(Tick),
+    /// Nothing to change: the caller releases the unit with this outcome.
+    Unreleased(UnitOutcome),
+}
+
+/// How often a worker re-reads its job's state (pause, cancel).
+const JOB_POLL: Duration = Duration::from_millis(250);
+
+/// The release of a unit whose move commits (or is found done) now: its
+/// purge is due after the grace period.
+fn committed(unit: &UnitRow, owner: &str, opts: &MigrateOptions, moved: u64) -> UnitRelease {
+    let now = now_millis();
+    UnitRelease {
+        job: unit.job,
+        owner: owner.to_string(),
+        outcome: UnitOutcome::Committed {
+            purge_after: now + opts.grace.as_millis() as i64,
+            moved_bytes: moved as i64,
+        },
+        now,
+    }
 }
 
 impl Engine {
@@ -427,13 +454,23 @@ impl Engine {
     ) -> Result<()> {
         let owner = format!("{}-w{n}", opts.owner);
         let mut idle_backoff = Duration::from_millis(50);
+        // The job's state, re-read at most every JOB_POLL: a pause or a
+        // cancel is seen within that, without a read per unit.
+        let mut state: Option<(JobState, Instant)> = None;
         loop {
-            let Some(j) = self.catalog.job(job).await? else {
-                return Ok(());
+            let j = match state {
+                Some((s, at)) if at.elapsed() < JOB_POLL => s,
+                _ => {
+                    let Some(j) = self.catalog.job(job).await? else {
+                        return Ok(());
+                    };
+                    state = Some((j.state, Instant::now()));
+                    j.state
+                }
             };
             let now = now_millis();
             let lease_until = now + opts.lease.as_millis() as i64;
-            let units = match j.state {
+            let units = match j {
                 JobState::Running => {
                     self.catalog
                         .claim_units(job, &owner, 1, lease_until, now)
@@ -453,77 +490,82 @@ impl Engine {
             let Some(unit) = units.into_iter().next() else {
                 let c = self.catalog.job_counts(job, now_millis()).await?;
                 let waiting = c.pending + c.in_flight + c.committed;
-                if waiting == 0 || (j.state == JobState::Cancelled && c.committed == 0) {
+                if waiting == 0 || (j == JobState::Cancelled && c.committed == 0) {
                     return Ok(());
                 }
                 // Others hold leases, or purges are not due yet.
                 tokio::time::sleep(idle_backoff).await;
                 idle_backoff = (idle_backoff * 2).min(Duration::from_millis(500));
+                state = None;
                 continue;
             };
             idle_backoff = Duration::from_millis(50);
-            let outcome = match unit.state {
-                UnitState::Committed => self.purge_unit(&unit).await.map(|()| UnitOutcome::Done),
-                _ => self
-                    .move_unit(&unit, opts, pacer, &owner)
-                    .await
-                    .map(|moved| UnitOutcome::Committed {
-                        purge_after: now_millis() + opts.grace.as_millis() as i64,
-                        moved_bytes: moved as i64,
-                    }),
+            // The worker's turn ends in one write: the move's commit or the
+            // purge's receipt carries the unit's release when there is one.
+            let turn = match unit.state {
+                UnitState::Committed => self.purge_unit(&unit, &owner).await,
+                _ => self.move_unit(&unit, opts, pacer, &owner).await,
             };
-            let (outcome, tick) = match outcome {
-                Ok(o) => {
-                    let tick = match &o {
+            let tick = match turn {
+                Ok(Turn::Released(tick)) => tick,
+                Ok(Turn::Unreleased(outcome)) => {
+                    let tick = match &outcome {
                         UnitOutcome::Committed { moved_bytes, .. } => Tick {
                             bytes: *moved_bytes as u64,
                             units: 0,
                         },
                         _ => Tick { bytes: 0, units: 1 },
                     };
-                    (o, tick)
+                    self.finish(&unit, &owner, outcome).await?;
+                    tick
                 }
                 Err(e) => {
                     let backoff = 200i64 << unit.attempts.clamp(0, 8);
                     tracing::warn!(category = %unit.category, attempt = unit.attempts, error = %e, "migration unit failed; will retry");
-                    (
-                        UnitOutcome::Retry {
-                            error: e.to_string(),
-                            retry_at: now_millis() + backoff.min(30_000),
-                            give_up: unit.attempts >= opts.max_attempts,
-                        },
-                        Tick::default(),
-                    )
+                    let outcome = UnitOutcome::Retry {
+                        error: e.to_string(),
+                        retry_at: now_millis() + backoff.min(30_000),
+                        give_up: unit.attempts >= opts.max_attempts,
+                    };
+                    self.finish(&unit, &owner, outcome).await?;
+                    Tick::default()
                 }
             };
-            self.catalog
-                .finish_unit(
-                    job,
-                    &unit.token,
-                    &unit.category,
-                    &owner,
-                    &outcome,
-                    now_millis(),
-                )
-                .await?;
             on_tick(tick);
         }
     }
 
-    /// Moves one unit; returns the bytes copied. Idempotent.
+    /// Records how the worker leaves a unit (its lease is released).
+    async fn finish(&self, unit: &UnitRow, owner: &str, outcome: UnitOutcome) -> Result<()> {
+        self.catalog
+            .finish_unit(
+                unit.job,
+                &unit.token,
+                &unit.category,
+                owner,
+                &outcome,
+                now_millis(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Moves one unit. Idempotent. The commit releases the unit; a unit
+    /// with nothing to move is left for the caller to release.
     async fn move_unit(
         &self,
         unit: &UnitRow,
         opts: &MigrateOptions,
         pacer: &Pacer,
         owner: &str,
-    ) -> Result<u64> {
+    ) -> Result<Turn> {
+        let nothing = || Turn::Unreleased(committed(unit, owner, opts, 0).outcome);
         let Some(p) = self
             .catalog
             .get_placement(&unit.token, &unit.category)
             .await?
         else {
-            return Ok(0); // erased meanwhile: nothing left to move
+            return Ok(nothing()); // erased meanwhile: nothing left to move
         };
         let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
         // Where the policy wants it now (the placement may have changed
@@ -542,7 +584,7 @@ impl Engine {
             self.desired_placement(&unit.token, home, &unit.category, Some(&current))?;
         let to: Vec<String> = to.iter().map(|r| r.to_string()).collect();
         if set(&to) == set(&p.regions) && custodian_to == p.custodian && p.state.is_active() {
-            return Ok(0); // already where it belongs
+            return Ok(nothing()); // already where it belongs
         }
         let now = now_millis();
         let lease = opts.lease.as_millis() as i64;
@@ -561,7 +603,10 @@ impl Engine {
         {
             Ok(moved) => {
                 self.forget_keys(&unit.token);
-                Ok(moved)
+                Ok(Turn::Released(Tick {
+                    bytes: moved,
+                    units: 0,
+                }))
             }
             Err(e) => {
                 // Unblock writers: the placement stays as it was.
@@ -676,21 +721,23 @@ impl Engine {
             }),
             at: now_millis(),
         };
+        let release = committed(unit, owner, opts, moved);
         self.catalog
-            .commit_move(&fence, to, custodian_to, &wrapped, ledger)
+            .commit_unit_move(&fence, to, custodian_to, &wrapped, ledger, &release)
             .await?;
         Ok(moved)
     }
 
     /// Deletes every blob of the unit's (subject, category) from regions
-    /// outside its placement, and records the purge.
-    async fn purge_unit(&self, unit: &UnitRow) -> Result<()> {
+    /// outside its placement; the purge's receipt releases the unit.
+    async fn purge_unit(&self, unit: &UnitRow, owner: &str) -> Result<Turn> {
         let Some(p) = self
             .catalog
             .get_placement(&unit.token, &unit.category)
             .await?
         else {
-            return Ok(()); // erased: erasure purged everything
+            // Erased: erasure purged everything.
+            return Ok(Turn::Unreleased(UnitOutcome::Done));
         };
         if !p.state.is_active() {
             return Err(Error::Busy {
@@ -724,16 +771,24 @@ impl Engine {
                 .await?;
             purged.push(r.clone());
         }
-        if !purged.is_empty() {
-            self.catalog
-                .append_ledger(LedgerAppend {
-                    kind: "purge".into(),
-                    subject: Some(unit.token.clone()),
-                    body: json!({"job": unit.job, "category": unit.category, "regions": purged, "blobs": blobs}),
-                    at: now_millis(),
-                })
-                .await?;
+        if purged.is_empty() {
+            return Ok(Turn::Unreleased(UnitOutcome::Done));
         }
-        Ok(())
+        let receipt = LedgerAppend {
+            kind: "purge".into(),
+            subject: Some(unit.token.clone()),
+            body: json!({"job": unit.job, "category": unit.category, "regions": purged, "blobs": blobs}),
+            at: now_millis(),
+        };
+        let release = UnitRelease {
+            job: unit.job,
+            owner: owner.to_string(),
+            outcome: UnitOutcome::Done,
+            now: receipt.at,
+        };
+        self.catalog
+            .finish_unit_with_receipt(&unit.token, &unit.category, &release, &receipt)
+            .await?;
+        Ok(Turn::Released(Tick { bytes: 0, units: 1 }))
     }
 }
