@@ -125,6 +125,9 @@ pub struct UnitRow {
     pub objects: i64,
     pub bytes: i64,
     pub state: UnitState,
+    /// Attempts that failed with an error (`UnitOutcome::Retry`). Claims do
+    /// not count: a worker killed mid-attempt (kill -9, a lost machine)
+    /// never brings a unit closer to being given up.
     pub attempts: i64,
     pub lease_owner: Option<String>,
     pub lease_until: Millis,
@@ -176,6 +179,8 @@ pub(crate) struct OutcomeColumns<'a> {
     pub moved_bytes: Option<i64>,
     pub error: Option<&'a str>,
     pub lease_until: Millis,
+    /// 1 if this outcome is a failed attempt (it adds to `attempts`).
+    pub failed: i64,
 }
 
 impl UnitOutcome {
@@ -193,6 +198,7 @@ impl UnitOutcome {
                 moved_bytes: Some(*moved_bytes),
                 error: None,
                 lease_until: 0,
+                failed: 0,
             },
             UnitOutcome::Done => OutcomeColumns {
                 state: UnitState::Done,
@@ -200,6 +206,7 @@ impl UnitOutcome {
                 moved_bytes: None,
                 error: None,
                 lease_until: 0,
+                failed: 0,
             },
             UnitOutcome::Retry {
                 error,
@@ -215,6 +222,7 @@ impl UnitOutcome {
                 moved_bytes: None,
                 error: Some(error.as_str()),
                 lease_until: *retry_at,
+                failed: 1,
             },
         }
     }

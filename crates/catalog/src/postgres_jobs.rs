@@ -81,7 +81,8 @@ pub(crate) async fn finish_unit_in(
                          THEN 'committed' ELSE $1 END, \
             purge_after = COALESCE($2, purge_after), \
             moved_bytes = COALESCE($3, moved_bytes), \
-            error = $4, lease_owner = NULL, lease_until = $5, updated_at = $6 \
+            error = $4, lease_owner = NULL, lease_until = $5, updated_at = $6, \
+            attempts = attempts + $11 \
          WHERE job = $7 AND token = $8 AND category = $9 AND lease_owner = $10",
     )
     .bind(c.state.as_str())
@@ -94,6 +95,7 @@ pub(crate) async fn finish_unit_in(
     .bind(token)
     .bind(category)
     .bind(&release.owner)
+    .bind(c.failed)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -272,7 +274,7 @@ impl PostgresCatalog {
         q.push_bind(owner)
             .push(", lease_until = ")
             .push_bind(lease_until)
-            .push(", attempts = attempts + 1, updated_at = ")
+            .push(", updated_at = ")
             .push_bind(now)
             .push(" WHERE job = ")
             .push_bind(job)
@@ -294,7 +296,6 @@ impl PostgresCatalog {
         for u in &mut units {
             u.lease_owner = Some(owner.to_string());
             u.lease_until = lease_until;
-            u.attempts += 1;
             u.updated_at = now;
         }
         Ok(units)

@@ -63,7 +63,8 @@ pub(crate) async fn finish_unit_in(
         "UPDATE migration_units SET \
             state = CASE WHEN ? = 'pending' AND state = 'committed' THEN 'committed' ELSE ? END, \
             purge_after = COALESCE(?, purge_after), moved_bytes = COALESCE(?, moved_bytes), \
-            error = ?, lease_owner = NULL, lease_until = ?, updated_at = ? \
+            error = ?, lease_owner = NULL, lease_until = ?, attempts = attempts + ?, \
+            updated_at = ? \
          WHERE job = ? AND token = ? AND category = ? AND lease_owner = ?",
     )
     .bind(c.state.as_str())
@@ -72,6 +73,7 @@ pub(crate) async fn finish_unit_in(
     .bind(c.moved_bytes)
     .bind(c.error)
     .bind(c.lease_until)
+    .bind(c.failed)
     .bind(release.now)
     .bind(release.job)
     .bind(token)
@@ -283,7 +285,7 @@ impl JobStore for SqliteCatalog {
         let mut units = rows.iter().map(unit_from).collect::<Result<Vec<_>>>()?;
         for u in &mut units {
             sqlx::query(
-                "UPDATE migration_units SET lease_owner = ?, lease_until = ?, attempts = attempts + 1, updated_at = ? \
+                "UPDATE migration_units SET lease_owner = ?, lease_until = ?, updated_at = ? \
                  WHERE job = ? AND token = ? AND category = ?",
             )
             .bind(owner)
@@ -296,7 +298,6 @@ impl JobStore for SqliteCatalog {
             .await?;
             u.lease_owner = Some(owner.to_string());
             u.lease_until = lease_until;
-            u.attempts += 1;
         }
         tx.commit().await?;
         Ok(units)

@@ -703,7 +703,6 @@ async fn concurrent_claims_from_several_pools_never_hand_out_a_unit_twice() {
                 }
                 for u in got {
                     assert_eq!(u.lease_owner.as_deref(), Some(owner.as_str()));
-                    assert_eq!(u.attempts, 1, "{} was claimed before", u.token);
                     mine.push(u.token);
                 }
             }

@@ -52,7 +52,7 @@ pub struct MigrateOptions {
     pub grace: Duration,
     /// Lease on a claimed unit (and on its placement while moving).
     pub lease: Duration,
-    /// Attempts before a unit is given up as failed.
+    /// Failed attempts (errors, not crashes) before a unit is given up.
     pub max_attempts: i64,
     /// A name for this process's workers in leases.
     pub owner: String,
@@ -337,8 +337,9 @@ impl Engine {
             .units_in(job, UnitState::Pending, u32::MAX)
             .await?
         {
-            if unit.attempts == 0 || (unit.lease_owner.is_some() && unit.lease_until >= now) {
-                continue; // never claimed, or held by a live worker
+            // Never claimed (no lease was ever set), or held by a live worker.
+            if unit.lease_until == 0 || (unit.lease_owner.is_some() && unit.lease_until >= now) {
+                continue;
             }
             if let Some(p) = self
                 .catalog
@@ -520,12 +521,16 @@ impl Engine {
                     tick
                 }
                 Err(e) => {
-                    let backoff = 200i64 << unit.attempts.clamp(0, 8);
-                    tracing::warn!(category = %unit.category, attempt = unit.attempts, error = %e, "migration unit failed; will retry");
+                    // `attempts` counts earlier failures (not claims, so
+                    // crashes never count): this is failure attempts + 1.
+                    let failures = unit.attempts + 1;
+                    let backoff = 200i64 << failures.clamp(1, 8);
+                    let give_up = failures >= opts.max_attempts;
+                    tracing::warn!(category = %unit.category, failures, give_up, error = %e, "migration unit failed");
                     let outcome = UnitOutcome::Retry {
                         error: e.to_string(),
                         retry_at: now_millis() + backoff.min(30_000),
-                        give_up: unit.attempts >= opts.max_attempts,
+                        give_up,
                     };
                     self.finish(&unit, &owner, outcome).await?;
                     Tick::default()

@@ -1755,3 +1755,61 @@ async fn cancel_during_an_outage_cancels_the_units_waiting_to_retry() {
     }
     read_all(&engine, &objects).await;
 }
+
+/// Crashes never count toward giving a unit up: units whose holders die
+/// (their leases expire) again and again, more times than the job's
+/// `max_attempts`, then meet one transient error (the destination down for
+/// a moment), are retried and moved; none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_taken_over_after_crashes_are_never_given_up() {
+    let d = Deployment::new();
+    let all = subjects("in", 4, "IN");
+    let objects = d.seed(&all, &["profile"], 2, (1_000, 5_000), 2).await;
+    let mut engine = d.open(&v2()).await;
+    let down = break_region(&d, &mut engine, "sg");
+    let engine = Arc::new(engine);
+    let o = MigrateOptions {
+        max_attempts: 2,
+        ..opts(2, 0, 20, 2_000)
+    };
+    let job = engine.start_migration(&o).await.unwrap().job;
+    let catalog = engine.catalog().clone();
+    // Five dead workers in turn: each claims every unit with a lease that
+    // has expired by the next one's claim, and vanishes.
+    let mut now = now_millis();
+    for dead in 0..5 {
+        let claimed = catalog
+            .claim_units(job, &format!("dead-{dead}"), 100, now + 10, now)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 4, "round {dead}: {claimed:?}");
+        assert!(claimed.iter().all(|u| u.attempts == 0), "{claimed:?}");
+        now += 20;
+    }
+    tokio::time::sleep(ms(50)).await;
+    // The first real attempts fail (the destination is down): one failure
+    // each, below `max_attempts`, so they wait to retry.
+    let e = engine.clone();
+    let run = tokio::spawn(async move { e.run_migration(&o, &no_tick).await });
+    let deadline = Instant::now() + ms(10_000);
+    loop {
+        let pending = catalog
+            .units_in(job, UnitState::Pending, 100)
+            .await
+            .unwrap();
+        if pending.len() == 4 && pending.iter().all(|u| u.attempts == 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "units never failed once: {pending:?}"
+        );
+        tokio::time::sleep(ms(10)).await;
+    }
+    down.store(false, Ordering::SeqCst);
+    let status = run.await.unwrap().unwrap();
+    assert_eq!(status.state, "done", "{status:?}");
+    assert_eq!((status.done, status.failed), (4, 0), "{status:?}");
+    read_all(&engine, &objects).await;
+    assert_clean(&engine).await;
+}
