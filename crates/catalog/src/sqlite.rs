@@ -1,4 +1,6 @@
-//! The embedded backend: SQLite through sqlx, in WAL mode.
+//! The embedded backend: SQLite through sqlx, in WAL mode with
+//! `synchronous = FULL`: a commit is on disk when it returns, so what was
+//! acknowledged survives a power loss, not only a killed process.
 //!
 //! Every method is one transaction. Every transaction that writes starts with
 //! `BEGIN IMMEDIATE`, so it holds the write lock from its first read: a
@@ -104,7 +106,12 @@ impl SqliteCatalog {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // Every commit is on disk before it returns: an acknowledged put,
+            // a move's commit or an erasure survives a power loss or an OS
+            // crash, not only a killed process (WAL with NORMAL would roll
+            // the newest commits back, and a purge already done on disk
+            // could outlive the commit it followed).
+            .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             // Deleted content (the wrapped keys of erased or moved-out
             // subjects, sealed names) is zeroed in the file, not left on a
@@ -152,6 +159,11 @@ impl SqliteCatalog {
         run_migrations(&mut tx).await?;
         tx.commit().await?;
         Ok(Self { pool })
+    }
+
+    /// The connection pool, for operators' tools and tests.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Starts a write transaction holding the write lock from the start.

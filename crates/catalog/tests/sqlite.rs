@@ -185,6 +185,29 @@ async fn schema_version_is_current() {
     assert_eq!(cat.schema_version().await.unwrap(), 4);
 }
 
+/// Every connection commits durably (`synchronous = FULL`, 2): a commit is
+/// on disk when it returns, so an acknowledged write survives a power loss.
+#[tokio::test]
+async fn every_connection_commits_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = open(&dir.path().join("c.db")).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = cat.pool().acquire().await.unwrap();
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(level, 2, "synchronous must be FULL");
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        held.push(conn);
+    }
+}
+
 #[tokio::test]
 async fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
