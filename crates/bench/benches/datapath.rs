@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use domicile_bench::{loadavg, write_configs};
+use domicile_bench::{loadavg, median, write_configs};
 use domicile_core::Config;
 use domicile_core::ids::{Category, ObjectKey, SubjectId};
 use domicile_core::jurisdiction::Jurisdiction;
@@ -103,11 +103,6 @@ async fn run(size: usize, ops: usize, encrypt: bool) -> Result<Run> {
         ops,
         bytes: (size * ops) as u64,
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() -> Result<()> {

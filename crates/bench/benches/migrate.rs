@@ -6,7 +6,8 @@
 //! `cargo bench -p domicile-bench --bench migrate -- [OBJECTS] [ROUNDS]`
 //! (defaults 20000 objects of 1 KiB–1 MiB, log-uniform, about 3 GiB; 3
 //! rounds). Needs `rclone` on the PATH. The page cache is warm for every
-//! contender: the data set was just written or just moved.
+//! contender: the data set was just written or just moved. Each round first
+//! waits a minute for earlier deletions to settle (see `settle_deletions`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use domicile_bench::loadavg;
+use domicile_bench::{loadavg, median};
 use domicile_core::Config;
 use domicile_core::ids::{Category, ObjectKey, SubjectId};
 use domicile_core::jurisdiction::Jurisdiction;
@@ -185,11 +186,6 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome>
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -250,10 +246,12 @@ fn main() -> Result<()> {
     let mut ours = Vec::new();
     let mut rclone = Vec::new();
     let mut rclone_synced = Vec::new();
+    let mut baseline_copies = Vec::new();
     let mut cp = Vec::new();
     let (mut acked, mut refused) = (0, 0);
     let mut source = "a";
     for round in 0..rounds {
+        settle_deletions();
         let src_dir = dir.join("regions").join(source);
         // Baselines copy the same stored files into fresh folders.
         let dst = work.path().join(format!("rclone-{round}"));
@@ -268,12 +266,14 @@ fn main() -> Result<()> {
         // (its copies are on disk before the commit): the same, then syncfs.
         let synced = run_tool(Command::new("sync").arg("-f").arg(&dst))?;
         rclone_synced.push(rclone[round] + synced);
-        std::fs::remove_dir_all(&dst)?;
+        // Kept until the end: deleting it now would slow the next
+        // contender's file creation (see `settle_deletions`).
+        baseline_copies.push(dst);
         let dst = work.path().join(format!("cp-{round}"));
         cp.push(run_tool(
             Command::new("cp").arg("-r").arg(&src_dir).arg(&dst),
         )?);
-        std::fs::remove_dir_all(&dst)?;
+        baseline_copies.push(dst);
         // Then the move itself, to the other region.
         let target = if source == "a" { "b" } else { "a" };
         let o = rt.block_on(migrate(&dir, target, &ids))?;
@@ -294,6 +294,9 @@ fn main() -> Result<()> {
             loadavg()
         );
         source = target;
+    }
+    for dst in &baseline_copies {
+        std::fs::remove_dir_all(dst)?;
     }
     let ours = median(ours);
     let rclone = median(rclone.iter().map(Duration::as_secs_f64).collect());
@@ -326,6 +329,20 @@ fn main() -> Result<()> {
         cp / ours
     );
     Ok(())
+}
+
+/// Waits until files deleted so far no longer slow file creation down.
+///
+/// On ext4 without a journal (this machine's root filesystem) the inode
+/// allocator skips inodes deleted in the last 60 s (300 s while their inode
+/// table block is dirty), scanning past them one by one: creating thousands
+/// of files right after deleting thousands is several times slower, for
+/// every contender alike. Each round flushes and waits that window out
+/// first (after the previous move's purge, or whatever ran before the
+/// benchmark); the baselines' copies are only deleted at the end.
+fn settle_deletions() {
+    let _ = Command::new("sync").status();
+    std::thread::sleep(Duration::from_secs(61));
 }
 
 fn which(tool: &str) -> Result<PathBuf> {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use domicile_bench::serve::{KEY_ID, SECRET, SUBJECTS, Server, deployment, s3_client, serve};
-use domicile_bench::{loadavg, median};
+use domicile_bench::{loadavg, median, percentile_ms};
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -124,12 +124,6 @@ async fn measure(store: Arc<dyn ObjectStore>, size: usize, ops: usize) -> Result
     })
 }
 
-fn pct(v: &[Duration], p: f64) -> f64 {
-    let mut v: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn main() -> Result<()> {
     let rounds: usize = std::env::args()
         .skip(1)
@@ -171,11 +165,11 @@ fn main() -> Result<()> {
             let get_lat: Vec<Duration> = r.iter().flat_map(|m| m.get_lat.clone()).collect();
             let row = (
                 put_ops,
-                pct(&put_lat, 0.5),
-                pct(&put_lat, 0.99),
+                percentile_ms(&put_lat, 0.5),
+                percentile_ms(&put_lat, 0.99),
                 get_ops,
-                pct(&get_lat, 0.5),
-                pct(&get_lat, 0.99),
+                percentile_ms(&get_lat, 0.5),
+                percentile_ms(&get_lat, 0.99),
             );
             println!(
                 "| {label} | {name} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} |",

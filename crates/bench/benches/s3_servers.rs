@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use domicile_bench::serve::{SUBJECTS, deployment, s3_client, serve};
-use domicile_bench::{PgDatabase, loadavg, median};
+use domicile_bench::{PgDatabase, loadavg, median, percentile_ms};
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -83,12 +83,6 @@ fn run(rt: &tokio::runtime::Runtime, setup: usize, size: usize, ops: usize) -> R
     Ok(m)
 }
 
-fn pct(v: &[Duration], p: f64) -> f64 {
-    let mut v: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn main() -> Result<()> {
     let rounds: usize = std::env::args()
         .skip(1)
@@ -116,8 +110,8 @@ fn main() -> Result<()> {
             println!(
                 "| {label} | {name} | {ops:.0} | {:.1} | {:.2} | {:.2} |",
                 ops * size as f64 / 1e6,
-                pct(&lat, 0.5),
-                pct(&lat, 0.99)
+                percentile_ms(&lat, 0.5),
+                percentile_ms(&lat, 0.99)
             );
             rate.push(ops);
         }

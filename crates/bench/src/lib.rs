@@ -153,6 +153,13 @@ impl Drop for PgDatabase {
     }
 }
 
+/// The `p` percentile (0–1) of a non-empty list of durations, in ms.
+pub fn percentile_ms(v: &[std::time::Duration], p: f64) -> f64 {
+    let mut v: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
 /// Median of a non-empty list.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

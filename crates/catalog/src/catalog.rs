@@ -254,3 +254,44 @@ impl PlacementState {
         matches!(self, PlacementState::Active)
     }
 }
+
+/// The placement a move's commit leaves, from the one it finds (`current`):
+/// the rule both backends apply inside their transaction. Errors with
+/// `Error::NotFound` if there is none, and with `Error::Conflict` if it is
+/// not at the fence's epoch or not moving.
+pub(crate) fn moved_placement(
+    current: Option<PlacementRow>,
+    fence: &Fence,
+    regions: &[String],
+    custodian: &str,
+    wrapped_key: &[u8],
+    at: Millis,
+) -> Result<PlacementRow> {
+    let Some(current) = current else {
+        return Err(crate::Error::NotFound {
+            what: format!("placement {}/{}", fence.token, fence.category),
+        });
+    };
+    if current.epoch != fence.epoch {
+        return Err(crate::Error::Conflict {
+            reason: format!(
+                "placement is at epoch {}, the move was planned at {}",
+                current.epoch, fence.epoch
+            ),
+        });
+    }
+    if current.state.is_active() {
+        return Err(crate::Error::Conflict {
+            reason: "placement is not moving (the move was aborted or never begun)".into(),
+        });
+    }
+    Ok(PlacementRow {
+        regions: regions.to_vec(),
+        epoch: current.epoch + 1,
+        state: PlacementState::Active,
+        custodian: custodian.to_string(),
+        wrapped_key: wrapped_key.to_vec(),
+        since: at,
+        ..current
+    })
+}

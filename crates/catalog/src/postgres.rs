@@ -97,7 +97,7 @@ use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
-use crate::catalog::{Catalog, CommitOutcome};
+use crate::catalog::{Catalog, CommitOutcome, moved_placement};
 use crate::error::{Error, Result};
 use crate::jobs::UnitRelease;
 use crate::ledger;
@@ -601,34 +601,8 @@ async fn commit_move_in(
     wrapped_key: &[u8],
     ledger: &LedgerAppend,
 ) -> Result<PlacementRow> {
-    let Some(current) = read_placement(conn, &fence.token, &fence.category, true).await? else {
-        return Err(not_found(format!(
-            "placement {}/{}",
-            fence.token, fence.category
-        )));
-    };
-    if current.epoch != fence.epoch {
-        return Err(Error::Conflict {
-            reason: format!(
-                "placement is at epoch {}, the move was planned at {}",
-                current.epoch, fence.epoch
-            ),
-        });
-    }
-    if current.state.is_active() {
-        return Err(Error::Conflict {
-            reason: "placement is not moving (the move was aborted or never begun)".into(),
-        });
-    }
-    let moved = PlacementRow {
-        regions: regions.to_vec(),
-        epoch: current.epoch + 1,
-        state: PlacementState::Active,
-        custodian: custodian.to_string(),
-        wrapped_key: wrapped_key.to_vec(),
-        since: ledger.at,
-        ..current
-    };
+    let current = read_placement(conn, &fence.token, &fence.category, true).await?;
+    let moved = moved_placement(current, fence, regions, custodian, wrapped_key, ledger.at)?;
     sqlx::query(
         "UPDATE placements SET epoch = $1, state = $2, custodian = $3, wrapped_key = $4, \
                                    since = $5 \
