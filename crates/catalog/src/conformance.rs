@@ -364,6 +364,52 @@ pub async fn claim_order(cat: &dyn Catalog) {
     assert_eq!(third[0].state, UnitState::Committed);
     let fourth = cat.claim_units(id, "w3", 5, 1_000, 700).await.unwrap();
     assert_eq!(tokens(&fourth), ["t5/media"]);
+    // One given unit: only if pending, free and small enough.
+    assert!(
+        cat.claim_unit(id, ("t4", "media"), "w9", 10, 1_000, 700)
+            .await
+            .unwrap()
+            .is_none(),
+        "t4 is held by w2"
+    );
+    assert!(
+        cat.claim_unit(id, ("t2", "media"), "w9", 10, 1_000, 700)
+            .await
+            .unwrap()
+            .is_none(),
+        "t2/media is committed, not pending"
+    );
+    assert!(
+        cat.claim_unit(id, ("t5", "media"), "w9", 0, 1_600, 1_100)
+            .await
+            .unwrap()
+            .is_none(),
+        "t5 holds more than 0 bytes"
+    );
+    assert!(
+        cat.claim_unit(id, ("t9", "media"), "w9", 10, 1_000, 700)
+            .await
+            .unwrap()
+            .is_none(),
+        "no such unit"
+    );
+    let one = cat
+        .claim_unit(id, ("t5", "media"), "w9", 10, 1_600, 1_100)
+        .await
+        .unwrap()
+        .expect("t5 is free after w3's lease");
+    assert_eq!(
+        (one.lease_owner.as_deref(), one.lease_until),
+        (Some("w9"), 1_600)
+    );
+    assert!(
+        cat.claim_units(id, "w8", 10, 1_600, 1_200)
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| u.token != "t5"),
+        "a unit claimed alone is held like any other"
+    );
     // Every lease (1_000) has expired and t2/payment's retry is due: the
     // unpurged t2/media first, then priority 0, then priority 1.
     let fifth = cat.claim_units(id, "w4", 5, 9_000, 2_500).await.unwrap();

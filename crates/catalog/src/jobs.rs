@@ -279,6 +279,20 @@ pub trait JobStore: Send + Sync {
         now: Millis,
     ) -> Result<Vec<UnitRow>>;
 
+    /// Claims one given unit, (token, category), for `owner` until
+    /// `lease_until`, if it is pending, its lease is free or expired, and it
+    /// holds at most `max_bytes`: a write that meets a region its policy now
+    /// forbids moves that one (subject, category) at once. `None` otherwise.
+    async fn claim_unit(
+        &self,
+        job: i64,
+        (token, category): (&str, &str),
+        owner: &str,
+        max_bytes: i64,
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<Option<UnitRow>>;
+
     /// Extends the leases `owner` holds on these units. Returns how many it
     /// still held.
     async fn renew_leases(

@@ -413,6 +413,58 @@ impl JobStore for PostgresCatalog {
             .await
     }
 
+    async fn claim_unit(
+        &self,
+        job: i64,
+        (token, category): (&str, &str),
+        owner: &str,
+        max_bytes: i64,
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<Option<UnitRow>> {
+        let run = || async {
+            // SKIP LOCKED: a claimer taking it right now wins; this one
+            // returns None instead of waiting.
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {UNIT_COLS} FROM migration_units \
+                 WHERE job = $1 AND token = $2 AND category = $3 AND state = 'pending' \
+                   AND lease_until < $4 AND bytes <= $5 \
+                 FOR UPDATE SKIP LOCKED"
+            )))
+            .bind(job)
+            .bind(token)
+            .bind(category)
+            .bind(now)
+            .bind(max_bytes)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                tx.commit().await?;
+                return Ok::<_, Error>(None);
+            };
+            let mut unit = unit_from(&row)?;
+            sqlx::query(
+                "UPDATE migration_units SET lease_owner = $1, lease_until = $2, updated_at = $3 \
+                 WHERE job = $4 AND token = $5 AND category = $6",
+            )
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(job)
+            .bind(token)
+            .bind(category)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            unit.lease_owner = Some(owner.to_string());
+            unit.lease_until = lease_until;
+            unit.updated_at = now;
+            Ok(Some(unit))
+        };
+        self.retry(run).await
+    }
+
     async fn renew_leases(
         &self,
         job: i64,

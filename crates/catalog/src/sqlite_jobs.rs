@@ -303,6 +303,51 @@ impl JobStore for SqliteCatalog {
         Ok(units)
     }
 
+    async fn claim_unit(
+        &self,
+        job: i64,
+        (token, category): (&str, &str),
+        owner: &str,
+        max_bytes: i64,
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<Option<UnitRow>> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {UNIT_COLS} FROM migration_units \
+             WHERE job = ? AND token = ? AND category = ? AND state = 'pending' \
+               AND lease_until < ? AND bytes <= ?"
+        )))
+        .bind(job)
+        .bind(token)
+        .bind(category)
+        .bind(now)
+        .bind(max_bytes)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut unit = unit_from(&row)?;
+        sqlx::query(
+            "UPDATE migration_units SET lease_owner = ?, lease_until = ?, updated_at = ? \
+             WHERE job = ? AND token = ? AND category = ?",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(job)
+        .bind(token)
+        .bind(category)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        unit.lease_owner = Some(owner.to_string());
+        unit.lease_until = lease_until;
+        unit.updated_at = now;
+        Ok(Some(unit))
+    }
+
     async fn renew_leases(
         &self,
         job: i64,

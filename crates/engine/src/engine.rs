@@ -25,6 +25,11 @@ pub struct EngineOptions {
     pub max_object_size: u64,
     /// How long a write waits for a move of its placement to finish.
     pub move_wait: Duration,
+    /// A write that meets a region its policy now forbids moves its
+    /// (subject, category) at once, if the open migration job has that
+    /// unit free and it holds at most this many bytes; 0 turns this off
+    /// (such writes are refused until a worker moves the unit).
+    pub inline_move_max: u64,
 }
 
 impl Default for EngineOptions {
@@ -34,6 +39,7 @@ impl Default for EngineOptions {
             chunk_size: domicile_store::crypto::DEFAULT_CHUNK_SIZE,
             max_object_size: 5 << 30,
             move_wait: Duration::from_secs(5),
+            inline_move_max: 64 << 20,
         }
     }
 }

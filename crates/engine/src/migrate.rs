@@ -540,6 +540,68 @@ impl Engine {
         }
     }
 
+    /// Moves one (subject, category) now, for a write that met a region
+    /// its policy forbids: if the open job is running this config and has
+    /// that unit free (pending, unleased, at most
+    /// `EngineOptions::inline_move_max` bytes), this caller claims it and
+    /// moves it exactly as a worker would (same protocol, lease, receipt);
+    /// its purge is left to the workers after the grace period. Returns
+    /// whether it moved; false leaves the write to be refused as before.
+    pub(crate) async fn move_inline(&self, token: &str, category: &str) -> Result<bool> {
+        let max = self.options.inline_move_max;
+        if max == 0 {
+            return Ok(false);
+        }
+        let Some(job) = self.catalog.open_job().await? else {
+            return Ok(false);
+        };
+        if job.state != JobState::Running || job.policy != self.config.digest() {
+            return Ok(false);
+        }
+        let now = now_millis();
+        let opts = MigrateOptions {
+            workers: 1,
+            rate: 0,
+            grace: Duration::from_millis(job.grace_ms.max(0) as u64),
+            owner: format!("inline-{}-{now}", std::process::id()),
+            ..MigrateOptions::default()
+        };
+        let lease_until = now + opts.lease.as_millis() as i64;
+        let Some(unit) = self
+            .catalog
+            .claim_unit(
+                job.id,
+                (token, category),
+                &opts.owner,
+                i64::try_from(max).unwrap_or(i64::MAX),
+                lease_until,
+                now,
+            )
+            .await?
+        else {
+            return Ok(false);
+        };
+        let pacer = Pacer::new(0);
+        match self.move_unit(&unit, &opts, &pacer, &opts.owner).await {
+            Ok(Turn::Released(_)) => Ok(true),
+            Ok(Turn::Unreleased(outcome)) => {
+                self.finish(&unit, &opts.owner, outcome).await?;
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(category, error = %e, "an inline move for a write failed; a worker will retry it");
+                let failures = unit.attempts + 1;
+                let outcome = UnitOutcome::Retry {
+                    error: e.to_string(),
+                    retry_at: now_millis() + (200i64 << failures.clamp(1, 8)).min(30_000),
+                    give_up: failures >= opts.max_attempts,
+                };
+                self.finish(&unit, &opts.owner, outcome).await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Records how the worker leaves a unit (its lease is released).
     async fn finish(&self, unit: &UnitRow, owner: &str, outcome: UnitOutcome) -> Result<()> {
         self.catalog

@@ -87,6 +87,9 @@ impl Engine {
                 self.replace_empty_placement(home, &p).await?;
                 continue;
             }
+            if self.move_inline(token, category.as_str()).await? {
+                continue; // moved: the write goes to the new placement
+            }
             return Err(Error::Forbidden(format!(
                 "the policy now forbids region(s) {} for this subject's {} data; its copies must move first (domicile plan, then migrate apply)",
                 forbidden.join(", "),
