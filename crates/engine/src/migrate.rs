@@ -173,6 +173,20 @@ enum Turn {
     Unreleased(UnitOutcome),
 }
 
+/// What a write's inline move of its (subject, category) came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inline {
+    /// Moved: the write goes to the new placement.
+    Moved,
+    /// Not now, but the running job (planned under this config) will move
+    /// it: a worker holds it, it is too large to move inline, or the move
+    /// failed and waits to be retried. The write may wait, then retry.
+    JobWill,
+    /// No running job of this config: only an operator's `migrate apply`
+    /// will move it.
+    NoJob,
+}
+
 /// How often a worker re-reads its job's state (pause, cancel).
 const JOB_POLL: Duration = Duration::from_millis(250);
 
@@ -546,17 +560,18 @@ impl Engine {
     /// `EngineOptions::inline_move_max` bytes), this caller claims it and
     /// moves it exactly as a worker would (same protocol, lease, receipt);
     /// its purge is left to the workers after the grace period. Returns
-    /// whether it moved; false leaves the write to be refused as before.
-    pub(crate) async fn move_inline(&self, token: &str, category: &str) -> Result<bool> {
-        let max = self.options.inline_move_max;
-        if max == 0 {
-            return Ok(false);
-        }
+    /// what happened: moved; not moved but the running job will move it (a
+    /// worker holds it, or it is too large to move inline); or no job will.
+    pub(crate) async fn move_inline(&self, token: &str, category: &str) -> Result<Inline> {
         let Some(job) = self.catalog.open_job().await? else {
-            return Ok(false);
+            return Ok(Inline::NoJob);
         };
         if job.state != JobState::Running || job.policy != self.config.digest() {
-            return Ok(false);
+            return Ok(Inline::NoJob);
+        }
+        let max = self.options.inline_move_max;
+        if max == 0 {
+            return Ok(Inline::JobWill);
         }
         let now = now_millis();
         let opts = MigrateOptions {
@@ -579,14 +594,14 @@ impl Engine {
             )
             .await?
         else {
-            return Ok(false);
+            return Ok(Inline::JobWill);
         };
         let pacer = Pacer::new(0);
         match self.move_unit(&unit, &opts, &pacer, &opts.owner).await {
-            Ok(Turn::Released(_)) => Ok(true),
+            Ok(Turn::Released(_)) => Ok(Inline::Moved),
             Ok(Turn::Unreleased(outcome)) => {
                 self.finish(&unit, &opts.owner, outcome).await?;
-                Ok(true)
+                Ok(Inline::Moved)
             }
             Err(e) => {
                 tracing::warn!(category, error = %e, "an inline move for a write failed; a worker will retry it");
@@ -597,7 +612,7 @@ impl Engine {
                     give_up: failures >= opts.max_attempts,
                 };
                 self.finish(&unit, &opts.owner, outcome).await?;
-                Ok(false)
+                Ok(Inline::JobWill)
             }
         }
     }

@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::clock::now_millis;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::migrate::Inline;
 
 impl Engine {
     /// The regions and custodian the current policy gives a new placement.
@@ -87,8 +88,20 @@ impl Engine {
                 self.replace_empty_placement(home, &p).await?;
                 continue;
             }
-            if self.move_inline(token, category.as_str()).await? {
-                continue; // moved: the write goes to the new placement
+            match self.move_inline(token, category.as_str()).await? {
+                Inline::Moved => continue, // the write goes to the new placement
+                Inline::JobWill => {
+                    // The job moves it soon: wait like for a move, within
+                    // bounds, then a retryable refusal.
+                    if Instant::now() >= deadline {
+                        return Err(Error::Busy {
+                            category: category.to_string(),
+                        });
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                Inline::NoJob => {}
             }
             return Err(Error::Forbidden(format!(
                 "the policy now forbids region(s) {} for this subject's {} data; its copies must move first (domicile plan, then migrate apply)",

@@ -1817,7 +1817,8 @@ async fn units_taken_over_after_crashes_are_never_given_up() {
 /// moves its (subject, category) inline (same protocol: copies verified,
 /// receipt in the ledger) and lands in the new placement instead of being
 /// refused; the workers then purge it like any other. With inline moves off,
-/// the same write is refused.
+/// the same write waits, then gets a retryable refusal; with no job, a
+/// refusal that only an operator's apply lifts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_to_a_unit_not_yet_moved_moves_it_inline() {
     let d = Deployment::new();
@@ -1825,17 +1826,25 @@ async fn a_write_to_a_unit_not_yet_moved_moves_it_inline() {
     let objects = d.seed(&all, &["profile"], 3, (1_000, 8_000), 1).await;
     let o = opts(2, 0, 50, 2_000);
 
-    // Inline moves off: refused while the job is open.
+    // Inline moves off: no job yet, refused for good (only an operator's
+    // apply moves it); a job open, refused as retryable after the write's
+    // wait (the job's workers will move it).
     let off = EngineOptions {
         inline_move_max: 0,
+        move_wait: ms(300),
         ..EngineOptions::default()
     };
     let engine = d.open_with(&REGIONS, &v2(), off).await;
-    let job = engine.start_migration(&o).await.unwrap().job;
     let err = put(&engine, "in-0", "profile", "profile/new", b"new")
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Forbidden(_)), "{err}");
+    let job = engine.start_migration(&o).await.unwrap().job;
+    let err = put(&engine, "in-0", "profile", "profile/new", b"new")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Busy { .. }), "{err}");
+    assert!(err.is_retryable());
     drop(engine);
 
     // On (the default): the write moves in-0's unit and lands in sg.
