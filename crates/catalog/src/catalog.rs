@@ -160,6 +160,10 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// `row.modified_at`). If the row's blob is the one already indexed,
     /// nothing is queued and `replaced` is `None`.
     ///
+    /// The write's intent (any garbage row for `row.blob_id`, queued before
+    /// its blob was written) is removed in the same transaction: from then
+    /// on the index row keeps the blob.
+    ///
     /// Errors with `Error::Invalid` if `row` is not for the fence's
     /// (token, category), and with `Error::Conflict` if the name is indexed
     /// in another category or the blob id belongs to another name (a blob
@@ -187,12 +191,18 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
 
     // ---- garbage ----
 
-    /// The oldest queued garbage rows (by id), at most `limit`.
+    /// The oldest queued garbage rows (by id), at most `limit`, due or not:
+    /// every blob that no index row points at yet may legitimately exist.
     async fn garbage(&self, limit: u32) -> Result<Vec<GarbageRow>>;
+
+    /// The oldest garbage rows due for deletion (`queued_at <= now`), at
+    /// most `limit`. A write's intent is queued in the future: its blob is
+    /// not collected while its writer may still commit it.
+    async fn due_garbage(&self, limit: u32, now: Millis) -> Result<Vec<GarbageRow>>;
 
     /// Queues a blob for deletion (for example, an upload whose commit was
     /// fenced). `row.id` is ignored: the catalog assigns one.
-    async fn queue_garbage(&self, row: &GarbageRow) -> Result<()>;
+    async fn queue_garbage(&self, row: &GarbageRow) -> Result<i64>;
 
     /// Drops a garbage row once its blob is gone from every region, and
     /// appends the `purge` ledger entry if given. Errors with

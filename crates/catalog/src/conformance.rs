@@ -40,6 +40,7 @@ where
     residency(&*fresh().await).await;
     objects(&*fresh().await).await;
     garbage(&*fresh().await).await;
+    write_intents(&*fresh().await).await;
     ledger_chain(&*fresh().await).await;
     settings(&*fresh().await).await;
     scan_follows_changes(&*fresh().await).await;
@@ -1764,6 +1765,48 @@ pub async fn objects(cat: &dyn Catalog) {
     let blobs: Vec<&str> = page.iter().map(|o| o.blob_id.as_str()).collect();
     assert_eq!(blobs, vec!["blob-9", "blob-0", "blob-3"]);
     assert_chain(cat).await;
+}
+
+/// A write's intent is a garbage row queued in the future: listed as
+/// pending, not due before its time, and removed by the commit of its blob
+/// (while other rows stay).
+pub async fn write_intents(cat: &dyn Catalog) {
+    setup(cat, "tok-w", "IN", &[("profile", &["r1"])]).await;
+    let intent = |blob: &str, at: i64| GarbageRow {
+        id: 0,
+        token: "tok-w".into(),
+        category: "profile".into(),
+        blob_id: blob.into(),
+        regions: strings(&["r1"]),
+        queued_at: at,
+    };
+    let a = cat.queue_garbage(&intent("blob-a", 5_000)).await.unwrap();
+    let b = cat.queue_garbage(&intent("blob-b", 5_000)).await.unwrap();
+    let old = cat.queue_garbage(&intent("blob-old", 100)).await.unwrap();
+    assert!(a < b && b < old, "ids in queue order: {a} {b} {old}");
+    assert_eq!(all_garbage(cat).await.len(), 3, "every row is pending");
+    let due: Vec<String> = cat
+        .due_garbage(10, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.blob_id)
+        .collect();
+    assert_eq!(due, ["blob-old"], "intents are not due before their time");
+    assert_eq!(cat.due_garbage(10, 5_000).await.unwrap().len(), 3);
+    assert_eq!(cat.due_garbage(1, 5_000).await.unwrap().len(), 1);
+
+    // Committing blob-a removes its intent, and only that.
+    commit(cat, 1, &object("tok-w", "profile", "a", "blob-a", 10)).await;
+    let left: Vec<String> = all_garbage(cat)
+        .await
+        .into_iter()
+        .map(|g| g.blob_id)
+        .collect();
+    assert_eq!(left, ["blob-b", "blob-old"]);
+    // An intent dropped by its writer (nothing was stored).
+    cat.finish_garbage(b, None).await.unwrap();
+    assert_eq!(all_garbage(cat).await.len(), 1);
 }
 
 /// queue_garbage, garbage, finish_garbage.

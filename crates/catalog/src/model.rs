@@ -100,6 +100,9 @@ pub struct GarbageRow {
     pub category: String,
     pub blob_id: String,
     pub regions: Vec<String>,
+    /// When it is due for deletion: when it was queued, or, for a write's
+    /// intent (queued before its blob is written, removed by the commit),
+    /// the time after which its writer is taken to have died.
     pub queued_at: Millis,
 }
 

@@ -1299,6 +1299,11 @@ impl PostgresCatalog {
         };
         add_counts(&mut tx, &row.token, &row.category, objects, bytes).await?;
 
+        // The write's intent: the index row keeps the blob from now on.
+        sqlx::query("DELETE FROM garbage WHERE blob_id = $1")
+            .bind(&row.blob_id)
+            .execute(&mut *tx)
+            .await?;
         let replaced = old.filter(|o| o.blob_id != row.blob_id).map(|o| o.blob_id);
         if let Some(blob_id) = &replaced {
             let regions = read_regions(&mut tx, &row.token, &row.category).await?;
@@ -1348,9 +1353,9 @@ impl PostgresCatalog {
         }))
     }
 
-    async fn queue_garbage_tx(&self, row: &GarbageRow) -> Result<()> {
+    async fn queue_garbage_tx(&self, row: &GarbageRow) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
-        insert_garbage(
+        let queued = insert_garbage(
             &mut tx,
             &row.token,
             &row.category,
@@ -1360,7 +1365,7 @@ impl PostgresCatalog {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(queued.id)
     }
 
     async fn finish_garbage_tx(&self, id: i64, ledger: Option<&LedgerAppend>) -> Result<()> {
@@ -1686,7 +1691,19 @@ impl Catalog for PostgresCatalog {
         rows.iter().map(garbage_from).collect()
     }
 
-    async fn queue_garbage(&self, row: &GarbageRow) -> Result<()> {
+    async fn due_garbage(&self, limit: u32, now: Millis) -> Result<Vec<GarbageRow>> {
+        let rows = sqlx::query(
+            "SELECT id, token, category, blob_id, regions, queued_at FROM garbage \
+             WHERE queued_at <= $1 ORDER BY id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(garbage_from).collect()
+    }
+
+    async fn queue_garbage(&self, row: &GarbageRow) -> Result<i64> {
         self.retry(|| self.queue_garbage_tx(row)).await
     }
 

@@ -1176,6 +1176,11 @@ impl Catalog for SqliteCatalog {
         };
         add_counts(&mut tx, &row.token, &row.category, objects, bytes).await?;
 
+        // The write's intent: the index row keeps the blob from now on.
+        sqlx::query("DELETE FROM garbage WHERE blob_id = ?")
+            .bind(&row.blob_id)
+            .execute(&mut *tx)
+            .await?;
         let replaced = old.filter(|o| o.blob_id != row.blob_id).map(|o| o.blob_id);
         if let Some(blob_id) = &replaced {
             let regions = read_regions(&mut tx, &row.token, &row.category).await?;
@@ -1298,9 +1303,21 @@ impl Catalog for SqliteCatalog {
         rows.iter().map(garbage_from).collect()
     }
 
-    async fn queue_garbage(&self, row: &GarbageRow) -> Result<()> {
+    async fn due_garbage(&self, limit: u32, now: Millis) -> Result<Vec<GarbageRow>> {
+        let rows = sqlx::query(
+            "SELECT id, token, category, blob_id, regions, queued_at FROM garbage \
+             WHERE queued_at <= ? ORDER BY id LIMIT ?",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(garbage_from).collect()
+    }
+
+    async fn queue_garbage(&self, row: &GarbageRow) -> Result<i64> {
         let mut tx = self.write_tx().await?;
-        insert_garbage(
+        let queued = insert_garbage(
             &mut tx,
             &row.token,
             &row.category,
@@ -1310,7 +1327,7 @@ impl Catalog for SqliteCatalog {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(queued.id)
     }
 
     async fn finish_garbage(&self, id: i64, ledger: Option<LedgerAppend>) -> Result<()> {

@@ -118,7 +118,7 @@ async fn conformance_file_backed() {
     .await;
     assert_eq!(
         n.load(Ordering::SeqCst),
-        19,
+        20,
         "every check ran on its own catalog"
     );
 }

@@ -116,7 +116,41 @@ impl Engine {
             .iter()
             .map(|r| self.region(r).cloned())
             .collect::<Result<Vec<_>>>()?;
-        let key = self.options.encrypt.then_some(&dek);
+        // The intent first: if this process dies between writing the blob
+        // and committing it, the blob is known (pending, not an orphan) and
+        // collected once the intent is due.
+        let intent = self
+            .record_intent(
+                &token,
+                category.as_str(),
+                path.blob_id(),
+                &placement.regions,
+            )
+            .await?;
+        let written = match self.write_blob(regions, &path, &dek, &mut body).await {
+            Ok(w) => w,
+            Err(e) => {
+                // Nothing was stored (the writer cleaned up): bad input
+                // leaves no trace, not even the intent.
+                self.forget_intent(intent).await;
+                return Err(e);
+            }
+        };
+        self.commit_written(
+            &token, home, category, name, meta, &dek, &path, placement, written,
+        )
+        .await
+    }
+
+    /// Streams `body` into a new blob at `path` in every region.
+    async fn write_blob<R: AsyncRead + Unpin + Send>(
+        &self,
+        regions: Vec<domicile_store::RegionStore>,
+        path: &BlobPath,
+        dek: &DataKey,
+        body: &mut R,
+    ) -> Result<domicile_store::WrittenBlob> {
+        let key = self.options.encrypt.then_some(dek);
         let mut writer = BlobWriter::new(regions, path.clone(), key, self.options.chunk_size)?;
         let mut buf = vec![0u8; READ_BUF];
         let mut total: u64 = 0;
@@ -146,11 +180,7 @@ impl Engine {
                 return Err(e.into());
             }
         }
-        let written = writer.finish().await?;
-        self.commit_written(
-            &token, home, category, name, meta, &dek, &path, placement, written,
-        )
-        .await
+        Ok(writer.finish().await?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -279,6 +309,13 @@ impl Engine {
             }
             let from = self.region(&holding[0])?;
             let to = self.region(r)?;
+            self.record_intent(
+                token,
+                category.as_str(),
+                path.blob_id(),
+                std::slice::from_ref(r),
+            )
+            .await?;
             holding.push(r.clone());
             domicile_store::copy_blob(from, to, path, &written.checksum_hex).await?;
         }
@@ -306,6 +343,37 @@ impl Engine {
         // collection pass alone would never delete them.
         self.queue_blob(token, category, blob_id, &strays).await;
         true
+    }
+
+    /// Records that a blob is about to be written to `regions`: a garbage
+    /// row due only after `intent_ttl`, which the commit removes. Returns
+    /// its id.
+    async fn record_intent(
+        &self,
+        token: &str,
+        category: &str,
+        blob_id: &str,
+        regions: &[String],
+    ) -> Result<i64> {
+        let row = GarbageRow {
+            id: 0,
+            token: token.to_string(),
+            category: category.to_string(),
+            blob_id: blob_id.to_string(),
+            regions: regions.to_vec(),
+            queued_at: now_millis() + self.options.intent_ttl.as_millis() as i64,
+        };
+        Ok(self.catalog.queue_garbage(&row).await?)
+    }
+
+    /// Drops an intent whose blob was never stored.
+    async fn forget_intent(&self, id: i64) {
+        match self.catalog.finish_garbage(id, None).await {
+            Ok(()) | Err(domicile_catalog::Error::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not drop a write intent; it expires by itself")
+            }
+        }
     }
 
     /// Queues a blob for deletion from `regions` and runs a collection pass.

@@ -30,6 +30,10 @@ pub struct EngineOptions {
     /// unit free and it holds at most this many bytes; 0 turns this off
     /// (such writes are refused until a worker moves the unit).
     pub inline_move_max: u64,
+    /// How long a write's blob is kept without its commit before it is
+    /// collected as the leftover of a writer that died (a killed server).
+    /// Must exceed the longest a write can take.
+    pub intent_ttl: Duration,
 }
 
 impl Default for EngineOptions {
@@ -40,6 +44,7 @@ impl Default for EngineOptions {
             max_object_size: 5 << 30,
             move_wait: Duration::from_secs(5),
             inline_move_max: 64 << 20,
+            intent_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }

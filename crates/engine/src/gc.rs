@@ -1,6 +1,7 @@
 //! Garbage collection: blobs that no index row points at any more
 //! (overwritten, deleted, erased, or written by a fenced write) are deleted
-//! from every region they were written to.
+//! from every region they were written to; so are the blobs of writes whose
+//! writer died before committing, once their intent is due.
 
 use domicile_store::BlobPath;
 
@@ -18,13 +19,17 @@ pub struct GcReport {
 const PAGE: u32 = 256;
 
 impl Engine {
-    /// Deletes every queued blob. A blob that cannot be deleted everywhere
-    /// stays queued for the next pass.
+    /// Deletes every queued blob that is due. A blob that cannot be deleted
+    /// everywhere stays queued for the next pass.
     pub async fn collect_garbage(&self) -> Result<GcReport> {
         let mut report = GcReport::default();
         let mut seen_failures = std::collections::HashSet::new();
         loop {
-            let rows = self.catalog.garbage(PAGE).await?;
+            // Due rows only: a write's intent waits for its writer.
+            let rows = self
+                .catalog
+                .due_garbage(PAGE, crate::clock::now_millis())
+                .await?;
             let rows: Vec<_> = rows
                 .into_iter()
                 .filter(|r| !seen_failures.contains(&r.id))

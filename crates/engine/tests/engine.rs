@@ -1904,3 +1904,99 @@ async fn verify_reports_old_staging_files_and_erasure_removes_them() {
     assert!(!staging.exists(), "erasure left the subject's staging file");
     assert!(engine.verify(true).await.unwrap().problems.is_empty());
 }
+
+/// A writer that dies between storing its blob and committing it (a killed
+/// server) leaves a complete blob no index row points at. Its write intent,
+/// recorded before the blob, makes it pending rather than an orphan; the
+/// collector leaves it alone until the intent is due, then deletes it. A
+/// put that commits, or that fails on bad input, leaves no intent behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_whose_writer_died_before_its_commit_is_pending_then_collected() {
+    let d = Deployment::new();
+    let engine = verify_setup(&d, &[CN], &all_in_cn()).await;
+    let catalog = engine.catalog().clone();
+    assert!(
+        catalog.garbage(10).await.unwrap().is_empty(),
+        "committed puts leave no intent"
+    );
+    // A client that drops the connection half-way through its body.
+    let err = engine
+        .put(
+            &sid("gina"),
+            &cat("profile"),
+            &key("cut"),
+            &ObjectMeta::default(),
+            CutBody(3),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_bad_input(), "{err}");
+    assert!(
+        catalog.garbage(10).await.unwrap().is_empty(),
+        "a refused put leaves no intent"
+    );
+
+    // What the dead writer left: a complete blob (a copy of one of gina's,
+    // under a fresh id) that nothing indexes.
+    let t = token(&engine, "gina");
+    let existing = d.files_of("cn", &t).into_iter().next().unwrap();
+    let dead_id = "cd".repeat(16);
+    let dead = existing.with_file_name(&dead_id);
+    std::fs::copy(
+        d.region_dir("cn").join(&existing),
+        d.region_dir("cn").join(&dead),
+    )
+    .unwrap();
+    let problems = engine.verify(true).await.unwrap().problems;
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(
+        problems[0].kind, "orphan",
+        "without its intent: {problems:#?}"
+    );
+
+    // With the intent its writer recorded first: pending until due.
+    let due = now_millis() + 400;
+    catalog
+        .queue_garbage(&domicile_catalog::GarbageRow {
+            id: 0,
+            token: t.clone(),
+            category: "profile".into(),
+            blob_id: dead_id.clone(),
+            regions: vec!["cn".into()],
+            queued_at: due,
+        })
+        .await
+        .unwrap();
+    assert!(engine.verify(true).await.unwrap().problems.is_empty());
+    engine.collect_garbage().await.unwrap();
+    assert!(
+        d.region_dir("cn").join(&dead).exists(),
+        "collected before its writer's time was up"
+    );
+    while now_millis() <= due {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gc = engine.collect_garbage().await.unwrap();
+    assert_eq!(gc.blobs, 1, "{gc:?}");
+    assert!(!d.region_dir("cn").join(&dead).exists());
+    assert!(catalog.garbage(10).await.unwrap().is_empty());
+    assert_clean(&engine).await;
+}
+
+/// A body that yields a few chunks, then fails like a dropped connection.
+struct CutBody(usize);
+
+impl tokio::io::AsyncRead for CutBody {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.0 == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::other("connection reset")));
+        }
+        self.0 -= 1;
+        buf.put_slice(&[9u8; 1000]);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
