@@ -133,7 +133,7 @@ impl JobStore for SqliteCatalog {
         .bind(job.grace_ms)
         .fetch_one(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(id)
     }
 
@@ -166,7 +166,7 @@ impl JobStore for SqliteCatalog {
             .bind(job)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -191,7 +191,7 @@ impl JobStore for SqliteCatalog {
             .bind(job)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(n)
     }
 
@@ -234,6 +234,7 @@ impl JobStore for SqliteCatalog {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
+        self.durable().await?;
         if changed == 0 {
             return Err(Error::NotFound {
                 what: format!("migration job {id}"),
@@ -299,7 +300,7 @@ impl JobStore for SqliteCatalog {
             u.lease_owner = Some(owner.to_string());
             u.lease_until = lease_until;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(units)
     }
 
@@ -341,7 +342,7 @@ impl JobStore for SqliteCatalog {
         .bind(category)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         unit.lease_owner = Some(owner.to_string());
         unit.lease_until = lease_until;
         unit.updated_at = now;
@@ -371,7 +372,7 @@ impl JobStore for SqliteCatalog {
             .await?
             .rows_affected();
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(held)
     }
 
@@ -391,7 +392,10 @@ impl JobStore for SqliteCatalog {
             now,
         };
         let mut conn = self.pool.acquire().await?;
-        finish_unit_in(&mut conn, token, category, &release).await
+        let held = finish_unit_in(&mut conn, token, category, &release).await?;
+        drop(conn);
+        self.durable().await?;
+        Ok(held)
     }
 
     async fn finish_unit_with_receipt(
@@ -404,14 +408,14 @@ impl JobStore for SqliteCatalog {
         let mut tx = self.write_tx().await?;
         let held = finish_unit_in(&mut tx, token, category, release).await?;
         ledger_append(&mut tx, receipt).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(held)
     }
 
     async fn cancel_pending(&self, job: i64, now: Millis) -> Result<u64> {
         // Live as `job_counts` counts it: a unit waiting to retry after an
         // error (no owner, `lease_until` = its retry time) is held by nobody.
-        Ok(sqlx::query(
+        let cancelled = sqlx::query(
             "UPDATE migration_units SET state = 'cancelled', updated_at = ? \
              WHERE job = ? AND state = 'pending' \
                AND (lease_owner IS NULL OR lease_until < ?)",
@@ -421,7 +425,9 @@ impl JobStore for SqliteCatalog {
         .bind(now)
         .execute(&self.pool)
         .await?
-        .rows_affected())
+        .rows_affected();
+        self.durable().await?;
+        Ok(cancelled)
     }
 
     async fn job_counts(&self, job: i64, now: Millis) -> Result<JobCounts> {
