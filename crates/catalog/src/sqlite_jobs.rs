@@ -47,6 +47,33 @@ fn split(s: String) -> Vec<String> {
     }
 }
 
+/// Leases `unit` to `owner` until `lease_until` (in the caller's write
+/// transaction), and updates the row in hand to match.
+async fn lease(
+    conn: &mut SqliteConnection,
+    unit: &mut UnitRow,
+    owner: &str,
+    lease_until: Millis,
+    now: Millis,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE migration_units SET lease_owner = ?, lease_until = ?, updated_at = ? \
+         WHERE job = ? AND token = ? AND category = ?",
+    )
+    .bind(owner)
+    .bind(lease_until)
+    .bind(now)
+    .bind(unit.job)
+    .bind(&unit.token)
+    .bind(&unit.category)
+    .execute(&mut *conn)
+    .await?;
+    unit.lease_owner = Some(owner.to_string());
+    unit.lease_until = lease_until;
+    unit.updated_at = now;
+    Ok(())
+}
+
 /// Records how a worker leaves a unit and releases its lease, on the
 /// caller's connection (alone, or inside its transaction). False (and
 /// nothing changed) if the worker no longer holds the lease.
@@ -285,20 +312,7 @@ impl JobStore for SqliteCatalog {
         }
         let mut units = rows.iter().map(unit_from).collect::<Result<Vec<_>>>()?;
         for u in &mut units {
-            sqlx::query(
-                "UPDATE migration_units SET lease_owner = ?, lease_until = ?, updated_at = ? \
-                 WHERE job = ? AND token = ? AND category = ?",
-            )
-            .bind(owner)
-            .bind(lease_until)
-            .bind(now)
-            .bind(job)
-            .bind(&u.token)
-            .bind(&u.category)
-            .execute(&mut *tx)
-            .await?;
-            u.lease_owner = Some(owner.to_string());
-            u.lease_until = lease_until;
+            lease(&mut tx, u, owner, lease_until, now).await?;
         }
         self.commit(tx).await?;
         Ok(units)
@@ -330,22 +344,8 @@ impl JobStore for SqliteCatalog {
             return Ok(None);
         };
         let mut unit = unit_from(&row)?;
-        sqlx::query(
-            "UPDATE migration_units SET lease_owner = ?, lease_until = ?, updated_at = ? \
-             WHERE job = ? AND token = ? AND category = ?",
-        )
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(job)
-        .bind(token)
-        .bind(category)
-        .execute(&mut *tx)
-        .await?;
+        lease(&mut tx, &mut unit, owner, lease_until, now).await?;
         self.commit(tx).await?;
-        unit.lease_owner = Some(owner.to_string());
-        unit.lease_until = lease_until;
-        unit.updated_at = now;
         Ok(Some(unit))
     }
 
