@@ -190,6 +190,19 @@ pub(crate) enum Inline {
 /// How often a worker re-reads its job's state (pause, cancel).
 const JOB_POLL: Duration = Duration::from_millis(250);
 
+/// How a unit is left after an attempt that failed with `e`: retried after
+/// a backoff that grows with its failures, or given up after
+/// `max_attempts` of them. `attempts` counts earlier failures only (not
+/// claims), so crashes never bring a unit closer to being given up.
+fn failed(unit: &UnitRow, opts: &MigrateOptions, e: &Error) -> UnitOutcome {
+    let failures = unit.attempts + 1;
+    UnitOutcome::Retry {
+        error: e.to_string(),
+        retry_at: now_millis() + (200i64 << failures.clamp(1, 8)).min(30_000),
+        give_up: failures >= opts.max_attempts,
+    }
+}
+
 /// The release of a unit whose move commits (or is found done) now: its
 /// purge is due after the grace period.
 fn committed(unit: &UnitRow, owner: &str, opts: &MigrateOptions, moved: u64) -> UnitRelease {
@@ -535,18 +548,8 @@ impl Engine {
                     tick
                 }
                 Err(e) => {
-                    // `attempts` counts earlier failures (not claims, so
-                    // crashes never count): this is failure attempts + 1.
-                    let failures = unit.attempts + 1;
-                    let backoff = 200i64 << failures.clamp(1, 8);
-                    let give_up = failures >= opts.max_attempts;
-                    tracing::warn!(category = %unit.category, failures, give_up, error = %e, "migration unit failed");
-                    let outcome = UnitOutcome::Retry {
-                        error: e.to_string(),
-                        retry_at: now_millis() + backoff.min(30_000),
-                        give_up,
-                    };
-                    self.finish(&unit, &owner, outcome).await?;
+                    tracing::warn!(category = %unit.category, failures = unit.attempts + 1, error = %e, "migration unit failed");
+                    self.finish(&unit, &owner, failed(&unit, opts, &e)).await?;
                     Tick::default()
                 }
             };
@@ -605,13 +608,8 @@ impl Engine {
             }
             Err(e) => {
                 tracing::warn!(category, error = %e, "an inline move for a write failed; a worker will retry it");
-                let failures = unit.attempts + 1;
-                let outcome = UnitOutcome::Retry {
-                    error: e.to_string(),
-                    retry_at: now_millis() + (200i64 << failures.clamp(1, 8)).min(30_000),
-                    give_up: failures >= opts.max_attempts,
-                };
-                self.finish(&unit, &opts.owner, outcome).await?;
+                self.finish(&unit, &opts.owner, failed(&unit, &opts, &e))
+                    .await?;
                 Ok(Inline::JobWill)
             }
         }

@@ -60,6 +60,7 @@ impl Engine {
         category: &Category,
     ) -> Result<PlacementRow> {
         let deadline = Instant::now() + self.options.move_wait;
+        let mut job_will = false;
         loop {
             let p = match self.catalog.get_placement(token, category.as_str()).await? {
                 Some(p) => p,
@@ -88,20 +89,26 @@ impl Engine {
                 self.replace_empty_placement(home, &p).await?;
                 continue;
             }
-            match self.move_inline(token, category.as_str()).await? {
-                Inline::Moved => continue, // the write goes to the new placement
-                Inline::JobWill => {
-                    // The job moves it soon: wait like for a move, within
-                    // bounds, then a retryable refusal.
-                    if Instant::now() >= deadline {
-                        return Err(Error::Busy {
-                            category: category.to_string(),
-                        });
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+            // One inline attempt per write: once the job is known to move
+            // the unit otherwise, re-reading the placement is all the wait
+            // needs (claiming again would take the catalog's write lock).
+            if !job_will {
+                match self.move_inline(token, category.as_str()).await? {
+                    Inline::Moved => continue, // the write goes to the new placement
+                    Inline::JobWill => job_will = true,
+                    Inline::NoJob => {}
                 }
-                Inline::NoJob => {}
+            }
+            if job_will {
+                // The job moves it soon: wait like for a move, within
+                // bounds, then a retryable refusal.
+                if Instant::now() >= deadline {
+                    return Err(Error::Busy {
+                        category: category.to_string(),
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
             return Err(Error::Forbidden(format!(
                 "the policy now forbids region(s) {} for this subject's {} data; its copies must move first (domicile plan, then migrate apply)",
