@@ -14,93 +14,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use pg::Database;
 use serde_json::Value;
-use sqlx::Connection;
-use sqlx::postgres::PgConnection;
+
+mod pg;
 
 const BIN: &str = env!("CARGO_BIN_EXE_domicile");
-const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-
-fn server() -> String {
-    std::env::var("DOMICILE_TEST_POSTGRES")
-        .unwrap_or_else(|_| DEFAULT_SERVER.into())
-        .trim_end_matches('/')
-        .to_string()
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-async fn admin() -> PgConnection {
-    let url = format!("{}/postgres", server());
-    PgConnection::connect(&url).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is unreachable at {url}: {e}\n\
-             set DOMICILE_TEST_POSTGRES to postgres://USER[:PASSWORD]@HOST:PORT, or start \
-             the local server with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`."
-        )
-    })
-}
-
-/// A fresh database, dropped (with any connection still on it) on drop.
-struct Database {
-    name: String,
-    url: String,
-}
-
-impl Database {
-    fn create() -> Database {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("domicile_test_{}_cli_{nanos:x}", std::process::id());
-        block_on(async {
-            let mut a = admin().await;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'"
-            )))
-            .execute(&mut a)
-            .await
-            .unwrap();
-            a.close().await.ok();
-        });
-        let url = format!("{}/{name}", server());
-        Database { name, url }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A thread of its own: works while a failed test unwinds.
-        let t = std::thread::spawn(move || {
-            block_on(async {
-                match PgConnection::connect(&format!("{}/postgres", server())).await {
-                    Ok(mut a) => {
-                        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut a).await
-                        {
-                            eprintln!("cannot drop test database {name}: {e}");
-                        }
-                        a.close().await.ok();
-                    }
-                    Err(e) => eprintln!("cannot drop test database {name}: {e}"),
-                }
-            })
-        });
-        if t.join().is_err() {
-            eprintln!("dropping test database {} panicked", self.name);
-        }
-    }
-}
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -153,7 +73,7 @@ fn embedded_catalog_moves_to_postgres_and_carries_on() {
     let residency_before = json(&dir, &["report", "residency"]);
     let show_before = json(&dir, &["subject", "show", "user-000001"]);
 
-    let db = Database::create();
+    let db = Database::create("cli");
     let out = ok(&dir, &["catalog", "migrate-to", &db.url]);
     assert!(out.contains(&format!("url = \"{}\"", db.url)), "{out}");
     let head = ledger_before["head_hash"].as_str().unwrap();

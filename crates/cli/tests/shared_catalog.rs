@@ -34,15 +34,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use pg::Database;
 use serde_json::Value;
-use sqlx::Connection;
-use sqlx::postgres::PgConnection;
+
+mod pg;
 
 const BIN: &str = env!("CARGO_BIN_EXE_domicile");
 const V1: &str = include_str!("../../../examples/demo-v1.toml");
-const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 const SQLITE_URL: &str = "url = \"sqlite://data/catalog.db\"";
 
 /// Per process: paces the copy so that the two workers (and the writer)
@@ -54,89 +54,6 @@ const CHECKER: &str = include_str!("s3_checker.py");
 const ACCESS_KEY: &str = "AKDOMICILESHARED";
 const SECRET_KEY: &str = "shared-catalog-test-secret";
 const BUCKET: &str = "user-data";
-
-// ---------------------------------------------------------------------------
-// PostgreSQL: one fresh database per test
-// ---------------------------------------------------------------------------
-
-fn server() -> String {
-    std::env::var("DOMICILE_TEST_POSTGRES")
-        .unwrap_or_else(|_| DEFAULT_SERVER.into())
-        .trim_end_matches('/')
-        .to_string()
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-async fn admin() -> PgConnection {
-    let url = format!("{}/postgres", server());
-    PgConnection::connect(&url).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is unreachable at {url}: {e}\n\
-             set DOMICILE_TEST_POSTGRES to postgres://USER[:PASSWORD]@HOST:PORT, or start \
-             the local server with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`."
-        )
-    })
-}
-
-/// A fresh database, dropped (with any connection still on it) on drop.
-struct Database {
-    name: String,
-    url: String,
-}
-
-impl Database {
-    fn create(tag: &str) -> Database {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("domicile_test_{}_{tag}_{nanos:x}", std::process::id());
-        block_on(async {
-            let mut a = admin().await;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'"
-            )))
-            .execute(&mut a)
-            .await
-            .unwrap();
-            a.close().await.ok();
-        });
-        let url = format!("{}/{name}", server());
-        Database { name, url }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A thread of its own: works while a failed test unwinds.
-        let t = std::thread::spawn(move || {
-            block_on(async {
-                match PgConnection::connect(&format!("{}/postgres", server())).await {
-                    Ok(mut a) => {
-                        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut a).await
-                        {
-                            eprintln!("cannot drop test database {name}: {e}");
-                        }
-                        a.close().await.ok();
-                    }
-                    Err(e) => eprintln!("cannot drop test database {name}: {e}"),
-                }
-            })
-        });
-        if t.join().is_err() {
-            eprintln!("dropping test database {} panicked", self.name);
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The deployment, driven by the real binary
