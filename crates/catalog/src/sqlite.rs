@@ -1,6 +1,9 @@
-//! The embedded backend: SQLite through sqlx, in WAL mode with
-//! `synchronous = FULL`: a commit is on disk when it returns, so what was
-//! acknowledged survives a power loss, not only a killed process.
+//! The embedded backend: SQLite through sqlx, in WAL mode. A write is on
+//! disk when it returns (what was acknowledged survives a power loss, not
+//! only a killed process): SQLite runs with `synchronous = NORMAL` and each
+//! write then syncs the log, concurrent writes sharing one sync (`WalSync`).
+//! Queued garbage rows are the exception: losing one leaves at most an
+//! unindexed blob.
 //!
 //! Every method is one transaction. Every transaction that writes starts with
 //! `BEGIN IMMEDIATE`, so it holds the write lock from its first read: a
