@@ -42,7 +42,7 @@
 //! ## Schema and CockroachDB
 //!
 //! The schema is versioned like the SQLite one (`schema/postgres/000N_*.sql`,
-//! the same versions 1–4 and [`SCHEMA_VERSION`]), recorded in sqlx's
+//! the same versions 1–5 and [`SCHEMA_VERSION`]), recorded in sqlx's
 //! `_sqlx_migrations` table. `open` refuses a database a newer build
 //! migrated, then applies what is missing in ONE transaction that first takes
 //! `pg_advisory_xact_lock`, so processes opening a fresh database at once
@@ -109,7 +109,7 @@ use crate::postgres_jobs::finish_unit_in;
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
 
 /// The newest schema version this build knows (the same versions as SQLite's).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Connections per process. Each server and worker process has its own
 /// pool, so the database sees (processes × this) connections at most.
@@ -162,6 +162,15 @@ fn migrator() -> Migrator {
             MigrationType::Simple,
             sqlx::SqlSafeStr::into_sql_str(include_str!(
                 "schema/postgres/0004_unit_claim_order.sql"
+            )),
+            false,
+        ),
+        Migration::new(
+            5,
+            "garbage by blob".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!(
+                "schema/postgres/0005_garbage_by_blob.sql"
             )),
             false,
         ),

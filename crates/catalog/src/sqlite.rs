@@ -42,7 +42,7 @@ use crate::raw::{RawRow, RawTable, RawType, RawValue};
 use crate::sqlite_jobs::finish_unit_in;
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Connections in a file-backed pool: WAL lets readers run beside the writer.
 const MAX_CONNECTIONS: u32 = 4;
@@ -80,6 +80,13 @@ fn migrator() -> Migrator {
             "unit claim order".into(),
             MigrationType::Simple,
             sqlx::SqlSafeStr::into_sql_str(include_str!("schema/sqlite/0004_unit_claim_order.sql")),
+            false,
+        ),
+        Migration::new(
+            5,
+            "garbage by blob".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("schema/sqlite/0005_garbage_by_blob.sql")),
             false,
         ),
     ])

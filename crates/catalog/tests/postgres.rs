@@ -392,24 +392,24 @@ async fn reopened_database_keeps_everything() {
 async fn schema_version_is_current() {
     let server = Server::connect().await;
     let (url, cat) = server.catalog().await;
-    assert_eq!(SCHEMA_VERSION, 4);
+    assert_eq!(SCHEMA_VERSION, 5);
     assert_eq!(
         SCHEMA_VERSION,
         domicile_catalog::sqlite::SCHEMA_VERSION,
         "both backends know the same schema versions"
     );
-    assert_eq!(cat.schema_version().await.unwrap(), 4);
+    assert_eq!(cat.schema_version().await.unwrap(), 5);
     drop(cat);
     // Reopening applies nothing twice.
     let cat = PostgresCatalog::open(&url).await.unwrap();
-    assert_eq!(cat.schema_version().await.unwrap(), 4);
+    assert_eq!(cat.schema_version().await.unwrap(), 5);
     let mut conn = raw(&url).await;
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(applied, vec![1, 2, 3, 4]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5]);
 }
 
 #[tokio::test]
@@ -420,7 +420,7 @@ async fn newer_schema_is_refused() {
     let mut conn = raw(&url).await;
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (5, 'from the future', TRUE, '\\x00'::bytea, 0)",
+         VALUES (6, 'from the future', TRUE, '\\x00'::bytea, 0)",
     )
     .execute(&mut conn)
     .await
@@ -428,7 +428,7 @@ async fn newer_schema_is_refused() {
     conn.close().await.unwrap();
     let err = PostgresCatalog::open(&url).await.unwrap_err();
     assert!(
-        matches!(err, Error::SchemaTooNew { found: 5, known: 4 }),
+        matches!(err, Error::SchemaTooNew { found: 6, known: 5 }),
         "{err}"
     );
     let err = domicile_catalog::open(&url).await.unwrap_err();
@@ -450,7 +450,7 @@ async fn concurrent_first_opens_migrate_once() {
     let mut cats = Vec::new();
     for h in handles {
         let cat = h.await.unwrap();
-        assert_eq!(cat.schema_version().await.unwrap(), 4);
+        assert_eq!(cat.schema_version().await.unwrap(), 5);
         cats.push(cat);
     }
     let mut conn = raw(&url).await;
@@ -458,7 +458,7 @@ async fn concurrent_first_opens_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 4);
+    assert_eq!(applied, 5);
     let heads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_head")
         .fetch_one(&mut conn)
         .await
@@ -498,7 +498,7 @@ async fn concurrent_first_opens_without_advisory_lock_migrate_once() {
         let mut cats = Vec::new();
         for h in handles {
             let cat = h.await.unwrap();
-            assert_eq!(cat.schema_version().await.unwrap(), 4);
+            assert_eq!(cat.schema_version().await.unwrap(), 5);
             cats.push(cat);
         }
         let mut conn = raw(&url).await;
@@ -507,7 +507,7 @@ async fn concurrent_first_opens_without_advisory_lock_migrate_once() {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, vec![1, 2, 3, 4]);
+        assert_eq!(applied, vec![1, 2, 3, 4, 5]);
         let heads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_head")
             .fetch_one(&mut conn)
             .await

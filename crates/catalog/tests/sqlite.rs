@@ -177,12 +177,12 @@ async fn reopened_file_keeps_everything() {
 async fn schema_version_is_current() {
     let dir = tempfile::tempdir().unwrap();
     let cat = open(&dir.path().join("c.db")).await;
-    assert_eq!(SCHEMA_VERSION, 4);
-    assert_eq!(cat.schema_version().await.unwrap(), 4);
+    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(cat.schema_version().await.unwrap(), 5);
     drop(cat);
     // Reopening applies nothing twice.
     let cat = open(&dir.path().join("c.db")).await;
-    assert_eq!(cat.schema_version().await.unwrap(), 4);
+    assert_eq!(cat.schema_version().await.unwrap(), 5);
 }
 
 /// Commits are on disk when they return, and concurrent writers share the
@@ -247,7 +247,7 @@ async fn newer_schema_is_refused() {
     let mut conn = raw(&path).await;
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (5, 'from the future', 1, x'00', 0)",
+         VALUES (6, 'from the future', 1, x'00', 0)",
     )
     .execute(&mut conn)
     .await
@@ -257,7 +257,7 @@ async fn newer_schema_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::SchemaTooNew { found: 5, known: 4 }),
+        matches!(err, Error::SchemaTooNew { found: 6, known: 5 }),
         "{err}"
     );
 }
@@ -355,14 +355,14 @@ async fn concurrent_first_opens_migrate_once() {
     }
     for h in handles {
         let cat = h.await.unwrap();
-        assert_eq!(cat.schema_version().await.unwrap(), 4);
+        assert_eq!(cat.schema_version().await.unwrap(), 5);
     }
     let mut conn = raw(&path).await;
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 4);
+    assert_eq!(applied, 5);
 }
 
 /// Crypto-shredding: once a subject is erased and the log checkpointed, its
