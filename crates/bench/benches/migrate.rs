@@ -8,6 +8,10 @@
 //! rounds). Needs `rclone` on the PATH. The page cache is warm for every
 //! contender: the data set was just written or just moved. Each round first
 //! waits a minute for earlier deletions to settle (see `settle_deletions`).
+//! Knobs for experiments: `DOMICILE_BENCH_WORKERS` (8), `DOMICILE_BENCH_BATCH`
+//! (units per worker turn, the engine's default), `DOMICILE_BENCH_GRACE_MS`
+//! (0; a longer grace shows the copy phase apart from the purges, whose end
+//! is printed separately).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -134,18 +138,38 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome>
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(WORKERS);
+    let grace = std::env::var("DOMICILE_BENCH_GRACE_MS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::ZERO);
+    let batch = std::env::var("DOMICILE_BENCH_BATCH")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(MigrateOptions::default().batch);
     let opts = MigrateOptions {
         workers,
-        grace: Duration::ZERO,
+        batch,
+        grace,
         ..MigrateOptions::default()
     };
+    let last_commit = std::sync::Mutex::new(Duration::ZERO);
     let done = AtomicBool::new(false);
     let acked = AtomicU64::new(0);
     let refused = AtomicU64::new(0);
+    let cpu0 = cpu_ticks();
     let t = Instant::now();
     let mover = async {
         engine.start_migration(&opts).await?;
-        let status = engine.run_migration(&opts, &|_| {}).await;
+        let status = engine
+            .run_migration(&opts, &|tick| {
+                if tick.units == 0
+                    && let Ok(mut at) = last_commit.lock()
+                {
+                    *at = t.elapsed();
+                }
+            })
+            .await;
         done.store(true, Ordering::SeqCst);
         status
     };
@@ -179,6 +203,13 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome>
             status.failed
         );
     }
+    let committed = last_commit.lock().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let (u, k) = cpu_ticks();
+    eprintln!(
+        "  every unit committed at {committed:.2} s, purged at {secs:.2} s; cpu user {:.2} s, system {:.2} s",
+        (u - cpu0.0) as f64 / 100.0,
+        (k - cpu0.1) as f64 / 100.0
+    );
     Ok(Outcome {
         secs,
         acked: acked.load(Ordering::Relaxed),
@@ -343,6 +374,20 @@ fn main() -> Result<()> {
 fn settle_deletions() {
     let _ = Command::new("sync").status();
     std::thread::sleep(Duration::from_secs(61));
+}
+
+/// This process's user and system CPU time, in clock ticks (1/100 s).
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    (
+        f.get(11).copied().unwrap_or(0),
+        f.get(12).copied().unwrap_or(0),
+    )
 }
 
 fn which(tool: &str) -> Result<PathBuf> {

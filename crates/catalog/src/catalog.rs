@@ -29,6 +29,26 @@ pub enum CommitOutcome {
     },
 }
 
+/// A placement to mark moving: what `begin_move` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveMark {
+    pub token: String,
+    pub category: String,
+    pub epoch: i64,
+    pub to: Vec<String>,
+}
+
+/// A migration unit's move to commit: what `commit_unit_move` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitMove {
+    pub fence: Fence,
+    pub regions: Vec<String>,
+    pub custodian: String,
+    pub wrapped_key: Vec<u8>,
+    pub ledger: LedgerAppend,
+    pub release: crate::jobs::UnitRelease,
+}
+
 /// The catalog: subjects, placements, the object index, the garbage queue
 /// and the ledger.
 #[async_trait]
@@ -128,6 +148,54 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
         ledger: LedgerAppend,
         release: &crate::jobs::UnitRelease,
     ) -> Result<(PlacementRow, bool)>;
+
+    /// `begin_move` for several placements in one transaction (a migration
+    /// worker's batch of units). One answer per mark, in order; a fenced or
+    /// missing placement is `false` and does not stop the others.
+    async fn begin_moves(
+        &self,
+        marks: &[MoveMark],
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(marks.len());
+        for m in marks {
+            out.push(
+                self.begin_move(&m.token, &m.category, m.epoch, &m.to, lease_until, now)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// `commit_unit_move` for several units in one transaction. Each move
+    /// commits or fails on its own: one fenced (`Error::Conflict`) or gone
+    /// (`Error::NotFound`) placement is that move's result and does not stop
+    /// the others. An error of the catalog itself fails the whole call, and
+    /// then nothing of it is committed. One result per move, in order.
+    async fn commit_unit_moves(
+        &self,
+        moves: &[UnitMove],
+    ) -> Result<Vec<Result<(PlacementRow, bool)>>> {
+        let mut out = Vec::with_capacity(moves.len());
+        for m in moves {
+            let done = self
+                .commit_unit_move(
+                    &m.fence,
+                    &m.regions,
+                    &m.custodian,
+                    &m.wrapped_key,
+                    m.ledger.clone(),
+                    &m.release,
+                )
+                .await;
+            match done {
+                Err(e) if !e.is_fenced() => return Err(e),
+                done => out.push(done),
+            }
+        }
+        Ok(out)
+    }
 
     /// Clears a moving mark without changing the placement. Does nothing if
     /// the placement is not at `epoch` or not moving.

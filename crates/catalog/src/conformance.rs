@@ -14,14 +14,17 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::catalog::{Catalog, CommitOutcome};
+use crate::catalog::{Catalog, CommitOutcome, MoveMark, UnitMove};
 use crate::error::Error;
-use crate::jobs::{JobRow, JobState, UnitOutcome, UnitRelease, UnitRow, UnitState};
+use crate::jobs::{JobRow, JobState, UnitOutcome, UnitReceipt, UnitRelease, UnitRow, UnitState};
 use crate::ledger::{self, ChainVerifier, GENESIS};
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, ObjectRow, PlacementRow, PlacementState,
     PlacementSummary, ResidencyRow, SubjectRow,
 };
+
+/// How many checks `run_all` runs (each on its own fresh catalog).
+pub const CHECKS: usize = 21;
 
 /// Runs every check, each on a fresh, empty catalog from `fresh`.
 pub async fn run_all<F, Fut>(mut fresh: F)
@@ -47,6 +50,7 @@ where
     jobs(&*fresh().await).await;
     claim_order(&*fresh().await).await;
     unit_release_with_the_change(&*fresh().await).await;
+    batched_turns(&*fresh().await).await;
     concurrent_claims(fresh().await).await;
     concurrent_writers(fresh().await).await;
 }
@@ -305,6 +309,143 @@ pub async fn unit_release_with_the_change(cat: &dyn Catalog) {
     for e in cat.ledger_page(0, 1_000).await.unwrap() {
         v.push(&e).unwrap();
     }
+}
+
+/// A worker's batch of units: marks, commits and purge receipts of several
+/// units each in one call, where one fenced unit is refused on its own and
+/// the others go through.
+pub async fn batched_turns(cat: &dyn Catalog) {
+    for t in ["t1", "t2", "t3"] {
+        cat.add_subject(&subject(t, "IN"), entry("subject", Some(t), 1))
+            .await
+            .unwrap();
+        cat.ensure_placement(
+            &placement(t, "media", &["r1"]),
+            entry("placement", Some(t), 2),
+        )
+        .await
+        .unwrap();
+    }
+    let mark = |t: &str, epoch| MoveMark {
+        token: t.into(),
+        category: "media".into(),
+        epoch,
+        to: strings(&["r2"]),
+    };
+    // t2 is asked at a stale epoch, t4 has no placement: both refused, the
+    // others marked.
+    let marked = cat
+        .begin_moves(
+            &[mark("t1", 1), mark("t2", 9), mark("t3", 1), mark("t4", 1)],
+            10_000,
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(marked, vec![true, false, true, false]);
+    for (t, moving) in [("t1", true), ("t2", false), ("t3", true)] {
+        let p = get_placement(cat, t, "media").await;
+        assert_eq!(!p.state.is_active(), moving, "{t}: {:?}", p.state);
+    }
+    // A mark held by a live lease is not taken again.
+    assert_eq!(
+        cat.begin_moves(&[mark("t1", 1)], 10_000, 4).await.unwrap(),
+        vec![false]
+    );
+
+    let id = cat.create_job(&job_row()).await.unwrap();
+    cat.add_units(
+        id,
+        &[
+            unit("t1", "media", 0, 1),
+            unit("t2", "media", 0, 1),
+            unit("t3", "media", 0, 1),
+        ],
+    )
+    .await
+    .unwrap();
+    cat.set_job_state(id, JobState::Running, 4).await.unwrap();
+    assert_eq!(
+        cat.claim_units(id, "w1", 3, 1_000, 5).await.unwrap().len(),
+        3
+    );
+    let commit = |t: &str, epoch| UnitMove {
+        fence: Fence {
+            token: t.into(),
+            category: "media".into(),
+            epoch,
+        },
+        regions: strings(&["r2"]),
+        custodian: "kms-a".into(),
+        wrapped_key: b"k".to_vec(),
+        ledger: entry("move", Some(t), 6),
+        release: UnitRelease {
+            job: id,
+            owner: "w1".into(),
+            outcome: UnitOutcome::Committed {
+                purge_after: 700,
+                moved_bytes: 5,
+            },
+            now: 6,
+        },
+    };
+    let before = cat.ledger_page(0, 1_000).await.unwrap().len();
+    // t2 was never marked: its commit is refused, t1 and t3 commit.
+    let results = cat
+        .commit_unit_moves(&[commit("t1", 1), commit("t2", 1), commit("t3", 1)])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(matches!(&results[0], Ok((p, true)) if p.epoch == 2));
+    assert!(
+        matches!(&results[1], Err(Error::Conflict { .. })),
+        "{:?}",
+        results[1]
+    );
+    assert!(matches!(&results[2], Ok((p, true)) if p.epoch == 2));
+    assert_eq!(cat.ledger_page(0, 1_000).await.unwrap().len(), before + 2);
+    let committed = tokens_of(&cat.units_in(id, UnitState::Committed, 10).await.unwrap());
+    assert_eq!(committed, vec!["t1".to_string(), "t3".to_string()]);
+    assert_eq!(get_placement(cat, "t2", "media").await.epoch, 1);
+
+    // Both purges end in one transaction with their receipts.
+    let claimed = cat.claim_units(id, "w2", 5, 20_000, 800).await.unwrap();
+    assert_eq!(
+        tokens_of(&claimed),
+        vec!["t1".to_string(), "t3".to_string()]
+    );
+    let receipt = |t: &str| UnitReceipt {
+        token: t.into(),
+        category: "media".into(),
+        release: UnitRelease {
+            job: id,
+            owner: "w2".into(),
+            outcome: UnitOutcome::Done,
+            now: 900,
+        },
+        receipt: entry("purge", Some(t), 900),
+    };
+    let held = cat
+        .finish_units_with_receipts(&[receipt("t1"), receipt("t3")])
+        .await
+        .unwrap();
+    assert_eq!(held, vec![true, true]);
+    assert_eq!(
+        tokens_of(&cat.units_in(id, UnitState::Done, 10).await.unwrap()),
+        vec!["t1".to_string(), "t3".to_string()]
+    );
+    let entries = cat.ledger_page(0, 1_000).await.unwrap();
+    assert_eq!(entries.len(), before + 4);
+    let mut v = ChainVerifier::new();
+    for e in &entries {
+        v.push(e).unwrap();
+    }
+}
+
+fn tokens_of(units: &[UnitRow]) -> Vec<String> {
+    let mut t: Vec<String> = units.iter().map(|u| u.token.clone()).collect();
+    t.sort();
+    t
 }
 
 /// Claims hand out due purges first (oldest due first), then pending units

@@ -60,3 +60,12 @@ pub enum Error {
 
 /// Result with the catalog's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the call was refused by the state of one row (fenced by
+    /// another epoch, or the row is gone), not by the catalog itself: a
+    /// batch reports such a refusal for its item and goes on with the rest.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Conflict { .. } | Error::NotFound { .. })
+    }
+}

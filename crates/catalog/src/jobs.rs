@@ -239,6 +239,16 @@ pub struct UnitRelease {
     pub now: Millis,
 }
 
+/// A unit's release with the ledger receipt of the work that ends its turn:
+/// what `finish_unit_with_receipt` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitReceipt {
+    pub token: String,
+    pub category: String,
+    pub release: UnitRelease,
+    pub receipt: crate::model::LedgerAppend,
+}
+
 /// Storage of migration jobs; part of every catalog.
 #[async_trait]
 pub trait JobStore: Send + Sync {
@@ -326,6 +336,20 @@ pub trait JobStore: Send + Sync {
         release: &UnitRelease,
         receipt: &LedgerAppend,
     ) -> Result<bool>;
+
+    /// `finish_unit_with_receipt` for several units in one transaction
+    /// (a migration worker's batch of purges). Whether each lease was still
+    /// held, in order.
+    async fn finish_units_with_receipts(&self, done: &[UnitReceipt]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(done.len());
+        for d in done {
+            out.push(
+                self.finish_unit_with_receipt(&d.token, &d.category, &d.release, &d.receipt)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
 
     /// Cancels every pending unit that no live lease holds. Returns how many.
     async fn cancel_pending(&self, job: i64, now: Millis) -> Result<u64>;

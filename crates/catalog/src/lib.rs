@@ -28,11 +28,12 @@ pub mod raw;
 pub mod sqlite;
 pub mod sqlite_jobs;
 
-pub use catalog::{Catalog, CommitOutcome};
+pub use catalog::{Catalog, CommitOutcome, MoveMark, UnitMove};
 pub use copy::{CopyReport, copy_catalog};
 pub use error::{Error, Result};
 pub use jobs::{
-    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRelease, UnitRow, UnitState,
+    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitReceipt, UnitRelease, UnitRow,
+    UnitState,
 };
 pub use model::*;
 

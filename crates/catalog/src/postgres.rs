@@ -97,7 +97,7 @@ use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
-use crate::catalog::{Catalog, CommitOutcome, moved_placement};
+use crate::catalog::{Catalog, CommitOutcome, MoveMark, UnitMove, moved_placement};
 use crate::error::{Error, Result};
 use crate::jobs::UnitRelease;
 use crate::ledger;
@@ -776,6 +776,37 @@ async fn read_placement(
 }
 
 /// Locks a placement row and returns its epoch and state, if it exists.
+/// Marks a placement moving if it is at the mark's epoch and free (see
+/// `Catalog::begin_move`); false, and nothing written, otherwise.
+async fn begin_move_in(
+    conn: &mut PgConnection,
+    m: &MoveMark,
+    lease_until: Millis,
+    now: Millis,
+) -> Result<bool> {
+    let Some((current, state)) = lock_placement(conn, &m.token, &m.category).await? else {
+        return Ok(false);
+    };
+    let free = match state {
+        PlacementState::Active => true,
+        PlacementState::Moving { lease_until, .. } => lease_until < now,
+    };
+    if current != m.epoch || !free {
+        return Ok(false);
+    }
+    let moving = PlacementState::Moving {
+        to: m.to.clone(),
+        lease_until,
+    };
+    sqlx::query("UPDATE placements SET state = $1 WHERE token = $2 AND category = $3")
+        .bind(encode_state(&moving)?)
+        .bind(&m.token)
+        .bind(&m.category)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
+
 async fn lock_placement(
     conn: &mut PgConnection,
     token: &str,
@@ -1159,38 +1190,19 @@ impl PostgresCatalog {
         Ok(created)
     }
 
-    async fn begin_move_tx(
+    async fn begin_moves_tx(
         &self,
-        token: &str,
-        category: &str,
-        epoch: i64,
-        to: &[String],
+        marks: &[MoveMark],
         lease_until: Millis,
         now: Millis,
-    ) -> Result<bool> {
+    ) -> Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
-        let Some((current, state)) = lock_placement(&mut tx, token, category).await? else {
-            return Ok(false);
-        };
-        let free = match state {
-            PlacementState::Active => true,
-            PlacementState::Moving { lease_until, .. } => lease_until < now,
-        };
-        if current != epoch || !free {
-            return Ok(false);
+        let mut out = Vec::with_capacity(marks.len());
+        for m in marks {
+            out.push(begin_move_in(&mut tx, m, lease_until, now).await?);
         }
-        let moving = PlacementState::Moving {
-            to: to.to_vec(),
-            lease_until,
-        };
-        sqlx::query("UPDATE placements SET state = $1 WHERE token = $2 AND category = $3")
-            .bind(encode_state(&moving)?)
-            .bind(token)
-            .bind(category)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(out)
     }
 
     async fn commit_move_tx(
@@ -1221,6 +1233,40 @@ impl PostgresCatalog {
         let held = finish_unit_in(&mut tx, &fence.token, &fence.category, release).await?;
         tx.commit().await?;
         Ok((moved, held))
+    }
+
+    async fn commit_unit_moves_tx(
+        &self,
+        moves: &[UnitMove],
+    ) -> Result<Vec<Result<(PlacementRow, bool)>>> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(moves.len());
+        for m in moves {
+            // A refused move is refused before it writes anything: the
+            // transaction goes on with the others.
+            let moved = match commit_move_in(
+                &mut tx,
+                &m.fence,
+                &m.regions,
+                &m.custodian,
+                &m.wrapped_key,
+                &m.ledger,
+            )
+            .await
+            {
+                Ok(moved) => moved,
+                Err(e) if e.is_fenced() => {
+                    out.push(Err(e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let held =
+                finish_unit_in(&mut tx, &m.fence.token, &m.fence.category, &m.release).await?;
+            out.push(Ok((moved, held)));
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn abort_move_tx(&self, token: &str, category: &str, epoch: i64) -> Result<()> {
@@ -1487,8 +1533,33 @@ impl Catalog for PostgresCatalog {
         lease_until: Millis,
         now: Millis,
     ) -> Result<bool> {
-        self.retry(|| self.begin_move_tx(token, category, epoch, to, lease_until, now))
+        let mark = MoveMark {
+            token: token.to_owned(),
+            category: category.to_owned(),
+            epoch,
+            to: to.to_vec(),
+        };
+        let marked = self
+            .retry(|| self.begin_moves_tx(std::slice::from_ref(&mark), lease_until, now))
+            .await?;
+        Ok(marked.first().copied().unwrap_or(false))
+    }
+
+    async fn begin_moves(
+        &self,
+        marks: &[MoveMark],
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<Vec<bool>> {
+        self.retry(|| self.begin_moves_tx(marks, lease_until, now))
             .await
+    }
+
+    async fn commit_unit_moves(
+        &self,
+        moves: &[UnitMove],
+    ) -> Result<Vec<Result<(PlacementRow, bool)>>> {
+        self.retry(|| self.commit_unit_moves_tx(moves)).await
     }
 
     async fn commit_move(

@@ -21,7 +21,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::error::{Error, Result};
 use crate::jobs::{
-    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRelease, UnitRow, UnitState,
+    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitReceipt, UnitRelease, UnitRow,
+    UnitState,
 };
 use crate::model::{LedgerAppend, Millis};
 use crate::postgres::{PostgresCatalog, ledger_append};
@@ -514,6 +515,21 @@ impl JobStore for PostgresCatalog {
             ledger_append(&mut tx, std::slice::from_ref(receipt)).await?;
             tx.commit().await?;
             Ok::<bool, Error>(held)
+        };
+        self.retry(run).await
+    }
+
+    async fn finish_units_with_receipts(&self, done: &[UnitReceipt]) -> Result<Vec<bool>> {
+        let run = || async {
+            let mut tx = self.pool.begin().await?;
+            let mut held = Vec::with_capacity(done.len());
+            for d in done {
+                held.push(finish_unit_in(&mut tx, &d.token, &d.category, &d.release).await?);
+            }
+            let receipts: Vec<LedgerAppend> = done.iter().map(|d| d.receipt.clone()).collect();
+            ledger_append(&mut tx, &receipts).await?;
+            tx.commit().await?;
+            Ok::<Vec<bool>, Error>(held)
         };
         self.retry(run).await
     }

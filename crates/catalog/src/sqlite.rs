@@ -30,7 +30,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use crate::catalog::{Catalog, CommitOutcome, moved_placement};
+use crate::catalog::{Catalog, CommitOutcome, MoveMark, UnitMove, moved_placement};
 use crate::error::{Error, Result};
 use crate::jobs::UnitRelease;
 use crate::ledger::{self, GENESIS};
@@ -563,6 +563,45 @@ async fn commit_move_in(
     Ok(moved)
 }
 
+/// Marks a placement moving if it is at `epoch` and free (see
+/// `Catalog::begin_move`); false, and nothing written, otherwise.
+async fn begin_move_in(
+    conn: &mut SqliteConnection,
+    token: &str,
+    category: &str,
+    epoch: i64,
+    to: &[String],
+    lease_until: Millis,
+    now: Millis,
+) -> Result<bool> {
+    let row = sqlx::query("SELECT epoch, state FROM placements WHERE token = ? AND category = ?")
+        .bind(token)
+        .bind(category)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(false) };
+    let current: i64 = row.try_get("epoch")?;
+    let state: String = row.try_get("state")?;
+    let free = match decode_state(&state)? {
+        PlacementState::Active => true,
+        PlacementState::Moving { lease_until, .. } => lease_until < now,
+    };
+    if current != epoch || !free {
+        return Ok(false);
+    }
+    let moving = PlacementState::Moving {
+        to: to.to_vec(),
+        lease_until,
+    };
+    sqlx::query("UPDATE placements SET state = ? WHERE token = ? AND category = ?")
+        .bind(encode_state(&moving)?)
+        .bind(token)
+        .bind(category)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
+
 /// Appends one entry at the end of the ledger. Returns its seq.
 pub(crate) async fn ledger_append(conn: &mut SqliteConnection, e: &LedgerAppend) -> Result<i64> {
     let mut tail = ledger_tail(conn).await?;
@@ -1030,34 +1069,39 @@ impl Catalog for SqliteCatalog {
         now: Millis,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let row =
-            sqlx::query("SELECT epoch, state FROM placements WHERE token = ? AND category = ?")
-                .bind(token)
-                .bind(category)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(row) = row else { return Ok(false) };
-        let current: i64 = row.try_get("epoch")?;
-        let state: String = row.try_get("state")?;
-        let free = match decode_state(&state)? {
-            PlacementState::Active => true,
-            PlacementState::Moving { lease_until, .. } => lease_until < now,
-        };
-        if current != epoch || !free {
-            return Ok(false);
+        let marked = begin_move_in(&mut tx, token, category, epoch, to, lease_until, now).await?;
+        if marked {
+            self.commit(tx).await?;
         }
-        let moving = PlacementState::Moving {
-            to: to.to_vec(),
-            lease_until,
-        };
-        sqlx::query("UPDATE placements SET state = ? WHERE token = ? AND category = ?")
-            .bind(encode_state(&moving)?)
-            .bind(token)
-            .bind(category)
-            .execute(&mut *tx)
-            .await?;
-        self.commit(tx).await?;
-        Ok(true)
+        Ok(marked)
+    }
+
+    async fn begin_moves(
+        &self,
+        marks: &[MoveMark],
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<Vec<bool>> {
+        let mut tx = self.write_tx().await?;
+        let mut out = Vec::with_capacity(marks.len());
+        for m in marks {
+            out.push(
+                begin_move_in(
+                    &mut tx,
+                    &m.token,
+                    &m.category,
+                    m.epoch,
+                    &m.to,
+                    lease_until,
+                    now,
+                )
+                .await?,
+            );
+        }
+        if out.contains(&true) {
+            self.commit(tx).await?;
+        }
+        Ok(out)
     }
 
     async fn commit_move(
@@ -1090,6 +1134,40 @@ impl Catalog for SqliteCatalog {
         let held = finish_unit_in(&mut tx, &fence.token, &fence.category, release).await?;
         self.commit(tx).await?;
         Ok((moved, held))
+    }
+
+    async fn commit_unit_moves(
+        &self,
+        moves: &[UnitMove],
+    ) -> Result<Vec<Result<(PlacementRow, bool)>>> {
+        let mut tx = self.write_tx().await?;
+        let mut out = Vec::with_capacity(moves.len());
+        for m in moves {
+            // A refused move is refused before it writes anything: the
+            // transaction goes on with the others.
+            let moved = match commit_move_in(
+                &mut tx,
+                &m.fence,
+                &m.regions,
+                &m.custodian,
+                &m.wrapped_key,
+                &m.ledger,
+            )
+            .await
+            {
+                Ok(moved) => moved,
+                Err(e) if e.is_fenced() => {
+                    out.push(Err(e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let held =
+                finish_unit_in(&mut tx, &m.fence.token, &m.fence.category, &m.release).await?;
+            out.push(Ok((moved, held)));
+        }
+        self.commit(tx).await?;
+        Ok(out)
     }
 
     async fn abort_move(&self, token: &str, category: &str, epoch: i64) -> Result<()> {

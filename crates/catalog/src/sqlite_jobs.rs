@@ -8,7 +8,8 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::error::{Error, Result};
 use crate::jobs::{
-    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitRelease, UnitRow, UnitState,
+    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitReceipt, UnitRelease, UnitRow,
+    UnitState,
 };
 use crate::model::{LedgerAppend, Millis};
 use crate::sqlite::{SqliteCatalog, ledger_append};
@@ -408,6 +409,17 @@ impl JobStore for SqliteCatalog {
         let mut tx = self.write_tx().await?;
         let held = finish_unit_in(&mut tx, token, category, release).await?;
         ledger_append(&mut tx, receipt).await?;
+        self.commit(tx).await?;
+        Ok(held)
+    }
+
+    async fn finish_units_with_receipts(&self, done: &[UnitReceipt]) -> Result<Vec<bool>> {
+        let mut tx = self.write_tx().await?;
+        let mut held = Vec::with_capacity(done.len());
+        for d in done {
+            held.push(finish_unit_in(&mut tx, &d.token, &d.category, &d.release).await?);
+            ledger_append(&mut tx, &d.receipt).await?;
+        }
         self.commit(tx).await?;
         Ok(held)
     }

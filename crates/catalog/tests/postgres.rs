@@ -350,7 +350,11 @@ async fn conformance_fresh_database_per_check() {
         Arc::new(PostgresCatalog::open(&url).await.unwrap()) as Arc<dyn Catalog>
     })
     .await;
-    assert_eq!(server.created(), 20, "every check ran on its own database");
+    assert_eq!(
+        server.created(),
+        conformance::CHECKS,
+        "every check ran on its own database"
+    );
 }
 
 #[tokio::test]

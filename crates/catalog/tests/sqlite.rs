@@ -118,7 +118,7 @@ async fn conformance_file_backed() {
     .await;
     assert_eq!(
         n.load(Ordering::SeqCst),
-        20,
+        conformance::CHECKS,
         "every check ran on its own catalog"
     );
 }

@@ -135,9 +135,13 @@ pub struct RunArgs {
     /// Copy at most this many bytes per second (this process); 0 = unlimited.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Units moved at once by this process.
+    /// Worker turns run at once by this process.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
+    /// Units a worker takes per turn: their catalog writes are batched and
+    /// their copies share one sync per region.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
     /// Seconds between a unit's commit and the purge of its old copies.
     #[arg(long, default_value_t = 2.0)]
     pub grace: f64,

@@ -24,12 +24,16 @@ fn options(run: &RunArgs) -> Result<MigrateOptions> {
     if run.workers == 0 || run.workers > 256 {
         return Err(BadInput("--workers must be between 1 and 256".into()).into());
     }
+    if run.batch == 0 || run.batch > 1024 {
+        return Err(BadInput("--batch must be between 1 and 1024".into()).into());
+    }
     let lease = secs(run.lease, "lease")?;
     if lease < Duration::from_millis(500) {
         return Err(BadInput("--lease must be at least 0.5 seconds".into()).into());
     }
     Ok(MigrateOptions {
         workers: run.workers,
+        batch: run.batch,
         rate: run.rate,
         grace: secs(run.grace, "grace")?,
         lease,

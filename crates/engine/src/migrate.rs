@@ -25,8 +25,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use domicile_catalog::{
-    Fence, JobCounts, JobRow, JobState, LedgerAppend, PlacementRow, PlacementState, UnitOutcome,
-    UnitRelease, UnitRow, UnitState,
+    Fence, JobCounts, JobRow, JobState, LedgerAppend, MoveMark, ObjectRow, PlacementRow,
+    PlacementState, UnitMove, UnitOutcome, UnitReceipt, UnitRelease, UnitRow, UnitState,
 };
 use domicile_core::ids::RegionId;
 use domicile_core::jurisdiction::Jurisdiction;
@@ -43,8 +43,13 @@ use crate::error::{Error, Result};
 /// How a migration runs.
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
-    /// Concurrent units in this process.
+    /// Concurrent worker turns in this process.
     pub workers: usize,
+    /// Units a worker takes per turn. Their catalog writes are batched (one
+    /// claim, one moving mark, one commit with every receipt) and their
+    /// copies share one sync per region, so a job of many small units is
+    /// not bound by per-unit transactions.
+    pub batch: usize,
     /// Bytes per second copied by this process; 0 = unlimited.
     pub rate: u64,
     /// Wait between a unit's commit and the purge of its old copies, so
@@ -62,6 +67,7 @@ impl Default for MigrateOptions {
     fn default() -> Self {
         MigrateOptions {
             workers: 4,
+            batch: 8,
             rate: 0,
             grace: Duration::from_secs(2),
             lease: Duration::from_secs(60),
@@ -157,6 +163,18 @@ impl Pacer {
     }
 }
 
+/// What a unit's copies came to.
+#[derive(Debug, Clone, Copy)]
+struct Copied {
+    objects: usize,
+    /// Stored bytes of the unit's objects.
+    bytes: i64,
+    /// Bytes copied now (not already in place).
+    moved: u64,
+    /// Copies checked against the catalog's checksums.
+    verified: u64,
+}
+
 /// What one worker pass over a unit achieved, for progress reporting.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tick {
@@ -164,13 +182,17 @@ pub struct Tick {
     pub units: u64,
 }
 
-/// How a worker's turn on a unit ended.
+/// What a unit's move needs, read before its moving mark is set.
 #[derive(Debug)]
-enum Turn {
-    /// The unit was released in the same transaction as the turn's change.
-    Released(Tick),
-    /// Nothing to change: the caller releases the unit with this outcome.
-    Unreleased(UnitOutcome),
+enum Prepared {
+    /// Already where the policy wants it (or erased): nothing to copy.
+    Nothing,
+    /// From this placement to these regions and custodian.
+    Move {
+        p: Box<PlacementRow>,
+        to: Vec<String>,
+        custodian_to: String,
+    },
 }
 
 /// What a write's inline move of its (subject, category) came to.
@@ -189,6 +211,10 @@ pub(crate) enum Inline {
 
 /// How often a worker re-reads its job's state (pause, cancel).
 const JOB_POLL: Duration = Duration::from_millis(250);
+
+/// Blobs of one unit copied at once: a unit of many small objects is bound
+/// by per-file latency (open, create, rename), not by bytes.
+const COPIES_IN_FLIGHT: usize = 4;
 
 /// How a unit is left after an attempt that failed with `e`: retried after
 /// a backoff that grows with its failures, or given up after
@@ -323,7 +349,7 @@ impl Engine {
         Ok(MigrationStatus::of(&job, &counts, now))
     }
 
-    /// Pauses the open job: workers stop after the unit in hand.
+    /// Pauses the open job: workers stop after the batch of units in hand.
     pub async fn pause_migration(&self) -> Result<MigrationStatus> {
         let job = self.open_job().await?;
         self.catalog
@@ -357,7 +383,9 @@ impl Engine {
     /// cancelled job (unit and placement leases both expired): nobody will
     /// finish those moves, and writers would wait on the marks for ever. A
     /// worker still alive past its leases then fails its commit, which
-    /// needs the mark: the placement stays as it was.
+    /// needs the mark: the placement stays as it was. The copies such a
+    /// worker (or a failed attempt) made in the unit's new regions are
+    /// deleted: the unit stays where it was, and nothing indexes them.
     async fn release_abandoned_moves(&self, job: i64, now: i64) -> Result<()> {
         for unit in self
             .catalog
@@ -368,16 +396,30 @@ impl Engine {
             if unit.lease_until == 0 || (unit.lease_owner.is_some() && unit.lease_until >= now) {
                 continue;
             }
-            if let Some(p) = self
+            let Some(p) = self
                 .catalog
                 .get_placement(&unit.token, &unit.category)
                 .await?
-                && let PlacementState::Moving { lease_until, .. } = p.state
-                && lease_until < now
-            {
-                self.catalog
-                    .abort_move(&unit.token, &unit.category, p.epoch)
-                    .await?;
+            else {
+                continue;
+            };
+            let epoch = p.epoch;
+            let regions = match p.state {
+                PlacementState::Moving { lease_until, .. } if lease_until < now => {
+                    self.catalog
+                        .abort_move(&unit.token, &unit.category, epoch)
+                        .await?;
+                    p.regions
+                }
+                PlacementState::Moving { .. } => continue, // a live move
+                PlacementState::Active => p.regions,
+            };
+            // The dead worker's copies in regions the unit was to move to
+            // are indexed nowhere: the unit stays where it was, so they go.
+            for r in unit.to.iter().filter(|r| !regions.contains(r)) {
+                if let Some(store) = self.regions.get(r) {
+                    purge_prefix(store, &unit.token, &unit.category).await?;
+                }
             }
         }
         Ok(())
@@ -498,10 +540,11 @@ impl Engine {
             };
             let now = now_millis();
             let lease_until = now + opts.lease.as_millis() as i64;
+            let batch = u32::try_from(opts.batch.max(1)).unwrap_or(u32::MAX);
             let units = match j {
                 JobState::Running => {
                     self.catalog
-                        .claim_units(job, &owner, 1, lease_until, now)
+                        .claim_units(job, &owner, batch, lease_until, now)
                         .await?
                 }
                 // A cancelled job only purges what it already committed:
@@ -510,12 +553,12 @@ impl Engine {
                     self.release_abandoned_moves(job, now).await?;
                     self.catalog.cancel_pending(job, now).await?;
                     self.catalog
-                        .claim_units(job, &owner, 1, lease_until, now)
+                        .claim_units(job, &owner, batch, lease_until, now)
                         .await?
                 }
                 JobState::Planning | JobState::Paused | JobState::Done => return Ok(()),
             };
-            let Some(unit) = units.into_iter().next() else {
+            if units.is_empty() {
                 let c = self.catalog.job_counts(job, now_millis()).await?;
                 let waiting = c.pending + c.in_flight + c.committed;
                 if waiting == 0 || (j == JobState::Cancelled && c.committed == 0) {
@@ -526,34 +569,21 @@ impl Engine {
                 idle_backoff = (idle_backoff * 2).min(Duration::from_millis(500));
                 state = None;
                 continue;
-            };
+            }
             idle_backoff = Duration::from_millis(50);
-            // The worker's turn ends in one write: the move's commit or the
-            // purge's receipt carries the unit's release when there is one.
-            let turn = match unit.state {
-                UnitState::Committed => self.purge_unit(&unit, &owner).await,
-                _ => self.move_unit(&unit, opts, pacer, &owner).await,
-            };
-            let tick = match turn {
-                Ok(Turn::Released(tick)) => tick,
-                Ok(Turn::Unreleased(outcome)) => {
-                    let tick = match &outcome {
-                        UnitOutcome::Committed { moved_bytes, .. } => Tick {
-                            bytes: *moved_bytes as u64,
-                            units: 0,
-                        },
-                        _ => Tick { bytes: 0, units: 1 },
-                    };
-                    self.finish(&unit, &owner, outcome).await?;
-                    tick
-                }
-                Err(e) => {
-                    tracing::warn!(category = %unit.category, failures = unit.attempts + 1, error = %e, "migration unit failed");
-                    self.finish(&unit, &owner, failed(&unit, opts, &e)).await?;
-                    Tick::default()
-                }
-            };
-            on_tick(tick);
+            let (purges, moves): (Vec<UnitRow>, Vec<UnitRow>) = units
+                .into_iter()
+                .partition(|u| u.state == UnitState::Committed);
+            if !purges.is_empty() {
+                on_tick(self.purge_units(&purges, &owner, opts).await?);
+            }
+            if !moves.is_empty() {
+                let (moved, _) = self.move_units(&moves, opts, pacer, &owner).await?;
+                on_tick(Tick {
+                    bytes: moved,
+                    units: 0,
+                });
+            }
         }
     }
 
@@ -600,19 +630,14 @@ impl Engine {
             return Ok(Inline::JobWill);
         };
         let pacer = Pacer::new(0);
-        match self.move_unit(&unit, &opts, &pacer, &opts.owner).await {
-            Ok(Turn::Released(_)) => Ok(Inline::Moved),
-            Ok(Turn::Unreleased(outcome)) => {
-                self.finish(&unit, &opts.owner, outcome).await?;
-                Ok(Inline::Moved)
-            }
-            Err(e) => {
-                tracing::warn!(category, error = %e, "an inline move for a write failed; a worker will retry it");
-                self.finish(&unit, &opts.owner, failed(&unit, &opts, &e))
-                    .await?;
-                Ok(Inline::JobWill)
-            }
-        }
+        let (_, placed) = self
+            .move_units(std::slice::from_ref(&unit), &opts, &pacer, &opts.owner)
+            .await?;
+        Ok(if placed.first().copied().unwrap_or(false) {
+            Inline::Moved
+        } else {
+            Inline::JobWill
+        })
     }
 
     /// Records how the worker leaves a unit (its lease is released).
@@ -630,26 +655,158 @@ impl Engine {
         Ok(())
     }
 
-    /// Moves one unit. Idempotent. The commit releases the unit; a unit
-    /// with nothing to move is left for the caller to release.
-    async fn move_unit(
+    /// Moves a batch of units (one worker turn). Idempotent. Each unit
+    /// ends committed (its commit releases it, with its receipt, in one
+    /// transaction for the whole batch), with nothing to move, or failed
+    /// (its mark cleared, retried later): one unit's failure never stops
+    /// the others. Returns the bytes copied and, per unit, whether it is
+    /// now where the policy wants it.
+    async fn move_units(
         &self,
-        unit: &UnitRow,
+        units: &[UnitRow],
         opts: &MigrateOptions,
         pacer: &Pacer,
         owner: &str,
-    ) -> Result<Turn> {
-        let nothing = || Turn::Unreleased(committed(unit, owner, opts, 0).outcome);
+    ) -> Result<(u64, Vec<bool>)> {
+        let mut placed = vec![false; units.len()];
+        // (Futures are collected before they are awaited: an iterator
+        // adapter's closure held across an await makes the future lose
+        // `Send` for callers that spawn it.)
+        let prepared: Vec<_> = units.iter().map(|u| self.prepare_move(u)).collect();
+        let prepared = futures::future::join_all(prepared).await;
+        // The units to mark, with what their moves need.
+        let mut marked = Vec::new();
+        for (i, (unit, prep)) in units.iter().zip(prepared).enumerate() {
+            match prep {
+                Ok(Prepared::Nothing) => {
+                    self.finish(unit, owner, committed(unit, owner, opts, 0).outcome)
+                        .await?;
+                    placed[i] = true;
+                }
+                Ok(Prepared::Move {
+                    p,
+                    to,
+                    custodian_to,
+                }) => marked.push((i, *p, to, custodian_to)),
+                Err(e) => self.give_back(unit, owner, opts, &e, None).await?,
+            }
+        }
+        if marked.is_empty() {
+            return Ok((0, placed));
+        }
+        let now = now_millis();
+        let marks: Vec<MoveMark> = marked
+            .iter()
+            .map(|(_, p, to, _)| MoveMark {
+                token: p.token.clone(),
+                category: p.category.clone(),
+                epoch: p.epoch,
+                to: to.clone(),
+            })
+            .collect();
+        let granted = self
+            .catalog
+            .begin_moves(&marks, now + opts.lease.as_millis() as i64, now)
+            .await?;
+        let mut moving = Vec::new();
+        for (m, ok) in marked.into_iter().zip(granted) {
+            if ok {
+                moving.push(m);
+            } else {
+                let unit = &units[m.0];
+                let busy = Error::Busy {
+                    category: unit.category.clone(),
+                };
+                self.give_back(unit, owner, opts, &busy, None).await?;
+            }
+        }
+        // Every unit's copies at once; each unit's own objects a few at a time.
+        let copied: Vec<_> = moving
+            .iter()
+            .map(|(i, p, to, _)| self.copy_unit(p, to, &units[*i], opts, pacer, owner))
+            .collect();
+        let copied = futures::future::join_all(copied).await;
+        let mut ready = Vec::new();
+        for (m, c) in moving.into_iter().zip(copied) {
+            match c {
+                Ok(c) => ready.push((m, c)),
+                Err(e) => {
+                    self.give_back(&units[m.0], owner, opts, &e, Some(&m.1))
+                        .await?
+                }
+            }
+        }
+        // Nothing is committed before every new copy is durable: one sync
+        // per region for the whole batch.
+        let mut regions = BTreeSet::new();
+        for ((_, p, to, _), _) in &ready {
+            regions.extend(to.iter().filter(|r| !p.regions.contains(r)).cloned());
+        }
+        let synced: Result<()> = async {
+            for r in &regions {
+                self.region(r)?.sync().await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = synced {
+            for ((i, p, _, _), _) in &ready {
+                self.give_back(&units[*i], owner, opts, &e, Some(p)).await?;
+            }
+            return Ok((0, placed));
+        }
+        let mut commits = Vec::new();
+        let mut committing = Vec::new();
+        for ((i, p, to, custodian_to), c) in ready {
+            match self.unit_move(&p, &to, &custodian_to, &units[i], opts, owner, &c) {
+                Ok(m) => {
+                    commits.push(m);
+                    committing.push((i, p, c.moved));
+                }
+                Err(e) => self.give_back(&units[i], owner, opts, &e, Some(&p)).await?,
+            }
+        }
+        if commits.is_empty() {
+            return Ok((0, placed));
+        }
+        let results = match self.catalog.commit_unit_moves(&commits).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = Error::from(e);
+                for (i, p, _) in &committing {
+                    self.give_back(&units[*i], owner, opts, &e, Some(p)).await?;
+                }
+                return Ok((0, placed));
+            }
+        };
+        let mut bytes = 0;
+        for ((i, p, moved), r) in committing.into_iter().zip(results) {
+            match r {
+                Ok(_) => {
+                    self.forget_keys(&units[i].token);
+                    placed[i] = true;
+                    bytes += moved;
+                }
+                Err(e) => {
+                    let e = Error::from(e);
+                    self.give_back(&units[i], owner, opts, &e, Some(&p)).await?;
+                }
+            }
+        }
+        Ok((bytes, placed))
+    }
+
+    /// Reads what a unit's move needs: its placement now and where the
+    /// policy wants it (the placement may have changed since planning:
+    /// re-homing, an earlier attempt that committed).
+    async fn prepare_move(&self, unit: &UnitRow) -> Result<Prepared> {
         let Some(p) = self
             .catalog
             .get_placement(&unit.token, &unit.category)
             .await?
         else {
-            return Ok(nothing()); // erased meanwhile: nothing left to move
+            return Ok(Prepared::Nothing); // erased meanwhile: nothing left to move
         };
-        let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
-        // Where the policy wants it now (the placement may have changed
-        // since planning: re-homing, an earlier attempt that committed).
         let subject = self
             .catalog
             .get_subject(&unit.token)
@@ -663,100 +820,73 @@ impl Engine {
         let (to, custodian_to) =
             self.desired_placement(&unit.token, home, &unit.category, Some(&current))?;
         let to: Vec<String> = to.iter().map(|r| r.to_string()).collect();
+        let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
         if set(&to) == set(&p.regions) && custodian_to == p.custodian && p.state.is_active() {
-            return Ok(nothing()); // already where it belongs
+            return Ok(Prepared::Nothing); // already where it belongs
         }
-        let now = now_millis();
-        let lease = opts.lease.as_millis() as i64;
-        if !self
-            .catalog
-            .begin_move(&unit.token, &unit.category, p.epoch, &to, now + lease, now)
-            .await?
-        {
-            return Err(Error::Busy {
-                category: unit.category.clone(),
-            });
-        }
-        match self
-            .copy_and_commit(&p, &to, &custodian_to, unit, opts, pacer, owner)
-            .await
-        {
-            Ok(moved) => {
-                self.forget_keys(&unit.token);
-                Ok(Turn::Released(Tick {
-                    bytes: moved,
-                    units: 0,
-                }))
-            }
-            Err(e) => {
-                // Unblock writers: the placement stays as it was.
-                if let Err(abort) = self
-                    .catalog
-                    .abort_move(&unit.token, &unit.category, p.epoch)
-                    .await
-                {
-                    tracing::warn!(error = %abort, "could not clear a moving mark; its lease will expire");
-                }
-                Err(e)
-            }
-        }
+        Ok(Prepared::Move {
+            p: Box::new(p),
+            to,
+            custodian_to,
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn copy_and_commit(
+    /// Leaves a unit whose attempt failed with `e`: its moving mark (if it
+    /// set one on `p`) is cleared so writers go on against the old
+    /// placement, and the unit is released to be retried or given up.
+    async fn give_back(
+        &self,
+        unit: &UnitRow,
+        owner: &str,
+        opts: &MigrateOptions,
+        e: &Error,
+        p: Option<&PlacementRow>,
+    ) -> Result<()> {
+        tracing::warn!(category = %unit.category, failures = unit.attempts + 1, error = %e, "migration unit failed");
+        if let Some(p) = p
+            && let Err(abort) = self
+                .catalog
+                .abort_move(&unit.token, &unit.category, p.epoch)
+                .await
+        {
+            tracing::warn!(error = %abort, "could not clear a moving mark; its lease will expire");
+        }
+        self.finish(unit, owner, failed(unit, opts, e)).await
+    }
+
+    /// Copies every indexed blob of a marked unit into the regions of `to`
+    /// that lack it, verifying checksums. The placement is moving: no write
+    /// can commit, so the listing taken here is every acknowledged object.
+    async fn copy_unit(
         &self,
         p: &PlacementRow,
         to: &[String],
-        custodian_to: &str,
         unit: &UnitRow,
         opts: &MigrateOptions,
         pacer: &Pacer,
         owner: &str,
-    ) -> Result<u64> {
-        // The placement is moving: no write can commit, so this listing is
-        // every acknowledged object of the unit.
+    ) -> Result<Copied> {
         let objects = self.catalog.objects_of(&p.token, Some(&p.category)).await?;
         let new_regions: Vec<&String> = to.iter().filter(|r| !p.regions.contains(r)).collect();
-        let mut moved = 0u64;
-        let mut verified = 0u64;
+        // A mark left by a crashed worker, or an earlier failed attempt, may
+        // have left complete copies behind: only then are they looked for.
+        let resumed = !p.state.is_active() || unit.attempts > 0;
+        let mut done = Copied {
+            objects: objects.len(),
+            bytes: objects.iter().map(|o| o.stored_size).sum(),
+            moved: 0,
+            verified: 0,
+        };
         let mut last_renew = Instant::now();
-        for o in &objects {
-            let path = BlobPath::new(&o.token, &o.category, &o.blob_id)?;
-            for r in &new_regions {
-                let dest = self.region(r)?;
-                // Copies are written without a per-file fsync and made
-                // durable together (one `sync` per region) before the commit.
-                let bulk = dest.deferred();
-                // Resumed after a crash: a complete copy may already be there.
-                if let Ok(Some(size)) = dest.head(&path).await
-                    && size == o.stored_size as u64
-                    && let Ok((_, sum)) = domicile_store::checksum_of(dest, &path).await
-                    && sum == o.checksum
-                {
-                    verified += 1;
-                    continue;
-                }
-                pacer.take(o.stored_size as u64).await;
-                let mut last_err = None;
-                let mut copied = false;
-                for src in &p.regions {
-                    let from = self.region(src)?;
-                    match domicile_store::copy_blob(from, &bulk, &path, &o.checksum).await {
-                        Ok(n) => {
-                            moved += n;
-                            verified += 1;
-                            copied = true;
-                            break;
-                        }
-                        Err(e) => last_err = Some(e),
-                    }
-                }
-                if !copied {
-                    return Err(last_err
-                        .map(Error::from)
-                        .unwrap_or_else(|| Error::Internal("a placement without regions".into())));
-                }
-            }
+        let copies: Vec<_> = objects
+            .iter()
+            .map(|o| self.copy_object(o, &p.regions, &new_regions, pacer, resumed))
+            .collect();
+        let mut copies = futures::stream::iter(copies).buffer_unordered(COPIES_IN_FLIGHT);
+        while let Some(copied) = copies.next().await {
+            let (bytes, copies) = copied?;
+            done.moved += bytes;
+            done.verified += copies;
             if last_renew.elapsed() > opts.lease / 3 {
                 let until = now_millis() + opts.lease.as_millis() as i64;
                 let key = vec![(unit.token.clone(), unit.category.clone())];
@@ -766,22 +896,29 @@ impl Engine {
                 last_renew = Instant::now();
             }
         }
-        // Nothing is committed before every new copy is durable.
-        for r in &new_regions {
-            self.region(r)?.sync().await?;
-        }
+        Ok(done)
+    }
+
+    /// The commit of a unit whose copies are durable: the new placement
+    /// (with the data key re-wrapped if the custodian changes), its ledger
+    /// receipt and the unit's release.
+    #[allow(clippy::too_many_arguments)]
+    fn unit_move(
+        &self,
+        p: &PlacementRow,
+        to: &[String],
+        custodian_to: &str,
+        unit: &UnitRow,
+        opts: &MigrateOptions,
+        owner: &str,
+        c: &Copied,
+    ) -> Result<UnitMove> {
         let wrapped = if custodian_to == p.custodian {
             p.wrapped_key.clone()
         } else {
             let dek = self.data_key(p)?;
             self.keyring(custodian_to)?
                 .wrap(&dek, &Engine::key_context(&p.token, &p.category))?
-        };
-        let bytes: i64 = objects.iter().map(|o| o.stored_size).sum();
-        let fence = Fence {
-            token: p.token.clone(),
-            category: p.category.clone(),
-            epoch: p.epoch,
         };
         let ledger = LedgerAppend {
             kind: "move".into(),
@@ -795,80 +932,183 @@ impl Engine {
                 "custodian_to": custodian_to,
                 "key_rewrapped": custodian_to != p.custodian,
                 "epoch": p.epoch + 1,
-                "objects": objects.len(),
-                "bytes": bytes,
-                "copies_verified": verified,
+                "objects": c.objects,
+                "bytes": c.bytes,
+                "copies_verified": c.verified,
             }),
             at: now_millis(),
         };
-        let release = committed(unit, owner, opts, moved);
-        self.catalog
-            .commit_unit_move(&fence, to, custodian_to, &wrapped, ledger, &release)
-            .await?;
-        Ok(moved)
+        Ok(UnitMove {
+            fence: Fence {
+                token: p.token.clone(),
+                category: p.category.clone(),
+                epoch: p.epoch,
+            },
+            regions: to.to_vec(),
+            custodian: custodian_to.to_owned(),
+            wrapped_key: wrapped,
+            ledger,
+            release: committed(unit, owner, opts, c.moved),
+        })
+    }
+
+    /// Copies one object's blob into each of `new_regions` that lacks it,
+    /// from the first of `sources` that serves a good copy. Returns the
+    /// bytes copied and the copies verified. With `resumed`, a complete
+    /// copy already in place (checked against the catalog's checksum) is
+    /// kept instead of copied again.
+    async fn copy_object(
+        &self,
+        o: &ObjectRow,
+        sources: &[String],
+        new_regions: &[&String],
+        pacer: &Pacer,
+        resumed: bool,
+    ) -> Result<(u64, u64)> {
+        let path = BlobPath::new(&o.token, &o.category, &o.blob_id)?;
+        let mut moved = 0u64;
+        let mut verified = 0u64;
+        for r in new_regions {
+            let dest = self.region(r)?;
+            if resumed
+                && let Ok(Some(size)) = dest.head(&path).await
+                && size == o.stored_size as u64
+                && let Ok((_, sum)) = domicile_store::checksum_of(dest, &path).await
+                && sum == o.checksum
+            {
+                verified += 1;
+                continue;
+            }
+            // Copies are written without a per-file fsync and made durable
+            // together (one `sync` per region) before the commit.
+            let bulk = dest.deferred();
+            pacer.take(o.stored_size as u64).await;
+            let mut last_err = None;
+            let mut copied = false;
+            for src in sources {
+                let from = self.region(src)?;
+                match domicile_store::copy_blob(from, &bulk, &path, &o.checksum).await {
+                    Ok(n) => {
+                        moved += n;
+                        verified += 1;
+                        copied = true;
+                        break;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            if !copied {
+                return Err(last_err
+                    .map(Error::from)
+                    .unwrap_or_else(|| Error::Internal("a placement without regions".into())));
+            }
+        }
+        Ok((moved, verified))
+    }
+
+    /// Purges a batch of committed units (one worker turn): every blob of
+    /// each unit's (subject, category) left in regions outside its
+    /// placement is deleted, and the receipts and the units' releases are
+    /// written in one transaction. A unit whose purge fails is retried.
+    async fn purge_units(
+        &self,
+        units: &[UnitRow],
+        owner: &str,
+        opts: &MigrateOptions,
+    ) -> Result<Tick> {
+        let purged: Vec<_> = units.iter().map(|u| self.purge_blobs(u)).collect();
+        let purged = futures::future::join_all(purged).await;
+        let mut receipts = Vec::new();
+        let mut tick = Tick::default();
+        for (unit, p) in units.iter().zip(purged) {
+            match p {
+                Ok(Some(receipt)) => receipts.push(UnitReceipt {
+                    token: unit.token.clone(),
+                    category: unit.category.clone(),
+                    release: UnitRelease {
+                        job: unit.job,
+                        owner: owner.to_string(),
+                        outcome: UnitOutcome::Done,
+                        now: receipt.at,
+                    },
+                    receipt,
+                }),
+                Ok(None) => {
+                    self.finish(unit, owner, UnitOutcome::Done).await?;
+                    tick.units += 1;
+                }
+                Err(e) => self.give_back(unit, owner, opts, &e, None).await?,
+            }
+        }
+        if !receipts.is_empty() {
+            self.catalog.finish_units_with_receipts(&receipts).await?;
+            tick.units += receipts.len() as u64;
+        }
+        Ok(tick)
     }
 
     /// Deletes every blob of the unit's (subject, category) from regions
-    /// outside its placement; the purge's receipt releases the unit.
-    async fn purge_unit(&self, unit: &UnitRow, owner: &str) -> Result<Turn> {
+    /// outside its placement. Returns the purge's ledger receipt, or `None`
+    /// if there was nothing to purge (erased meanwhile, or no old region).
+    async fn purge_blobs(&self, unit: &UnitRow) -> Result<Option<LedgerAppend>> {
         let Some(p) = self
             .catalog
             .get_placement(&unit.token, &unit.category)
             .await?
         else {
             // Erased: erasure purged everything.
-            return Ok(Turn::Unreleased(UnitOutcome::Done));
+            return Ok(None);
         };
         if !p.state.is_active() {
             return Err(Error::Busy {
                 category: unit.category.clone(),
             });
         }
-        let prefix = domicile_store::layout::prefix_for_category(&unit.token, &unit.category)?;
         let mut purged = Vec::new();
         let mut blobs = 0u64;
         for r in unit.from.iter().filter(|r| !p.regions.contains(r)) {
             let Some(store) = self.regions.get(r) else {
                 continue;
             };
-            let mut listing = store.list_stream(Some(&prefix));
-            let mut paths = Vec::new();
-            while let Some(entry) = listing.next().await {
-                match entry? {
-                    domicile_store::ListEntry::Blob { path, .. } => paths.push(path),
-                    domicile_store::ListEntry::Foreign { path, .. } => {
-                        store.delete_location(&path).await?;
-                    }
-                }
-            }
-            for path in &paths {
-                store.delete(path).await?;
-                blobs += 1;
-            }
-            // Staging files of writes killed mid-way hold ciphertext too.
-            blobs += store
-                .remove_leftovers(Some(&prefix), Duration::ZERO)
-                .await?;
+            blobs += purge_prefix(store, &unit.token, &unit.category).await?;
             purged.push(r.clone());
         }
         if purged.is_empty() {
-            return Ok(Turn::Unreleased(UnitOutcome::Done));
+            return Ok(None);
         }
-        let receipt = LedgerAppend {
+        Ok(Some(LedgerAppend {
             kind: "purge".into(),
             subject: Some(unit.token.clone()),
             body: json!({"job": unit.job, "category": unit.category, "regions": purged, "blobs": blobs}),
             at: now_millis(),
-        };
-        let release = UnitRelease {
-            job: unit.job,
-            owner: owner.to_string(),
-            outcome: UnitOutcome::Done,
-            now: receipt.at,
-        };
-        self.catalog
-            .finish_unit_with_receipt(&unit.token, &unit.category, &release, &receipt)
-            .await?;
-        Ok(Turn::Released(Tick { bytes: 0, units: 1 }))
+        }))
     }
+}
+
+/// Deletes every blob of a (subject, category) in `store`, with any
+/// foreign object under its prefix and any staging leftover of a write
+/// killed mid-way (which holds ciphertext too). Returns how many blobs and
+/// leftovers were deleted.
+async fn purge_prefix(
+    store: &domicile_store::RegionStore,
+    token: &str,
+    category: &str,
+) -> Result<u64> {
+    let prefix = domicile_store::layout::prefix_for_category(token, category)?;
+    let prefix = &prefix;
+    let mut listing = store.list_stream(Some(prefix));
+    let mut paths = Vec::new();
+    while let Some(entry) = listing.next().await {
+        match entry? {
+            domicile_store::ListEntry::Blob { path, .. } => paths.push(path),
+            domicile_store::ListEntry::Foreign { path, .. } => {
+                store.delete_location(&path).await?;
+            }
+        }
+    }
+    for path in &paths {
+        store.delete(path).await?;
+    }
+    let leftovers = store.remove_leftovers(Some(prefix), Duration::ZERO).await?;
+    Ok(paths.len() as u64 + leftovers)
 }

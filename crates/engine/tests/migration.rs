@@ -1329,7 +1329,12 @@ async fn pause_stops_the_workers_and_resume_finishes() {
     let ins: Vec<String> = all.iter().map(|(s, _)| s.clone()).collect();
     let engine = Arc::new(d.open(&v2()).await);
 
-    let slow = opts(2, 300_000, 50, 2_000);
+    // Two units per turn: the 30-unit job is still far from all claimed
+    // when the pause comes.
+    let slow = MigrateOptions {
+        batch: 2,
+        ..opts(2, 300_000, 50, 2_000)
+    };
     engine.start_migration(&slow).await.unwrap();
     let e = engine.clone();
     let o = slow.clone();

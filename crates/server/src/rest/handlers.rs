@@ -253,6 +253,9 @@ pub(crate) struct MigrationRun {
     rate: u64,
     #[serde(default)]
     workers: Option<usize>,
+    /// Units per worker turn.
+    #[serde(default)]
+    batch: Option<usize>,
 }
 
 impl MigrationRun {
@@ -261,8 +264,13 @@ impl MigrationRun {
         if !(1..=256).contains(&workers) {
             return Err(ApiError::bad_request("workers must be between 1 and 256"));
         }
+        let batch = self.batch.unwrap_or(MigrateOptions::default().batch);
+        if !(1..=1024).contains(&batch) {
+            return Err(ApiError::bad_request("batch must be between 1 and 1024"));
+        }
         Ok(MigrateOptions {
             workers,
+            batch,
             rate: self.rate,
             ..MigrateOptions::default()
         })

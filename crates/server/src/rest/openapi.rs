@@ -147,7 +147,7 @@ pub(crate) fn document() -> Value {
             "/v1/migrations": {"post": {
                 "summary": "Start a migration of the current plan; it runs in the background (admin).",
                 "tags": ["migrations"],
-                "requestBody": {"required": false, "content": {"application/json": {"schema": obj(json!({"rate": {"type": "integer", "description": "Bytes per second; 0 = unlimited."}, "workers": s("integer")}), &[])}}},
+                "requestBody": {"required": false, "content": {"application/json": {"schema": obj(json!({"rate": {"type": "integer", "description": "Bytes per second; 0 = unlimited."}, "workers": s("integer"), "batch": {"type": "integer", "description": "Units per worker turn (1-1024)."}}), &[])}}},
                 "responses": with(admin_errors.clone(), json!({"202": ok("Started.", r("MigrationStatus"))}))
             }},
             "/v1/migrations/current": {"get": {
