@@ -16,11 +16,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use domicile_bench::{loadavg, median};
+use domicile_bench::{loadavg, median, percentile_ms};
 use domicile_core::Config;
 use domicile_core::ids::{Category, ObjectKey, SubjectId};
 use domicile_core::jurisdiction::Jurisdiction;
@@ -133,7 +134,7 @@ struct Outcome {
 
 /// Moves everything to `target` while a client writes.
 async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome> {
-    let engine = open(dir, target).await?;
+    let engine = Arc::new(open(dir, target).await?);
     let workers = std::env::var("DOMICILE_BENCH_WORKERS")
         .ok()
         .and_then(|w| w.parse().ok())
@@ -154,47 +155,57 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome>
         ..MigrateOptions::default()
     };
     let last_commit = std::sync::Mutex::new(Duration::ZERO);
-    let done = AtomicBool::new(false);
-    let acked = AtomicU64::new(0);
-    let refused = AtomicU64::new(0);
+    let done = Arc::new(AtomicBool::new(false));
     let cpu0 = cpu_ticks();
     let t = Instant::now();
     let mover = async {
-        engine.start_migration(&opts).await?;
-        let status = engine
-            .run_migration(&opts, &|tick| {
-                if tick.units == 0
-                    && let Ok(mut at) = last_commit.lock()
-                {
-                    *at = t.elapsed();
-                }
-            })
-            .await;
+        let status = match engine.start_migration(&opts).await {
+            Ok(_) => {
+                engine
+                    .run_migration(&opts, &|tick| {
+                        if tick.units == 0
+                            && let Ok(mut at) = last_commit.lock()
+                        {
+                            *at = t.elapsed();
+                        }
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         done.store(true, Ordering::SeqCst);
         status
     };
-    let client = async {
-        let cat = Category::from_str("notes").map_err(anyhow::Error::from)?;
-        let key = ObjectKey::from_str("note").map_err(anyhow::Error::from)?;
-        let mut i = 0usize;
-        while !done.load(Ordering::SeqCst) {
-            let id = &ids[(i * 7919) % ids.len()];
-            let data = body(i as u64 + 1_000_000_000, 4096);
-            match engine
-                .put(id, &cat, &key, &ObjectMeta::default(), data.as_slice())
-                .await
-            {
-                Ok(_) => acked.fetch_add(1, Ordering::Relaxed),
-                Err(_) => refused.fetch_add(1, Ordering::Relaxed),
-            };
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok::<_, anyhow::Error>(())
+    // The client is its own task, as a server's requests are: the move's
+    // workers share the task that runs the job.
+    let client = {
+        let (engine, done, ids) = (engine.clone(), done.clone(), ids.to_vec());
+        tokio::spawn(async move {
+            let cat = Category::from_str("notes").map_err(anyhow::Error::from)?;
+            let key = ObjectKey::from_str("note").map_err(anyhow::Error::from)?;
+            let mut latencies = Vec::new();
+            let mut refused = 0u64;
+            let mut i = 0usize;
+            while !done.load(Ordering::SeqCst) {
+                let id = &ids[(i * 7919) % ids.len()];
+                let data = body(i as u64 + 1_000_000_000, 4096);
+                let t = Instant::now();
+                match engine
+                    .put(id, &cat, &key, &ObjectMeta::default(), data.as_slice())
+                    .await
+                {
+                    Ok(_) => latencies.push(t.elapsed()),
+                    Err(_) => refused += 1,
+                };
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok::<_, anyhow::Error>((latencies, refused))
+        })
     };
-    let (status, c) = futures::join!(mover, client);
+    let status = mover.await;
+    let (latencies, refused) = client.await??;
     let status = status?;
-    c?;
     let secs = t.elapsed().as_secs_f64();
     if status.state != "done" || status.failed > 0 {
         bail!(
@@ -210,10 +221,18 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome>
         (u - cpu0.0) as f64 / 100.0,
         (k - cpu0.1) as f64 / 100.0
     );
+    if !latencies.is_empty() {
+        eprintln!(
+            "  client puts during the move: {} acknowledged (p50 {:.1} ms, p99 {:.1} ms), {refused} refused",
+            latencies.len(),
+            percentile_ms(&latencies, 0.5),
+            percentile_ms(&latencies, 0.99)
+        );
+    }
     Ok(Outcome {
         secs,
-        acked: acked.load(Ordering::Relaxed),
-        refused: refused.load(Ordering::Relaxed),
+        acked: latencies.len() as u64,
+        refused,
     })
 }
 

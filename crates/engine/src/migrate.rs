@@ -216,6 +216,11 @@ const JOB_POLL: Duration = Duration::from_millis(250);
 /// by per-file latency (open, create, rename), not by bytes.
 const COPIES_IN_FLIGHT: usize = 4;
 
+/// Blobs copied at once by one worker turn, over all its units: enough to
+/// hide per-file latency, few enough that the service's own writes (which
+/// share the runtime's blocking threads) do not queue behind the copies.
+const COPIES_PER_TURN: usize = 8;
+
 /// How a unit is left after an attempt that failed with `e`: retried after
 /// a backoff that grows with its failures, or given up after
 /// `max_attempts` of them. `attempts` counts earlier failures only (not
@@ -721,9 +726,10 @@ impl Engine {
             }
         }
         // Every unit's copies at once; each unit's own objects a few at a time.
+        let slots = tokio::sync::Semaphore::new(COPIES_PER_TURN);
         let copied: Vec<_> = moving
             .iter()
-            .map(|(i, p, to, _)| self.copy_unit(p, to, &units[*i], opts, pacer, owner))
+            .map(|(i, p, to, _)| self.copy_unit(p, to, &units[*i], opts, pacer, owner, &slots))
             .collect();
         let copied = futures::future::join_all(copied).await;
         let mut ready = Vec::new();
@@ -855,8 +861,10 @@ impl Engine {
     }
 
     /// Copies every indexed blob of a marked unit into the regions of `to`
-    /// that lack it, verifying checksums. The placement is moving: no write
+    /// that lack it, verifying checksums, each copy in one of the turn's
+    /// `slots`. The placement is moving: no write
     /// can commit, so the listing taken here is every acknowledged object.
+    #[allow(clippy::too_many_arguments)]
     async fn copy_unit(
         &self,
         p: &PlacementRow,
@@ -865,6 +873,7 @@ impl Engine {
         opts: &MigrateOptions,
         pacer: &Pacer,
         owner: &str,
+        slots: &tokio::sync::Semaphore,
     ) -> Result<Copied> {
         let objects = self.catalog.objects_of(&p.token, Some(&p.category)).await?;
         let new_regions: Vec<&String> = to.iter().filter(|r| !p.regions.contains(r)).collect();
@@ -880,7 +889,14 @@ impl Engine {
         let mut last_renew = Instant::now();
         let copies: Vec<_> = objects
             .iter()
-            .map(|o| self.copy_object(o, &p.regions, &new_regions, pacer, resumed))
+            .map(|o| async {
+                let _slot = slots
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::Internal("copy slots closed".into()))?;
+                self.copy_object(o, &p.regions, &new_regions, pacer, resumed)
+                    .await
+            })
             .collect();
         let mut copies = futures::stream::iter(copies).buffer_unordered(COPIES_IN_FLIGHT);
         while let Some(copied) = copies.next().await {
