@@ -16,6 +16,13 @@
 //! 5. after the grace period, purge every blob of the (subject, category)
 //!    left in regions outside the placement, with a ledger entry.
 //!
+//! A worker takes a batch of units per turn (`MigrateOptions::batch`): the
+//! batch's marks are one transaction, its copies share one sync per region,
+//! and its commits (each with its receipt and the unit's release) are one
+//! transaction in which a fenced unit is refused on its own; the purges of
+//! a batch end in one transaction with their receipts. A unit that fails
+//! never holds the others back: its mark is cleared and it is retried.
+//!
 //! Every step is idempotent: a worker killed anywhere leaves a lease that
 //! expires, and the next worker redoes what is missing. A move that cannot
 //! verify its copies is never committed.
