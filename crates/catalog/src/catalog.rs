@@ -151,7 +151,9 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
 
     /// `begin_move` for several placements in one transaction (a migration
     /// worker's batch of units). One answer per mark, in order; a fenced or
-    /// missing placement is `false` and does not stop the others.
+    /// missing placement is `false` and does not stop the others. A backend
+    /// may return before the marks are durable (see `durable`): a lost mark
+    /// only means the move is done again.
     async fn begin_moves(
         &self,
         marks: &[MoveMark],
@@ -173,6 +175,11 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// (`Error::NotFound`) placement is that move's result and does not stop
     /// the others. An error of the catalog itself fails the whole call, and
     /// then nothing of it is committed. One result per move, in order.
+    ///
+    /// A backend may return before the commits are durable: they become so
+    /// with the next durable write or `durable`. Until then a power cut may
+    /// undo them (the old copies still serve the data), so the caller must
+    /// call `durable` before deleting the old copies.
     async fn commit_unit_moves(
         &self,
         moves: &[UnitMove],
@@ -195,6 +202,14 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
             }
         }
         Ok(out)
+    }
+
+    /// Returns once every change committed so far through this catalog is
+    /// durable, including those of calls that may return before (claims,
+    /// moving marks and commits of migration batches). A no-op where every
+    /// commit is durable by itself.
+    async fn durable(&self) -> Result<()> {
+        Ok(())
     }
 
     /// Clears a moving mark without changing the placement. Does nothing if

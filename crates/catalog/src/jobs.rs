@@ -279,7 +279,9 @@ pub trait JobStore: Send + Sync {
     /// those whose lease is free or expired: committed units whose purge is
     /// due first (oldest due first), then pending units by priority; ties
     /// by token and category. Claims are exclusive across processes, and cost the same
-    /// however many units the job has (no sort over the job).
+    /// however many units the job has (no sort over the job). A backend may
+    /// return before the claim is durable (see `Catalog::durable`): a claim
+    /// lost to a power cut is only a unit claimed again.
     async fn claim_units(
         &self,
         job: i64,

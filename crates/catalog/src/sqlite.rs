@@ -252,6 +252,16 @@ impl SqliteCatalog {
         self.wal.sync().await
     }
 
+    /// Commits without waiting for the log to reach the disk: the commit is
+    /// durable with the next sync (any later durable write, or `durable`).
+    /// Only for changes a power cut may undo (see `Catalog::durable`).
+    pub(crate) async fn commit_lazily(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    ) -> Result<()> {
+        Ok(tx.commit().await?)
+    }
+
     /// How many times the write-ahead log was synced: commits share syncs,
     /// so under concurrent writers this grows slower than the commits.
     pub fn wal_syncs(&self) -> u64 {
@@ -1099,7 +1109,7 @@ impl Catalog for SqliteCatalog {
             );
         }
         if out.contains(&true) {
-            self.commit(tx).await?;
+            self.commit_lazily(tx).await?;
         }
         Ok(out)
     }
@@ -1166,8 +1176,12 @@ impl Catalog for SqliteCatalog {
                 finish_unit_in(&mut tx, &m.fence.token, &m.fence.category, &m.release).await?;
             out.push(Ok((moved, held)));
         }
-        self.commit(tx).await?;
+        self.commit_lazily(tx).await?;
         Ok(out)
+    }
+
+    async fn durable(&self) -> Result<()> {
+        self.wal.sync().await
     }
 
     async fn abort_move(&self, token: &str, category: &str, epoch: i64) -> Result<()> {

@@ -315,7 +315,8 @@ impl JobStore for SqliteCatalog {
         for u in &mut units {
             lease(&mut tx, u, owner, lease_until, now).await?;
         }
-        self.commit(tx).await?;
+        // A claim lost to a power cut is only a unit claimed again.
+        self.commit_lazily(tx).await?;
         Ok(units)
     }
 

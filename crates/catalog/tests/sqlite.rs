@@ -10,8 +10,8 @@ use domicile_catalog::conformance;
 use domicile_catalog::ledger::ChainVerifier;
 use domicile_catalog::sqlite::{SCHEMA_VERSION, SqliteCatalog};
 use domicile_catalog::{
-    Catalog, CommitOutcome, Error, Fence, LedgerAppend, ObjectRow, PlacementRow, PlacementState,
-    SubjectRow,
+    Catalog, CommitOutcome, Error, Fence, LedgerAppend, MoveMark, ObjectRow, PlacementRow,
+    PlacementState, SubjectRow, UnitMove, UnitOutcome, UnitRelease,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -237,6 +237,66 @@ async fn commits_are_synced_in_groups() {
     println!("64 concurrent commits, {syncs} syncs");
     assert!((1..=64).contains(&syncs), "{syncs} syncs for 64 commits");
     assert_eq!(verify(&*cat).await.unwrap(), 65);
+}
+
+/// A migration batch's marks and commits do not wait for the log to reach
+/// the disk; `durable` (which the engine calls before any purge) does.
+#[tokio::test]
+async fn migration_batches_are_durable_at_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = open(&dir.path().join("c.db")).await;
+    populate(&cat).await;
+    let before = cat.wal_syncs();
+    let mark = MoveMark {
+        token: "tok-1".into(),
+        category: "profile".into(),
+        epoch: 1,
+        to: vec!["us-1".into()],
+    };
+    assert_eq!(
+        cat.begin_moves(&[mark], 10_000, 3).await.unwrap(),
+        vec![true]
+    );
+    let moved = cat
+        .commit_unit_moves(&[UnitMove {
+            fence: Fence {
+                token: "tok-1".into(),
+                category: "profile".into(),
+                epoch: 1,
+            },
+            regions: vec!["us-1".into()],
+            custodian: "in-kms".into(),
+            wrapped_key: vec![1, 2, 3],
+            ledger: entry("move", Some("tok-1"), 4),
+            release: UnitRelease {
+                job: 1,
+                owner: "w".into(),
+                outcome: UnitOutcome::Committed {
+                    purge_after: 5,
+                    moved_bytes: 42,
+                },
+                now: 4,
+            },
+        }])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&moved[0], Ok((p, false)) if p.epoch == 2),
+        "{moved:?}"
+    );
+    assert_eq!(cat.wal_syncs(), before, "a lazy commit waited for a sync");
+    cat.durable().await.unwrap();
+    assert_eq!(cat.wal_syncs(), before + 1);
+    // What was committed lazily is there, and the chain holds.
+    drop(cat);
+    let cat = open(&dir.path().join("c.db")).await;
+    let p = cat
+        .get_placement("tok-1", "profile")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((p.epoch, p.regions), (2, vec!["us-1".to_string()]));
+    assert!(verify(&cat).await.is_ok());
 }
 
 #[tokio::test]

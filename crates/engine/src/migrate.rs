@@ -1039,6 +1039,10 @@ impl Engine {
         owner: &str,
         opts: &MigrateOptions,
     ) -> Result<Tick> {
+        // The moves these purges follow may have been committed lazily
+        // (see `Catalog::commit_unit_moves`): no old copy goes before they
+        // are durable.
+        self.catalog.durable().await?;
         let purged: Vec<_> = units.iter().map(|u| self.purge_blobs(u)).collect();
         let purged = futures::future::join_all(purged).await;
         let mut receipts = Vec::new();
