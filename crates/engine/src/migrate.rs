@@ -733,12 +733,28 @@ impl Engine {
             }
         }
         // Every unit's copies at once; each unit's own objects a few at a time.
+        // The batch's leases are renewed while its copies and its sync run:
+        // a turn may outlast a lease, and a unit waiting for the others of
+        // its batch must not be taken over meanwhile.
+        let held: Vec<(String, String)> = moving
+            .iter()
+            .map(|(i, ..)| (units[*i].token.clone(), units[*i].category.clone()))
+            .collect();
+        let job = units[0].job;
         let slots = tokio::sync::Semaphore::new(COPIES_PER_TURN);
         let copied: Vec<_> = moving
             .iter()
-            .map(|(i, p, to, _)| self.copy_unit(p, to, &units[*i], opts, pacer, owner, &slots))
+            .map(|(i, p, to, _)| self.copy_unit(p, to, &units[*i], pacer, &slots))
             .collect();
-        let copied = futures::future::join_all(copied).await;
+        let copied = self
+            .renewing(
+                job,
+                owner,
+                &held,
+                opts.lease,
+                futures::future::join_all(copied),
+            )
+            .await;
         let mut ready = Vec::new();
         for (m, c) in moving.into_iter().zip(copied) {
             match c {
@@ -755,13 +771,14 @@ impl Engine {
         for ((_, p, to, _), _) in &ready {
             regions.extend(to.iter().filter(|r| !p.regions.contains(r)).cloned());
         }
-        let synced: Result<()> = async {
-            for r in &regions {
-                self.region(r)?.sync().await?;
-            }
-            Ok(())
-        }
-        .await;
+        let synced: Result<()> = self
+            .renewing(job, owner, &held, opts.lease, async {
+                for r in &regions {
+                    self.region(r)?.sync().await?;
+                }
+                Ok(())
+            })
+            .await;
         if let Err(e) = synced {
             for ((i, p, _, _), _) in &ready {
                 self.give_back(&units[*i], owner, opts, &e, Some(p)).await?;
@@ -807,6 +824,32 @@ impl Engine {
             }
         }
         Ok((bytes, placed))
+    }
+
+    /// Runs `work`, renewing `owner`'s leases on the `held` units every third
+    /// of a lease until it ends. A renewal that fails is only logged: the
+    /// commit that follows is fenced by the placements' moving marks, not by
+    /// the leases.
+    async fn renewing<T>(
+        &self,
+        job: i64,
+        owner: &str,
+        held: &[(String, String)],
+        lease: Duration,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            match tokio::time::timeout(lease / 3, &mut work).await {
+                Ok(out) => return out,
+                Err(_) => {
+                    let until = now_millis() + lease.as_millis() as i64;
+                    if let Err(e) = self.catalog.renew_leases(job, owner, held, until).await {
+                        tracing::warn!(error = %e, "could not renew a migration batch's leases");
+                    }
+                }
+            }
+        }
     }
 
     /// Reads what a unit's move needs: its placement now and where the
@@ -869,17 +912,14 @@ impl Engine {
 
     /// Copies every indexed blob of a marked unit into the regions of `to`
     /// that lack it, verifying checksums, each copy in one of the turn's
-    /// `slots`. The placement is moving: no write
-    /// can commit, so the listing taken here is every acknowledged object.
-    #[allow(clippy::too_many_arguments)]
+    /// `slots`. The placement is moving: no write can commit, so the listing
+    /// taken here is every acknowledged object.
     async fn copy_unit(
         &self,
         p: &PlacementRow,
         to: &[String],
         unit: &UnitRow,
-        opts: &MigrateOptions,
         pacer: &Pacer,
-        owner: &str,
         slots: &tokio::sync::Semaphore,
     ) -> Result<Copied> {
         let objects = self.catalog.objects_of(&p.token, Some(&p.category)).await?;
@@ -893,7 +933,6 @@ impl Engine {
             moved: 0,
             verified: 0,
         };
-        let mut last_renew = Instant::now();
         let copies: Vec<_> = objects
             .iter()
             .map(|o| async {
@@ -910,14 +949,6 @@ impl Engine {
             let (bytes, copies) = copied?;
             done.moved += bytes;
             done.verified += copies;
-            if last_renew.elapsed() > opts.lease / 3 {
-                let until = now_millis() + opts.lease.as_millis() as i64;
-                let key = vec![(unit.token.clone(), unit.category.clone())];
-                self.catalog
-                    .renew_leases(unit.job, owner, &key, until)
-                    .await?;
-                last_renew = Instant::now();
-            }
         }
         Ok(done)
     }

@@ -1901,3 +1901,53 @@ async fn a_write_to_a_unit_not_yet_moved_moves_it_inline() {
     read_all(&engine, &objects).await;
     assert_clean(&engine).await;
 }
+
+/// A batch whose copies outlast the lease keeps its units: its leases are
+/// renewed while it copies and syncs, so an idle worker never takes a unit
+/// over (it would mark it again, find the first worker's copies in place,
+/// and commit with fewer bytes moved than the unit holds, while the first
+/// worker's commit fails). Every unit moves once, by the worker that
+/// copied all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_outlasts_its_lease_keeps_its_units() {
+    let d = Deployment::new();
+    let all = subjects("in", 12, "IN");
+    let objects = d.seed(&all, &["profile"], 3, (15_000, 25_000), 12).await;
+    let engine = Arc::new(d.open(&v2()).await);
+    // About 720 KB at 400 KB/s: the first worker's one batch takes all 12
+    // units and about two seconds, six leases of 300 ms; the second worker
+    // finds nothing to claim and keeps asking.
+    let o = MigrateOptions {
+        batch: 16,
+        ..opts(2, 400_000, 20, 300)
+    };
+    let job = engine.start_migration(&o).await.unwrap().job;
+    let started = Instant::now();
+    let status = engine.run_migration(&o, &no_tick).await.unwrap();
+    assert!(
+        started.elapsed() > ms(1_200),
+        "the batch was too quick to test"
+    );
+    assert_eq!((status.state.as_str(), status.failed), ("done", 0));
+    let catalog = engine.catalog().clone();
+    let done = catalog.units_in(job, UnitState::Done, 100).await.unwrap();
+    assert_eq!(done.len(), 12);
+    assert!(
+        done.iter()
+            .all(|u| u.attempts == 0 && u.moved_bytes == u.bytes),
+        "a unit was taken over: {done:?}"
+    );
+    for (s, _) in &all {
+        let t = token(&engine, s);
+        let moves = catalog
+            .ledger_of(&t)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "move")
+            .count();
+        assert_eq!(moves, 1, "{s}: {moves} move entries in the ledger");
+    }
+    read_all(&engine, &objects).await;
+    assert_clean(&engine).await;
+}
