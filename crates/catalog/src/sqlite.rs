@@ -95,10 +95,48 @@ fn migrator() -> Migrator {
     ])
 }
 
+/// A write transaction that holds this process's writer turn: writers of
+/// one process queue for SQLite's write lock in order on an async mutex,
+/// instead of each polling the lock with SQLite's busy handler (whose sleeps
+/// grow to 100 ms, so a busy catalog made short writes wait tens of
+/// milliseconds). Other processes still meet at the lock itself. Derefs to
+/// the transaction's connection.
+pub(crate) struct WriteTx {
+    // Dropped first: an uncommitted transaction rolls back, then the turn
+    // passes on.
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    /// Commits, and passes the writer turn on.
+    async fn commit(self) -> Result<()> {
+        let WriteTx { tx, turn } = self;
+        tx.commit().await?;
+        drop(turn);
+        Ok(())
+    }
+}
+
 /// The catalog in one SQLite database.
 #[derive(Debug, Clone)]
 pub struct SqliteCatalog {
     pub(crate) pool: SqlitePool,
+    /// This process's writer turn (see [`WriteTx`]); shared by clones.
+    writer: Arc<tokio::sync::Mutex<()>>,
     wal: Arc<WalSync>,
 }
 
@@ -238,6 +276,7 @@ impl SqliteCatalog {
         tx.commit().await?;
         let cat = Self {
             pool,
+            writer: Arc::default(),
             wal: Arc::new(wal),
         };
         cat.wal.sync().await?;
@@ -245,7 +284,7 @@ impl SqliteCatalog {
     }
 
     /// Commits a write transaction and returns once it is on disk.
-    pub(crate) async fn commit(&self, tx: sqlx::Transaction<'static, sqlx::Sqlite>) -> Result<()> {
+    pub(crate) async fn commit(&self, tx: WriteTx) -> Result<()> {
         tx.commit().await?;
         self.wal.sync().await
     }
@@ -258,11 +297,8 @@ impl SqliteCatalog {
     /// Commits without waiting for the log to reach the disk: the commit is
     /// durable with the next sync (any later durable write, or `durable`).
     /// Only for changes a power cut may undo (see `Catalog::durable`).
-    pub(crate) async fn commit_lazily(
-        &self,
-        tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    ) -> Result<()> {
-        Ok(tx.commit().await?)
+    pub(crate) async fn commit_lazily(&self, tx: WriteTx) -> Result<()> {
+        tx.commit().await
     }
 
     /// How many times the write-ahead log was synced: commits share syncs,
@@ -276,9 +312,12 @@ impl SqliteCatalog {
         &self.pool
     }
 
-    /// Starts a write transaction holding the write lock from the start.
-    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Starts a write transaction holding the write lock from the start,
+    /// once this process's earlier writers are done (see [`WriteTx`]).
+    pub(crate) async fn write_tx(&self) -> Result<WriteTx> {
+        let turn = self.writer.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, turn })
     }
 }
 
@@ -983,9 +1022,11 @@ impl Catalog for SqliteCatalog {
     // ---- placements ----
 
     async fn get_placement(&self, token: &str, category: &str) -> Result<Option<PlacementRow>> {
+        // A read transaction (one snapshot for the row and its regions):
+        // nothing to sync.
         let mut tx = self.pool.begin().await?;
         let p = read_placement(&mut tx, token, category).await?;
-        self.commit(tx).await?;
+        tx.commit().await?;
         Ok(p)
     }
 
@@ -1010,7 +1051,7 @@ impl Catalog for SqliteCatalog {
         .bind(token)
         .fetch_all(&mut *tx)
         .await?;
-        self.commit(tx).await?;
+        tx.commit().await?; // a read transaction: nothing to sync
         let mut by_category: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for r in &regions {
             let category: String = r.try_get("category")?;
