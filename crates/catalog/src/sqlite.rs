@@ -11,7 +11,10 @@
 //! Every method is one transaction. Every transaction that writes starts with
 //! `BEGIN IMMEDIATE`, so it holds the write lock from its first read: a
 //! read-then-write transaction can never fail to upgrade its lock
-//! (`SQLITE_BUSY`) and writers simply queue behind the busy timeout. Ledger
+//! (`SQLITE_BUSY`). One process's writers first take turns on an async mutex
+//! (`WriteTx`), so they queue in order instead of polling the lock with
+//! SQLite's busy sleeps; writers of other processes meet at the lock, behind
+//! the busy timeout. Ledger
 //! entries are appended in the same transaction as the change they record.
 //!
 //! The SQL stays close to what PostgreSQL and CockroachDB accept too (`ON
