@@ -318,7 +318,13 @@ impl SqliteCatalog {
     /// Starts a write transaction holding the write lock from the start,
     /// once this process's earlier writers are done (see [`WriteTx`]).
     pub(crate) async fn write_tx(&self) -> Result<WriteTx> {
-        let turn = self.writer.clone().lock_owned().await;
+        // Bounded as SQLite's own wait for the lock is: a writer stuck
+        // behind a stuck one fails instead of waiting for ever.
+        let turn = tokio::time::timeout(BUSY_TIMEOUT, self.writer.clone().lock_owned())
+            .await
+            .map_err(|_| Error::Database {
+                source: sqlx::Error::PoolTimedOut,
+            })?;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(WriteTx { tx, turn })
     }
