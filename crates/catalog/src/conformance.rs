@@ -172,22 +172,7 @@ pub async fn unit_release_with_the_change(cat: &dyn Catalog) {
                 .unwrap()
         );
     }
-    let id = cat.create_job(&job_row()).await.unwrap();
-    cat.add_units(
-        id,
-        &[
-            unit("t1", "media", 0, 1),
-            unit("t2", "media", 0, 1),
-            unit("t3", "media", 0, 1),
-        ],
-    )
-    .await
-    .unwrap();
-    cat.set_job_state(id, JobState::Running, 4).await.unwrap();
-    assert_eq!(
-        cat.claim_units(id, "w1", 3, 1_000, 5).await.unwrap().len(),
-        3
-    );
+    let id = running_job_claimed_by_w1(cat, &["t1", "t2", "t3"]).await;
     let fence = |t: &str, epoch| Fence {
         token: t.into(),
         category: "media".into(),
@@ -353,22 +338,7 @@ pub async fn batched_turns(cat: &dyn Catalog) {
         vec![false]
     );
 
-    let id = cat.create_job(&job_row()).await.unwrap();
-    cat.add_units(
-        id,
-        &[
-            unit("t1", "media", 0, 1),
-            unit("t2", "media", 0, 1),
-            unit("t3", "media", 0, 1),
-        ],
-    )
-    .await
-    .unwrap();
-    cat.set_job_state(id, JobState::Running, 4).await.unwrap();
-    assert_eq!(
-        cat.claim_units(id, "w1", 3, 1_000, 5).await.unwrap().len(),
-        3
-    );
+    let id = running_job_claimed_by_w1(cat, &["t1", "t2", "t3"]).await;
     let commit = |t: &str, epoch| UnitMove {
         fence: Fence {
             token: t.into(),
@@ -440,6 +410,23 @@ pub async fn batched_turns(cat: &dyn Catalog) {
     for e in &entries {
         v.push(e).unwrap();
     }
+}
+
+/// A running job of one unit per token (category "media"), every unit
+/// claimed by "w1" until 1_000.
+async fn running_job_claimed_by_w1(cat: &dyn Catalog, tokens: &[&str]) -> i64 {
+    let id = cat.create_job(&job_row()).await.unwrap();
+    let units: Vec<UnitRow> = tokens.iter().map(|t| unit(t, "media", 0, 1)).collect();
+    cat.add_units(id, &units).await.unwrap();
+    cat.set_job_state(id, JobState::Running, 4).await.unwrap();
+    assert_eq!(
+        cat.claim_units(id, "w1", 100, 1_000, 5)
+            .await
+            .unwrap()
+            .len(),
+        tokens.len()
+    );
+    id
 }
 
 fn tokens_of(units: &[UnitRow]) -> Vec<String> {

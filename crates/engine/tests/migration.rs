@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use domicile_catalog::{JobRow, JobState, PlacementRow, UnitState};
+use domicile_catalog::{JobRow, JobState, LedgerEntry, PlacementRow, UnitState};
 use domicile_core::Config;
 use domicile_core::ids::{Category, ObjectKey, SubjectId};
 use domicile_core::jurisdiction::Jurisdiction;
@@ -191,6 +191,18 @@ fn opts(workers: usize, rate: u64, grace_ms: u64, lease_ms: u64) -> MigrateOptio
         lease: ms(lease_ms),
         ..MigrateOptions::default()
     }
+}
+
+/// The `move` receipts in a subject's ledger.
+async fn move_entries(engine: &Engine, token: &str) -> Vec<LedgerEntry> {
+    engine
+        .catalog()
+        .ledger_of(token)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "move")
+        .collect()
 }
 
 async fn put(
@@ -1554,13 +1566,7 @@ async fn interrupted_moves_are_redone_without_duplicates_or_losses() {
             expected_files(&engine, &t, "profile").await,
             "{s}: sg holds other files than the indexed blobs"
         );
-        let moves = catalog
-            .ledger_of(&t)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == "move")
-            .count();
+        let moves = move_entries(&engine, &t).await.len();
         assert_eq!(moves, 1, "{s}: {moves} move entries in the ledger");
     }
     assert_eq!(d.files("sg").len(), 16 * 6);
@@ -1872,14 +1878,7 @@ async fn a_write_to_a_unit_not_yet_moved_moves_it_inline() {
         committed[0].lease_owner, None,
         "the inline move released it"
     );
-    let moves: Vec<_> = engine
-        .catalog()
-        .ledger_of(&t)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "move")
-        .collect();
+    let moves = move_entries(&engine, &t).await;
     assert_eq!(moves.len(), 1, "{moves:?}");
     assert!(
         moves[0].body.contains(&format!("\"job\":{job}")),
@@ -1939,13 +1938,7 @@ async fn a_batch_that_outlasts_its_lease_keeps_its_units() {
     );
     for (s, _) in &all {
         let t = token(&engine, s);
-        let moves = catalog
-            .ledger_of(&t)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == "move")
-            .count();
+        let moves = move_entries(&engine, &t).await.len();
         assert_eq!(moves, 1, "{s}: {moves} move entries in the ledger");
     }
     read_all(&engine, &objects).await;
