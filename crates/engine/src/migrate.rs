@@ -428,10 +428,18 @@ impl Engine {
             };
             // The dead worker's copies in regions the unit was to move to
             // are indexed nowhere: the unit stays where it was, so they go.
-            for r in unit.to.iter().filter(|r| !regions.contains(r)) {
-                if let Some(store) = self.regions.get(r) {
-                    purge_prefix(store, &unit.token, &unit.category).await?;
-                }
+            self.drop_strays(&unit, &regions).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a unit's blobs in the regions it was to move to that its
+    /// placement (`regions`) does not include: copies of attempts that will
+    /// not be committed, which nothing indexes.
+    async fn drop_strays(&self, unit: &UnitRow, regions: &[String]) -> Result<()> {
+        for r in unit.to.iter().filter(|r| !regions.contains(r)) {
+            if let Some(store) = self.regions.get(r) {
+                purge_prefix(store, &unit.token, &unit.category).await?;
             }
         }
         Ok(())
@@ -889,7 +897,8 @@ impl Engine {
 
     /// Leaves a unit whose attempt failed with `e`: its moving mark (if it
     /// set one on `p`) is cleared so writers go on against the old
-    /// placement, and the unit is released to be retried or given up.
+    /// placement, and the unit is released to be retried or given up (then
+    /// without the partial copies its attempts left in its new regions).
     async fn give_back(
         &self,
         unit: &UnitRow,
@@ -907,7 +916,28 @@ impl Engine {
         {
             tracing::warn!(error = %abort, "could not clear a moving mark; its lease will expire");
         }
-        self.finish(unit, owner, failed(unit, opts, e)).await
+        let outcome = failed(unit, opts, e);
+        if let UnitOutcome::Retry { give_up: true, .. } = &outcome
+            && let Err(e) = self.drop_strays_of_given_up(unit).await
+        {
+            tracing::warn!(error = %e, "could not delete a given-up unit's partial copies; verify reports them");
+        }
+        self.finish(unit, owner, outcome).await
+    }
+
+    /// A unit given up stays where it is: the copies its attempts left in
+    /// its new regions go (unless its placement is moving again, which only
+    /// its holder could have done).
+    async fn drop_strays_of_given_up(&self, unit: &UnitRow) -> Result<()> {
+        if let Some(p) = self
+            .catalog
+            .get_placement(&unit.token, &unit.category)
+            .await?
+            && p.state.is_active()
+        {
+            self.drop_strays(unit, &p.regions).await?;
+        }
+        Ok(())
     }
 
     /// Copies every indexed blob of a marked unit into the regions of `to`

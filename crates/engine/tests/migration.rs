@@ -1944,3 +1944,53 @@ async fn a_batch_that_outlasts_its_lease_keeps_its_units() {
     read_all(&engine, &objects).await;
     assert_clean(&engine).await;
 }
+
+/// A unit given up stays where it is, without the partial copies its
+/// attempts left in its new region: nothing indexes them, and `verify`
+/// would report them for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_given_up_leaves_no_copy_in_its_new_region() {
+    let d = Deployment::new();
+    let all = subjects("in", 1, "IN");
+    let objects = d.seed(&all, &["profile"], 3, (2_000, 9_000), 3).await;
+    let mut engine = d.open(&v2()).await;
+    let _down = break_region(&d, &mut engine, "sg");
+    let engine = Arc::new(engine);
+    // An earlier attempt (a worker that died mid-copy) left one of the
+    // three blobs in sg.
+    let t = token(&engine, &all[0].0);
+    let catalog = engine.catalog().clone();
+    let rows = catalog.objects_of(&t, Some("profile")).await.unwrap();
+    let cn = RegionStore::open("cn", &Deployment::region_url("cn"), d.base()).unwrap();
+    let sg = RegionStore::open("sg", &Deployment::region_url("sg"), d.base()).unwrap();
+    let path = BlobPath::new(&t, "profile", &rows[0].blob_id).unwrap();
+    domicile_store::copy_blob(&cn, &sg, &path, &rows[0].checksum)
+        .await
+        .unwrap();
+    assert_eq!(d.files("sg").len(), 1);
+
+    // sg is down for writes: the one attempt allowed fails and the unit is
+    // given up.
+    let o = MigrateOptions {
+        max_attempts: 1,
+        ..opts(1, 0, 20, 2_000)
+    };
+    engine.start_migration(&o).await.unwrap();
+    let status = engine.run_migration(&o, &no_tick).await.unwrap();
+    assert_eq!((status.state.as_str(), status.failed), ("done", 1));
+    assert!(
+        d.files("sg").is_empty(),
+        "a given-up unit left copies behind: {:?}",
+        d.files("sg")
+    );
+    let p = placement(&engine, &all[0].0, "profile").await;
+    assert!(p.state.is_active());
+    assert_eq!(p.regions, vec!["cn".to_string()]);
+    read_all(&engine, &objects).await;
+    // Only the copies v2 forbids remain to be reported, no stray.
+    let problems = engine.verify(true).await.unwrap().problems;
+    assert!(
+        problems.iter().all(|p| p.kind == "forbidden"),
+        "{problems:#?}"
+    );
+}
