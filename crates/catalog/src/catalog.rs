@@ -178,8 +178,8 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     ///
     /// A backend may return before the commits are durable: they become so
     /// with the next durable write or `durable`. Until then a power cut may
-    /// undo them (the old copies still serve the data), so the caller must
-    /// call `durable` before deleting the old copies.
+    /// undo them (the old copies still serve the data); the claim that hands
+    /// out a unit's purge waits for them (see `JobStore::claim_units`).
     async fn commit_unit_moves(
         &self,
         moves: &[UnitMove],

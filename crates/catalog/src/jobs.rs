@@ -281,7 +281,10 @@ pub trait JobStore: Send + Sync {
     /// by token and category. Claims are exclusive across processes, and cost the same
     /// however many units the job has (no sort over the job). A backend may
     /// return before the claim is durable (see `Catalog::durable`): a claim
-    /// lost to a power cut is only a unit claimed again.
+    /// lost to a power cut is only a unit claimed again. A claim that hands
+    /// out a committed unit (its purge) returns only once every commit
+    /// before it is durable: the purge deletes the old copies, which a move
+    /// undone by a power cut would still need.
     async fn claim_units(
         &self,
         job: i64,

@@ -4,9 +4,10 @@
 //! write then syncs the log, concurrent writes sharing one sync (`WalSync`).
 //! Queued garbage rows are one exception: losing one leaves at most an
 //! unindexed blob. A migration batch's claims, moving marks and commits are
-//! the other: they are durable with the next sync (`Catalog::durable`, which
-//! the engine calls before any purge deletes an old copy); a power cut
-//! before it undoes them, and the old copies still hold the data.
+//! the other: they are durable with the next sync (`Catalog::durable`, or
+//! the claim that hands out a purge, which waits for it before any old copy
+//! is deleted); a power cut before it undoes them, and the old copies still
+//! hold the data.
 //!
 //! Every method is one transaction. Every transaction that writes starts with
 //! `BEGIN IMMEDIATE`, so it holds the write lock from its first read: a

@@ -315,8 +315,13 @@ impl JobStore for SqliteCatalog {
         for u in &mut units {
             lease(&mut tx, u, owner, lease_until, now).await?;
         }
-        // A claim lost to a power cut is only a unit claimed again.
+        // A claim lost to a power cut is only a unit claimed again. A purge
+        // is not undone by one: it is handed out only once the move it
+        // follows (perhaps committed lazily) is on disk.
         self.commit_lazily(tx).await?;
+        if units.iter().any(|u| u.state == UnitState::Committed) {
+            self.durable().await?;
+        }
         Ok(units)
     }
 

@@ -10,8 +10,9 @@ use domicile_catalog::conformance;
 use domicile_catalog::ledger::ChainVerifier;
 use domicile_catalog::sqlite::{SCHEMA_VERSION, SqliteCatalog};
 use domicile_catalog::{
-    Catalog, CommitOutcome, Error, Fence, LedgerAppend, MoveMark, ObjectRow, PlacementRow,
-    PlacementState, SubjectRow, UnitMove, UnitOutcome, UnitRelease,
+    Catalog, CommitOutcome, Error, Fence, JobRow, JobState, JobStore, LedgerAppend, MoveMark,
+    ObjectRow, PlacementRow, PlacementState, SubjectRow, UnitMove, UnitOutcome, UnitRelease,
+    UnitRow, UnitState,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -297,6 +298,113 @@ async fn migration_batches_are_durable_at_the_next_sync() {
         .unwrap();
     assert_eq!((p.epoch, p.regions), (2, vec!["us-1".to_string()]));
     assert!(verify(&cat).await.is_ok());
+}
+
+/// The claim that hands out a purge waits for the moves committed lazily
+/// before it: the purge deletes old copies that a move undone by a power
+/// cut would still need. Claims of moves alone do not sync.
+#[tokio::test]
+async fn a_purge_is_claimed_only_once_the_moves_before_it_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = open(&dir.path().join("c.db")).await;
+    populate(&cat).await;
+    let job = cat
+        .create_job(&JobRow {
+            id: 0,
+            state: JobState::Planning,
+            created_at: 1,
+            finished_at: None,
+            policy: "p".into(),
+            rate: 0,
+            grace_ms: 0,
+            units: 0,
+            bytes: 0,
+        })
+        .await
+        .unwrap();
+    let unit = UnitRow {
+        job,
+        priority: 0,
+        from: vec!["sg-1".into(), "us-1".into()],
+        to: vec!["us-1".into()],
+        token: "tok-1".into(),
+        category: "profile".into(),
+        custodian_from: "in-kms".into(),
+        custodian_to: "in-kms".into(),
+        objects: 1,
+        bytes: 42,
+        state: UnitState::Pending,
+        attempts: 0,
+        lease_owner: None,
+        lease_until: 0,
+        purge_after: 0,
+        moved_bytes: 0,
+        error: None,
+        updated_at: 1,
+    };
+    cat.add_units(job, &[unit]).await.unwrap();
+    cat.set_job_state(job, JobState::Running, 2).await.unwrap();
+
+    let before = cat.wal_syncs();
+    assert_eq!(
+        cat.claim_units(job, "w", 8, 1_000, 3).await.unwrap().len(),
+        1
+    );
+    let mark = MoveMark {
+        token: "tok-1".into(),
+        category: "profile".into(),
+        epoch: 1,
+        to: vec!["us-1".into()],
+    };
+    assert_eq!(
+        cat.begin_moves(&[mark], 1_000, 3).await.unwrap(),
+        vec![true]
+    );
+    let moved = cat
+        .commit_unit_moves(&[UnitMove {
+            fence: Fence {
+                token: "tok-1".into(),
+                category: "profile".into(),
+                epoch: 1,
+            },
+            regions: vec!["us-1".into()],
+            custodian: "in-kms".into(),
+            wrapped_key: vec![1, 2, 3],
+            ledger: entry("move", Some("tok-1"), 4),
+            release: UnitRelease {
+                job,
+                owner: "w".into(),
+                outcome: UnitOutcome::Committed {
+                    purge_after: 10,
+                    moved_bytes: 42,
+                },
+                now: 4,
+            },
+        }])
+        .await
+        .unwrap();
+    assert!(matches!(&moved[0], Ok((_, true))), "{moved:?}");
+    // Nothing due yet: an empty claim, still no sync.
+    assert!(
+        cat.claim_units(job, "w", 8, 1_000, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        cat.wal_syncs(),
+        before,
+        "a claim of no purge waited for a sync"
+    );
+    // The purge is due: it is handed out after one sync.
+    let purge = cat.claim_units(job, "w", 8, 2_000, 11).await.unwrap();
+    assert_eq!(purge.len(), 1);
+    assert_eq!(purge[0].state, UnitState::Committed);
+    assert_eq!(
+        cat.wal_syncs(),
+        before + 1,
+        "a purge was handed out unsynced"
+    );
 }
 
 #[tokio::test]

@@ -355,14 +355,8 @@ impl Engine {
         blob_id: &str,
         regions: &[String],
     ) -> Result<i64> {
-        let row = GarbageRow {
-            id: 0,
-            token: token.to_string(),
-            category: category.to_string(),
-            blob_id: blob_id.to_string(),
-            regions: regions.to_vec(),
-            queued_at: now_millis() + self.options.intent_ttl.as_millis() as i64,
-        };
+        let due = now_millis() + self.options.intent_ttl.as_millis() as i64;
+        let row = garbage_row(token, category, blob_id, regions, due);
         Ok(self.catalog.queue_garbage(&row).await?)
     }
 
@@ -378,14 +372,7 @@ impl Engine {
 
     /// Queues a blob for deletion from `regions` and runs a collection pass.
     async fn queue_blob(&self, token: &str, category: &str, blob_id: &str, regions: &[String]) {
-        let row = GarbageRow {
-            id: 0,
-            token: token.to_string(),
-            category: category.to_string(),
-            blob_id: blob_id.to_string(),
-            regions: regions.to_vec(),
-            queued_at: now_millis(),
-        };
+        let row = garbage_row(token, category, blob_id, regions, now_millis());
         if let Err(e) = self.catalog.queue_garbage(&row).await {
             tracing::warn!(error = %e, "could not queue an unused blob for deletion");
         }
@@ -567,5 +554,23 @@ impl Engine {
         Err(Error::Busy {
             category: category.to_string(),
         })
+    }
+}
+
+/// A garbage row for a blob in `regions`, due for collection at `due`.
+fn garbage_row(
+    token: &str,
+    category: &str,
+    blob_id: &str,
+    regions: &[String],
+    due: i64,
+) -> GarbageRow {
+    GarbageRow {
+        id: 0,
+        token: token.to_string(),
+        category: category.to_string(),
+        blob_id: blob_id.to_string(),
+        regions: regions.to_vec(),
+        queued_at: due,
     }
 }

@@ -740,7 +740,6 @@ impl Engine {
                 self.give_back(unit, owner, opts, &busy, None).await?;
             }
         }
-        // Every unit's copies at once; each unit's own objects a few at a time.
         // The batch's leases are renewed while its copies and its sync run:
         // a turn may outlast a lease, and a unit waiting for the others of
         // its batch must not be taken over meanwhile.
@@ -749,6 +748,7 @@ impl Engine {
             .map(|(i, ..)| (units[*i].token.clone(), units[*i].category.clone()))
             .collect();
         let job = units[0].job;
+        // Every unit's copies at once; each unit's own objects a few at a time.
         let slots = tokio::sync::Semaphore::new(COPIES_PER_TURN);
         let copied: Vec<_> = moving
             .iter()
@@ -1100,10 +1100,8 @@ impl Engine {
         owner: &str,
         opts: &MigrateOptions,
     ) -> Result<Tick> {
-        // The moves these purges follow may have been committed lazily
-        // (see `Catalog::commit_unit_moves`): no old copy goes before they
-        // are durable.
-        self.catalog.durable().await?;
+        // The claim that handed these purges out returned only once the
+        // moves they follow were durable (`JobStore::claim_units`).
         let purged: Vec<_> = units.iter().map(|u| self.purge_blobs(u)).collect();
         let purged = futures::future::join_all(purged).await;
         let mut receipts = Vec::new();
