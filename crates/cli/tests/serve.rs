@@ -162,6 +162,13 @@ impl Server {
     }
 }
 
+impl Server {
+    /// What the server has logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1279,7 +1286,11 @@ fn rest_api_auth_shapes_and_a_migration() {
         if s["state"] == "done" {
             break s;
         }
-        assert!(Instant::now() < deadline, "migration did not finish: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "migration did not finish: {s}\nserve's log:\n{}",
+            srv.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(status["failed"], 0, "{status}");
@@ -1481,7 +1492,11 @@ fn s3_backed_regions_beside_local_ones_through_a_migration() {
             assert_eq!(s["failed"], 0, "{s}");
             break;
         }
-        assert!(Instant::now() < deadline, "migration did not finish: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "migration did not finish: {s}\nserve's log:\n{}",
+            srv.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let show = http("GET", &url("/v1/subjects/zq-s3-in"), Some(ADMIN), None).json();

@@ -1173,28 +1173,13 @@ impl Engine {
 
 /// Deletes every blob of a (subject, category) in `store`, with any
 /// foreign object under its prefix and any staging leftover of a write
-/// killed mid-way (which holds ciphertext too). Returns how many blobs and
-/// leftovers were deleted.
+/// killed mid-way (which holds ciphertext too). Returns how many objects
+/// were deleted.
 async fn purge_prefix(
     store: &domicile_store::RegionStore,
     token: &str,
     category: &str,
 ) -> Result<u64> {
     let prefix = domicile_store::layout::prefix_for_category(token, category)?;
-    let prefix = &prefix;
-    let mut listing = store.list_stream(Some(prefix));
-    let mut paths = Vec::new();
-    while let Some(entry) = listing.next().await {
-        match entry? {
-            domicile_store::ListEntry::Blob { path, .. } => paths.push(path),
-            domicile_store::ListEntry::Foreign { path, .. } => {
-                store.delete_location(&path).await?;
-            }
-        }
-    }
-    for path in &paths {
-        store.delete(path).await?;
-    }
-    let leftovers = store.remove_leftovers(Some(prefix), Duration::ZERO).await?;
-    Ok(paths.len() as u64 + leftovers)
+    Ok(store.delete_prefix(&prefix).await?)
 }

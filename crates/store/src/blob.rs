@@ -17,6 +17,7 @@ use object_store::WriteMultipart;
 
 use crate::crypto::{BlobDecoder, BlobEncoder, ChunkLayout, DataKey, HEADER_LEN, Mode};
 use crate::error::{Error, Result};
+use crate::folder::{self, Copied, Folder};
 use crate::layout::BlobPath;
 use crate::region::RegionStore;
 
@@ -599,6 +600,12 @@ pub async fn copy_blob(
         check_sum(&checksum, expected_checksum, from, path, "holds")?;
         return Ok(size);
     }
+    if let (Some(src), Some(dst)) = (from.folder(), to.unsynced_folder())
+        && let Some(size) =
+            copy_between_folders(from, to, (src, dst), path, expected_checksum).await?
+    {
+        return Ok(size);
+    }
     let (size, mut batches) = stored_batches(from, path).await?;
     let mut hasher = blake3::Hasher::new();
 
@@ -673,6 +680,53 @@ pub async fn copy_blob(
     undo_on_error(to, path, verified).await
 }
 
+/// [`copy_blob`] from a local folder into an unsynced local folder, in one
+/// blocking call (see `folder`): the same checks, the same files. `None`
+/// for a blob over [`SINGLE_PUT_MAX`], which streams instead.
+async fn copy_between_folders(
+    from: &RegionStore,
+    to: &RegionStore,
+    (src, dst): (&Folder, &Folder),
+    path: &BlobPath,
+    expected_checksum: &str,
+) -> Result<Option<u64>> {
+    let location = path.location();
+    let src = src
+        .file(&location)
+        .map_err(|e| Error::from_store(from.id(), &location, e))?;
+    let dst = dst
+        .file(&location)
+        .map_err(|e| Error::from_store(to.id(), &location, e))?;
+    let expected = expected_checksum.to_owned();
+    let copied = folder::blocking("(copy)", move || {
+        folder::copy_file(&src, &dst, &expected, SINGLE_PUT_MAX)
+            .map_err(|(path, source)| Error::Io { path, source })
+    })
+    .await?;
+    match copied {
+        Copied::Done(size) => Ok(Some(size)),
+        Copied::TooLarge => Ok(None),
+        Copied::Missing => Err(Error::NotFound {
+            region: from.id().to_owned(),
+            path: path.to_string(),
+        }),
+        Copied::SourceSum(actual) => Err(sum_mismatch(
+            &actual,
+            expected_checksum,
+            from,
+            path,
+            "holds",
+        )),
+        Copied::ReceivedSum(actual) => Err(sum_mismatch(
+            &actual,
+            expected_checksum,
+            to,
+            path,
+            "received",
+        )),
+    }
+}
+
 /// The stored size and BLAKE3 (lowercase hex) of a blob, read in bounded memory.
 pub async fn checksum_of(region: &RegionStore, path: &BlobPath) -> Result<(u64, String)> {
     let (size, mut batches) = stored_batches(region, path).await?;
@@ -741,11 +795,21 @@ fn check_sum(
     if actual.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
-        Err(Error::corrupt(format!(
-            "region {} {verb} blob {path} with checksum {actual}, expected {expected}",
-            region.id()
-        )))
+        Err(sum_mismatch(actual, expected, region, path, verb))
     }
+}
+
+fn sum_mismatch(
+    actual: &str,
+    expected: &str,
+    region: &RegionStore,
+    path: &BlobPath,
+    verb: &str,
+) -> Error {
+    Error::corrupt(format!(
+        "region {} {verb} blob {path} with checksum {actual}, expected {expected}",
+        region.id()
+    ))
 }
 
 fn size_mismatch(region: &RegionStore, path: &BlobPath, got: u64, want: u64) -> Error {

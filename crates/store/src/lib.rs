@@ -22,10 +22,13 @@
 //! - [`blob`]: the data path: [`BlobWriter`] to every region of a placement at once,
 //!   [`read_blob`] for whole or ranged streaming reads, [`copy_blob`] for migrations
 //!   (ciphertext only, checksum-verified), [`checksum_of`].
+//! - `folder`: whole-file copies and prefix deletions on local-folder regions, one
+//!   blocking call each instead of one per file operation.
 
 pub mod blob;
 pub mod crypto;
 pub mod error;
+mod folder;
 pub mod keyring;
 pub mod layout;
 pub mod location;

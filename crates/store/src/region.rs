@@ -20,6 +20,7 @@ use object_store::{
 };
 
 use crate::error::{Error, Result};
+use crate::folder::{self, Folder};
 use crate::layout::BlobPath;
 use crate::location::{Location, S3Location};
 
@@ -102,9 +103,10 @@ pub struct RegionStore {
     /// made durable together by [`RegionStore::sync`]; `None` where writes
     /// need no fsync of their own (object stores, memory).
     bulk: Option<Arc<dyn ObjectStore>>,
-    /// The folder of a local region: where a killed writer's staging files
-    /// (which the object store's listings hide) can be found.
-    local_dir: Option<std::path::PathBuf>,
+    /// The folder of a local region, as files: where a killed writer's
+    /// staging files (which the object store's listings hide) can be found,
+    /// and what whole-file copies and deletions work on.
+    folder: Option<Folder>,
     /// Coalesces concurrent [`RegionStore::sync`] calls (shared by clones).
     sync_gate: Arc<SyncGate>,
 }
@@ -175,34 +177,37 @@ impl RegionStore {
         base_dir: &FsPath,
         options: &RegionOptions,
     ) -> Result<Self> {
-        let mut local_dir = None;
+        let mut folder = None;
         let mut bulk: Option<Arc<dyn ObjectStore>> = None;
         let store: Arc<dyn ObjectStore> = match Location::parse(url, base_dir)? {
             Location::LocalDir(dir) => {
-                local_dir = Some(dir.clone());
                 std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
                     path: dir.clone(),
                     source,
                 })?;
-                let store = LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|source| Error::from_store(id, &Path::default(), source))?
-                    // Purges would otherwise leave one empty folder per subject behind.
-                    .with_automatic_cleanup(true)
-                    .with_fsync(options.fsync);
+                let open = |fsync| {
+                    LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|source| Error::from_store(id, &Path::default(), source))
+                        // Purges would otherwise leave one empty folder per subject behind.
+                        .map(|fs| Arc::new(fs.with_automatic_cleanup(true).with_fsync(fsync)))
+                };
+                let store = open(options.fsync)?;
+                // The object store maps objects under the canonical folder.
+                let root = std::fs::canonicalize(&dir).map_err(|source| Error::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                folder = Some(Folder::new(store.clone(), root));
                 if options.fsync {
-                    let unsynced = LocalFileSystem::new_with_prefix(&dir)
-                        .map_err(|source| Error::from_store(id, &Path::default(), source))?
-                        .with_automatic_cleanup(true)
-                        .with_fsync(false);
-                    bulk = Some(Arc::new(unsynced));
+                    bulk = Some(open(false)? as Arc<dyn ObjectStore>);
                 }
-                Arc::new(store)
+                store
             }
             Location::Memory => Arc::new(InMemory::new()),
             Location::S3(s3) => open_s3(id, &s3, options)?,
         };
         let mut region = Self::from_object_store(id, url, store);
-        region.local_dir = local_dir;
+        region.folder = folder;
         region.bulk = bulk;
         Ok(region)
     }
@@ -214,7 +219,7 @@ impl RegionStore {
             url: url.to_owned(),
             store,
             bulk: None,
-            local_dir: None,
+            folder: None,
             sync_gate: Arc::default(),
         }
     }
@@ -354,7 +359,7 @@ impl RegionStore {
             url: self.url.clone(),
             store: self.bulk.clone().unwrap_or_else(|| self.store.clone()),
             bulk: None,
-            local_dir: self.local_dir.clone(),
+            folder: self.folder.clone(),
             sync_gate: self.sync_gate.clone(),
         }
     }
@@ -365,7 +370,7 @@ impl RegionStore {
     /// only once durable, so there is nothing to do.
     pub async fn sync(&self) -> Result<()> {
         use std::sync::atomic::Ordering;
-        let Some(dir) = self.local_dir.clone() else {
+        let Some(dir) = self.folder.as_ref().map(|f| f.root().to_path_buf()) else {
             return Ok(());
         };
         // Everything this caller wrote happened before this ticket.
@@ -375,7 +380,7 @@ impl RegionStore {
             return Ok(()); // a sync that started after our writes finished
         }
         let covers = self.sync_gate.requested.load(Ordering::SeqCst);
-        tokio::task::spawn_blocking(move || {
+        folder::blocking("(syncfs)", move || {
             let f = std::fs::File::open(&dir).map_err(|source| Error::Io {
                 path: dir.clone(),
                 source,
@@ -385,11 +390,7 @@ impl RegionStore {
                 source: e.into(),
             })
         })
-        .await
-        .map_err(|e| Error::Io {
-            path: std::path::PathBuf::from("(syncfs)"),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+        .await?;
         *done = covers;
         Ok(())
     }
@@ -400,7 +401,7 @@ impl RegionStore {
     /// verification and purges look for it here. Other regions have none
     /// (an S3 upload is invisible until it completes).
     pub async fn leftovers(&self, prefix: Option<&Path>) -> Result<Vec<Leftover>> {
-        let Some(root) = self.local_dir.clone() else {
+        let Some(root) = self.folder.as_ref().map(|f| f.root().to_path_buf()) else {
             return Ok(Vec::new());
         };
         let start = match prefix {
@@ -422,7 +423,7 @@ impl RegionStore {
         prefix: Option<&Path>,
         min_age: std::time::Duration,
     ) -> Result<u64> {
-        let Some(root) = self.local_dir.clone() else {
+        let Some(root) = self.folder.as_ref().map(|f| f.root().to_path_buf()) else {
             return Ok(0);
         };
         let mut removed = 0;
@@ -438,6 +439,52 @@ impl RegionStore {
             }
         }
         Ok(removed)
+    }
+
+    /// Deletes every object under `prefix`, whatever it is (blobs, foreign
+    /// objects, staging files of writes killed mid-way), and returns how
+    /// many. A local folder does it in one blocking call and removes the
+    /// folders it empties; other stores list the prefix and delete in bulk
+    /// (one request per thousand objects on S3). The region's root is
+    /// refused: a prefix names one subject, or one of its categories.
+    pub async fn delete_prefix(&self, prefix: &Path) -> Result<u64> {
+        if prefix.parts().next().is_none() {
+            return Err(Error::InvalidBlobPath {
+                path: String::new(),
+                reason: "a deletion by prefix needs a prefix; the region's root is refused",
+            });
+        }
+        if let Some(folder) = &self.folder {
+            let dir = folder.file(prefix).map_err(self.err(prefix))?;
+            let root = folder.root().to_path_buf();
+            return folder::blocking("(delete)", move || {
+                folder::delete_tree(&root, &dir).map_err(|source| Error::Io { path: dir, source })
+            })
+            .await;
+        }
+        let listed = self.store.list(Some(prefix)).map_ok(|m| m.location).boxed();
+        let mut deleted = self.store.delete_stream(listed);
+        let mut n = 0;
+        while let Some(done) = deleted.next().await {
+            match done {
+                Ok(_) => n += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => return Err(Error::from_store(&self.id, prefix, source)),
+            }
+        }
+        Ok(n)
+    }
+
+    /// The files of this region, where its writes are not fsynced one by
+    /// one (a [`RegionStore::deferred`] handle, or a folder opened without
+    /// fsync): whole-file copies may write there.
+    pub(crate) fn unsynced_folder(&self) -> Option<&Folder> {
+        self.folder.as_ref().filter(|_| self.bulk.is_none())
+    }
+
+    /// The files of a local-folder region.
+    pub(crate) fn folder(&self) -> Option<&Folder> {
+        self.folder.as_ref()
     }
 
     /// Collects [`RegionStore::list_stream`]; for prefixes known to be small (one subject).

@@ -725,6 +725,72 @@ async fn staging_leftovers_are_found_and_removed() -> Result<()> {
     Ok(())
 }
 
+/// A deletion by prefix takes everything under it (blobs, foreign objects,
+/// staging leftovers) and nothing beside it, in a local folder (opened
+/// through a path that is not canonical) and in another store alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_is_deleted_with_everything_under_it() -> Result<()> {
+    let io = |path: &FsPath| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let fx = Fixture::new();
+    std::fs::create_dir_all(fx.base().join("sub")).map_err(io(fx.base()))?;
+    let base = fx.base().join("sub/..");
+    let local = RegionStore::open("r", "file://./r", &base)?;
+    let memory = RegionStore::open("m", "memory://", &base)?;
+    let token = "00aa11bb22cc33dd00aa11bb22cc33dd";
+    let media = domicile_store::layout::prefix_for_category(token, "media")?;
+    for region in [&local, &memory] {
+        for body in [&b"one"[..], b"two"] {
+            let path = BlobPath::new_random(token, "media")?;
+            region.put(&path, Bytes::copy_from_slice(body)).await?;
+        }
+        let notes = BlobPath::new_random(token, "notes")?;
+        region.put(&notes, Bytes::from_static(b"kept")).await?;
+        let foreign = Path::from(format!("{media}/not-a-blob"));
+        region
+            .object_store()
+            .put_opts(
+                &foreign,
+                PutPayload::from_static(b"x"),
+                PutOptions::default(),
+            )
+            .await
+            .map_err(|source| Error::ObjectStore {
+                region: region.id().to_owned(),
+                source,
+            })?;
+        let mut expected = 3;
+        if region.id() == "r" {
+            let staging = fx.base().join("r").join(format!("{media}/half#3"));
+            std::fs::write(&staging, b"half a blob").map_err(io(&staging))?;
+            expected += 1;
+        }
+        assert_eq!(
+            region.delete_prefix(&media).await?,
+            expected,
+            "{}",
+            region.id()
+        );
+        assert!(region.list(Some(&media)).await?.blobs.is_empty());
+        assert_eq!(region.get(&notes).await?, Bytes::from_static(b"kept"));
+        assert_eq!(
+            region.delete_prefix(&media).await?,
+            0,
+            "a second time: nothing"
+        );
+        let root = region.delete_prefix(&Path::default()).await;
+        assert!(
+            matches!(root, Err(Error::InvalidBlobPath { .. })),
+            "{root:?}"
+        );
+    }
+    assert!(!fx.base().join("r").join(media.to_string()).exists());
+    assert!(local.leftovers(None).await?.is_empty());
+    Ok(())
+}
+
 /// Bulk writes through `deferred()` land in the same region and become
 /// durable with `sync()`, which many callers may call at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,291 @@
+//! Whole-file work on local-folder regions, each done in one blocking call:
+//! the copy of a small blob between two folders, and the deletion of
+//! everything under a prefix.
+//!
+//! The object store's local backend runs every call (open, stat, read,
+//! write and rename) on a blocking thread of its own, so a verified copy of
+//! one blob through it costs six thread hand-offs, and a purge one per file.
+//! On a small machine those hand-offs cost more CPU than the copying itself
+//! (measured in docs/benchmarks.md). These functions do the same file
+//! operations the backend does, on the same files: paths are mapped by the
+//! backend's own `path_to_filesystem`, and a write is staged as the backend
+//! stages it (`name#N`, which its listings hide, then renamed into place),
+//! so the backend and these functions always see one another's files.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Write};
+use std::path::{Component, Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+
+/// A local-folder region as files: how its objects map to paths.
+#[derive(Debug, Clone)]
+pub(crate) struct Folder {
+    fs: Arc<LocalFileSystem>,
+    root: PathBuf,
+}
+
+/// What a copy between two folders did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Copied {
+    /// Copied and read back intact: the stored size.
+    Done(u64),
+    /// The source is larger than the limit given: nothing was written.
+    TooLarge,
+    /// The source is not there.
+    Missing,
+    /// The source's bytes hash to this, not the expected checksum: nothing was written.
+    SourceSum(String),
+    /// The copy read back hashes to this: it was deleted again.
+    ReceivedSum(String),
+}
+
+impl Folder {
+    pub(crate) fn new(fs: Arc<LocalFileSystem>, root: PathBuf) -> Self {
+        Self { fs, root }
+    }
+
+    /// The file of an object (or the folder of a prefix).
+    pub(crate) fn file(&self, location: &Path) -> object_store::Result<PathBuf> {
+        self.fs.path_to_filesystem(location)
+    }
+
+    /// The region's folder.
+    pub(crate) fn root(&self) -> &FsPath {
+        &self.root
+    }
+}
+
+/// Copies `src` to `dst` if `src` holds at most `max` bytes hashing (BLAKE3)
+/// to `expected`, then reads the copy back and checks it too. The copy is
+/// staged beside `dst` and renamed into place, without fsync: the caller
+/// makes a bulk of copies durable at once (`syncfs`). A file system error
+/// comes with the file it happened on; a staged or bad copy is removed
+/// before returning.
+pub(crate) fn copy_file(
+    src: &FsPath,
+    dst: &FsPath,
+    expected: &str,
+    max: u64,
+) -> Result<Copied, (PathBuf, io::Error)> {
+    let at = |p: &FsPath| {
+        let p = p.to_path_buf();
+        move |e| (p, e)
+    };
+    let mut file = match File::open(src) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Copied::Missing),
+        Err(e) => return Err((src.to_path_buf(), e)),
+    };
+    let len = file.metadata().map_err(at(src))?.len();
+    if len > max {
+        return Ok(Copied::TooLarge);
+    }
+    let data = read_all(&mut file, len).map_err(at(src))?;
+    let sum = blake3::hash(&data).to_hex();
+    if !sum.eq_ignore_ascii_case(expected) {
+        return Ok(Copied::SourceSum(sum.to_string()));
+    }
+    let (mut out, staged) = stage(dst).map_err(at(dst))?;
+    let written = out.write_all(&data).and_then(|()| {
+        drop(out);
+        std::fs::rename(&staged, dst)
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&staged);
+        return Err((dst.to_path_buf(), e));
+    }
+    let back = File::open(dst).and_then(|mut f| read_all(&mut f, len));
+    let outcome = match back {
+        Ok(back) if back.len() as u64 == len => {
+            let got = blake3::hash(&back).to_hex();
+            if got.eq_ignore_ascii_case(expected) {
+                return Ok(Copied::Done(len));
+            }
+            Ok(Copied::ReceivedSum(got.to_string()))
+        }
+        Ok(back) => Ok(Copied::ReceivedSum(format!("of {} bytes", back.len()))),
+        Err(e) => Err((dst.to_path_buf(), e)),
+    };
+    let _ = std::fs::remove_file(dst);
+    outcome
+}
+
+/// Runs file work on a blocking thread; a panic there is an I/O error on `what`.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> crate::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| crate::Error::Io {
+            path: PathBuf::from(what),
+            source: io::Error::other(e.to_string()),
+        })?
+}
+
+/// Reads a whole file whose length is known, with one allocation.
+fn read_all(file: &mut File, len: u64) -> io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// Creates a fresh staging file `dst#N` (and `dst`'s folders if missing).
+fn stage(dst: &FsPath) -> io::Result<(File, PathBuf)> {
+    let mut n = 1u32;
+    loop {
+        let mut staged = dst.as_os_str().to_owned();
+        staged.push(format!("#{n}"));
+        let staged = PathBuf::from(staged);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staged)
+        {
+            Ok(f) => return Ok((f, staged)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && n < 1_000 => n += 1,
+            Err(e) if e.kind() == ErrorKind::NotFound && n == 1 => {
+                let parent = dst.parent().ok_or(e)?;
+                std::fs::create_dir_all(parent)?;
+                n += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Deletes the folder `dir` (inside `root`) with everything in it, then
+/// every folder above it that this left empty, up to `root`, as the object
+/// store's automatic cleanup does. Returns how many files were deleted; a
+/// missing folder is nothing to delete.
+pub(crate) fn delete_tree(root: &FsPath, dir: &FsPath) -> io::Result<u64> {
+    let climbs = dir
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir));
+    if climbs || !dir.starts_with(root) || dir == root {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is not a folder inside {}",
+                dir.display(),
+                root.display()
+            ),
+        ));
+    }
+    let mut files = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            } else {
+                std::fs::remove_file(entry.path())?;
+                files += 1;
+            }
+        }
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut above = dir.parent();
+    while let Some(d) = above
+        && d != root
+        && d.starts_with(root)
+    {
+        // Not empty (another subject's files): the cleanup ends here.
+        if std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        above = d.parent();
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum(data: &[u8]) -> String {
+        blake3::hash(data).to_hex().to_string()
+    }
+
+    #[test]
+    fn a_copy_is_staged_renamed_and_checked() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let src = dir.path().join("a/blob");
+        std::fs::create_dir_all(dir.path().join("a"))?;
+        std::fs::write(&src, b"ciphertext")?;
+        let dst = dir.path().join("b/x/blob");
+        assert_eq!(
+            copy_file(&src, &dst, &sum(b"ciphertext"), 1 << 20).map_err(|(_, e)| e)?,
+            Copied::Done(10)
+        );
+        assert_eq!(std::fs::read(&dst)?, b"ciphertext");
+        // No staging file stays behind.
+        assert_eq!(std::fs::read_dir(dir.path().join("b/x"))?.count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_source_that_fails_its_checksum_is_not_copied() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let src = dir.path().join("blob");
+        std::fs::write(&src, b"tampered")?;
+        let dst = dir.path().join("b/blob");
+        let copy = |src: &FsPath, want: &[u8], max| {
+            copy_file(src, &dst, &sum(want), max).map_err(|(_, e)| e)
+        };
+        let got = copy(&src, b"original", 1 << 20)?;
+        assert_eq!(got, Copied::SourceSum(sum(b"tampered")));
+        assert!(!dir.path().join("b").exists());
+        assert_eq!(
+            copy(&dir.path().join("none"), b"x", 1 << 20)?,
+            Copied::Missing
+        );
+        assert_eq!(copy(&src, b"tampered", 4)?, Copied::TooLarge);
+        assert!(!dst.exists());
+        Ok(())
+    }
+
+    #[test]
+    fn deleting_a_tree_counts_its_files_and_prunes_empty_parents() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("v1/ab/t1/media"))?;
+        std::fs::create_dir_all(root.join("v1/ab/t2/media"))?;
+        for f in [
+            "v1/ab/t1/media/b1",
+            "v1/ab/t1/media/b2#1",
+            "v1/ab/t2/media/b3",
+        ] {
+            std::fs::write(root.join(f), b"x")?;
+        }
+        assert_eq!(delete_tree(root, &root.join("v1/ab/t1/media"))?, 2);
+        assert!(
+            !root.join("v1/ab/t1").exists(),
+            "the emptied parent is pruned"
+        );
+        assert!(
+            root.join("v1/ab/t2/media/b3").exists(),
+            "another subject is kept"
+        );
+        assert_eq!(delete_tree(root, &root.join("v1/ab/t1/media"))?, 0);
+        assert_eq!(delete_tree(root, &root.join("v1/ab/t2/media"))?, 1);
+        assert!(!root.join("v1").exists());
+        assert!(root.exists(), "the region's folder stays");
+        assert!(delete_tree(root, root).is_err());
+        assert!(delete_tree(root, &dir.path().join("..")).is_err());
+        Ok(())
+    }
+}
