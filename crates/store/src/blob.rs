@@ -626,15 +626,18 @@ pub async fn copy_blob(
             Ok([one]) => one,
             Err(parts) => Bytes::from(parts.concat()),
         };
-        to.put(path, bytes).await?;
+        to.put(path, bytes.clone()).await?;
+        // Reading back the bytes that hashed to the expected checksum
+        // proves the copy as well as hashing it again would.
         let verified = match to.get(path).await {
-            Ok(back) if back.len() as u64 == size => check_sum(
+            Ok(back) if back == bytes => Ok(()),
+            Ok(back) if back.len() as u64 == size => Err(sum_mismatch(
                 &blake3::hash(&back).to_hex(),
                 expected_checksum,
                 to,
                 path,
                 "received",
-            ),
+            )),
             Ok(back) => Err(size_mismatch(to, path, back.len() as u64, size)),
             Err(e) => Err(e),
         };
