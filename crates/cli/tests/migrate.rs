@@ -662,7 +662,21 @@ fn migrate_keeps_one_job_per_config_and_pauses_cancels_and_resumes() {
     assert_eq!(paused["state"], "paused", "{paused}");
     let err = d.stderr_of(2, &["migrate", "apply"]);
     assert!(err.contains("still paused"), "{err}");
-    let done = d.json(0, &["migrate", "resume", "--grace", "0"]);
+    // A config that differs only where placements do not (a comment, the
+    // layout) carries the job out.
+    let cosmetic = d.dir.join("cosmetic.toml");
+    std::fs::write(&cosmetic, format!("# edited during the move\n\n{V2}")).unwrap();
+    let done = d.json(
+        0,
+        &[
+            "--config",
+            cosmetic.to_str().unwrap(),
+            "migrate",
+            "resume",
+            "--grace",
+            "0",
+        ],
+    );
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(
         (done["done"].as_i64(), done["failed"].as_i64()),

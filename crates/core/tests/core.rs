@@ -416,3 +416,41 @@ proptest! {
         let _ = Grounds::default();
     }
 }
+
+/// A migration job carries out one plan: edits that cannot change where
+/// data goes keep its digest, every other kind of edit changes it.
+#[test]
+fn the_plan_digest_follows_placements_not_text() {
+    let base = parse(V2).unwrap();
+    assert_eq!(base.plan_digest(), parse(V2).unwrap().plan_digest());
+    let same_plan = [
+        format!("# moved the stores; a comment\n\n{V2}"),
+        V2.replace(
+            "file://data/regions/cn-north",
+            "file:///mnt/new-disk/cn-north",
+        ),
+        V2.replace("file://data/keys/in-kms", "file://elsewhere/in-kms"),
+    ];
+    for text in &same_plan {
+        let c = parse(text).unwrap();
+        assert_ne!(c.digest(), base.digest(), "the text did change");
+        assert_eq!(c.plan_digest(), base.plan_digest(), "{text}");
+        assert!(c.plans_job(&base.plan_digest()));
+    }
+    let other_plan = [
+        V2.replace(r#"allow = ["SG", "US"]"#, r#"allow = ["SG"]"#),
+        V2.replace(
+            "storage_price_gb_month = 0.025",
+            "storage_price_gb_month = 0.026",
+        ),
+        V1.to_string(),
+    ];
+    for text in &other_plan {
+        assert_ne!(text.as_str(), V2);
+        let c = parse(text).unwrap();
+        assert_ne!(c.plan_digest(), base.plan_digest(), "{text}");
+        assert!(!c.plans_job(&base.plan_digest()));
+    }
+    // Jobs recorded with the text digest stay resumable by the same text.
+    assert!(base.plans_job(&base.digest()));
+}

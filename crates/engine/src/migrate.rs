@@ -273,7 +273,7 @@ impl Engine {
             state: JobState::Running,
             created_at: now,
             finished_at: None,
-            policy: self.config.digest(),
+            policy: self.config.plan_digest(),
             rate: opts.rate as i64,
             grace_ms: opts.grace.as_millis() as i64,
             units: 0,
@@ -472,12 +472,12 @@ impl Engine {
                     .ok_or_else(|| Error::NotFound("migration job".into()))?
             }
         };
-        if job.policy != self.config.digest() && job.state.is_open() {
+        if !self.config.plans_job(&job.policy) && job.state.is_open() {
             return Err(Error::Invalid(format!(
-                "migration job {} was planned for another config (digest {}, this one is {}): cancel it and apply again",
+                "migration job {} was planned for another config (digest {}, this one is {}): its policy, regions, custodians or reach differ; cancel it and apply again",
                 job.id,
                 job.policy,
-                self.config.digest()
+                self.config.plan_digest()
             )));
         }
         if job.state == JobState::Planning {
@@ -619,7 +619,7 @@ impl Engine {
         let Some(job) = self.catalog.open_job().await? else {
             return Ok(Inline::NoJob);
         };
-        if job.state != JobState::Running || job.policy != self.config.digest() {
+        if job.state != JobState::Running || !self.config.plans_job(&job.policy) {
             return Ok(Inline::NoJob);
         }
         let max = self.options.inline_move_max;

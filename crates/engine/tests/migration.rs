@@ -1590,7 +1590,7 @@ async fn a_job_whose_planning_was_interrupted_is_planned_on_resume() {
         state: JobState::Running,
         created_at: now,
         finished_at: None,
-        policy: engine.config().digest(),
+        policy: engine.config().plan_digest(),
         rate: 0,
         grace_ms: 50,
         units: 0,

@@ -110,10 +110,40 @@ impl Config {
         set
     }
 
-    /// A digest of the config text: which desired state a migration job
-    /// carries out.
+    /// A digest of the config text, byte for byte. Migration jobs created
+    /// before [`Config::plan_digest`] carry this one.
     pub fn digest(&self) -> String {
         blake3::hash(self.source.text().as_bytes()).to_hex()[..16].to_string()
+    }
+
+    /// A digest of what decides where data goes: the policy's rules, the
+    /// regions (jurisdiction, provider, prices) and custodians
+    /// (jurisdiction, headquarters) by id, the operator and the reach
+    /// rules. A migration job carries out the plan of one such state, so
+    /// edits that change none of it (comments, layout, a region's store
+    /// URL or a custodian's keyring after moving them, the catalog, the
+    /// buckets) leave the job resumable, and any other edit does not.
+    pub fn plan_digest(&self) -> String {
+        let mut topology = self.topology.clone();
+        for r in &mut topology.regions {
+            r.store.clear();
+        }
+        for c in &mut topology.custodians {
+            c.keyring.clear();
+        }
+        let mut policy = self.policy.clone();
+        for rule in &mut policy.rules {
+            rule.span = 0..0;
+        }
+        let state = format!("{topology:?}\n{policy:?}\n{:?}", self.reach);
+        blake3::hash(state.as_bytes()).to_hex()[..16].to_string()
+    }
+
+    /// Whether a migration job that recorded `digest` carries out this
+    /// config's plan (by [`Config::plan_digest`], or by the text digest
+    /// that older jobs recorded).
+    pub fn plans_job(&self, digest: &str) -> bool {
+        digest == self.plan_digest() || digest == self.digest()
     }
 
     /// `FILE:LINE:COL` of a byte span in the config file.
