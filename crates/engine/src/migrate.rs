@@ -194,12 +194,18 @@ pub struct Tick {
 enum Prepared {
     /// Already where the policy wants it (or erased): nothing to copy.
     Nothing,
-    /// From this placement to these regions and custodian.
-    Move {
-        p: Box<PlacementRow>,
-        to: Vec<String>,
-        custodian_to: String,
-    },
+    /// It moves.
+    Move(Box<Route>),
+}
+
+/// A unit's move in a batch: the unit's place in the batch, its placement
+/// now, and the regions and custodian it goes to.
+#[derive(Debug)]
+struct Route {
+    unit: usize,
+    p: PlacementRow,
+    to: Vec<String>,
+    custodian_to: String,
 }
 
 /// What a write's inline move of its (subject, category) came to.
@@ -692,7 +698,11 @@ impl Engine {
         // (Futures are collected before they are awaited: an iterator
         // adapter's closure held across an await makes the future lose
         // `Send` for callers that spawn it.)
-        let prepared: Vec<_> = units.iter().map(|u| self.prepare_move(u)).collect();
+        let prepared: Vec<_> = units
+            .iter()
+            .enumerate()
+            .map(|(i, u)| self.prepare_move(i, u))
+            .collect();
         let prepared = futures::future::join_all(prepared).await;
         // The units to mark, with what their moves need.
         let mut marked = Vec::new();
@@ -703,11 +713,7 @@ impl Engine {
                         .await?;
                     placed[i] = true;
                 }
-                Ok(Prepared::Move {
-                    p,
-                    to,
-                    custodian_to,
-                }) => marked.push((i, *p, to, custodian_to)),
+                Ok(Prepared::Move(route)) => marked.push(*route),
                 Err(e) => self.give_back(unit, owner, opts, &e, None).await?,
             }
         }
@@ -717,11 +723,11 @@ impl Engine {
         let now = now_millis();
         let marks: Vec<MoveMark> = marked
             .iter()
-            .map(|(_, p, to, _)| MoveMark {
-                token: p.token.clone(),
-                category: p.category.clone(),
-                epoch: p.epoch,
-                to: to.clone(),
+            .map(|m| MoveMark {
+                token: m.p.token.clone(),
+                category: m.p.category.clone(),
+                epoch: m.p.epoch,
+                to: m.to.clone(),
             })
             .collect();
         let granted = self
@@ -733,7 +739,7 @@ impl Engine {
             if ok {
                 moving.push(m);
             } else {
-                let unit = &units[m.0];
+                let unit = &units[m.unit];
                 let busy = Error::Busy {
                     category: unit.category.clone(),
                 };
@@ -745,14 +751,14 @@ impl Engine {
         // its batch must not be taken over meanwhile.
         let held: Vec<(String, String)> = moving
             .iter()
-            .map(|(i, ..)| (units[*i].token.clone(), units[*i].category.clone()))
+            .map(|m| (units[m.unit].token.clone(), units[m.unit].category.clone()))
             .collect();
         let job = units[0].job;
         // Every unit's copies at once; each unit's own objects a few at a time.
         let slots = tokio::sync::Semaphore::new(COPIES_PER_TURN);
         let copied: Vec<_> = moving
             .iter()
-            .map(|(i, p, to, _)| self.copy_unit(p, to, &units[*i], pacer, &slots))
+            .map(|m| self.copy_unit(&m.p, &m.to, &units[m.unit], pacer, &slots))
             .collect();
         let copied = self
             .renewing(
@@ -768,7 +774,7 @@ impl Engine {
             match c {
                 Ok(c) => ready.push((m, c)),
                 Err(e) => {
-                    self.give_back(&units[m.0], owner, opts, &e, Some(&m.1))
+                    self.give_back(&units[m.unit], owner, opts, &e, Some(&m.p))
                         .await?
                 }
             }
@@ -776,8 +782,8 @@ impl Engine {
         // Nothing is committed before every new copy is durable: one sync
         // per region for the whole batch.
         let mut regions = BTreeSet::new();
-        for ((_, p, to, _), _) in &ready {
-            regions.extend(to.iter().filter(|r| !p.regions.contains(r)).cloned());
+        for (m, _) in &ready {
+            regions.extend(m.to.iter().filter(|r| !m.p.regions.contains(r)).cloned());
         }
         let synced: Result<()> = self
             .renewing(job, owner, &held, opts.lease, async {
@@ -788,20 +794,24 @@ impl Engine {
             })
             .await;
         if let Err(e) = synced {
-            for ((i, p, _, _), _) in &ready {
-                self.give_back(&units[*i], owner, opts, &e, Some(p)).await?;
+            for (m, _) in &ready {
+                self.give_back(&units[m.unit], owner, opts, &e, Some(&m.p))
+                    .await?;
             }
             return Ok((0, placed));
         }
         let mut commits = Vec::new();
         let mut committing = Vec::new();
-        for ((i, p, to, custodian_to), c) in ready {
-            match self.unit_move(&p, &to, &custodian_to, &units[i], opts, owner, &c) {
-                Ok(m) => {
-                    commits.push(m);
-                    committing.push((i, p, c.moved));
+        for (m, c) in ready {
+            match self.unit_move(&m, &units[m.unit], opts, owner, &c) {
+                Ok(commit) => {
+                    commits.push(commit);
+                    committing.push((m, c.moved));
                 }
-                Err(e) => self.give_back(&units[i], owner, opts, &e, Some(&p)).await?,
+                Err(e) => {
+                    self.give_back(&units[m.unit], owner, opts, &e, Some(&m.p))
+                        .await?
+                }
             }
         }
         if commits.is_empty() {
@@ -811,23 +821,25 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 let e = Error::from(e);
-                for (i, p, _) in &committing {
-                    self.give_back(&units[*i], owner, opts, &e, Some(p)).await?;
+                for (m, _) in &committing {
+                    self.give_back(&units[m.unit], owner, opts, &e, Some(&m.p))
+                        .await?;
                 }
                 return Ok((0, placed));
             }
         };
         let mut bytes = 0;
-        for ((i, p, moved), r) in committing.into_iter().zip(results) {
+        for ((m, moved), r) in committing.into_iter().zip(results) {
             match r {
                 Ok(_) => {
-                    self.forget_keys(&units[i].token);
-                    placed[i] = true;
+                    self.forget_keys(&units[m.unit].token);
+                    placed[m.unit] = true;
                     bytes += moved;
                 }
                 Err(e) => {
                     let e = Error::from(e);
-                    self.give_back(&units[i], owner, opts, &e, Some(&p)).await?;
+                    self.give_back(&units[m.unit], owner, opts, &e, Some(&m.p))
+                        .await?;
                 }
             }
         }
@@ -863,7 +875,8 @@ impl Engine {
     /// Reads what a unit's move needs: its placement now and where the
     /// policy wants it (the placement may have changed since planning:
     /// re-homing, an earlier attempt that committed).
-    async fn prepare_move(&self, unit: &UnitRow) -> Result<Prepared> {
+    /// `index` is the unit's place in its batch.
+    async fn prepare_move(&self, index: usize, unit: &UnitRow) -> Result<Prepared> {
         let Some(p) = self
             .catalog
             .get_placement(&unit.token, &unit.category)
@@ -888,11 +901,12 @@ impl Engine {
         if set(&to) == set(&p.regions) && custodian_to == p.custodian && p.state.is_active() {
             return Ok(Prepared::Nothing); // already where it belongs
         }
-        Ok(Prepared::Move {
-            p: Box::new(p),
+        Ok(Prepared::Move(Box::new(Route {
+            unit: index,
+            p,
             to,
             custodian_to,
-        })
+        })))
     }
 
     /// Leaves a unit whose attempt failed with `e`: its moving mark (if it
@@ -989,15 +1003,19 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn unit_move(
         &self,
-        p: &PlacementRow,
-        to: &[String],
-        custodian_to: &str,
+        route: &Route,
         unit: &UnitRow,
         opts: &MigrateOptions,
         owner: &str,
         c: &Copied,
     ) -> Result<UnitMove> {
-        let wrapped = if custodian_to == p.custodian {
+        let Route {
+            p,
+            to,
+            custodian_to,
+            ..
+        } = route;
+        let wrapped = if *custodian_to == p.custodian {
             p.wrapped_key.clone()
         } else {
             let dek = self.data_key(p)?;
@@ -1014,7 +1032,7 @@ impl Engine {
                 "to": to,
                 "custodian_from": p.custodian,
                 "custodian_to": custodian_to,
-                "key_rewrapped": custodian_to != p.custodian,
+                "key_rewrapped": *custodian_to != p.custodian,
                 "epoch": p.epoch + 1,
                 "objects": c.objects,
                 "bytes": c.bytes,
