@@ -217,6 +217,9 @@ pub(crate) enum Inline {
     /// it: a worker holds it, it is too large to move inline, or the move
     /// failed and waits to be retried. The write may wait, then retry.
     JobWill,
+    /// The job of this config is still being planned (its units are being
+    /// added): it runs in a moment. The write may wait, then ask again.
+    Planning,
     /// No running job of this config: only an operator's `migrate apply`
     /// will move it.
     NoJob,
@@ -625,8 +628,13 @@ impl Engine {
         let Some(job) = self.catalog.open_job().await? else {
             return Ok(Inline::NoJob);
         };
-        if job.state != JobState::Running || !self.config.plans_job(&job.policy) {
+        if !self.config.plans_job(&job.policy) {
             return Ok(Inline::NoJob);
+        }
+        match job.state {
+            JobState::Running => {}
+            JobState::Planning => return Ok(Inline::Planning),
+            _ => return Ok(Inline::NoJob),
         }
         let max = self.options.inline_move_max;
         if max == 0 {

@@ -92,14 +92,17 @@ impl Engine {
             // One inline attempt per write: once the job is known to move
             // the unit otherwise, re-reading the placement is all the wait
             // needs (claiming again would take the catalog's write lock).
+            let mut planning = false;
             if !job_will {
                 match self.move_inline(token, category.as_str()).await? {
                     Inline::Moved => continue, // the write goes to the new placement
                     Inline::JobWill => job_will = true,
+                    // Being applied: ask again once it runs.
+                    Inline::Planning => planning = true,
                     Inline::NoJob => {}
                 }
             }
-            if job_will {
+            if job_will || planning {
                 // The job moves it soon: wait like for a move, within
                 // bounds, then a retryable refusal.
                 if Instant::now() >= deadline {

@@ -1901,6 +1901,51 @@ async fn a_write_to_a_unit_not_yet_moved_moves_it_inline() {
     assert_clean(&engine).await;
 }
 
+/// A write that arrives while its job is being planned (the job is open,
+/// its units still being added) waits for the job and moves inline once it
+/// runs, instead of being refused as if no job would ever move its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_the_jobs_planning_waits_for_the_job() {
+    let d = Deployment::new();
+    let all = subjects("in", 3, "IN");
+    let objects = d.seed(&all, &["profile"], 2, (1_000, 4_000), 3).await;
+    let engine = Arc::new(d.open(&v2()).await);
+    let job = JobRow {
+        id: 0,
+        state: JobState::Planning,
+        created_at: now_millis(),
+        finished_at: None,
+        policy: engine.config().plan_digest(),
+        rate: 0,
+        grace_ms: 50,
+        units: 0,
+        bytes: 0,
+    };
+    let id = engine.catalog().create_job(&job).await.unwrap();
+    let planning = engine.catalog().job(id).await.unwrap().unwrap();
+    assert_eq!(planning.state, JobState::Planning);
+    let writer = {
+        let engine = engine.clone();
+        tokio::spawn(async move { put(&engine, "in-0", "profile", "profile/new", b"new").await })
+    };
+    tokio::time::sleep(ms(300)).await;
+    assert!(!writer.is_finished(), "the write waits for the job");
+    // The planning completes (resuming plans it over) and the job runs.
+    let status = engine
+        .run_migration(&opts(2, 0, 50, 2_000), &no_tick)
+        .await
+        .unwrap();
+    assert_eq!(status.state, "done", "{status:?}");
+    let r = writer.await.unwrap().unwrap();
+    assert_eq!(r.regions, vec!["sg".to_string()]);
+    assert_eq!(
+        read(&engine, "in-0", "profile/new").await.unwrap().1,
+        b"new".to_vec()
+    );
+    read_all(&engine, &objects).await;
+    assert_clean(&engine).await;
+}
+
 /// A batch whose copies outlast the lease keeps its units: its leases are
 /// renewed while it copies and syncs, so an idle worker never takes a unit
 /// over (it would mark it again, find the first worker's copies in place,
