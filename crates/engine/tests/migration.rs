@@ -194,6 +194,22 @@ fn opts(workers: usize, rate: u64, grace_ms: u64, lease_ms: u64) -> MigrateOptio
 }
 
 /// The `move` receipts in a subject's ledger.
+/// A job row for `engine`'s config, as its creator records it before
+/// adding units (the catalog creates it in the planning state).
+fn job_of(engine: &Engine) -> JobRow {
+    JobRow {
+        id: 0,
+        state: JobState::Planning,
+        created_at: now_millis(),
+        finished_at: None,
+        policy: engine.config().plan_digest(),
+        rate: 0,
+        grace_ms: 50,
+        units: 0,
+        bytes: 0,
+    }
+}
+
 async fn move_entries(engine: &Engine, token: &str) -> Vec<LedgerEntry> {
     engine
         .catalog()
@@ -1584,19 +1600,7 @@ async fn a_job_whose_planning_was_interrupted_is_planned_on_resume() {
     let all = subjects("in", 5, "IN");
     let objects = d.seed(&all, &["profile"], 2, (1_000, 4_000), 9).await;
     let engine = d.open(&v2()).await;
-    let now = now_millis();
-    let job = JobRow {
-        id: 0,
-        state: JobState::Running,
-        created_at: now,
-        finished_at: None,
-        policy: engine.config().plan_digest(),
-        rate: 0,
-        grace_ms: 50,
-        units: 0,
-        bytes: 0,
-    };
-    engine.catalog().create_job(&job).await.unwrap();
+    engine.catalog().create_job(&job_of(&engine)).await.unwrap();
     // The creator dies here.
     let o = opts(2, 0, 50, 2_000);
     let status = engine.run_migration(&o, &no_tick).await.unwrap();
@@ -1910,18 +1914,7 @@ async fn a_write_during_the_jobs_planning_waits_for_the_job() {
     let all = subjects("in", 3, "IN");
     let objects = d.seed(&all, &["profile"], 2, (1_000, 4_000), 3).await;
     let engine = Arc::new(d.open(&v2()).await);
-    let job = JobRow {
-        id: 0,
-        state: JobState::Planning,
-        created_at: now_millis(),
-        finished_at: None,
-        policy: engine.config().plan_digest(),
-        rate: 0,
-        grace_ms: 50,
-        units: 0,
-        bytes: 0,
-    };
-    let id = engine.catalog().create_job(&job).await.unwrap();
+    let id = engine.catalog().create_job(&job_of(&engine)).await.unwrap();
     let planning = engine.catalog().job(id).await.unwrap().unwrap();
     assert_eq!(planning.state, JobState::Planning);
     let writer = {
