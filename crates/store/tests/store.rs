@@ -664,6 +664,18 @@ async fn s3_regions_work_beside_local_ones() -> Result<()> {
     aborted.abort().await?;
     assert_eq!(s3.head(&path).await?, None);
     assert_eq!(s3.list(None).await?.blobs.len(), 1);
+
+    // A purge by prefix deletes in bulk, within this region's part of the
+    // shared bucket only.
+    let media = domicile_store::layout::prefix_for_category(TOKEN, "media")?;
+    assert_eq!(s3.delete_prefix(&media).await?, 1);
+    assert!(s3.list(None).await?.blobs.is_empty());
+    assert_eq!(
+        other.list(None).await?.blobs.len(),
+        1,
+        "another region's copy stays"
+    );
+    assert_eq!(s3.delete_prefix(&media).await?, 0);
     Ok(())
 }
 
