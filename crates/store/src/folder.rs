@@ -98,8 +98,8 @@ pub(crate) fn copy_file(
         return Err((dst.to_path_buf(), e));
     }
     // The copy must read back as the bytes that hashed to `expected`:
-    // comparing with them proves the same as hashing it again, for a tenth
-    // of the CPU.
+    // comparing with them proves the same as hashing it again, for under a
+    // third of the CPU (measured in docs/benchmarks.md's profiles).
     let back = File::open(dst).and_then(|mut f| read_all(&mut f, len));
     let outcome = match back {
         Ok(back) if back == data => return Ok(Copied::Done(len)),
