@@ -20,6 +20,8 @@ use std::sync::Arc;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
+use crate::error::{Error, Result};
+
 /// A local-folder region as files: how its objects map to paths.
 #[derive(Debug, Clone)]
 pub(crate) struct Folder {
@@ -115,11 +117,11 @@ pub(crate) fn copy_file(
 /// Runs file work on a blocking thread; a panic there is an I/O error on `what`.
 pub(crate) async fn blocking<T: Send + 'static>(
     what: &str,
-    work: impl FnOnce() -> crate::Result<T> + Send + 'static,
-) -> crate::Result<T> {
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| crate::Error::Io {
+        .map_err(|e| Error::Io {
             path: PathBuf::from(what),
             source: io::Error::other(e.to_string()),
         })?
