@@ -190,13 +190,12 @@ impl Engine {
         let garbage = self.catalog.erase_subject(&token, ledger).await?;
         self.forget_keys(&token);
         let gc = self.collect_garbage().await?;
-        // Staging files of writes killed mid-way hold the subject's
-        // ciphertext too (shredded, but not left behind).
+        // Whatever else the subject's prefix holds goes too: staging files
+        // of writes killed mid-way (the subject's ciphertext, shredded but
+        // not to be left behind) and anything foreign put there.
         let prefix = domicile_store::layout::prefix_for(&token)?;
         for store in self.regions.values() {
-            store
-                .remove_leftovers(Some(&prefix), std::time::Duration::ZERO)
-                .await?;
+            store.delete_prefix(&prefix).await?;
         }
         Ok(ErasureReport {
             placements: placements.len() as u64,

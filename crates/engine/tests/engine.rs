@@ -1877,7 +1877,7 @@ async fn demands_report_the_level_of_reach_and_are_ledgered() {
 /// may be a write in progress and is left alone, and erasing its subject
 /// removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_reports_old_staging_files_and_erasure_removes_them() {
+async fn verify_reports_old_staging_files_and_erasure_removes_them_and_anything_foreign() {
     let d = Deployment::new();
     let engine = verify_setup(&d, &[CN], &all_in_cn()).await;
     let t = token(&engine, "gina");
@@ -1900,8 +1900,25 @@ async fn verify_reports_old_staging_files_and_erasure_removes_them() {
     assert_eq!(problems[0].kind, "staging");
     assert!(problems[0].detail.contains("#3"), "{problems:#?}");
 
+    // Something foreign under the subject's prefix goes with it too.
+    let foreign = d
+        .region_dir("cn")
+        .join(format!("v1/{}/{t}/notes/not-a-blob", &t[..2]));
+    std::fs::create_dir_all(foreign.parent().unwrap()).unwrap();
+    std::fs::write(&foreign, b"x").unwrap();
+
     engine.erase_subject(&sid("gina")).await.unwrap();
     assert!(!staging.exists(), "erasure left the subject's staging file");
+    assert!(
+        !foreign.exists(),
+        "erasure left a foreign object of the subject"
+    );
+    assert!(
+        !d.region_dir("cn")
+            .join(format!("v1/{}/{t}", &t[..2]))
+            .exists(),
+        "erasure left the subject's folder"
+    );
     assert!(engine.verify(true).await.unwrap().problems.is_empty());
 }
 
