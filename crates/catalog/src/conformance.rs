@@ -151,12 +151,9 @@ fn unit(token: &str, category: &str, priority: i64, bytes: i64) -> UnitRow {
     }
 }
 
-/// A unit's release rides in the transaction of the change that ends the
-/// worker's turn: a move's commit (which still commits if the lease was
-/// lost, and releases nothing if the move is fenced) and a purge's receipt
-/// (appended whether or not the lease was still held).
-pub async fn unit_release_with_the_change(cat: &dyn Catalog) {
-    for t in ["t1", "t2", "t3"] {
+/// Subjects homed in IN, each with a `media` placement in r1 at epoch 1.
+async fn subjects_with_media_in_r1(cat: &dyn Catalog, tokens: &[&str]) {
+    for &t in tokens {
         cat.add_subject(&subject(t, "IN"), entry("subject", Some(t), 1))
             .await
             .unwrap();
@@ -166,6 +163,16 @@ pub async fn unit_release_with_the_change(cat: &dyn Catalog) {
         )
         .await
         .unwrap();
+    }
+}
+
+/// A unit's release rides in the transaction of the change that ends the
+/// worker's turn: a move's commit (which still commits if the lease was
+/// lost, and releases nothing if the move is fenced) and a purge's receipt
+/// (appended whether or not the lease was still held).
+pub async fn unit_release_with_the_change(cat: &dyn Catalog) {
+    subjects_with_media_in_r1(cat, &["t1", "t2", "t3"]).await;
+    for t in ["t1", "t2", "t3"] {
         assert!(
             cat.begin_move(t, "media", 1, &strings(&["r2"]), 10_000, 3)
                 .await
@@ -300,17 +307,7 @@ pub async fn unit_release_with_the_change(cat: &dyn Catalog) {
 /// units each in one call, where one fenced unit is refused on its own and
 /// the others go through.
 pub async fn batched_turns(cat: &dyn Catalog) {
-    for t in ["t1", "t2", "t3"] {
-        cat.add_subject(&subject(t, "IN"), entry("subject", Some(t), 1))
-            .await
-            .unwrap();
-        cat.ensure_placement(
-            &placement(t, "media", &["r1"]),
-            entry("placement", Some(t), 2),
-        )
-        .await
-        .unwrap();
-    }
+    subjects_with_media_in_r1(cat, &["t1", "t2", "t3"]).await;
     let mark = |t: &str, epoch| MoveMark {
         token: t.into(),
         category: "media".into(),

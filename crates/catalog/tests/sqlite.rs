@@ -240,14 +240,15 @@ async fn commits_are_synced_in_groups() {
     assert_eq!(verify(&*cat).await.unwrap(), 65);
 }
 
-/// A migration batch's marks and commits do not wait for the log to reach
-/// the disk; `durable` (which the engine calls before any purge) does.
-#[tokio::test]
-async fn migration_batches_are_durable_at_the_next_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let cat = open(&dir.path().join("c.db")).await;
-    populate(&cat).await;
-    let before = cat.wal_syncs();
+/// One worker turn's catalog side for `populate`'s tok-1: marked moving to
+/// us-1 (lease until `lease_until`), then committed there as a unit of
+/// `job` whose purge is due at `purge_after`.
+async fn move_tok1_to_us(
+    cat: &SqliteCatalog,
+    job: i64,
+    lease_until: i64,
+    purge_after: i64,
+) -> Vec<domicile_catalog::Result<(PlacementRow, bool)>> {
     let mark = MoveMark {
         token: "tok-1".into(),
         category: "profile".into(),
@@ -255,32 +256,42 @@ async fn migration_batches_are_durable_at_the_next_sync() {
         to: vec!["us-1".into()],
     };
     assert_eq!(
-        cat.begin_moves(&[mark], 10_000, 3).await.unwrap(),
+        cat.begin_moves(&[mark], lease_until, 3).await.unwrap(),
         vec![true]
     );
-    let moved = cat
-        .commit_unit_moves(&[UnitMove {
-            fence: Fence {
-                token: "tok-1".into(),
-                category: "profile".into(),
-                epoch: 1,
+    cat.commit_unit_moves(&[UnitMove {
+        fence: Fence {
+            token: "tok-1".into(),
+            category: "profile".into(),
+            epoch: 1,
+        },
+        regions: vec!["us-1".into()],
+        custodian: "in-kms".into(),
+        wrapped_key: vec![1, 2, 3],
+        ledger: entry("move", Some("tok-1"), 4),
+        release: UnitRelease {
+            job,
+            owner: "w".into(),
+            outcome: UnitOutcome::Committed {
+                purge_after,
+                moved_bytes: 42,
             },
-            regions: vec!["us-1".into()],
-            custodian: "in-kms".into(),
-            wrapped_key: vec![1, 2, 3],
-            ledger: entry("move", Some("tok-1"), 4),
-            release: UnitRelease {
-                job: 1,
-                owner: "w".into(),
-                outcome: UnitOutcome::Committed {
-                    purge_after: 5,
-                    moved_bytes: 42,
-                },
-                now: 4,
-            },
-        }])
-        .await
-        .unwrap();
+            now: 4,
+        },
+    }])
+    .await
+    .unwrap()
+}
+
+/// A migration batch's marks and commits do not wait for the log to reach
+/// the disk; `durable` (which the claim of every purge calls) does.
+#[tokio::test]
+async fn migration_batches_are_durable_at_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = open(&dir.path().join("c.db")).await;
+    populate(&cat).await;
+    let before = cat.wal_syncs();
+    let moved = move_tok1_to_us(&cat, 1, 10_000, 5).await;
     assert!(
         matches!(&moved[0], Ok((p, false)) if p.epoch == 2),
         "{moved:?}"
@@ -350,39 +361,7 @@ async fn a_purge_is_claimed_only_once_the_moves_before_it_are_durable() {
         cat.claim_units(job, "w", 8, 1_000, 3).await.unwrap().len(),
         1
     );
-    let mark = MoveMark {
-        token: "tok-1".into(),
-        category: "profile".into(),
-        epoch: 1,
-        to: vec!["us-1".into()],
-    };
-    assert_eq!(
-        cat.begin_moves(&[mark], 1_000, 3).await.unwrap(),
-        vec![true]
-    );
-    let moved = cat
-        .commit_unit_moves(&[UnitMove {
-            fence: Fence {
-                token: "tok-1".into(),
-                category: "profile".into(),
-                epoch: 1,
-            },
-            regions: vec!["us-1".into()],
-            custodian: "in-kms".into(),
-            wrapped_key: vec![1, 2, 3],
-            ledger: entry("move", Some("tok-1"), 4),
-            release: UnitRelease {
-                job,
-                owner: "w".into(),
-                outcome: UnitOutcome::Committed {
-                    purge_after: 10,
-                    moved_bytes: 42,
-                },
-                now: 4,
-            },
-        }])
-        .await
-        .unwrap();
+    let moved = move_tok1_to_us(&cat, job, 1_000, 10).await;
     assert!(matches!(&moved[0], Ok((_, true))), "{moved:?}");
     // Nothing due yet: an empty claim, still no sync.
     assert!(
