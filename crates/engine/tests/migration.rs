@@ -1897,12 +1897,18 @@ async fn a_write_to_a_unit_not_yet_moved_moves_it_inline() {
     assert_eq!(status.state, "done", "{status:?}");
     assert_eq!((status.done, status.failed), (3, 0), "{status:?}");
     assert!(d.files_of("cn", &t).is_empty(), "copies left in cn");
+    new_write_and_seed_read_back_clean(&engine, &objects).await;
+}
+
+/// After a job: in-0's new profile object and every seeded object read
+/// back, and nothing is left outside its placement.
+async fn new_write_and_seed_read_back_clean(engine: &Engine, objects: &[Object]) {
     assert_eq!(
-        read(&engine, "in-0", "profile/new").await.unwrap().1,
+        read(engine, "in-0", "profile/new").await.unwrap().1,
         b"new".to_vec()
     );
-    read_all(&engine, &objects).await;
-    assert_clean(&engine).await;
+    read_all(engine, objects).await;
+    assert_clean(engine).await;
 }
 
 /// A write that arrives while its job is being planned (the job is open,
@@ -1931,12 +1937,7 @@ async fn a_write_during_the_jobs_planning_waits_for_the_job() {
     assert_eq!(status.state, "done", "{status:?}");
     let r = writer.await.unwrap().unwrap();
     assert_eq!(r.regions, vec!["sg".to_string()]);
-    assert_eq!(
-        read(&engine, "in-0", "profile/new").await.unwrap().1,
-        b"new".to_vec()
-    );
-    read_all(&engine, &objects).await;
-    assert_clean(&engine).await;
+    new_write_and_seed_read_back_clean(&engine, &objects).await;
 }
 
 /// A batch whose copies outlast the lease keeps its units: its leases are
