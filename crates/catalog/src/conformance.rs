@@ -114,7 +114,9 @@ pub async fn scan_follows_changes(cat: &dyn Catalog) {
     assert_chain(cat).await;
 }
 
-fn job_row() -> JobRow {
+/// A running job's row, as `JobStore::create_job` takes it (the catalog
+/// creates it in the planning state). For backend tests beside this suite.
+pub fn job_row() -> JobRow {
     JobRow {
         id: 0,
         state: JobState::Running,
@@ -128,7 +130,9 @@ fn job_row() -> JobRow {
     }
 }
 
-fn unit(token: &str, category: &str, priority: i64, bytes: i64) -> UnitRow {
+/// A pending unit of job 0 from r1 to r2 and r3, custodian kms-a to kms-b.
+/// For backend tests beside this suite.
+pub fn unit(token: &str, category: &str, priority: i64, bytes: i64) -> UnitRow {
     UnitRow {
         job: 0,
         token: token.into(),

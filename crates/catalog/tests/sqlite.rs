@@ -10,9 +10,9 @@ use domicile_catalog::conformance;
 use domicile_catalog::ledger::ChainVerifier;
 use domicile_catalog::sqlite::{SCHEMA_VERSION, SqliteCatalog};
 use domicile_catalog::{
-    Catalog, CommitOutcome, Error, Fence, JobRow, JobState, JobStore, LedgerAppend, MoveMark,
-    ObjectRow, PlacementRow, PlacementState, SubjectRow, UnitMove, UnitOutcome, UnitRelease,
-    UnitRow, UnitState,
+    Catalog, CommitOutcome, Error, Fence, JobState, JobStore, LedgerAppend, MoveMark, ObjectRow,
+    PlacementRow, PlacementState, SubjectRow, UnitMove, UnitOutcome, UnitRelease, UnitRow,
+    UnitState,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -319,39 +319,14 @@ async fn a_purge_is_claimed_only_once_the_moves_before_it_are_durable() {
     let dir = tempfile::tempdir().unwrap();
     let cat = open(&dir.path().join("c.db")).await;
     populate(&cat).await;
-    let job = cat
-        .create_job(&JobRow {
-            id: 0,
-            state: JobState::Planning,
-            created_at: 1,
-            finished_at: None,
-            policy: "p".into(),
-            rate: 0,
-            grace_ms: 0,
-            units: 0,
-            bytes: 0,
-        })
-        .await
-        .unwrap();
+    let job = cat.create_job(&conformance::job_row()).await.unwrap();
     let unit = UnitRow {
         job,
-        priority: 0,
         from: vec!["sg-1".into(), "us-1".into()],
         to: vec!["us-1".into()],
-        token: "tok-1".into(),
-        category: "profile".into(),
         custodian_from: "in-kms".into(),
         custodian_to: "in-kms".into(),
-        objects: 1,
-        bytes: 42,
-        state: UnitState::Pending,
-        attempts: 0,
-        lease_owner: None,
-        lease_until: 0,
-        purge_after: 0,
-        moved_bytes: 0,
-        error: None,
-        updated_at: 1,
+        ..conformance::unit("tok-1", "profile", 0, 42)
     };
     cat.add_units(job, &[unit]).await.unwrap();
     cat.set_job_state(job, JobState::Running, 2).await.unwrap();
