@@ -168,8 +168,9 @@ fn bare_copy(src: &Path, dst: &Path) -> Result<Duration> {
     Ok(t.elapsed())
 }
 
-/// The disk's own bound for these bytes: every file read and appended to
-/// one file, then fsync. One file creation in all.
+/// The disk's own pace for these bytes: every file appended to one file
+/// (`std::io::copy`, which copies inside the kernel where it can), then
+/// fsync. One file creation in all.
 fn sequential_copy(src: &Path, dst: &Path) -> Result<Duration> {
     let t = Instant::now();
     let mut out = std::fs::File::create(dst)?;
