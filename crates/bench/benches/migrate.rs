@@ -222,9 +222,14 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome>
     let done = Arc::new(AtomicBool::new(false));
     let cpu0 = cpu_ticks();
     let t = Instant::now();
+    // The client writes once the plan is applied (the job exists): before
+    // that, a write to a region the new policy forbids is refused by
+    // design, with no job to move it.
+    let applied = Arc::new(tokio::sync::Notify::new());
     let mover = async {
         let status = match engine.start_migration(&opts).await {
             Ok(_) => {
+                applied.notify_one();
                 engine
                     .run_migration(&opts, &|tick| {
                         if tick.units == 0
@@ -238,13 +243,16 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome>
             Err(e) => Err(e),
         };
         done.store(true, Ordering::SeqCst);
+        applied.notify_one(); // a failed start leaves nothing to write against
         status
     };
     // The client is its own task, as a server's requests are: the move's
     // workers share the task that runs the job.
     let client = {
         let (engine, done, ids) = (engine.clone(), done.clone(), ids.to_vec());
+        let applied = applied.clone();
         tokio::spawn(async move {
+            applied.notified().await;
             let cat = Category::from_str("notes").map_err(anyhow::Error::from)?;
             let key = ObjectKey::from_str("note").map_err(anyhow::Error::from)?;
             let mut latencies = Vec::new();

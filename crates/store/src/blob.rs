@@ -582,11 +582,14 @@ impl ReadContext {
 
 /// Copies a blob's stored bytes from one region to another, without decrypting.
 ///
-/// What is read must hash to `expected_checksum` (the catalog's) or nothing is written
-/// to `to`: a corrupt source must not spread. After writing, the destination's size is
+/// What is read must hash to `expected_checksum` (the catalog's) or nothing is left in
+/// `to`: a corrupt source must not spread. After writing, the destination's size is
 /// checked, and for blobs up to [`SINGLE_PUT_MAX`] its bytes are read back and hashed too;
 /// on a mismatch the bad copy is deleted and [`Error::Corrupt`] returned. Large blobs
 /// stream through a multipart upload that is only completed once the source hash matched.
+/// Between two local folders (the destination unsynced, see [`RegionStore::deferred`])
+/// the copy is made file to file in the kernel and staged under a name listings hide; it
+/// is read back and hashed, whatever its size, before it takes the blob's name.
 /// Returns the stored size.
 pub async fn copy_blob(
     from: &RegionStore,
@@ -600,11 +603,8 @@ pub async fn copy_blob(
         check_sum(&checksum, expected_checksum, from, path, "holds")?;
         return Ok(size);
     }
-    if let (Some(src), Some(dst)) = (from.folder(), to.unsynced_folder())
-        && let Some(size) =
-            copy_between_folders(from, to, (src, dst), path, expected_checksum).await?
-    {
-        return Ok(size);
+    if let (Some(src), Some(dst)) = (from.folder(), to.unsynced_folder()) {
+        return copy_between_folders(from, to, (src, dst), path, expected_checksum).await;
     }
     let (size, mut batches) = stored_batches(from, path).await?;
     let mut hasher = blake3::Hasher::new();
@@ -684,15 +684,14 @@ pub async fn copy_blob(
 }
 
 /// [`copy_blob`] from a local folder into an unsynced local folder, in one
-/// blocking call (see `folder`): the same checks, the same files. `None`
-/// for a blob over [`SINGLE_PUT_MAX`], which streams instead.
+/// blocking call (see `folder`): the same checks, the same files, any size.
 async fn copy_between_folders(
     from: &RegionStore,
     to: &RegionStore,
     (src, dst): (&Folder, &Folder),
     path: &BlobPath,
     expected_checksum: &str,
-) -> Result<Option<u64>> {
+) -> Result<u64> {
     let location = path.location();
     let src = src
         .file(&location)
@@ -702,13 +701,12 @@ async fn copy_between_folders(
         .map_err(|e| Error::from_store(to.id(), &location, e))?;
     let expected = expected_checksum.to_owned();
     let copied = folder::blocking("(copy)", move || {
-        folder::copy_file(&src, &dst, &expected, SINGLE_PUT_MAX)
+        folder::copy_file(&src, &dst, &expected)
             .map_err(|(path, source)| Error::Io { path, source })
     })
     .await?;
     match copied {
-        Copied::Done(size) => Ok(Some(size)),
-        Copied::TooLarge => Ok(None),
+        Copied::Done(size) => Ok(size),
         Copied::Missing => Err(Error::NotFound {
             region: from.id().to_owned(),
             path: path.to_string(),
