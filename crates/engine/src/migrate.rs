@@ -992,6 +992,18 @@ impl Engine {
         // A mark left by a crashed worker, or an earlier failed attempt, may
         // have left complete copies behind: only then are they looked for.
         let resumed = !p.state.is_active() || unit.attempts > 0;
+        if resumed {
+            // And half-written ones, staged under names no listing shows: in
+            // a region outside the placement only a mover of this unit
+            // writes, so any there is an earlier attempt's, killed mid-copy
+            // (left alone, `verify` would report it once old).
+            let prefix = domicile_store::layout::prefix_for_category(&p.token, &p.category)?;
+            for r in &new_regions {
+                self.region(r)?
+                    .remove_leftovers(Some(&prefix), Duration::ZERO)
+                    .await?;
+            }
+        }
         let mut done = Copied {
             objects: objects.len(),
             bytes: objects.iter().map(|o| o.stored_size).sum(),

@@ -1508,7 +1508,8 @@ async fn interrupted_moves_are_redone_without_duplicates_or_losses() {
     let sg = RegionStore::open("sg", &Deployment::region_url("sg"), d.base()).unwrap();
 
     // Two workers die holding their units: one after copying every blob,
-    // before its commit; one half-way, leaving a torn copy behind.
+    // before its commit; one half-way, leaving a torn copy behind and a
+    // staged one (killed between writing a copy and renaming it into place).
     for (owner, share) in [("dead-1", 1.0), ("dead-2", 0.5)] {
         let now = now_millis();
         let unit = catalog
@@ -1549,9 +1550,14 @@ async fn interrupted_moves_are_redone_without_duplicates_or_losses() {
             } else if i == copied {
                 let full = cn.get(&path).await.unwrap();
                 sg.put(&path, full.slice(..full.len() / 2)).await.unwrap();
+            } else if i == copied + 1 {
+                let staged = d.region_dir("sg").join(format!("{path}#1"));
+                std::fs::write(staged, cn.get(&path).await.unwrap()).unwrap();
             }
         }
     }
+
+    assert_eq!(d.staging_files().len(), 1);
 
     // The service process dies at random moments, several times.
     let mut rng = Rng::new(seed);
