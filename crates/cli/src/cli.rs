@@ -56,6 +56,11 @@ pub enum Command {
         /// Largest object accepted through the S3 API, in bytes.
         #[arg(long, env = "DOMICILE_MAX_OBJECT_SIZE", default_value_t = 5 << 30)]
         max_object_size: u64,
+        /// Seconds between garbage collection passes (blobs of overwritten
+        /// or deleted objects, and what writers that died left, once due);
+        /// 0 runs none.
+        #[arg(long, env = "DOMICILE_COLLECT_EVERY", default_value_t = 60.0)]
+        collect_every: f64,
     },
     /// Validate and explain the policy.
     #[command(subcommand)]

@@ -31,7 +31,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
             listen,
             s3_listen,
             max_object_size,
-        } => crate::serve::run(&cli.config, &listen, &s3_listen, max_object_size).await,
+            collect_every,
+        } => {
+            let options = crate::serve::options(max_object_size, collect_every)?;
+            crate::serve::run(&cli.config, &listen, &s3_listen, options).await
+        }
         Command::Catalog(cmd) => crate::catalog::run(&cli.config, format, cmd).await,
         command => {
             let config = load(&cli.config)?;

@@ -1,10 +1,11 @@
 //! `domicile serve`: binds the REST and S3 listeners, prints where they
 //! listen, and serves until SIGTERM or ctrl-c, letting in-flight requests
-//! finish.
+//! finish. It collects garbage now and then meanwhile (`--collect-every`).
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use domicile_engine::{Engine, EngineOptions, Secrets};
@@ -36,7 +37,25 @@ async fn shutdown_signal() {
     eprintln!("shutting down: finishing requests in flight");
 }
 
-pub async fn run(config: &Path, listen: &str, s3_listen: &str, max_object_size: u64) -> Result<u8> {
+/// The server's options from its flags; bad values are bad input.
+pub fn options(max_object_size: u64, collect_every: f64) -> Result<ServerOptions> {
+    if !(collect_every.is_finite() && (0.0..=86_400.0).contains(&collect_every)) {
+        return Err(BadInput("--collect-every must be between 0 and 86400 seconds".into()).into());
+    }
+    Ok(ServerOptions {
+        max_object_size,
+        collect_every: Duration::from_secs_f64(collect_every),
+        ..ServerOptions::default()
+    })
+}
+
+pub async fn run(
+    config: &Path,
+    listen: &str,
+    s3_listen: &str,
+    options: ServerOptions,
+) -> Result<u8> {
+    let max_object_size = options.max_object_size;
     let config = crate::config_file::load(config)?;
     let secrets = Secrets::load(config.secrets_file.as_deref())?;
     // Refused before anything is bound: the S3 API never runs unauthenticated.
@@ -55,10 +74,6 @@ pub async fn run(config: &Path, listen: &str, s3_listen: &str, max_object_size: 
     println!("rest listening on http://{}", rest.local_addr()?);
     println!("s3 listening on http://{}", s3.local_addr()?);
     std::io::stdout().flush()?;
-    let options = ServerOptions {
-        max_object_size,
-        ..ServerOptions::default()
-    };
     domicile_server::run(
         Arc::new(engine),
         Listeners {

@@ -1533,6 +1533,20 @@ fn bad_input_exits_2_and_changes_nothing() {
     let err = d.bad(&["subject", "add", "ravi", "--home", "CN"]);
     assert!(err.contains("already registered"), "{err}");
 
+    // A server's knobs out of range: refused before anything is bound.
+    for every in ["1e9", "NaN", "inf"] {
+        let err = d.bad(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--s3-listen",
+            "127.0.0.1:0",
+            "--collect-every",
+            every,
+        ]);
+        assert!(err.contains("--collect-every"), "{every}: {err}");
+    }
+
     // Imports: one bad row anywhere and nothing of the file is added.
     let imports: Vec<(&str, Vec<u8>)> = vec![
         (

@@ -1,7 +1,13 @@
 //! Garbage collection: blobs that no index row points at any more
 //! (overwritten, deleted, erased, or written by a fenced write) are deleted
 //! from every region they were written to; so are the blobs of writes whose
-//! writer died before committing, once their intent is due.
+//! writer died before committing, once their intent is due, with the staged
+//! copies such a writer left half-written. A pass runs after each overwrite
+//! or deletion and during erasure; a server also runs one now and then
+//! (`collect_garbage_every`), so a dead writer's leftovers go once due even
+//! where nothing is overwritten.
+
+use std::time::Duration;
 
 use domicile_store::BlobPath;
 
@@ -19,6 +25,40 @@ pub struct GcReport {
 const PAGE: u32 = 256;
 
 impl Engine {
+    /// Runs a collection pass now and then every `every` until `stop`
+    /// resolves (a pass in progress is dropped then: each of its deletions is
+    /// idempotent, and what it had not finished stays queued). A failed pass
+    /// is logged and retried at the next.
+    pub async fn collect_garbage_every(
+        &self,
+        every: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let passes = async {
+            loop {
+                match self.collect_garbage().await {
+                    Ok(r) if r.blobs > 0 || r.failures > 0 => {
+                        tracing::info!(
+                            blobs = r.blobs,
+                            copies = r.copies_deleted,
+                            failures = r.failures,
+                            "garbage collected"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "garbage collection failed; it will be retried")
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        };
+        tokio::select! {
+            () = stop => {}
+            () = passes => {}
+        }
+    }
+
     /// Deletes every queued blob that is due. A blob that cannot be deleted
     /// everywhere stays queued for the next pass.
     pub async fn collect_garbage(&self) -> Result<GcReport> {

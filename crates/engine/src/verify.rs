@@ -159,9 +159,16 @@ impl Engine {
         for (region_id, store) in &self.regions {
             // Ciphertext a killed writer left half-written: no listing shows
             // it, so it is looked for on its own. Young ones may be writes
-            // still in progress.
+            // still in progress; those of a blob queued for collection (a
+            // dead writer's intent) go with it when it is collected.
             for l in store.leftovers(None).await? {
-                if l.age >= LEFTOVER_AGE {
+                let blob = l
+                    .path
+                    .rsplit('/')
+                    .next()
+                    .and_then(|name| name.rsplit_once('#'))
+                    .map(|(blob, _)| blob);
+                if l.age >= LEFTOVER_AGE && !blob.is_some_and(|b| pending.contains(b)) {
                     problem(
                         &mut report,
                         "staging",

@@ -1925,7 +1925,8 @@ async fn verify_reports_old_staging_files_and_erasure_removes_them_and_anything_
 /// A writer that dies between storing its blob and committing it (a killed
 /// server) leaves a complete blob no index row points at. Its write intent,
 /// recorded before the blob, makes it pending rather than an orphan; the
-/// collector leaves it alone until the intent is due, then deletes it. A
+/// collector leaves it alone until the intent is due, then deletes it. So
+/// too for a writer killed before renaming its staged copy into place. A
 /// put that commits, or that fails on bad input, leaves no intent behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_whose_writer_died_before_its_commit_is_pending_then_collected() {
@@ -1964,39 +1965,126 @@ async fn a_blob_whose_writer_died_before_its_commit_is_pending_then_collected() 
         d.region_dir("cn").join(&dead),
     )
     .unwrap();
+    // And another writer, killed before renaming its staged copy into
+    // place, an hour ago: ciphertext that no listing shows.
+    let staged_id = "ce".repeat(16);
+    let staged = existing.with_file_name(format!("{staged_id}#1"));
+    std::fs::copy(
+        d.region_dir("cn").join(&existing),
+        d.region_dir("cn").join(&staged),
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(d.region_dir("cn").join(&staged))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
     let problems = engine.verify(true).await.unwrap().problems;
-    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let mut kinds: Vec<&str> = problems.iter().map(|p| p.kind.as_str()).collect();
+    kinds.sort();
     assert_eq!(
-        problems[0].kind, "orphan",
-        "without its intent: {problems:#?}"
+        kinds,
+        ["orphan", "staging"],
+        "without intents: {problems:#?}"
     );
 
-    // With the intent its writer recorded first: pending until due.
+    // With the intents their writers recorded first: pending until due.
     let due = now_millis() + 400;
-    catalog
-        .queue_garbage(&domicile_catalog::GarbageRow {
-            id: 0,
-            token: t.clone(),
-            category: "profile".into(),
-            blob_id: dead_id.clone(),
-            regions: vec!["cn".into()],
-            queued_at: due,
-        })
-        .await
-        .unwrap();
+    for blob_id in [&dead_id, &staged_id] {
+        catalog
+            .queue_garbage(&domicile_catalog::GarbageRow {
+                id: 0,
+                token: t.clone(),
+                category: "profile".into(),
+                blob_id: blob_id.clone(),
+                regions: vec!["cn".into()],
+                queued_at: due,
+            })
+            .await
+            .unwrap();
+    }
     assert!(engine.verify(true).await.unwrap().problems.is_empty());
     engine.collect_garbage().await.unwrap();
     assert!(
-        d.region_dir("cn").join(&dead).exists(),
+        d.region_dir("cn").join(&dead).exists() && d.region_dir("cn").join(&staged).exists(),
         "collected before its writer's time was up"
     );
     while now_millis() <= due {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let gc = engine.collect_garbage().await.unwrap();
-    assert_eq!(gc.blobs, 1, "{gc:?}");
+    assert_eq!(gc.blobs, 2, "{gc:?}");
     assert!(!d.region_dir("cn").join(&dead).exists());
+    assert!(
+        !d.region_dir("cn").join(&staged).exists(),
+        "the staged copy goes with its blob"
+    );
     assert!(catalog.garbage(10).await.unwrap().is_empty());
+    assert_clean(&engine).await;
+}
+
+/// A server collects now and then by itself: a dead writer's blob and its
+/// staged copy go once their intent is due, with no overwrite or deletion
+/// to set a pass off; the passes end when the server stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_collector_takes_what_dead_writers_left_once_due() {
+    let d = Deployment::new();
+    let engine = Arc::new(verify_setup(&d, &[CN], &all_in_cn()).await);
+    let t = token(&engine, "gina");
+    let existing = d.files_of("cn", &t).into_iter().next().unwrap();
+    let dead_id = "cf".repeat(16);
+    let left = [
+        existing.with_file_name(&dead_id),
+        existing.with_file_name(format!("{dead_id}#1")),
+    ];
+    for f in &left {
+        std::fs::copy(
+            d.region_dir("cn").join(&existing),
+            d.region_dir("cn").join(f),
+        )
+        .unwrap();
+    }
+    let due = now_millis() + 300;
+    engine
+        .catalog()
+        .queue_garbage(&domicile_catalog::GarbageRow {
+            id: 0,
+            token: t.clone(),
+            category: "profile".into(),
+            blob_id: dead_id,
+            regions: vec!["cn".into()],
+            queued_at: due,
+        })
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let e = engine.clone();
+    let passes = tokio::spawn(async move {
+        e.collect_garbage_every(Duration::from_millis(50), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        left.iter().all(|f| d.region_dir("cn").join(f).exists()),
+        "collected before its writer's time was up"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while left.iter().any(|f| d.region_dir("cn").join(f).exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the periodic passes never collected it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(engine.catalog().garbage(10).await.unwrap().is_empty());
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), passes)
+        .await
+        .expect("the passes end when told to stop")
+        .unwrap();
     assert_clean(&engine).await;
 }
 

@@ -43,6 +43,9 @@ pub struct ServerOptions {
     pub request_timeout: Duration,
     /// Longest an S3 upload may wait for its next bytes.
     pub body_idle_timeout: Duration,
+    /// Time between the server's garbage collection passes
+    /// (`Engine::collect_garbage_every`); zero runs none.
+    pub collect_every: Duration,
 }
 
 impl Default for ServerOptions {
@@ -52,6 +55,7 @@ impl Default for ServerOptions {
             max_json_body: 64 * 1024,
             request_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(60),
+            collect_every: Duration::from_secs(60),
         }
     }
 }
@@ -78,7 +82,7 @@ pub async fn run(
         Some(_) => Some(s3::router(engine.clone(), metrics.clone(), &options)?),
         None => None,
     };
-    let rest_app = rest::router(engine, metrics, &options);
+    let rest_app = rest::router(engine.clone(), metrics, &options);
 
     // One shutdown signal, fanned out to both servers.
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -110,6 +114,15 @@ pub async fn run(
                 .with_graceful_shutdown(signal)
                 .await
                 .map_err(|source| Error::Serve { api: "s3", source })
+        });
+    }
+    if !options.collect_every.is_zero() {
+        let signal = stopped(rx.clone());
+        tasks.spawn(async move {
+            engine
+                .collect_garbage_every(options.collect_every, signal)
+                .await;
+            Ok(())
         });
     }
     while let Some(done) = tasks.join_next().await {

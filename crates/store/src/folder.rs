@@ -159,24 +159,68 @@ fn stage(dst: &FsPath) -> io::Result<(File, PathBuf)> {
     }
 }
 
+/// Deletes the file `file` (inside `root`) and the staged copies of it a
+/// writer killed mid-way left beside it (`file#1`, `file#2`, … up to the
+/// first one missing: a blob's name is written by one writer, which stages
+/// it as `#1`), then every folder above it that this left empty, up to
+/// `root`, as the object store's automatic cleanup does. Returns how many
+/// files were deleted; a missing file is nothing to delete.
+pub(crate) fn delete_file(root: &FsPath, file: &FsPath) -> io::Result<u64> {
+    inside(root, file)?;
+    let mut files = 0u64;
+    for n in 1u32.. {
+        let mut staged = file.as_os_str().to_owned();
+        staged.push(format!("#{n}"));
+        match std::fs::remove_file(PathBuf::from(staged)) {
+            Ok(()) => files += 1,
+            Err(e) if e.kind() == ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        }
+    }
+    match std::fs::remove_file(file) {
+        Ok(()) => files += 1,
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    prune_above(root, file);
+    Ok(files)
+}
+
+/// Refuses a path that is not strictly inside `root`.
+fn inside(root: &FsPath, path: &FsPath) -> io::Result<()> {
+    let climbs = path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir));
+    if climbs || !path.starts_with(root) || path == root {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} is not inside {}", path.display(), root.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Deletes every folder above `path` that is empty, up to `root`.
+fn prune_above(root: &FsPath, path: &FsPath) {
+    let mut above = path.parent();
+    while let Some(d) = above
+        && d != root
+        && d.starts_with(root)
+    {
+        // Not empty (another subject's files): the cleanup ends here.
+        if std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        above = d.parent();
+    }
+}
+
 /// Deletes the folder `dir` (inside `root`) with everything in it, then
 /// every folder above it that this left empty, up to `root`, as the object
 /// store's automatic cleanup does. Returns how many files were deleted; a
 /// missing folder is nothing to delete.
 pub(crate) fn delete_tree(root: &FsPath, dir: &FsPath) -> io::Result<u64> {
-    let climbs = dir
-        .components()
-        .any(|c| matches!(c, Component::ParentDir | Component::CurDir));
-    if climbs || !dir.starts_with(root) || dir == root {
-        return Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "{} is not a folder inside {}",
-                dir.display(),
-                root.display()
-            ),
-        ));
-    }
+    inside(root, dir)?;
     let mut files = 0u64;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -200,17 +244,7 @@ pub(crate) fn delete_tree(root: &FsPath, dir: &FsPath) -> io::Result<u64> {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let mut above = dir.parent();
-    while let Some(d) = above
-        && d != root
-        && d.starts_with(root)
-    {
-        // Not empty (another subject's files): the cleanup ends here.
-        if std::fs::remove_dir(d).is_err() {
-            break;
-        }
-        above = d.parent();
-    }
+    prune_above(root, dir);
     Ok(files)
 }
 
@@ -272,6 +306,30 @@ mod tests {
             Copied::Done(data.len() as u64)
         );
         assert!(std::fs::read(&dst)? == data);
+        Ok(())
+    }
+
+    #[test]
+    fn deleting_a_file_takes_its_staged_copies_and_prunes_empty_parents() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("v1/ab/t1/media"))?;
+        for f in ["b1", "b1#1", "b1#2", "b2#1"] {
+            std::fs::write(root.join("v1/ab/t1/media").join(f), b"x")?;
+        }
+        let b1 = root.join("v1/ab/t1/media/b1");
+        assert_eq!(delete_file(root, &b1)?, 3);
+        assert!(
+            root.join("v1/ab/t1/media/b2#1").exists(),
+            "another blob's staged copy is kept"
+        );
+        assert_eq!(delete_file(root, &b1)?, 0, "nothing left to delete");
+        // Only a staged copy, no blob: a writer killed before its rename.
+        assert_eq!(delete_file(root, &root.join("v1/ab/t1/media/b2"))?, 1);
+        assert!(!root.join("v1").exists(), "emptied folders are pruned");
+        assert!(root.exists(), "the region's folder stays");
+        assert!(delete_file(root, root).is_err());
+        assert!(delete_file(root, &root.join("v1/../../x")).is_err());
         Ok(())
     }
 

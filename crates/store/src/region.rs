@@ -316,9 +316,20 @@ impl RegionStore {
     }
 
     /// Deletes the object at `path`. Deleting what is not there succeeds, so purges and
-    /// erasure can be retried after a crash.
+    /// erasure can be retried after a crash. On a local folder, the staged copies a writer killed mid-way left of
+    /// this blob (ciphertext no listing shows) go too, in the same call.
     pub async fn delete(&self, path: &BlobPath) -> Result<()> {
-        self.delete_location(&path.location()).await
+        let location = path.location();
+        if let Some(folder) = &self.folder {
+            let file = folder.file(&location).map_err(self.err(&location))?;
+            let root = folder.root().to_path_buf();
+            folder::blocking("(delete)", move || {
+                folder::delete_file(&root, &file).map_err(|source| Error::Io { path: file, source })
+            })
+            .await?;
+            return Ok(());
+        }
+        self.delete_location(&location).await
     }
 
     /// Deletes an object by its raw path, e.g. a foreign object `verify` found. Idempotent.
