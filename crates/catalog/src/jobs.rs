@@ -275,11 +275,10 @@ pub trait JobStore: Send + Sync {
     /// Sets a job's state (and its finish time for cancelled and done).
     async fn set_job_state(&self, id: i64, state: JobState, now: Millis) -> Result<()>;
 
-    /// Claims for `owner` until `lease_until`, among the units whose lease
-    /// is free or expired, up to `limit` committed units whose purge is due
-    /// (oldest due first) and up to `limit` pending units by priority (so a
-    /// turn's purges never take the place of its moves); ties by token and
-    /// category. The purges come first in the result. Claims are exclusive across processes, and cost the same
+    /// Claims up to `limit` units for `owner` until `lease_until`, among
+    /// those whose lease is free or expired: committed units whose purge is
+    /// due first (oldest due first), then pending units by priority; ties
+    /// by token and category. Claims are exclusive across processes, and cost the same
     /// however many units the job has (no sort over the job). A backend may
     /// return before the claim is durable (see `Catalog::durable`): a claim
     /// lost to a power cut is only a unit claimed again. A claim that hands

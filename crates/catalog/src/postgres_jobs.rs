@@ -231,12 +231,11 @@ impl PostgresCatalog {
         lease_until: Millis,
         now: Millis,
     ) -> Result<Vec<UnitRow>> {
-        // Due purges, oldest first, beside the pending units by priority, up
-        // to `limit` of each: old copies (in regions the policy may now
-        // forbid) last only the grace period, not until every other unit of
-        // the job has been copied, and a turn's purges never take the place
-        // of its moves. Each is one ordered index scan (schema 0004): no
-        // sort, however many units the job has.
+        // Due purges come first, oldest first: old copies (in regions the
+        // policy may now forbid) last only the grace period, not until every
+        // other unit of the job has been copied. Then pending units by
+        // priority. Each is one ordered index scan (schema 0004): no sort,
+        // however many units the job has.
         let mut tx = self.pool.begin().await?;
         let mut rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {UNIT_COLS} FROM migration_units \
@@ -250,20 +249,23 @@ impl PostgresCatalog {
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        rows.extend(
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {UNIT_COLS} FROM migration_units \
-                 WHERE job = $1 AND state = 'pending' AND lease_until < $2 \
-                 ORDER BY priority, token, category \
-                 LIMIT $3 \
-                 FOR UPDATE SKIP LOCKED"
-            )))
-            .bind(job)
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?,
-        );
+        let left = i64::from(limit) - rows.len() as i64;
+        if left > 0 {
+            rows.extend(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {UNIT_COLS} FROM migration_units \
+                     WHERE job = $1 AND state = 'pending' AND lease_until < $2 \
+                     ORDER BY priority, token, category \
+                     LIMIT $3 \
+                     FOR UPDATE SKIP LOCKED"
+                )))
+                .bind(job)
+                .bind(now)
+                .bind(left)
+                .fetch_all(&mut *tx)
+                .await?,
+            );
+        }
         let mut units = rows.iter().map(unit_from).collect::<Result<Vec<_>>>()?;
         if units.is_empty() {
             tx.commit().await?;

@@ -143,9 +143,8 @@ pub struct RunArgs {
     /// Worker turns run at once by this process.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
-    /// Units a worker moves per turn (and due purges it takes beside them):
-    /// their catalog writes are batched and their copies share one sync per
-    /// region.
+    /// Units a worker takes per turn: their catalog writes are batched and
+    /// their copies share one sync per region.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
     /// Seconds between a unit's commit and the purge of its old copies.

@@ -52,8 +52,7 @@ use crate::error::{Error, Result};
 pub struct MigrateOptions {
     /// Concurrent worker turns in this process.
     pub workers: usize,
-    /// Units a worker moves per turn, with as many due purges beside them
-    /// at most. Their catalog writes are batched (one
+    /// Units a worker takes per turn. Their catalog writes are batched (one
     /// claim, one moving mark, one commit with every receipt) and their
     /// copies share one sync per region, so a job of many small units is
     /// not bound by per-unit transactions.
