@@ -323,6 +323,9 @@ fn main() -> Result<()> {
         .transpose()?
         .unwrap_or(20_000);
     let rounds: usize = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(3);
+    if rounds == 0 || objects == 0 {
+        bail!("OBJECTS and ROUNDS must be at least 1");
+    }
     which("rclone")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -438,6 +441,23 @@ fn main() -> Result<()> {
             std::fs::remove_file(dst)?;
         }
     }
+    // Each round's ratios too: the disk's speed moves from round to round,
+    // for every contender of the round alike.
+    let per_round = |theirs: &[Duration]| -> (String, f64) {
+        let ratios: Vec<f64> = theirs
+            .iter()
+            .zip(&ours)
+            .map(|(t, o)| t.as_secs_f64() / o)
+            .collect();
+        let list = ratios
+            .iter()
+            .map(|r| format!("{r:.2}×"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (list, median(ratios))
+    };
+    let (rclone_rounds, rclone_ratio) = per_round(&rclone);
+    let (bare_rounds, bare_ratio) = per_round(&bare);
     let ours = median(ours);
     let rclone = median(rclone.iter().map(Duration::as_secs_f64).collect());
     let rclone_synced = median(rclone_synced.iter().map(Duration::as_secs_f64).collect());
@@ -477,6 +497,9 @@ fn main() -> Result<()> {
         rclone / bare,
         rclone / sequential,
         bare / ours
+    );
+    println!(
+        "per round: domicile vs rclone --checksum {rclone_rounds} (median {rclone_ratio:.2}×); domicile vs the bare copy {bare_rounds} (median {bare_ratio:.2}×)"
     );
     Ok(())
 }
