@@ -90,6 +90,18 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// The placement of one (subject, category), if any.
     async fn get_placement(&self, token: &str, category: &str) -> Result<Option<PlacementRow>>;
 
+    /// The placements of several (subject, category) pairs, in the order
+    /// asked, `None` where there is none. A backend may read them all in
+    /// one snapshot with a few statements (SQLite does); by default, one
+    /// `get_placement` each.
+    async fn get_placements(&self, keys: &[(String, String)]) -> Result<Vec<Option<PlacementRow>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (token, category) in keys {
+            out.push(self.get_placement(token, category).await?);
+        }
+        Ok(out)
+    }
+
     /// Every placement of one subject, ordered by category.
     async fn placements_of(&self, token: &str) -> Result<Vec<PlacementRow>>;
 

@@ -1209,6 +1209,47 @@ pub async fn ensure_placement(cat: &dyn Catalog) {
         n0 + 2,
         "a refused placement was recorded"
     );
+
+    // Several at once: in the order asked, regions in their order, `None`
+    // where there is none, a pair asked twice answered twice.
+    let key = |t: &str, c: &str| (t.to_string(), c.to_string());
+    let asked = [
+        key("tok-p", "profile"),
+        key("tok-p", "payment"),
+        key("nobody", "profile"),
+        key("tok-p", "media"),
+        key("tok-p", "profile"),
+    ];
+    let mut one_by_one = Vec::new();
+    for (t, c) in &asked {
+        one_by_one.push(cat.get_placement(t, c).await.unwrap());
+    }
+    let many = cat.get_placements(&asked).await.unwrap();
+    assert_eq!(many, one_by_one);
+    assert_eq!(
+        many[0].as_ref().map(|p| p.regions.clone()),
+        Some(strings(&["r2", "r1"]))
+    );
+    assert!(many[1].is_none() && many[2].is_none());
+    assert!(cat.get_placements(&[]).await.unwrap().is_empty());
+    // More pairs than one statement takes (501 different ones).
+    let lots: Vec<(String, String)> = (0..1_000)
+        .map(|i| {
+            if i % 2 == 0 {
+                key("tok-p", "media")
+            } else {
+                key("tok-p", &format!("none-{i}"))
+            }
+        })
+        .collect();
+    let got = cat.get_placements(&lots).await.unwrap();
+    assert_eq!(got.len(), 1_000);
+    assert!(
+        got.iter()
+            .step_by(2)
+            .all(|p| p.as_ref().map(|p| p.regions.clone()) == Some(strings(&["r1"])))
+    );
+    assert!(got.iter().skip(1).step_by(2).all(Option::is_none));
     assert_chain(cat).await;
 }
 

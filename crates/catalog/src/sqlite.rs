@@ -22,7 +22,7 @@
 //! CONFLICT`, `RETURNING`, row-value comparisons for keyset pagination), so
 //! the PostgreSQL backend can follow it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -1038,6 +1038,56 @@ impl Catalog for SqliteCatalog {
         let p = read_placement(&mut tx, token, category).await?;
         tx.commit().await?;
         Ok(p)
+    }
+
+    async fn get_placements(&self, keys: &[(String, String)]) -> Result<Vec<Option<PlacementRow>>> {
+        // One read transaction (one snapshot) and two statements per
+        // chunk, instead of four round trips to the connection's thread
+        // per placement.
+        let unique: Vec<&(String, String)> =
+            keys.iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let mut found: HashMap<(String, String), PlacementRow> = HashMap::new();
+        let mut tx = self.pool.begin().await?;
+        for chunk in unique.chunks(400) {
+            let mut q = QueryBuilder::<Sqlite>::new(concat!(
+                "SELECT ",
+                placement_cols!(),
+                " FROM placements WHERE (token, category) IN (VALUES "
+            ));
+            let mut sep = q.separated(", ");
+            for (t, c) in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(t.as_str())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(c.as_str())
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                let p = placement_from(&row)?;
+                found.insert((p.token.clone(), p.category.clone()), p);
+            }
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT token, category, region FROM placement_regions                  WHERE (token, category) IN (VALUES ",
+            );
+            let mut sep = q.separated(", ");
+            for (t, c) in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(t.as_str())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(c.as_str())
+                    .push_unseparated(")");
+            }
+            q.push(") ORDER BY token, category, ordinal");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                let key: (String, String) = (row.try_get("token")?, row.try_get("category")?);
+                if let Some(p) = found.get_mut(&key) {
+                    p.regions.push(row.try_get("region")?);
+                }
+            }
+        }
+        tx.commit().await?; // a read transaction: nothing to sync
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
 
     async fn placements_of(&self, token: &str) -> Result<Vec<PlacementRow>> {

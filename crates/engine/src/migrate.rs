@@ -719,10 +719,22 @@ impl Engine {
         // (Futures are collected before they are awaited: an iterator
         // adapter's closure held across an await makes the future lose
         // `Send` for callers that spawn it.)
+        let placements = match self.catalog.get_placements(&keys_of(units)).await {
+            Ok(p) => p,
+            Err(e) => {
+                // As a failed read of one unit's placement would: each is retried.
+                let e = Error::from(e);
+                for unit in units {
+                    self.give_back(unit, owner, opts, &e, None).await?;
+                }
+                return Ok((0, placed));
+            }
+        };
         let prepared: Vec<_> = units
             .iter()
+            .zip(placements)
             .enumerate()
-            .map(|(i, u)| self.prepare_move(i, u))
+            .map(|(i, (u, p))| self.prepare_move(i, u, p))
             .collect();
         let prepared = futures::future::join_all(prepared).await;
         // The units to mark, with what their moves need.
@@ -893,16 +905,17 @@ impl Engine {
         }
     }
 
-    /// Reads what a unit's move needs: its placement now and where the
-    /// policy wants it (the placement may have changed since planning:
-    /// re-homing, an earlier attempt that committed).
-    /// `index` is the unit's place in its batch.
-    async fn prepare_move(&self, index: usize, unit: &UnitRow) -> Result<Prepared> {
-        let Some(p) = self
-            .catalog
-            .get_placement(&unit.token, &unit.category)
-            .await?
-        else {
+    /// Works out what a unit's move needs from its placement now (read for
+    /// the whole batch at once) and where the policy wants it (the
+    /// placement may have changed since planning: re-homing, an earlier
+    /// attempt that committed). `index` is the unit's place in its batch.
+    async fn prepare_move(
+        &self,
+        index: usize,
+        unit: &UnitRow,
+        placement: Option<PlacementRow>,
+    ) -> Result<Prepared> {
+        let Some(p) = placement else {
             return Ok(Prepared::Nothing); // erased meanwhile: nothing left to move
         };
         let subject = self
@@ -1153,7 +1166,21 @@ impl Engine {
     ) -> Result<Tick> {
         // The claim that handed these purges out returned only once the
         // moves they follow were durable (`JobStore::claim_units`).
-        let purged: Vec<_> = units.iter().map(|u| self.purge_blobs(u)).collect();
+        let placements = match self.catalog.get_placements(&keys_of(units)).await {
+            Ok(p) => p,
+            Err(e) => {
+                let e = Error::from(e);
+                for unit in units {
+                    self.give_back(unit, owner, opts, &e, None).await?;
+                }
+                return Ok(Tick::default());
+            }
+        };
+        let purged: Vec<_> = units
+            .iter()
+            .zip(placements)
+            .map(|(u, p)| self.purge_blobs(u, p))
+            .collect();
         let purged = futures::future::join_all(purged).await;
         let mut receipts = Vec::new();
         let mut tick = Tick::default();
@@ -1185,14 +1212,15 @@ impl Engine {
     }
 
     /// Deletes every blob of the unit's (subject, category) from regions
-    /// outside its placement. Returns the purge's ledger receipt, or `None`
-    /// if there was nothing to purge (erased meanwhile, or no old region).
-    async fn purge_blobs(&self, unit: &UnitRow) -> Result<Option<LedgerAppend>> {
-        let Some(p) = self
-            .catalog
-            .get_placement(&unit.token, &unit.category)
-            .await?
-        else {
+    /// outside its placement (`placement`, read for the whole batch).
+    /// Returns the purge's ledger receipt, or `None` if there was nothing
+    /// to purge (erased meanwhile, or no old region).
+    async fn purge_blobs(
+        &self,
+        unit: &UnitRow,
+        placement: Option<PlacementRow>,
+    ) -> Result<Option<LedgerAppend>> {
+        let Some(p) = placement else {
             // Erased: erasure purged everything.
             return Ok(None);
         };
@@ -1220,6 +1248,14 @@ impl Engine {
             at: now_millis(),
         }))
     }
+}
+
+/// The (subject, category) of each unit, in order.
+fn keys_of(units: &[UnitRow]) -> Vec<(String, String)> {
+    units
+        .iter()
+        .map(|u| (u.token.clone(), u.category.clone()))
+        .collect()
 }
 
 /// Deletes every blob of a (subject, category) in `store`, with any
