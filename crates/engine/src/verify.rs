@@ -162,13 +162,7 @@ impl Engine {
             // still in progress; those of a blob queued for collection (a
             // dead writer's intent) go with it when it is collected.
             for l in store.leftovers(None).await? {
-                let blob = l
-                    .path
-                    .rsplit('/')
-                    .next()
-                    .and_then(|name| name.rsplit_once('#'))
-                    .map(|(blob, _)| blob);
-                if l.age >= LEFTOVER_AGE && !blob.is_some_and(|b| pending.contains(b)) {
+                if l.age >= LEFTOVER_AGE && !l.blob_id().is_some_and(|b| pending.contains(b)) {
                     problem(
                         &mut report,
                         "staging",

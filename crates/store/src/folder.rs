@@ -1,6 +1,7 @@
 //! Whole-file work on local-folder regions, each done in one blocking call:
-//! the verified copy of a blob between two folders, and the deletion of
-//! everything under a prefix.
+//! the verified copy of a blob between two folders, the deletion of one
+//! blob with the staged copies killed writers left of it, and the deletion
+//! of everything under a prefix.
 //!
 //! The object store's local backend runs every call (open, stat, read,
 //! write and rename) on a blocking thread of its own, so a verified copy of
@@ -134,13 +135,29 @@ pub(crate) async fn blocking<T: Send + 'static>(
         })?
 }
 
+/// Most staged copies of one file at once (`#1` to `#STAGED_MAX`).
+const STAGED_MAX: u32 = 1_000;
+
+/// The name of the `n`th staged copy of `file`: `file#n`.
+fn staged(file: &FsPath, n: u32) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(format!("#{n}"));
+    PathBuf::from(name)
+}
+
+/// The file name a staged copy's name belongs to (`blob` for `blob#3`);
+/// `None` for any other name.
+pub(crate) fn staged_of(name: &str) -> Option<&str> {
+    name.rsplit_once('#')
+        .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(file, _)| file)
+}
+
 /// Creates a fresh staging file `dst#N` (and `dst`'s folders if missing).
 fn stage(dst: &FsPath) -> io::Result<(File, PathBuf)> {
     let mut n = 1u32;
     loop {
-        let mut staged = dst.as_os_str().to_owned();
-        staged.push(format!("#{n}"));
-        let staged = PathBuf::from(staged);
+        let staged = staged(dst, n);
         match OpenOptions::new()
             .read(true)
             .write(true)
@@ -148,7 +165,7 @@ fn stage(dst: &FsPath) -> io::Result<(File, PathBuf)> {
             .open(&staged)
         {
             Ok(f) => return Ok((f, staged)),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists && n < 1_000 => n += 1,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && n < STAGED_MAX => n += 1,
             Err(e) if e.kind() == ErrorKind::NotFound && n == 1 => {
                 let parent = dst.parent().ok_or(e)?;
                 std::fs::create_dir_all(parent)?;
@@ -168,10 +185,8 @@ fn stage(dst: &FsPath) -> io::Result<(File, PathBuf)> {
 pub(crate) fn delete_file(root: &FsPath, file: &FsPath) -> io::Result<u64> {
     inside(root, file)?;
     let mut files = 0u64;
-    for n in 1u32.. {
-        let mut staged = file.as_os_str().to_owned();
-        staged.push(format!("#{n}"));
-        match std::fs::remove_file(PathBuf::from(staged)) {
+    for n in 1..=STAGED_MAX {
+        match std::fs::remove_file(staged(file, n)) {
             Ok(()) => files += 1,
             Err(e) if e.kind() == ErrorKind::NotFound => break,
             Err(e) => return Err(e),
@@ -307,6 +322,15 @@ mod tests {
         );
         assert!(std::fs::read(&dst)? == data);
         Ok(())
+    }
+
+    #[test]
+    fn a_staged_name_names_its_file() {
+        assert_eq!(staged_of("b1#3"), Some("b1"));
+        assert_eq!(staged(FsPath::new("a/b1"), 3), PathBuf::from("a/b1#3"));
+        for other in ["b1", "b1#", "b1#x", "b1#3x"] {
+            assert_eq!(staged_of(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! idempotent) rather than an error to string-match.
 
 use std::ops::Range;
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -128,6 +128,14 @@ pub struct Leftover {
     pub size: u64,
     /// How long since it was last written.
     pub age: std::time::Duration,
+}
+
+impl Leftover {
+    /// The id of the blob this is a staged copy of (its file name before
+    /// `#N`).
+    pub fn blob_id(&self) -> Option<&str> {
+        self.path.rsplit('/').next().and_then(folder::staged_of)
+    }
 }
 
 /// One entry of a region listing.
@@ -316,20 +324,39 @@ impl RegionStore {
     }
 
     /// Deletes the object at `path`. Deleting what is not there succeeds, so purges and
-    /// erasure can be retried after a crash. On a local folder, the staged copies a writer killed mid-way left of
-    /// this blob (ciphertext no listing shows) go too, in the same call.
+    /// erasure can be retried after a crash. On a local folder, the staged copies that
+    /// writers killed mid-way left of this blob (ciphertext no listing shows) go too, in
+    /// the same call.
     pub async fn delete(&self, path: &BlobPath) -> Result<()> {
         let location = path.location();
         if let Some(folder) = &self.folder {
-            let file = folder.file(&location).map_err(self.err(&location))?;
-            let root = folder.root().to_path_buf();
-            folder::blocking("(delete)", move || {
-                folder::delete_file(&root, &file).map_err(|source| Error::Io { path: file, source })
-            })
-            .await?;
+            self.delete_in_folder(folder, &location, folder::delete_file)
+                .await?;
             return Ok(());
         }
         self.delete_location(&location).await
+    }
+
+    /// Runs `delete` (of a file or of a folder's tree) on the file of
+    /// `location` in a local region, in one blocking call; returns how
+    /// many files went.
+    async fn delete_in_folder(
+        &self,
+        folder: &Folder,
+        location: &Path,
+        delete: fn(&FsPath, &FsPath) -> std::io::Result<u64>,
+    ) -> Result<u64> {
+        let file = folder.file(location).map_err(self.err(location))?;
+        let root = folder.root().to_path_buf();
+        folder::blocking("(delete)", move || {
+            delete(&root, &file).map_err(|source| Error::Io { path: file, source })
+        })
+        .await
+    }
+
+    /// The folder of a local region.
+    fn local_root(&self) -> Option<PathBuf> {
+        self.folder.as_ref().map(|f| f.root().to_path_buf())
     }
 
     /// Deletes an object by its raw path, e.g. a foreign object `verify` found. Idempotent.
@@ -381,7 +408,7 @@ impl RegionStore {
     /// only once durable, so there is nothing to do.
     pub async fn sync(&self) -> Result<()> {
         use std::sync::atomic::Ordering;
-        let Some(dir) = self.folder.as_ref().map(|f| f.root().to_path_buf()) else {
+        let Some(dir) = self.local_root() else {
             return Ok(());
         };
         // Everything this caller wrote happened before this ticket.
@@ -412,7 +439,7 @@ impl RegionStore {
     /// verification and purges look for it here. Other regions have none
     /// (an S3 upload is invisible until it completes).
     pub async fn leftovers(&self, prefix: Option<&Path>) -> Result<Vec<Leftover>> {
-        let Some(root) = self.folder.as_ref().map(|f| f.root().to_path_buf()) else {
+        let Some(root) = self.local_root() else {
             return Ok(Vec::new());
         };
         let start = match prefix {
@@ -422,7 +449,7 @@ impl RegionStore {
         tokio::task::spawn_blocking(move || scan_leftovers(&root, &start))
             .await
             .map_err(|e| Error::Io {
-                path: std::path::PathBuf::from("(leftover scan)"),
+                path: PathBuf::from("(leftover scan)"),
                 source: std::io::Error::other(e.to_string()),
             })?
     }
@@ -434,7 +461,7 @@ impl RegionStore {
         prefix: Option<&Path>,
         min_age: std::time::Duration,
     ) -> Result<u64> {
-        let Some(root) = self.folder.as_ref().map(|f| f.root().to_path_buf()) else {
+        let Some(root) = self.local_root() else {
             return Ok(0);
         };
         let mut removed = 0;
@@ -466,12 +493,9 @@ impl RegionStore {
             });
         }
         if let Some(folder) = &self.folder {
-            let dir = folder.file(prefix).map_err(self.err(prefix))?;
-            let root = folder.root().to_path_buf();
-            return folder::blocking("(delete)", move || {
-                folder::delete_tree(&root, &dir).map_err(|source| Error::Io { path: dir, source })
-            })
-            .await;
+            return self
+                .delete_in_folder(folder, prefix, folder::delete_tree)
+                .await;
         }
         let listed = self.store.list(Some(prefix)).map_ok(|m| m.location).boxed();
         let mut deleted = self.store.delete_stream(listed);
@@ -532,10 +556,7 @@ fn scan_leftovers(root: &FsPath, start: &FsPath) -> Result<Vec<Leftover>> {
             }
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let staging = name
-                .rsplit_once('#')
-                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            if !staging {
+            if folder::staged_of(name).is_none() {
                 continue;
             }
             let age = meta
