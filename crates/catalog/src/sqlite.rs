@@ -746,6 +746,20 @@ async fn read_placement(
     Ok(Some(p))
 }
 
+/// Appends `(VALUES (?, ?), …)` with the (token, category) pairs bound.
+fn push_pairs(q: &mut QueryBuilder<Sqlite>, pairs: &[&(String, String)]) {
+    q.push("(VALUES ");
+    let mut sep = q.separated(", ");
+    for (t, c) in pairs {
+        sep.push("(")
+            .push_bind_unseparated(t.as_str())
+            .push_unseparated(", ")
+            .push_bind_unseparated(c.as_str())
+            .push_unseparated(")");
+    }
+    q.push(")");
+}
+
 /// Checks a write's fence: `None` if the placement is at the fence's epoch
 /// and active, else the outcome to return without writing.
 async fn check_fence(conn: &mut SqliteConnection, fence: &Fence) -> Result<Option<CommitOutcome>> {
@@ -1052,33 +1066,19 @@ impl Catalog for SqliteCatalog {
             let mut q = QueryBuilder::<Sqlite>::new(concat!(
                 "SELECT ",
                 placement_cols!(),
-                " FROM placements WHERE (token, category) IN (VALUES "
+                " FROM placements WHERE (token, category) IN "
             ));
-            let mut sep = q.separated(", ");
-            for (t, c) in chunk {
-                sep.push("(")
-                    .push_bind_unseparated(t.as_str())
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(c.as_str())
-                    .push_unseparated(")");
-            }
-            q.push(")");
+            push_pairs(&mut q, chunk);
             for row in q.build().fetch_all(&mut *tx).await? {
                 let p = placement_from(&row)?;
                 found.insert((p.token.clone(), p.category.clone()), p);
             }
             let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT token, category, region FROM placement_regions                  WHERE (token, category) IN (VALUES ",
+                "SELECT token, category, region FROM placement_regions \
+                 WHERE (token, category) IN ",
             );
-            let mut sep = q.separated(", ");
-            for (t, c) in chunk {
-                sep.push("(")
-                    .push_bind_unseparated(t.as_str())
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(c.as_str())
-                    .push_unseparated(")");
-            }
-            q.push(") ORDER BY token, category, ordinal");
+            push_pairs(&mut q, chunk);
+            q.push(" ORDER BY token, category, ordinal");
             for row in q.build().fetch_all(&mut *tx).await? {
                 let key: (String, String) = (row.try_get("token")?, row.try_get("category")?);
                 if let Some(p) = found.get_mut(&key) {

@@ -379,11 +379,14 @@ impl Engine {
         self.collect_now().await;
     }
 
-    /// One collection pass; a failure is logged and retried by the next.
-    async fn collect_now(&self) {
-        if let Err(e) = self.collect_garbage().await {
-            tracing::warn!(error = %e, "garbage collection failed; it will be retried");
-        }
+    /// One collection pass; a failure is logged (`None`) and retried by the next.
+    pub(crate) async fn collect_now(&self) -> Option<crate::gc::GcReport> {
+        self.collect_garbage()
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "garbage collection failed; it will be retried");
+            })
+            .ok()
     }
 
     /// The index row and placement of a subject's object.

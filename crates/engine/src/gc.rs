@@ -36,19 +36,15 @@ impl Engine {
     ) {
         let passes = async {
             loop {
-                match self.collect_garbage().await {
-                    Ok(r) if r.blobs > 0 || r.failures > 0 => {
-                        tracing::info!(
-                            blobs = r.blobs,
-                            copies = r.copies_deleted,
-                            failures = r.failures,
-                            "garbage collected"
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "garbage collection failed; it will be retried")
-                    }
+                if let Some(r) = self.collect_now().await
+                    && (r.blobs > 0 || r.failures > 0)
+                {
+                    tracing::info!(
+                        blobs = r.blobs,
+                        copies = r.copies_deleted,
+                        failures = r.failures,
+                        "garbage collected"
+                    );
                 }
                 tokio::time::sleep(every).await;
             }

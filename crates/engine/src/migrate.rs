@@ -719,16 +719,8 @@ impl Engine {
         // (Futures are collected before they are awaited: an iterator
         // adapter's closure held across an await makes the future lose
         // `Send` for callers that spawn it.)
-        let placements = match self.catalog.get_placements(&keys_of(units)).await {
-            Ok(p) => p,
-            Err(e) => {
-                // As a failed read of one unit's placement would: each is retried.
-                let e = Error::from(e);
-                for unit in units {
-                    self.give_back(unit, owner, opts, &e, None).await?;
-                }
-                return Ok((0, placed));
-            }
+        let Some(placements) = self.turn_placements(units, owner, opts).await? else {
+            return Ok((0, placed));
         };
         let prepared: Vec<_> = units
             .iter()
@@ -827,10 +819,11 @@ impl Engine {
             })
             .await;
         if let Err(e) = synced {
-            for (m, _) in &ready {
-                self.give_back(&units[m.unit], owner, opts, &e, Some(&m.p))
-                    .await?;
-            }
+            let marked: Vec<_> = ready
+                .iter()
+                .map(|(m, _)| (&units[m.unit], Some(&m.p)))
+                .collect();
+            self.give_back_all(&marked, owner, opts, &e).await?;
             return Ok((0, placed));
         }
         let mut commits = Vec::new();
@@ -853,11 +846,12 @@ impl Engine {
         let results = match self.catalog.commit_unit_moves(&commits).await {
             Ok(r) => r,
             Err(e) => {
-                let e = Error::from(e);
-                for (m, _) in &committing {
-                    self.give_back(&units[m.unit], owner, opts, &e, Some(&m.p))
-                        .await?;
-                }
+                let marked: Vec<_> = committing
+                    .iter()
+                    .map(|(m, _)| (&units[m.unit], Some(&m.p)))
+                    .collect();
+                self.give_back_all(&marked, owner, opts, &Error::from(e))
+                    .await?;
                 return Ok((0, placed));
             }
         };
@@ -973,6 +967,47 @@ impl Engine {
         self.finish(unit, owner, outcome).await
     }
 
+    /// [`Engine::give_back`] for several units, each with the placement
+    /// whose moving mark it set, if any.
+    /// (A slice, not an iterator: an adapter's closure held across the
+    /// awaits would make callers' futures lose `Send`.)
+    async fn give_back_all(
+        &self,
+        units: &[(&UnitRow, Option<&PlacementRow>)],
+        owner: &str,
+        opts: &MigrateOptions,
+        e: &Error,
+    ) -> Result<()> {
+        for &(unit, p) in units {
+            self.give_back(unit, owner, opts, e, p).await?;
+        }
+        Ok(())
+    }
+
+    /// The placements of a turn's units, read at once; `None` if the read
+    /// failed, every unit then given back to be retried (as a failed read
+    /// of one unit's placement gives that unit back).
+    async fn turn_placements(
+        &self,
+        units: &[UnitRow],
+        owner: &str,
+        opts: &MigrateOptions,
+    ) -> Result<Option<Vec<Option<PlacementRow>>>> {
+        let keys: Vec<(String, String)> = units
+            .iter()
+            .map(|u| (u.token.clone(), u.category.clone()))
+            .collect();
+        match self.catalog.get_placements(&keys).await {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => {
+                let all: Vec<_> = units.iter().map(|u| (u, None)).collect();
+                self.give_back_all(&all, owner, opts, &Error::from(e))
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
     /// A unit given up stays where it is: the copies its attempts left in
     /// its new regions go (unless its placement is moving again, which only
     /// its holder could have done).
@@ -1046,7 +1081,6 @@ impl Engine {
     /// The commit of a unit whose copies are durable: the new placement
     /// (with the data key re-wrapped if the custodian changes), its ledger
     /// receipt and the unit's release.
-    #[allow(clippy::too_many_arguments)]
     fn unit_move(
         &self,
         route: &Route,
@@ -1166,15 +1200,8 @@ impl Engine {
     ) -> Result<Tick> {
         // The claim that handed these purges out returned only once the
         // moves they follow were durable (`JobStore::claim_units`).
-        let placements = match self.catalog.get_placements(&keys_of(units)).await {
-            Ok(p) => p,
-            Err(e) => {
-                let e = Error::from(e);
-                for unit in units {
-                    self.give_back(unit, owner, opts, &e, None).await?;
-                }
-                return Ok(Tick::default());
-            }
+        let Some(placements) = self.turn_placements(units, owner, opts).await? else {
+            return Ok(Tick::default());
         };
         let purged: Vec<_> = units
             .iter()
@@ -1248,14 +1275,6 @@ impl Engine {
             at: now_millis(),
         }))
     }
-}
-
-/// The (subject, category) of each unit, in order.
-fn keys_of(units: &[UnitRow]) -> Vec<(String, String)> {
-    units
-        .iter()
-        .map(|u| (u.token.clone(), u.category.clone()))
-        .collect()
 }
 
 /// Deletes every blob of a (subject, category) in `store`, with any
