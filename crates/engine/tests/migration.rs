@@ -193,7 +193,6 @@ fn opts(workers: usize, rate: u64, grace_ms: u64, lease_ms: u64) -> MigrateOptio
     }
 }
 
-/// The `move` receipts in a subject's ledger.
 /// A job row for `engine`'s config, as its creator records it before
 /// adding units (the catalog creates it in the planning state).
 fn job_of(engine: &Engine) -> JobRow {
@@ -210,6 +209,7 @@ fn job_of(engine: &Engine) -> JobRow {
     }
 }
 
+/// The `move` receipts in a subject's ledger.
 async fn move_entries(engine: &Engine, token: &str) -> Vec<LedgerEntry> {
     engine
         .catalog()
