@@ -4,6 +4,7 @@
 //! names what would have been valid.
 
 mod diagnostic;
+mod plan_digest;
 mod raw;
 mod validate;
 
@@ -116,34 +117,35 @@ impl Config {
         blake3::hash(self.source.text().as_bytes()).to_hex()[..16].to_string()
     }
 
-    /// A digest of what decides where data goes: the policy's rules, the
-    /// regions (jurisdiction, provider, prices) and custodians
-    /// (jurisdiction, headquarters) by id, the operator and the reach
-    /// rules. A migration job carries out the plan of one such state, so
-    /// edits that change none of it (comments, layout, a region's store
-    /// URL or a custodian's keyring after moving them, the catalog, the
-    /// buckets) leave the job resumable, and any other edit does not.
+    /// A digest of what decides where data goes and who could reach it:
+    /// the policy's rules, the regions (jurisdiction, provider's
+    /// headquarters, prices) and custodians (jurisdiction, headquarters) by
+    /// id, the operator's headquarters and the reach rules. A migration job
+    /// carries out the plan of one such state, so edits that change none of
+    /// it (comments, layout, a region's store URL or a custodian's keyring
+    /// after moving them, names, the catalog, the buckets) leave the job
+    /// resumable, and any other edit does not. The encoding is versioned
+    /// and written field by field (see `plan_digest.rs`), so an upgrade
+    /// does not change it.
     pub fn plan_digest(&self) -> String {
-        let mut topology = self.topology.clone();
-        for r in &mut topology.regions {
-            r.store.clear();
-        }
-        for c in &mut topology.custodians {
-            c.keyring.clear();
-        }
-        let mut policy = self.policy.clone();
-        for rule in &mut policy.rules {
-            rule.span = 0..0;
-        }
-        let state = format!("{topology:?}\n{policy:?}\n{:?}", self.reach);
-        blake3::hash(state.as_bytes()).to_hex()[..16].to_string()
+        plan_digest::digest(&self.topology, &self.policy, &self.reach)
     }
 
     /// Whether a migration job that recorded `digest` carries out this
-    /// config's plan (by [`Config::plan_digest`], or by the text digest
-    /// that older jobs recorded).
+    /// config's plan: by [`Config::plan_digest`], or, for jobs recorded
+    /// before its encoding was versioned, by the older `Debug`-text digest
+    /// or by the digest of the config text itself.
     pub fn plans_job(&self, digest: &str) -> bool {
-        digest == self.plan_digest() || digest == self.digest()
+        if digest.starts_with(&plan_digest::prefix()) {
+            return digest == self.plan_digest();
+        }
+        digest == self.legacy_plan_digest() || digest == self.digest()
+    }
+
+    /// The plan digest that jobs recorded before its encoding was
+    /// versioned: a hash of the `Debug` text of the same state.
+    pub fn legacy_plan_digest(&self) -> String {
+        plan_digest::legacy(&self.topology, &self.policy, &self.reach)
     }
 
     /// `FILE:LINE:COL` of a byte span in the config file.
