@@ -70,6 +70,18 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// The subject with this token, if registered.
     async fn get_subject(&self, token: &str) -> Result<Option<SubjectRow>>;
 
+    /// The subjects of several tokens, in the order asked, `None` where
+    /// one is not registered. A backend may read them with a few
+    /// statements (SQLite and PostgreSQL do); by default, one
+    /// `get_subject` each.
+    async fn get_subjects(&self, tokens: &[String]) -> Result<Vec<Option<SubjectRow>>> {
+        let mut out = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            out.push(self.get_subject(token).await?);
+        }
+        Ok(out)
+    }
+
     /// Changes a subject's home and appends the given ledger entry.
     /// Errors with `Error::NotFound` if the token is unknown.
     async fn set_home(&self, token: &str, home: &str, ledger: LedgerAppend) -> Result<()>;
@@ -92,8 +104,8 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
 
     /// The placements of several (subject, category) pairs, in the order
     /// asked, `None` where there is none. A backend may read them all in
-    /// one snapshot with a few statements (SQLite does); by default, one
-    /// `get_placement` each.
+    /// one snapshot with a few statements (SQLite and PostgreSQL do); by
+    /// default, one `get_placement` each.
     async fn get_placements(&self, keys: &[(String, String)]) -> Result<Vec<Option<PlacementRow>>> {
         let mut out = Vec::with_capacity(keys.len());
         for (token, category) in keys {
@@ -278,6 +290,18 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// Every index row of a subject, in one category or all, ordered by
     /// category then lookup.
     async fn objects_of(&self, token: &str, category: Option<&str>) -> Result<Vec<ObjectRow>>;
+
+    /// The index rows of several (subject, category) pairs: one list per
+    /// pair, in the order asked, each ordered by lookup. A backend may read
+    /// them with a few statements (SQLite and PostgreSQL do); by default,
+    /// one `objects_of` each.
+    async fn objects_of_pairs(&self, keys: &[(String, String)]) -> Result<Vec<Vec<ObjectRow>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (token, category) in keys {
+            out.push(self.objects_of(token, Some(category)).await?);
+        }
+        Ok(out)
+    }
 
     /// Pages through the whole index ordered by (token, blob_id), at most
     /// `limit` rows after the (token, blob_id) key.

@@ -984,6 +984,44 @@ pub async fn subjects(cat: &dyn Catalog) {
     assert_eq!(cat.add_subjects(&batch, 40).await.unwrap(), 0);
     assert_eq!(ledger_len(cat).await, 4);
     assert_eq!(cat.count_subjects().await.unwrap(), 3);
+
+    // Several at once: in the order asked, `None` where unknown, a token
+    // asked twice answered twice.
+    let asked: Vec<String> = ["tok-c", "tok-zz", "tok-a", "tok-c", "tok-b"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let mut one_by_one = Vec::new();
+    for t in &asked {
+        one_by_one.push(cat.get_subject(t).await.unwrap());
+    }
+    let many = cat.get_subjects(&asked).await.unwrap();
+    assert_eq!(many, one_by_one);
+    let homes: Vec<Option<&str>> = many
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.home.as_str()))
+        .collect();
+    assert_eq!(
+        homes,
+        [Some("CN"), None, Some("SG"), Some("CN"), Some("IN")]
+    );
+    assert!(cat.get_subjects(&[]).await.unwrap().is_empty());
+    // More tokens than one statement takes.
+    let lots: Vec<String> = (0..2_000)
+        .map(|i| match i % 3 {
+            0 => "tok-a".to_string(),
+            1 => format!("tok-none-{i}"),
+            _ => "tok-b".to_string(),
+        })
+        .collect();
+    let got = cat.get_subjects(&lots).await.unwrap();
+    assert_eq!(got.len(), lots.len());
+    for (t, s) in lots.iter().zip(&got) {
+        match s {
+            Some(s) => assert_eq!(&s.token, t),
+            None => assert!(t.starts_with("tok-none-"), "{t} not found"),
+        }
+    }
     assert_chain(cat).await;
 }
 
@@ -1908,6 +1946,42 @@ pub async fn objects(cat: &dyn Catalog) {
         cat.get_object("tok-2", "n-a").await.unwrap(),
         Some(stored(&rows[4]))
     );
+
+    // Several (subject, category) pairs at once: one list per pair in the
+    // order asked, each ordered by lookup; empty where there is nothing.
+    let key = |t: &str, c: &str| (t.to_string(), c.to_string());
+    let asked = [
+        key("tok-2", "profile"),
+        key("tok-1", "payment"),
+        key("tok-1", "media"),
+        key("nobody", "profile"),
+        key("tok-2", "profile"),
+        key("tok-1", "profile"),
+    ];
+    let mut one_by_one = Vec::new();
+    for (t, c) in &asked {
+        one_by_one.push(cat.objects_of(t, Some(c)).await.unwrap());
+    }
+    let many = cat.objects_of_pairs(&asked).await.unwrap();
+    assert_eq!(many, one_by_one);
+    assert_eq!(many[0], vec![stored(&rows[4]), stored(&rows[5])]);
+    assert!(many[1].is_empty() && many[3].is_empty());
+    assert_eq!(many[2], vec![stored(&rows[2]), stored(&rows[3])]);
+    assert!(cat.objects_of_pairs(&[]).await.unwrap().is_empty());
+    // More pairs than one statement takes (501 different ones).
+    let lots: Vec<(String, String)> = (0..1_000)
+        .map(|i| {
+            if i % 2 == 0 {
+                key("tok-1", "media")
+            } else {
+                key("tok-1", &format!("none-{i}"))
+            }
+        })
+        .collect();
+    let got = cat.objects_of_pairs(&lots).await.unwrap();
+    assert_eq!(got.len(), 1_000);
+    assert!(got.iter().step_by(2).all(|o| *o == many[2]));
+    assert!(got.iter().skip(1).step_by(2).all(Vec::is_empty));
 
     let mut expected: Vec<ObjectRow> = rows.iter().map(stored).collect();
     expected.sort_by(|a, b| (&a.token, &a.blob_id).cmp(&(&b.token, &b.blob_id)));

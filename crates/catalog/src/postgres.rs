@@ -480,6 +480,12 @@ macro_rules! ledger_cols {
     };
 }
 
+/// The tokens and the categories of (token, category) pairs, as two
+/// arrays to bind for `unnest`.
+fn unzip_pairs(keys: &[(String, String)]) -> (Vec<&str>, Vec<&str>) {
+    keys.iter().map(|(t, c)| (t.as_str(), c.as_str())).unzip()
+}
+
 fn subject_from(r: &PgRow) -> Result<SubjectRow> {
     Ok(SubjectRow {
         token: r.try_get("token")?,
@@ -1476,6 +1482,21 @@ impl Catalog for PostgresCatalog {
         row.as_ref().map(subject_from).transpose()
     }
 
+    async fn get_subjects(&self, tokens: &[String]) -> Result<Vec<Option<SubjectRow>>> {
+        let rows = sqlx::query(
+            "SELECT token, home, created_at, id_enc FROM subjects WHERE token = ANY($1)",
+        )
+        .bind(tokens)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let s = subject_from(row)?;
+            found.insert(s.token.clone(), s);
+        }
+        Ok(tokens.iter().map(|t| found.get(t).cloned()).collect())
+    }
+
     async fn set_home(&self, token: &str, home: &str, ledger: LedgerAppend) -> Result<()> {
         self.retry(|| self.set_home_tx(token, home, &ledger)).await
     }
@@ -1503,6 +1524,25 @@ impl Catalog for PostgresCatalog {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(placement_from).transpose()
+    }
+
+    async fn get_placements(&self, keys: &[(String, String)]) -> Result<Vec<Option<PlacementRow>>> {
+        // One statement: every row and its regions from one snapshot.
+        let (tokens, categories) = unzip_pairs(keys);
+        let rows = sqlx::query(concat!(
+            placement_select!(),
+            "WHERE (p.token, p.category) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        ))
+        .bind(&tokens)
+        .bind(&categories)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let p = placement_from(row)?;
+            found.insert((p.token.clone(), p.category.clone()), p);
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
 
     async fn placements_of(&self, token: &str) -> Result<Vec<PlacementRow>> {
@@ -1736,6 +1776,33 @@ impl Catalog for PostgresCatalog {
             }
         };
         rows.iter().map(object_from).collect()
+    }
+
+    async fn objects_of_pairs(&self, keys: &[(String, String)]) -> Result<Vec<Vec<ObjectRow>>> {
+        let (tokens, categories) = unzip_pairs(keys);
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            object_cols!(),
+            " FROM objects WHERE (token, category) IN \
+              (SELECT * FROM unnest($1::text[], $2::text[])) \
+              ORDER BY token, category, lookup"
+        ))
+        .bind(&tokens)
+        .bind(&categories)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found: HashMap<(String, String), Vec<ObjectRow>> = HashMap::new();
+        for row in &rows {
+            let o = object_from(row)?;
+            found
+                .entry((o.token.clone(), o.category.clone()))
+                .or_default()
+                .push(o);
+        }
+        Ok(keys
+            .iter()
+            .map(|k| found.get(k).cloned().unwrap_or_default())
+            .collect())
     }
 
     async fn objects_page(

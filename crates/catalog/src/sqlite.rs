@@ -746,6 +746,10 @@ async fn read_placement(
     Ok(Some(p))
 }
 
+/// (token, category) pairs bound per statement by the batched reads: two
+/// parameters each, well under SQLite's limit of 32,766.
+const PAIRS_PER_STATEMENT: usize = 400;
+
 /// Appends `(VALUES (?, ?), …)` with the (token, category) pairs bound.
 fn push_pairs(q: &mut QueryBuilder<Sqlite>, pairs: &[&(String, String)]) {
     q.push("(VALUES ");
@@ -944,6 +948,26 @@ impl Catalog for SqliteCatalog {
         row.as_ref().map(subject_from).transpose()
     }
 
+    async fn get_subjects(&self, tokens: &[String]) -> Result<Vec<Option<SubjectRow>>> {
+        let unique: Vec<&String> = tokens.iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let mut found: HashMap<String, SubjectRow> = HashMap::new();
+        for chunk in unique.chunks(PAIRS_PER_STATEMENT * 2) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT token, home, created_at, id_enc FROM subjects WHERE token IN (",
+            );
+            let mut sep = q.separated(", ");
+            for t in chunk {
+                sep.push_bind(t.as_str());
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&self.pool).await? {
+                let s = subject_from(&row)?;
+                found.insert(s.token.clone(), s);
+            }
+        }
+        Ok(tokens.iter().map(|t| found.get(t).cloned()).collect())
+    }
+
     async fn set_home(&self, token: &str, home: &str, ledger: LedgerAppend) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let changed = sqlx::query("UPDATE subjects SET home = ? WHERE token = ?")
@@ -1062,7 +1086,7 @@ impl Catalog for SqliteCatalog {
             keys.iter().collect::<BTreeSet<_>>().into_iter().collect();
         let mut found: HashMap<(String, String), PlacementRow> = HashMap::new();
         let mut tx = self.pool.begin().await?;
-        for chunk in unique.chunks(400) {
+        for chunk in unique.chunks(PAIRS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(concat!(
                 "SELECT ",
                 placement_cols!(),
@@ -1561,6 +1585,32 @@ impl Catalog for SqliteCatalog {
             }
         };
         rows.iter().map(object_from).collect()
+    }
+
+    async fn objects_of_pairs(&self, keys: &[(String, String)]) -> Result<Vec<Vec<ObjectRow>>> {
+        let unique: Vec<&(String, String)> =
+            keys.iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let mut found: HashMap<(String, String), Vec<ObjectRow>> = HashMap::new();
+        for chunk in unique.chunks(PAIRS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(concat!(
+                "SELECT ",
+                object_cols!(),
+                " FROM objects WHERE (token, category) IN "
+            ));
+            push_pairs(&mut q, chunk);
+            q.push(" ORDER BY token, category, lookup");
+            for row in q.build().fetch_all(&self.pool).await? {
+                let o = object_from(&row)?;
+                found
+                    .entry((o.token.clone(), o.category.clone()))
+                    .or_default()
+                    .push(o);
+            }
+        }
+        Ok(keys
+            .iter()
+            .map(|k| found.get(k).cloned().unwrap_or_default())
+            .collect())
     }
 
     async fn objects_page(

@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use domicile_catalog::{
     Fence, JobCounts, JobRow, JobState, LedgerAppend, MoveMark, ObjectRow, PlacementRow,
-    PlacementState, UnitMove, UnitOutcome, UnitReceipt, UnitRelease, UnitRow, UnitState,
+    PlacementState, SubjectRow, UnitMove, UnitOutcome, UnitReceipt, UnitRelease, UnitRow,
+    UnitState,
 };
 use domicile_core::ids::RegionId;
 use domicile_core::jurisdiction::Jurisdiction;
@@ -722,11 +723,18 @@ impl Engine {
         let Some(placements) = self.turn_placements(units, owner, opts).await? else {
             return Ok((0, placed));
         };
+        // The homes of the units' subjects, read at once.
+        let tokens: Vec<String> = units.iter().map(|u| u.token.clone()).collect();
+        let subjects = self.catalog.get_subjects(&tokens);
+        let Some(subjects) = self.read_or_give_back(units, owner, opts, subjects).await? else {
+            return Ok((0, placed));
+        };
         let prepared: Vec<_> = units
             .iter()
             .zip(placements)
+            .zip(subjects)
             .enumerate()
-            .map(|(i, (u, p))| self.prepare_move(i, u, p))
+            .map(|(i, ((u, p), s))| self.prepare_move(i, u, p, s))
             .collect();
         let prepared = futures::future::join_all(prepared).await;
         // The units to mark, with what their moves need.
@@ -779,11 +787,31 @@ impl Engine {
             .map(|m| (units[m.unit].token.clone(), units[m.unit].category.clone()))
             .collect();
         let job = units[0].job;
+        // The marked units' objects, read at once. Their placements are
+        // moving: no write can commit, so these are every acknowledged
+        // object.
+        let keys: Vec<(String, String)> = moving
+            .iter()
+            .map(|m| (m.p.token.clone(), m.p.category.clone()))
+            .collect();
+        let objects = match self.catalog.objects_of_pairs(&keys).await {
+            Ok(o) => o,
+            Err(e) => {
+                let marked: Vec<_> = moving
+                    .iter()
+                    .map(|m| (&units[m.unit], Some(&m.p)))
+                    .collect();
+                self.give_back_all(&marked, owner, opts, &Error::from(e))
+                    .await?;
+                return Ok((0, placed));
+            }
+        };
         // Every unit's copies at once; each unit's own objects a few at a time.
         let slots = tokio::sync::Semaphore::new(COPIES_PER_TURN);
         let copied: Vec<_> = moving
             .iter()
-            .map(|m| self.copy_unit(&m.p, &m.to, &units[m.unit], pacer, &slots))
+            .zip(objects)
+            .map(|(m, o)| self.copy_unit(&m.p, o, &m.to, &units[m.unit], pacer, &slots))
             .collect();
         let copied = self
             .renewing(
@@ -908,15 +936,13 @@ impl Engine {
         index: usize,
         unit: &UnitRow,
         placement: Option<PlacementRow>,
+        subject: Option<SubjectRow>,
     ) -> Result<Prepared> {
         let Some(p) = placement else {
             return Ok(Prepared::Nothing); // erased meanwhile: nothing left to move
         };
-        let subject = self
-            .catalog
-            .get_subject(&unit.token)
-            .await?
-            .ok_or_else(|| Error::NotFound("subject of a migration unit".into()))?;
+        let subject =
+            subject.ok_or_else(|| Error::NotFound("subject of a migration unit".into()))?;
         let home: Jurisdiction = subject
             .home
             .parse()
@@ -997,8 +1023,21 @@ impl Engine {
             .iter()
             .map(|u| (u.token.clone(), u.category.clone()))
             .collect();
-        match self.catalog.get_placements(&keys).await {
-            Ok(p) => Ok(Some(p)),
+        let placements = self.catalog.get_placements(&keys);
+        self.read_or_give_back(units, owner, opts, placements).await
+    }
+
+    /// The result of a read for a whole turn, or `None` if it failed: every
+    /// unit is then given back to be retried (none has set a moving mark).
+    async fn read_or_give_back<T>(
+        &self,
+        units: &[UnitRow],
+        owner: &str,
+        opts: &MigrateOptions,
+        read: impl std::future::Future<Output = domicile_catalog::Result<T>>,
+    ) -> Result<Option<T>> {
+        match read.await {
+            Ok(t) => Ok(Some(t)),
             Err(e) => {
                 let all: Vec<_> = units.iter().map(|u| (u, None)).collect();
                 self.give_back_all(&all, owner, opts, &Error::from(e))
@@ -1023,19 +1062,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Copies every indexed blob of a marked unit into the regions of `to`
-    /// that lack it, verifying checksums, each copy in one of the turn's
-    /// `slots`. The placement is moving: no write can commit, so the listing
-    /// taken here is every acknowledged object.
+    /// Copies every indexed blob of a marked unit (`objects`, listed after
+    /// its mark) into the regions of `to` that lack it, verifying checksums,
+    /// each copy in one of the turn's `slots`.
     async fn copy_unit(
         &self,
         p: &PlacementRow,
+        objects: Vec<ObjectRow>,
         to: &[String],
         unit: &UnitRow,
         pacer: &Pacer,
         slots: &tokio::sync::Semaphore,
     ) -> Result<Copied> {
-        let objects = self.catalog.objects_of(&p.token, Some(&p.category)).await?;
         let new_regions: Vec<&String> = to.iter().filter(|r| !p.regions.contains(r)).collect();
         // A mark left by a crashed worker, or an earlier failed attempt, may
         // have left complete copies behind: only then are they looked for.
