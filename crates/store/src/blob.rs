@@ -588,8 +588,9 @@ impl ReadContext {
 /// on a mismatch the bad copy is deleted and [`Error::Corrupt`] returned. Large blobs
 /// stream through a multipart upload that is only completed once the source hash matched.
 /// Between two local folders (the destination unsynced, see [`RegionStore::deferred`])
-/// the copy is made file to file in the kernel and staged under a name listings hide; it
-/// is read back and hashed, whatever its size, before it takes the blob's name.
+/// the copy is staged under a name listings hide and checked, whatever its size, before
+/// it takes the blob's name: written with direct I/O from the very buffer that was hashed
+/// where the file system allows it, else copied in the kernel and read back and hashed.
 /// Returns the stored size.
 pub async fn copy_blob(
     from: &RegionStore,

@@ -14,7 +14,7 @@
 //! so the backend and these functions always see one another's files.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, ErrorKind, Seek, SeekFrom};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path as FsPath, PathBuf};
 use std::sync::Arc;
 
@@ -59,15 +59,21 @@ impl Folder {
     }
 }
 
-/// Copies `src` to `dst`, then reads the copy back: it is kept only if
-/// its bytes hash (BLAKE3) to `expected`. The bytes go from file to file
-/// inside the kernel (`copy_file_range`, which `io::copy` uses between two
-/// files), so the data crosses into this process once, for the check, in
-/// a fixed buffer: any size of blob, in bounded memory. The copy is staged
-/// beside `dst` and renamed into place only once checked, without fsync:
-/// the caller makes a bulk of copies durable at once (`syncfs`). A file
-/// system error comes with the file it happened on; a staged or bad copy
-/// is removed before returning.
+/// Copies `src` to `dst`, keeping the copy only if the bytes written hash
+/// (BLAKE3) to `expected`. The copy is staged beside `dst` and renamed into
+/// place only once checked, without fsync: the caller makes a bulk of
+/// copies durable at once (`syncfs`). A file system error comes with the
+/// file it happened on; a staged or bad copy is removed before returning.
+///
+/// Where the file system takes direct I/O, the staged copy is written with
+/// `O_DIRECT` from a buffer the source was read and hashed into
+/// ([`write_direct`]): the bytes checked are the bytes written, and they go
+/// to the disk without a second copy in the page cache (copying into fresh
+/// page cache pages was the largest cost of a move, measured in
+/// docs/benchmarks.md). Elsewhere the bytes go from file to file inside the
+/// kernel (`copy_file_range`, which `io::copy` uses between two files) and
+/// the copy is read back to be checked. Either way a blob of any size takes
+/// bounded memory.
 pub(crate) fn copy_file(
     src: &FsPath,
     dst: &FsPath,
@@ -83,24 +89,54 @@ pub(crate) fn copy_file(
         Err(e) => return Err((src.to_path_buf(), e)),
     };
     let (mut out, staged) = stage(dst).map_err(at(dst))?;
-    let checked = io::copy(&mut file, &mut out)
+    let outcome = match write_direct(&mut file, &mut out) {
+        Ok(Some((len, sum))) if sum.eq_ignore_ascii_case(expected) => {
+            keep(&staged, dst, len).map_err(at(dst))
+        }
+        // What was read from the source is what was written.
+        Ok(Some((_, held))) => Ok(Copied::SourceSum(held)),
+        Ok(None) => copy_and_read_back(&mut file, &mut out, &staged, src, dst, expected),
+        Err(Failed::Read(e)) => Err((src.to_path_buf(), e)),
+        Err(Failed::Write(e)) => Err((dst.to_path_buf(), e)),
+    };
+    if !matches!(outcome, Ok(Copied::Done(_))) {
+        let _ = std::fs::remove_file(&staged);
+    }
+    outcome
+}
+
+/// Renames a checked staged copy into place.
+fn keep(staged: &FsPath, dst: &FsPath, len: u64) -> io::Result<Copied> {
+    std::fs::rename(staged, dst)?;
+    Ok(Copied::Done(len))
+}
+
+/// The copy through the kernel, read back to be checked: for file systems
+/// without direct I/O. `out` is empty.
+fn copy_and_read_back(
+    file: &mut File,
+    out: &mut File,
+    staged: &FsPath,
+    src: &FsPath,
+    dst: &FsPath,
+    expected: &str,
+) -> Result<Copied, (PathBuf, io::Error)> {
+    let at = |p: &FsPath| {
+        let p = p.to_path_buf();
+        move |e| (p, e)
+    };
+    let checked = io::copy(file, out)
         .and_then(|len| {
             out.seek(SeekFrom::Start(0))?;
-            Ok((len, sum_of(&mut out)?))
+            Ok((len, sum_of(out)?))
         })
-        .map_err(at(dst));
-    drop(out);
-    let outcome = match checked {
-        Ok((len, sum)) if sum.eq_ignore_ascii_case(expected) => {
-            match std::fs::rename(&staged, dst) {
-                Ok(()) => return Ok(Copied::Done(len)),
-                Err(e) => Err((dst.to_path_buf(), e)),
-            }
-        }
+        .map_err(at(dst))?;
+    match checked {
+        (len, sum) if sum.eq_ignore_ascii_case(expected) => keep(staged, dst, len).map_err(at(dst)),
         // Which side is bad: the source is hashed again only now.
-        Ok((_, received)) => file
+        (_, received) => file
             .seek(SeekFrom::Start(0))
-            .and_then(|_| sum_of(&mut file))
+            .and_then(|_| sum_of(file))
             .map(|held| {
                 if held.eq_ignore_ascii_case(expected) {
                     Copied::ReceivedSum(received)
@@ -109,10 +145,95 @@ pub(crate) fn copy_file(
                 }
             })
             .map_err(at(src)),
-        Err(e) => Err(e),
-    };
-    let _ = std::fs::remove_file(&staged);
-    outcome
+    }
+}
+
+/// Which side of a copy an I/O error happened on.
+enum Failed {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Direct I/O needs buffers, offsets and lengths aligned to the device's
+/// logical block: 4 KiB covers the devices in use.
+const ALIGN: usize = 4096;
+
+/// Bytes read, hashed and written at a time by [`write_direct`].
+const CHUNK: usize = 1 << 20;
+
+thread_local! {
+    /// Each blocking thread's buffer for [`write_direct`] (`CHUNK` bytes,
+    /// plus room to start them on an `ALIGN` boundary), made once.
+    static DIRECT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes what `src` holds into the empty file `out` with `O_DIRECT`,
+/// hashing it on the way. Returns the length and the BLAKE3 of the bytes
+/// written, or `None` (with `out` still empty and buffered) if the file
+/// system does not take direct I/O. The last block is written whole,
+/// zero-padded, and the file cut back to its length.
+fn write_direct(src: &mut File, out: &mut File) -> Result<Option<(u64, String)>, Failed> {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let flags = fcntl_getfl(&*out).map_err(|e| Failed::Write(e.into()))?;
+    if fcntl_setfl(&*out, flags | OFlags::DIRECT).is_err() {
+        return Ok(None);
+    }
+    let written = DIRECT_BUF.with_borrow_mut(|raw| {
+        if raw.len() < CHUNK + ALIGN {
+            raw.resize(CHUNK + ALIGN, 0);
+        }
+        let start = raw.as_ptr().align_offset(ALIGN);
+        let Some(buf) = raw.get_mut(start..start + CHUNK) else {
+            return Ok(None); // not alignable here: leave it to the kernel's copy
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut len = 0u64;
+        loop {
+            let n = fill(src, buf).map_err(Failed::Read)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            let whole = n.next_multiple_of(ALIGN);
+            buf[n..whole].fill(0);
+            match out.write_all(&buf[..whole]) {
+                Ok(()) => {}
+                // The device wants a larger alignment than ALIGN: only
+                // possible on the first write, before anything is in `out`.
+                Err(e) if e.kind() == ErrorKind::InvalidInput && len == 0 => return Ok(None),
+                Err(e) => return Err(Failed::Write(e)),
+            }
+            len += n as u64;
+            if n < CHUNK {
+                break;
+            }
+        }
+        if !len.is_multiple_of(ALIGN as u64) {
+            out.set_len(len).map_err(Failed::Write)?;
+        }
+        Ok(Some((len, hasher.finalize().to_hex().to_string())))
+    })?;
+    if written.is_none() {
+        // Back to buffered I/O, from the start, for the kernel's copy.
+        fcntl_setfl(&*out, flags).map_err(|e| Failed::Write(e.into()))?;
+        src.seek(SeekFrom::Start(0)).map_err(Failed::Read)?;
+    }
+    Ok(written)
+}
+
+/// Reads from `src` until `buf` is full or the file ends; returns how
+/// many bytes were read.
+fn fill(src: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// The BLAKE3 (lowercase hex) of what `file` holds from its position on.
@@ -320,6 +441,61 @@ mod tests {
             copy_file(&src, &dst, &sum(&data)).map_err(|(_, e)| e)?,
             Copied::Done(data.len() as u64)
         );
+        assert!(std::fs::read(&dst)? == data);
+        Ok(())
+    }
+
+    #[test]
+    fn direct_writes_keep_every_length() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        for len in [
+            0,
+            1,
+            ALIGN - 1,
+            ALIGN,
+            ALIGN + 1,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            3 * CHUNK + 17,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ 0x5a).collect();
+            let src = dir.path().join(format!("src-{len}"));
+            std::fs::write(&src, &data)?;
+            let (mut out, staged) = stage(&dir.path().join(format!("out/{len}")))?;
+            let written = write_direct(&mut File::open(&src)?, &mut out).map_err(|e| match e {
+                Failed::Read(e) | Failed::Write(e) => e,
+            })?;
+            assert_eq!(
+                written,
+                Some((len as u64, sum(&data))),
+                "length {len}: this test needs a temporary folder on a file system with direct I/O (ext4, xfs; tmpfs from Linux 6.6)"
+            );
+            drop(out);
+            assert!(std::fs::read(&staged)? == data, "length {len}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_copy_through_the_kernel_is_read_back_and_checked()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let src = dir.path().join("blob");
+        let data: Vec<u8> = (0..(1 << 20) + 5).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&src, &data)?;
+        let dst = dir.path().join("b/blob");
+        let copy = |want: &str| -> Result<Copied, io::Error> {
+            let (mut out, staged) = stage(&dst)?;
+            let got =
+                copy_and_read_back(&mut File::open(&src)?, &mut out, &staged, &src, &dst, want)
+                    .map_err(|(_, e)| e);
+            let _ = std::fs::remove_file(&staged);
+            got
+        };
+        assert_eq!(copy(&sum(b"other"))?, Copied::SourceSum(sum(&data)));
+        assert!(!dst.exists());
+        assert_eq!(copy(&sum(&data))?, Copied::Done(data.len() as u64));
         assert!(std::fs::read(&dst)? == data);
         Ok(())
     }
