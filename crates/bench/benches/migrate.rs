@@ -7,15 +7,22 @@
 //! made durable as the move is: about what a durable mover could reach here
 //! (the disk's speed moves from round to round, so a floor is not a bound).
 //!
+//! Each round moves the data twice. First to the other region with a grace
+//! period longer than the copies take, timed to its last commit: every
+//! object then sits verified and durable in its new region, which serves it,
+//! and the old copies are still there, as after a copy tool. (Then the grace
+//! runs out and the old copies are purged, untimed.) Then back, with no
+//! grace, timed to its end: moved and purged, the old copies deleted as the
+//! move runs.
+//!
 //! `cargo bench -p domicile-bench --bench migrate -- [OBJECTS] [ROUNDS]`
 //! (defaults 20000 objects of 1 KiB–1 MiB, log-uniform, about 3 GiB; 3
 //! rounds). Needs `rclone` on the PATH. The page cache is warm for every
-//! contender: the data set was just written or just moved. Each round first
+//! contender: its source is read once, untimed, before it runs. Each move first
 //! waits a minute for earlier deletions to settle (see `settle_deletions`).
 //! Knobs for experiments: `DOMICILE_BENCH_WORKERS` (8), `DOMICILE_BENCH_BATCH`
 //! (units per worker turn, the engine's default), `DOMICILE_BENCH_GRACE_MS`
-//! (0; a longer grace shows the copy phase apart from the purges, whose end
-//! is printed separately).
+//! (the first move's grace, 20000).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -119,6 +126,34 @@ fn walk(dir: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
+/// Reads every file under `dir` (untimed), so that each contender starts
+/// with its source in the page cache. The move writes its copies with
+/// direct I/O, past the page cache: without this, whatever reads a moved
+/// region next would read it from the disk.
+fn warm(dir: &Path) -> Result<()> {
+    let files = walk(dir);
+    let chunk = files.len().div_ceil(BARE_THREADS).max(1);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    for (f, _) in part {
+                        let mut file = std::fs::File::open(f)?;
+                        std::io::copy(&mut file, &mut std::io::sink())?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join()
+                .map_err(|_| anyhow::anyhow!("a reader panicked"))??;
+        }
+        Ok(())
+    })
+}
+
 /// Files and bytes under a folder.
 fn tree(dir: &Path) -> (u64, u64) {
     let files = walk(dir);
@@ -191,23 +226,32 @@ fn run_tool(cmd: &mut Command) -> Result<Duration> {
 }
 
 struct Outcome {
+    /// From the start (planning included) to the end of the job.
     secs: f64,
+    /// From the start to the last unit's commit.
+    committed: f64,
     acked: u64,
     refused: u64,
 }
 
-/// Moves everything to `target` while a client writes.
-async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome> {
+/// The first move's grace period: longer than its copies take, so that no
+/// purge runs before its last commit.
+fn copy_phase_grace() -> Duration {
+    std::env::var("DOMICILE_BENCH_GRACE_MS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(20))
+}
+
+/// Moves everything to `target` while a client writes, purging the old
+/// copies `grace` after each unit's commit.
+async fn migrate(dir: &Path, target: &str, ids: &[SubjectId], grace: Duration) -> Result<Outcome> {
     let engine = Arc::new(open(dir, target).await?);
     let workers = std::env::var("DOMICILE_BENCH_WORKERS")
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(WORKERS);
-    let grace = std::env::var("DOMICILE_BENCH_GRACE_MS")
-        .ok()
-        .and_then(|w| w.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(Duration::ZERO);
     let batch = std::env::var("DOMICILE_BENCH_BATCH")
         .ok()
         .and_then(|w| w.parse().ok())
@@ -219,17 +263,19 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome>
         ..MigrateOptions::default()
     };
     let last_commit = std::sync::Mutex::new(Duration::ZERO);
-    let done = Arc::new(AtomicBool::new(false));
+    // Set when the client should stop writing: at the job's end, or with a
+    // grace period at its last commit.
+    let stop = Arc::new(AtomicBool::new(false));
     let cpu0 = cpu_ticks();
     let t = Instant::now();
     // The client writes once the plan is applied (the job exists): before
     // that, a write to a region the new policy forbids is refused by
     // design, with no job to move it.
-    let applied = Arc::new(tokio::sync::Notify::new());
+    let (applied, applied_rx) = tokio::sync::watch::channel(false);
     let mover = async {
         let status = match engine.start_migration(&opts).await {
             Ok(_) => {
-                applied.notify_one();
+                applied.send_replace(true);
                 engine
                     .run_migration(&opts, &|tick| {
                         if tick.units == 0
@@ -242,23 +288,40 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome>
             }
             Err(e) => Err(e),
         };
-        done.store(true, Ordering::SeqCst);
-        applied.notify_one(); // a failed start leaves nothing to write against
+        stop.store(true, Ordering::SeqCst);
+        applied.send_replace(true); // a failed start leaves nothing to write against
         status
     };
+    // With a grace period the client stops at the move's last commit (what
+    // it writes meanwhile would be the next move's work, not this one's):
+    // from then on the job only waits to purge.
+    if !grace.is_zero() {
+        let (engine, stop, mut applied) = (engine.clone(), stop.clone(), applied_rx.clone());
+        tokio::spawn(async move {
+            let _ = applied.wait_for(|a| *a).await;
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Ok(s) = engine.migration_status(None).await
+                    && s.pending + s.in_flight == 0
+                {
+                    stop.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+    }
     // The client is its own task, as a server's requests are: the move's
     // workers share the task that runs the job.
     let client = {
-        let (engine, done, ids) = (engine.clone(), done.clone(), ids.to_vec());
-        let applied = applied.clone();
+        let (engine, stop, ids) = (engine.clone(), stop.clone(), ids.to_vec());
+        let mut applied = applied_rx;
         tokio::spawn(async move {
-            applied.notified().await;
+            let _ = applied.wait_for(|a| *a).await;
             let cat = Category::from_str("notes").map_err(anyhow::Error::from)?;
             let key = ObjectKey::from_str("note").map_err(anyhow::Error::from)?;
             let mut latencies = Vec::new();
             let mut refused = std::collections::BTreeMap::<String, u64>::new();
             let mut i = 0usize;
-            while !done.load(Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) {
                 let id = &ids[(i * 7919) % ids.len()];
                 let data = body(i as u64 + 1_000_000_000, 4096);
                 let t = Instant::now();
@@ -290,7 +353,8 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome>
     let committed = last_commit.lock().map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let (u, k) = cpu_ticks();
     eprintln!(
-        "  every unit committed at {committed:.2} s, purged at {secs:.2} s; cpu user {:.2} s, system {:.2} s",
+        "  grace {:.0} s: every unit committed at {committed:.2} s, purged at {secs:.2} s; cpu user {:.2} s, system {:.2} s",
+        grace.as_secs_f64(),
         (u - cpu0.0) as f64 / 100.0,
         (k - cpu0.1) as f64 / 100.0
     );
@@ -307,6 +371,7 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId]) -> Result<Outcome>
     }
     Ok(Outcome {
         secs,
+        committed,
         acked: latencies.len() as u64,
         refused,
     })
@@ -372,7 +437,9 @@ fn main() -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let mut ours = Vec::new();
+    let grace = copy_phase_grace();
+    let mut moved = Vec::new();
+    let mut purged = Vec::new();
     let mut rclone = Vec::new();
     let mut rclone_synced = Vec::new();
     let mut baseline_copies = Vec::new();
@@ -380,17 +447,17 @@ fn main() -> Result<()> {
     let mut bare = Vec::new();
     let mut sequential = Vec::new();
     let (mut acked, mut refused) = (0, 0);
-    let mut source = "a";
+    let home = dir.join("regions").join("a");
     for round in 0..rounds {
         settle_deletions();
-        let src_dir = dir.join("regions").join(source);
+        warm(&home)?;
         // Baselines copy the same stored files into fresh folders.
         let dst = work.path().join(format!("rclone-{round}"));
         rclone.push(run_tool(
             Command::new("rclone")
                 .env_remove("AWS_CA_BUNDLE")
                 .args(["copy", "--checksum", "--config", "/dev/null"])
-                .arg(&src_dir)
+                .arg(&home)
                 .arg(&dst),
         )?);
         // What rclone's copy costs with the durability domicile's move has
@@ -401,30 +468,38 @@ fn main() -> Result<()> {
         // contender's file creation (see `settle_deletions`).
         baseline_copies.push(dst);
         let dst = work.path().join(format!("cp-{round}"));
-        cp.push(run_tool(
-            Command::new("cp").arg("-r").arg(&src_dir).arg(&dst),
-        )?);
+        cp.push(run_tool(Command::new("cp").arg("-r").arg(&home).arg(&dst))?);
         baseline_copies.push(dst);
         let dst = work.path().join(format!("bare-{round}"));
-        bare.push(bare_copy(&src_dir, &dst)?);
+        bare.push(bare_copy(&home, &dst)?);
         baseline_copies.push(dst);
         let dst = work.path().join(format!("sequential-{round}"));
-        sequential.push(sequential_copy(&src_dir, &dst)?);
+        sequential.push(sequential_copy(&home, &dst)?);
         baseline_copies.push(dst);
-        // Then the move itself, to the other region.
-        let target = if source == "a" { "b" } else { "a" };
-        let o = rt.block_on(migrate(&dir, target, &ids))?;
-        acked += o.acked;
-        refused += o.refused;
-        ours.push(o.secs);
-        let (moved_files, _) = tree(&dir.join("regions").join(target));
-        let (left, _) = tree(&src_dir);
-        if left != 0 || moved_files < files {
-            bail!("after the move: {left} files left behind, {moved_files} at the target");
+        // Then the moves: there, timed to the last commit, and back, timed
+        // with its purges.
+        warm(&home)?;
+        let there = rt.block_on(migrate(&dir, "b", &ids, grace))?;
+        if there.committed >= grace.as_secs_f64() {
+            eprintln!(
+                "  (the last commit came after the grace period: purges overlapped the copies; raise DOMICILE_BENCH_GRACE_MS)"
+            );
         }
+        check_moved(&dir, "a", "b", files)?;
+        settle_deletions();
+        warm(&dir.join("regions").join("b"))?;
+        let back = rt.block_on(migrate(&dir, "a", &ids, Duration::ZERO))?;
+        check_moved(&dir, "b", "a", files)?;
+        for o in [&there, &back] {
+            acked += o.acked;
+            refused += o.refused;
+        }
+        moved.push(there.committed);
+        purged.push(back.secs);
         eprintln!(
-            "round {round}: domicile {:.2} s, rclone {:.2} s (then synced {:.2} s), cp {:.2} s, bare copy {:.2} s, sequential {:.2} s, load {}",
-            o.secs,
+            "round {round}: domicile moved {:.2} s, moved and purged {:.2} s; rclone {:.2} s (then synced {:.2} s), cp {:.2} s, bare copy {:.2} s, sequential {:.2} s, load {}",
+            there.committed,
+            back.secs,
             rclone[round].as_secs_f64(),
             rclone_synced[round].as_secs_f64(),
             cp[round].as_secs_f64(),
@@ -432,7 +507,6 @@ fn main() -> Result<()> {
             sequential[round].as_secs_f64(),
             loadavg()
         );
-        source = target;
     }
     for dst in &baseline_copies {
         if dst.is_dir() {
@@ -443,10 +517,10 @@ fn main() -> Result<()> {
     }
     // Each round's ratios too: the disk's speed moves from round to round,
     // for every contender of the round alike.
-    let per_round = |theirs: &[Duration]| -> (String, f64) {
+    let per_round = |theirs: &[Duration], ours: &[f64]| -> (String, f64) {
         let ratios: Vec<f64> = theirs
             .iter()
-            .zip(&ours)
+            .zip(ours)
             .map(|(t, o)| t.as_secs_f64() / o)
             .collect();
         let list = ratios
@@ -456,51 +530,93 @@ fn main() -> Result<()> {
             .join(", ");
         (list, median(ratios))
     };
-    let (rclone_rounds, rclone_ratio) = per_round(&rclone);
-    let (bare_rounds, bare_ratio) = per_round(&bare);
-    let ours = median(ours);
-    let rclone = median(rclone.iter().map(Duration::as_secs_f64).collect());
-    let rclone_synced = median(rclone_synced.iter().map(Duration::as_secs_f64).collect());
-    let cp = median(cp.iter().map(Duration::as_secs_f64).collect());
-    let bare = median(bare.iter().map(Duration::as_secs_f64).collect());
-    let sequential = median(sequential.iter().map(Duration::as_secs_f64).collect());
+    let (rclone_moved, rclone_moved_ratio) = per_round(&rclone, &moved);
+    let (rclone_purged, rclone_purged_ratio) = per_round(&rclone, &purged);
+    let (cp_moved, cp_moved_ratio) = per_round(&cp, &moved);
+    let (bare_moved, bare_moved_ratio) = per_round(&bare, &moved);
+    let moved = median(moved);
+    let purged = median(purged);
+    let rclone = median_secs(&rclone);
+    let rclone_synced = median_secs(&rclone_synced);
+    let cp = median_secs(&cp);
+    let bare = median_secs(&bare);
+    let sequential = median_secs(&sequential);
     let gib = bytes as f64 / (1u64 << 30) as f64;
-    println!("| contender | median s | MiB/s | objects/s | speed vs domicile |");
+    println!("| contender | median s | MiB/s | objects/s | speed vs domicile moved |");
     println!("|---|---:|---:|---:|---:|");
+    let grace_s = grace.as_secs_f64();
     for (name, s) in [
-        ("domicile migrate (8 workers, verified, purged)", ours),
-        ("rclone copy --checksum", rclone),
-        ("rclone copy --checksum, then syncfs", rclone_synced),
-        ("cp -r", cp),
-        ("floor: bare copy, one file per object, then syncfs", bare),
-        ("floor: every byte into one file, then fsync", sequential),
+        (
+            format!(
+                "domicile migrate, moved: to the last commit (8 workers, verified, durable; old copies purged {grace_s:.0} s later)"
+            ),
+            moved,
+        ),
+        (
+            "domicile migrate, moved and purged (grace 0)".to_string(),
+            purged,
+        ),
+        ("rclone copy --checksum".to_string(), rclone),
+        (
+            "rclone copy --checksum, then syncfs".to_string(),
+            rclone_synced,
+        ),
+        ("cp -r".to_string(), cp),
+        (
+            "floor: bare copy, one file per object, then syncfs".to_string(),
+            bare,
+        ),
+        (
+            "floor: every byte into one file, then fsync".to_string(),
+            sequential,
+        ),
     ] {
         println!(
             "| {name} | {s:.2} | {:.0} | {:.0} | {:.2}× |",
             gib * 1024.0 / s,
             files as f64 / s,
-            s / ours
+            s / moved
         );
     }
     println!(
-        "\n{files} blobs, {gib:.2} GiB; {rounds} rounds alternating; client writes during moves: {acked} acknowledged, {refused} refused (retryable); load {}",
+        "\n{files} blobs, {gib:.2} GiB; {rounds} rounds, each a move there and a move back; client writes during moves: {acked} acknowledged, {refused} refused (retryable); load {}",
         loadavg()
     );
     println!(
-        "domicile vs rclone --checksum: {:.2}× (target ≥ 2×; {:.2}× against rclone with its copies made durable); domicile vs cp -r: {:.2}× (target ≥ 0.7×)",
-        rclone / ours,
-        rclone_synced / ours,
-        cp / ours
+        "moved (to the last commit) vs rclone --checksum: {:.2}× (target ≥ 2×; {:.2}× against rclone with its copies made durable); vs cp -r: {:.2}× (target ≥ 0.7×)",
+        rclone / moved,
+        rclone_synced / moved,
+        cp / moved
     );
     println!(
-        "the floors against rclone --checksum: a bare one-file-per-object copy {:.2}×, one sequential file {:.2}× (what a durable mover could reach here, within the disk's round-to-round noise); domicile vs the bare copy: {:.2}×",
+        "moved and purged (grace 0) vs rclone --checksum: {:.2}×; vs cp -r: {:.2}×",
+        rclone / purged,
+        cp / purged
+    );
+    println!(
+        "the floors against rclone --checksum: a bare one-file-per-object copy {:.2}×, one sequential file {:.2}× (what a durable mover could reach here, within the disk's round-to-round noise); moved vs the bare copy: {:.2}×",
         rclone / bare,
         rclone / sequential,
-        bare / ours
+        bare / moved
     );
     println!(
-        "per round: domicile vs rclone --checksum {rclone_rounds} (median {rclone_ratio:.2}×); domicile vs the bare copy {bare_rounds} (median {bare_ratio:.2}×)"
+        "per round: moved vs rclone --checksum {rclone_moved} (median {rclone_moved_ratio:.2}×); moved and purged vs rclone {rclone_purged} (median {rclone_purged_ratio:.2}×); moved vs cp -r {cp_moved} (median {cp_moved_ratio:.2}×); moved vs the bare copy {bare_moved} (median {bare_moved_ratio:.2}×)"
     );
+    Ok(())
+}
+
+/// The median of durations, in seconds.
+fn median_secs(v: &[Duration]) -> f64 {
+    median(v.iter().map(Duration::as_secs_f64).collect())
+}
+
+/// Fails unless every blob left region `from` for region `to`.
+fn check_moved(dir: &Path, from: &str, to: &str, files: u64) -> Result<()> {
+    let (moved, _) = tree(&dir.join("regions").join(to));
+    let (left, _) = tree(&dir.join("regions").join(from));
+    if left != 0 || moved < files {
+        bail!("after the move to {to}: {left} files left behind, {moved} at the target");
+    }
     Ok(())
 }
 
@@ -510,7 +626,7 @@ fn main() -> Result<()> {
 /// allocator skips inodes deleted in the last 60 s (300 s while their inode
 /// table block is dirty), scanning past them one by one: creating thousands
 /// of files right after deleting thousands is several times slower, for
-/// every contender alike. Each round flushes and waits that window out
+/// every contender alike. Each move flushes and waits that window out
 /// first (after the previous move's purge, or whatever ran before the
 /// benchmark); the baselines' copies are only deleted at the end.
 fn settle_deletions() {
