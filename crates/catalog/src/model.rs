@@ -152,3 +152,23 @@ pub struct ResidencyRow {
     pub objects: i64,
     pub bytes: i64,
 }
+
+/// Index rows grouped by (token, category), one list per pair of `keys` in
+/// that order (empty where none), each list in the order of `rows`: how
+/// the backends answer [`crate::Catalog::objects_of_pairs`].
+pub(crate) fn objects_by_pair(
+    rows: Vec<ObjectRow>,
+    keys: &[(String, String)],
+) -> Vec<Vec<ObjectRow>> {
+    let mut found: std::collections::HashMap<(String, String), Vec<ObjectRow>> =
+        std::collections::HashMap::new();
+    for o in rows {
+        found
+            .entry((o.token.clone(), o.category.clone()))
+            .or_default()
+            .push(o);
+    }
+    keys.iter()
+        .map(|k| found.get(k).cloned().unwrap_or_default())
+        .collect()
+}

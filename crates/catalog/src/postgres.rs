@@ -103,7 +103,7 @@ use crate::jobs::UnitRelease;
 use crate::ledger;
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
-    PlacementSummary, ResidencyRow, SubjectRow,
+    PlacementSummary, ResidencyRow, SubjectRow, objects_by_pair,
 };
 use crate::postgres_jobs::finish_unit_in;
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
@@ -1791,18 +1791,8 @@ impl Catalog for PostgresCatalog {
         .bind(&categories)
         .fetch_all(&self.pool)
         .await?;
-        let mut found: HashMap<(String, String), Vec<ObjectRow>> = HashMap::new();
-        for row in &rows {
-            let o = object_from(row)?;
-            found
-                .entry((o.token.clone(), o.category.clone()))
-                .or_default()
-                .push(o);
-        }
-        Ok(keys
-            .iter()
-            .map(|k| found.get(k).cloned().unwrap_or_default())
-            .collect())
+        let rows = rows.iter().map(object_from).collect::<Result<Vec<_>>>()?;
+        Ok(objects_by_pair(rows, keys))
     }
 
     async fn objects_page(

@@ -43,7 +43,7 @@ use crate::jobs::UnitRelease;
 use crate::ledger::{self, GENESIS};
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
-    PlacementSummary, ResidencyRow, SubjectRow,
+    PlacementSummary, ResidencyRow, SubjectRow, objects_by_pair,
 };
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
 use crate::sqlite_jobs::finish_unit_in;
@@ -1590,7 +1590,7 @@ impl Catalog for SqliteCatalog {
     async fn objects_of_pairs(&self, keys: &[(String, String)]) -> Result<Vec<Vec<ObjectRow>>> {
         let unique: Vec<&(String, String)> =
             keys.iter().collect::<BTreeSet<_>>().into_iter().collect();
-        let mut found: HashMap<(String, String), Vec<ObjectRow>> = HashMap::new();
+        let mut rows = Vec::new();
         for chunk in unique.chunks(PAIRS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(concat!(
                 "SELECT ",
@@ -1600,17 +1600,10 @@ impl Catalog for SqliteCatalog {
             push_pairs(&mut q, chunk);
             q.push(" ORDER BY token, category, lookup");
             for row in q.build().fetch_all(&self.pool).await? {
-                let o = object_from(&row)?;
-                found
-                    .entry((o.token.clone(), o.category.clone()))
-                    .or_default()
-                    .push(o);
+                rows.push(object_from(&row)?);
             }
         }
-        Ok(keys
-            .iter()
-            .map(|k| found.get(k).cloned().unwrap_or_default())
-            .collect())
+        Ok(objects_by_pair(rows, keys))
     }
 
     async fn objects_page(

@@ -79,10 +79,6 @@ pub(crate) fn copy_file(
     dst: &FsPath,
     expected: &str,
 ) -> Result<Copied, (PathBuf, io::Error)> {
-    let at = |p: &FsPath| {
-        let p = p.to_path_buf();
-        move |e| (p, e)
-    };
     let mut file = match File::open(src) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Copied::Missing),
@@ -105,6 +101,12 @@ pub(crate) fn copy_file(
     outcome
 }
 
+/// Tags an I/O error with the file it happened on.
+fn at(p: &FsPath) -> impl FnOnce(io::Error) -> (PathBuf, io::Error) {
+    let p = p.to_path_buf();
+    move |e| (p, e)
+}
+
 /// Renames a checked staged copy into place.
 fn keep(staged: &FsPath, dst: &FsPath, len: u64) -> io::Result<Copied> {
     std::fs::rename(staged, dst)?;
@@ -121,10 +123,6 @@ fn copy_and_read_back(
     dst: &FsPath,
     expected: &str,
 ) -> Result<Copied, (PathBuf, io::Error)> {
-    let at = |p: &FsPath| {
-        let p = p.to_path_buf();
-        move |e| (p, e)
-    };
     let checked = io::copy(file, out)
         .and_then(|len| {
             out.seek(SeekFrom::Start(0))?;
