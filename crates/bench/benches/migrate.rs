@@ -1,7 +1,7 @@
 //! Migration throughput: `domicile`'s online move of a data set between two
 //! local regions, while a client writes, against `rclone copy --checksum`
 //! (also timed with a `sync -f` after it, the durability the move has) and
-//! `cp -r` of the same stored files, alternating on fresh folders. Two floors
+//! `cp -r` of the same stored files, each into a fresh folder. Two floors
 //! are timed beside them: a bare parallel copy (one file per object, no
 //! checksum, catalog or deletion) and every byte appended to one file, each
 //! made durable as the move is: about what a durable mover could reach here

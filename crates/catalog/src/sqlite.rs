@@ -750,6 +750,12 @@ async fn read_placement(
 /// parameters each, well under SQLite's limit of 32,766.
 const PAIRS_PER_STATEMENT: usize = 400;
 
+/// The distinct values of a batched read's keys, sorted: each is bound
+/// once, however often it is asked.
+fn distinct<T: Ord>(keys: &[T]) -> Vec<&T> {
+    keys.iter().collect::<BTreeSet<_>>().into_iter().collect()
+}
+
 /// Appends `(VALUES (?, ?), …)` with the (token, category) pairs bound.
 fn push_pairs(q: &mut QueryBuilder<Sqlite>, pairs: &[&(String, String)]) {
     q.push("(VALUES ");
@@ -949,7 +955,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn get_subjects(&self, tokens: &[String]) -> Result<Vec<Option<SubjectRow>>> {
-        let unique: Vec<&String> = tokens.iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let unique = distinct(tokens);
         let mut found: HashMap<String, SubjectRow> = HashMap::new();
         for chunk in unique.chunks(PAIRS_PER_STATEMENT * 2) {
             let mut q = QueryBuilder::<Sqlite>::new(
@@ -1082,8 +1088,7 @@ impl Catalog for SqliteCatalog {
         // One read transaction (one snapshot) and two statements per
         // chunk, instead of four round trips to the connection's thread
         // per placement.
-        let unique: Vec<&(String, String)> =
-            keys.iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let unique = distinct(keys);
         let mut found: HashMap<(String, String), PlacementRow> = HashMap::new();
         let mut tx = self.pool.begin().await?;
         for chunk in unique.chunks(PAIRS_PER_STATEMENT) {
@@ -1588,8 +1593,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn objects_of_pairs(&self, keys: &[(String, String)]) -> Result<Vec<Vec<ObjectRow>>> {
-        let unique: Vec<&(String, String)> =
-            keys.iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let unique = distinct(keys);
         let mut rows = Vec::new();
         for chunk in unique.chunks(PAIRS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(concat!(

@@ -717,18 +717,22 @@ impl Engine {
         owner: &str,
     ) -> Result<(u64, Vec<bool>)> {
         let mut placed = vec![false; units.len()];
-        // (Futures are collected before they are awaited: an iterator
-        // adapter's closure held across an await makes the future lose
-        // `Send` for callers that spawn it.)
         let Some(placements) = self.turn_placements(units, owner, opts).await? else {
             return Ok((0, placed));
         };
         // The homes of the units' subjects, read at once.
         let tokens: Vec<String> = units.iter().map(|u| u.token.clone()).collect();
+        let unmarked: Vec<_> = units.iter().map(|u| (u, None)).collect();
         let subjects = self.catalog.get_subjects(&tokens);
-        let Some(subjects) = self.read_or_give_back(units, owner, opts, subjects).await? else {
+        let Some(subjects) = self
+            .read_or_give_back(&unmarked, owner, opts, subjects)
+            .await?
+        else {
             return Ok((0, placed));
         };
+        // (Futures are collected before they are awaited: an iterator
+        // adapter's closure held across an await makes the future lose
+        // `Send` for callers that spawn it.)
         let prepared: Vec<_> = units
             .iter()
             .zip(placements)
@@ -794,17 +798,16 @@ impl Engine {
             .iter()
             .map(|m| (m.p.token.clone(), m.p.category.clone()))
             .collect();
-        let objects = match self.catalog.objects_of_pairs(&keys).await {
-            Ok(o) => o,
-            Err(e) => {
-                let marked: Vec<_> = moving
-                    .iter()
-                    .map(|m| (&units[m.unit], Some(&m.p)))
-                    .collect();
-                self.give_back_all(&marked, owner, opts, &Error::from(e))
-                    .await?;
-                return Ok((0, placed));
-            }
+        let with_marks: Vec<_> = moving
+            .iter()
+            .map(|m| (&units[m.unit], Some(&m.p)))
+            .collect();
+        let objects = self.catalog.objects_of_pairs(&keys);
+        let Some(objects) = self
+            .read_or_give_back(&with_marks, owner, opts, objects)
+            .await?
+        else {
+            return Ok((0, placed));
         };
         // Every unit's copies at once; each unit's own objects a few at a time.
         let slots = tokio::sync::Semaphore::new(COPIES_PER_TURN);
@@ -1023,15 +1026,18 @@ impl Engine {
             .iter()
             .map(|u| (u.token.clone(), u.category.clone()))
             .collect();
+        let unmarked: Vec<_> = units.iter().map(|u| (u, None)).collect();
         let placements = self.catalog.get_placements(&keys);
-        self.read_or_give_back(units, owner, opts, placements).await
+        self.read_or_give_back(&unmarked, owner, opts, placements)
+            .await
     }
 
-    /// The result of a read for a whole turn, or `None` if it failed: every
-    /// unit is then given back to be retried (none has set a moving mark).
+    /// The result of a read for a turn's `units` (each with the placement
+    /// whose moving mark it set, if any), or `None` if it failed: every one
+    /// of them is then given back to be retried.
     async fn read_or_give_back<T>(
         &self,
-        units: &[UnitRow],
+        units: &[(&UnitRow, Option<&PlacementRow>)],
         owner: &str,
         opts: &MigrateOptions,
         read: impl std::future::Future<Output = domicile_catalog::Result<T>>,
@@ -1039,8 +1045,7 @@ impl Engine {
         match read.await {
             Ok(t) => Ok(Some(t)),
             Err(e) => {
-                let all: Vec<_> = units.iter().map(|u| (u, None)).collect();
-                self.give_back_all(&all, owner, opts, &Error::from(e))
+                self.give_back_all(units, owner, opts, &Error::from(e))
                     .await?;
                 Ok(None)
             }

@@ -33,7 +33,7 @@ pub(crate) struct Folder {
 /// What a copy between two folders did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Copied {
-    /// Copied and read back intact: the stored size.
+    /// Copied and checked (the bytes written, or the copy read back): the stored size.
     Done(u64),
     /// The source is not there.
     Missing,

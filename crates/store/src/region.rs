@@ -446,12 +446,7 @@ impl RegionStore {
             Some(p) => root.join(p.as_ref()),
             None => root.clone(),
         };
-        tokio::task::spawn_blocking(move || scan_leftovers(&root, &start))
-            .await
-            .map_err(|e| Error::Io {
-                path: PathBuf::from("(leftover scan)"),
-                source: std::io::Error::other(e.to_string()),
-            })?
+        folder::blocking("(leftover scan)", move || scan_leftovers(&root, &start)).await
     }
 
     /// Deletes the staging files under `prefix` older than `min_age` (a
