@@ -1990,7 +1990,7 @@ async fn a_blob_whose_writer_died_before_its_commit_is_pending_then_collected() 
     );
 
     // With the intents their writers recorded first: pending until due.
-    let due = now_millis() + 400;
+    let due = now_millis() + 1500;
     for blob_id in [&dead_id, &staged_id] {
         catalog
             .queue_garbage(&domicile_catalog::GarbageRow {
@@ -2004,17 +2004,25 @@ async fn a_blob_whose_writer_died_before_its_commit_is_pending_then_collected() 
             .await
             .unwrap();
     }
-    assert!(engine.verify(true).await.unwrap().problems.is_empty());
+    // (Checked only while the intents are surely not due: a loaded machine
+    // may have slept past them.)
+    let problems = engine.verify(true).await.unwrap().problems;
+    let before = now_millis();
     engine.collect_garbage().await.unwrap();
-    assert!(
-        d.region_dir("cn").join(&dead).exists() && d.region_dir("cn").join(&staged).exists(),
-        "collected before its writer's time was up"
-    );
+    if before < due {
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert!(
+            d.region_dir("cn").join(&dead).exists() && d.region_dir("cn").join(&staged).exists(),
+            "collected before its writer's time was up"
+        );
+    }
     while now_millis() <= due {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let gc = engine.collect_garbage().await.unwrap();
-    assert_eq!(gc.blobs, 2, "{gc:?}");
+    if before < due {
+        assert_eq!(gc.blobs, 2, "{gc:?}");
+    }
     assert!(!d.region_dir("cn").join(&dead).exists());
     assert!(
         !d.region_dir("cn").join(&staged).exists(),
@@ -2074,15 +2082,18 @@ async fn the_periodic_collector_takes_what_dead_writers_left_once_due() {
         present || now_millis() >= due,
         "collected before its writer's time was up"
     );
+    // A pass deletes the files first and finishes the queued row after, so
+    // both are awaited: the row may outlive the files for a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while left.iter().any(|f| d.region_dir("cn").join(f).exists()) {
+    while left.iter().any(|f| d.region_dir("cn").join(f).exists())
+        || !engine.catalog().garbage(10).await.unwrap().is_empty()
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the periodic passes never collected it"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(engine.catalog().garbage(10).await.unwrap().is_empty());
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), passes)
         .await
