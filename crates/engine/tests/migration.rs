@@ -2039,3 +2039,98 @@ async fn a_unit_given_up_leaves_no_copy_in_its_new_region() {
         "{problems:#?}"
     );
 }
+
+/// A catalog that fails one of a turn's batched reads (the subjects' homes,
+/// read before any mark; the marked units' objects, read after the marks)
+/// gives every unit of the turn back: none stays moving, nothing is copied,
+/// and once the catalog answers again a new job moves them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batched_read_gives_the_turns_units_back_unmarked() {
+    use sqlx::Connection;
+    for table in ["subjects", "objects"] {
+        let d = Deployment::new();
+        let all = subjects("in", 6, "IN");
+        let objects = d
+            .seed(&all, &["profile", "photos"], 2, (1_000, 4_000), 21)
+            .await;
+        let engine = d.open(&v2()).await;
+        let before: Vec<PlacementRow> = {
+            let mut out = Vec::new();
+            for (s, _) in &all {
+                for c in ["profile", "photos"] {
+                    out.push(placement(&engine, s, c).await);
+                }
+            }
+            out
+        };
+        // One attempt each, all twelve units in one turn.
+        let o = MigrateOptions {
+            max_attempts: 1,
+            batch: 16,
+            ..opts(1, 0, 20, 2_000)
+        };
+        assert_eq!(engine.start_migration(&o).await.unwrap().units, 12);
+
+        // The table goes away under the running engine: every read of it
+        // fails, as a catalog that refuses them would.
+        let url = format!("sqlite://{}", d.base().join("data/catalog.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+        let away = format!("{table}_away");
+        sqlx::query(sqlx::AssertSqlSafe(rename(table, &away)))
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let status = engine.run_migration(&o, &no_tick).await.unwrap();
+        assert_eq!(
+            (status.state.as_str(), status.failed, status.done),
+            ("done", 12, 0),
+            "without {table}: {status:?}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(rename(&away, table)))
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let mut i = 0;
+        for (s, _) in &all {
+            for c in ["profile", "photos"] {
+                let p = placement(&engine, s, c).await;
+                assert!(p.state.is_active(), "without {table}, left moving: {p:?}");
+                assert_eq!(
+                    (&p.regions, p.epoch),
+                    (&before[i].regions, before[i].epoch),
+                    "without {table}"
+                );
+                i += 1;
+            }
+        }
+        assert!(
+            d.files("sg").is_empty(),
+            "without {table}, copies in sg: {:?}",
+            d.files("sg")
+        );
+        read_all(&engine, &objects).await;
+
+        // The catalog answers again: a new job moves every unit.
+        let o = MigrateOptions {
+            max_attempts: 3,
+            ..o
+        };
+        assert_eq!(engine.start_migration(&o).await.unwrap().units, 12);
+        let status = engine.run_migration(&o, &no_tick).await.unwrap();
+        assert_eq!(
+            (status.state.as_str(), status.failed, status.done),
+            ("done", 0, 12)
+        );
+        for (s, _) in &all {
+            for c in ["profile", "photos"] {
+                assert_eq!(
+                    placement(&engine, s, c).await.regions,
+                    vec!["sg".to_string()]
+                );
+            }
+        }
+        read_all(&engine, &objects).await;
+        assert_clean(&engine).await;
+    }
+}
