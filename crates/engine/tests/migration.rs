@@ -438,9 +438,12 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    for e in entries {
-        let path = e.unwrap().path();
-        if path.is_dir() {
+    // The entry's own type (from the listing, no second lookup): a folder
+    // removed meanwhile by a purge is never mistaken for a file.
+    for e in entries.flatten() {
+        let Ok(ty) = e.file_type() else { continue };
+        let path = e.path();
+        if ty.is_dir() {
             walk(root, &path, out);
         } else {
             out.insert(path.strip_prefix(root).unwrap().to_path_buf());

@@ -127,8 +127,11 @@ fn files_under(dir: &FsPath) -> Vec<PathBuf> {
             continue;
         };
         for entry in entries.flatten() {
+            // The entry's own type: a folder removed meanwhile is never
+            // taken for a file.
+            let Ok(ty) = entry.file_type() else { continue };
             let p = entry.path();
-            if p.is_dir() {
+            if ty.is_dir() {
                 stack.push(p);
             } else {
                 out.push(p);
