@@ -7,7 +7,10 @@
 //! - **placement lookup**: `get_placement`;
 //! - **unit claim**: a worker's turn at the queue: `claim_units` of one
 //!   unit under a lease, then `finish_unit` recording it committed (so the
-//!   queue holds what a running job's does: claimed units leave it).
+//!   queue holds what a running job's does: claimed units leave it);
+//! - **job counts**: `job_counts` of that job (a status report), and **job
+//!   waiting**: `job_waiting` of it (what an idle worker asks), each called
+//!   200 times: the first reads every unit of the job, the second does not.
 //!
 //! Each with 1 and with 8 calls in flight, on fresh catalogs every round,
 //! the backends alternating round by round; medians of the rounds.
@@ -35,7 +38,15 @@ const SUBJECTS: usize = 256;
 const CATEGORY: &str = "profile";
 
 /// The operations measured, in table order.
-const OPS: [&str; 3] = ["put commit", "placement lookup", "unit claim + finish"];
+const OPS: [&str; 5] = [
+    "put commit",
+    "placement lookup",
+    "unit claim + finish",
+    "job counts (status)",
+    "job waiting (idle worker)",
+];
+/// Calls of the two job reads per measure: each reads a job of OPS units.
+const PROBES: usize = 200;
 const IN_FLIGHT: [usize; 2] = [1, 8];
 
 fn token(i: usize) -> String {
@@ -206,6 +217,32 @@ async fn round(cat: Arc<dyn Catalog>, n: usize, seq: &mut usize) -> Result<Vec<f
                             .await?,
                         "lost the lease"
                     );
+                    Ok(())
+                }
+            })
+            .await?,
+        );
+        // A status read (one pass over the job's units) against an idle
+        // worker's question (two index probes), on the job just claimed.
+        let c = cat.clone();
+        out.push(
+            rate(PROBES, in_flight, |_| {
+                let c = c.clone();
+                async move {
+                    let counts = c.job_counts(job, 7).await?;
+                    anyhow::ensure!(counts.committed == n as i64, "{counts:?}");
+                    Ok(())
+                }
+            })
+            .await?,
+        );
+        let c = cat.clone();
+        out.push(
+            rate(PROBES, in_flight, |_| {
+                let c = c.clone();
+                async move {
+                    let w = c.job_waiting(job).await?;
+                    anyhow::ensure!(w.purges && !w.moves, "{w:?}");
                     Ok(())
                 }
             })

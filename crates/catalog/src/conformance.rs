@@ -16,7 +16,9 @@ use serde_json::json;
 
 use crate::catalog::{Catalog, CommitOutcome, MoveMark, UnitMove};
 use crate::error::Error;
-use crate::jobs::{JobRow, JobState, UnitOutcome, UnitReceipt, UnitRelease, UnitRow, UnitState};
+use crate::jobs::{
+    JobRow, JobState, JobWaiting, UnitOutcome, UnitReceipt, UnitRelease, UnitRow, UnitState,
+};
 use crate::ledger::{self, ChainVerifier, GENESIS};
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, ObjectRow, PlacementRow, PlacementState,
@@ -611,6 +613,9 @@ pub async fn jobs(cat: &dyn Catalog) {
     assert_eq!(got, ["t1", "t3"]);
     let c = cat.job_counts(id, 300).await.unwrap();
     assert_eq!((c.pending, c.in_flight, c.bytes_total), (0, 3, 111));
+    // Units in flight are pending units: moves to wait for, no purge yet.
+    let waiting = |moves, purges| JobWaiting { moves, purges };
+    assert_eq!(cat.job_waiting(id).await.unwrap(), waiting(true, false));
     assert!(
         cat.claim_units(id, "w3", 10, 2_000, 999)
             .await
@@ -642,6 +647,7 @@ pub async fn jobs(cat: &dyn Catalog) {
             .await
             .unwrap()
     );
+    assert_eq!(cat.job_waiting(id).await.unwrap(), waiting(true, true));
     // Committed units come back for purging once due, not before.
     let none: Vec<String> = cat
         .claim_units(id, "w4", 10, 9_000, 1_800)
@@ -701,6 +707,8 @@ pub async fn jobs(cat: &dyn Catalog) {
         (c.done, c.failed, c.cancelled, c.pending, c.bytes_moved),
         (1, 1, 1, 0, 10)
     );
+    // Done, failed and cancelled units wait for nothing.
+    assert_eq!(cat.job_waiting(id).await.unwrap(), waiting(false, false));
     cat.set_job_state(id, JobState::Cancelled, 9_200)
         .await
         .unwrap();
@@ -711,10 +719,16 @@ pub async fn jobs(cat: &dyn Catalog) {
     );
     assert_eq!(cat.open_job().await.unwrap(), None);
     assert_eq!(cat.jobs(10).await.unwrap().len(), 1);
-    assert!(
-        cat.create_job(&job_row()).await.is_ok(),
-        "a new job once none is open"
-    );
+    let next = cat
+        .create_job(&job_row())
+        .await
+        .expect("a new job once none is open");
+    cat.add_units(next, &[unit("t1", "media", 1, 100)])
+        .await
+        .unwrap();
+    // Each job waits for its own units only.
+    assert_eq!(cat.job_waiting(next).await.unwrap(), waiting(true, false));
+    assert_eq!(cat.job_waiting(id).await.unwrap(), waiting(false, false));
 }
 
 /// Many claimers at once never get the same unit.

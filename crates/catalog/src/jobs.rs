@@ -152,6 +152,15 @@ pub struct JobCounts {
     pub bytes_moved: i64,
 }
 
+/// What a job's workers still have to wait for (see `JobStore::job_waiting`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobWaiting {
+    /// Some unit is pending: to move, being moved, or waiting to retry.
+    pub moves: bool,
+    /// Some unit is committed: its old copies are still to be purged.
+    pub purges: bool,
+}
+
 /// How a worker leaves a unit it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnitOutcome {
@@ -359,7 +368,15 @@ pub trait JobStore: Send + Sync {
     /// Cancels every pending unit that no live lease holds. Returns how many.
     async fn cancel_pending(&self, job: i64, now: Millis) -> Result<u64>;
 
+    /// Units and bytes of a job by state: one pass over the job's units,
+    /// for status reports.
     async fn job_counts(&self, job: i64, now: Millis) -> Result<JobCounts>;
+
+    /// Whether any unit of a job is pending and whether any is committed:
+    /// what an idle worker asks before it waits again. Two index probes,
+    /// not a pass over the job as `job_counts` is, so its cost does not
+    /// grow with the job.
+    async fn job_waiting(&self, job: i64) -> Result<JobWaiting>;
 
     /// Units of a job in one state, for reports (at most `limit`).
     async fn units_in(&self, job: i64, state: UnitState, limit: u32) -> Result<Vec<UnitRow>>;

@@ -32,8 +32,8 @@ pub use catalog::{Catalog, CommitOutcome, MoveMark, UnitMove};
 pub use copy::{CopyReport, copy_catalog};
 pub use error::{Error, Result};
 pub use jobs::{
-    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitReceipt, UnitRelease, UnitRow,
-    UnitState,
+    JobCounts, JobRow, JobState, JobStore, JobWaiting, UnitOutcome, UnitReceipt, UnitRelease,
+    UnitRow, UnitState,
 };
 pub use model::*;
 

@@ -21,8 +21,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::error::{Error, Result};
 use crate::jobs::{
-    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitReceipt, UnitRelease, UnitRow,
-    UnitState,
+    JobCounts, JobRow, JobState, JobStore, JobWaiting, UnitOutcome, UnitReceipt, UnitRelease,
+    UnitRow, UnitState,
 };
 use crate::model::{LedgerAppend, Millis};
 use crate::postgres::{PostgresCatalog, ledger_append};
@@ -589,6 +589,22 @@ impl JobStore for PostgresCatalog {
             }
         }
         Ok(c)
+    }
+
+    async fn job_waiting(&self, job: i64) -> Result<JobWaiting> {
+        // Each EXISTS stops at the first entry of the (job, state, …)
+        // indexes (schema 0004).
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM migration_units WHERE job = $1 AND state = 'pending'), \
+                    EXISTS (SELECT 1 FROM migration_units WHERE job = $1 AND state = 'committed')",
+        )
+        .bind(job)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(JobWaiting {
+            moves: row.try_get(0)?,
+            purges: row.try_get(1)?,
+        })
     }
 
     async fn units_in(&self, job: i64, state: UnitState, limit: u32) -> Result<Vec<UnitRow>> {

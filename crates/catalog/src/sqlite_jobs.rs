@@ -8,8 +8,8 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::error::{Error, Result};
 use crate::jobs::{
-    JobCounts, JobRow, JobState, JobStore, UnitOutcome, UnitReceipt, UnitRelease, UnitRow,
-    UnitState,
+    JobCounts, JobRow, JobState, JobStore, JobWaiting, UnitOutcome, UnitReceipt, UnitRelease,
+    UnitRow, UnitState,
 };
 use crate::model::{LedgerAppend, Millis};
 use crate::sqlite::{SqliteCatalog, ledger_append};
@@ -482,6 +482,23 @@ impl JobStore for SqliteCatalog {
             }
         }
         Ok(c)
+    }
+
+    async fn job_waiting(&self, job: i64) -> Result<JobWaiting> {
+        // Each EXISTS stops at the first entry of the (job, state, …)
+        // indexes (schema 0004).
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM migration_units WHERE job = ? AND state = 'pending'), \
+                    EXISTS (SELECT 1 FROM migration_units WHERE job = ? AND state = 'committed')",
+        )
+        .bind(job)
+        .bind(job)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(JobWaiting {
+            moves: row.try_get(0)?,
+            purges: row.try_get(1)?,
+        })
     }
 
     async fn units_in(&self, job: i64, state: UnitState, limit: u32) -> Result<Vec<UnitRow>> {

@@ -589,9 +589,12 @@ impl Engine {
                 JobState::Planning | JobState::Paused | JobState::Done => return Ok(()),
             };
             if units.is_empty() {
-                let c = self.catalog.job_counts(job, now_millis()).await?;
-                let waiting = c.pending + c.in_flight + c.committed;
-                if waiting == 0 || (j == JobState::Cancelled && c.committed == 0) {
+                // Done when no purge is left, and no move either (a
+                // cancelled job moves nothing more). Two index probes, not
+                // a count over the job: idle workers ask every few hundred
+                // milliseconds, however large the job.
+                let w = self.catalog.job_waiting(job).await?;
+                if !w.purges && (!w.moves || j == JobState::Cancelled) {
                     return Ok(());
                 }
                 // Others hold leases, or purges are not due yet.
