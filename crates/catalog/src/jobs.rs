@@ -152,6 +152,30 @@ pub struct JobCounts {
     pub bytes_moved: i64,
 }
 
+impl JobCounts {
+    /// Adds one state's row of a count: `units` in that state, `live` of
+    /// them under a live lease (in flight, if pending), and their bytes.
+    pub(crate) fn add(&mut self, state: UnitState, units: i64, live: i64, bytes: i64) {
+        self.bytes_total += bytes;
+        match state {
+            UnitState::Pending => {
+                self.in_flight += live;
+                self.pending += units - live;
+            }
+            UnitState::Committed => {
+                self.committed += units;
+                self.bytes_moved += bytes;
+            }
+            UnitState::Done => {
+                self.done += units;
+                self.bytes_moved += bytes;
+            }
+            UnitState::Failed => self.failed += units,
+            UnitState::Cancelled => self.cancelled += units,
+        }
+    }
+}
+
 /// What a job's workers still have to wait for (see `JobStore::job_waiting`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JobWaiting {

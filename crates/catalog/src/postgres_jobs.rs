@@ -555,11 +555,13 @@ impl JobStore for PostgresCatalog {
     }
 
     async fn job_counts(&self, job: i64, now: Millis) -> Result<JobCounts> {
+        // Grouped by state alone, which the (job, state, …) indexes give in
+        // order: no sort of the job's units.
         let rows = sqlx::query(
-            "SELECT state, live, COUNT(*) AS n, CAST(SUM(bytes) AS BIGINT) AS bytes \
-             FROM (SELECT state, (lease_owner IS NOT NULL AND lease_until >= $1) AS live, bytes \
-                   FROM migration_units WHERE job = $2) AS u \
-             GROUP BY state, live",
+            "SELECT state, COUNT(*), \
+                    COUNT(*) FILTER (WHERE lease_owner IS NOT NULL AND lease_until >= $1), \
+                    CAST(SUM(bytes) AS BIGINT) \
+             FROM migration_units WHERE job = $2 GROUP BY state",
         )
         .bind(now)
         .bind(job)
@@ -568,25 +570,9 @@ impl JobStore for PostgresCatalog {
         let mut c = JobCounts::default();
         for r in &rows {
             let state: String = r.try_get(0)?;
-            let live: bool = r.try_get(1)?;
-            let n: i64 = r.try_get(2)?;
+            let state = UnitState::parse(&state).ok_or_else(|| corrupt("unit state"))?;
             let bytes: Option<i64> = r.try_get(3)?;
-            let bytes = bytes.unwrap_or(0);
-            c.bytes_total += bytes;
-            match UnitState::parse(&state).ok_or_else(|| corrupt("unit state"))? {
-                UnitState::Pending if live => c.in_flight += n,
-                UnitState::Pending => c.pending += n,
-                UnitState::Committed => {
-                    c.committed += n;
-                    c.bytes_moved += bytes;
-                }
-                UnitState::Done => {
-                    c.done += n;
-                    c.bytes_moved += bytes;
-                }
-                UnitState::Failed => c.failed += n,
-                UnitState::Cancelled => c.cancelled += n,
-            }
+            c.add(state, r.try_get(1)?, r.try_get(2)?, bytes.unwrap_or(0));
         }
         Ok(c)
     }

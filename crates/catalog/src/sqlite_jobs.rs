@@ -449,10 +449,13 @@ impl JobStore for SqliteCatalog {
     }
 
     async fn job_counts(&self, job: i64, now: Millis) -> Result<JobCounts> {
+        // Grouped by state alone, which the (job, state, …) indexes give in
+        // order: no sort of the job's units.
         let rows = sqlx::query(
-            "SELECT state, (lease_owner IS NOT NULL AND lease_until >= ?) AS live, COUNT(*), \
+            "SELECT state, COUNT(*), \
+                    SUM(lease_owner IS NOT NULL AND lease_until >= ?), \
                     CAST(SUM(bytes) AS BIGINT) \
-             FROM migration_units WHERE job = ? GROUP BY state, live",
+             FROM migration_units WHERE job = ? GROUP BY state",
         )
         .bind(now)
         .bind(job)
@@ -461,25 +464,9 @@ impl JobStore for SqliteCatalog {
         let mut c = JobCounts::default();
         for r in &rows {
             let state: String = r.try_get(0)?;
-            let live: bool = r.try_get(1)?;
-            let n: i64 = r.try_get(2)?;
+            let state = UnitState::parse(&state).ok_or_else(|| corrupt("unit state"))?;
             let bytes: Option<i64> = r.try_get(3)?;
-            let bytes = bytes.unwrap_or(0);
-            c.bytes_total += bytes;
-            match UnitState::parse(&state).ok_or_else(|| corrupt("unit state"))? {
-                UnitState::Pending if live => c.in_flight += n,
-                UnitState::Pending => c.pending += n,
-                UnitState::Committed => {
-                    c.committed += n;
-                    c.bytes_moved += bytes;
-                }
-                UnitState::Done => {
-                    c.done += n;
-                    c.bytes_moved += bytes;
-                }
-                UnitState::Failed => c.failed += n,
-                UnitState::Cancelled => c.cancelled += n,
-            }
+            c.add(state, r.try_get(1)?, r.try_get(2)?, bytes.unwrap_or(0));
         }
         Ok(c)
     }
