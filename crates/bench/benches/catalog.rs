@@ -45,7 +45,8 @@ const OPS: [&str; 5] = [
     "job counts (status)",
     "job waiting (idle worker)",
 ];
-/// Calls of the two job reads per measure: each reads a job of OPS units.
+/// Calls of each of the two job reads, on the job of the claim measure
+/// (as many units as calls of the other measures).
 const PROBES: usize = 200;
 const IN_FLIGHT: [usize; 2] = [1, 8];
 

@@ -555,8 +555,8 @@ impl JobStore for PostgresCatalog {
     }
 
     async fn job_counts(&self, job: i64, now: Millis) -> Result<JobCounts> {
-        // Grouped by state alone, which the (job, state, …) indexes give in
-        // order: no sort of the job's units.
+        // One group per state, the in-flight units counted within the
+        // pending one (as SQLite's count, which that keeps free of a sort).
         let rows = sqlx::query(
             "SELECT state, COUNT(*), \
                     COUNT(*) FILTER (WHERE lease_owner IS NOT NULL AND lease_until >= $1), \

@@ -2057,15 +2057,16 @@ async fn a_failed_batched_read_gives_the_turns_units_back_unmarked() {
             .seed(&all, &["profile", "photos"], 2, (1_000, 4_000), 21)
             .await;
         let engine = d.open(&v2()).await;
-        let before: Vec<PlacementRow> = {
+        let placements = async |engine: &Engine| {
             let mut out = Vec::new();
             for (s, _) in &all {
                 for c in ["profile", "photos"] {
-                    out.push(placement(&engine, s, c).await);
+                    out.push(placement(engine, s, c).await);
                 }
             }
             out
         };
+        let before = placements(&engine).await;
         // One attempt each, all twelve units in one turn.
         let o = MigrateOptions {
             max_attempts: 1,
@@ -2094,18 +2095,13 @@ async fn a_failed_batched_read_gives_the_turns_units_back_unmarked() {
             .execute(&mut db)
             .await
             .unwrap();
-        let mut i = 0;
-        for (s, _) in &all {
-            for c in ["profile", "photos"] {
-                let p = placement(&engine, s, c).await;
-                assert!(p.state.is_active(), "without {table}, left moving: {p:?}");
-                assert_eq!(
-                    (&p.regions, p.epoch),
-                    (&before[i].regions, before[i].epoch),
-                    "without {table}"
-                );
-                i += 1;
-            }
+        for (p, was) in placements(&engine).await.iter().zip(&before) {
+            assert!(p.state.is_active(), "without {table}, left moving: {p:?}");
+            assert_eq!(
+                (&p.regions, p.epoch),
+                (&was.regions, was.epoch),
+                "without {table}"
+            );
         }
         assert!(
             d.files("sg").is_empty(),
@@ -2125,13 +2121,8 @@ async fn a_failed_batched_read_gives_the_turns_units_back_unmarked() {
             (status.state.as_str(), status.failed, status.done),
             ("done", 0, 12)
         );
-        for (s, _) in &all {
-            for c in ["profile", "photos"] {
-                assert_eq!(
-                    placement(&engine, s, c).await.regions,
-                    vec!["sg".to_string()]
-                );
-            }
+        for p in placements(&engine).await {
+            assert_eq!(p.regions, vec!["sg".to_string()], "{p:?}");
         }
         read_all(&engine, &objects).await;
         assert_clean(&engine).await;
