@@ -5,10 +5,13 @@
 //! - [`jobs`]: migration jobs and units ([`JobStore`], part of every catalog).
 //! - [`model`]: the rows it stores. Nothing in them is personal data in clear.
 //! - [`ledger`]: the hash chain: how an entry is hashed, how a chain is verified.
-//! - [`sqlite`], [`sqlite_jobs`]: the embedded backend (SQLite through sqlx, WAL).
-//! - [`postgres`], [`postgres_jobs`]: the shared backend (PostgreSQL through
-//!   sqlx; its SQL is kept portable to CockroachDB), for many servers and
-//!   workers on many machines.
+//! - `sql`: the one implementation of both traits, [`SqlCatalog`]: every
+//!   statement and transaction, written once, generic over a [`Dialect`].
+//! - [`sqlite`]: the embedded backend's dialect (SQLite through sqlx, WAL):
+//!   opening the file, its write lock and log syncing.
+//! - [`postgres`]: the shared backend's dialect (PostgreSQL through sqlx;
+//!   its SQL is kept portable to CockroachDB), for many servers and workers
+//!   on many machines: connecting, schema locks, row locks and retries.
 //! - [`raw`]: raw table rows and column lists, for catalog migration.
 //! - [`copy`]: catalog migration: every row copied verbatim into another
 //!   backend, then counted and the ledger chain verified.
@@ -23,10 +26,9 @@ pub mod jobs;
 pub mod ledger;
 pub mod model;
 pub mod postgres;
-pub mod postgres_jobs;
 pub mod raw;
+mod sql;
 pub mod sqlite;
-pub mod sqlite_jobs;
 
 pub use catalog::{Catalog, CommitOutcome, MoveMark, UnitMove};
 pub use copy::{CopyReport, copy_catalog};
@@ -36,6 +38,7 @@ pub use jobs::{
     UnitRow, UnitState,
 };
 pub use model::*;
+pub use sql::{Dialect, Durability, Retry, SqlCatalog};
 
 use std::sync::Arc;
 

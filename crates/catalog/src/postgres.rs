@@ -2,10 +2,13 @@
 //! `domicile serve` instances and migration workers, on any number of
 //! machines, share one catalog.
 //!
-//! Every method is one transaction, with the semantics of the SQLite backend
-//! (the conformance suite checks both alike). Where SQLite serialises every
-//! writer behind one file lock, PostgreSQL runs writers side by side, so each
-//! method locks exactly the rows its decision depends on:
+//! Its statements are the shared ones ([`crate::sql`]); what is here is
+//! what PostgreSQL does differently: connecting, migrating the schema,
+//! retrying transactions, and the dialect's row locks. Every method is one
+//! transaction, with the semantics of the SQLite backend (the conformance
+//! suite checks both alike). Where SQLite serialises every writer behind one
+//! file lock, PostgreSQL runs writers side by side, so each method locks
+//! exactly the rows its decision depends on:
 //!
 //! - **Fencing.** `commit_object`, `delete_object`, `begin_move`,
 //!   `commit_move` and `abort_move` read the placement row with
@@ -87,29 +90,19 @@
 //! retention of WAL archives and backups bounds how long an erased key can
 //! be recovered from the database's own files.
 
-use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Postgres, QueryBuilder, Row};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, Row};
 
-use crate::catalog::{Catalog, CommitOutcome, MoveMark, UnitMove, moved_placement};
 use crate::error::{Error, Result};
-use crate::jobs::UnitRelease;
-use crate::ledger;
-use crate::model::{
-    Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
-    PlacementSummary, ResidencyRow, SubjectRow, objects_by_pair,
-};
-use crate::postgres_jobs::finish_unit_in;
-use crate::raw::{RawRow, RawTable, RawType, RawValue};
+use crate::model::PlacementSummary;
+use crate::sql::{Dialect, Durability, Retry, Sql, SqlCatalog, schema};
 
-/// The newest schema version this build knows (the same versions as SQLite's).
-pub const SCHEMA_VERSION: i64 = 5;
+pub use crate::sql::schema::SCHEMA_VERSION;
 
 /// Connections per process. Each server and worker process has its own
 /// pool, so the database sees (processes × this) connections at most.
@@ -128,52 +121,14 @@ const OPEN_ATTEMPTS: u32 = 30;
 /// The key of the advisory lock that serialises schema migrations.
 const SCHEMA_LOCK: i64 = 0x646f_6d69_6369_6c65; // "domicile"
 
-/// Rows per multi-row INSERT: well under PostgreSQL's 65535 bind parameters.
-const ROWS_PER_INSERT: usize = 1_000;
-
-/// The schema migrations, oldest first. Applied migrations are never edited:
-/// a change is a new file and a new entry here.
+/// The schema migrations, oldest first (see [`crate::sql::schema`]).
 fn migrator() -> Migrator {
-    let mut m = Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(include_str!("schema/postgres/0001_init.sql")),
-            false,
-        ),
-        Migration::new(
-            2,
-            "subject id sealed".into(),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(include_str!("schema/postgres/0002_subject_id_enc.sql")),
-            false,
-        ),
-        Migration::new(
-            3,
-            "migration jobs".into(),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(include_str!("schema/postgres/0003_migration_jobs.sql")),
-            false,
-        ),
-        Migration::new(
-            4,
-            "unit claim order".into(),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(include_str!(
-                "schema/postgres/0004_unit_claim_order.sql"
-            )),
-            false,
-        ),
-        Migration::new(
-            5,
-            "garbage by blob".into(),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(include_str!(
-                "schema/postgres/0005_garbage_by_blob.sql"
-            )),
-            false,
-        ),
+    let mut m = schema::migrator([
+        include_str!("schema/postgres/0001_init.sql"),
+        include_str!("schema/postgres/0002_subject_id_enc.sql"),
+        include_str!("schema/postgres/0003_migration_jobs.sql"),
+        include_str!("schema/postgres/0004_unit_claim_order.sql"),
+        include_str!("schema/postgres/0005_garbage_by_blob.sql"),
     ]);
     // sqlx's own lock is a session-level advisory lock taken outside any
     // transaction; `migrated` takes a transaction-level one instead.
@@ -182,12 +137,9 @@ fn migrator() -> Migrator {
 }
 
 /// The catalog in one PostgreSQL (or CockroachDB) database.
-#[derive(Debug, Clone)]
-pub struct PostgresCatalog {
-    pub(crate) pool: PgPool,
-}
+pub type PostgresCatalog = SqlCatalog<Postgres>;
 
-impl PostgresCatalog {
+impl SqlCatalog<Postgres> {
     /// Connects to the database a `postgres://` or `postgresql://` URL names
     /// and brings its schema up to date. The database must exist. A password
     /// may come from the URL, `PGPASSWORD` or `~/.pgpass`.
@@ -234,11 +186,6 @@ impl PostgresCatalog {
         Self::migrated(pool, true).await
     }
 
-    /// The pool, for callers that need the database directly (tests, tools).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Refuses a database migrated by a newer build, then applies the
     /// migrations this build knows and the database lacks.
     async fn migrated(pool: PgPool, advisory_lock: bool) -> Result<Self> {
@@ -254,17 +201,7 @@ impl PostgresCatalog {
         if !cockroach {
             warn_on_collation(&pool).await;
         }
-        Ok(Self { pool })
-    }
-
-    /// Runs `f` (one whole transaction) until it succeeds or fails with an
-    /// error other than a serialization failure or a deadlock.
-    pub(crate) async fn retry<T, F, Fut>(&self, f: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        retry_if(retryable, ATTEMPTS, f).await
+        Ok(Self { pool, state: () })
     }
 }
 
@@ -284,25 +221,13 @@ async fn migrate_once(pool: &PgPool, advisory_lock: bool) -> Result<()> {
             .bind(SCHEMA_LOCK)
             .execute(&mut *tx)
             .await?;
-        refuse_newer(&mut tx).await?;
+        Sql::<Postgres>::refuse_newer(&mut tx).await?;
         run_migrations(&mut tx).await?;
         tx.commit().await?;
     } else {
         let mut conn = pool.acquire().await?;
-        refuse_newer(&mut conn).await?;
+        Sql::<Postgres>::refuse_newer(&mut conn).await?;
         run_migrations(&mut conn).await?;
-    }
-    Ok(())
-}
-
-/// Errors with [`Error::SchemaTooNew`] if a newer build migrated the database.
-async fn refuse_newer(conn: &mut PgConnection) -> Result<()> {
-    let found = applied_version(conn).await?;
-    if found > SCHEMA_VERSION {
-        return Err(Error::SchemaTooNew {
-            found,
-            known: SCHEMA_VERSION,
-        });
     }
     Ok(())
 }
@@ -342,24 +267,6 @@ async fn warn_on_collation(pool: &PgPool) {
             );
         }
     }
-}
-
-/// The highest applied migration, 0 on a fresh database.
-async fn applied_version(conn: &mut PgConnection) -> Result<i64> {
-    let exists: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM information_schema.tables \
-         WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if exists == 0 {
-        return Ok(0);
-    }
-    let version: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(version)
 }
 
 /// The URL without its password, for error messages and output.
@@ -449,1201 +356,55 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_micros(u64::from(attempt.min(8)) * 2_000 + jitter * 5)
 }
 
-// ---------------------------------------------------------------------------
-// Row encoding
+impl Dialect for Postgres {
+    type State = ();
+    type WriteTx = sqlx::Transaction<'static, Postgres>;
 
-/// The object columns, in the order [`object_from`] reads them.
-macro_rules! object_cols {
-    () => {
-        "token, lookup, category, name_enc, meta_enc, version, size, stored_size, checksum, \
-         blob_id, modified_at"
-    };
-}
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const FOR_SHARE: &'static str = " FOR SHARE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const LEDGER_HEAD: bool = true;
+    const JOBS_LOCK: bool = true;
+    // A statement whose text depends on a batch's size is prepared once per
+    // size; kept, they would fill the server's memory per connection.
+    const CACHE_BUILT: bool = false;
+    const MIGRATIONS_TABLE: &'static str = "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'";
+    // PostgreSQL's limit is 65,535.
+    const MAX_PARAMS: usize = 12_000;
 
-/// The placement columns with the ordered regions (as an array), read by
-/// [`placement_from`].
-macro_rules! placement_select {
-    () => {
-        "SELECT p.token, p.category, p.epoch, p.state, p.custodian, p.wrapped_key, p.objects, \
-                p.bytes, p.since, \
-                ARRAY(SELECT r.region FROM placement_regions r \
-                      WHERE r.token = p.token AND r.category = p.category \
-                      ORDER BY r.ordinal) AS region_list \
-         FROM placements p "
-    };
-}
-
-/// The ledger columns, in the order [`entry_from`] reads them.
-macro_rules! ledger_cols {
-    () => {
-        "seq, at, kind, subject, body, prev_hash, hash"
-    };
-}
-
-/// The tokens and the categories of (token, category) pairs, as two
-/// arrays to bind for `unnest`.
-fn unzip_pairs(keys: &[(String, String)]) -> (Vec<&str>, Vec<&str>) {
-    keys.iter().map(|(t, c)| (t.as_str(), c.as_str())).unzip()
-}
-
-fn subject_from(r: &PgRow) -> Result<SubjectRow> {
-    Ok(SubjectRow {
-        token: r.try_get("token")?,
-        home: r.try_get("home")?,
-        created_at: r.try_get("created_at")?,
-        id_enc: r.try_get("id_enc")?,
-    })
-}
-
-fn placement_from(r: &PgRow) -> Result<PlacementRow> {
-    let state: String = r.try_get("state")?;
-    Ok(PlacementRow {
-        token: r.try_get("token")?,
-        category: r.try_get("category")?,
-        regions: r.try_get("region_list")?,
-        epoch: r.try_get("epoch")?,
-        state: decode_state(&state)?,
-        custodian: r.try_get("custodian")?,
-        wrapped_key: r.try_get("wrapped_key")?,
-        objects: r.try_get("objects")?,
-        bytes: r.try_get("bytes")?,
-        since: r.try_get("since")?,
-    })
-}
-
-fn summary_from(r: &PgRow) -> Result<PlacementSummary> {
-    let regions: String = r.try_get(7)?;
-    Ok(PlacementSummary {
-        token: r.try_get(0)?,
-        home: r.try_get(1)?,
-        category: r.try_get(2)?,
-        custodian: r.try_get(3)?,
-        epoch: r.try_get(4)?,
-        objects: r.try_get(5)?,
-        bytes: r.try_get(6)?,
-        regions: if regions.is_empty() {
-            Vec::new()
-        } else {
-            regions.split(',').map(str::to_string).collect()
-        },
-    })
-}
-
-fn object_from(r: &PgRow) -> Result<ObjectRow> {
-    Ok(ObjectRow {
-        token: r.try_get("token")?,
-        category: r.try_get("category")?,
-        lookup: r.try_get("lookup")?,
-        name_enc: r.try_get("name_enc")?,
-        meta_enc: r.try_get("meta_enc")?,
-        version: r.try_get("version")?,
-        size: r.try_get("size")?,
-        stored_size: r.try_get("stored_size")?,
-        checksum: r.try_get("checksum")?,
-        blob_id: r.try_get("blob_id")?,
-        modified_at: r.try_get("modified_at")?,
-    })
-}
-
-fn garbage_from(r: &PgRow) -> Result<GarbageRow> {
-    let regions: String = r.try_get("regions")?;
-    Ok(GarbageRow {
-        id: r.try_get("id")?,
-        token: r.try_get("token")?,
-        category: r.try_get("category")?,
-        blob_id: r.try_get("blob_id")?,
-        regions: decode_regions(&regions)?,
-        queued_at: r.try_get("queued_at")?,
-    })
-}
-
-fn entry_from(r: &PgRow) -> Result<LedgerEntry> {
-    Ok(LedgerEntry {
-        seq: r.try_get("seq")?,
-        at: r.try_get("at")?,
-        kind: r.try_get("kind")?,
-        subject: r.try_get("subject")?,
-        body: r.try_get("body")?,
-        prev_hash: r.try_get("prev_hash")?,
-        hash: r.try_get("hash")?,
-    })
-}
-
-fn encode_state(state: &PlacementState) -> Result<String> {
-    serde_json::to_string(state).map_err(|e| Error::Corrupt {
-        reason: format!("placement state does not encode: {e}"),
-    })
-}
-
-fn decode_state(text: &str) -> Result<PlacementState> {
-    serde_json::from_str(text).map_err(|e| Error::Corrupt {
-        reason: format!("placement state {text:?}: {e}"),
-    })
-}
-
-fn encode_regions(regions: &[String]) -> Result<String> {
-    serde_json::to_string(regions).map_err(|e| Error::Corrupt {
-        reason: format!("regions do not encode: {e}"),
-    })
-}
-
-fn decode_regions(text: &str) -> Result<Vec<String>> {
-    serde_json::from_str(text).map_err(|e| Error::Corrupt {
-        reason: format!("garbage regions {text:?}: {e}"),
-    })
-}
-
-fn not_found(what: impl Into<String>) -> Error {
-    Error::NotFound { what: what.into() }
-}
-
-fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-// ---------------------------------------------------------------------------
-// Statements shared by several methods; each runs inside the caller's transaction.
-
-/// A move's commit inside the caller's transaction.
-async fn commit_move_in(
-    conn: &mut PgConnection,
-    fence: &Fence,
-    regions: &[String],
-    custodian: &str,
-    wrapped_key: &[u8],
-    ledger: &LedgerAppend,
-) -> Result<PlacementRow> {
-    let current = read_placement(conn, &fence.token, &fence.category, true).await?;
-    let moved = moved_placement(current, fence, regions, custodian, wrapped_key, ledger.at)?;
-    sqlx::query(
-        "UPDATE placements SET epoch = $1, state = $2, custodian = $3, wrapped_key = $4, \
-                                   since = $5 \
-             WHERE token = $6 AND category = $7",
-    )
-    .bind(moved.epoch)
-    .bind(encode_state(&moved.state)?)
-    .bind(&moved.custodian)
-    .bind(&moved.wrapped_key)
-    .bind(moved.since)
-    .bind(&moved.token)
-    .bind(&moved.category)
-    .execute(&mut *conn)
-    .await?;
-    write_regions(conn, &moved.token, &moved.category, &moved.regions).await?;
-    ledger_append(conn, std::slice::from_ref(ledger)).await?;
-    Ok(moved)
-}
-
-/// Appends entries at the end of the ledger, in order, holding the lock of
-/// `ledger_head` until the caller's transaction ends. Returns the last seq
-/// (or the current head's, if `entries` is empty).
-pub(crate) async fn ledger_append(
-    conn: &mut PgConnection,
-    entries: &[LedgerAppend],
-) -> Result<i64> {
-    let head = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE")
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| Error::Corrupt {
-            reason: "the ledger_head row is missing".into(),
-        })?;
-    let mut seq: i64 = head.try_get("seq")?;
-    let mut hash: String = head.try_get("hash")?;
-    if entries.is_empty() {
-        return Ok(seq);
+    async fn begin_write(pool: &PgPool, _: &()) -> Result<Self::WriteTx> {
+        Ok(pool.begin().await?)
     }
-    for chunk in entries.chunks(ROWS_PER_INSERT) {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for e in chunk {
-            seq += 1;
-            let body = ledger::canonical_body(&e.body);
-            let next = ledger::entry_hash(&hash, seq, e.at, &e.kind, e.subject.as_deref(), &body);
-            rows.push((
-                seq,
-                e,
-                body,
-                std::mem::replace(&mut hash, next.clone()),
-                next,
-            ));
-        }
-        let mut q =
-            QueryBuilder::<Postgres>::new(concat!("INSERT INTO ledger (", ledger_cols!(), ") "));
-        q.push_values(&rows, |mut b, (seq, e, body, prev, this)| {
-            b.push_bind(*seq)
-                .push_bind(e.at)
-                .push_bind(e.kind.as_str())
-                .push_bind(e.subject.as_deref())
-                .push_bind(body.as_str())
-                .push_bind(prev.as_str())
-                .push_bind(this.as_str());
-        });
-        q.build().persistent(false).execute(&mut *conn).await?;
+
+    /// Every commit is durable: PostgreSQL syncs its log itself.
+    async fn commit(_: &(), tx: Self::WriteTx, _: Durability) -> Result<()> {
+        Ok(tx.commit().await?)
     }
-    sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
-    Ok(seq)
-}
 
-/// The ordered regions of a placement.
-async fn read_regions(conn: &mut PgConnection, token: &str, category: &str) -> Result<Vec<String>> {
-    let rows = sqlx::query(
-        "SELECT region FROM placement_regions WHERE token = $1 AND category = $2 ORDER BY ordinal",
-    )
-    .bind(token)
-    .bind(category)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| Ok(r.try_get("region")?))
-        .collect::<Result<Vec<String>>>()
-}
-
-/// Replaces the ordered regions of a placement (whose row the caller holds).
-async fn write_regions(
-    conn: &mut PgConnection,
-    token: &str,
-    category: &str,
-    regions: &[String],
-) -> Result<()> {
-    check_regions(regions)?;
-    sqlx::query("DELETE FROM placement_regions WHERE token = $1 AND category = $2")
-        .bind(token)
-        .bind(category)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE placements SET regions = $1 WHERE token = $2 AND category = $3")
-        .bind(regions.join(","))
-        .bind(token)
-        .bind(category)
-        .execute(&mut *conn)
-        .await?;
-    if regions.is_empty() {
-        return Ok(());
-    }
-    let mut q = QueryBuilder::<Postgres>::new(
-        "INSERT INTO placement_regions (token, category, ordinal, region) ",
-    );
-    q.push_values((0_i64..).zip(regions), |mut b, (ordinal, region)| {
-        b.push_bind(token)
-            .push_bind(category)
-            .push_bind(ordinal)
-            .push_bind(region.as_str());
-    });
-    q.build().persistent(false).execute(&mut *conn).await?;
-    Ok(())
-}
-
-/// Refuses a region listed twice in one placement.
-fn check_regions(regions: &[String]) -> Result<()> {
-    for (i, r) in regions.iter().enumerate() {
-        if regions[..i].contains(r) {
-            return Err(Error::Invalid {
-                reason: format!("region {r:?} is listed twice in one placement"),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Reads a placement, locking its row (`FOR UPDATE`) when `lock` is set.
-async fn read_placement(
-    conn: &mut PgConnection,
-    token: &str,
-    category: &str,
-    lock: bool,
-) -> Result<Option<PlacementRow>> {
-    if lock {
-        let locked = sqlx::query(
-            "SELECT epoch FROM placements WHERE token = $1 AND category = $2 FOR UPDATE",
-        )
-        .bind(token)
-        .bind(category)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if locked.is_none() {
-            return Ok(None);
-        }
-    }
-    let row = sqlx::query(concat!(
-        placement_select!(),
-        "WHERE p.token = $1 AND p.category = $2"
-    ))
-    .bind(token)
-    .bind(category)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(placement_from).transpose()
-}
-
-/// Locks a placement row and returns its epoch and state, if it exists.
-/// Marks a placement moving if it is at the mark's epoch and free (see
-/// `Catalog::begin_move`); false, and nothing written, otherwise.
-async fn begin_move_in(
-    conn: &mut PgConnection,
-    m: &MoveMark,
-    lease_until: Millis,
-    now: Millis,
-) -> Result<bool> {
-    let Some((current, state)) = lock_placement(conn, &m.token, &m.category).await? else {
-        return Ok(false);
-    };
-    let free = match state {
-        PlacementState::Active => true,
-        PlacementState::Moving { lease_until, .. } => lease_until < now,
-    };
-    if current != m.epoch || !free {
-        return Ok(false);
-    }
-    let moving = PlacementState::Moving {
-        to: m.to.clone(),
-        lease_until,
-    };
-    sqlx::query("UPDATE placements SET state = $1 WHERE token = $2 AND category = $3")
-        .bind(encode_state(&moving)?)
-        .bind(&m.token)
-        .bind(&m.category)
-        .execute(&mut *conn)
-        .await?;
-    Ok(true)
-}
-
-async fn lock_placement(
-    conn: &mut PgConnection,
-    token: &str,
-    category: &str,
-) -> Result<Option<(i64, PlacementState)>> {
-    let row = sqlx::query(
-        "SELECT epoch, state FROM placements WHERE token = $1 AND category = $2 FOR UPDATE",
-    )
-    .bind(token)
-    .bind(category)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let state: String = row.try_get("state")?;
-    Ok(Some((row.try_get("epoch")?, decode_state(&state)?)))
-}
-
-/// Checks a write's fence, holding the placement row until the caller's
-/// transaction ends: `None` if the placement is at the fence's epoch and
-/// active, else the outcome to return without writing.
-async fn check_fence(conn: &mut PgConnection, fence: &Fence) -> Result<Option<CommitOutcome>> {
-    let Some((epoch, state)) = lock_placement(conn, &fence.token, &fence.category).await? else {
-        return Ok(Some(CommitOutcome::Fenced {
-            current_epoch: None,
-            moving: false,
-        }));
-    };
-    let moving = !state.is_active();
-    if epoch != fence.epoch || moving {
-        return Ok(Some(CommitOutcome::Fenced {
-            current_epoch: Some(epoch),
-            moving,
-        }));
-    }
-    Ok(None)
-}
-
-/// Queues a blob for deletion from `regions`. Returns the queued row.
-async fn insert_garbage(
-    conn: &mut PgConnection,
-    token: &str,
-    category: &str,
-    blob_id: &str,
-    regions: Vec<String>,
-    queued_at: Millis,
-) -> Result<GarbageRow> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO garbage (token, category, blob_id, regions, queued_at) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-    )
-    .bind(token)
-    .bind(category)
-    .bind(blob_id)
-    .bind(encode_regions(&regions)?)
-    .bind(queued_at)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(GarbageRow {
-        id,
-        token: token.to_string(),
-        category: category.to_string(),
-        blob_id: blob_id.to_string(),
-        regions,
-        queued_at,
-    })
-}
-
-/// Adds to a placement's object and byte counters.
-async fn add_counts(
-    conn: &mut PgConnection,
-    token: &str,
-    category: &str,
-    objects: i64,
-    bytes: i64,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE placements SET objects = objects + $1, bytes = bytes + $2 \
-         WHERE token = $3 AND category = $4",
-    )
-    .bind(objects)
-    .bind(bytes)
-    .bind(token)
-    .bind(category)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// What an object row held before a write replaced or removed it.
-struct OldObject {
-    category: String,
-    version: i64,
-    stored_size: i64,
-    blob_id: String,
-}
-
-/// Reads an object row, locking it until the caller's transaction ends.
-async fn read_old_object(
-    conn: &mut PgConnection,
-    token: &str,
-    lookup: &str,
-) -> Result<Option<OldObject>> {
-    let row = sqlx::query(
-        "SELECT category, version, stored_size, blob_id FROM objects \
-         WHERE token = $1 AND lookup = $2 FOR UPDATE",
-    )
-    .bind(token)
-    .bind(lookup)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|r| {
-        Ok(OldObject {
-            category: r.try_get("category")?,
-            version: r.try_get("version")?,
-            stored_size: r.try_get("stored_size")?,
-            blob_id: r.try_get("blob_id")?,
-        })
-    })
-    .transpose()
-}
-
-// ---------------------------------------------------------------------------
-// One transaction per method; the trait methods below run these under `retry`.
-
-impl PostgresCatalog {
-    async fn add_subject_tx(&self, subject: &SubjectRow, ledger: &LedgerAppend) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO subjects (token, home, created_at, id_enc) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (token) DO NOTHING",
-        )
-        .bind(&subject.token)
-        .bind(&subject.home)
-        .bind(subject.created_at)
-        .bind(&subject.id_enc)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Err(Error::AlreadyExists {
-                what: format!("subject {}", subject.token),
-            });
-        }
-        ledger_append(&mut tx, std::slice::from_ref(ledger)).await?;
-        tx.commit().await?;
+    async fn durable(_: &()) -> Result<()> {
         Ok(())
     }
 
-    async fn add_subjects_tx(&self, subjects: &[SubjectRow], at: Millis) -> Result<u64> {
-        // The first of several rows with one token wins, as in one INSERT
-        // per row; later ones are dropped before the database sees them.
-        let mut seen = std::collections::HashSet::new();
-        let batch: Vec<&SubjectRow> = subjects
-            .iter()
-            .filter(|s| seen.insert(s.token.as_str()))
-            .collect();
-        let mut tx = self.pool.begin().await?;
-        let mut added: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for chunk in batch.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Postgres>::new(
-                "INSERT INTO subjects (token, home, created_at, id_enc) ",
-            );
-            q.push_values(chunk, |mut b, s| {
-                b.push_bind(s.token.as_str())
-                    .push_bind(s.home.as_str())
-                    .push_bind(s.created_at)
-                    .push_bind(s.id_enc.as_deref());
-            });
-            q.push(" ON CONFLICT (token) DO NOTHING RETURNING token");
-            for r in q.build().persistent(false).fetch_all(&mut *tx).await? {
-                added.insert(r.try_get(0)?);
+    async fn retry<T, F, Fut>(retry: Retry, f: F) -> Result<T>
+    where
+        T: Send,
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T>> + Send,
+    {
+        match retry {
+            Retry::Conflicts => retry_if(retryable, ATTEMPTS, f).await,
+            Retry::ConflictsAndDuplicates => {
+                retry_if(|e| retryable(e) || unique_violation(e), ATTEMPTS, f).await
             }
         }
-        let entries: Vec<LedgerAppend> = batch
-            .iter()
-            .filter(|s| added.contains(&s.token))
-            .map(|s| LedgerAppend {
-                kind: "subject".into(),
-                subject: Some(s.token.clone()),
-                body: serde_json::json!({ "home": s.home }),
-                at,
-            })
-            .collect();
-        if !entries.is_empty() {
-            ledger_append(&mut tx, &entries).await?;
-        }
-        tx.commit().await?;
-        Ok(entries.len() as u64)
-    }
-
-    async fn set_home_tx(&self, token: &str, home: &str, ledger: &LedgerAppend) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query("UPDATE subjects SET home = $1 WHERE token = $2")
-            .bind(home)
-            .bind(token)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if changed == 0 {
-            return Err(not_found(format!("subject {token}")));
-        }
-        sqlx::query("UPDATE placements SET home = $1 WHERE token = $2")
-            .bind(home)
-            .bind(token)
-            .execute(&mut *tx)
-            .await?;
-        ledger_append(&mut tx, std::slice::from_ref(ledger)).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn erase_subject_tx(
-        &self,
-        token: &str,
-        ledger: &LedgerAppend,
-    ) -> Result<Vec<GarbageRow>> {
-        let mut tx = self.pool.begin().await?;
-        let known = sqlx::query("SELECT token FROM subjects WHERE token = $1 FOR UPDATE")
-            .bind(token)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if known.is_none() {
-            return Err(not_found(format!("subject {token}")));
-        }
-        // Holding every placement row: no commit can add an object now.
-        let states = sqlx::query(
-            "SELECT category, state FROM placements WHERE token = $1 ORDER BY category FOR UPDATE",
-        )
-        .bind(token)
-        .fetch_all(&mut *tx)
-        .await?;
-
-        let mut regions: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let rows = sqlx::query(
-            "SELECT category, region FROM placement_regions WHERE token = $1 \
-             ORDER BY category, ordinal",
-        )
-        .bind(token)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in &rows {
-            let category: String = r.try_get("category")?;
-            regions
-                .entry(category)
-                .or_default()
-                .push(r.try_get("region")?);
-        }
-        // A move under way may already have copied blobs to its targets.
-        for r in &states {
-            let state: String = r.try_get("state")?;
-            if let PlacementState::Moving { to, .. } = decode_state(&state)? {
-                let list = regions.entry(r.try_get("category")?).or_default();
-                for region in to {
-                    if !list.contains(&region) {
-                        list.push(region);
-                    }
-                }
-            }
-        }
-
-        let blobs = sqlx::query(
-            "SELECT category, blob_id FROM objects WHERE token = $1 ORDER BY category, lookup",
-        )
-        .bind(token)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut queued: Vec<GarbageRow> = Vec::with_capacity(blobs.len());
-        for r in &blobs {
-            let category: String = r.try_get("category")?;
-            queued.push(GarbageRow {
-                id: 0,
-                token: token.to_string(),
-                regions: regions.get(&category).cloned().unwrap_or_default(),
-                category,
-                blob_id: r.try_get("blob_id")?,
-                queued_at: ledger.at,
-            });
-        }
-        for chunk in queued.chunks_mut(ROWS_PER_INSERT) {
-            let encoded = chunk
-                .iter()
-                .map(|g| encode_regions(&g.regions))
-                .collect::<Result<Vec<String>>>()?;
-            let mut q = QueryBuilder::<Postgres>::new(
-                "INSERT INTO garbage (token, category, blob_id, regions, queued_at) ",
-            );
-            q.push_values(chunk.iter().zip(&encoded), |mut b, (g, regions)| {
-                b.push_bind(g.token.as_str())
-                    .push_bind(g.category.as_str())
-                    .push_bind(g.blob_id.as_str())
-                    .push_bind(regions.as_str())
-                    .push_bind(g.queued_at);
-            });
-            q.push(" RETURNING id, blob_id");
-            // A blob belongs to one index row of the token: blob ids are keys.
-            let mut ids: HashMap<String, i64> = HashMap::new();
-            for r in q.build().persistent(false).fetch_all(&mut *tx).await? {
-                ids.insert(r.try_get("blob_id")?, r.try_get("id")?);
-            }
-            for g in chunk.iter_mut() {
-                g.id = ids.get(&g.blob_id).copied().ok_or_else(|| Error::Corrupt {
-                    reason: format!("no garbage id came back for blob {}", g.blob_id),
-                })?;
-            }
-        }
-
-        for sql in [
-            "DELETE FROM objects WHERE token = $1",
-            "DELETE FROM placement_regions WHERE token = $1",
-            "DELETE FROM placements WHERE token = $1",
-            "DELETE FROM subjects WHERE token = $1",
-        ] {
-            sqlx::query(sql).bind(token).execute(&mut *tx).await?;
-        }
-        ledger_append(&mut tx, std::slice::from_ref(ledger)).await?;
-        tx.commit().await?;
-        tracing::debug!(objects = queued.len(), "erased subject");
-        Ok(queued)
-    }
-
-    async fn ensure_placement_tx(
-        &self,
-        row: &PlacementRow,
-        ledger: &LedgerAppend,
-    ) -> Result<PlacementRow> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(existing) = read_placement(&mut tx, &row.token, &row.category, false).await? {
-            tx.commit().await?;
-            return Ok(existing);
-        }
-        // Shared lock: the subject cannot be erased or re-homed under us.
-        let home: Option<String> =
-            sqlx::query_scalar("SELECT home FROM subjects WHERE token = $1 FOR SHARE")
-                .bind(&row.token)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(home) = home else {
-            return Err(not_found(format!("subject {}", row.token)));
-        };
-        check_regions(&row.regions)?;
-        let created = PlacementRow {
-            epoch: 1,
-            state: PlacementState::Active,
-            objects: 0,
-            bytes: 0,
-            ..row.clone()
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO placements (home, regions, token, category, epoch, state, custodian, \
-                                     wrapped_key, objects, bytes, since) \
-             VALUES ($1, '', $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (token, category) DO NOTHING",
-        )
-        .bind(&home)
-        .bind(&created.token)
-        .bind(&created.category)
-        .bind(created.epoch)
-        .bind(encode_state(&created.state)?)
-        .bind(&created.custodian)
-        .bind(&created.wrapped_key)
-        .bind(created.objects)
-        .bind(created.bytes)
-        .bind(created.since)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            // Created by a concurrent call since our first read: return it.
-            let existing = read_placement(&mut tx, &row.token, &row.category, false).await?;
-            tx.commit().await?;
-            return existing.ok_or_else(|| Error::Conflict {
-                reason: format!(
-                    "placement {}/{} was created and removed concurrently",
-                    row.token, row.category
-                ),
-            });
-        }
-        write_regions(&mut tx, &created.token, &created.category, &created.regions).await?;
-        ledger_append(&mut tx, std::slice::from_ref(ledger)).await?;
-        tx.commit().await?;
-        Ok(created)
-    }
-
-    async fn begin_moves_tx(
-        &self,
-        marks: &[MoveMark],
-        lease_until: Millis,
-        now: Millis,
-    ) -> Result<Vec<bool>> {
-        let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(marks.len());
-        for m in marks {
-            out.push(begin_move_in(&mut tx, m, lease_until, now).await?);
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    async fn commit_move_tx(
-        &self,
-        fence: &Fence,
-        regions: &[String],
-        custodian: &str,
-        wrapped_key: &[u8],
-        ledger: &LedgerAppend,
-    ) -> Result<PlacementRow> {
-        let mut tx = self.pool.begin().await?;
-        let moved = commit_move_in(&mut tx, fence, regions, custodian, wrapped_key, ledger).await?;
-        tx.commit().await?;
-        Ok(moved)
-    }
-
-    async fn commit_unit_move_tx(
-        &self,
-        fence: &Fence,
-        regions: &[String],
-        custodian: &str,
-        wrapped_key: &[u8],
-        ledger: &LedgerAppend,
-        release: &UnitRelease,
-    ) -> Result<(PlacementRow, bool)> {
-        let mut tx = self.pool.begin().await?;
-        let moved = commit_move_in(&mut tx, fence, regions, custodian, wrapped_key, ledger).await?;
-        let held = finish_unit_in(&mut tx, &fence.token, &fence.category, release).await?;
-        tx.commit().await?;
-        Ok((moved, held))
-    }
-
-    async fn commit_unit_moves_tx(
-        &self,
-        moves: &[UnitMove],
-    ) -> Result<Vec<Result<(PlacementRow, bool)>>> {
-        let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(moves.len());
-        for m in moves {
-            // A refused move is refused before it writes anything: the
-            // transaction goes on with the others.
-            let moved = match commit_move_in(
-                &mut tx,
-                &m.fence,
-                &m.regions,
-                &m.custodian,
-                &m.wrapped_key,
-                &m.ledger,
-            )
-            .await
-            {
-                Ok(moved) => moved,
-                Err(e) if e.is_fenced() => {
-                    out.push(Err(e));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let held =
-                finish_unit_in(&mut tx, &m.fence.token, &m.fence.category, &m.release).await?;
-            out.push(Ok((moved, held)));
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    async fn abort_move_tx(&self, token: &str, category: &str, epoch: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let Some((current, state)) = lock_placement(&mut tx, token, category).await? else {
-            return Ok(());
-        };
-        if current != epoch || state.is_active() {
-            return Ok(());
-        }
-        sqlx::query("UPDATE placements SET state = $1 WHERE token = $2 AND category = $3")
-            .bind(encode_state(&PlacementState::Active)?)
-            .bind(token)
-            .bind(category)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn commit_object_tx(&self, fence: &Fence, row: &ObjectRow) -> Result<CommitOutcome> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(fenced) = check_fence(&mut tx, fence).await? {
-            return Ok(fenced);
-        }
-        let old = read_old_object(&mut tx, &row.token, &row.lookup).await?;
-        if let Some(old) = &old
-            && old.category != row.category
-        {
-            return Err(Error::Conflict {
-                reason: format!(
-                    "the name is indexed in category {}, not {}; delete it there first",
-                    old.category, row.category
-                ),
-            });
-        }
-        let shared: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM objects WHERE token = $1 AND blob_id = $2 AND lookup <> $3",
-        )
-        .bind(&row.token)
-        .bind(&row.blob_id)
-        .bind(&row.lookup)
-        .fetch_one(&mut *tx)
-        .await?;
-        if shared > 0 {
-            return Err(Error::Conflict {
-                reason: format!("blob {} already belongs to another object", row.blob_id),
-            });
-        }
-
-        let version = old.as_ref().map_or(1, |o| o.version + 1);
-        // A plain INSERT for a new name: if a commit in another category
-        // inserted the same name (or blob) meanwhile, it fails with a unique
-        // violation and the whole transaction runs again, then sees that row.
-        let sql = if old.is_some() {
-            "UPDATE objects SET category = $3, name_enc = $4, meta_enc = $5, version = $6, \
-                                size = $7, stored_size = $8, checksum = $9, blob_id = $10, \
-                                modified_at = $11 \
-             WHERE token = $1 AND lookup = $2"
-        } else {
-            concat!(
-                "INSERT INTO objects (",
-                object_cols!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            )
-        };
-        sqlx::query(sql)
-            .bind(&row.token)
-            .bind(&row.lookup)
-            .bind(&row.category)
-            .bind(&row.name_enc)
-            .bind(&row.meta_enc)
-            .bind(version)
-            .bind(row.size)
-            .bind(row.stored_size)
-            .bind(&row.checksum)
-            .bind(&row.blob_id)
-            .bind(row.modified_at)
-            .execute(&mut *tx)
-            .await?;
-
-        let (objects, bytes) = match &old {
-            Some(o) => (0, row.stored_size - o.stored_size),
-            None => (1, row.stored_size),
-        };
-        add_counts(&mut tx, &row.token, &row.category, objects, bytes).await?;
-
-        // The write's intent: the index row keeps the blob from now on.
-        sqlx::query("DELETE FROM garbage WHERE blob_id = $1")
-            .bind(&row.blob_id)
-            .execute(&mut *tx)
-            .await?;
-        let replaced = old.filter(|o| o.blob_id != row.blob_id).map(|o| o.blob_id);
-        if let Some(blob_id) = &replaced {
-            let regions = read_regions(&mut tx, &row.token, &row.category).await?;
-            insert_garbage(
-                &mut tx,
-                &row.token,
-                &row.category,
-                blob_id,
-                regions,
-                row.modified_at,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(CommitOutcome::Committed { version, replaced })
-    }
-
-    async fn delete_object_tx(&self, fence: &Fence, lookup: &str) -> Result<Option<CommitOutcome>> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(fenced) = check_fence(&mut tx, fence).await? {
-            return Ok(Some(fenced));
-        }
-        let old = read_old_object(&mut tx, &fence.token, lookup).await?;
-        let Some(old) = old.filter(|o| o.category == fence.category) else {
-            return Ok(None);
-        };
-        sqlx::query("DELETE FROM objects WHERE token = $1 AND lookup = $2")
-            .bind(&fence.token)
-            .bind(lookup)
-            .execute(&mut *tx)
-            .await?;
-        add_counts(&mut tx, &fence.token, &fence.category, -1, -old.stored_size).await?;
-        let regions = read_regions(&mut tx, &fence.token, &fence.category).await?;
-        insert_garbage(
-            &mut tx,
-            &fence.token,
-            &fence.category,
-            &old.blob_id,
-            regions,
-            now_millis(),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(CommitOutcome::Committed {
-            version: old.version,
-            replaced: Some(old.blob_id),
-        }))
-    }
-
-    async fn queue_garbage_tx(&self, row: &GarbageRow) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
-        let queued = insert_garbage(
-            &mut tx,
-            &row.token,
-            &row.category,
-            &row.blob_id,
-            row.regions.clone(),
-            row.queued_at,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(queued.id)
-    }
-
-    async fn finish_garbage_tx(&self, id: i64, ledger: Option<&LedgerAppend>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query("DELETE FROM garbage WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(not_found(format!("garbage row {id}")));
-        }
-        if let Some(entry) = ledger {
-            ledger_append(&mut tx, std::slice::from_ref(entry)).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn append_ledger_tx(&self, entry: &LedgerAppend) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
-        let seq = ledger_append(&mut tx, std::slice::from_ref(entry)).await?;
-        tx.commit().await?;
-        Ok(seq)
-    }
-}
-
-// ---------------------------------------------------------------------------
-
-#[async_trait]
-impl Catalog for PostgresCatalog {
-    async fn schema_version(&self) -> Result<i64> {
-        let mut conn = self.pool.acquire().await?;
-        applied_version(&mut conn).await
-    }
-
-    // ---- subjects ----
-
-    async fn add_subject(&self, subject: &SubjectRow, ledger: LedgerAppend) -> Result<()> {
-        self.retry(|| self.add_subject_tx(subject, &ledger)).await
-    }
-
-    async fn add_subjects(&self, subjects: &[SubjectRow], at: Millis) -> Result<u64> {
-        self.retry(|| self.add_subjects_tx(subjects, at)).await
-    }
-
-    async fn get_subject(&self, token: &str) -> Result<Option<SubjectRow>> {
-        let row =
-            sqlx::query("SELECT token, home, created_at, id_enc FROM subjects WHERE token = $1")
-                .bind(token)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(subject_from).transpose()
-    }
-
-    async fn get_subjects(&self, tokens: &[String]) -> Result<Vec<Option<SubjectRow>>> {
-        let rows = sqlx::query(
-            "SELECT token, home, created_at, id_enc FROM subjects WHERE token = ANY($1)",
-        )
-        .bind(tokens)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut found = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let s = subject_from(row)?;
-            found.insert(s.token.clone(), s);
-        }
-        Ok(tokens.iter().map(|t| found.get(t).cloned()).collect())
-    }
-
-    async fn set_home(&self, token: &str, home: &str, ledger: LedgerAppend) -> Result<()> {
-        self.retry(|| self.set_home_tx(token, home, &ledger)).await
-    }
-
-    async fn erase_subject(&self, token: &str, ledger: LedgerAppend) -> Result<Vec<GarbageRow>> {
-        self.retry(|| self.erase_subject_tx(token, &ledger)).await
-    }
-
-    async fn count_subjects(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM subjects")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    // ---- placements ----
-
-    async fn get_placement(&self, token: &str, category: &str) -> Result<Option<PlacementRow>> {
-        // One statement: the row and its regions come from one snapshot.
-        let row = sqlx::query(concat!(
-            placement_select!(),
-            "WHERE p.token = $1 AND p.category = $2"
-        ))
-        .bind(token)
-        .bind(category)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(placement_from).transpose()
-    }
-
-    async fn get_placements(&self, keys: &[(String, String)]) -> Result<Vec<Option<PlacementRow>>> {
-        // One statement: every row and its regions from one snapshot.
-        let (tokens, categories) = unzip_pairs(keys);
-        let rows = sqlx::query(concat!(
-            placement_select!(),
-            "WHERE (p.token, p.category) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-        ))
-        .bind(&tokens)
-        .bind(&categories)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut found = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let p = placement_from(row)?;
-            found.insert((p.token.clone(), p.category.clone()), p);
-        }
-        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
-    }
-
-    async fn placements_of(&self, token: &str) -> Result<Vec<PlacementRow>> {
-        let rows = sqlx::query(concat!(
-            placement_select!(),
-            "WHERE p.token = $1 ORDER BY p.category"
-        ))
-        .bind(token)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(placement_from).collect()
-    }
-
-    async fn ensure_placement(
-        &self,
-        row: &PlacementRow,
-        ledger: LedgerAppend,
-    ) -> Result<PlacementRow> {
-        self.retry(|| self.ensure_placement_tx(row, &ledger)).await
-    }
-
-    async fn begin_move(
-        &self,
-        token: &str,
-        category: &str,
-        epoch: i64,
-        to: &[String],
-        lease_until: Millis,
-        now: Millis,
-    ) -> Result<bool> {
-        let mark = MoveMark {
-            token: token.to_owned(),
-            category: category.to_owned(),
-            epoch,
-            to: to.to_vec(),
-        };
-        let marked = self
-            .retry(|| self.begin_moves_tx(std::slice::from_ref(&mark), lease_until, now))
-            .await?;
-        Ok(marked.first().copied().unwrap_or(false))
-    }
-
-    async fn begin_moves(
-        &self,
-        marks: &[MoveMark],
-        lease_until: Millis,
-        now: Millis,
-    ) -> Result<Vec<bool>> {
-        self.retry(|| self.begin_moves_tx(marks, lease_until, now))
-            .await
-    }
-
-    async fn commit_unit_moves(
-        &self,
-        moves: &[UnitMove],
-    ) -> Result<Vec<Result<(PlacementRow, bool)>>> {
-        self.retry(|| self.commit_unit_moves_tx(moves)).await
-    }
-
-    async fn commit_move(
-        &self,
-        fence: &Fence,
-        regions: &[String],
-        custodian: &str,
-        wrapped_key: &[u8],
-        ledger: LedgerAppend,
-    ) -> Result<PlacementRow> {
-        self.retry(|| self.commit_move_tx(fence, regions, custodian, wrapped_key, &ledger))
-            .await
-    }
-
-    async fn commit_unit_move(
-        &self,
-        fence: &Fence,
-        regions: &[String],
-        custodian: &str,
-        wrapped_key: &[u8],
-        ledger: LedgerAppend,
-        release: &UnitRelease,
-    ) -> Result<(PlacementRow, bool)> {
-        self.retry(|| {
-            self.commit_unit_move_tx(fence, regions, custodian, wrapped_key, &ledger, release)
-        })
-        .await
-    }
-
-    async fn abort_move(&self, token: &str, category: &str, epoch: i64) -> Result<()> {
-        self.retry(|| self.abort_move_tx(token, category, epoch))
-            .await
     }
 
     async fn placements_page(
-        &self,
-        after: Option<(&str, &str)>,
+        pool: &PgPool,
+        (after_token, after_category): (&str, &str),
         limit: u32,
     ) -> Result<Vec<PlacementSummary>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // An absent key sorts before every token: tokens are never empty.
-        let (after_token, after_category) = after.unwrap_or(("", ""));
         // The planner's hot loop at millions of rows: one table, walked
         // along its primary key from the row-value key (an index range scan,
         // whatever the table's size), as plain rows. Packing the page into
@@ -1652,363 +413,17 @@ impl Catalog for PostgresCatalog {
         // alternating runs) a full scan took 2.2–2.3 s packed (with the
         // ORDER BY inside the aggregate that guarantees the order) against
         // 2.3–2.5 s as rows, and rows need no packing assumptions.
-        let rows = sqlx::query(
-            "SELECT token, home, category, custodian, epoch, objects, bytes, regions \
-             FROM placements WHERE (token, category) > ($1, $2) \
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM placements WHERE (token, category) > ($1, $2) \
              ORDER BY token, category LIMIT $3",
-        )
+            crate::sql::codec::SUMMARY_COLS
+        )))
         .bind(after_token)
         .bind(after_category)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        rows.iter().map(summary_from).collect()
-    }
-
-    async fn subject_seals(&self, tokens: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(tokens.len());
-        for batch in tokens.chunks(10_000) {
-            let rows = sqlx::query(
-                "SELECT token, id_enc FROM subjects WHERE id_enc IS NOT NULL AND token = ANY($1)",
-            )
-            .bind(batch)
-            .fetch_all(&self.pool)
-            .await?;
-            for r in rows {
-                out.push((r.try_get(0)?, r.try_get(1)?));
-            }
-        }
-        let order: HashMap<&str, usize> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.as_str(), i))
-            .collect();
-        out.sort_by_key(|(t, _)| order.get(t.as_str()).copied().unwrap_or(usize::MAX));
-        Ok(out)
-    }
-
-    async fn residency(&self) -> Result<Vec<ResidencyRow>> {
-        // `placements.home` is kept in step with the subject's home.
-        let rows = sqlx::query(
-            "SELECT p.home AS home, p.category AS category, r.region AS region, \
-                    COUNT(DISTINCT p.token) AS subjects, \
-                    CAST(SUM(p.objects) AS BIGINT) AS objects, \
-                    CAST(SUM(p.bytes) AS BIGINT) AS bytes \
-             FROM placement_regions r \
-             JOIN placements p ON p.token = r.token AND p.category = r.category \
-             GROUP BY p.home, p.category, r.region \
-             ORDER BY p.home, p.category, r.region",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ResidencyRow {
-                    home: r.try_get("home")?,
-                    category: r.try_get("category")?,
-                    region: r.try_get("region")?,
-                    subjects: r.try_get("subjects")?,
-                    objects: r.try_get("objects")?,
-                    bytes: r.try_get("bytes")?,
-                })
-            })
-            .collect()
-    }
-
-    // ---- objects ----
-
-    async fn commit_object(&self, fence: &Fence, row: &ObjectRow) -> Result<CommitOutcome> {
-        if row.token != fence.token || row.category != fence.category {
-            return Err(Error::Invalid {
-                reason: format!(
-                    "object row is for {}/{}, the fence for {}/{}",
-                    row.token, row.category, fence.token, fence.category
-                ),
-            });
-        }
-        retry_if(
-            |e| retryable(e) || unique_violation(e),
-            ATTEMPTS,
-            || self.commit_object_tx(fence, row),
-        )
-        .await
-    }
-
-    async fn delete_object(&self, fence: &Fence, lookup: &str) -> Result<Option<CommitOutcome>> {
-        self.retry(|| self.delete_object_tx(fence, lookup)).await
-    }
-
-    async fn get_object(&self, token: &str, lookup: &str) -> Result<Option<ObjectRow>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            object_cols!(),
-            " FROM objects WHERE token = $1 AND lookup = $2"
-        ))
-        .bind(token)
-        .bind(lookup)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(object_from).transpose()
-    }
-
-    async fn objects_of(&self, token: &str, category: Option<&str>) -> Result<Vec<ObjectRow>> {
-        let rows = match category {
-            Some(category) => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    object_cols!(),
-                    " FROM objects WHERE token = $1 AND category = $2 ORDER BY category, lookup"
-                ))
-                .bind(token)
-                .bind(category)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    object_cols!(),
-                    " FROM objects WHERE token = $1 ORDER BY category, lookup"
-                ))
-                .bind(token)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        rows.iter().map(object_from).collect()
-    }
-
-    async fn objects_of_pairs(&self, keys: &[(String, String)]) -> Result<Vec<Vec<ObjectRow>>> {
-        let (tokens, categories) = unzip_pairs(keys);
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            object_cols!(),
-            " FROM objects WHERE (token, category) IN \
-              (SELECT * FROM unnest($1::text[], $2::text[])) \
-              ORDER BY token, category, lookup"
-        ))
-        .bind(&tokens)
-        .bind(&categories)
-        .fetch_all(&self.pool)
-        .await?;
-        let rows = rows.iter().map(object_from).collect::<Result<Vec<_>>>()?;
-        Ok(objects_by_pair(rows, keys))
-    }
-
-    async fn objects_page(
-        &self,
-        after: Option<(&str, &str)>,
-        limit: u32,
-    ) -> Result<Vec<ObjectRow>> {
-        let (after_token, after_blob) = after.unwrap_or(("", ""));
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            object_cols!(),
-            " FROM objects WHERE (token, blob_id) > ($1, $2) \
-              ORDER BY token, blob_id LIMIT $3"
-        ))
-        .bind(after_token)
-        .bind(after_blob)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(object_from).collect()
-    }
-
-    // ---- garbage ----
-
-    async fn garbage(&self, limit: u32) -> Result<Vec<GarbageRow>> {
-        let rows = sqlx::query(
-            "SELECT id, token, category, blob_id, regions, queued_at FROM garbage \
-             ORDER BY id LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(garbage_from).collect()
-    }
-
-    async fn due_garbage(&self, limit: u32, now: Millis) -> Result<Vec<GarbageRow>> {
-        let rows = sqlx::query(
-            "SELECT id, token, category, blob_id, regions, queued_at FROM garbage \
-             WHERE queued_at <= $1 ORDER BY id LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(garbage_from).collect()
-    }
-
-    async fn queue_garbage(&self, row: &GarbageRow) -> Result<i64> {
-        self.retry(|| self.queue_garbage_tx(row)).await
-    }
-
-    async fn finish_garbage(&self, id: i64, ledger: Option<LedgerAppend>) -> Result<()> {
-        self.retry(|| self.finish_garbage_tx(id, ledger.as_ref()))
-            .await
-    }
-
-    // ---- ledger ----
-
-    async fn append_ledger(&self, entry: LedgerAppend) -> Result<i64> {
-        self.retry(|| self.append_ledger_tx(&entry)).await
-    }
-
-    async fn ledger_page(&self, after: i64, limit: u32) -> Result<Vec<LedgerEntry>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            ledger_cols!(),
-            " FROM ledger WHERE seq > $1 ORDER BY seq LIMIT $2"
-        ))
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(entry_from).collect()
-    }
-
-    async fn ledger_of(&self, token: &str) -> Result<Vec<LedgerEntry>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            ledger_cols!(),
-            " FROM ledger WHERE subject = $1 ORDER BY seq"
-        ))
-        .bind(token)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(entry_from).collect()
-    }
-
-    // ---- settings ----
-
-    async fn setting(&self, key: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
-
-    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        let run = || async {
-            sqlx::query(
-                "INSERT INTO settings (key, value) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
-            Ok::<(), Error>(())
-        };
-        self.retry(run).await
-    }
-
-    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-        let run = || async {
-            sqlx::query(
-                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
-            // Once set, a setting is never changed by init: this read sees the winner.
-            let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                .bind(key)
-                .fetch_one(&self.pool)
-                .await?;
-            Ok::<String, Error>(stored)
-        };
-        self.retry(run).await
-    }
-
-    // ---- raw rows, for catalog migration ----
-
-    async fn raw_count(&self, table: RawTable) -> Result<i64> {
-        let sql = format!("SELECT COUNT(*) FROM {}", table.name());
-        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    async fn raw_page(
-        &self,
-        table: RawTable,
-        after: Option<&[RawValue]>,
-        limit: u32,
-    ) -> Result<Vec<RawRow>> {
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {} FROM {}",
-            table.column_list(),
-            table.name()
-        ));
-        if let Some(key) = after {
-            q.push(format!(" WHERE ({}) > (", table.key_list()));
-            let mut sep = q.separated(", ");
-            for v in key {
-                match v {
-                    RawValue::Int(x) => sep.push_bind(*x),
-                    RawValue::Text(x) => sep.push_bind(x.clone()),
-                    RawValue::Bytes(x) => sep.push_bind(x.clone()),
-                };
-            }
-            q.push(")");
-        }
-        q.push(format!(" ORDER BY {} LIMIT ", table.key_list()));
-        q.push_bind(i64::from(limit));
-        let rows = q.build().persistent(false).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let mut out = Vec::with_capacity(table.columns().len());
-                for (i, (_, ty)) in table.columns().iter().enumerate() {
-                    out.push(match ty {
-                        RawType::Int => RawValue::Int(r.try_get(i)?),
-                        RawType::Text => RawValue::Text(r.try_get(i)?),
-                        RawType::Bytes => RawValue::Bytes(r.try_get(i)?),
-                    });
-                }
-                Ok(out)
-            })
-            .collect()
-    }
-
-    async fn raw_insert(&self, table: RawTable, rows: &[RawRow]) -> Result<()> {
-        let width = table.columns().len();
-        if let Some(bad) = rows.iter().find(|r| r.len() != width) {
-            return Err(Error::Invalid {
-                reason: format!(
-                    "a {} row has {} values, not {width}",
-                    table.name(),
-                    bad.len()
-                ),
-            });
-        }
-        let run = || async {
-            let mut tx = self.pool.begin().await?;
-            for chunk in rows.chunks(ROWS_PER_INSERT) {
-                let mut q = QueryBuilder::<Postgres>::new(format!(
-                    "INSERT INTO {} ({}) ",
-                    table.name(),
-                    table.column_list()
-                ));
-                q.push_values(chunk, |mut b, row| {
-                    for v in row {
-                        match v {
-                            RawValue::Int(x) => b.push_bind(*x),
-                            RawValue::Text(x) => b.push_bind(x.clone()),
-                            RawValue::Bytes(x) => b.push_bind(x.clone()),
-                        };
-                    }
-                });
-                q.build().persistent(false).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok::<(), Error>(())
-        };
-        self.retry(run).await
+        rows.iter().map(Sql::<Postgres>::summary_from).collect()
     }
 
     /// Moves `ledger_head` to the last copied entry, so the next append
@@ -2016,9 +431,9 @@ impl Catalog for PostgresCatalog {
     /// and `migration_jobs` past the copied ids (`setval` on
     /// `pg_get_serial_sequence`, which CockroachDB documents too; not run
     /// there).
-    async fn raw_finish(&self) -> Result<()> {
+    async fn raw_finish(pool: &PgPool, _: &()) -> Result<()> {
         let run = || async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = pool.begin().await?;
             sqlx::query("SELECT seq FROM ledger_head WHERE id = 1 FOR UPDATE")
                 .fetch_optional(&mut *tx)
                 .await?
@@ -2053,7 +468,7 @@ impl Catalog for PostgresCatalog {
             tx.commit().await?;
             Ok::<(), Error>(())
         };
-        self.retry(run).await
+        retry_if(retryable, ATTEMPTS, run).await
     }
 }
 

@@ -1,0 +1,534 @@
+//! Statements that run inside a caller's transaction, shared by every
+//! catalog call that needs them.
+
+use std::collections::BTreeSet;
+
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
+
+use super::codec::{LEDGER_COLS, PLACEMENT_COLS, encode_regions, encode_state};
+use super::schema::SCHEMA_VERSION;
+use super::{Dialect, RowsAffected, Sql};
+use crate::catalog::{CommitOutcome, MoveMark, moved_placement};
+use crate::error::{Error, Result};
+use crate::jobs::UnitRelease;
+use crate::ledger::{self, GENESIS};
+use crate::model::{Fence, GarbageRow, LedgerAppend, Millis, PlacementRow, PlacementState};
+
+/// What an object row held before a write replaced or removed it.
+pub(crate) struct OldObject {
+    pub(crate) category: String,
+    pub(crate) version: i64,
+    pub(crate) stored_size: i64,
+    pub(crate) blob_id: String,
+}
+
+/// The distinct values of a batched read's keys, sorted: each is bound
+/// once, however often it is asked.
+pub(crate) fn distinct<T: Ord>(keys: &[T]) -> Vec<&T> {
+    keys.iter().collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+/// Refuses a region listed twice in one placement.
+pub(crate) fn check_regions(regions: &[String]) -> Result<()> {
+    for (i, r) in regions.iter().enumerate() {
+        if regions[..i].contains(r) {
+            return Err(Error::Invalid {
+                reason: format!("region {r:?} is listed twice in one placement"),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn not_found(what: impl Into<String>) -> Error {
+    Error::NotFound { what: what.into() }
+}
+
+impl<D> Sql<D>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    D::Arguments: IntoArguments<D>,
+    for<'a> i64: Encode<'a, D> + Decode<'a, D> + Type<D>,
+    for<'a> Option<i64>: Encode<'a, D> + Decode<'a, D> + Type<D>,
+    for<'a> bool: Decode<'a, D> + Type<D>,
+    for<'a> &'a str: Encode<'a, D> + Type<D> + ColumnIndex<D::Row>,
+    for<'a> Option<&'a str>: Encode<'a, D> + Type<D>,
+    for<'a> String: Encode<'a, D> + Decode<'a, D> + Type<D>,
+    for<'a> Option<String>: Encode<'a, D> + Decode<'a, D> + Type<D>,
+    for<'a> &'a [u8]: Encode<'a, D> + Type<D>,
+    for<'a> Option<&'a [u8]>: Encode<'a, D> + Type<D>,
+    for<'a> Vec<u8>: Encode<'a, D> + Decode<'a, D> + Type<D>,
+    for<'a> Option<Vec<u8>>: Encode<'a, D> + Decode<'a, D> + Type<D>,
+    usize: ColumnIndex<D::Row>,
+{
+    /// The highest applied schema version, 0 on a fresh database.
+    pub(crate) async fn applied_version(conn: &mut D::Connection) -> Result<i64> {
+        let exists: i64 = sqlx::query_scalar(D::MIGRATIONS_TABLE)
+            .fetch_one(&mut *conn)
+            .await?;
+        if exists == 0 {
+            return Ok(0);
+        }
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&mut *conn)
+        .await?)
+    }
+
+    /// Errors with [`Error::SchemaTooNew`] if a newer build migrated the
+    /// database.
+    pub(crate) async fn refuse_newer(conn: &mut D::Connection) -> Result<()> {
+        let found = Self::applied_version(conn).await?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew {
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// Rows of `width` bound parameters that fit in one statement.
+    pub(crate) fn rows_per_statement(width: usize) -> usize {
+        (D::MAX_PARAMS / width.max(1)).max(1)
+    }
+
+    /// Appends `(VALUES ($1, $2), …)` with the (token, category) pairs bound.
+    pub(crate) fn push_pairs<'a>(
+        q: &mut QueryBuilder<D>,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        q.push("(VALUES ");
+        let mut sep = q.separated(", ");
+        for (t, c) in pairs {
+            sep.push("(")
+                .push_bind_unseparated(t)
+                .push_unseparated(", ")
+                .push_bind_unseparated(c)
+                .push_unseparated(")");
+        }
+        q.push(")");
+    }
+
+    /// Appends entries at the end of the ledger, in order. Returns the last
+    /// seq (or the current end's, if `entries` is empty).
+    ///
+    /// Where the dialect keeps a `ledger_head`, its row is locked until the
+    /// caller's transaction ends, so appends of concurrent transactions
+    /// form one chain in commit order; the lock is taken last in each
+    /// transaction, so it is held only for its end.
+    pub(crate) async fn ledger_append(
+        conn: &mut D::Connection,
+        entries: &[LedgerAppend],
+    ) -> Result<i64> {
+        let head = if D::LEDGER_HEAD {
+            let sql = format!(
+                "SELECT seq, hash FROM ledger_head WHERE id = 1{}",
+                D::FOR_UPDATE
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_optional(&mut *conn)
+                .await?;
+            Some(row.ok_or_else(|| Error::Corrupt {
+                reason: "the ledger_head row is missing".into(),
+            })?)
+        } else {
+            sqlx::query("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *conn)
+                .await?
+        };
+        let (mut seq, mut hash): (i64, String) = match head {
+            Some(r) => (r.try_get(0)?, r.try_get(1)?),
+            None => (0, GENESIS.to_string()),
+        };
+        if entries.is_empty() {
+            return Ok(seq);
+        }
+        for chunk in entries.chunks(Self::rows_per_statement(7)) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                seq += 1;
+                let body = ledger::canonical_body(&e.body);
+                let next =
+                    ledger::entry_hash(&hash, seq, e.at, &e.kind, e.subject.as_deref(), &body);
+                rows.push((
+                    seq,
+                    e,
+                    body,
+                    std::mem::replace(&mut hash, next.clone()),
+                    next,
+                ));
+            }
+            let mut q = QueryBuilder::<D>::new(format!("INSERT INTO ledger ({LEDGER_COLS}) "));
+            q.push_values(&rows, |mut b, (seq, e, body, prev, this)| {
+                b.push_bind(*seq)
+                    .push_bind(e.at)
+                    .push_bind(e.kind.as_str())
+                    .push_bind(e.subject.as_deref())
+                    .push_bind(body.as_str())
+                    .push_bind(prev.as_str())
+                    .push_bind(this.as_str());
+            });
+            q.build()
+                .persistent(D::CACHE_BUILT)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if D::LEDGER_HEAD {
+            sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(seq)
+                .bind(hash.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(seq)
+    }
+
+    /// The ordered regions of a placement.
+    pub(crate) async fn read_regions(
+        conn: &mut D::Connection,
+        token: &str,
+        category: &str,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT region FROM placement_regions WHERE token = $1 AND category = $2 \
+             ORDER BY ordinal",
+        )
+        .bind(token)
+        .bind(category)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// Replaces the ordered regions of a placement (whose row the caller
+    /// holds): the `placement_regions` rows and the row's `regions` list.
+    pub(crate) async fn write_regions(
+        conn: &mut D::Connection,
+        token: &str,
+        category: &str,
+        regions: &[String],
+    ) -> Result<()> {
+        check_regions(regions)?;
+        sqlx::query("DELETE FROM placement_regions WHERE token = $1 AND category = $2")
+            .bind(token)
+            .bind(category)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("UPDATE placements SET regions = $1 WHERE token = $2 AND category = $3")
+            .bind(regions.join(","))
+            .bind(token)
+            .bind(category)
+            .execute(&mut *conn)
+            .await?;
+        if regions.is_empty() {
+            return Ok(());
+        }
+        let mut q = QueryBuilder::<D>::new(
+            "INSERT INTO placement_regions (token, category, ordinal, region) ",
+        );
+        q.push_values((0_i64..).zip(regions), |mut b, (ordinal, region)| {
+            b.push_bind(token)
+                .push_bind(category)
+                .push_bind(ordinal)
+                .push_bind(region.as_str());
+        });
+        q.build()
+            .persistent(D::CACHE_BUILT)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Reads a placement, locking its row until the caller's transaction
+    /// ends when `lock` is set.
+    pub(crate) async fn read_placement(
+        conn: &mut D::Connection,
+        token: &str,
+        category: &str,
+        lock: bool,
+    ) -> Result<Option<PlacementRow>> {
+        let sql = format!(
+            "SELECT {PLACEMENT_COLS} FROM placements WHERE token = $1 AND category = $2{}",
+            if lock { D::FOR_UPDATE } else { "" }
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(token)
+            .bind(category)
+            .fetch_optional(&mut *conn)
+            .await?;
+        row.as_ref().map(Self::placement_from).transpose()
+    }
+
+    /// Locks a placement row and returns its epoch and state, if it exists.
+    pub(crate) async fn lock_placement(
+        conn: &mut D::Connection,
+        token: &str,
+        category: &str,
+    ) -> Result<Option<(i64, PlacementState)>> {
+        let sql = format!(
+            "SELECT epoch, state FROM placements WHERE token = $1 AND category = $2{}",
+            D::FOR_UPDATE
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(token)
+            .bind(category)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let state: String = row.try_get(1)?;
+        Ok(Some((row.try_get(0)?, super::codec::decode_state(&state)?)))
+    }
+
+    /// Sets a placement's state.
+    pub(crate) async fn set_state(
+        conn: &mut D::Connection,
+        token: &str,
+        category: &str,
+        state: &PlacementState,
+    ) -> Result<()> {
+        sqlx::query("UPDATE placements SET state = $1 WHERE token = $2 AND category = $3")
+            .bind(encode_state(state)?)
+            .bind(token)
+            .bind(category)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a placement moving if it is at the mark's epoch and free (see
+    /// `Catalog::begin_move`); false, and nothing written, otherwise.
+    pub(crate) async fn begin_move_in(
+        conn: &mut D::Connection,
+        m: &MoveMark,
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<bool> {
+        let Some((current, state)) = Self::lock_placement(conn, &m.token, &m.category).await?
+        else {
+            return Ok(false);
+        };
+        let free = match state {
+            PlacementState::Active => true,
+            PlacementState::Moving { lease_until, .. } => lease_until < now,
+        };
+        if current != m.epoch || !free {
+            return Ok(false);
+        }
+        let moving = PlacementState::Moving {
+            to: m.to.clone(),
+            lease_until,
+        };
+        Self::set_state(conn, &m.token, &m.category, &moving).await?;
+        Ok(true)
+    }
+
+    /// A move's commit inside the caller's transaction.
+    pub(crate) async fn commit_move_in(
+        conn: &mut D::Connection,
+        fence: &Fence,
+        regions: &[String],
+        custodian: &str,
+        wrapped_key: &[u8],
+        ledger: &LedgerAppend,
+    ) -> Result<PlacementRow> {
+        let current = Self::read_placement(conn, &fence.token, &fence.category, true).await?;
+        let moved = moved_placement(current, fence, regions, custodian, wrapped_key, ledger.at)?;
+        sqlx::query(
+            "UPDATE placements SET epoch = $1, state = $2, custodian = $3, wrapped_key = $4, \
+                                   since = $5 \
+             WHERE token = $6 AND category = $7",
+        )
+        .bind(moved.epoch)
+        .bind(encode_state(&moved.state)?)
+        .bind(moved.custodian.as_str())
+        .bind(moved.wrapped_key.as_slice())
+        .bind(moved.since)
+        .bind(moved.token.as_str())
+        .bind(moved.category.as_str())
+        .execute(&mut *conn)
+        .await?;
+        Self::write_regions(conn, &moved.token, &moved.category, &moved.regions).await?;
+        Self::ledger_append(conn, std::slice::from_ref(ledger)).await?;
+        Ok(moved)
+    }
+
+    /// Checks a write's fence, holding the placement row until the caller's
+    /// transaction ends: `None` if the placement is at the fence's epoch and
+    /// active, else the outcome to return without writing.
+    pub(crate) async fn check_fence(
+        conn: &mut D::Connection,
+        fence: &Fence,
+    ) -> Result<Option<CommitOutcome>> {
+        let Some((epoch, state)) =
+            Self::lock_placement(conn, &fence.token, &fence.category).await?
+        else {
+            return Ok(Some(CommitOutcome::Fenced {
+                current_epoch: None,
+                moving: false,
+            }));
+        };
+        let moving = !state.is_active();
+        if epoch != fence.epoch || moving {
+            return Ok(Some(CommitOutcome::Fenced {
+                current_epoch: Some(epoch),
+                moving,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Queues blobs for deletion; fills in each row's id.
+    pub(crate) async fn insert_garbage(
+        conn: &mut D::Connection,
+        rows: &mut [GarbageRow],
+    ) -> Result<()> {
+        for chunk in rows.chunks_mut(Self::rows_per_statement(5)) {
+            let encoded = chunk
+                .iter()
+                .map(|g| encode_regions(&g.regions))
+                .collect::<Result<Vec<String>>>()?;
+            let mut q = QueryBuilder::<D>::new(
+                "INSERT INTO garbage (token, category, blob_id, regions, queued_at) ",
+            );
+            q.push_values(chunk.iter().zip(&encoded), |mut b, (g, regions)| {
+                b.push_bind(g.token.as_str())
+                    .push_bind(g.category.as_str())
+                    .push_bind(g.blob_id.as_str())
+                    .push_bind(regions.as_str())
+                    .push_bind(g.queued_at);
+            });
+            q.push(" RETURNING id, blob_id");
+            // One row per blob in a chunk: a blob belongs to one index row
+            // of its token, and a write queues one blob.
+            let mut ids = std::collections::HashMap::new();
+            for r in q
+                .build()
+                .persistent(D::CACHE_BUILT)
+                .fetch_all(&mut *conn)
+                .await?
+            {
+                let blob: String = r.try_get(1)?;
+                let id: i64 = r.try_get(0)?;
+                ids.insert(blob, id);
+            }
+            for g in chunk.iter_mut() {
+                g.id = ids.get(&g.blob_id).copied().ok_or_else(|| Error::Corrupt {
+                    reason: format!("no garbage id came back for blob {}", g.blob_id),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one blob for deletion from `regions`. Returns the queued row.
+    pub(crate) async fn queue_blob(
+        conn: &mut D::Connection,
+        token: &str,
+        category: &str,
+        blob_id: &str,
+        regions: Vec<String>,
+        queued_at: Millis,
+    ) -> Result<GarbageRow> {
+        let mut rows = [GarbageRow {
+            id: 0,
+            token: token.to_string(),
+            category: category.to_string(),
+            blob_id: blob_id.to_string(),
+            regions,
+            queued_at,
+        }];
+        Self::insert_garbage(conn, &mut rows).await?;
+        let [row] = rows;
+        Ok(row)
+    }
+
+    /// Adds to a placement's object and byte counters.
+    pub(crate) async fn add_counts(
+        conn: &mut D::Connection,
+        token: &str,
+        category: &str,
+        objects: i64,
+        bytes: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE placements SET objects = objects + $1, bytes = bytes + $2 \
+             WHERE token = $3 AND category = $4",
+        )
+        .bind(objects)
+        .bind(bytes)
+        .bind(token)
+        .bind(category)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Reads an object row, locking it until the caller's transaction ends.
+    pub(crate) async fn read_old_object(
+        conn: &mut D::Connection,
+        token: &str,
+        lookup: &str,
+    ) -> Result<Option<OldObject>> {
+        let sql = format!(
+            "SELECT category, version, stored_size, blob_id FROM objects \
+             WHERE token = $1 AND lookup = $2{}",
+            D::FOR_UPDATE
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(token)
+            .bind(lookup)
+            .fetch_optional(&mut *conn)
+            .await?;
+        row.map(|r| {
+            Ok(OldObject {
+                category: r.try_get(0)?,
+                version: r.try_get(1)?,
+                stored_size: r.try_get(2)?,
+                blob_id: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records how a worker leaves a unit and releases its lease, on the
+    /// caller's connection (alone, or inside its transaction). False (and
+    /// nothing changed) if the worker no longer holds the lease.
+    pub(crate) async fn finish_unit_in(
+        conn: &mut D::Connection,
+        token: &str,
+        category: &str,
+        release: &UnitRelease,
+    ) -> Result<bool> {
+        let c = release.outcome.columns();
+        // A retried unit keeps its state when it was already committed: only
+        // its purge failed.
+        let changed = sqlx::query(
+            "UPDATE migration_units SET \
+                state = CASE WHEN $1 = 'pending' AND state = 'committed' \
+                             THEN 'committed' ELSE $1 END, \
+                purge_after = COALESCE($2, purge_after), \
+                moved_bytes = COALESCE($3, moved_bytes), \
+                error = $4, lease_owner = NULL, lease_until = $5, updated_at = $6, \
+                attempts = attempts + $11 \
+             WHERE job = $7 AND token = $8 AND category = $9 AND lease_owner = $10",
+        )
+        .bind(c.state.as_str())
+        .bind(c.purge_after)
+        .bind(c.moved_bytes)
+        .bind(c.error)
+        .bind(c.lease_until)
+        .bind(release.now)
+        .bind(release.job)
+        .bind(token)
+        .bind(category)
+        .bind(release.owner.as_str())
+        .bind(c.failed)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+}
