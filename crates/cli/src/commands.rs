@@ -209,16 +209,13 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
             let entries = match id {
                 Some(id) => {
                     let id = subject(&id)?;
-                    engine
-                        .catalog()
-                        .ledger_of(&engine.tokens().subject(&id))
-                        .await?
+                    engine.subject_ledger(&id).await?
                 }
                 None => {
                     let mut all = Vec::new();
                     let mut after = 0;
                     loop {
-                        let page = engine.catalog().ledger_page(after, 1000).await?;
+                        let page = engine.ledger_page(after, 1000).await?;
                         let Some(last) = page.last() else { break };
                         after = last.seq;
                         all.extend(page);

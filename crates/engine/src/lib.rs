@@ -31,7 +31,7 @@ pub mod tokens;
 pub mod verify;
 
 pub use data::{ObjectInfo, ObjectMeta, PutReceipt};
-pub use engine::{Engine, EngineOptions};
+pub use engine::{Engine, EngineOptions, Health};
 pub use error::{Error, Result};
 pub use migrate::{MigrateOptions, MigrationStatus};
-pub use secrets::Secrets;
+pub use secrets::{ApiTokens, Secrets};

@@ -32,9 +32,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use domicile_catalog::{
-    Fence, JobCounts, JobRow, JobState, LedgerAppend, MoveMark, ObjectRow, PlacementRow,
-    PlacementState, SubjectRow, UnitMove, UnitOutcome, UnitReceipt, UnitRelease, UnitRow,
-    UnitState,
+    Fence, JobCounts, JobRow, JobState, JobWaiting, LedgerAppend, MoveMark, ObjectRow,
+    PlacementRow, PlacementState, SubjectRow, UnitMove, UnitOutcome, UnitReceipt, UnitRelease,
+    UnitRow, UnitState,
 };
 use domicile_core::ids::RegionId;
 use domicile_core::jurisdiction::Jurisdiction;
@@ -369,6 +369,12 @@ impl Engine {
         let now = now_millis();
         let counts = self.catalog.job_counts(job.id, now).await?;
         Ok(MigrationStatus::of(&job, &counts, now))
+    }
+
+    /// What the job's idle workers still wait for: two index probes, not
+    /// a count over its units as [`Engine::migration_status`] makes.
+    pub async fn migration_waiting(&self, job: i64) -> Result<JobWaiting> {
+        Ok(self.catalog.job_waiting(job).await?)
     }
 
     /// Pauses the open job: workers stop after the batch of units in hand.
