@@ -10,7 +10,9 @@
 //! - [`data`]: put, get, head, list and delete, with epoch fencing.
 //! - [`gc`]: deletion of blobs no index row points at.
 //! - [`migrate`]: online migration jobs: units under leases; copy, verify,
-//!   re-wrap, commit epoch + 1, purge after a grace period.
+//!   re-wrap, commit epoch + 1, purge after a grace period. One module per
+//!   part: the job, its planning, the worker and its status, a turn's
+//!   moves, the copy, the purge, and the write path's inline move.
 //! - [`subjects`]: add, import, show, rehome and erase.
 //! - [`reports`]: residency, exposure, cost, violations and the plan.
 //! - [`demand`]: what an authority could compel; ledgered.
@@ -33,5 +35,5 @@ pub mod verify;
 pub use data::{ObjectInfo, ObjectMeta, PutReceipt};
 pub use engine::{Engine, EngineOptions, Health};
 pub use error::{Error, Result};
-pub use migrate::{MigrateOptions, MigrationStatus};
+pub use migrate::{MigrateOptions, MigrationStatus, WorkerState, WorkerStatus};
 pub use secrets::{ApiTokens, Secrets};
