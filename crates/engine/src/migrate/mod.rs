@@ -27,16 +27,16 @@
 //! expires, and the next worker redoes what is missing. A move that cannot
 //! verify its copies is never committed.
 //!
-//! - [`job`]: a job's life: start, status, pause, cancel, and
+//! - `job`: a job's life: start, status, pause, cancel, and
 //!   `run_migration`, which runs this process's workers on it.
-//! - [`plan`]: the job's units, planned from the current config page by page.
-//! - [`worker`]: [`MigrationWorker`](worker::MigrationWorker), the loop that
+//! - `plan`: the job's units, planned from the current config page by page.
+//! - `worker`: `MigrationWorker`, the loop that
 //!   claims a batch of units per turn, and its [`WorkerStatus`].
-//! - [`moves`]: a turn's moves: mark, copy, sync, re-wrap and commit.
-//! - [`copy`]: a unit's blobs copied and verified, paced to the job's rate.
-//! - [`purge`]: old copies deleted after the grace period; strays of moves
+//! - `moves`: a turn's moves: mark, copy, sync, re-wrap and commit.
+//! - `copy`: a unit's blobs copied and verified, paced to the job's rate.
+//! - `purge`: old copies deleted after the grace period; strays of moves
 //!   that will not commit.
-//! - [`inline`]: the write path's move of one unit, as a worker of one turn.
+//! - `inline`: the write path's move of one unit, as a worker of one turn.
 
 mod copy;
 mod inline;
