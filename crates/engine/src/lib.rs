@@ -1,9 +1,11 @@
 //! The domicile service in process: it joins the pure domain (core), the
 //! region stores and custodians (store) and the catalog into operations.
 //!
-//! - [`engine`]: [`Engine`], opened once from a config and its secrets.
+//! - [`engine`]: [`Engine`], opened once from a config and its secrets,
+//!   which it keeps to itself: callers ask it for what they need (health,
+//!   ledger pages, the APIs' credentials, the catalog's copy).
 //! - [`secrets`]: secrets from the environment or the secrets file; the
-//!   subject-token key.
+//!   subject-token key; the names of the APIs' credentials.
 //! - [`tokens`]: keyed hashes for subject ids and object names.
 //! - [`placement`]: placements for the write path (create, wait, refuse
 //!   forbidden regions).
