@@ -303,15 +303,16 @@ async fn migrate(dir: &Path, target: &str, ids: &[SubjectId], grace: Duration) -
         let (engine, stop, mut applied) = (engine.clone(), stop.clone(), applied_rx.clone());
         tokio::spawn(async move {
             let _ = applied.wait_for(|a| *a).await;
-            // What idle workers ask (two index probes), not a status (a
-            // count over every unit) fifty times a second.
-            let job = match engine.catalog().open_job().await {
-                Ok(Some(j)) => j.id,
-                _ => return stop.store(true, Ordering::SeqCst),
+            // The job's status once, for its id; then what idle workers ask
+            // (two index probes), not a status (a count over every unit)
+            // fifty times a second.
+            let job = match engine.migration_status(None).await {
+                Ok(s) => s.job,
+                Err(_) => return stop.store(true, Ordering::SeqCst),
             };
             while !stop.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                if let Ok(w) = engine.catalog().job_waiting(job).await
+                if let Ok(w) = engine.migration_waiting(job).await
                     && !w.moves
                 {
                     stop.store(true, Ordering::SeqCst);

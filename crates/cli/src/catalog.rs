@@ -51,20 +51,15 @@ async fn migrate_to(config_path: &Path, format: Format, url: &str) -> Result<u8>
             .into());
         }
     }
-    let key_file = engine
-        .secrets()
-        .carry_token_key(&from_url, url, &engine.config().base_dir)?;
-    let report = match domicile_catalog::copy_catalog(
-        engine.catalog().as_ref(),
-        target.as_ref(),
-        |table, n| {
+    let key_file = engine.carry_token_key_to(url)?;
+    let report = match engine
+        .copy_catalog_to(target.as_ref(), |table, n| {
             tracing::info!(table = table.name(), rows = n, "copied");
-        },
-    )
-    .await
+        })
+        .await
     {
         Ok(r) => r,
-        Err(domicile_catalog::Error::NotEmpty { table, rows }) => {
+        Err(domicile_engine::Error::Catalog(domicile_catalog::Error::NotEmpty { table, rows })) => {
             return Err(BadInput(format!(
                 "the target catalog {shown} is not empty (table {table} has {rows} rows)"
             ))

@@ -3,7 +3,7 @@
 //!
 //! - [`catalog`]: `domicile catalog migrate-to`, moving the catalog to another backend.
 //! - [`cli`]: the clap definitions.
-//! - [`commands`]: one handler per command.
+//! - [`commands`]: the dispatcher, and one module per command group.
 //! - [`config_file`]: loading the config file.
 //! - [`demo`]: the India/China story.
 //! - [`init`]: the example deployment.

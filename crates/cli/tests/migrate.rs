@@ -506,9 +506,9 @@ fn migrate_survives_sigkill_at_random_moments_and_resumes_to_completion() {
             let id: SubjectId = format!("user-{i:04}").parse().unwrap();
             let home: Jurisdiction = home_of(i).parse().unwrap();
             let token = engine.tokens().subject(&id);
-            let placements = engine.catalog().placements_of(&token).await.unwrap();
+            let placements = engine.test_catalog().placements_of(&token).await.unwrap();
             let moves = engine
-                .catalog()
+                .test_catalog()
                 .ledger_of(&token)
                 .await
                 .unwrap()
@@ -577,7 +577,7 @@ fn migrate_survives_sigkill_at_random_moments_and_resumes_to_completion() {
         let engine = d.engine().await;
         for (region, token, category) in &staging {
             let p = engine
-                .catalog()
+                .test_catalog()
                 .get_placement(token, category)
                 .await
                 .unwrap()
@@ -765,7 +765,7 @@ fn cancel_after_a_crash_releases_the_dead_workers_placements() {
             for i in 0..8 {
                 let id: SubjectId = format!("in-{i}").parse().unwrap();
                 let token = engine.tokens().subject(&id);
-                for p in engine.catalog().placements_of(&token).await.unwrap() {
+                for p in engine.test_catalog().placements_of(&token).await.unwrap() {
                     if !p.state.is_active() {
                         n += 1;
                     }

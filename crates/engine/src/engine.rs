@@ -2,15 +2,19 @@
 //! custodians' keyrings, opened once and shared by every operation.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use domicile_catalog::{Catalog, PlacementRow};
+use domicile_catalog::copy::CopyReport;
+use domicile_catalog::raw::RawTable;
+use domicile_catalog::{Catalog, LedgerEntry, PlacementRow};
 use domicile_core::Config;
+use domicile_core::ids::SubjectId;
 use domicile_store::{DataKey, Keyring, RegionOptions, RegionStore};
 
 use crate::error::{Error, Result};
-use crate::secrets::{Secrets, token_key_path};
+use crate::secrets::{ApiTokens, Secrets, token_key_path};
 use crate::tokens::Tokenizer;
 
 /// Knobs of the data path.
@@ -50,6 +54,13 @@ impl Default for EngineOptions {
 }
 
 const KEY_CACHE_LIMIT: usize = 65_536;
+
+/// What a health check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// The catalog's schema version: it answered.
+    pub schema_version: i64,
+}
 
 /// The domicile service, in process.
 pub struct Engine {
@@ -131,7 +142,10 @@ impl Engine {
         &self.config
     }
 
-    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+    /// The catalog itself, for tests that read or break its rows. Callers
+    /// of the engine never see it: they ask for what they need below.
+    #[cfg(feature = "test-support")]
+    pub fn test_catalog(&self) -> &Arc<dyn Catalog> {
         &self.catalog
     }
 
@@ -139,12 +153,56 @@ impl Engine {
         &self.tokens
     }
 
-    pub fn secrets(&self) -> &Secrets {
-        &self.secrets
-    }
-
     pub fn options(&self) -> &EngineOptions {
         &self.options
+    }
+
+    /// Healthy means the catalog answers: one small read (a job's status
+    /// would count every unit of the job, on every probe).
+    pub async fn health(&self) -> Result<Health> {
+        Ok(Health {
+            schema_version: self.catalog.schema_version().await?,
+        })
+    }
+
+    /// The ledger's entries after `after`, at most `limit`, oldest first.
+    pub async fn ledger_page(&self, after: i64, limit: u32) -> Result<Vec<LedgerEntry>> {
+        Ok(self.catalog.ledger_page(after, limit).await?)
+    }
+
+    /// Every ledger entry of one subject, oldest first.
+    pub async fn subject_ledger(&self, id: &SubjectId) -> Result<Vec<LedgerEntry>> {
+        Ok(self.catalog.ledger_of(&self.tokens.subject(id)).await?)
+    }
+
+    /// The S3 API's credential (access key id, secret), if the secrets
+    /// hold one.
+    pub fn s3_credential(&self) -> Option<(&str, &str)> {
+        self.secrets.s3_credential()
+    }
+
+    /// The REST API's bearer tokens, from the secrets.
+    pub fn api_tokens(&self) -> ApiTokens<'_> {
+        self.secrets.api_tokens()
+    }
+
+    /// Before the catalog is copied to `to_url`: makes this catalog's
+    /// subject-token key the key of that one too (see
+    /// [`Secrets::carry_token_key`]). Returns the key file written, if any.
+    pub fn carry_token_key_to(&self, to_url: &str) -> Result<Option<PathBuf>> {
+        self.secrets
+            .carry_token_key(&self.config.catalog_url, to_url, &self.config.base_dir)
+    }
+
+    /// Copies this catalog, row for row, into the empty catalog `target`,
+    /// then verifies the copy (see [`domicile_catalog::copy_catalog`]).
+    /// `progress` sees each table's rows as they are copied.
+    pub async fn copy_catalog_to(
+        &self,
+        target: &dyn Catalog,
+        progress: impl FnMut(RawTable, u64),
+    ) -> Result<CopyReport> {
+        Ok(domicile_catalog::copy_catalog(self.catalog.as_ref(), target, progress).await?)
     }
 
     /// Replaces a region's store, for tests that inject failures.

@@ -1,16 +1,20 @@
 //! The domicile service in process: it joins the pure domain (core), the
 //! region stores and custodians (store) and the catalog into operations.
 //!
-//! - [`engine`]: [`Engine`], opened once from a config and its secrets.
+//! - [`engine`]: [`Engine`], opened once from a config and its secrets,
+//!   which it keeps to itself: callers ask it for what they need (health,
+//!   ledger pages, the APIs' credentials, the catalog's copy).
 //! - [`secrets`]: secrets from the environment or the secrets file; the
-//!   subject-token key.
+//!   subject-token key; the names of the APIs' credentials.
 //! - [`tokens`]: keyed hashes for subject ids and object names.
 //! - [`placement`]: placements for the write path (create, wait, refuse
 //!   forbidden regions).
 //! - [`data`]: put, get, head, list and delete, with epoch fencing.
 //! - [`gc`]: deletion of blobs no index row points at.
 //! - [`migrate`]: online migration jobs: units under leases; copy, verify,
-//!   re-wrap, commit epoch + 1, purge after a grace period.
+//!   re-wrap, commit epoch + 1, purge after a grace period. One module per
+//!   part: the job, its planning, the worker and its status, a turn's
+//!   moves, the copy, the purge, and the write path's inline move.
 //! - [`subjects`]: add, import, show, rehome and erase.
 //! - [`reports`]: residency, exposure, cost, violations and the plan.
 //! - [`demand`]: what an authority could compel; ledgered.
@@ -31,7 +35,7 @@ pub mod tokens;
 pub mod verify;
 
 pub use data::{ObjectInfo, ObjectMeta, PutReceipt};
-pub use engine::{Engine, EngineOptions};
+pub use engine::{Engine, EngineOptions, Health};
 pub use error::{Error, Result};
-pub use migrate::{MigrateOptions, MigrationStatus};
-pub use secrets::Secrets;
+pub use migrate::{MigrateOptions, MigrationStatus, WorkerState, WorkerStatus};
+pub use secrets::{ApiTokens, Secrets};

@@ -13,6 +13,32 @@ use crate::error::{Error, Result};
 
 pub const TOKEN_KEY_VAR: &str = "DOMICILE_TOKEN_KEY";
 
+/// The secrets that hold the S3 API's credential.
+pub const S3_ACCESS_KEY_VAR: &str = "DOMICILE_S3_ACCESS_KEY_ID";
+pub const S3_SECRET_KEY_VAR: &str = "DOMICILE_S3_SECRET_ACCESS_KEY";
+
+/// The secrets that hold the REST API's bearer tokens, one per role.
+pub const ADMIN_TOKEN_VAR: &str = "DOMICILE_ADMIN_TOKEN";
+pub const AUDITOR_TOKEN_VAR: &str = "DOMICILE_AUDITOR_TOKEN";
+
+/// The REST API's bearer tokens as the secrets hold them (an empty one is
+/// none).
+#[derive(Clone, Copy)]
+pub struct ApiTokens<'a> {
+    pub admin: Option<&'a str>,
+    pub auditor: Option<&'a str>,
+}
+
+impl std::fmt::Debug for ApiTokens<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Which roles have one, never the tokens.
+        f.debug_struct("ApiTokens")
+            .field("admin", &self.admin.is_some())
+            .field("auditor", &self.auditor.is_some())
+            .finish()
+    }
+}
+
 /// The secrets a deployment runs with.
 #[derive(Clone)]
 pub struct Secrets {
@@ -69,6 +95,26 @@ impl Secrets {
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(|s| s.as_str())
+    }
+
+    /// The S3 API's credential (access key id, secret), if both are set and
+    /// not empty.
+    pub fn s3_credential(&self) -> Option<(&str, &str)> {
+        match (self.get(S3_ACCESS_KEY_VAR), self.get(S3_SECRET_KEY_VAR)) {
+            (Some(access), Some(secret)) if !access.is_empty() && !secret.is_empty() => {
+                Some((access, secret))
+            }
+            _ => None,
+        }
+    }
+
+    /// The REST API's bearer tokens.
+    pub fn api_tokens(&self) -> ApiTokens<'_> {
+        let token = |name: &str| self.get(name).filter(|t| !t.is_empty());
+        ApiTokens {
+            admin: token(ADMIN_TOKEN_VAR),
+            auditor: token(AUDITOR_TOKEN_VAR),
+        }
     }
 
     /// The credential of the `s3://` region `id`:

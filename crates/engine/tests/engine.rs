@@ -293,7 +293,7 @@ async fn ledger_kinds(engine: &Engine) -> Vec<String> {
     let mut kinds = Vec::new();
     let mut after = 0;
     loop {
-        let page = engine.catalog().ledger_page(after, 500).await.unwrap();
+        let page = engine.ledger_page(after, 500).await.unwrap();
         let Some(last) = page.last() else {
             return kinds;
         };
@@ -303,10 +303,8 @@ async fn ledger_kinds(engine: &Engine) -> Vec<String> {
 }
 
 async fn subject_ledger_kinds(engine: &Engine, subject: &str) -> Vec<String> {
-    let token = engine.tokens().subject(&sid(subject));
     engine
-        .catalog()
-        .ledger_of(&token)
+        .subject_ledger(&sid(subject))
         .await
         .unwrap()
         .into_iter()
@@ -632,7 +630,7 @@ async fn a_name_in_another_category_is_refused_without_leaving_a_blob() {
         .unwrap_err();
     assert!(err.to_string().contains("profile"), "{err}");
     assert_eq!(d.all_files(), before, "the refused write left a file");
-    assert!(engine.catalog().garbage(10).await.unwrap().is_empty());
+    assert!(engine.test_catalog().garbage(10).await.unwrap().is_empty());
     assert_eq!(
         read(&engine, "alice", "x", None).await.unwrap(),
         b"profile data"
@@ -858,7 +856,7 @@ async fn no_byte_of_a_subject_reaches_a_region_its_policy_forbids() {
     let kinds = subject_ledger_kinds(&engine, "in-empty").await;
     assert!(kinds.contains(&"move".to_string()), "{kinds:?}");
     let p = engine
-        .catalog()
+        .test_catalog()
         .get_placement(&t, "profile")
         .await
         .unwrap()
@@ -934,9 +932,23 @@ async fn an_unregistered_subject_is_refused_and_nothing_changes() {
     assert_eq!(after.entries, entries);
     assert_eq!(after.head_hash, head);
     let t = token(&engine, "ghost");
-    assert!(engine.catalog().get_subject(&t).await.unwrap().is_none());
-    assert!(engine.catalog().placements_of(&t).await.unwrap().is_empty());
-    assert_eq!(engine.catalog().count_subjects().await.unwrap(), 1);
+    assert!(
+        engine
+            .test_catalog()
+            .get_subject(&t)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        engine
+            .test_catalog()
+            .placements_of(&t)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(engine.test_catalog().count_subjects().await.unwrap(), 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -975,7 +987,7 @@ async fn an_oversized_body_is_refused_and_leaves_nothing() {
     assert_eq!(kinds_after[..kinds_before.len()], kinds_before[..]);
     assert_eq!(kinds_after.last().map(String::as_str), Some("placement"));
     let placements = engine
-        .catalog()
+        .test_catalog()
         .placements_of(&token(&engine, "bob"))
         .await
         .unwrap();
@@ -1097,7 +1109,7 @@ async fn writes_wait_for_a_move_and_give_up_with_busy() {
     put(&engine, "dave", "profile", "x", b"one").await.unwrap();
     let t = token(&engine, "dave");
     let p = engine
-        .catalog()
+        .test_catalog()
         .get_placement(&t, "profile")
         .await
         .unwrap()
@@ -1105,7 +1117,7 @@ async fn writes_wait_for_a_move_and_give_up_with_busy() {
     let now = now_millis();
     assert!(
         engine
-            .catalog()
+            .test_catalog()
             .begin_move(&t, "profile", p.epoch, &p.regions, now + 60_000, now)
             .await
             .unwrap()
@@ -1119,7 +1131,7 @@ async fn writes_wait_for_a_move_and_give_up_with_busy() {
     assert!(!writer.is_finished(), "a write committed during a move");
     assert_eq!(read(&engine, "dave", "x", None).await.unwrap(), b"one");
     engine
-        .catalog()
+        .test_catalog()
         .abort_move(&t, "profile", p.epoch)
         .await
         .unwrap();
@@ -1141,7 +1153,7 @@ async fn writes_wait_for_a_move_and_give_up_with_busy() {
     let now = now_millis();
     assert!(
         engine
-            .catalog()
+            .test_catalog()
             .begin_move(&t, "profile", p.epoch, &p.regions, now + 60_000, now)
             .await
             .unwrap()
@@ -1165,7 +1177,7 @@ async fn writes_wait_for_a_move_and_give_up_with_busy() {
     // Other categories are not held by the move.
     put(&engine, "dave", "media", "y", b"free").await.unwrap();
     engine
-        .catalog()
+        .test_catalog()
         .abort_move(&t, "profile", p.epoch)
         .await
         .unwrap();
@@ -1273,7 +1285,7 @@ async fn start_gated_put(
 /// a migration worker would once its copies are made.
 async fn move_placement(engine: &Engine, token: &str, category: &str, to: &[String]) -> i64 {
     let p = engine
-        .catalog()
+        .test_catalog()
         .get_placement(token, category)
         .await
         .unwrap()
@@ -1281,7 +1293,7 @@ async fn move_placement(engine: &Engine, token: &str, category: &str, to: &[Stri
     let now = now_millis();
     assert!(
         engine
-            .catalog()
+            .test_catalog()
             .begin_move(token, category, p.epoch, to, now + 60_000, now)
             .await
             .unwrap()
@@ -1298,7 +1310,7 @@ async fn move_placement(engine: &Engine, token: &str, category: &str, to: &[Stri
         at: now,
     };
     engine
-        .catalog()
+        .test_catalog()
         .commit_move(&fence, to, &p.custodian, &p.wrapped_key, ledger)
         .await
         .unwrap()
@@ -1322,7 +1334,7 @@ async fn a_write_fenced_by_a_committed_move_follows_the_new_placement() {
     .await;
     // The write holds the placement it read; the placement moves meanwhile.
     let p = engine
-        .catalog()
+        .test_catalog()
         .get_placement(&t, "profile")
         .await
         .unwrap()
@@ -1361,7 +1373,7 @@ async fn a_write_fenced_by_a_move_that_outlasts_the_wait_leaves_no_blob() {
     let (handle, gate) =
         start_gated_put(&engine, "noah", "doc", vec![7; 1000], vec![8; 5000]).await;
     let p = engine
-        .catalog()
+        .test_catalog()
         .get_placement(&t, "profile")
         .await
         .unwrap()
@@ -1369,7 +1381,7 @@ async fn a_write_fenced_by_a_move_that_outlasts_the_wait_leaves_no_blob() {
     let now = now_millis();
     assert!(
         engine
-            .catalog()
+            .test_catalog()
             .begin_move(&t, "profile", p.epoch, &p.regions, now + 60_000, now)
             .await
             .unwrap()
@@ -1383,7 +1395,7 @@ async fn a_write_fenced_by_a_move_that_outlasts_the_wait_leaves_no_blob() {
         "the fenced write left its blob behind"
     );
     engine
-        .catalog()
+        .test_catalog()
         .abort_move(&t, "profile", p.epoch)
         .await
         .unwrap();
@@ -1450,16 +1462,30 @@ async fn erasure_removes_every_copy_and_shreds_the_keys() {
     let kinds = subject_ledger_kinds(&engine, "erin").await;
     assert_eq!(kinds.first().map(String::as_str), Some("subject"));
     assert_eq!(kinds.last().map(String::as_str), Some("erasure"));
-    assert!(engine.catalog().placements_of(&t).await.unwrap().is_empty());
     assert!(
         engine
-            .catalog()
+            .test_catalog()
+            .placements_of(&t)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        engine
+            .test_catalog()
             .objects_of(&t, None)
             .await
             .unwrap()
             .is_empty()
     );
-    assert!(engine.catalog().get_subject(&t).await.unwrap().is_none());
+    assert!(
+        engine
+            .test_catalog()
+            .get_subject(&t)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // The other subject is untouched.
     let frank = token(&engine, "frank");
@@ -1555,7 +1581,7 @@ async fn concurrent_writers_keep_the_last_acknowledged_version_and_leak_nothing(
         live += engine.list(&sid(&format!("s{s}"))).await.unwrap().len();
     }
     assert_eq!(live, SUBJECTS * NAMES);
-    assert!(engine.catalog().garbage(100).await.unwrap().is_empty());
+    assert!(engine.test_catalog().garbage(100).await.unwrap().is_empty());
     assert_eq!(d.files("cn").len(), live, "blob files leaked");
     let gc = engine.collect_garbage().await.unwrap();
     assert_eq!((gc.blobs, gc.failures), (0, 0));
@@ -1846,7 +1872,7 @@ async fn demands_report_the_level_of_reach_and_are_ledgered() {
         assert!(!report.assumption.is_empty());
         assert_eq!(ledger_count(&engine).await, entries + 1);
         let all = engine
-            .catalog()
+            .test_catalog()
             .ledger_page(report.ledger_seq - 1, 10)
             .await
             .unwrap();
@@ -1935,7 +1961,7 @@ async fn verify_reports_old_staging_files_and_erasure_removes_them_and_anything_
 async fn a_blob_whose_writer_died_before_its_commit_is_pending_then_collected() {
     let d = Deployment::new();
     let engine = verify_setup(&d, &[CN], &all_in_cn()).await;
-    let catalog = engine.catalog().clone();
+    let catalog = engine.test_catalog().clone();
     assert!(
         catalog.garbage(10).await.unwrap().is_empty(),
         "committed puts leave no intent"
@@ -2058,7 +2084,7 @@ async fn the_periodic_collector_takes_what_dead_writers_left_once_due() {
     }
     let due = now_millis() + 600;
     engine
-        .catalog()
+        .test_catalog()
         .queue_garbage(&domicile_catalog::GarbageRow {
             id: 0,
             token: t.clone(),
@@ -2089,7 +2115,7 @@ async fn the_periodic_collector_takes_what_dead_writers_left_once_due() {
     // both are awaited: the row may outlive the files for a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while left.iter().any(|f| d.region_dir("cn").join(f).exists())
-        || !engine.catalog().garbage(10).await.unwrap().is_empty()
+        || !engine.test_catalog().garbage(10).await.unwrap().is_empty()
     {
         assert!(
             std::time::Instant::now() < deadline,

@@ -212,7 +212,7 @@ fn job_of(engine: &Engine) -> JobRow {
 /// The `move` receipts in a subject's ledger.
 async fn move_entries(engine: &Engine, token: &str) -> Vec<LedgerEntry> {
     engine
-        .catalog()
+        .test_catalog()
         .ledger_of(token)
         .await
         .unwrap()
@@ -252,7 +252,7 @@ fn token(engine: &Engine, subject: &str) -> String {
 
 async fn placement(engine: &Engine, subject: &str, category: &str) -> PlacementRow {
     engine
-        .catalog()
+        .test_catalog()
         .get_placement(&token(engine, subject), category)
         .await
         .unwrap()
@@ -454,7 +454,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
 /// The blob files the catalog expects for a subject's category in a region.
 async fn expected_files(engine: &Engine, token: &str, category: &str) -> BTreeSet<PathBuf> {
     engine
-        .catalog()
+        .test_catalog()
         .objects_of(token, Some(category))
         .await
         .unwrap()
@@ -1153,7 +1153,7 @@ async fn a_destination_outage_never_commits_a_unit_and_the_move_completes_after_
     assert_eq!(status.failed, 12, "{status:?}");
     assert_eq!(status.done + status.committed, 0, "{status:?}");
     let failed = engine
-        .catalog()
+        .test_catalog()
         .units_in(status.job, UnitState::Failed, 100)
         .await
         .unwrap();
@@ -1193,7 +1193,7 @@ async fn a_destination_outage_never_commits_a_unit_and_the_move_completes_after_
     }
     assert!(polls > 10);
     let retried = engine
-        .catalog()
+        .test_catalog()
         .units_in(job.job, UnitState::Pending, 100)
         .await
         .unwrap();
@@ -1324,7 +1324,7 @@ async fn cancel_keeps_moved_units_moved_and_a_new_job_carries_out_the_rest() {
     );
     assert!(status.cancelled > 0, "{status:?}");
     assert_eq!(status.done + status.cancelled, 40, "{status:?}");
-    assert!(engine.catalog().open_job().await.unwrap().is_none());
+    assert!(engine.test_catalog().open_job().await.unwrap().is_none());
 
     let moved = moved_or_untouched(&d, &engine, &ins, 4).await;
     assert_eq!(moved.len() as i64, status.done);
@@ -1455,7 +1455,7 @@ async fn a_job_refuses_another_config_and_a_second_job_while_open() {
             && err.to_string().contains("running"),
         "{err}"
     );
-    assert_eq!(engine.catalog().jobs(10).await.unwrap().len(), 1);
+    assert_eq!(engine.test_catalog().jobs(10).await.unwrap().len(), 1);
 
     // The same job under another config: refused, nothing claimed.
     let other_rules = v2() + &rule("india-in-the-us", "homes = [\"IN\"]\nallow = [\"US\"]");
@@ -1466,7 +1466,7 @@ async fn a_job_refuses_another_config_and_a_second_job_while_open() {
     assert!(err.is_bad_input(), "{err:?}");
     assert!(err.to_string().contains("another config"), "{err}");
     let pending = engine
-        .catalog()
+        .test_catalog()
         .units_in(job.job, UnitState::Pending, 100)
         .await
         .unwrap();
@@ -1506,7 +1506,7 @@ async fn interrupted_moves_are_redone_without_duplicates_or_losses() {
     let lease = 600;
     let o = opts(3, 0, 50, lease);
     let job = engine.start_migration(&o).await.unwrap().job;
-    let catalog = engine.catalog().clone();
+    let catalog = engine.test_catalog().clone();
     let cn = RegionStore::open("cn", &Deployment::region_url("cn"), d.base()).unwrap();
     let sg = RegionStore::open("sg", &Deployment::region_url("sg"), d.base()).unwrap();
 
@@ -1609,7 +1609,11 @@ async fn a_job_whose_planning_was_interrupted_is_planned_on_resume() {
     let all = subjects("in", 5, "IN");
     let objects = d.seed(&all, &["profile"], 2, (1_000, 4_000), 9).await;
     let engine = d.open(&v2()).await;
-    engine.catalog().create_job(&job_of(&engine)).await.unwrap();
+    engine
+        .test_catalog()
+        .create_job(&job_of(&engine))
+        .await
+        .unwrap();
     // The creator dies here.
     let o = opts(2, 0, 50, 2_000);
     let status = engine.run_migration(&o, &no_tick).await.unwrap();
@@ -1682,7 +1686,7 @@ async fn cancelling_after_a_worker_died_mid_move_leaves_no_placement_moving() {
     let engine = d.open(&v2()).await;
     let o = opts(2, 0, 50, 300);
     let job = engine.start_migration(&o).await.unwrap().job;
-    let catalog = engine.catalog().clone();
+    let catalog = engine.test_catalog().clone();
     let now = now_millis();
     let unit = catalog
         .claim_units(job, "dead", 1, now + 200, now)
@@ -1757,7 +1761,7 @@ async fn cancel_during_an_outage_cancels_the_units_waiting_to_retry() {
     loop {
         let job = engine.migration_status(None).await.unwrap().job;
         let pending = engine
-            .catalog()
+            .test_catalog()
             .units_in(job, UnitState::Pending, 100)
             .await
             .unwrap();
@@ -1796,7 +1800,7 @@ async fn units_taken_over_after_crashes_are_never_given_up() {
         ..opts(2, 0, 20, 2_000)
     };
     let job = engine.start_migration(&o).await.unwrap().job;
-    let catalog = engine.catalog().clone();
+    let catalog = engine.test_catalog().clone();
     // Five dead workers in turn: each claims every unit with a lease that
     // has expired by the next one's claim, and vanishes.
     let mut now = now_millis();
@@ -1881,7 +1885,7 @@ async fn a_write_to_a_unit_not_yet_moved_moves_it_inline() {
     let p = placement(&engine, "in-0", "profile").await;
     assert_eq!((p.regions.clone(), p.epoch), (vec!["sg".to_string()], 2));
     let committed = engine
-        .catalog()
+        .test_catalog()
         .units_in(job, UnitState::Committed, 10)
         .await
         .unwrap();
@@ -1929,8 +1933,12 @@ async fn a_write_during_the_jobs_planning_waits_for_the_job() {
     let all = subjects("in", 3, "IN");
     let objects = d.seed(&all, &["profile"], 2, (1_000, 4_000), 3).await;
     let engine = Arc::new(d.open(&v2()).await);
-    let id = engine.catalog().create_job(&job_of(&engine)).await.unwrap();
-    let planning = engine.catalog().job(id).await.unwrap().unwrap();
+    let id = engine
+        .test_catalog()
+        .create_job(&job_of(&engine))
+        .await
+        .unwrap();
+    let planning = engine.test_catalog().job(id).await.unwrap().unwrap();
     assert_eq!(planning.state, JobState::Planning);
     let writer = {
         let engine = engine.clone();
@@ -1976,7 +1984,7 @@ async fn a_batch_that_outlasts_its_lease_keeps_its_units() {
         "the batch was too quick to test"
     );
     assert_eq!((status.state.as_str(), status.failed), ("done", 0));
-    let catalog = engine.catalog().clone();
+    let catalog = engine.test_catalog().clone();
     let done = catalog.units_in(job, UnitState::Done, 100).await.unwrap();
     assert_eq!(done.len(), 12);
     assert!(
@@ -2007,7 +2015,7 @@ async fn a_unit_given_up_leaves_no_copy_in_its_new_region() {
     // An earlier attempt (a worker that died mid-copy) left one of the
     // three blobs in sg.
     let t = token(&engine, &all[0].0);
-    let catalog = engine.catalog().clone();
+    let catalog = engine.test_catalog().clone();
     let rows = catalog.objects_of(&t, Some("profile")).await.unwrap();
     let cn = RegionStore::open("cn", &Deployment::region_url("cn"), d.base()).unwrap();
     let sg = RegionStore::open("sg", &Deployment::region_url("sg"), d.base()).unwrap();

@@ -7,13 +7,12 @@ use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use domicile_engine::Secrets;
+use domicile_engine::ApiTokens;
 
 use super::Shared;
 use super::error::ApiError;
 
-pub const ADMIN_TOKEN_VAR: &str = "DOMICILE_ADMIN_TOKEN";
-pub const AUDITOR_TOKEN_VAR: &str = "DOMICILE_AUDITOR_TOKEN";
+pub use domicile_engine::secrets::{ADMIN_TOKEN_VAR, AUDITOR_TOKEN_VAR};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,15 +31,11 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
-    pub(crate) fn from_secrets(s: &Secrets) -> Self {
-        let hash = |name: &str| {
-            s.get(name)
-                .filter(|t| !t.is_empty())
-                .map(|t| blake3::hash(t.as_bytes()))
-        };
+    pub(crate) fn of(t: ApiTokens<'_>) -> Self {
+        let hash = |t: Option<&str>| t.map(|t| blake3::hash(t.as_bytes()));
         Tokens {
-            admin: hash(ADMIN_TOKEN_VAR),
-            auditor: hash(AUDITOR_TOKEN_VAR),
+            admin: hash(t.admin),
+            auditor: hash(t.auditor),
         }
     }
 

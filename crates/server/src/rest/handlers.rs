@@ -39,9 +39,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> ApiResult {
 }
 
 pub(crate) async fn healthz(State(s): State<Shared>) -> Response {
-    // Healthy means the catalog answers: one small read (a job's status
-    // would count every unit of the job, on every probe).
-    match s.engine.catalog().schema_version().await {
+    match s.engine.health().await {
         Ok(_) => Json(json!({"status": "ok"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");

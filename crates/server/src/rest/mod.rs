@@ -50,7 +50,7 @@ pub(crate) type Shared = Arc<AppState>;
 
 /// The admin API's routes, limits and counters.
 pub fn router(engine: Arc<Engine>, metrics: Arc<Metrics>, options: &ServerOptions) -> Router {
-    let tokens = auth::Tokens::from_secrets(engine.secrets());
+    let tokens = auth::Tokens::of(engine.api_tokens());
     if !tokens.any() {
         tracing::warn!(
             "no {ADMIN_TOKEN_VAR} or {AUDITOR_TOKEN_VAR} in the secrets: every protected REST endpoint will answer 401"

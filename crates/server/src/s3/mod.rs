@@ -43,8 +43,9 @@ use crate::metrics::Metrics;
 use crate::{ServerOptions, rest};
 
 /// The secrets that hold the S3 API's credential.
-pub const ACCESS_KEY_VAR: &str = "DOMICILE_S3_ACCESS_KEY_ID";
-pub const SECRET_KEY_VAR: &str = "DOMICILE_S3_SECRET_ACCESS_KEY";
+pub use domicile_engine::secrets::{
+    S3_ACCESS_KEY_VAR as ACCESS_KEY_VAR, S3_SECRET_KEY_VAR as SECRET_KEY_VAR,
+};
 
 /// Answers S3 operations through the engine.
 pub struct S3Api {
@@ -86,12 +87,7 @@ impl S3Api {
 
 /// The S3 API's credential (access key id, secret), from the secrets.
 pub fn credential(secrets: &Secrets) -> Result<(&str, &str)> {
-    match (secrets.get(ACCESS_KEY_VAR), secrets.get(SECRET_KEY_VAR)) {
-        (Some(access), Some(secret)) if !access.is_empty() && !secret.is_empty() => {
-            Ok((access, secret))
-        }
-        _ => Err(Error::MissingS3Credentials),
-    }
+    secrets.s3_credential().ok_or(Error::MissingS3Credentials)
 }
 
 /// The S3 API as an axum router, with SigV4 checked against the secrets'
@@ -101,7 +97,7 @@ pub fn router(
     metrics: Arc<Metrics>,
     options: &ServerOptions,
 ) -> Result<Router> {
-    let (access, secret) = credential(engine.secrets())?;
+    let (access, secret) = engine.s3_credential().ok_or(Error::MissingS3Credentials)?;
     let auth = s3s::auth::SimpleAuth::from_single(access, secret);
     let api = S3Api {
         engine: engine.clone(),

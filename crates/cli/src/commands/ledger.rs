@@ -1,0 +1,71 @@
+//! `ledger verify` and `ledger show`.
+
+use anyhow::Result;
+use domicile_engine::Engine;
+use serde_json::json;
+
+use super::subject;
+use crate::EXIT_VIOLATION;
+use crate::cli::LedgerCmd;
+use crate::output::{self, Format, Table, emit};
+
+pub(super) async fn run(engine: &Engine, format: Format, cmd: LedgerCmd) -> Result<u8> {
+    match cmd {
+        LedgerCmd::Verify => {
+            let r = engine.verify_ledger().await?;
+            let mut t = Table::new(&["entries", "head", "hash", "result"]);
+            t.row(vec![
+                r.entries.to_string(),
+                r.head_seq.to_string(),
+                r.head_hash.clone(),
+                r.error.clone().unwrap_or_else(|| "ok".into()),
+            ]);
+            emit(format, &r, &t)?;
+            Ok(if r.ok { 0 } else { EXIT_VIOLATION })
+        }
+        LedgerCmd::Show { subject: id, limit } => {
+            let entries = match id {
+                Some(id) => {
+                    let id = subject(&id)?;
+                    engine.subject_ledger(&id).await?
+                }
+                None => {
+                    let mut all = Vec::new();
+                    let mut after = 0;
+                    loop {
+                        let page = engine.ledger_page(after, 1000).await?;
+                        let Some(last) = page.last() else { break };
+                        after = last.seq;
+                        all.extend(page);
+                        if let Some(l) = limit
+                            && all.len() > l * 4
+                        {
+                            all.drain(..all.len() - l);
+                        }
+                    }
+                    all
+                }
+            };
+            let skip = limit.map(|l| entries.len().saturating_sub(l)).unwrap_or(0);
+            let entries = &entries[skip..];
+            let mut t = Table::new(&["seq", "at", "kind", "subject", "body"]);
+            for e in entries {
+                t.row(vec![
+                    e.seq.to_string(),
+                    output::time(e.at),
+                    e.kind.clone(),
+                    e.subject.clone().unwrap_or_default(),
+                    e.body.clone(),
+                ]);
+            }
+            let json: Vec<_> = entries
+                .iter()
+                .map(|e| json!({"seq": e.seq, "at": e.at, "kind": e.kind, "subject": e.subject,
+                                "body": serde_json::from_str::<serde_json::Value>(&e.body).unwrap_or(json!(e.body)),
+                                "prev_hash": e.prev_hash, "hash": e.hash}))
+                .collect();
+            emit(format, &json!({"entries": json}), &t)?;
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! One module per command group; [`run`] dispatches.
+//!
+//! - [`subject`]: `subject add`, `import`, `show`, `rehome`, `erase`.
+//! - [`data`]: `put`, `get`, `ls`, `rm`.
+//! - [`policy`]: `policy check`, `explain`, `diff`.
+//! - [`plan`]: `plan`, the moves a config would make.
+//! - [`report`]: `report residency`, `exposure`, `cost`, `violations`.
+//! - [`demand`]: `demand`, what an authority could compel.
+//! - [`ledger`]: `ledger verify`, `show`.
+//! - [`verify`]: `verify`, region scans against catalog and policy.
+//!
+//! Migration jobs, the catalog's move, the demo, `init` and `serve` have
+//! their own modules at the crate's top.
+
+mod data;
+mod demand;
+mod ledger;
+mod plan;
+mod policy;
+mod report;
+mod subject;
+mod verify;
+
+use std::str::FromStr;
+
+use anyhow::Result;
+use domicile_core::ids::SubjectId;
+use domicile_core::jurisdiction::Jurisdiction;
+use domicile_engine::Engine;
+
+use crate::cli::{Cli, Command};
+use crate::config_file::load;
+use crate::output::Format;
+
+pub async fn run(cli: Cli) -> Result<u8> {
+    let format = cli.format;
+    match cli.command {
+        Command::Demo { dir, subjects } => crate::demo::run(dir, subjects).await,
+        Command::Init { dir } => crate::init::run(&dir),
+        Command::Policy(cmd) => policy::run(&cli.config, format, cmd),
+        Command::Serve {
+            listen,
+            s3_listen,
+            max_object_size,
+            collect_every,
+        } => {
+            let options = crate::serve::options(max_object_size, collect_every)?;
+            crate::serve::run(&cli.config, &listen, &s3_listen, options).await
+        }
+        Command::Catalog(cmd) => crate::catalog::run(&cli.config, format, cmd).await,
+        command => {
+            let config = load(&cli.config)?;
+            let engine = Engine::open(config).await?;
+            with_engine(&engine, format, command).await
+        }
+    }
+}
+
+fn jurisdiction(s: &str) -> Result<Jurisdiction> {
+    Ok(Jurisdiction::from_str(s)?)
+}
+
+fn subject(s: &str) -> Result<SubjectId> {
+    Ok(SubjectId::from_str(s)?)
+}
+
+async fn with_engine(engine: &Engine, format: Format, command: Command) -> Result<u8> {
+    match command {
+        Command::Subject(cmd) => subject::run(engine, format, cmd).await,
+        Command::Put {
+            subject: id,
+            key,
+            file,
+            category,
+        } => data::put(engine, format, id, key, file, category).await,
+        Command::Get {
+            subject: id,
+            key,
+            output,
+        } => data::get(engine, id, key, output).await,
+        Command::Ls { subject: id } => data::ls(engine, format, id).await,
+        Command::Rm { subject: id, key } => data::rm(engine, id, key).await,
+        Command::Migrate(cmd) => crate::migrate::command(engine, format, cmd).await,
+        Command::Plan { policy, limit } => {
+            plan::run(engine, format, policy.as_deref(), limit).await
+        }
+        Command::Report { kind } => report::run(engine, format, kind).await,
+        Command::Demand {
+            authority,
+            subject: id,
+        } => demand::run(engine, format, authority, id).await,
+        Command::Ledger(cmd) => ledger::run(engine, format, cmd).await,
+        Command::Verify { quick } => verify::run(engine, format, quick).await,
+        Command::Demo { .. }
+        | Command::Init { .. }
+        | Command::Policy(_)
+        | Command::Serve { .. }
+        | Command::Catalog(_) => Ok(0),
+    }
+}

@@ -1,0 +1,95 @@
+//! `report residency`, `exposure`, `cost` and `violations`.
+
+use anyhow::Result;
+use domicile_core::exposure::ASSUMPTION;
+use domicile_engine::Engine;
+use serde_json::json;
+
+use crate::EXIT_VIOLATION;
+use crate::cli::ReportKind;
+use crate::output::{self, Format, Table, emit};
+use crate::render::exposure_table;
+
+pub(super) async fn run(engine: &Engine, format: Format, kind: ReportKind) -> Result<u8> {
+    match kind {
+        ReportKind::Residency => {
+            let rows = engine.residency().await?;
+            let mut t = Table::new(&[
+                "home",
+                "category",
+                "region",
+                "jurisdiction",
+                "subjects",
+                "objects",
+                "bytes",
+            ]);
+            for r in &rows {
+                t.row(vec![
+                    r.home.clone(),
+                    r.category.clone(),
+                    r.region.clone(),
+                    r.jurisdiction.clone(),
+                    r.subjects.to_string(),
+                    r.objects.to_string(),
+                    r.bytes.to_string(),
+                ]);
+            }
+            emit(format, &json!({"rows": rows}), &t)?;
+        }
+        ReportKind::Exposure => {
+            let s = engine.present().await?;
+            let t = exposure_table(&s.exposure_before);
+            emit(
+                format,
+                &json!({"rows": s.exposure_before, "assumption": ASSUMPTION}),
+                &t,
+            )?;
+            if format == Format::Table {
+                println!("{ASSUMPTION}");
+            }
+        }
+        ReportKind::Cost => {
+            let s = engine.present().await?;
+            let mut t = Table::new(&["region", "jurisdiction", "bytes", "monthly_cost"]);
+            for r in &s.cost_before {
+                t.row(vec![
+                    r.region.to_string(),
+                    r.jurisdiction.to_string(),
+                    r.bytes.to_string(),
+                    format!("{:.4}", r.monthly_cost),
+                ]);
+            }
+            if format == Format::Table {
+                t.row(vec![
+                    "total".into(),
+                    String::new(),
+                    String::new(),
+                    format!("{:.4}", s.totals.monthly_cost_before),
+                ]);
+            }
+            emit(
+                format,
+                &json!({"rows": s.cost_before, "total_monthly_cost": s.totals.monthly_cost_before}),
+                &t,
+            )?;
+        }
+        ReportKind::Violations => {
+            let v = engine.violations().await?;
+            let mut t = Table::new(&["subject", "category", "region", "rule", "since"]);
+            for x in &v {
+                t.row(vec![
+                    x.subject.clone(),
+                    x.category.clone(),
+                    x.region.clone(),
+                    x.rule.clone(),
+                    output::time(x.since),
+                ]);
+            }
+            emit(format, &json!({"violations": v}), &t)?;
+            if !v.is_empty() {
+                return Ok(EXIT_VIOLATION);
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,173 @@
+//! `subject add`, `import`, `show`, `rehome` and `erase`.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::Result;
+use domicile_core::exposure::ASSUMPTION;
+use domicile_core::ids::SubjectId;
+use domicile_core::jurisdiction::Jurisdiction;
+use domicile_engine::Engine;
+use serde_json::json;
+
+use super::{jurisdiction, subject};
+use crate::BadInput;
+use crate::cli::SubjectCmd;
+use crate::output::{self, Format, Table, emit};
+use crate::progress::Progress;
+
+pub(super) async fn run(engine: &Engine, format: Format, cmd: SubjectCmd) -> Result<u8> {
+    match cmd {
+        SubjectCmd::Add { id, home } => {
+            let id = subject(&id)?;
+            let home = jurisdiction(&home)?;
+            engine.add_subject(&id, home).await?;
+            if format != Format::Table {
+                emit(
+                    format,
+                    &json!({"subject": id, "home": home}),
+                    &Table::new(&["subject", "home"]),
+                )?;
+            }
+            Ok(0)
+        }
+        SubjectCmd::Import { file } => {
+            let rows = read_subject_csv(&file)?;
+            let mut progress = Progress::new("import", rows.len() as u64);
+            let mut added = 0;
+            for batch in rows.chunks(domicile_engine::subjects::IMPORT_BATCH) {
+                added += engine.add_subjects(batch).await?;
+                progress.inc(batch.len() as u64);
+            }
+            progress.finish();
+            let mut t = Table::new(&["rows", "added", "already registered"]);
+            t.row(vec![
+                rows.len().to_string(),
+                added.to_string(),
+                (rows.len() as u64 - added).to_string(),
+            ]);
+            emit(format, &json!({"rows": rows.len(), "added": added}), &t)?;
+            Ok(0)
+        }
+        SubjectCmd::Show { id } => {
+            let v = engine.show_subject(&subject(&id)?).await?;
+            let mut t = Table::new(&[
+                "category",
+                "regions",
+                "epoch",
+                "objects",
+                "bytes",
+                "custodian",
+                "since",
+            ]);
+            for c in &v.categories {
+                t.row(vec![
+                    c.category.clone(),
+                    c.regions.join(","),
+                    c.epoch.to_string(),
+                    c.objects.to_string(),
+                    c.bytes.to_string(),
+                    c.custodian.clone(),
+                    output::time(c.since),
+                ]);
+            }
+            emit(format, &v, &t)?;
+            if format == Format::Table {
+                println!("\nhome: {}", v.home);
+                let reach: Vec<String> = v
+                    .exposure
+                    .iter()
+                    .filter(|e| e.level != domicile_core::exposure::Level::None)
+                    .map(|e| format!("{} ({})", e.authority, e.level.as_str()))
+                    .collect();
+                println!(
+                    "could be compelled by: {}",
+                    if reach.is_empty() {
+                        "nobody".into()
+                    } else {
+                        reach.join(", ")
+                    }
+                );
+                println!("{ASSUMPTION}");
+            }
+            Ok(0)
+        }
+        SubjectCmd::Rehome { id, home } => {
+            let id = subject(&id)?;
+            let home = jurisdiction(&home)?;
+            let old = engine.rehome(&id, home).await?;
+            if format == Format::Table {
+                println!(
+                    "rehomed from {old} to {home}; its data follows at the next `migrate apply`"
+                );
+            } else {
+                emit(
+                    format,
+                    &json!({"subject": id, "from": old, "to": home}),
+                    &Table::new(&["subject"]),
+                )?;
+            }
+            Ok(0)
+        }
+        SubjectCmd::Erase { id } => {
+            let r = engine.erase_subject(&subject(&id)?).await?;
+            let mut t = Table::new(&["placements", "objects", "copies deleted"]);
+            t.row(vec![
+                r.placements.to_string(),
+                r.objects.to_string(),
+                r.copies_deleted.to_string(),
+            ]);
+            emit(format, &r, &t)?;
+            Ok(0)
+        }
+    }
+}
+
+/// Reads `subject,home` rows; a header row is allowed. Every row is checked
+/// before anything is written, so a bad file changes nothing.
+fn read_subject_csv(path: &Path) -> Result<Vec<(SubjectId, Jurisdiction)>> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    let mut seen: std::collections::HashMap<SubjectId, (Jurisdiction, usize)> =
+        std::collections::HashMap::new();
+    for (i, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| BadInput(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        if i == 0 && rec.get(0) == Some("subject") {
+            continue;
+        }
+        if rec.len() != 2 {
+            return Err(BadInput(format!(
+                "{}:{}: expected 2 columns (subject,home), found {}",
+                path.display(),
+                i + 1,
+                rec.len()
+            ))
+            .into());
+        }
+        let id = SubjectId::from_str(&rec[0])
+            .map_err(|e| BadInput(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        let home = Jurisdiction::from_str(&rec[1])
+            .map_err(|e| BadInput(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        match seen.get(&id) {
+            Some((h, _)) if *h == home => continue,
+            Some((_, line)) => {
+                return Err(BadInput(format!(
+                    "{}:{}: repeats the subject of line {line} with another home",
+                    path.display(),
+                    i + 1
+                ))
+                .into());
+            }
+            None => {
+                seen.insert(id.clone(), (home, i + 1));
+            }
+        }
+        out.push((id, home));
+    }
+    Ok(out)
+}

@@ -1,0 +1,43 @@
+//! `verify`: region scans against the catalog and the policy.
+
+use anyhow::Result;
+use domicile_engine::Engine;
+
+use crate::EXIT_VIOLATION;
+use crate::output::{Format, Table, emit};
+
+pub(super) async fn run(engine: &Engine, format: Format, quick: bool) -> Result<u8> {
+    let r = engine.verify(!quick).await?;
+    let mut t = Table::new(&["kind", "region", "subject", "category", "blob", "detail"]);
+    for p in &r.problems {
+        t.row(vec![
+            p.kind.clone(),
+            p.region.clone(),
+            p.subject.clone(),
+            p.category.clone(),
+            p.blob.clone(),
+            p.detail.clone(),
+        ]);
+    }
+    emit(format, &r, &t)?;
+    if format == Format::Table {
+        println!(
+            "\n{} regions, {} blobs scanned, {} indexed objects, {} copies checked, {} checksums verified: {}",
+            r.regions,
+            r.blobs_scanned,
+            r.objects_indexed,
+            r.copies_checked,
+            r.checksums_verified,
+            if r.problems.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("{} problem(s)", r.problems.len())
+            }
+        );
+    }
+    Ok(if r.problems.is_empty() {
+        0
+    } else {
+        EXIT_VIOLATION
+    })
+}
