@@ -2,7 +2,10 @@
 //!
 //! The contract is minimal on purpose: each method is one transaction, and
 //! every change that the ledger must record is appended in the same
-//! transaction as the change itself, so the two can never disagree.
+//! transaction as the change itself, so the two can never disagree. Where a
+//! step has a one-row and a batch form, the batch form is the one a backend
+//! must implement; the one-row form is provided from it (a backend may
+//! still answer it more cheaply).
 
 use async_trait::async_trait;
 
@@ -68,19 +71,17 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     async fn add_subjects(&self, subjects: &[SubjectRow], at: Millis) -> Result<u64>;
 
     /// The subject with this token, if registered.
-    async fn get_subject(&self, token: &str) -> Result<Option<SubjectRow>>;
+    async fn get_subject(&self, token: &str) -> Result<Option<SubjectRow>> {
+        Ok(self
+            .get_subjects(&[token.to_string()])
+            .await?
+            .pop()
+            .flatten())
+    }
 
     /// The subjects of several tokens, in the order asked, `None` where
-    /// one is not registered. A backend may read them with a few
-    /// statements (SQLite and PostgreSQL do); by default, one
-    /// `get_subject` each.
-    async fn get_subjects(&self, tokens: &[String]) -> Result<Vec<Option<SubjectRow>>> {
-        let mut out = Vec::with_capacity(tokens.len());
-        for token in tokens {
-            out.push(self.get_subject(token).await?);
-        }
-        Ok(out)
-    }
+    /// one is not registered.
+    async fn get_subjects(&self, tokens: &[String]) -> Result<Vec<Option<SubjectRow>>>;
 
     /// Changes a subject's home and appends the given ledger entry.
     /// Errors with `Error::NotFound` if the token is unknown.
@@ -100,19 +101,19 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     // ---- placements ----
 
     /// The placement of one (subject, category), if any.
-    async fn get_placement(&self, token: &str, category: &str) -> Result<Option<PlacementRow>>;
+    async fn get_placement(&self, token: &str, category: &str) -> Result<Option<PlacementRow>> {
+        let key = (token.to_string(), category.to_string());
+        Ok(self
+            .get_placements(std::slice::from_ref(&key))
+            .await?
+            .pop()
+            .flatten())
+    }
 
     /// The placements of several (subject, category) pairs, in the order
-    /// asked, `None` where there is none. A backend may read them all in
-    /// one snapshot with a few statements (SQLite and PostgreSQL do); by
-    /// default, one `get_placement` each.
-    async fn get_placements(&self, keys: &[(String, String)]) -> Result<Vec<Option<PlacementRow>>> {
-        let mut out = Vec::with_capacity(keys.len());
-        for (token, category) in keys {
-            out.push(self.get_placement(token, category).await?);
-        }
-        Ok(out)
-    }
+    /// asked, `None` where there is none. Each placement is read whole
+    /// (its row and its regions at once).
+    async fn get_placements(&self, keys: &[(String, String)]) -> Result<Vec<Option<PlacementRow>>>;
 
     /// Every placement of one subject, ordered by category.
     async fn placements_of(&self, token: &str) -> Result<Vec<PlacementRow>>;
@@ -129,20 +130,6 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
         ledger: LedgerAppend,
     ) -> Result<PlacementRow>;
 
-    /// Marks a placement as moving, if it is at `epoch` and active (or its
-    /// moving lease has expired by `now`, that is `lease_until < now`).
-    /// Returns false if fenced, or if there is no such placement. The epoch
-    /// does not change: only `commit_move` bumps it.
-    async fn begin_move(
-        &self,
-        token: &str,
-        category: &str,
-        epoch: i64,
-        to: &[String],
-        lease_until: Millis,
-        now: Millis,
-    ) -> Result<bool>;
-
     /// Commits a move: sets regions, custodian and wrapped key, bumps the
     /// epoch, sets the state active, and appends the `move` ledger entry.
     /// Fails with `Error::Conflict` if the placement is not at `epoch` or is
@@ -158,20 +145,37 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
         ledger: LedgerAppend,
     ) -> Result<PlacementRow>;
 
-    /// `commit_move`, and in the same transaction the release of the
-    /// migration unit of this (token, category) that made the move, as
-    /// `finish_unit` records it. Returns the placement and whether the
-    /// worker still held the unit's lease. The move commits either way: it
-    /// is fenced by the placement's moving mark and epoch, not by the lease.
-    async fn commit_unit_move(
+    /// Marks a placement as moving, if it is at `epoch` and active (or its
+    /// moving lease has expired by `now`, that is `lease_until < now`).
+    /// Returns false if fenced, or if there is no such placement. The epoch
+    /// does not change: only `commit_move` bumps it. A mark is durable
+    /// when this returns.
+    async fn begin_move(
         &self,
-        fence: &Fence,
-        regions: &[String],
-        custodian: &str,
-        wrapped_key: &[u8],
-        ledger: LedgerAppend,
-        release: &crate::jobs::UnitRelease,
-    ) -> Result<(PlacementRow, bool)>;
+        token: &str,
+        category: &str,
+        epoch: i64,
+        to: &[String],
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<bool> {
+        let mark = MoveMark {
+            token: token.to_owned(),
+            category: category.to_owned(),
+            epoch,
+            to: to.to_vec(),
+        };
+        let marked = self
+            .begin_moves(std::slice::from_ref(&mark), lease_until, now)
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false);
+        if marked {
+            self.durable().await?;
+        }
+        Ok(marked)
+    }
 
     /// `begin_move` for several placements in one transaction (a migration
     /// worker's batch of units). One answer per mark, in order; a fenced or
@@ -183,16 +187,7 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
         marks: &[MoveMark],
         lease_until: Millis,
         now: Millis,
-    ) -> Result<Vec<bool>> {
-        let mut out = Vec::with_capacity(marks.len());
-        for m in marks {
-            out.push(
-                self.begin_move(&m.token, &m.category, m.epoch, &m.to, lease_until, now)
-                    .await?,
-            );
-        }
-        Ok(out)
-    }
+    ) -> Result<Vec<bool>>;
 
     /// `commit_unit_move` for several units in one transaction. Each move
     /// commits or fails on its own: one fenced (`Error::Conflict`) or gone
@@ -207,25 +202,42 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     async fn commit_unit_moves(
         &self,
         moves: &[UnitMove],
-    ) -> Result<Vec<Result<(PlacementRow, bool)>>> {
-        let mut out = Vec::with_capacity(moves.len());
-        for m in moves {
-            let done = self
-                .commit_unit_move(
-                    &m.fence,
-                    &m.regions,
-                    &m.custodian,
-                    &m.wrapped_key,
-                    m.ledger.clone(),
-                    &m.release,
-                )
-                .await;
-            match done {
-                Err(e) if !e.is_fenced() => return Err(e),
-                done => out.push(done),
-            }
-        }
-        Ok(out)
+    ) -> Result<Vec<Result<(PlacementRow, bool)>>>;
+
+    /// `commit_move`, and in the same transaction the release of the
+    /// migration unit of this (token, category) that made the move, as
+    /// `finish_unit` records it. Returns the placement and whether the
+    /// worker still held the unit's lease. The move commits either way: it
+    /// is fenced by the placement's moving mark and epoch, not by the lease.
+    /// Durable when it returns.
+    async fn commit_unit_move(
+        &self,
+        fence: &Fence,
+        regions: &[String],
+        custodian: &str,
+        wrapped_key: &[u8],
+        ledger: LedgerAppend,
+        release: &crate::jobs::UnitRelease,
+    ) -> Result<(PlacementRow, bool)> {
+        let one = UnitMove {
+            fence: fence.clone(),
+            regions: regions.to_vec(),
+            custodian: custodian.to_string(),
+            wrapped_key: wrapped_key.to_vec(),
+            ledger,
+            release: release.clone(),
+        };
+        let done = self
+            .commit_unit_moves(std::slice::from_ref(&one))
+            .await?
+            .pop()
+            .unwrap_or_else(|| {
+                Err(crate::Error::Corrupt {
+                    reason: "a batch of one move gave no result".into(),
+                })
+            })?;
+        self.durable().await?;
+        Ok(done)
     }
 
     /// Returns once every change committed so far through this catalog is
@@ -312,7 +324,9 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
 
     /// The oldest queued garbage rows (by id), at most `limit`, due or not:
     /// every blob that no index row points at yet may legitimately exist.
-    async fn garbage(&self, limit: u32) -> Result<Vec<GarbageRow>>;
+    async fn garbage(&self, limit: u32) -> Result<Vec<GarbageRow>> {
+        self.due_garbage(limit, Millis::MAX).await
+    }
 
     /// The oldest garbage rows due for deletion (`queued_at <= now`), at
     /// most `limit`. A write's intent is queued in the future: its blob is

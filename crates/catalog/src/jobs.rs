@@ -373,21 +373,25 @@ pub trait JobStore: Send + Sync {
         category: &str,
         release: &UnitRelease,
         receipt: &LedgerAppend,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        let one = UnitReceipt {
+            token: token.to_string(),
+            category: category.to_string(),
+            release: release.clone(),
+            receipt: receipt.clone(),
+        };
+        Ok(self
+            .finish_units_with_receipts(std::slice::from_ref(&one))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
 
     /// `finish_unit_with_receipt` for several units in one transaction
     /// (a migration worker's batch of purges). Whether each lease was still
     /// held, in order.
-    async fn finish_units_with_receipts(&self, done: &[UnitReceipt]) -> Result<Vec<bool>> {
-        let mut out = Vec::with_capacity(done.len());
-        for d in done {
-            out.push(
-                self.finish_unit_with_receipt(&d.token, &d.category, &d.release, &d.receipt)
-                    .await?,
-            );
-        }
-        Ok(out)
-    }
+    async fn finish_units_with_receipts(&self, done: &[UnitReceipt]) -> Result<Vec<bool>>;
 
     /// Cancels every pending unit that no live lease holds. Returns how many.
     async fn cancel_pending(&self, job: i64, now: Millis) -> Result<u64>;

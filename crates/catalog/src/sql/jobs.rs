@@ -493,21 +493,6 @@ where
         Ok(held.first().copied().unwrap_or(false))
     }
 
-    async fn finish_unit_with_receipt(
-        &self,
-        token: &str,
-        category: &str,
-        release: &UnitRelease,
-        receipt: &LedgerAppend,
-    ) -> Result<bool> {
-        let unit = [(token, category, release)];
-        let held = D::retry(Retry::Conflicts, || {
-            self.finish_units_tx(&unit, std::slice::from_ref(receipt))
-        })
-        .await?;
-        Ok(held.first().copied().unwrap_or(false))
-    }
-
     async fn finish_units_with_receipts(&self, done: &[UnitReceipt]) -> Result<Vec<bool>> {
         let units: Vec<(&str, &str, &UnitRelease)> = done
             .iter()

@@ -4,8 +4,8 @@
 //! here, generic over a [`Dialect`]: what really differs between the two
 //! databases, and nothing else.
 //!
-//! - [`codec`]: rows to model types and back.
-//! - [`steps`]: statements that run inside a caller's transaction.
+//! - [`codec`]: column lists, and the text encodings of structured columns.
+//! - [`steps`]: statements that run inside a caller's transaction; row decoding.
 //! - [`writes`]: one write transaction per catalog call.
 //! - [`jobs`]: migration jobs and units.
 //! - [`reads`]: the catalog's reads and the [`Catalog`] implementation.

@@ -13,7 +13,6 @@ use super::writes::MoveCommit;
 use super::{Dialect, Durability, Retry, Sql, SqlCatalog};
 use crate::catalog::{Catalog, CommitOutcome, MoveMark, UnitMove};
 use crate::error::{Error, Result};
-use crate::jobs::UnitRelease;
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow,
     PlacementSummary, ResidencyRow, SubjectRow, objects_by_pair,
@@ -67,14 +66,6 @@ where
             at,
         };
         D::retry(Retry::Conflicts, || self.add_subjects_tx(subjects, entry)).await
-    }
-
-    async fn get_subject(&self, token: &str) -> Result<Option<SubjectRow>> {
-        Ok(self
-            .get_subjects(&[token.to_string()])
-            .await?
-            .pop()
-            .flatten())
     }
 
     async fn get_subjects(&self, tokens: &[String]) -> Result<Vec<Option<SubjectRow>>> {
@@ -168,33 +159,6 @@ where
         D::retry(Retry::Conflicts, || self.ensure_placement_tx(row, &ledger)).await
     }
 
-    async fn begin_move(
-        &self,
-        token: &str,
-        category: &str,
-        epoch: i64,
-        to: &[String],
-        lease_until: Millis,
-        now: Millis,
-    ) -> Result<bool> {
-        let mark = MoveMark {
-            token: token.to_owned(),
-            category: category.to_owned(),
-            epoch,
-            to: to.to_vec(),
-        };
-        let marked = D::retry(Retry::Conflicts, || {
-            self.begin_moves_tx(
-                std::slice::from_ref(&mark),
-                lease_until,
-                now,
-                Durability::Durable,
-            )
-        })
-        .await?;
-        Ok(marked.first().copied().unwrap_or(false))
-    }
-
     async fn begin_moves(
         &self,
         marks: &[MoveMark],
@@ -228,30 +192,6 @@ where
         })
         .await?;
         Ok(only(done)?.0)
-    }
-
-    async fn commit_unit_move(
-        &self,
-        fence: &Fence,
-        regions: &[String],
-        custodian: &str,
-        wrapped_key: &[u8],
-        ledger: LedgerAppend,
-        release: &UnitRelease,
-    ) -> Result<(PlacementRow, bool)> {
-        let one = MoveCommit {
-            fence,
-            regions,
-            custodian,
-            wrapped_key,
-            ledger: &ledger,
-            release: Some(release),
-        };
-        let done = D::retry(Retry::Conflicts, || {
-            self.commit_moves_tx(std::slice::from_ref(&one), Durability::Durable)
-        })
-        .await?;
-        only(done)
     }
 
     async fn commit_unit_moves(
@@ -431,10 +371,6 @@ where
     }
 
     // ---- garbage ----
-
-    async fn garbage(&self, limit: u32) -> Result<Vec<GarbageRow>> {
-        self.due_garbage(limit, Millis::MAX).await
-    }
 
     async fn due_garbage(&self, limit: u32, now: Millis) -> Result<Vec<GarbageRow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -1,18 +1,24 @@
 //! Statements that run inside a caller's transaction, shared by every
-//! catalog call that needs them.
+//! catalog call that needs them, and the decoding of each table's rows.
 
 use std::collections::BTreeSet;
 
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
-use super::codec::{LEDGER_COLS, PLACEMENT_COLS, encode_regions, encode_state};
+use super::codec::{
+    LEDGER_COLS, PLACEMENT_COLS, corrupt, decode_regions, decode_state, encode_regions,
+    encode_state, split_list, unit_state,
+};
 use super::schema::SCHEMA_VERSION;
 use super::{Dialect, RowsAffected, Sql};
 use crate::catalog::{CommitOutcome, MoveMark, moved_placement};
 use crate::error::{Error, Result};
-use crate::jobs::UnitRelease;
+use crate::jobs::{JobRow, JobState, UnitRelease, UnitRow};
 use crate::ledger::{self, GENESIS};
-use crate::model::{Fence, GarbageRow, LedgerAppend, Millis, PlacementRow, PlacementState};
+use crate::model::{
+    Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
+    PlacementSummary, SubjectRow,
+};
 
 /// What an object row held before a write replaced or removed it.
 pub(crate) struct OldObject {
@@ -62,6 +68,127 @@ where
     for<'a> Option<Vec<u8>>: Encode<'a, D> + Decode<'a, D> + Type<D>,
     usize: ColumnIndex<D::Row>,
 {
+    pub(crate) fn subject_from(r: &D::Row) -> Result<SubjectRow> {
+        Ok(SubjectRow {
+            token: r.try_get(0)?,
+            home: r.try_get(1)?,
+            created_at: r.try_get(2)?,
+            id_enc: r.try_get(3)?,
+        })
+    }
+
+    pub(crate) fn placement_from(r: &D::Row) -> Result<PlacementRow> {
+        let regions: String = r.try_get(2)?;
+        let state: String = r.try_get(4)?;
+        Ok(PlacementRow {
+            token: r.try_get(0)?,
+            category: r.try_get(1)?,
+            regions: split_list(&regions),
+            epoch: r.try_get(3)?,
+            state: decode_state(&state)?,
+            custodian: r.try_get(5)?,
+            wrapped_key: r.try_get(6)?,
+            objects: r.try_get(7)?,
+            bytes: r.try_get(8)?,
+            since: r.try_get(9)?,
+        })
+    }
+
+    pub(crate) fn summary_from(r: &D::Row) -> Result<PlacementSummary> {
+        let regions: String = r.try_get(7)?;
+        Ok(PlacementSummary {
+            token: r.try_get(0)?,
+            home: r.try_get(1)?,
+            category: r.try_get(2)?,
+            custodian: r.try_get(3)?,
+            epoch: r.try_get(4)?,
+            objects: r.try_get(5)?,
+            bytes: r.try_get(6)?,
+            regions: split_list(&regions),
+        })
+    }
+
+    pub(crate) fn object_from(r: &D::Row) -> Result<ObjectRow> {
+        Ok(ObjectRow {
+            token: r.try_get(0)?,
+            lookup: r.try_get(1)?,
+            category: r.try_get(2)?,
+            name_enc: r.try_get(3)?,
+            meta_enc: r.try_get(4)?,
+            version: r.try_get(5)?,
+            size: r.try_get(6)?,
+            stored_size: r.try_get(7)?,
+            checksum: r.try_get(8)?,
+            blob_id: r.try_get(9)?,
+            modified_at: r.try_get(10)?,
+        })
+    }
+
+    pub(crate) fn garbage_from(r: &D::Row) -> Result<GarbageRow> {
+        let regions: String = r.try_get(4)?;
+        Ok(GarbageRow {
+            id: r.try_get(0)?,
+            token: r.try_get(1)?,
+            category: r.try_get(2)?,
+            blob_id: r.try_get(3)?,
+            regions: decode_regions(&regions)?,
+            queued_at: r.try_get(5)?,
+        })
+    }
+
+    pub(crate) fn entry_from(r: &D::Row) -> Result<LedgerEntry> {
+        Ok(LedgerEntry {
+            seq: r.try_get(0)?,
+            at: r.try_get(1)?,
+            kind: r.try_get(2)?,
+            subject: r.try_get(3)?,
+            body: r.try_get(4)?,
+            prev_hash: r.try_get(5)?,
+            hash: r.try_get(6)?,
+        })
+    }
+
+    pub(crate) fn job_from(r: &D::Row) -> Result<JobRow> {
+        let state: String = r.try_get(1)?;
+        Ok(JobRow {
+            id: r.try_get(0)?,
+            state: JobState::parse(&state).ok_or_else(|| corrupt("job state"))?,
+            created_at: r.try_get(2)?,
+            finished_at: r.try_get(3)?,
+            policy: r.try_get(4)?,
+            rate: r.try_get(5)?,
+            grace_ms: r.try_get(6)?,
+            units: r.try_get(7)?,
+            bytes: r.try_get(8)?,
+        })
+    }
+
+    pub(crate) fn unit_from(r: &D::Row) -> Result<UnitRow> {
+        let from: String = r.try_get(4)?;
+        let to: String = r.try_get(5)?;
+        let state: String = r.try_get(10)?;
+        Ok(UnitRow {
+            job: r.try_get(0)?,
+            token: r.try_get(1)?,
+            category: r.try_get(2)?,
+            priority: r.try_get(3)?,
+            from: split_list(&from),
+            to: split_list(&to),
+            custodian_from: r.try_get(6)?,
+            custodian_to: r.try_get(7)?,
+            objects: r.try_get(8)?,
+            bytes: r.try_get(9)?,
+            state: unit_state(&state)?,
+            attempts: r.try_get(11)?,
+            lease_owner: r.try_get(12)?,
+            lease_until: r.try_get(13)?,
+            purge_after: r.try_get(14)?,
+            moved_bytes: r.try_get(15)?,
+            error: r.try_get(16)?,
+            updated_at: r.try_get(17)?,
+        })
+    }
+
     /// The highest applied schema version, 0 on a fresh database.
     pub(crate) async fn applied_version(conn: &mut D::Connection) -> Result<i64> {
         let exists: i64 = sqlx::query_scalar(D::MIGRATIONS_TABLE)
@@ -279,7 +406,7 @@ where
             .await?;
         let Some(row) = row else { return Ok(None) };
         let state: String = row.try_get(1)?;
-        Ok(Some((row.try_get(0)?, super::codec::decode_state(&state)?)))
+        Ok(Some((row.try_get(0)?, decode_state(&state)?)))
     }
 
     /// Sets a placement's state.
