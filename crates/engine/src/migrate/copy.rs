@@ -1,8 +1,7 @@
 //! A unit's blobs copied, ciphertext only, into its new regions and
 //! verified against the catalog's checksums, paced to the job's rate.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use domicile_catalog::{ObjectRow, PlacementRow, UnitRow};
 use domicile_store::BlobPath;
@@ -19,40 +18,6 @@ const COPIES_IN_FLIGHT: usize = 4;
 /// hide per-file latency, few enough that the service's own writes (which
 /// share the runtime's blocking threads) do not queue behind the copies.
 pub(super) const COPIES_PER_TURN: usize = 8;
-
-/// Paces copies to a byte rate shared by this process's workers.
-#[derive(Debug)]
-pub(super) struct Pacer {
-    rate: u64,
-    next: Mutex<Instant>,
-}
-
-impl Pacer {
-    pub(super) fn new(rate: u64) -> Self {
-        Pacer {
-            rate,
-            next: Mutex::new(Instant::now()),
-        }
-    }
-
-    pub(super) async fn take(&self, bytes: u64) {
-        if self.rate == 0 {
-            return;
-        }
-        let wait = {
-            let Ok(mut next) = self.next.lock() else {
-                return;
-            };
-            let now = Instant::now();
-            let start = (*next).max(now);
-            *next = start + Duration::from_secs_f64(bytes as f64 / self.rate as f64);
-            start.saturating_duration_since(now)
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
 
 /// What a unit's copies came to.
 #[derive(Debug, Clone, Copy)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use domicile_catalog::JobState;
 
 use super::MigrateOptions;
-use super::copy::Pacer;
+use super::pacer::Pacer;
 use super::worker::MigrationWorker;
 use crate::clock::now_millis;
 use crate::engine::Engine;

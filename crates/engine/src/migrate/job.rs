@@ -5,7 +5,7 @@
 use domicile_catalog::{JobRow, JobState, JobWaiting, LedgerAppend, PlacementState, UnitState};
 use serde_json::json;
 
-use super::copy::Pacer;
+use super::pacer::Pacer;
 use super::worker::MigrationWorker;
 use super::{MigrateOptions, MigrationStatus, Tick};
 use crate::clock::now_millis;

@@ -34,6 +34,7 @@
 //!   claims a batch of units per turn, and its [`WorkerStatus`].
 //! - `moves`: a turn's moves: mark, copy, sync, re-wrap and commit.
 //! - `copy`: a unit's blobs copied and verified, paced to the job's rate.
+//! - `pacer`: the job's byte rate, shared by this process's workers.
 //! - `purge`: old copies deleted after the grace period; strays of moves
 //!   that will not commit.
 //! - `inline`: the write path's move of one unit, as a worker of one turn.
@@ -42,6 +43,7 @@ mod copy;
 mod inline;
 mod job;
 mod moves;
+mod pacer;
 mod plan;
 mod purge;
 mod worker;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use domicile_catalog::{JobState, PlacementRow, UnitOutcome, UnitRelease, UnitRow, UnitState};
 use serde::Serialize;
 
-use super::copy::Pacer;
+use super::pacer::Pacer;
 use super::{MigrateOptions, Tick};
 use crate::clock::now_millis;
 use crate::engine::Engine;
