@@ -8,7 +8,7 @@
 //! - [`steps`]: statements that run inside a caller's transaction; row decoding.
 //! - [`writes`]: one write transaction per catalog call.
 //! - [`jobs`]: migration jobs and units.
-//! - [`reads`]: the catalog's reads and the [`Catalog`] implementation.
+//! - [`reads`]: the catalog's reads and the [`Catalog`](crate::Catalog) implementation.
 //! - [`schema`]: the schema's versions, one SQL file each per dialect.
 //!
 //! Every statement is written with numbered parameters (`$1`), which both
@@ -175,8 +175,15 @@ impl<D: Dialect> SqlCatalog<D> {
 }
 
 /// The statements that run inside a caller's transaction, and the row
-/// codecs: associated functions, so that the bounds they need on the
+/// decoders: associated functions, so that the bounds they need on the
 /// database's types are written once, on their `impl` block.
+///
+/// Those bounds (that `i64`, `&str`, byte slices… encode and decode on
+/// `D`, that `&mut D::Connection` executes statements) stand on every
+/// generic `impl` block of this module (`steps`, `writes`, `reads` and the
+/// two of `jobs`): Rust implies a trait's bounds on `Self` where the trait
+/// is used, but not its bounds on other types, so they cannot live on
+/// [`Dialect`] alone.
 pub(crate) struct Sql<D>(PhantomData<D>);
 
 /// Milliseconds since the epoch, by this machine's clock.
