@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
-    PlacementSummary, ResidencyRow, SubjectRow,
+    PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow, SubjectRow,
 };
 use crate::raw::{RawRow, RawTable, RawValue};
 
@@ -352,6 +352,30 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
 
     /// Every entry about one subject token, in order.
     async fn ledger_of(&self, token: &str) -> Result<Vec<LedgerEntry>>;
+
+    // ---- policy versions ----
+
+    /// Makes `row` (its version ignored) the active policy: the next
+    /// version, with a `policy` ledger entry, in one transaction. If its
+    /// digest is the active version's, nothing changes and nothing is
+    /// appended (`created` false). An apply waits for commits fenced by the
+    /// active version to end, and every commit after it is fenced by the new
+    /// one.
+    async fn apply_policy(
+        &self,
+        row: &PolicyVersionRow,
+        ledger: LedgerAppend,
+    ) -> Result<PolicyApplied>;
+
+    /// The active policy version, 0 if none was ever applied: a cheap probe
+    /// that every process runs to follow the policy.
+    async fn policy_version(&self) -> Result<i64>;
+
+    /// One policy version with its text (`None`: the active one).
+    async fn policy(&self, version: Option<i64>) -> Result<Option<PolicyVersionRow>>;
+
+    /// Every policy version, oldest first.
+    async fn policy_history(&self) -> Result<Vec<PolicyVersionRow>>;
 
     // ---- settings ----
 

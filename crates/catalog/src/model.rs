@@ -156,6 +156,29 @@ pub struct ResidencyRow {
 /// Index rows grouped by (token, category), one list per pair of `keys` in
 /// that order (empty where none), each list in the order of `rows`: how
 /// the backends answer [`crate::Catalog::objects_of_pairs`].
+/// One version of the policy, as the catalog keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVersionRow {
+    /// 1 for the first policy applied, then one more per apply.
+    pub version: i64,
+    pub applied_at: Millis,
+    /// Who applied it (an operator's name, an API token's role…).
+    pub actor: String,
+    /// What decides placements and reach, as the core digests it.
+    pub digest: String,
+    /// The config text it was applied from.
+    pub text: String,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyApplied {
+    /// The version active after the call.
+    pub version: i64,
+    /// False if the policy was already the active one: nothing changed.
+    pub created: bool,
+}
+
 pub(crate) fn objects_by_pair(
     rows: Vec<ObjectRow>,
     keys: &[(String, String)],

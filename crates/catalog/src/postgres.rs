@@ -129,6 +129,7 @@ fn migrator() -> Migrator {
         include_str!("schema/postgres/0003_migration_jobs.sql"),
         include_str!("schema/postgres/0004_unit_claim_order.sql"),
         include_str!("schema/postgres/0005_garbage_by_blob.sql"),
+        include_str!("schema/postgres/0006_policy_versions.sql"),
     ]);
     // sqlx's own lock is a session-level advisory lock taken outside any
     // transaction; `migrated` takes a transaction-level one instead.

@@ -33,13 +33,14 @@ pub enum RawTable {
     Settings,
     MigrationJobs,
     MigrationUnits,
+    PolicyVersions,
 }
 
 use RawType::{Bytes, Int, Text};
 
 impl RawTable {
     /// Every table, parents before children.
-    pub const ALL: [RawTable; 9] = [
+    pub const ALL: [RawTable; 10] = [
         RawTable::Subjects,
         RawTable::Placements,
         RawTable::PlacementRegions,
@@ -49,6 +50,7 @@ impl RawTable {
         RawTable::Settings,
         RawTable::MigrationJobs,
         RawTable::MigrationUnits,
+        RawTable::PolicyVersions,
     ];
 
     /// The table's SQL name.
@@ -63,6 +65,7 @@ impl RawTable {
             RawTable::Settings => "settings",
             RawTable::MigrationJobs => "migration_jobs",
             RawTable::MigrationUnits => "migration_units",
+            RawTable::PolicyVersions => "policy_versions",
         }
     }
 
@@ -156,6 +159,13 @@ impl RawTable {
                 ("error", Text),
                 ("updated_at", Int),
             ],
+            RawTable::PolicyVersions => &[
+                ("version", Int),
+                ("applied_at", Int),
+                ("actor", Text),
+                ("digest", Text),
+                ("text", Text),
+            ],
         }
     }
 
@@ -167,7 +177,8 @@ impl RawTable {
             | RawTable::Garbage
             | RawTable::Ledger
             | RawTable::Settings
-            | RawTable::MigrationJobs => 1,
+            | RawTable::MigrationJobs
+            | RawTable::PolicyVersions => 1,
             RawTable::Placements | RawTable::Objects => 2,
             RawTable::PlacementRegions | RawTable::MigrationUnits => 3,
         }

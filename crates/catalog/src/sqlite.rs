@@ -55,6 +55,7 @@ fn migrator() -> Migrator {
         include_str!("schema/sqlite/0003_migration_jobs.sql"),
         include_str!("schema/sqlite/0004_unit_claim_order.sql"),
         include_str!("schema/sqlite/0005_garbage_by_blob.sql"),
+        include_str!("schema/sqlite/0006_policy_versions.sql"),
     ])
 }
 

@@ -31,6 +31,9 @@ pub(crate) const GARBAGE_COLS: &str = "id, token, category, blob_id, regions, qu
 /// The ledger columns, in the order [`Sql::entry_from`] reads them.
 pub(crate) const LEDGER_COLS: &str = "seq, at, kind, subject, body, prev_hash, hash";
 
+/// The policy version columns, in the order [`Sql::policy_from`] reads them.
+pub(crate) const POLICY_COLS: &str = "version, applied_at, actor, digest, text";
+
 /// The job columns, in the order [`Sql::job_from`] reads them.
 pub(crate) const JOB_COLS: &str =
     "id, state, created_at, finished_at, policy, rate, grace_ms, units, bytes";

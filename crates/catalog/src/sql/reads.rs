@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
-use super::codec::{GARBAGE_COLS, LEDGER_COLS, OBJECT_COLS, PLACEMENT_COLS, SUBJECT_COLS};
+use super::codec::{
+    GARBAGE_COLS, LEDGER_COLS, OBJECT_COLS, PLACEMENT_COLS, POLICY_COLS, SUBJECT_COLS,
+};
 use super::steps::distinct;
 use super::writes::MoveCommit;
 use super::{Dialect, Durability, Retry, Sql, SqlCatalog};
@@ -15,7 +17,7 @@ use crate::catalog::{Catalog, CommitOutcome, MoveMark, UnitMove};
 use crate::error::{Error, Result};
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow,
-    PlacementSummary, ResidencyRow, SubjectRow, objects_by_pair,
+    PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow, SubjectRow, objects_by_pair,
 };
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
 
@@ -424,6 +426,48 @@ where
         rows.iter().map(Sql::<D>::entry_from).collect()
     }
 
+    // ---- policy versions ----
+
+    async fn apply_policy(
+        &self,
+        row: &PolicyVersionRow,
+        ledger: LedgerAppend,
+    ) -> Result<PolicyApplied> {
+        D::retry(Retry::Conflicts, || self.apply_policy_tx(row, &ledger)).await
+    }
+
+    async fn policy_version(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM policy_head WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    async fn policy(&self, version: Option<i64>) -> Result<Option<PolicyVersionRow>> {
+        let version = match version {
+            Some(v) => v,
+            None => self.policy_version().await?,
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {POLICY_COLS} FROM policy_versions WHERE version = $1"
+        )))
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Sql::<D>::policy_from).transpose()
+    }
+
+    async fn policy_history(&self) -> Result<Vec<PolicyVersionRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {POLICY_COLS} FROM policy_versions ORDER BY version"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Sql::<D>::policy_from).collect()
+    }
+
     // ---- settings ----
 
     async fn setting(&self, key: &str) -> Result<Option<String>> {
@@ -515,8 +559,20 @@ where
         D::retry(Retry::Conflicts, || self.raw_insert_tx(table, rows)).await
     }
 
+    /// Also moves `policy_head` to the last copied version.
     async fn raw_finish(&self) -> Result<()> {
-        D::raw_finish(&self.pool, &self.state).await
+        D::raw_finish(&self.pool, &self.state).await?;
+        D::retry(Retry::Conflicts, || async {
+            let mut tx = self.write_tx().await?;
+            sqlx::query(
+                "UPDATE policy_head SET version = \
+                 (SELECT COALESCE(MAX(version), 0) FROM policy_versions) WHERE id = 1",
+            )
+            .execute(&mut *tx)
+            .await?;
+            self.commit(tx, Durability::Durable).await
+        })
+        .await
     }
 }
 

@@ -6,12 +6,13 @@
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The names of the schema versions, oldest first: version N is entry N − 1.
-const VERSIONS: [&str; 5] = [
+const VERSIONS: [&str; 6] = [
     "init",
     "subject id sealed",
     "migration jobs",
     "unit claim order",
     "garbage by blob",
+    "policy versions",
 ];
 
 /// The newest schema version this build knows.

@@ -17,7 +17,7 @@ use crate::jobs::{JobRow, JobState, UnitRelease, UnitRow};
 use crate::ledger::{self, GENESIS};
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
-    PlacementSummary, SubjectRow,
+    PlacementSummary, PolicyVersionRow, SubjectRow,
 };
 
 /// What an object row held before a write replaced or removed it.
@@ -145,6 +145,36 @@ where
             body: r.try_get(4)?,
             prev_hash: r.try_get(5)?,
             hash: r.try_get(6)?,
+        })
+    }
+
+    pub(crate) fn policy_from(r: &D::Row) -> Result<PolicyVersionRow> {
+        Ok(PolicyVersionRow {
+            version: r.try_get(0)?,
+            applied_at: r.try_get(1)?,
+            actor: r.try_get(2)?,
+            digest: r.try_get(3)?,
+            text: r.try_get(4)?,
+        })
+    }
+
+    /// The active policy version, locking the head row until the caller's
+    /// transaction ends: shared (`exclusive` false) for a commit that it fences,
+    /// exclusive for an apply.
+    pub(crate) async fn policy_head(conn: &mut D::Connection, exclusive: bool) -> Result<i64> {
+        let sql = format!(
+            "SELECT version FROM policy_head WHERE id = 1{}",
+            if exclusive {
+                D::FOR_UPDATE
+            } else {
+                D::FOR_SHARE
+            }
+        );
+        let version: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&mut *conn)
+            .await?;
+        version.ok_or_else(|| Error::Corrupt {
+            reason: "the policy_head row is missing".into(),
         })
     }
 

@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, HashSet};
 
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
-use super::codec::{OBJECT_COLS, decode_state, encode_state};
+use super::codec::{OBJECT_COLS, POLICY_COLS, decode_state, encode_state};
 use super::steps::{check_regions, not_found};
 use super::{Dialect, Durability, RowsAffected, Sql, SqlCatalog, now_millis};
 use crate::catalog::{CommitOutcome, MoveMark, UnitMove};
 use crate::error::{Error, Result};
 use crate::jobs::UnitRelease;
 use crate::model::{
-    Fence, GarbageRow, LedgerAppend, Millis, ObjectRow, PlacementRow, PlacementState, SubjectRow,
+    Fence, GarbageRow, LedgerAppend, Millis, ObjectRow, PlacementRow, PlacementState,
+    PolicyApplied, PolicyVersionRow, SubjectRow,
 };
 use crate::raw::{RawRow, RawTable, RawValue};
 
@@ -530,6 +531,49 @@ where
         let seq = Sql::<D>::ledger_append(&mut tx, entries).await?;
         self.commit(tx, Durability::Durable).await?;
         Ok(seq)
+    }
+
+    pub(crate) async fn apply_policy_tx(
+        &self,
+        row: &PolicyVersionRow,
+        ledger: &LedgerAppend,
+    ) -> Result<PolicyApplied> {
+        let mut tx = self.write_tx().await?;
+        let active = Sql::<D>::policy_head(&mut tx, true).await?;
+        if active > 0 {
+            let digest: Option<String> =
+                sqlx::query_scalar("SELECT digest FROM policy_versions WHERE version = $1")
+                    .bind(active)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if digest.as_deref() == Some(row.digest.as_str()) {
+                return Ok(PolicyApplied {
+                    version: active,
+                    created: false,
+                });
+            }
+        }
+        let version = active + 1;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO policy_versions ({POLICY_COLS}) VALUES ($1, $2, $3, $4, $5)"
+        )))
+        .bind(version)
+        .bind(row.applied_at)
+        .bind(row.actor.as_str())
+        .bind(row.digest.as_str())
+        .bind(row.text.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE policy_head SET version = $1 WHERE id = 1")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        Sql::<D>::ledger_append(&mut tx, std::slice::from_ref(ledger)).await?;
+        self.commit(tx, Durability::Durable).await?;
+        Ok(PolicyApplied {
+            version,
+            created: true,
+        })
     }
 
     /// Writes a setting: replacing any value, or (`replace` false) only
