@@ -15,11 +15,9 @@
 //! - [`raw`]: raw table rows and column lists, for catalog migration.
 //! - [`copy`]: catalog migration: every row copied verbatim into another
 //!   backend, then counted and the ledger chain verified.
-//! - [`conformance`]: the suite every backend must pass.
 //! - [`error`]: the error type.
 
 pub mod catalog;
-pub mod conformance;
 pub mod copy;
 pub mod error;
 pub mod jobs;

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use domicile_catalog::conformance;
 use domicile_catalog::jobs::{JobRow, JobState, UnitRow, UnitState};
 use domicile_catalog::ledger::{ChainVerifier, LedgerBreak};
 use domicile_catalog::postgres::{PostgresCatalog, SCHEMA_VERSION};
@@ -25,6 +24,7 @@ use domicile_catalog::{
     Catalog, CommitOutcome, Error, Fence, LedgerAppend, ObjectRow, PlacementRow, PlacementState,
     SubjectRow,
 };
+use domicile_catalog_conformance as conformance;
 use serde_json::json;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;

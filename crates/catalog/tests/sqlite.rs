@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use domicile_catalog::conformance;
 use domicile_catalog::ledger::ChainVerifier;
 use domicile_catalog::sqlite::{SCHEMA_VERSION, SqliteCatalog};
 use domicile_catalog::{
@@ -14,6 +13,7 @@ use domicile_catalog::{
     PlacementRow, PlacementState, SubjectRow, UnitMove, UnitOutcome, UnitRelease, UnitRow,
     UnitState,
 };
+use domicile_catalog_conformance as conformance;
 use serde_json::json;
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};

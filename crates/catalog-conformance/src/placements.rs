@@ -1,0 +1,332 @@
+//! Placements: creating them, the planner's scan and the residency report.
+
+use domicile_catalog::{
+    Catalog, Error, Fence, PlacementRow, PlacementState, PlacementSummary, ResidencyRow,
+};
+
+use crate::{
+    assert_chain, commit, entry, get_placement, ledger_len, object, placement, read_ledger, setup,
+    strings, subject,
+};
+
+/// ensure_placement creates once (epoch 1, active, zero counts) and is idempotent.
+pub async fn ensure_placement(cat: &dyn Catalog) {
+    setup(cat, "tok-p", "IN", &[]).await;
+    let n0 = ledger_len(cat).await;
+
+    let mut asked = placement("tok-p", "profile", &["r2", "r1"]);
+    asked.epoch = 7;
+    asked.objects = 5;
+    asked.bytes = 500;
+    asked.state = PlacementState::Moving {
+        to: strings(&["r9"]),
+        lease_until: 1,
+    };
+    let created = cat
+        .ensure_placement(&asked, entry("placement", Some("tok-p"), 3_000))
+        .await
+        .unwrap();
+    let expected = PlacementRow {
+        epoch: 1,
+        state: PlacementState::Active,
+        objects: 0,
+        bytes: 0,
+        ..placement("tok-p", "profile", &["r2", "r1"])
+    };
+    assert_eq!(
+        created, expected,
+        "regions keep their order; epoch 1, active, zero counts"
+    );
+    assert_eq!(get_placement(cat, "tok-p", "profile").await, expected);
+    let entries = read_ledger(cat).await;
+    assert_eq!(entries.len(), n0 + 1);
+    assert_eq!(entries[n0].kind, "placement");
+    assert_eq!(entries[n0].subject.as_deref(), Some("tok-p"));
+
+    let mut other = placement("tok-p", "profile", &["r3"]);
+    other.custodian = "kms-b".into();
+    other.wrapped_key = b"other".to_vec();
+    let again = cat
+        .ensure_placement(&other, entry("placement", Some("tok-p"), 3_100))
+        .await
+        .unwrap();
+    assert_eq!(
+        again, expected,
+        "an existing placement must come back unchanged"
+    );
+    assert_eq!(get_placement(cat, "tok-p", "profile").await, expected);
+    assert_eq!(
+        ledger_len(cat).await,
+        n0 + 1,
+        "an existing placement was recorded again"
+    );
+
+    cat.ensure_placement(
+        &placement("tok-p", "media", &["r1"]),
+        entry("placement", Some("tok-p"), 3_200),
+    )
+    .await
+    .unwrap();
+    let all = cat.placements_of("tok-p").await.unwrap();
+    let keys: Vec<(&str, Vec<String>)> = all
+        .iter()
+        .map(|p| (p.category.as_str(), p.regions.clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("media", strings(&["r1"])),
+            ("profile", strings(&["r2", "r1"]))
+        ]
+    );
+
+    let err = cat
+        .ensure_placement(
+            &placement("tok-unknown", "profile", &["r1"]),
+            entry("placement", Some("tok-unknown"), 3_300),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound { .. }),
+        "unknown subject: {err}"
+    );
+
+    let err = cat
+        .ensure_placement(
+            &placement("tok-p", "payment", &["r1", "r1"]),
+            entry("placement", Some("tok-p"), 3_400),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Invalid { .. }),
+        "duplicate region: {err}"
+    );
+    assert_eq!(cat.get_placement("tok-p", "payment").await.unwrap(), None);
+    assert_eq!(
+        ledger_len(cat).await,
+        n0 + 2,
+        "a refused placement was recorded"
+    );
+
+    // Several at once: in the order asked, regions in their order, `None`
+    // where there is none, a pair asked twice answered twice.
+    let key = |t: &str, c: &str| (t.to_string(), c.to_string());
+    let asked = [
+        key("tok-p", "profile"),
+        key("tok-p", "payment"),
+        key("nobody", "profile"),
+        key("tok-p", "media"),
+        key("tok-p", "profile"),
+    ];
+    let mut one_by_one = Vec::new();
+    for (t, c) in &asked {
+        one_by_one.push(cat.get_placement(t, c).await.unwrap());
+    }
+    let many = cat.get_placements(&asked).await.unwrap();
+    assert_eq!(many, one_by_one);
+    assert_eq!(
+        many[0].as_ref().map(|p| p.regions.clone()),
+        Some(strings(&["r2", "r1"]))
+    );
+    assert!(many[1].is_none() && many[2].is_none());
+    assert!(cat.get_placements(&[]).await.unwrap().is_empty());
+    // More pairs than one statement takes (501 different ones).
+    let lots: Vec<(String, String)> = (0..1_000)
+        .map(|i| {
+            if i % 2 == 0 {
+                key("tok-p", "media")
+            } else {
+                key("tok-p", &format!("none-{i}"))
+            }
+        })
+        .collect();
+    let got = cat.get_placements(&lots).await.unwrap();
+    assert_eq!(got.len(), 1_000);
+    assert!(
+        got.iter()
+            .step_by(2)
+            .all(|p| p.as_ref().map(|p| p.regions.clone()) == Some(strings(&["r1"])))
+    );
+    assert!(got.iter().skip(1).step_by(2).all(Option::is_none));
+    assert_chain(cat).await;
+}
+
+/// placements_page streams every placement in (token, category) order,
+/// across pages, with homes and regions.
+pub async fn placements_page(cat: &dyn Catalog) {
+    let categories = ["profile", "payment", "media"];
+    let mut expected: Vec<PlacementSummary> = Vec::new();
+    for i in [4, 0, 6, 2, 5, 1, 3] {
+        let token = format!("tok-{i:02}");
+        let home = if i % 2 == 0 { "IN" } else { "CN" };
+        setup(cat, &token, home, &[]).await;
+        for (j, category) in categories.iter().enumerate() {
+            let r1 = format!("r{}", (i + j) % 3);
+            let r2 = format!("r{}", (i + j + 1) % 3);
+            let regions: Vec<&str> = if j == 1 { vec![&r1, &r2] } else { vec![&r1] };
+            cat.ensure_placement(
+                &placement(&token, category, &regions),
+                entry("placement", Some(&token), 2_000),
+            )
+            .await
+            .unwrap();
+            let objects = (i + j) as i64 % 3;
+            for k in 0..objects {
+                let blob = format!("blob-{token}-{category}-{k}");
+                commit(cat, 1, &object(&token, category, &blob, &blob, 10 + k)).await;
+            }
+            expected.push(PlacementSummary {
+                token: token.clone(),
+                home: home.into(),
+                category: category.to_string(),
+                regions: strings(&regions),
+                custodian: "kms-a".into(),
+                epoch: 1,
+                objects,
+                bytes: (0..objects).map(|k| 10 + k).sum(),
+            });
+        }
+    }
+    expected.sort_by(|a, b| (&a.token, &a.category).cmp(&(&b.token, &b.category)));
+    assert_eq!(expected.len(), 21);
+
+    for limit in [1_u32, 4, 21, 100] {
+        let mut got: Vec<PlacementSummary> = Vec::new();
+        let mut pages = 0;
+        loop {
+            let after = got.last().map(|p| (p.token.clone(), p.category.clone()));
+            let page = cat
+                .placements_page(after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())), limit)
+                .await
+                .unwrap();
+            assert!(page.len() <= limit as usize, "page larger than its limit");
+            if page.is_empty() {
+                break;
+            }
+            pages += 1;
+            assert!(pages <= 100, "placements_page does not advance");
+            got.extend(page);
+        }
+        assert_eq!(got, expected, "placements_page with limit {limit}");
+    }
+
+    // A key between two rows starts at the next one.
+    let page = cat.placements_page(Some(("tok-03", "n")), 2).await.unwrap();
+    let keys: Vec<(&str, &str)> = page
+        .iter()
+        .map(|p| (p.token.as_str(), p.category.as_str()))
+        .collect();
+    assert_eq!(keys, vec![("tok-03", "payment"), ("tok-03", "profile")]);
+    let page = cat
+        .placements_page(Some(("tok-06", "profile")), 10)
+        .await
+        .unwrap();
+    assert!(page.is_empty(), "rows after the last key");
+    assert!(cat.placements_page(None, 0).await.unwrap().is_empty());
+    assert_chain(cat).await;
+}
+
+/// residency aggregates subjects, objects and bytes per (home, category, region).
+pub async fn residency(cat: &dyn Catalog) {
+    setup(cat, "s1", "IN", &[("profile", &["r1", "r2"])]).await;
+    setup(cat, "s2", "IN", &[("profile", &["r1"]), ("media", &["r3"])]).await;
+    setup(cat, "s3", "CN", &[("profile", &["r2"])]).await;
+    setup(cat, "s4", "CN", &[]).await;
+    commit(cat, 1, &object("s1", "profile", "a", "b-s1a", 10)).await;
+    commit(cat, 1, &object("s1", "profile", "b", "b-s1b", 20)).await;
+    commit(cat, 1, &object("s2", "profile", "a", "b-s2a", 5)).await;
+    commit(cat, 1, &object("s3", "profile", "a", "b-s3a", 7)).await;
+
+    let row = |home: &str, category: &str, region: &str, s: i64, o: i64, b: i64| ResidencyRow {
+        home: home.into(),
+        category: category.into(),
+        region: region.into(),
+        subjects: s,
+        objects: o,
+        bytes: b,
+    };
+    assert_eq!(
+        cat.residency().await.unwrap(),
+        vec![
+            row("CN", "profile", "r2", 1, 1, 7),
+            row("IN", "media", "r3", 1, 0, 0),
+            row("IN", "profile", "r1", 2, 3, 35),
+            row("IN", "profile", "r2", 1, 2, 30),
+        ]
+    );
+
+    cat.set_home("s3", "IN", entry("rehome", Some("s3"), 9_000))
+        .await
+        .unwrap();
+    commit(cat, 1, &object("s1", "profile", "a", "b-s1a2", 12)).await;
+    assert_eq!(
+        cat.residency().await.unwrap(),
+        vec![
+            row("IN", "media", "r3", 1, 0, 0),
+            row("IN", "profile", "r1", 2, 3, 37),
+            row("IN", "profile", "r2", 2, 3, 39),
+        ]
+    );
+    assert_chain(cat).await;
+}
+
+/// The planner's scan (`placements_page`) sees re-homing and moves at once,
+/// and sealed ids come back for known tokens only.
+pub async fn scan_follows_changes(cat: &dyn Catalog) {
+    let a = subject("tok-a", "IN");
+    cat.add_subject(&a, entry("subject", Some("tok-a"), 1))
+        .await
+        .unwrap();
+    cat.ensure_placement(
+        &placement("tok-a", "media", &["r1", "r2"]),
+        entry("placement", Some("tok-a"), 2),
+    )
+    .await
+    .unwrap();
+    let page = cat.placements_page(None, 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(
+        (page[0].home.as_str(), page[0].regions.clone()),
+        ("IN", strings(&["r1", "r2"]))
+    );
+
+    cat.set_home("tok-a", "CN", entry("rehome", Some("tok-a"), 3))
+        .await
+        .unwrap();
+    assert!(
+        cat.begin_move("tok-a", "media", 1, &strings(&["r3"]), 100, 4)
+            .await
+            .unwrap()
+    );
+    let fence = Fence {
+        token: "tok-a".into(),
+        category: "media".into(),
+        epoch: 1,
+    };
+    cat.commit_move(
+        &fence,
+        &strings(&["r3"]),
+        "kms-b",
+        b"k2",
+        entry("move", Some("tok-a"), 5),
+    )
+    .await
+    .unwrap();
+    let page = cat.placements_page(None, 10).await.unwrap();
+    assert_eq!(page[0].home, "CN", "the scan missed a re-homing");
+    assert_eq!(page[0].regions, strings(&["r3"]), "the scan missed a move");
+    assert_eq!(page[0].custodian, "kms-b");
+    assert_eq!(page[0].epoch, 2);
+
+    let seals = cat
+        .subject_seals(&strings(&["tok-a", "tok-missing"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        seals,
+        vec![("tok-a".to_string(), a.id_enc.clone().unwrap())]
+    );
+    assert_chain(cat).await;
+}

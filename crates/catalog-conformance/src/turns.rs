@@ -1,0 +1,291 @@
+//! A worker's turn: unit releases riding in the change that ends it,
+//! and batches of units in one call.
+
+use domicile_catalog::ledger::ChainVerifier;
+use domicile_catalog::{
+    Catalog, Error, Fence, JobState, MoveMark, UnitMove, UnitOutcome, UnitReceipt, UnitRelease,
+    UnitRow, UnitState,
+};
+
+use crate::{entry, get_placement, job_row, placement, strings, subject, unit};
+
+/// A unit's release rides in the transaction of the change that ends the
+/// worker's turn: a move's commit (which still commits if the lease was
+/// lost, and releases nothing if the move is fenced) and a purge's receipt
+/// (appended whether or not the lease was still held).
+pub async fn unit_release_with_the_change(cat: &dyn Catalog) {
+    subjects_with_media_in_r1(cat, &["t1", "t2", "t3"]).await;
+    for t in ["t1", "t2", "t3"] {
+        assert!(
+            cat.begin_move(t, "media", 1, &strings(&["r2"]), 10_000, 3)
+                .await
+                .unwrap()
+        );
+    }
+    let id = running_job_claimed_by_w1(cat, &["t1", "t2", "t3"]).await;
+    let fence = |t: &str, epoch| Fence {
+        token: t.into(),
+        category: "media".into(),
+        epoch,
+    };
+    let release = |owner: &str, now| UnitRelease {
+        job: id,
+        owner: owner.into(),
+        outcome: UnitOutcome::Committed {
+            purge_after: 700,
+            moved_bytes: 5,
+        },
+        now,
+    };
+    let seq = || async move { cat.ledger_page(0, 1_000).await.unwrap().len() };
+
+    // Held: the move commits and the unit is committed, in one go.
+    let before = seq().await;
+    let (moved, held) = cat
+        .commit_unit_move(
+            &fence("t1", 1),
+            &strings(&["r2"]),
+            "kms-a",
+            b"k",
+            entry("move", Some("t1"), 6),
+            &release("w1", 6),
+        )
+        .await
+        .unwrap();
+    assert!(held);
+    assert_eq!((moved.epoch, moved.regions.clone()), (2, strings(&["r2"])));
+    assert_eq!(seq().await, before + 1);
+    let committed = cat.units_in(id, UnitState::Committed, 10).await.unwrap();
+    assert_eq!(committed.len(), 1);
+    assert_eq!(
+        (
+            committed[0].purge_after,
+            committed[0].moved_bytes,
+            committed[0].lease_owner.clone()
+        ),
+        (700, 5, None)
+    );
+
+    // Fenced (wrong epoch): nothing commits and the unit stays held.
+    let err = cat
+        .commit_unit_move(
+            &fence("t2", 7),
+            &strings(&["r2"]),
+            "kms-a",
+            b"k",
+            entry("move", Some("t2"), 7),
+            &release("w1", 7),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert_eq!(seq().await, before + 1, "a fenced move left a receipt");
+    let held_by = |t: &'static str| async move {
+        cat.units_in(id, UnitState::Pending, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|u| u.token == t)
+            .and_then(|u| u.lease_owner)
+    };
+    assert_eq!(held_by("t2").await.as_deref(), Some("w1"));
+
+    // Lease lost (w2 took t3 over after expiry): the move still commits,
+    // the unit is not released by the old holder.
+    let took = cat.claim_units(id, "w2", 3, 9_000, 2_000).await.unwrap();
+    assert!(took.iter().any(|u| u.token == "t3"), "{took:?}");
+    let (moved, held) = cat
+        .commit_unit_move(
+            &fence("t3", 1),
+            &strings(&["r2"]),
+            "kms-a",
+            b"k",
+            entry("move", Some("t3"), 2_001),
+            &release("w1", 2_001),
+        )
+        .await
+        .unwrap();
+    assert!(!held);
+    assert_eq!(moved.epoch, 2);
+    assert_eq!(held_by("t3").await.as_deref(), Some("w2"));
+
+    // A purge's receipt and the unit's end: one transaction. (w2's claim
+    // took t1's due purge too; its lease ends at 9_000.)
+    let claimed = cat.claim_units(id, "w3", 5, 20_000, 9_100).await.unwrap();
+    assert!(claimed.iter().any(|u| u.token == "t1"), "{claimed:?}");
+    let done = UnitRelease {
+        job: id,
+        owner: "w3".into(),
+        outcome: UnitOutcome::Done,
+        now: 9_200,
+    };
+    let before = seq().await;
+    assert!(
+        cat.finish_unit_with_receipt("t1", "media", &done, &entry("purge", Some("t1"), 9_200))
+            .await
+            .unwrap()
+    );
+    assert_eq!(seq().await, before + 1);
+    let finished = cat.units_in(id, UnitState::Done, 10).await.unwrap();
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0].token, "t1");
+    // Not held any more: the receipt is still recorded, the unit untouched.
+    assert!(
+        !cat.finish_unit_with_receipt("t1", "media", &done, &entry("purge", Some("t1"), 9_300))
+            .await
+            .unwrap()
+    );
+    assert_eq!(seq().await, before + 2);
+    assert_eq!(
+        cat.units_in(id, UnitState::Done, 10).await.unwrap().len(),
+        1
+    );
+    let mut v = ChainVerifier::new();
+    for e in cat.ledger_page(0, 1_000).await.unwrap() {
+        v.push(&e).unwrap();
+    }
+}
+
+/// A worker's batch of units: marks, commits and purge receipts of several
+/// units each in one call, where one fenced unit is refused on its own and
+/// the others go through.
+pub async fn batched_turns(cat: &dyn Catalog) {
+    subjects_with_media_in_r1(cat, &["t1", "t2", "t3"]).await;
+    let mark = |t: &str, epoch| MoveMark {
+        token: t.into(),
+        category: "media".into(),
+        epoch,
+        to: strings(&["r2"]),
+    };
+    // t2 is asked at a stale epoch, t4 has no placement: both refused, the
+    // others marked.
+    let marked = cat
+        .begin_moves(
+            &[mark("t1", 1), mark("t2", 9), mark("t3", 1), mark("t4", 1)],
+            10_000,
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(marked, vec![true, false, true, false]);
+    for (t, moving) in [("t1", true), ("t2", false), ("t3", true)] {
+        let p = get_placement(cat, t, "media").await;
+        assert_eq!(!p.state.is_active(), moving, "{t}: {:?}", p.state);
+    }
+    // A mark held by a live lease is not taken again.
+    assert_eq!(
+        cat.begin_moves(&[mark("t1", 1)], 10_000, 4).await.unwrap(),
+        vec![false]
+    );
+
+    let id = running_job_claimed_by_w1(cat, &["t1", "t2", "t3"]).await;
+    let commit = |t: &str, epoch| UnitMove {
+        fence: Fence {
+            token: t.into(),
+            category: "media".into(),
+            epoch,
+        },
+        regions: strings(&["r2"]),
+        custodian: "kms-a".into(),
+        wrapped_key: b"k".to_vec(),
+        ledger: entry("move", Some(t), 6),
+        release: UnitRelease {
+            job: id,
+            owner: "w1".into(),
+            outcome: UnitOutcome::Committed {
+                purge_after: 700,
+                moved_bytes: 5,
+            },
+            now: 6,
+        },
+    };
+    let before = cat.ledger_page(0, 1_000).await.unwrap().len();
+    // t2 was never marked: its commit is refused, t1 and t3 commit.
+    let results = cat
+        .commit_unit_moves(&[commit("t1", 1), commit("t2", 1), commit("t3", 1)])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(matches!(&results[0], Ok((p, true)) if p.epoch == 2));
+    assert!(
+        matches!(&results[1], Err(Error::Conflict { .. })),
+        "{:?}",
+        results[1]
+    );
+    assert!(matches!(&results[2], Ok((p, true)) if p.epoch == 2));
+    assert_eq!(cat.ledger_page(0, 1_000).await.unwrap().len(), before + 2);
+    let committed = tokens_of(&cat.units_in(id, UnitState::Committed, 10).await.unwrap());
+    assert_eq!(committed, vec!["t1".to_string(), "t3".to_string()]);
+    assert_eq!(get_placement(cat, "t2", "media").await.epoch, 1);
+
+    // Both purges end in one transaction with their receipts.
+    let claimed = cat.claim_units(id, "w2", 5, 20_000, 800).await.unwrap();
+    assert_eq!(
+        tokens_of(&claimed),
+        vec!["t1".to_string(), "t3".to_string()]
+    );
+    let receipt = |t: &str| UnitReceipt {
+        token: t.into(),
+        category: "media".into(),
+        release: UnitRelease {
+            job: id,
+            owner: "w2".into(),
+            outcome: UnitOutcome::Done,
+            now: 900,
+        },
+        receipt: entry("purge", Some(t), 900),
+    };
+    let held = cat
+        .finish_units_with_receipts(&[receipt("t1"), receipt("t3")])
+        .await
+        .unwrap();
+    assert_eq!(held, vec![true, true]);
+    assert_eq!(
+        tokens_of(&cat.units_in(id, UnitState::Done, 10).await.unwrap()),
+        vec!["t1".to_string(), "t3".to_string()]
+    );
+    let entries = cat.ledger_page(0, 1_000).await.unwrap();
+    assert_eq!(entries.len(), before + 4);
+    let mut v = ChainVerifier::new();
+    for e in &entries {
+        v.push(e).unwrap();
+    }
+}
+
+/// Subjects homed in IN, each with a `media` placement in r1 at epoch 1.
+async fn subjects_with_media_in_r1(cat: &dyn Catalog, tokens: &[&str]) {
+    for &t in tokens {
+        cat.add_subject(&subject(t, "IN"), entry("subject", Some(t), 1))
+            .await
+            .unwrap();
+        cat.ensure_placement(
+            &placement(t, "media", &["r1"]),
+            entry("placement", Some(t), 2),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// A running job of one unit per token (category "media"), every unit
+/// claimed by "w1" until 1_000.
+async fn running_job_claimed_by_w1(cat: &dyn Catalog, tokens: &[&str]) -> i64 {
+    let id = cat.create_job(&job_row()).await.unwrap();
+    let units: Vec<UnitRow> = tokens.iter().map(|t| unit(t, "media", 0, 1)).collect();
+    cat.add_units(id, &units).await.unwrap();
+    cat.set_job_state(id, JobState::Running, 4).await.unwrap();
+    assert_eq!(
+        cat.claim_units(id, "w1", 100, 1_000, 5)
+            .await
+            .unwrap()
+            .len(),
+        tokens.len()
+    );
+    id
+}
+
+fn tokens_of(units: &[UnitRow]) -> Vec<String> {
+    let mut t: Vec<String> = units.iter().map(|u| u.token.clone()).collect();
+    t.sort();
+    t
+}
