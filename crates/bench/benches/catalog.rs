@@ -124,6 +124,7 @@ async fn round(cat: Arc<dyn Catalog>, n: usize, seq: &mut usize) -> Result<Vec<f
                         token: t.clone(),
                         category: CATEGORY.into(),
                         epoch: 1,
+                        policy: 0,
                     };
                     let row = ObjectRow {
                         token: t,

@@ -22,6 +22,7 @@
 //! - `ledger`: one chain from genesis, under concurrent writers too.
 //! - `jobs`: migration jobs, claims under leases, claim order.
 //! - `turns`: a worker's turn: unit releases riding in its change, batches.
+//! - `policy`: policy versions, and the fence of a stale version.
 #![allow(clippy::unwrap_used)]
 
 mod garbage;
@@ -30,6 +31,7 @@ mod ledger;
 mod moves;
 mod objects;
 mod placements;
+mod policy;
 mod subjects;
 mod turns;
 
@@ -49,11 +51,12 @@ pub use ledger::{concurrent_writers, ledger_chain};
 pub use moves::moves;
 pub use objects::{commit_object, delete_object, objects};
 pub use placements::{ensure_placement, placements_page, residency, scan_follows_changes};
+pub use policy::{policy_fence, policy_versions};
 pub use subjects::{empty_catalog, erase_subject, settings, subjects};
 pub use turns::{batched_turns, unit_release_with_the_change};
 
 /// How many checks `run_all` runs (each on its own fresh catalog).
-pub const CHECKS: usize = 21;
+pub const CHECKS: usize = 23;
 
 /// Runs every check, each on a fresh, empty catalog from `fresh`.
 pub async fn run_all<F, Fut>(mut fresh: F)
@@ -80,6 +83,8 @@ where
     claim_order(&*fresh().await).await;
     unit_release_with_the_change(&*fresh().await).await;
     batched_turns(&*fresh().await).await;
+    policy_versions(&*fresh().await).await;
+    policy_fence(&*fresh().await).await;
     concurrent_claims(fresh().await).await;
     concurrent_writers(fresh().await).await;
 }
@@ -186,6 +191,7 @@ fn fence(token: &str, category: &str, epoch: i64) -> Fence {
         token: token.into(),
         category: category.into(),
         epoch,
+        policy: 0,
     }
 }
 

@@ -304,6 +304,7 @@ pub async fn scan_follows_changes(cat: &dyn Catalog) {
         token: "tok-a".into(),
         category: "media".into(),
         epoch: 1,
+        policy: 0,
     };
     cat.commit_move(
         &fence,

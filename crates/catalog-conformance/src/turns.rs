@@ -27,6 +27,7 @@ pub async fn unit_release_with_the_change(cat: &dyn Catalog) {
         token: t.into(),
         category: "media".into(),
         epoch,
+        policy: 0,
     };
     let release = |owner: &str, now| UnitRelease {
         job: id,
@@ -184,6 +185,7 @@ pub async fn batched_turns(cat: &dyn Catalog) {
             token: t.into(),
             category: "media".into(),
             epoch,
+            policy: 0,
         },
         regions: strings(&["r2"]),
         custodian: "kms-a".into(),

@@ -30,6 +30,9 @@ pub enum CommitOutcome {
         current_epoch: Option<i64>,
         moving: bool,
     },
+    /// Another policy version is active than the fence's: nothing was
+    /// written. The placement must be checked against `active` first.
+    PolicyChanged { active: i64 },
 }
 
 /// A placement to mark moving: what `begin_move` takes.

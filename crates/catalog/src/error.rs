@@ -13,6 +13,10 @@ pub enum Error {
     /// the current state (for example a move commit against another epoch).
     #[error("conflict: {reason}")]
     Conflict { reason: String },
+    /// The active policy version is not the one the change was decided
+    /// under: decide again under `active`.
+    #[error("the active policy is version {active}, not the one this change was decided under")]
+    PolicyChanged { active: i64 },
     /// The arguments contradict each other (for example a row whose token is
     /// not the fence's), whatever the state of the catalog.
     #[error("invalid catalog request: {reason}")]
@@ -66,6 +70,9 @@ impl Error {
     /// another epoch, or the row is gone), not by the catalog itself: a
     /// batch reports such a refusal for its item and goes on with the rest.
     pub fn is_fenced(&self) -> bool {
-        matches!(self, Error::Conflict { .. } | Error::NotFound { .. })
+        matches!(
+            self,
+            Error::Conflict { .. } | Error::NotFound { .. } | Error::PolicyChanged { .. }
+        )
     }
 }

@@ -106,12 +106,18 @@ pub struct GarbageRow {
     pub queued_at: Millis,
 }
 
-/// The fence a write commits against: the placement it wrote to.
+/// The fence a write commits against: the placement it wrote to, and the
+/// policy version under which that placement was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     pub token: String,
     pub category: String,
     pub epoch: i64,
+    /// The policy version the decision was made under (0: none was ever
+    /// applied). A commit is refused while another version is active: a
+    /// process that has not seen a new policy can never commit under the
+    /// old one.
+    pub policy: i64,
 }
 
 /// An entry to append to the ledger. The catalog assigns `seq`, `at` is given

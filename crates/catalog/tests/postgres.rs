@@ -259,6 +259,7 @@ fn fence(token: &str, category: &str, epoch: i64) -> Fence {
         token: token.into(),
         category: category.into(),
         epoch,
+        policy: 0,
     }
 }
 
@@ -396,24 +397,24 @@ async fn reopened_database_keeps_everything() {
 async fn schema_version_is_current() {
     let server = Server::connect().await;
     let (url, cat) = server.catalog().await;
-    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(SCHEMA_VERSION, 6);
     assert_eq!(
         SCHEMA_VERSION,
         domicile_catalog::sqlite::SCHEMA_VERSION,
         "both backends know the same schema versions"
     );
-    assert_eq!(cat.schema_version().await.unwrap(), 5);
+    assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
     drop(cat);
     // Reopening applies nothing twice.
     let cat = PostgresCatalog::open(&url).await.unwrap();
-    assert_eq!(cat.schema_version().await.unwrap(), 5);
+    assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
     let mut conn = raw(&url).await;
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(applied, vec![1, 2, 3, 4, 5]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6]);
 }
 
 #[tokio::test]
@@ -424,7 +425,7 @@ async fn newer_schema_is_refused() {
     let mut conn = raw(&url).await;
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (6, 'from the future', TRUE, '\\x00'::bytea, 0)",
+         VALUES (7, 'from the future', TRUE, '\\x00'::bytea, 0)",
     )
     .execute(&mut conn)
     .await
@@ -432,7 +433,7 @@ async fn newer_schema_is_refused() {
     conn.close().await.unwrap();
     let err = PostgresCatalog::open(&url).await.unwrap_err();
     assert!(
-        matches!(err, Error::SchemaTooNew { found: 6, known: 5 }),
+        matches!(err, Error::SchemaTooNew { found: 7, known: 6 }),
         "{err}"
     );
     let err = domicile_catalog::open(&url).await.unwrap_err();
@@ -454,7 +455,7 @@ async fn concurrent_first_opens_migrate_once() {
     let mut cats = Vec::new();
     for h in handles {
         let cat = h.await.unwrap();
-        assert_eq!(cat.schema_version().await.unwrap(), 5);
+        assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
         cats.push(cat);
     }
     let mut conn = raw(&url).await;
@@ -462,7 +463,7 @@ async fn concurrent_first_opens_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 5);
+    assert_eq!(applied, SCHEMA_VERSION);
     let heads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_head")
         .fetch_one(&mut conn)
         .await
@@ -502,7 +503,7 @@ async fn concurrent_first_opens_without_advisory_lock_migrate_once() {
         let mut cats = Vec::new();
         for h in handles {
             let cat = h.await.unwrap();
-            assert_eq!(cat.schema_version().await.unwrap(), 5);
+            assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
             cats.push(cat);
         }
         let mut conn = raw(&url).await;
@@ -511,7 +512,7 @@ async fn concurrent_first_opens_without_advisory_lock_migrate_once() {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, vec![1, 2, 3, 4, 5]);
+        assert_eq!(applied, vec![1, 2, 3, 4, 5, 6]);
         let heads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_head")
             .fetch_one(&mut conn)
             .await
@@ -784,6 +785,9 @@ async fn race_a_move(writers_cat: &Arc<dyn Catalog>, mover: &Arc<dyn Catalog>, t
                     CommitOutcome::Fenced { .. } => {
                         fenced_at.get_or_insert(i);
                     }
+                    CommitOutcome::PolicyChanged { active } => {
+                        panic!("writer {w} fenced by policy version {active}: none was applied")
+                    }
                 }
             }
             acked
@@ -956,6 +960,20 @@ async fn catalog_migration_copies_sqlite_verbatim_and_continues_the_chain() {
         1
     );
 
+    let applied = src
+        .apply_policy(
+            &domicile_catalog::PolicyVersionRow {
+                version: 0,
+                applied_at: 30,
+                actor: "operator".into(),
+                digest: "d1".into(),
+                text: "[[rule]]\nname = \"default\"\n".into(),
+            },
+            entry("policy", None, 30),
+        )
+        .await
+        .unwrap();
+
     let (_url, dst) = server.catalog().await;
     let mut pages = 0;
     let report = copy_catalog(&src, &dst, |_, _| pages += 1).await.unwrap();
@@ -968,6 +986,12 @@ async fn catalog_migration_copies_sqlite_verbatim_and_continues_the_chain() {
     );
     assert_eq!(dump(&src).await, dump(&dst).await);
     assert_eq!(verify(&dst).await.unwrap(), report.ledger_entries);
+    // The copied policy is the active one there too.
+    assert_eq!(dst.policy_version().await.unwrap(), applied.version);
+    assert_eq!(
+        dst.policy(None).await.unwrap(),
+        src.policy(None).await.unwrap()
+    );
 
     // A second copy is refused and changes nothing.
     let err = copy_catalog(&src, &dst, |_, _| {}).await.unwrap_err();

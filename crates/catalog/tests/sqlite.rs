@@ -81,6 +81,7 @@ async fn populate(cat: &dyn Catalog) {
         token: "tok-1".into(),
         category: "profile".into(),
         epoch: 1,
+        policy: 0,
     };
     assert_eq!(
         cat.commit_object(&fence, &row).await.unwrap(),
@@ -178,12 +179,12 @@ async fn reopened_file_keeps_everything() {
 async fn schema_version_is_current() {
     let dir = tempfile::tempdir().unwrap();
     let cat = open(&dir.path().join("c.db")).await;
-    assert_eq!(SCHEMA_VERSION, 5);
-    assert_eq!(cat.schema_version().await.unwrap(), 5);
+    assert_eq!(SCHEMA_VERSION, 6);
+    assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
     drop(cat);
     // Reopening applies nothing twice.
     let cat = open(&dir.path().join("c.db")).await;
-    assert_eq!(cat.schema_version().await.unwrap(), 5);
+    assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
 }
 
 /// Commits are on disk when they return, and concurrent writers share the
@@ -264,6 +265,7 @@ async fn move_tok1_to_us(
             token: "tok-1".into(),
             category: "profile".into(),
             epoch: 1,
+            policy: 0,
         },
         regions: vec!["us-1".into()],
         custodian: "in-kms".into(),
@@ -369,7 +371,7 @@ async fn newer_schema_is_refused() {
     let mut conn = raw(&path).await;
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (6, 'from the future', 1, x'00', 0)",
+         VALUES (7, 'from the future', 1, x'00', 0)",
     )
     .execute(&mut conn)
     .await
@@ -379,7 +381,7 @@ async fn newer_schema_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::SchemaTooNew { found: 6, known: 5 }),
+        matches!(err, Error::SchemaTooNew { found: 7, known: 6 }),
         "{err}"
     );
 }
@@ -477,14 +479,14 @@ async fn concurrent_first_opens_migrate_once() {
     }
     for h in handles {
         let cat = h.await.unwrap();
-        assert_eq!(cat.schema_version().await.unwrap(), 5);
+        assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
     }
     let mut conn = raw(&path).await;
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 5);
+    assert_eq!(applied, SCHEMA_VERSION);
 }
 
 /// Crypto-shredding: once a subject is erased and the log checkpointed, its

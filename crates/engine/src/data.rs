@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use bytes::Bytes;
-use domicile_catalog::{CommitOutcome, Fence, GarbageRow, ObjectRow, PlacementRow};
+use domicile_catalog::{CommitOutcome, GarbageRow, ObjectRow, PlacementRow};
 use domicile_core::ids::{Category, ObjectKey, SubjectId};
 use domicile_core::jurisdiction::Jurisdiction;
 use domicile_store::{BlobPath, BlobWriter, DataKey};
@@ -219,11 +219,7 @@ impl Engine {
                 blob_id: path.blob_id().to_string(),
                 modified_at: now_millis(),
             };
-            let fence = Fence {
-                token: token.to_string(),
-                category: category.to_string(),
-                epoch: placement.epoch,
-            };
+            let fence = self.fence(token, category.as_str(), placement.epoch);
             let outcome = match self.catalog.commit_object(&fence, &row).await {
                 Ok(outcome) => outcome,
                 Err(
@@ -259,6 +255,13 @@ impl Engine {
                         checksum: written.checksum_hex,
                         regions: placement.regions,
                     });
+                }
+                CommitOutcome::PolicyChanged { active } => {
+                    // Decided under a policy that is no longer active:
+                    // nothing was committed, so the blob is nobody's.
+                    self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
+                        .await;
+                    return Err(self.policy_changed(active));
                 }
                 CommitOutcome::Fenced { .. } => {
                     // The placement moved under us: carry the blob over. If
@@ -540,11 +543,7 @@ impl Engine {
             let Some(p) = self.placement_for_delete(&token, &category).await? else {
                 return Ok(false);
             };
-            let fence = Fence {
-                token: token.clone(),
-                category: category.to_string(),
-                epoch: p.epoch,
-            };
+            let fence = self.fence(&token, category.as_str(), p.epoch);
             match self.catalog.delete_object(&fence, &lookup).await? {
                 None => return Ok(false),
                 Some(CommitOutcome::Committed { .. }) => {
@@ -552,6 +551,9 @@ impl Engine {
                     return Ok(true);
                 }
                 Some(CommitOutcome::Fenced { .. }) => continue,
+                Some(CommitOutcome::PolicyChanged { active }) => {
+                    return Err(self.policy_changed(active));
+                }
             }
         }
         Err(Error::Busy {

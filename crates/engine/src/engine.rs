@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use domicile_catalog::copy::CopyReport;
 use domicile_catalog::raw::RawTable;
-use domicile_catalog::{Catalog, LedgerEntry, PlacementRow};
+use domicile_catalog::{Catalog, Fence, LedgerEntry, PlacementRow};
 use domicile_core::Config;
 use domicile_core::ids::SubjectId;
 use domicile_store::{DataKey, Keyring, RegionOptions, RegionStore};
@@ -71,6 +71,11 @@ pub struct Engine {
     pub(crate) tokens: Tokenizer,
     pub(crate) secrets: Secrets,
     pub(crate) options: EngineOptions,
+    /// The policy version this process decides under, as the catalog had it
+    /// when the engine opened (0: none applied yet). Every commit is fenced
+    /// by it, so a change decided under it never commits once another
+    /// version is active.
+    pub(crate) policy_version: i64,
     /// Unwrapped data keys by (token, category, epoch): an epoch change
     /// (re-wrap, move) makes a cached key unreachable.
     keys: Mutex<HashMap<(String, String, i64), DataKey>>,
@@ -126,7 +131,9 @@ impl Engine {
             let k = Keyring::open(c.id.as_str(), &c.keyring, &config.base_dir)?;
             keyrings.insert(c.id.to_string(), k);
         }
+        let policy_version = catalog.policy_version().await?;
         Ok(Engine {
+            policy_version,
             config: Arc::new(config),
             catalog,
             regions,
@@ -224,6 +231,26 @@ impl Engine {
                 "custodian {id} is in the catalog but not in the config"
             ))
         })
+    }
+
+    /// The fence of a change to (token, category) decided at `epoch` under
+    /// this process's policy version.
+    pub(crate) fn fence(&self, token: &str, category: &str, epoch: i64) -> Fence {
+        Fence {
+            token: token.to_string(),
+            category: category.to_string(),
+            epoch,
+            policy: self.policy_version,
+        }
+    }
+
+    /// The error of a commit refused because another policy version is
+    /// active than this process's.
+    pub(crate) fn policy_changed(&self, active: i64) -> Error {
+        Error::PolicyChanged {
+            active,
+            acting_on: self.policy_version,
+        }
     }
 
     pub(crate) fn key_context(token: &str, category: &str) -> Vec<u8> {

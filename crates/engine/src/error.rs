@@ -20,6 +20,10 @@ pub enum Error {
     NotFound(String),
     #[error("the placement of this subject's {category} data is being moved; retry shortly")]
     Busy { category: String },
+    #[error(
+        "the policy changed to version {active} (this process acts on version {acting_on}); retry once it follows"
+    )]
+    PolicyChanged { active: i64, acting_on: i64 },
     #[error("refused: {0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -56,7 +60,7 @@ impl Error {
 
     /// True when the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Busy { .. })
+        matches!(self, Error::Busy { .. } | Error::PolicyChanged { .. })
     }
 
     /// True when the call raced with another change of the same rows and

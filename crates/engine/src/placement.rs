@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use domicile_catalog::{Fence, LedgerAppend, PlacementRow, PlacementState};
+use domicile_catalog::{LedgerAppend, PlacementRow, PlacementState};
 
 use domicile_core::ids::{Category, RegionId};
 use domicile_core::jurisdiction::Jurisdiction;
@@ -175,11 +175,7 @@ impl Engine {
         let wrapped = self
             .keyring(&custodian)?
             .wrap(&dek, &Engine::key_context(&p.token, &p.category))?;
-        let fence = Fence {
-            token: p.token.clone(),
-            category: p.category.clone(),
-            epoch: p.epoch,
-        };
+        let fence = self.fence(&p.token, &p.category, p.epoch);
         let ledger = LedgerAppend {
             kind: "move".into(),
             subject: Some(p.token.clone()),
@@ -193,6 +189,9 @@ impl Engine {
             .await
         {
             Ok(_) | Err(domicile_catalog::Error::Conflict { .. }) => Ok(()),
+            Err(domicile_catalog::Error::PolicyChanged { active }) => {
+                Err(self.policy_changed(active))
+            }
             Err(e) => Err(e.into()),
         }
     }

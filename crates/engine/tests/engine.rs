@@ -1302,6 +1302,7 @@ async fn move_placement(engine: &Engine, token: &str, category: &str, to: &[Stri
         token: token.to_string(),
         category: category.to_string(),
         epoch: p.epoch,
+        policy: 0,
     };
     let ledger = domicile_catalog::LedgerAppend {
         kind: "move".into(),

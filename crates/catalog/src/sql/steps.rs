@@ -493,6 +493,7 @@ where
     ) -> Result<PlacementRow> {
         let current = Self::read_placement(conn, &fence.token, &fence.category, true).await?;
         let moved = moved_placement(current, fence, regions, custodian, wrapped_key, ledger.at)?;
+        Self::check_policy(conn, fence).await?;
         sqlx::query(
             "UPDATE placements SET epoch = $1, state = $2, custodian = $3, wrapped_key = $4, \
                                    since = $5 \
@@ -534,7 +535,22 @@ where
                 moving,
             }));
         }
+        let active = Self::policy_head(conn, false).await?;
+        if active != fence.policy {
+            return Ok(Some(CommitOutcome::PolicyChanged { active }));
+        }
         Ok(None)
+    }
+
+    /// Refuses a change decided under another policy version than the
+    /// active one, holding the version until the caller's transaction ends
+    /// (an apply waits for it).
+    pub(crate) async fn check_policy(conn: &mut D::Connection, fence: &Fence) -> Result<()> {
+        let active = Self::policy_head(conn, false).await?;
+        if active != fence.policy {
+            return Err(Error::PolicyChanged { active });
+        }
+        Ok(())
     }
 
     /// Queues blobs for deletion; fills in each row's id.

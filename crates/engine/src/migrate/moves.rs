@@ -5,9 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use domicile_catalog::{
-    Fence, LedgerAppend, MoveMark, PlacementRow, SubjectRow, UnitMove, UnitRow,
-};
+use domicile_catalog::{LedgerAppend, MoveMark, PlacementRow, SubjectRow, UnitMove, UnitRow};
 use domicile_core::ids::RegionId;
 use domicile_core::jurisdiction::Jurisdiction;
 use serde_json::json;
@@ -317,11 +315,7 @@ impl MigrationWorker<'_> {
             at: now_millis(),
         };
         Ok(UnitMove {
-            fence: Fence {
-                token: p.token.clone(),
-                category: p.category.clone(),
-                epoch: p.epoch,
-            },
+            fence: self.engine.fence(&p.token, &p.category, p.epoch),
             regions: to.to_vec(),
             custodian: custodian_to.to_owned(),
             wrapped_key: wrapped,
