@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use domicile_bench::{loadavg, median, write_configs};
+use domicile_bench::{loadavg, median, rounds_arg, write_configs};
 use domicile_core::Config;
 use domicile_core::ids::{Category, ObjectKey, SubjectId};
 use domicile_core::jurisdiction::Jurisdiction;
@@ -106,12 +106,7 @@ async fn run(size: usize, ops: usize, encrypt: bool) -> Result<Run> {
 }
 
 fn main() -> Result<()> {
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with("--"))
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(3);
+    let rounds = rounds_arg()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

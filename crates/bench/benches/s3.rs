@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use domicile_bench::serve::{KEY_ID, SECRET, SUBJECTS, Server, deployment, s3_client, serve};
-use domicile_bench::{loadavg, median, percentile_ms};
+use domicile_bench::{loadavg, median, percentile_ms, rounds_arg};
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -125,12 +125,7 @@ async fn measure(store: Arc<dyn ObjectStore>, size: usize, ops: usize) -> Result
 }
 
 fn main() -> Result<()> {
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with("--"))
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(3);
+    let rounds = rounds_arg()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

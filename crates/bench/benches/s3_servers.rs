@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use domicile_bench::serve::{SUBJECTS, deployment, s3_client, serve};
-use domicile_bench::{PgDatabase, loadavg, median, percentile_ms};
+use domicile_bench::{PgDatabase, loadavg, median, percentile_ms, rounds_arg};
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -84,12 +84,7 @@ fn run(rt: &tokio::runtime::Runtime, setup: usize, size: usize, ops: usize) -> R
 }
 
 fn main() -> Result<()> {
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with("--"))
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(3);
+    let rounds = rounds_arg()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

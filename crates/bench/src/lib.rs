@@ -153,6 +153,17 @@ impl Drop for PgDatabase {
     }
 }
 
+/// How many rounds to run: the first argument that is not a flag (`cargo
+/// bench` passes `--bench`), 3 by default.
+pub fn rounds_arg() -> Result<usize> {
+    Ok(std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(3))
+}
+
 /// The `p` percentile (0–1) of a non-empty list of durations, in ms.
 pub fn percentile_ms(v: &[std::time::Duration], p: f64) -> f64 {
     let mut v: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1000.0).collect();

@@ -17,14 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use domicile_catalog::jobs::{JobRow, JobState, UnitRow, UnitState};
-use domicile_catalog::ledger::{ChainVerifier, LedgerBreak};
+use domicile_catalog::jobs::{JobState, UnitRow, UnitState};
 use domicile_catalog::postgres::{PostgresCatalog, SCHEMA_VERSION};
-use domicile_catalog::{
-    Catalog, CommitOutcome, Error, Fence, LedgerAppend, ObjectRow, PlacementRow, PlacementState,
-    SubjectRow,
-};
-use domicile_catalog_conformance as conformance;
+use domicile_catalog::{Catalog, CommitOutcome, Error, SubjectRow};
+use domicile_catalog_conformance::{self as conformance, job_row};
+use domicile_test_support::catalog::{entry, fence, object, placement, populate, subject, verify};
 use serde_json::json;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -203,118 +200,6 @@ async fn sweep_stale(admin: &mut PgConnection, cockroach: bool) {
 /// A raw connection to a catalog's database, going around the catalog.
 async fn raw(url: &str) -> PgConnection {
     PgConnection::connect(url).await.unwrap()
-}
-
-fn entry(kind: &str, subject: Option<&str>, at: i64) -> LedgerAppend {
-    LedgerAppend {
-        kind: kind.into(),
-        subject: subject.map(str::to_string),
-        body: json!({ "what": kind }),
-        at,
-    }
-}
-
-fn subject(token: &str) -> SubjectRow {
-    SubjectRow {
-        token: token.into(),
-        home: "IN".into(),
-        created_at: 1,
-        id_enc: Some(b"sealed-id".to_vec()),
-    }
-}
-
-fn placement(token: &str, category: &str) -> PlacementRow {
-    PlacementRow {
-        token: token.into(),
-        category: category.into(),
-        regions: vec!["sg-1".into(), "us-1".into()],
-        epoch: 1,
-        state: PlacementState::Active,
-        custodian: "in-kms".into(),
-        wrapped_key: vec![1, 2, 3],
-        objects: 0,
-        bytes: 0,
-        since: 2,
-    }
-}
-
-fn object(token: &str, category: &str, lookup: &str, blob: &str) -> ObjectRow {
-    ObjectRow {
-        token: token.into(),
-        category: category.into(),
-        lookup: lookup.into(),
-        name_enc: vec![9; 16],
-        meta_enc: vec![],
-        version: 0,
-        size: 10,
-        stored_size: 42,
-        checksum: "c".into(),
-        blob_id: blob.into(),
-        modified_at: 3,
-    }
-}
-
-fn fence(token: &str, category: &str, epoch: i64) -> Fence {
-    Fence {
-        token: token.into(),
-        category: category.into(),
-        epoch,
-        policy: 0,
-    }
-}
-
-/// Fills a catalog with a subject, a placement, an object and a few entries.
-async fn populate(cat: &dyn Catalog) {
-    cat.add_subject(&subject("tok-1"), entry("subject", Some("tok-1"), 1))
-        .await
-        .unwrap();
-    cat.ensure_placement(
-        &placement("tok-1", "profile"),
-        entry("placement", Some("tok-1"), 2),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        cat.commit_object(
-            &fence("tok-1", "profile", 1),
-            &object("tok-1", "profile", "lk", "blob-1")
-        )
-        .await
-        .unwrap(),
-        CommitOutcome::Committed {
-            version: 1,
-            replaced: None
-        }
-    );
-    for i in 0..5 {
-        cat.append_ledger(entry("demand", Some("tok-1"), 10 + i))
-            .await
-            .unwrap();
-    }
-    cat.set_setting("k", "v").await.unwrap();
-}
-
-/// Verifies the whole ledger; returns the first break, if any.
-async fn verify(cat: &dyn Catalog) -> Result<u64, LedgerBreak> {
-    let mut v = ChainVerifier::new();
-    for e in cat.ledger_page(0, u32::MAX).await.unwrap() {
-        v.push(&e)?;
-    }
-    Ok(v.count())
-}
-
-fn job_row() -> JobRow {
-    JobRow {
-        id: 0,
-        state: JobState::Running,
-        created_at: 1,
-        finished_at: None,
-        policy: "digest".into(),
-        rate: 0,
-        grace_ms: 0,
-        units: 0,
-        bytes: 0,
-    }
 }
 
 fn unit(token: &str) -> UnitRow {

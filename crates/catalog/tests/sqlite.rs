@@ -6,15 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use domicile_catalog::ledger::ChainVerifier;
 use domicile_catalog::sqlite::{SCHEMA_VERSION, SqliteCatalog};
 use domicile_catalog::{
-    Catalog, CommitOutcome, Error, Fence, JobState, JobStore, LedgerAppend, MoveMark, ObjectRow,
-    PlacementRow, PlacementState, SubjectRow, UnitMove, UnitOutcome, UnitRelease, UnitRow,
-    UnitState,
+    Catalog, Error, Fence, JobState, JobStore, MoveMark, PlacementRow, PlacementState, SubjectRow,
+    UnitMove, UnitOutcome, UnitRelease, UnitRow, UnitState,
 };
 use domicile_catalog_conformance as conformance;
-use serde_json::json;
+use domicile_test_support::catalog::{entry, populate, verify};
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
@@ -27,84 +25,6 @@ async fn raw(path: &Path) -> SqliteConnection {
     SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
         .await
         .unwrap()
-}
-
-fn entry(kind: &str, subject: Option<&str>, at: i64) -> LedgerAppend {
-    LedgerAppend {
-        kind: kind.into(),
-        subject: subject.map(str::to_string),
-        body: json!({ "what": kind }),
-        at,
-    }
-}
-
-/// Fills a catalog with a subject, a placement, an object and a few entries.
-async fn populate(cat: &dyn Catalog) {
-    let subject = SubjectRow {
-        token: "tok-1".into(),
-        home: "IN".into(),
-        created_at: 1,
-        id_enc: Some(b"sealed-id".to_vec()),
-    };
-    cat.add_subject(&subject, entry("subject", Some("tok-1"), 1))
-        .await
-        .unwrap();
-    let placement = PlacementRow {
-        token: "tok-1".into(),
-        category: "profile".into(),
-        regions: vec!["sg-1".into(), "us-1".into()],
-        epoch: 1,
-        state: PlacementState::Active,
-        custodian: "in-kms".into(),
-        wrapped_key: vec![1, 2, 3],
-        objects: 0,
-        bytes: 0,
-        since: 2,
-    };
-    cat.ensure_placement(&placement, entry("placement", Some("tok-1"), 2))
-        .await
-        .unwrap();
-    let row = ObjectRow {
-        token: "tok-1".into(),
-        category: "profile".into(),
-        lookup: "lk".into(),
-        name_enc: vec![9; 16],
-        meta_enc: vec![],
-        version: 0,
-        size: 10,
-        stored_size: 42,
-        checksum: "c".into(),
-        blob_id: "blob-1".into(),
-        modified_at: 3,
-    };
-    let fence = Fence {
-        token: "tok-1".into(),
-        category: "profile".into(),
-        epoch: 1,
-        policy: 0,
-    };
-    assert_eq!(
-        cat.commit_object(&fence, &row).await.unwrap(),
-        CommitOutcome::Committed {
-            version: 1,
-            replaced: None
-        }
-    );
-    for i in 0..5 {
-        cat.append_ledger(entry("demand", Some("tok-1"), 10 + i))
-            .await
-            .unwrap();
-    }
-    cat.set_setting("k", "v").await.unwrap();
-}
-
-/// Verifies the whole ledger; returns the first break, if any.
-async fn verify(cat: &dyn Catalog) -> Result<u64, domicile_catalog::ledger::LedgerBreak> {
-    let mut v = ChainVerifier::new();
-    for e in cat.ledger_page(0, u32::MAX).await.unwrap() {
-        v.push(&e)?;
-    }
-    Ok(v.count())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

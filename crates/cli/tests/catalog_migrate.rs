@@ -15,10 +15,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pg::Database;
+use domicile_test_support::pg::Database;
 use serde_json::Value;
-
-mod pg;
 
 const BIN: &str = env!("CARGO_BIN_EXE_domicile");
 

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use domicile_test_support::rng::bytes_of;
 use serde_json::Value;
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -118,15 +119,6 @@ fn walk(root: &Path) -> BTreeMap<String, u64> {
     }
     let mut out = BTreeMap::new();
     go(root, root, &mut out);
-    out
-}
-
-/// Deterministic, incompressible test bytes.
-fn bytes_of(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut h = blake3::Hasher::new();
-    h.update(&seed.to_le_bytes());
-    h.finalize_xof().fill(&mut out);
     out
 }
 

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +19,8 @@ use domicile_core::Config;
 use domicile_core::ids::{Category, ObjectKey, SubjectId};
 use domicile_core::jurisdiction::Jurisdiction;
 use domicile_engine::{Engine, EngineOptions, ObjectMeta, Secrets};
+use domicile_test_support::files::walk;
+use domicile_test_support::rng::{Rng, bytes_of};
 use futures::TryStreamExt;
 use serde_json::Value;
 
@@ -29,40 +31,6 @@ const V2: &str = include_str!("../../../examples/demo-v2.toml");
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// splitmix64: small, deterministic, so a failing run replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Deterministic, incompressible bytes.
-fn bytes_of(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut h = blake3::Hasher::new();
-    h.update(&seed.to_le_bytes());
-    h.finalize_xof().fill(&mut out);
-    out
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -156,7 +124,9 @@ impl Deployment {
         let root = self.region_dir(region);
         let mut out = BTreeSet::new();
         walk(&root, &root, &mut out);
-        out
+        out.into_iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
     }
 
     /// An engine in this process on the config now in force (no child may
@@ -167,28 +137,6 @@ impl Deployment {
         Engine::open_with(config, Secrets::empty(), EngineOptions::default())
             .await
             .unwrap()
-    }
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    // The entry's own type (from the listing, no second lookup): a folder
-    // removed meanwhile by a purge is never mistaken for a file.
-    for e in entries.flatten() {
-        let Ok(ty) = e.file_type() else { continue };
-        let path = e.path();
-        if ty.is_dir() {
-            walk(root, &path, out);
-        } else {
-            out.insert(
-                path.strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-        }
     }
 }
 
@@ -346,7 +294,7 @@ fn migrate_survives_sigkill_at_random_moments_and_resumes_to_completion() {
     let rounds = env_u64("DOMICILE_CRASH_ROUNDS", 20);
     let seed = env_u64("DOMICILE_CRASH_SEED", 0x00C0_FFEE);
     println!("crash test: {rounds} rounds, seed {seed} (DOMICILE_CRASH_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let started = Instant::now();
     let d = Deployment::new(V1);
     let (objects, moved_bytes) = populate(&d, &mut rng);

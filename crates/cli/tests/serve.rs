@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use domicile_test_support::moto::Moto;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_domicile");
@@ -1364,72 +1365,30 @@ fn rest_api_auth_shapes_and_a_migration() {
     assert_no_personal_data(&d, &log, &["zq-rest-in", "zq-rest-cn", "card.json"]);
 }
 
-/// A moto_server on a free port, stopped on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
+/// A moto_server with the bucket the s3:// regions live in.
+fn start_moto() -> Moto {
+    let moto = Moto::start();
+    moto.bucket("domicile-regions");
+    moto
 }
 
-impl Moto {
-    fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start moto_server ({e}): install it with pip install 'moto[server]'")
-            });
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let r = http(
-            "PUT",
-            &format!("{}/domicile-regions", moto.endpoint),
-            None,
-            None,
-        );
-        assert_eq!(r.status, 200, "create bucket: {}", r.body);
-        moto
-    }
-
-    /// The keys moto holds under a prefix of the bucket.
-    fn keys(&self, prefix: &str) -> usize {
-        let r = http(
-            "GET",
-            &format!(
-                "{}/domicile-regions?list-type=2&prefix={prefix}",
-                self.endpoint
-            ),
-            None,
-            None,
-        );
-        r.body.matches("<Key>").count()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The keys moto holds under a prefix of the bucket.
+fn moto_keys(moto: &Moto, prefix: &str) -> usize {
+    let r = http(
+        "GET",
+        &format!(
+            "{}/domicile-regions?list-type=2&prefix={prefix}",
+            moto.endpoint
+        ),
+        None,
+        None,
+    );
+    r.body.matches("<Key>").count()
 }
 
 #[test]
 fn s3_backed_regions_beside_local_ones_through_a_migration() {
-    let moto = Moto::start();
+    let moto = start_moto();
     // The two AWS regions of the demo live in S3 buckets (one bucket, two
     // prefixes); China, India and Taiwan stay local folders.
     let on_s3 = |config: &str| {
@@ -1475,7 +1434,7 @@ fn s3_backed_regions_beside_local_ones_through_a_migration() {
             ],
         );
     }
-    assert_eq!(moto.keys("aws-"), 0, "v1 keeps everything in China");
+    assert_eq!(moto_keys(&moto, "aws-"), 0, "v1 keeps everything in China");
     srv.stop();
 
     // v2: Indian profile and media move to the S3-backed regions, payments
@@ -1514,7 +1473,7 @@ fn s3_backed_regions_beside_local_ones_through_a_migration() {
         .collect();
     assert!(regions.iter().any(|r| r.starts_with("aws-")), "{show}");
     assert!(!regions.contains(&"cn-north"), "{show}");
-    assert!(moto.keys("aws-") >= 2, "the moved copies are in S3");
+    assert!(moto_keys(&moto, "aws-") >= 2, "the moved copies are in S3");
     for (key, body) in &files {
         aws_ok(
             &srv,

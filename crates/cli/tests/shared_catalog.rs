@@ -36,10 +36,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pg::Database;
+use domicile_test_support::pg::Database;
 use serde_json::Value;
-
-mod pg;
 
 const BIN: &str = env!("CARGO_BIN_EXE_domicile");
 const V1: &str = include_str!("../../../examples/demo-v1.toml");

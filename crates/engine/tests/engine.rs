@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use domicile_core::Config;
 use domicile_core::exposure::Level;
-use domicile_core::ids::{Category, ObjectKey, SubjectId};
-use domicile_core::jurisdiction::Jurisdiction;
 use domicile_engine::{Engine, EngineOptions, Error, ObjectMeta, PutReceipt, Secrets};
 use domicile_store::RegionStore;
+use domicile_test_support::engine::{cat, jur, key, now_millis, put, sid, token};
+use domicile_test_support::files::walk;
 use futures::TryStreamExt;
 
 // ---------------------------------------------------------------------------
@@ -198,23 +198,6 @@ impl Deployment {
     }
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    // The entry's own type (from the listing, no second lookup): a folder
-    // removed meanwhile by a purge is never mistaken for a file.
-    for e in entries.flatten() {
-        let Ok(ty) = e.file_type() else { continue };
-        let path = e.path();
-        if ty.is_dir() {
-            walk(root, &path, out);
-        } else {
-            out.insert(path.strip_prefix(root).unwrap().to_path_buf());
-        }
-    }
-}
-
 /// The single file in `after` but not in `before`.
 fn added(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
     after.difference(before).cloned().collect()
@@ -223,22 +206,6 @@ fn added(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) -> Vec<PathBuf> 
 // ---------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------
-
-fn sid(s: &str) -> SubjectId {
-    s.parse().unwrap()
-}
-
-fn cat(s: &str) -> Category {
-    s.parse().unwrap()
-}
-
-fn key(s: &str) -> ObjectKey {
-    s.parse().unwrap()
-}
-
-fn jur(s: &str) -> Jurisdiction {
-    s.parse().unwrap()
-}
 
 /// Deterministic pseudo-random bytes.
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -251,24 +218,6 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-async fn put(
-    engine: &Engine,
-    subject: &str,
-    category: &str,
-    name: &str,
-    body: &[u8],
-) -> Result<PutReceipt, Error> {
-    engine
-        .put(
-            &sid(subject),
-            &cat(category),
-            &key(name),
-            &ObjectMeta::default(),
-            body,
-        )
-        .await
 }
 
 async fn read(
@@ -312,10 +261,6 @@ async fn subject_ledger_kinds(engine: &Engine, subject: &str) -> Vec<String> {
         .collect()
 }
 
-fn token(engine: &Engine, subject: &str) -> String {
-    engine.tokens().subject(&sid(subject))
-}
-
 async fn problem_kinds(engine: &Engine) -> BTreeSet<String> {
     engine
         .verify(true)
@@ -336,13 +281,6 @@ async fn assert_clean(engine: &Engine) {
     );
     let ledger = engine.verify_ledger().await.unwrap();
     assert!(ledger.ok, "ledger: {:?}", ledger.error);
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 // ---------------------------------------------------------------------------

@@ -26,13 +26,14 @@ use std::time::{Duration, Instant};
 
 use domicile_catalog::{JobRow, JobState, LedgerEntry, PlacementRow, UnitState};
 use domicile_core::Config;
-use domicile_core::ids::{Category, ObjectKey, SubjectId};
+use domicile_core::ids::SubjectId;
 use domicile_core::jurisdiction::Jurisdiction;
 use domicile_engine::migrate::Tick;
-use domicile_engine::{
-    Engine, EngineOptions, Error, MigrateOptions, MigrationStatus, ObjectMeta, PutReceipt, Secrets,
-};
+use domicile_engine::{Engine, EngineOptions, Error, MigrateOptions, MigrationStatus, Secrets};
 use domicile_store::{BlobPath, RegionStore};
+use domicile_test_support::engine::{jur, key, now_millis, put, sid, token};
+use domicile_test_support::files::walk;
+use domicile_test_support::rng::{Rng, bytes_of};
 use futures::TryStreamExt;
 
 // ---------------------------------------------------------------------------
@@ -120,65 +121,8 @@ fn v2_cn_two_copies() -> String {
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// splitmix64: a small deterministic generator, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-}
-
-/// Deterministic bytes, distinct per seed.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut h = blake3::Hasher::new();
-    h.update(&seed.to_le_bytes());
-    h.finalize_xof().fill(&mut out);
-    out
-}
-
-fn sid(s: &str) -> SubjectId {
-    s.parse().unwrap()
-}
-
-fn cat(s: &str) -> Category {
-    s.parse().unwrap()
-}
-
-fn key(s: &str) -> ObjectKey {
-    s.parse().unwrap()
-}
-
-fn jur(s: &str) -> Jurisdiction {
-    s.parse().unwrap()
-}
-
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn no_tick(_: Tick) {}
@@ -221,33 +165,11 @@ async fn move_entries(engine: &Engine, token: &str) -> Vec<LedgerEntry> {
         .collect()
 }
 
-async fn put(
-    engine: &Engine,
-    subject: &str,
-    category: &str,
-    name: &str,
-    body: &[u8],
-) -> Result<PutReceipt, Error> {
-    engine
-        .put(
-            &sid(subject),
-            &cat(category),
-            &key(name),
-            &ObjectMeta::default(),
-            body,
-        )
-        .await
-}
-
 /// The version read and the bytes.
 async fn read(engine: &Engine, subject: &str, name: &str) -> Result<(i64, Vec<u8>), Error> {
     let (info, stream) = engine.get(&sid(subject), &key(name), None).await?;
     let pieces: Vec<bytes::Bytes> = stream.try_collect().await?;
     Ok((info.version, pieces.concat()))
-}
-
-fn token(engine: &Engine, subject: &str) -> String {
-    engine.tokens().subject(&sid(subject))
 }
 
 async fn placement(engine: &Engine, subject: &str, category: &str) -> PlacementRow {
@@ -417,7 +339,8 @@ impl Deployment {
             for c in categories {
                 for i in 0..per_subject {
                     let name = format!("{c}/obj-{i}");
-                    let body = pattern(rng.range(sizes.0, sizes.1) as usize, rng.next());
+                    let len = rng.range(sizes.0, sizes.1) as usize;
+                    let body = bytes_of(rng.next(), len);
                     let r = put(&engine, s, c, &name, &body).await.unwrap();
                     assert_eq!(r.regions, vec!["cn".to_string()]);
                     out.push(Object {
@@ -431,23 +354,6 @@ impl Deployment {
         }
         assert_clean(&engine).await;
         out
-    }
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    // The entry's own type (from the listing, no second lookup): a folder
-    // removed meanwhile by a purge is never mistaken for a file.
-    for e in entries.flatten() {
-        let Ok(ty) = e.file_type() else { continue };
-        let path = e.path();
-        if ty.is_dir() {
-            walk(root, &path, out);
-        } else {
-            out.insert(path.strip_prefix(root).unwrap().to_path_buf());
-        }
     }
 }
 
@@ -715,7 +621,7 @@ async fn writer(
         } else {
             known[rng.below(known.len() as u64) as usize].clone()
         };
-        let body = pattern(rng.range(256, 12_000) as usize, (k << 40) | n << 8 | 1);
+        let body = bytes_of((k << 40) | n << 8 | 1, rng.range(256, 12_000) as usize);
         let before = checker.last_version(subject, &name);
         let started = checker.tick();
         match put(&engine, subject, category, &name, &body).await {
@@ -1067,7 +973,7 @@ async fn a_write_never_lands_in_a_region_the_new_policy_forbids() {
                 } else {
                     format!("profile/during-{n}")
                 };
-                match put(&engine, s, "profile", &name, &pattern(3_000, n)).await {
+                match put(&engine, s, "profile", &name, &bytes_of(n, 3_000)).await {
                     Ok(r) => {
                         assert_eq!(r.regions, vec!["sg".to_string()], "{s}/{name}");
                         landed += 1;

@@ -25,6 +25,7 @@ use domicile_store::{
     BlobPath, BlobWriter, DataKey, Error, Keyring, RegionOptions, RegionStore, Result, WrittenBlob,
     checksum_of, copy_blob, read_blob,
 };
+use domicile_test_support::moto::Moto;
 
 const MIB: usize = 1024 * 1024;
 const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
@@ -516,82 +517,23 @@ impl ObjectStore for FlipOnPut {
 // s3:// regions, against moto_server
 // ---------------------------------------------------------------------------
 
-/// A moto_server on a free port, stopped on drop.
-struct Moto {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("no free port: {e}"));
-        let child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start moto_server ({e}): install it with pip install 'moto[server]'")
-            });
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "moto_server did not come up"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        moto
-    }
-
-    /// Creates a bucket (moto takes unsigned requests).
-    fn bucket(&self, name: &str) {
-        use std::io::{Read, Write};
-        let host = self.endpoint.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("{e}"));
-        let req = format!(
-            "PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut reply = String::new();
-        s.read_to_string(&mut reply)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(reply.starts_with("HTTP/1.1 200"), "create bucket: {reply}");
-    }
-
-    fn region(&self, id: &str, bucket_and_prefix: &str) -> Result<RegionStore> {
-        RegionStore::open_with(
-            id,
-            &format!(
-                "s3://{bucket_and_prefix}?endpoint={}&region=us-east-1",
-                self.endpoint
-            ),
-            FsPath::new("/"),
-            &RegionOptions {
-                credentials: Some(domicile_store::S3Credentials {
-                    access_key_id: "moto".into(),
-                    secret_access_key: "moto".into(),
-                }),
-                ..RegionOptions::default()
-            },
-        )
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An s3:// region in moto, under `bucket_and_prefix`.
+fn moto_region(moto: &Moto, id: &str, bucket_and_prefix: &str) -> Result<RegionStore> {
+    RegionStore::open_with(
+        id,
+        &format!(
+            "s3://{bucket_and_prefix}?endpoint={}&region=us-east-1",
+            moto.endpoint
+        ),
+        FsPath::new("/"),
+        &RegionOptions {
+            credentials: Some(domicile_store::S3Credentials {
+                access_key_id: "moto".into(),
+                secret_access_key: "moto".into(),
+            }),
+            ..RegionOptions::default()
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -600,8 +542,8 @@ async fn s3_regions_work_beside_local_ones() -> Result<()> {
     moto.bucket("domicile-test");
     let fx = Fixture::new();
     let local = fx.region("in-west")?;
-    let s3 = moto.region("sg-s3", "domicile-test/regions/sg")?;
-    let other = moto.region("us-s3", "domicile-test/regions/us")?;
+    let s3 = moto_region(&moto, "sg-s3", "domicile-test/regions/sg")?;
+    let other = moto_region(&moto, "us-s3", "domicile-test/regions/us")?;
     let key = DataKey::generate()?;
     let regions = vec![local.clone(), s3.clone()];
 

@@ -40,6 +40,7 @@ async fn admin() -> PgConnection {
 }
 
 /// A fresh database, dropped (with any connection still on it) on drop.
+#[derive(Debug)]
 pub struct Database {
     name: String,
     pub url: String,

@@ -1,0 +1,22 @@
+//! What the test binaries of the workspace would otherwise each copy: one
+//! helper, written once, for every test that builds the same rows, calls
+//! the engine the same way, walks region folders, or starts the same
+//! throwaway servers. A dev-dependency only: nothing here ships.
+//!
+//! - [`catalog`]: the catalog rows and the small filled catalog the
+//!   SQLite and PostgreSQL backend tests build on, and a ledger check.
+//! - [`engine`]: parsing ids and calling the engine as the engine's tests
+//!   do (a put with default metadata, a subject's token).
+//! - [`files`]: every file under a folder, relative to it.
+//! - [`rng`]: a small deterministic generator and incompressible bytes, so
+//!   a failing run replays from its seed.
+//! - [`moto`]: a `moto_server` (S3) on a free port, stopped on drop.
+//! - [`pg`]: a fresh PostgreSQL database per test, dropped when it ends.
+#![allow(clippy::unwrap_used)]
+
+pub mod catalog;
+pub mod engine;
+pub mod files;
+pub mod moto;
+pub mod pg;
+pub mod rng;
