@@ -189,8 +189,26 @@ pub enum PolicyCmd {
         #[arg(long)]
         category: String,
     },
-    /// What changes between two configs.
-    Diff { old: PathBuf, new: PathBuf },
+    /// What changes between two configs (OLD NEW as files), or between two
+    /// applied policy versions (`diff 2 3`; `diff 2` compares version 2
+    /// with the active one).
+    Diff { old: String, new: Option<String> },
+    /// Make FILE's policy (its rules and reach) the active version for
+    /// every process on this catalog, recorded in the ledger with who
+    /// applied it, and start the migration it needs.
+    Apply {
+        file: PathBuf,
+        /// Store the version without starting a migration job.
+        #[arg(long)]
+        no_migrate: bool,
+        /// Carry the migration out in this process before returning.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The active policy version.
+    Show,
+    /// Every applied policy version: when, who and digest.
+    History,
 }
 
 #[derive(Debug, Subcommand)]

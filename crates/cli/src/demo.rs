@@ -178,7 +178,7 @@ pub async fn run(dir: Option<PathBuf>, subjects: u32) -> Result<u8> {
     print!("{}", t.render());
 
     section("Policy v2: India's rules (policy diff domicile.toml policy-v2.toml)");
-    for ch in domicile_core::diff::policy_diff(engine.config(), &v2) {
+    for ch in domicile_core::diff::policy_diff(&engine.config(), &v2) {
         let homes: Vec<&str> = ch.homes.iter().map(|h| h.code()).collect();
         if homes.len() > 8 {
             continue;

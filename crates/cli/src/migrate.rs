@@ -96,7 +96,25 @@ pub async fn command(engine: &Engine, format: Format, cmd: MigrateCmd) -> Result
     let status = match cmd {
         MigrateCmd::Apply { run: args, no_run } => {
             let opts = options(&args)?;
-            let created = engine.start_migration(&opts).await?;
+            let created = match engine
+                .apply_file_policy(&domicile_engine::policy::default_actor())
+                .await?
+            {
+                Some(applied) => {
+                    eprintln!(
+                        "applied the config's policy as version {} first",
+                        applied.version
+                    );
+                    let (cancelled, created) = engine.migrate_to_active(&opts).await?;
+                    if let Some(old) = cancelled {
+                        eprintln!(
+                            "cancelled migration job {old}, planned under the previous version"
+                        );
+                    }
+                    created
+                }
+                None => engine.start_migration(&opts).await?,
+            };
             if no_run && created.units > 0 {
                 created
             } else {

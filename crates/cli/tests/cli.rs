@@ -1979,3 +1979,130 @@ fn init_writes_an_example_and_never_overwrites() {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+/// `args --format json` with extra environment, expecting exit code 0.
+fn json_env(d: &Deployment, args: &[&str], env: &[(&str, &str)]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["--format", "json"]);
+    let out = d.run_env(&a, env);
+    assert_eq!(
+        code(&out),
+        0,
+        "domicile {a:?}: exit code\nstderr:\n{}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("domicile {a:?}: not JSON ({e}):\n{}", stdout(&out)))
+}
+
+/// Once applied, the policy is the catalog's, not the file's: every
+/// process acts on the active version whatever its config file says;
+/// applies are versioned, idempotent, ledgered with their actor, can be
+/// rolled back by applying an older text, and are refused (changing
+/// nothing) when this process lacks a region the policy names.
+#[test]
+fn an_applied_policy_rules_every_process_until_the_next_apply() {
+    let d = Deployment::v1();
+    d.add("ravi", "IN");
+    d.put("ravi", "users/ravi/profile.json", b"{\"name\":\"Ravi\"}");
+    assert_eq!(d.json(&["policy", "show"])["version"], 0);
+    assert!(
+        d.json(&["policy", "history"])["versions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let v2 = d.other_config("v2.toml", V2);
+    let actor = [("DOMICILE_ACTOR", "ops-anna")];
+    let applied = json_env(&d, &["policy", "apply", s(&v2)], &actor);
+    assert_eq!(applied["version"], 1, "{applied}");
+    assert_eq!(applied["created"], true, "{applied}");
+    assert!(
+        applied["job"].is_i64(),
+        "a job carries the change out: {applied}"
+    );
+    let again = json_env(&d, &["policy", "apply", s(&v2)], &actor);
+    assert_eq!(again["version"], 1, "{again}");
+    assert_eq!(again["created"], false, "{again}");
+    assert!(again["job"].is_null(), "{again}");
+
+    let shown = d.json(&["policy", "show"]);
+    assert_keys(
+        &shown,
+        &["version", "applied_at", "actor", "digest"],
+        "policy show",
+    );
+    assert_eq!(
+        (shown["version"].clone(), shown["actor"].clone()),
+        (serde_json::json!(1), serde_json::json!("ops-anna"))
+    );
+    assert_eq!(shown["digest"], applied["digest"]);
+    let history = d.json(&["policy", "history"]);
+    let versions = history["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1, "{history}");
+    assert_keys(
+        &versions[0],
+        &["version", "applied_at", "actor", "digest"],
+        "policy history",
+    );
+    let ledger = d.json(&["ledger", "show"]);
+    let applies: Vec<&Value> = ledger["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "policy")
+        .collect();
+    assert_eq!(applies.len(), 1, "one apply, one ledger entry: {ledger}");
+    assert_eq!(applies[0]["body"]["actor"], "ops-anna");
+
+    // This process's file still says v1, yet it acts on version 1 (v2's
+    // rules): Ravi's copy in China is a violation now.
+    let v = d.json_code(3, &["report", "violations"]);
+    assert!(!v["violations"].as_array().unwrap().is_empty(), "{v}");
+    d.expect(0, &["migrate", "resume"]);
+    assert!(
+        d.json(&["report", "violations"])["violations"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    d.expect(0, &["verify"]);
+    assert_eq!(
+        d.get("ravi", "users/ravi/profile.json"),
+        b"{\"name\":\"Ravi\"}"
+    );
+
+    // A policy naming a region this process does not have: refused, and
+    // nothing changes.
+    let foreign = V2.replacen(
+        "[[region]]",
+        "[[region]]\nid = \"eu-west\"\njurisdiction = \"FR\"\nprovider = \"self\"\nprovider_headquarters = \"FR\"\nstore = \"file://data/regions/eu-west\"\nstorage_price_gb_month = 0.02\negress_price_gb = 0.05\n\n[[region]]",
+        1,
+    );
+    let v3 = d.other_config("v3.toml", &foreign);
+    let refused = d.expect(2, &["policy", "apply", s(&v3)]);
+    assert!(stderr(&refused).contains("eu-west"), "{}", stderr(&refused));
+    assert_eq!(d.json(&["policy", "show"])["version"], 1);
+
+    // A rollback is the apply of the older text: a new version.
+    let back = json_env(
+        &d,
+        &["policy", "apply", s(&d.config), "--no-migrate"],
+        &actor,
+    );
+    assert_eq!(
+        (back["version"].clone(), back["created"].clone()),
+        (serde_json::json!(2), serde_json::json!(true))
+    );
+    assert!(back["job"].is_null(), "--no-migrate starts no job: {back}");
+    let diff = d.json(&["policy", "diff", "1", "2"]);
+    assert!(!diff["changes"].as_array().unwrap().is_empty(), "{diff}");
+    assert_eq!(
+        d.json(&["policy", "history"])["versions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use domicile_catalog::{CommitOutcome, GarbageRow, ObjectRow, PlacementRow};
@@ -23,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::clock::now_millis;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::policy::Acting;
 
 /// Content type and user metadata of an object. Stored encrypted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +110,7 @@ impl Engine {
                 existing.category
             )));
         }
-        let placement = self.placement_for_write(&token, home, category).await?;
+        let (acting, placement) = self.placement_under_policy(&token, home, category).await?;
         let dek = self.data_key(&placement)?;
         let path = BlobPath::new_random(&token, category.as_str())?;
         let regions = placement
@@ -137,7 +139,7 @@ impl Engine {
             }
         };
         self.commit_written(
-            &token, home, category, name, meta, &dek, &path, placement, written,
+            &token, home, category, name, meta, &dek, &path, acting, placement, written,
         )
         .await
     }
@@ -193,6 +195,7 @@ impl Engine {
         meta: &ObjectMeta,
         dek: &DataKey,
         path: &BlobPath,
+        mut acting: Arc<Acting>,
         mut placement: PlacementRow,
         written: domicile_store::WrittenBlob,
     ) -> Result<PutReceipt> {
@@ -219,7 +222,7 @@ impl Engine {
                 blob_id: path.blob_id().to_string(),
                 modified_at: now_millis(),
             };
-            let fence = self.fence(token, category.as_str(), placement.epoch);
+            let fence = Engine::fence(token, category.as_str(), placement.epoch, acting.version);
             let outcome = match self.catalog.commit_object(&fence, &row).await {
                 Ok(outcome) => outcome,
                 Err(
@@ -256,18 +259,33 @@ impl Engine {
                         regions: placement.regions,
                     });
                 }
-                CommitOutcome::PolicyChanged { active } => {
-                    // Decided under a policy that is no longer active:
-                    // nothing was committed, so the blob is nobody's.
-                    self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
-                        .await;
-                    return Err(self.policy_changed(active));
-                }
-                CommitOutcome::Fenced { .. } => {
-                    // The placement moved under us: carry the blob over. If
-                    // that fails, the blob is nobody's: queue it, never leak it.
+                CommitOutcome::PolicyChanged { .. } | CommitOutcome::Fenced { .. } => {
+                    // Decided under a policy that is no longer active, or
+                    // the placement moved under us: follow the active
+                    // policy, and carry the blob to the placement it gives
+                    // (perhaps the same). If that fails, the blob is
+                    // nobody's: queue it, never leak it.
+                    if matches!(outcome, CommitOutcome::PolicyChanged { .. }) {
+                        match self.follow_policy().await {
+                            Ok(next) => acting = next,
+                            Err(e) => {
+                                self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
+                                    .await;
+                                return Err(e);
+                            }
+                        }
+                    }
                     match self
-                        .carry_blob(token, home, category, dek, path, &written, &mut holding)
+                        .carry_blob(
+                            &acting,
+                            token,
+                            home,
+                            category,
+                            dek,
+                            path,
+                            &written,
+                            &mut holding,
+                        )
                         .await
                     {
                         Ok(next) => placement = next,
@@ -292,6 +310,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     async fn carry_blob(
         &self,
+        acting: &Arc<Acting>,
         token: &str,
         home: Jurisdiction,
         category: &Category,
@@ -300,7 +319,9 @@ impl Engine {
         written: &domicile_store::WrittenBlob,
         holding: &mut Vec<String>,
     ) -> Result<PlacementRow> {
-        let next = self.placement_for_write(token, home, category).await?;
+        let next = self
+            .placement_for_write(acting, token, home, category)
+            .await?;
         if self.data_key(&next)?.as_bytes() != dek.as_bytes() {
             return Err(Error::Busy {
                 category: category.to_string(),
@@ -539,11 +560,12 @@ impl Engine {
             return Ok(false);
         };
         let category: Category = row.category.parse()?;
+        let mut acting = self.acting();
         for _ in 0..MAX_RECOMMITS {
             let Some(p) = self.placement_for_delete(&token, &category).await? else {
                 return Ok(false);
             };
-            let fence = self.fence(&token, category.as_str(), p.epoch);
+            let fence = Engine::fence(&token, category.as_str(), p.epoch, acting.version);
             match self.catalog.delete_object(&fence, &lookup).await? {
                 None => return Ok(false),
                 Some(CommitOutcome::Committed { .. }) => {
@@ -551,9 +573,9 @@ impl Engine {
                     return Ok(true);
                 }
                 Some(CommitOutcome::Fenced { .. }) => continue,
-                Some(CommitOutcome::PolicyChanged { active }) => {
-                    return Err(self.policy_changed(active));
-                }
+                // A delete puts no byte anywhere: under the new version
+                // it is the same delete.
+                Some(CommitOutcome::PolicyChanged { .. }) => acting = self.follow_policy().await?,
             }
         }
         Err(Error::Busy {

@@ -41,8 +41,9 @@ impl Engine {
         subject: &SubjectId,
     ) -> Result<DemandReport> {
         let (token, _) = self.registered(subject).await?;
-        let topo = &self.config.topology;
-        let g = self.config.reach.grounds(authority);
+        let config = self.config();
+        let topo = &config.topology;
+        let g = config.reach.grounds(authority);
         let mut copies = Vec::new();
         for p in self.catalog.placements_of(&token).await? {
             let k = topo.custodian(&p.custodian);

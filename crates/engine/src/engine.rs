@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use domicile_catalog::copy::CopyReport;
@@ -14,6 +14,7 @@ use domicile_core::ids::SubjectId;
 use domicile_store::{DataKey, Keyring, RegionOptions, RegionStore};
 
 use crate::error::{Error, Result};
+use crate::policy::Acting;
 use crate::secrets::{ApiTokens, Secrets, token_key_path};
 use crate::tokens::Tokenizer;
 
@@ -64,18 +65,16 @@ pub struct Health {
 
 /// The domicile service, in process.
 pub struct Engine {
-    pub(crate) config: Arc<Config>,
+    /// The config file this process was opened with.
+    pub(crate) file: Arc<Config>,
+    /// The policy this process acts on (see [`crate::policy`]).
+    pub(crate) acting: RwLock<Arc<Acting>>,
     pub(crate) catalog: Arc<dyn Catalog>,
     pub(crate) regions: BTreeMap<String, RegionStore>,
     pub(crate) keyrings: BTreeMap<String, Keyring>,
     pub(crate) tokens: Tokenizer,
     pub(crate) secrets: Secrets,
     pub(crate) options: EngineOptions,
-    /// The policy version this process decides under, as the catalog had it
-    /// when the engine opened (0: none applied yet). Every commit is fenced
-    /// by it, so a change decided under it never commits once another
-    /// version is active.
-    pub(crate) policy_version: i64,
     /// Unwrapped data keys by (token, category, epoch): an epoch change
     /// (re-wrap, move) makes a cached key unreachable.
     keys: Mutex<HashMap<(String, String, i64), DataKey>>,
@@ -84,7 +83,7 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("config", &self.config.file)
+            .field("config", &self.file.file)
             .field("regions", &self.regions.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -131,10 +130,13 @@ impl Engine {
             let k = Keyring::open(c.id.as_str(), &c.keyring, &config.base_dir)?;
             keyrings.insert(c.id.to_string(), k);
         }
-        let policy_version = catalog.policy_version().await?;
-        Ok(Engine {
-            policy_version,
-            config: Arc::new(config),
+        let file = Arc::new(config);
+        let engine = Engine {
+            acting: RwLock::new(Arc::new(Acting {
+                version: 0,
+                config: file.clone(),
+            })),
+            file,
             catalog,
             regions,
             keyrings,
@@ -142,11 +144,18 @@ impl Engine {
             secrets,
             options,
             keys: Mutex::new(HashMap::new()),
-        })
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
+        };
+        let acting = engine.follow_policy().await?;
+        if acting.version > 0 && acting.config.plan_digest() != engine.file.plan_digest() {
+            tracing::warn!(
+                file = %engine.file.file,
+                file_digest = %engine.file.plan_digest(),
+                version = acting.version,
+                active_digest = %acting.config.plan_digest(),
+                "the config file's policy differs from the active version: acting on the active version"
+            );
+        }
+        Ok(engine)
     }
 
     /// The catalog itself, for tests that read or break its rows. Callers
@@ -198,7 +207,7 @@ impl Engine {
     /// [`Secrets::carry_token_key`]). Returns the key file written, if any.
     pub fn carry_token_key_to(&self, to_url: &str) -> Result<Option<PathBuf>> {
         self.secrets
-            .carry_token_key(&self.config.catalog_url, to_url, &self.config.base_dir)
+            .carry_token_key(&self.file.catalog_url, to_url, &self.file.base_dir)
     }
 
     /// Copies this catalog, row for row, into the empty catalog `target`,
@@ -234,22 +243,13 @@ impl Engine {
     }
 
     /// The fence of a change to (token, category) decided at `epoch` under
-    /// this process's policy version.
-    pub(crate) fn fence(&self, token: &str, category: &str, epoch: i64) -> Fence {
+    /// policy version `policy`.
+    pub(crate) fn fence(token: &str, category: &str, epoch: i64, policy: i64) -> Fence {
         Fence {
             token: token.to_string(),
             category: category.to_string(),
             epoch,
-            policy: self.policy_version,
-        }
-    }
-
-    /// The error of a commit refused because another policy version is
-    /// active than this process's.
-    pub(crate) fn policy_changed(&self, active: i64) -> Error {
-        Error::PolicyChanged {
-            active,
-            acting_on: self.policy_version,
+            policy,
         }
     }
 

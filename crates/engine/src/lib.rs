@@ -9,6 +9,8 @@
 //! - [`tokens`]: keyed hashes for subject ids and object names.
 //! - [`placement`]: placements for the write path (create, wait, refuse
 //!   forbidden regions).
+//! - [`policy`]: the policy version this process acts on; applying and
+//!   following versions.
 //! - [`data`]: put, get, head, list and delete, with epoch fencing.
 //! - [`gc`]: deletion of blobs no index row points at.
 //! - [`migrate`]: online migration jobs: units under leases; copy, verify,
@@ -28,6 +30,7 @@ pub mod error;
 pub mod gc;
 pub mod migrate;
 pub mod placement;
+pub mod policy;
 pub mod reports;
 pub mod secrets;
 pub mod subjects;
@@ -38,4 +41,5 @@ pub use data::{ObjectInfo, ObjectMeta, PutReceipt};
 pub use engine::{Engine, EngineOptions, Health};
 pub use error::{Error, Result};
 pub use migrate::{MigrateOptions, MigrationStatus, WorkerState, WorkerStatus};
+pub use policy::{Acting, PolicyVersion};
 pub use secrets::{ApiTokens, Secrets};

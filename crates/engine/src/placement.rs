@@ -2,13 +2,14 @@
 //! write in a category, waited on while moving, and never used to write into
 //! a region the current policy forbids.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use domicile_catalog::{LedgerAppend, PlacementRow, PlacementState};
 
 use domicile_core::ids::{Category, RegionId};
 use domicile_core::jurisdiction::Jurisdiction;
-use domicile_core::{config, placement};
+use domicile_core::{Config, config, placement};
 use domicile_store::DataKey;
 use serde_json::json;
 
@@ -16,19 +17,25 @@ use crate::clock::now_millis;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::migrate::Inline;
+use crate::policy::Acting;
+
+/// How many times a write follows a new policy version before it gives up
+/// with a retryable refusal (versions do not change that often).
+const POLICY_FOLLOWS: usize = 4;
 
 impl Engine {
-    /// The regions and custodian the current policy gives a new placement.
+    /// The regions and custodian the policy of `config` gives a new
+    /// placement.
     pub(crate) fn desired_placement(
-        &self,
+        config: &Config,
         token: &str,
         home: Jurisdiction,
         category: &str,
         current: Option<&[RegionId]>,
     ) -> Result<(Vec<RegionId>, String)> {
-        let topo = &self.config.topology;
-        let req = self.config.policy.requirement(topo, home, category);
-        if let Some(problem) = config::requirement_problem(&req, &self.config) {
+        let topo = &config.topology;
+        let req = config.policy.requirement(topo, home, category);
+        if let Some(problem) = config::requirement_problem(&req, config) {
             return Err(Error::Config(format!(
                 "no placement for home {home}, category {category}: {problem}"
             )));
@@ -39,11 +46,15 @@ impl Engine {
         Ok((regions, custodian))
     }
 
-    /// Whether every region of a placement is allowed for (home, category)
-    /// under the current policy.
-    pub(crate) fn forbidden_regions(&self, home: Jurisdiction, p: &PlacementRow) -> Vec<String> {
-        let topo = &self.config.topology;
-        let req = self.config.policy.requirement(topo, home, &p.category);
+    /// The regions of a placement that the policy of `config` forbids for
+    /// (home, category).
+    pub(crate) fn forbidden_regions(
+        config: &Config,
+        home: Jurisdiction,
+        p: &PlacementRow,
+    ) -> Vec<String> {
+        let topo = &config.topology;
+        let req = config.policy.requirement(topo, home, &p.category);
         p.regions
             .iter()
             .filter(|r| !req.allows(topo, r))
@@ -51,10 +62,37 @@ impl Engine {
             .collect()
     }
 
-    /// The placement a write to (token, category) must use, creating it on
-    /// first use. Waits (bounded) while the placement is moving.
+    /// The placement a write to (token, category) must use under the
+    /// active policy, and the version it was decided under: if a change it
+    /// makes is refused because another version became active, this
+    /// process follows that version and decides again.
+    pub(crate) async fn placement_under_policy(
+        &self,
+        token: &str,
+        home: Jurisdiction,
+        category: &Category,
+    ) -> Result<(Arc<Acting>, PlacementRow)> {
+        let mut acting = self.acting();
+        for _ in 0..POLICY_FOLLOWS {
+            match self
+                .placement_for_write(&acting, token, home, category)
+                .await
+            {
+                Err(Error::PolicyChanged { .. }) => acting = self.follow_policy().await?,
+                other => return other.map(|p| (acting.clone(), p)),
+            }
+        }
+        Err(Error::Busy {
+            category: category.to_string(),
+        })
+    }
+
+    /// The placement a write to (token, category) must use under `acting`,
+    /// creating it on first use. Waits (bounded) while the placement is
+    /// moving.
     pub(crate) async fn placement_for_write(
         &self,
+        acting: &Arc<Acting>,
         token: &str,
         home: Jurisdiction,
         category: &Category,
@@ -65,7 +103,7 @@ impl Engine {
             let p = match self.catalog.get_placement(token, category.as_str()).await? {
                 Some(p) => p,
                 None => {
-                    self.create_placement(token, home, category.as_str())
+                    self.create_placement(&acting.config, token, home, category.as_str())
                         .await?
                 }
             };
@@ -79,14 +117,14 @@ impl Engine {
                 tokio::time::sleep(std::time::Duration::from_millis(25)).await;
                 continue;
             }
-            let forbidden = self.forbidden_regions(home, &p);
+            let forbidden = Engine::forbidden_regions(&acting.config, home, &p);
             if forbidden.is_empty() {
                 return Ok(p);
             }
             if p.objects == 0 {
                 // Nothing to carry: re-place at once instead of writing into
                 // a forbidden region.
-                self.replace_empty_placement(home, &p).await?;
+                self.replace_empty_placement(acting, home, &p).await?;
                 continue;
             }
             // One inline attempt per write: once the job is known to move
@@ -94,7 +132,7 @@ impl Engine {
             // needs (claiming again would take the catalog's write lock).
             let mut planning = false;
             if !job_will {
-                match self.move_inline(token, category.as_str()).await? {
+                match self.move_inline(acting, token, category.as_str()).await? {
                     Inline::Moved => continue, // the write goes to the new placement
                     Inline::JobWill => job_will = true,
                     // Being applied: ask again once it runs.
@@ -123,11 +161,12 @@ impl Engine {
 
     async fn create_placement(
         &self,
+        config: &Config,
         token: &str,
         home: Jurisdiction,
         category: &str,
     ) -> Result<PlacementRow> {
-        let (regions, custodian) = self.desired_placement(token, home, category, None)?;
+        let (regions, custodian) = Engine::desired_placement(config, token, home, category, None)?;
         let dek = DataKey::generate()?;
         let wrapped = self
             .keyring(&custodian)?
@@ -158,10 +197,15 @@ impl Engine {
 
     /// Moves an empty placement to where the policy wants it: no data to
     /// copy, so only the catalog changes (ledgered as a move).
-    async fn replace_empty_placement(&self, home: Jurisdiction, p: &PlacementRow) -> Result<()> {
+    async fn replace_empty_placement(
+        &self,
+        acting: &Acting,
+        home: Jurisdiction,
+        p: &PlacementRow,
+    ) -> Result<()> {
         let current: Vec<RegionId> = p.regions.iter().filter_map(|r| r.parse().ok()).collect();
         let (to, custodian) =
-            self.desired_placement(&p.token, home, &p.category, Some(&current))?;
+            Engine::desired_placement(&acting.config, &p.token, home, &p.category, Some(&current))?;
         let to: Vec<String> = to.iter().map(|r| r.to_string()).collect();
         let now = now_millis();
         if !self
@@ -175,7 +219,7 @@ impl Engine {
         let wrapped = self
             .keyring(&custodian)?
             .wrap(&dek, &Engine::key_context(&p.token, &p.category))?;
-        let fence = self.fence(&p.token, &p.category, p.epoch);
+        let fence = Engine::fence(&p.token, &p.category, p.epoch, acting.version);
         let ledger = LedgerAppend {
             kind: "move".into(),
             subject: Some(p.token.clone()),
@@ -189,9 +233,10 @@ impl Engine {
             .await
         {
             Ok(_) | Err(domicile_catalog::Error::Conflict { .. }) => Ok(()),
-            Err(domicile_catalog::Error::PolicyChanged { active }) => {
-                Err(self.policy_changed(active))
-            }
+            Err(domicile_catalog::Error::PolicyChanged { active }) => Err(Error::PolicyChanged {
+                active,
+                acting_on: acting.version,
+            }),
             Err(e) => Err(e.into()),
         }
     }

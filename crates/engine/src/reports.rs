@@ -113,7 +113,8 @@ impl Engine {
         F: FnMut(Vec<Move>) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
-        let mut planner = Planner::new(&self.config, desired);
+        let present = self.config();
+        let mut planner = Planner::new(&present, desired);
         let mut regions: Vec<RegionId> = Vec::new();
         self.for_each_page(|page| {
             let mut moves = Vec::new();
@@ -165,7 +166,7 @@ impl Engine {
 
     /// Exposure and cost of the present: a plan of the current config over itself.
     pub async fn present(&self) -> Result<PlanSummary> {
-        let config = self.config.clone();
+        let config = self.config();
         self.plan(&config, |_| {}).await
     }
 
@@ -176,7 +177,7 @@ impl Engine {
             .into_iter()
             .map(|r| ResidencyRow {
                 jurisdiction: self
-                    .config
+                    .file
                     .topology
                     .region(&r.region)
                     .map(|x| x.jurisdiction.to_string())
@@ -194,7 +195,7 @@ impl Engine {
     /// Copies that break the current policy now: in a forbidden region, or
     /// too few of them.
     pub async fn violations(&self) -> Result<Vec<Violation>> {
-        let config = self.config.clone();
+        let config = self.config();
         let mut out = Vec::new();
         let mut reqs = BTreeMap::new();
         let mut since_of: Vec<(String, String)> = Vec::new();
@@ -272,13 +273,14 @@ impl Engine {
         &self,
         placements: &[PlacementRow],
     ) -> Vec<(Jurisdiction, Level)> {
-        let topo = &self.config.topology;
-        self.config
+        let config = self.config();
+        let topo = &config.topology;
+        config
             .reach
             .authorities(topo)
             .into_iter()
             .map(|a| {
-                let g = self.config.reach.grounds(a);
+                let g = config.reach.grounds(a);
                 let level = placements
                     .iter()
                     .map(|p| {

@@ -92,7 +92,8 @@ impl Engine {
     /// its BLAKE3 against the index.
     pub async fn verify(&self, checksums: bool) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
-        let topo = &self.config.topology;
+        let config = self.config();
+        let topo = &config.topology;
 
         // The catalog's view: placements, index rows, blobs awaiting deletion.
         let mut placements: HashMap<(String, String), (Vec<String>, String)> = HashMap::new();
@@ -259,7 +260,7 @@ impl Engine {
                 // One requirement per (home, category), not one per blob.
                 let req = requirements
                     .entry((home_j, ix.category.clone()))
-                    .or_insert_with(|| self.config.policy.requirement(topo, home_j, &ix.category));
+                    .or_insert_with(|| config.policy.requirement(topo, home_j, &ix.category));
                 if !req.allows(topo, region_id) {
                     problem(
                         &mut report,

@@ -2042,3 +2042,69 @@ async fn a_failed_batched_read_gives_the_turns_units_back_unmarked() {
         assert_clean(&engine).await;
     }
 }
+
+/// The fence across processes: an engine opened under v1 keeps running
+/// while another applies v2. Its next write is decided under v1, refused
+/// at commit (another version is active), followed, decided again under
+/// v2 and moved inline by the job the apply started: no commit lands in
+/// the region v2 forbids, and what was acknowledged reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_has_not_seen_a_new_policy_never_commits_under_the_old_one() {
+    let d = Deployment::new();
+    let all = vec![("in-0".to_string(), "IN"), ("in-1".to_string(), "IN")];
+    let objects = d.seed(&all, &["profile"], 2, (1_000, 2_000), 7).await;
+
+    // Both processes start on v1; the first ever apply makes it version 1.
+    let stale = d.open(&v1()).await;
+    let applier = d.open(&v2()).await;
+    assert_eq!(stale.acting().version, 0);
+    let v1_config = d.config(&REGIONS, &v1());
+    assert!(
+        applier
+            .apply_policy(&v1_config, "ops")
+            .await
+            .unwrap()
+            .created
+    );
+    stale.follow_policy().await.unwrap();
+    assert_eq!(stale.acting().version, 1);
+
+    // v2 is applied elsewhere, with its job; `stale` has not followed yet.
+    let v2_config = d.config(&REGIONS, &v2());
+    let applied = applier.apply_policy(&v2_config, "ops").await.unwrap();
+    assert_eq!((applied.version, applied.created), (2, true));
+    applier
+        .migrate_to_active(&opts(1, 0, 50, 2_000))
+        .await
+        .unwrap();
+    assert_eq!(stale.acting().version, 1, "not followed yet");
+
+    // Its write is decided under v1 (cn allowed), fenced at commit, and
+    // carried to where v2 puts it.
+    let r = put(&stale, "in-0", "profile", "profile/after", b"written late")
+        .await
+        .unwrap();
+    assert!(
+        !r.regions.contains(&"cn".to_string()),
+        "committed into cn under the old policy: {:?}",
+        r.regions
+    );
+    assert_eq!(stale.acting().version, 2, "the refusal made it follow");
+    let (_, body) = read(&stale, "in-0", "profile/after").await.unwrap();
+    assert_eq!(body, b"written late");
+    assert!(placement(&stale, "in-0", "profile").await.regions == vec!["sg".to_string()]);
+
+    // The job finishes the rest; nothing of in-0 or in-1 is left in cn.
+    applier
+        .run_migration(&opts(1, 0, 0, 2_000), &no_tick)
+        .await
+        .unwrap();
+    for (s, _) in &all {
+        assert!(
+            d.files_of("cn", &token(&applier, s)).is_empty(),
+            "{s} left in cn"
+        );
+    }
+    read_all(&applier, &objects).await;
+    assert_clean(&applier).await;
+}

@@ -26,7 +26,7 @@ pub(super) async fn put(
     let key = ObjectKey::from_str(&key)?;
     let category = match category {
         Some(c) => Category::from_str(&c)?,
-        None => default_category(engine.config(), &id, &key)?,
+        None => default_category(engine.file_config(), &id, &key)?,
     };
     let f = tokio::fs::File::open(&file)
         .await

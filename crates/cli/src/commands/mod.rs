@@ -2,7 +2,9 @@
 //!
 //! - [`subject`]: `subject add`, `import`, `show`, `rehome`, `erase`.
 //! - [`data`]: `put`, `get`, `ls`, `rm`.
-//! - [`policy`]: `policy check`, `explain`, `diff`.
+//! - [`policy`]: `policy check`, `explain`, `diff` of config files.
+//! - [`versions`]: `policy apply`, `show`, `history`, `diff` of applied
+//!   versions: the policy as catalog state.
 //! - [`plan`]: `plan`, the moves a config would make.
 //! - [`report`]: `report residency`, `exposure`, `cost`, `violations`.
 //! - [`demand`]: `demand`, what an authority could compel.
@@ -20,6 +22,7 @@ mod policy;
 mod report;
 mod subject;
 mod verify;
+mod versions;
 
 use std::str::FromStr;
 
@@ -37,7 +40,13 @@ pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Demo { dir, subjects } => crate::demo::run(dir, subjects).await,
         Command::Init { dir } => crate::init::run(&dir),
-        Command::Policy(cmd) => policy::run(&cli.config, format, cmd),
+        Command::Policy(cmd) => match versions::route(cmd) {
+            Ok(cmd) => {
+                let engine = Engine::open(load(&cli.config)?).await?;
+                versions::run(&engine, format, cmd).await
+            }
+            Err(cmd) => policy::run(&cli.config, format, cmd),
+        },
         Command::Serve {
             listen,
             s3_listen,

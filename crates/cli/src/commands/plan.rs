@@ -18,7 +18,7 @@ pub(super) async fn run(
 ) -> Result<u8> {
     let desired = match policy {
         Some(p) => load(p)?,
-        None => engine.config().clone(),
+        None => engine.file_config().clone(),
     };
     let keep_all = format != Format::Table;
     let mut moves: Vec<Move> = Vec::new();

@@ -80,44 +80,63 @@ pub(super) fn run(config_path: &Path, format: Format, cmd: PolicyCmd) -> Result<
             Ok(0)
         }
         PolicyCmd::Diff { old, new } => {
-            let a = load(&old)?;
-            let b = load(&new)?;
+            let Some(new) = new else {
+                return Err(BadInput(
+                    "policy diff takes two config files, or one or two policy versions".into(),
+                )
+                .into());
+            };
+            let a = load(Path::new(&old))?;
+            let b = load(Path::new(&new))?;
             let changes = policy_diff(&a, &b);
-            let mut t = Table::new(&[
-                "category",
-                "homes",
-                "allowed before",
-                "allowed after",
-                "copies",
-                "custodian",
-            ]);
-            for ch in &changes {
-                let homes: Vec<&str> = ch.homes.iter().map(|h| h.code()).collect();
-                let homes = if homes.len() > 8 {
-                    format!("{} homes", homes.len())
-                } else {
-                    homes.join(",")
-                };
-                let cat = if ch.category == domicile_core::config::OTHER_CATEGORY {
-                    "(other)".to_string()
-                } else {
-                    ch.category.clone()
-                };
-                t.row(vec![
-                    cat,
-                    homes,
-                    ch.before.allowed.join(","),
-                    ch.after.allowed.join(","),
-                    format!("{}→{}", ch.before.copies, ch.after.copies),
-                    format!(
-                        "{}→{}",
-                        ch.before.custodian.clone().unwrap_or_default(),
-                        ch.after.custodian.clone().unwrap_or_default()
-                    ),
-                ]);
-            }
-            emit(format, &json!({"changes": changes}), &t)?;
+            emit(
+                format,
+                &json!({"changes": changes}),
+                &changes_table(&changes),
+            )?;
             Ok(0)
         }
+        PolicyCmd::Apply { .. } | PolicyCmd::Show | PolicyCmd::History => Err(BadInput(
+            "this policy command needs the catalog: it runs through the engine".into(),
+        )
+        .into()),
     }
+}
+
+/// The rows of a policy diff, for people.
+pub(super) fn changes_table(changes: &[domicile_core::diff::Change]) -> Table {
+    let mut t = Table::new(&[
+        "category",
+        "homes",
+        "allowed before",
+        "allowed after",
+        "copies",
+        "custodian",
+    ]);
+    for ch in changes {
+        let homes: Vec<&str> = ch.homes.iter().map(|h| h.code()).collect();
+        let homes = if homes.len() > 8 {
+            format!("{} homes", homes.len())
+        } else {
+            homes.join(",")
+        };
+        let cat = if ch.category == domicile_core::config::OTHER_CATEGORY {
+            "(other)".to_string()
+        } else {
+            ch.category.clone()
+        };
+        t.row(vec![
+            cat,
+            homes,
+            ch.before.allowed.join(","),
+            ch.after.allowed.join(","),
+            format!("{}→{}", ch.before.copies, ch.after.copies),
+            format!(
+                "{}→{}",
+                ch.before.custodian.clone().unwrap_or_default(),
+                ch.after.custodian.clone().unwrap_or_default()
+            ),
+        ]);
+    }
+    t
 }

@@ -148,6 +148,63 @@ impl Config {
         plan_digest::legacy(&self.topology, &self.policy, &self.reach)
     }
 
+    /// This process's config acting on the policy of `version` (a config
+    /// another process applied): its rules and reach, with this config's
+    /// regions, custodians, buckets, stores and secrets. Refused, naming
+    /// what is missing or different, unless every region, custodian and
+    /// bucket the version names is here, and the two agree on everything
+    /// that decides placements and reach (the plan digest): a process must
+    /// never decide under rules it reads differently from the others.
+    pub fn adopt(&self, version: &Config) -> Result<Config, String> {
+        let mut problems = Vec::new();
+        for r in &version.topology.regions {
+            match self.topology.region(r.id.as_str()) {
+                None => problems.push(format!("region {} is missing", r.id)),
+                Some(mine)
+                    if (mine.jurisdiction, mine.provider_headquarters)
+                        != (r.jurisdiction, r.provider_headquarters) =>
+                {
+                    problems.push(format!(
+                        "region {} is in {} on a provider of {} here, in {} on a provider of {} there",
+                        r.id,
+                        mine.jurisdiction,
+                        mine.provider_headquarters,
+                        r.jurisdiction,
+                        r.provider_headquarters
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for c in &version.topology.custodians {
+            if self.topology.custodian(c.id.as_str()).is_none() {
+                problems.push(format!("custodian {} is missing", c.id));
+            }
+        }
+        for b in &version.buckets {
+            if !self.buckets.iter().any(|mine| mine.name == b.name) {
+                problems.push(format!("bucket {} is missing", b.name));
+            }
+        }
+        let adopted = Config {
+            policy: version.policy.clone(),
+            reach: version.reach.clone(),
+            ..self.clone()
+        };
+        if problems.is_empty() && adopted.plan_digest() != version.plan_digest() {
+            problems.push(format!(
+                "the regions, custodians or operator differ (digest {} here, {} there)",
+                adopted.plan_digest(),
+                version.plan_digest()
+            ));
+        }
+        if problems.is_empty() {
+            Ok(adopted)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
     /// `FILE:LINE:COL` of a byte span in the config file.
     pub fn locate(&self, span: &Range<usize>, message: impl Into<String>) -> Diagnostic {
         self.source.at(span, message)

@@ -2,6 +2,7 @@
 //! now forbids moves its own (subject, category) at once, as a worker of
 //! one turn would, if the running job has that unit free.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use domicile_catalog::JobState;
@@ -12,6 +13,7 @@ use super::worker::MigrationWorker;
 use crate::clock::now_millis;
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::policy::Acting;
 
 /// What a write's inline move of its (subject, category) came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +41,16 @@ impl Engine {
     /// its purge is left to the workers after the grace period. Returns
     /// what happened: moved; not moved but the running job will move it (a
     /// worker holds it, or it is too large to move inline); or no job will.
-    pub(crate) async fn move_inline(&self, token: &str, category: &str) -> Result<Inline> {
+    pub(crate) async fn move_inline(
+        &self,
+        acting: &Arc<Acting>,
+        token: &str,
+        category: &str,
+    ) -> Result<Inline> {
         let Some(job) = self.catalog.open_job().await? else {
             return Ok(Inline::NoJob);
         };
-        if !self.config.plans_job(&job.policy) {
+        if !acting.config.plans_job(&job.policy) {
             return Ok(Inline::NoJob);
         }
         match job.state {
@@ -79,7 +86,14 @@ impl Engine {
             return Ok(Inline::JobWill);
         };
         let pacer = Pacer::new(0);
-        let worker = MigrationWorker::new(self, job.id, opts.owner.clone(), &opts, &pacer);
+        let worker = MigrationWorker::new(
+            self,
+            job.id,
+            opts.owner.clone(),
+            &opts,
+            &pacer,
+            acting.clone(),
+        );
         let (_, placed) = worker.move_units(std::slice::from_ref(&unit)).await?;
         Ok(if placed.first().copied().unwrap_or(false) {
             Inline::Moved

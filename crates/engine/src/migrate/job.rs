@@ -23,20 +23,22 @@ impl Engine {
                 open.state.as_str()
             )));
         }
+        // Planned under the active policy, and recorded with its digest.
+        let acting = self.follow_policy().await?;
         let now = now_millis();
         let job = JobRow {
             id: 0,
             state: JobState::Running,
             created_at: now,
             finished_at: None,
-            policy: self.config.plan_digest(),
+            policy: acting.config.plan_digest(),
             rate: opts.rate as i64,
             grace_ms: opts.grace.as_millis() as i64,
             units: 0,
             bytes: 0,
         };
         let id = self.catalog.create_job(&job).await?;
-        let units = self.plan_units(id, now).await?;
+        let units = self.plan_units(id, now, acting.config.clone()).await?;
         self.catalog
             .append_ledger(LedgerAppend {
                 kind: "migration".into(),
@@ -169,19 +171,22 @@ impl Engine {
                     .ok_or_else(|| Error::NotFound("migration job".into()))?
             }
         };
-        if !self.config.plans_job(&job.policy) && job.state.is_open() {
+        let acting = self.follow_policy().await?;
+        if !acting.config.plans_job(&job.policy) && job.state.is_open() {
             return Err(Error::Invalid(format!(
                 "migration job {} was planned for another config (digest {}, this one is {}): its policy, regions, custodians or reach differ; cancel it and apply again",
                 job.id,
                 job.policy,
-                self.config.plan_digest()
+                acting.config.plan_digest()
             )));
         }
         if job.state == JobState::Planning {
             // Its creator died while adding its units: start the planning
             // over, or a part of the plan would pass for the whole.
             let discarded = self.catalog.discard_units(job.id).await?;
-            let units = self.plan_units(job.id, now_millis()).await?;
+            let units = self
+                .plan_units(job.id, now_millis(), acting.config.clone())
+                .await?;
             tracing::info!(
                 job = job.id,
                 discarded,
@@ -207,7 +212,14 @@ impl Engine {
         let pacer = Pacer::new(opts.rate);
         let workers: Vec<_> = (0..opts.workers.max(1))
             .map(|w| {
-                MigrationWorker::new(self, job.id, format!("{}-w{w}", opts.owner), opts, &pacer)
+                MigrationWorker::new(
+                    self,
+                    job.id,
+                    format!("{}-w{w}", opts.owner),
+                    opts,
+                    &pacer,
+                    acting.clone(),
+                )
             })
             .collect();
         let results = futures::future::join_all(workers.iter().map(|w| w.run(on_tick))).await;

@@ -262,9 +262,13 @@ impl MigrationWorker<'_> {
             .parse()
             .map_err(|_| Error::Internal("catalog holds an invalid home".into()))?;
         let current: Vec<RegionId> = p.regions.iter().filter_map(|r| r.parse().ok()).collect();
-        let (to, custodian_to) =
-            self.engine
-                .desired_placement(&unit.token, home, &unit.category, Some(&current))?;
+        let (to, custodian_to) = Engine::desired_placement(
+            &self.acting().config,
+            &unit.token,
+            home,
+            &unit.category,
+            Some(&current),
+        )?;
         let to: Vec<String> = to.iter().map(|r| r.to_string()).collect();
         let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
         if set(&to) == set(&p.regions) && custodian_to == p.custodian && p.state.is_active() {
@@ -315,7 +319,7 @@ impl MigrationWorker<'_> {
             at: now_millis(),
         };
         Ok(UnitMove {
-            fence: self.engine.fence(&p.token, &p.category, p.epoch),
+            fence: Engine::fence(&p.token, &p.category, p.epoch, self.acting().version),
             regions: to.to_vec(),
             custodian: custodian_to.to_owned(),
             wrapped_key: wrapped,

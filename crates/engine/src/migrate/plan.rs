@@ -14,8 +14,12 @@ impl Engine {
     /// dies part-way, the next `run_migration` discards the partial units
     /// and plans it again, so a partial job never passes for the whole.
     /// Returns how many units were added.
-    pub(super) async fn plan_units(&self, id: i64, now: i64) -> Result<usize> {
-        let config = self.config.clone();
+    pub(super) async fn plan_units(
+        &self,
+        id: i64,
+        now: i64,
+        config: std::sync::Arc<domicile_core::Config>,
+    ) -> Result<usize> {
         let mut added = 0usize;
         self.plan_in_batches(&config, |moves| {
             added += moves.len();

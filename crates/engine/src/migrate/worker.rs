@@ -1,7 +1,7 @@
 //! The migration worker: a loop that claims a batch of units per turn and
 //! moves or purges them, with a status it can report.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use domicile_catalog::{JobState, PlacementRow, UnitOutcome, UnitRelease, UnitRow, UnitState};
@@ -12,6 +12,7 @@ use super::{MigrateOptions, Tick};
 use crate::clock::now_millis;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::policy::Acting;
 
 /// How often a worker re-reads its job's state (pause, cancel).
 const JOB_POLL: Duration = Duration::from_millis(250);
@@ -54,6 +55,9 @@ pub(crate) struct MigrationWorker<'a> {
     pub(super) owner: String,
     pub(super) opts: &'a MigrateOptions,
     pub(super) pacer: &'a Pacer,
+    /// The policy version the worker's turns act on: followed between
+    /// turns, and the version every move it commits is fenced by.
+    acting: Mutex<Arc<Acting>>,
     status: Mutex<WorkerStatus>,
 }
 
@@ -97,6 +101,7 @@ impl<'a> MigrationWorker<'a> {
         owner: String,
         opts: &'a MigrateOptions,
         pacer: &'a Pacer,
+        acting: Arc<Acting>,
     ) -> Self {
         MigrationWorker {
             engine,
@@ -104,7 +109,16 @@ impl<'a> MigrationWorker<'a> {
             owner,
             opts,
             pacer,
+            acting: Mutex::new(acting),
             status: Mutex::new(WorkerStatus::default()),
+        }
+    }
+
+    /// The policy version this turn acts on.
+    pub(super) fn acting(&self) -> Arc<Acting> {
+        match self.acting.lock() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -139,6 +153,19 @@ impl<'a> MigrationWorker<'a> {
                     let Some(j) = self.engine.catalog.job(self.job).await? else {
                         return Ok(());
                     };
+                    // The policy, with the job's state: a job planned
+                    // under other rules than the active ones moves nothing
+                    // more (its commits would be refused anyway).
+                    let acting = self.engine.follow_policy().await?;
+                    if j.state.is_open() && !acting.config.plans_job(&j.policy) {
+                        return Err(Error::Invalid(format!(
+                            "migration job {} was planned under another policy than the active version {}: cancel it and apply again",
+                            self.job, acting.version
+                        )));
+                    }
+                    if let Ok(mut a) = self.acting.lock() {
+                        *a = acting;
+                    }
                     state = Some((j.state, Instant::now()));
                     j.state
                 }

@@ -174,7 +174,7 @@ pub(crate) async fn plan(
     Query(q): Query<PlanQuery>,
 ) -> ApiResult {
     let limit = q.limit.unwrap_or(1000).min(100_000);
-    let config = s.engine.config().clone();
+    let config = s.engine.file_config().clone();
     let mut moves: Vec<Move> = Vec::new();
     let mut truncated = false;
     let summary = s

@@ -25,7 +25,7 @@ impl S3Api {
         let created = Timestamp::from(self.started);
         let buckets = self
             .engine
-            .config()
+            .file_config()
             .buckets
             .iter()
             .map(|b| Bucket {

@@ -52,7 +52,7 @@ impl S3Api {
     /// The configured bucket of this name.
     pub(crate) fn bucket(&self, name: &str) -> S3Result<&Bucket> {
         self.engine
-            .config()
+            .file_config()
             .buckets
             .iter()
             .find(|b| b.name == name)

@@ -1,0 +1,215 @@
+//! The policy this process acts on.
+//!
+//! Once a policy has been applied (`domicile policy apply`, or `migrate
+//! apply` of a config whose policy differs), it is catalog state, versioned,
+//! and every process acts on the active version, whatever its own config
+//! file says: the version's rules and reach, joined with this process's own
+//! regions, custodians, buckets and stores ([`Config::adopt`]). Before any
+//! apply, a process acts on its own config file (version 0).
+//!
+//! Every change a process commits is fenced by the version it was decided
+//! under, so a process that has not yet followed a new version never
+//! commits under the old one: its commit is refused, it follows
+//! ([`Engine::follow_policy`]), and decides again.
+
+use std::sync::Arc;
+
+use domicile_catalog::{LedgerAppend, PolicyApplied, PolicyVersionRow};
+use domicile_core::Config;
+use serde_json::json;
+
+use crate::clock::now_millis;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// The policy version a process acts on, and the config it makes here.
+#[derive(Debug)]
+pub struct Acting {
+    /// 0 until a policy is applied.
+    pub version: i64,
+    pub config: Arc<Config>,
+}
+
+/// One applied policy version, as `policy show` and `policy history` list
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyVersion {
+    pub version: i64,
+    pub applied_at: i64,
+    pub actor: String,
+    pub digest: String,
+    #[serde(skip)]
+    pub text: String,
+}
+
+impl From<PolicyVersionRow> for PolicyVersion {
+    fn from(r: PolicyVersionRow) -> Self {
+        PolicyVersion {
+            version: r.version,
+            applied_at: r.applied_at,
+            actor: r.actor,
+            digest: r.digest,
+            text: r.text,
+        }
+    }
+}
+
+/// Who a process acts for, for the ledger: `DOMICILE_ACTOR`, else the
+/// system user, else "operator".
+pub fn default_actor() -> String {
+    ["DOMICILE_ACTOR", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+        .unwrap_or_else(|| "operator".to_string())
+}
+
+impl Engine {
+    /// The policy this process acts on now.
+    pub fn acting(&self) -> Arc<Acting> {
+        match self.acting.read() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The config this process decides under now: its own, with the rules
+    /// and reach of the active policy version.
+    pub fn config(&self) -> Arc<Config> {
+        self.acting().config.clone()
+    }
+
+    /// The config file this process was opened with.
+    pub fn file_config(&self) -> &Config {
+        &self.file
+    }
+
+    /// Follows the catalog's active policy version if it is not the one
+    /// this process acts on. Returns what it acts on afterwards. A version
+    /// this process cannot act on (it lacks a region, custodian or bucket
+    /// the version names) is refused with an error that names them, and the
+    /// process goes on refusing: it never falls back to older rules.
+    pub async fn follow_policy(&self) -> Result<Arc<Acting>> {
+        let active = self.catalog.policy_version().await?;
+        let acting = self.acting();
+        if active == acting.version {
+            return Ok(acting);
+        }
+        let row = self.catalog.policy(Some(active)).await?.ok_or_else(|| {
+            Error::Internal(format!("policy version {active} is active but missing"))
+        })?;
+        let next = Arc::new(self.adopt(&row)?);
+        tracing::info!(
+            from = acting.version,
+            to = next.version,
+            "following the active policy version"
+        );
+        if let Ok(mut a) = self.acting.write()
+            && a.version < next.version
+        {
+            *a = next.clone();
+        }
+        Ok(self.acting())
+    }
+
+    /// The version `row` as this process would act on it.
+    pub(crate) fn adopt(&self, row: &PolicyVersionRow) -> Result<Acting> {
+        let label = format!("policy version {}", row.version);
+        let theirs = Config::parse(&label, &row.text, &self.file.base_dir)
+            .map_err(|e| Error::Config(format!("{label} does not parse here: {e}")))?;
+        let config = self.file.adopt(&theirs).map_err(|why| {
+            Error::Config(format!(
+                "this process cannot act on {label} (applied by {}): {why}; add what is missing to its config",
+                row.actor
+            ))
+        })?;
+        Ok(Acting {
+            version: row.version,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Makes the policy of `policy` (a config file's rules and reach) the
+    /// active version, recorded with `actor` in the ledger, unless it is
+    /// the active one already. Refused if this process could not act on it
+    /// (see [`Config::adopt`]). This process follows it at once.
+    pub async fn apply_policy(&self, policy: &Config, actor: &str) -> Result<PolicyApplied> {
+        let row = PolicyVersionRow {
+            version: 0,
+            applied_at: now_millis(),
+            actor: actor.to_string(),
+            digest: policy.plan_digest(),
+            text: policy.source.text().to_string(),
+        };
+        // Checked before it is stored: a version this process could not
+        // act on is no version for it to apply.
+        self.adopt(&row)?;
+        let ledger = LedgerAppend {
+            kind: "policy".into(),
+            subject: None,
+            body: json!({ "actor": actor, "digest": row.digest, "file": policy.file }),
+            at: row.applied_at,
+        };
+        let applied = self.catalog.apply_policy(&row, ledger).await?;
+        self.follow_policy().await?;
+        Ok(applied)
+    }
+
+    /// Once policies are versioned, applies this process's own config file
+    /// if its policy is not the active one, as `policy apply` would, so
+    /// that editing the file and running `migrate apply` keeps working.
+    /// Before any version, does nothing: the file is what every process
+    /// acts on. Returns what was applied, if anything.
+    pub async fn apply_file_policy(&self, actor: &str) -> Result<Option<PolicyApplied>> {
+        let acting = self.follow_policy().await?;
+        if acting.version == 0 || acting.config.plan_digest() == self.file.plan_digest() {
+            return Ok(None);
+        }
+        let file = self.file.clone();
+        Ok(Some(self.apply_policy(&file, actor).await?))
+    }
+
+    /// Starts the migration the active policy needs. A job still open from
+    /// an earlier version is cancelled first: what it moved stays moved
+    /// (its purges still run), and the new job plans what is left from
+    /// where the data is now. Returns the cancelled job, if any, and the
+    /// new one.
+    pub async fn migrate_to_active(
+        &self,
+        opts: &crate::MigrateOptions,
+    ) -> Result<(Option<i64>, crate::MigrationStatus)> {
+        let acting = self.follow_policy().await?;
+        let mut cancelled = None;
+        if let Some(open) = self.catalog.open_job().await?
+            && !acting.config.plans_job(&open.policy)
+        {
+            self.cancel_migration().await?;
+            cancelled = Some(open.id);
+        }
+        Ok((cancelled, self.start_migration(opts).await?))
+    }
+
+    /// The active policy version, if one was ever applied.
+    pub async fn active_policy(&self) -> Result<Option<PolicyVersion>> {
+        Ok(self.catalog.policy(None).await?.map(PolicyVersion::from))
+    }
+
+    /// One applied policy version.
+    pub async fn policy_at(&self, version: i64) -> Result<Option<PolicyVersion>> {
+        Ok(self
+            .catalog
+            .policy(Some(version))
+            .await?
+            .map(PolicyVersion::from))
+    }
+
+    /// Every applied policy version, oldest first.
+    pub async fn policy_history(&self) -> Result<Vec<PolicyVersion>> {
+        Ok(self
+            .catalog
+            .policy_history()
+            .await?
+            .into_iter()
+            .map(PolicyVersion::from)
+            .collect())
+    }
+}
