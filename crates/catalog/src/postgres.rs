@@ -140,6 +140,13 @@ fn migrator() -> Migrator {
 /// The catalog in one PostgreSQL (or CockroachDB) database.
 pub type PostgresCatalog = SqlCatalog<Postgres>;
 
+/// What a PostgreSQL catalog keeps beside its pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PgState {
+    /// The server is CockroachDB (by its `version()`).
+    cockroach: bool,
+}
+
 impl SqlCatalog<Postgres> {
     /// Connects to the database a `postgres://` or `postgresql://` URL names
     /// and brings its schema up to date. The database must exist. A password
@@ -202,7 +209,10 @@ impl SqlCatalog<Postgres> {
         if !cockroach {
             warn_on_collation(&pool).await;
         }
-        Ok(Self { pool, state: () })
+        Ok(Self {
+            pool,
+            state: PgState { cockroach },
+        })
     }
 }
 
@@ -358,7 +368,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl Dialect for Postgres {
-    type State = ();
+    type State = PgState;
     type WriteTx = sqlx::Transaction<'static, Postgres>;
 
     const FOR_UPDATE: &'static str = " FOR UPDATE";
@@ -374,16 +384,32 @@ impl Dialect for Postgres {
     // PostgreSQL's limit is 65,535.
     const MAX_PARAMS: usize = 12_000;
 
-    async fn begin_write(pool: &PgPool, _: &()) -> Result<Self::WriteTx> {
+    async fn begin_write(pool: &PgPool, _: &PgState) -> Result<Self::WriteTx> {
         Ok(pool.begin().await?)
     }
 
+    /// `ACCESS EXCLUSIVE` on `policy_head`: it waits for every transaction
+    /// that read the version (each holds `ACCESS SHARE` until it ends), and
+    /// those that read it later wait for the apply. A table lock costs a
+    /// commit nothing on disk, where a row lock taken `FOR SHARE` by every
+    /// commit would write to the one row. CockroachDB has no `LOCK TABLE`:
+    /// its serializable transactions order an apply and the commits that
+    /// read the version by themselves (one of them is retried).
+    async fn lock_policy(state: &PgState, conn: &mut PgConnection) -> Result<()> {
+        if !state.cockroach {
+            sqlx::query("LOCK TABLE policy_head IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Every commit is durable: PostgreSQL syncs its log itself.
-    async fn commit(_: &(), tx: Self::WriteTx, _: Durability) -> Result<()> {
+    async fn commit(_: &PgState, tx: Self::WriteTx, _: Durability) -> Result<()> {
         Ok(tx.commit().await?)
     }
 
-    async fn durable(_: &()) -> Result<()> {
+    async fn durable(_: &PgState) -> Result<()> {
         Ok(())
     }
 
@@ -432,7 +458,7 @@ impl Dialect for Postgres {
     /// and `migration_jobs` past the copied ids (`setval` on
     /// `pg_get_serial_sequence`, which CockroachDB documents too; not run
     /// there).
-    async fn raw_finish(pool: &PgPool, _: &()) -> Result<()> {
+    async fn raw_finish(pool: &PgPool, _: &PgState) -> Result<()> {
         let run = || async {
             let mut tx = pool.begin().await?;
             sqlx::query("SELECT seq FROM ledger_head WHERE id = 1 FOR UPDATE")

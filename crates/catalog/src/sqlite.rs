@@ -288,6 +288,12 @@ impl Dialect for Sqlite {
         Ok(WriteTx { tx, turn })
     }
 
+    /// Nothing to take: the transaction holds the one write lock, and every
+    /// transaction that reads the version to fence a commit writes.
+    async fn lock_policy(_: &SqliteState, _: &mut SqliteConnection) -> Result<()> {
+        Ok(())
+    }
+
     /// Commits; a durable commit returns once it is on disk, a lazy one is
     /// on disk with the next sync.
     async fn commit(state: &SqliteState, tx: WriteTx, durability: Durability) -> Result<()> {

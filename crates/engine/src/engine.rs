@@ -61,6 +61,8 @@ const KEY_CACHE_LIMIT: usize = 65_536;
 pub struct Health {
     /// The catalog's schema version: it answered.
     pub schema_version: i64,
+    /// The policy version this process acts on now.
+    pub policy_version: i64,
 }
 
 /// The domicile service, in process.
@@ -178,6 +180,7 @@ impl Engine {
     pub async fn health(&self) -> Result<Health> {
         Ok(Health {
             schema_version: self.catalog.schema_version().await?,
+            policy_version: self.acting().version,
         })
     }
 

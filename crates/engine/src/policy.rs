@@ -111,6 +111,30 @@ impl Engine {
         Ok(self.acting())
     }
 
+    /// Follows the active policy version now and then every `every` until
+    /// `stop` resolves, so a process that neither writes nor moves still
+    /// acts on a new version within that delay. A failed probe (the catalog
+    /// is unreachable, or the version names what this process lacks) is
+    /// logged and tried again at the next.
+    pub async fn follow_policy_every(
+        &self,
+        every: std::time::Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let probes = async {
+            loop {
+                if let Err(e) = self.follow_policy().await {
+                    tracing::warn!(error = %e, "cannot follow the active policy version");
+                }
+                tokio::time::sleep(every).await;
+            }
+        };
+        tokio::select! {
+            _ = probes => {}
+            _ = stop => {}
+        }
+    }
+
     /// The version `row` as this process would act on it.
     pub(crate) fn adopt(&self, row: &PolicyVersionRow) -> Result<Acting> {
         let label = format!("policy version {}", row.version);

@@ -46,6 +46,10 @@ pub struct ServerOptions {
     /// Time between the server's garbage collection passes
     /// (`Engine::collect_garbage_every`); zero runs none.
     pub collect_every: Duration,
+    /// Longest a server acts on a policy version after another became
+    /// active, when none of its commits was refused meanwhile
+    /// (`Engine::follow_policy_every`); zero probes never.
+    pub follow_every: Duration,
 }
 
 impl Default for ServerOptions {
@@ -56,6 +60,7 @@ impl Default for ServerOptions {
             request_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(60),
             collect_every: Duration::from_secs(60),
+            follow_every: Duration::from_secs(1),
         }
     }
 }
@@ -114,6 +119,16 @@ pub async fn run(
                 .with_graceful_shutdown(signal)
                 .await
                 .map_err(|source| Error::Serve { api: "s3", source })
+        });
+    }
+    if !options.follow_every.is_zero() {
+        let engine = engine.clone();
+        let signal = stopped(rx.clone());
+        tasks.spawn(async move {
+            engine
+                .follow_policy_every(options.follow_every, signal)
+                .await;
+            Ok(())
         });
     }
     if !options.collect_every.is_zero() {

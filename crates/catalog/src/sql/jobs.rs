@@ -149,12 +149,12 @@ where
         Ok(n)
     }
 
-    /// Runs one statement that changes rows, in a write transaction of its
-    /// own. Returns how many rows it changed.
+    /// Runs one statement that changes rows, alone (one statement is its
+    /// own transaction: one round trip, no `BEGIN`), and returns once it is
+    /// durable. Returns how many rows it changed.
     async fn change(&self, q: sqlx::query::Query<'_, D, D::Arguments>) -> Result<u64> {
-        let mut tx = self.write_tx().await?;
-        let changed = q.execute(&mut *tx).await?.rows_affected();
-        self.commit(tx, Durability::Durable).await?;
+        let changed = q.execute(&self.pool).await?.rows_affected();
+        D::durable(&self.state).await?;
         Ok(changed)
     }
 
@@ -339,7 +339,9 @@ where
         for (token, category, release) in units {
             held.push(Sql::<D>::finish_unit_in(&mut tx, token, category, release).await?);
         }
-        Sql::<D>::ledger_append(&mut tx, receipts).await?;
+        if !receipts.is_empty() {
+            Sql::<D>::ledger_append(&mut tx, receipts).await?;
+        }
         self.commit(tx, Durability::Durable).await?;
         Ok(held)
     }
@@ -488,9 +490,15 @@ where
             outcome: outcome.clone(),
             now,
         };
-        let unit = [(token, category, &release)];
-        let held = D::retry(Retry::Conflicts, || self.finish_units_tx(&unit, &[])).await?;
-        Ok(held.first().copied().unwrap_or(false))
+        // One statement, alone, as `change` runs them.
+        D::retry(Retry::Conflicts, || async {
+            let mut conn = self.pool.acquire().await?;
+            let held = Sql::<D>::finish_unit_in(&mut conn, token, category, &release).await?;
+            drop(conn);
+            D::durable(&self.state).await?;
+            Ok(held)
+        })
+        .await
     }
 
     async fn finish_units_with_receipts(&self, done: &[UnitReceipt]) -> Result<Vec<bool>> {

@@ -92,6 +92,14 @@ pub trait Dialect: Database<QueryResult: RowsAffected> + HasStatementCache + Siz
         state: &Self::State,
     ) -> impl Future<Output = Result<Self::WriteTx>> + Send;
 
+    /// Holds the active policy version against every transaction that
+    /// reads it, until the caller's transaction (an apply) ends; waits for
+    /// those that read it already.
+    fn lock_policy(
+        state: &Self::State,
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// Commits a write transaction.
     fn commit(
         state: &Self::State,

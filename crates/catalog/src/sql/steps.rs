@@ -158,21 +158,15 @@ where
         })
     }
 
-    /// The active policy version, locking the head row until the caller's
-    /// transaction ends: shared (`exclusive` false) for a commit that it fences,
-    /// exclusive for an apply.
-    pub(crate) async fn policy_head(conn: &mut D::Connection, exclusive: bool) -> Result<i64> {
-        let sql = format!(
-            "SELECT version FROM policy_head WHERE id = 1{}",
-            if exclusive {
-                D::FOR_UPDATE
-            } else {
-                D::FOR_SHARE
-            }
-        );
-        let version: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_optional(&mut *conn)
-            .await?;
+    /// The active policy version. Read inside a transaction, it stays the
+    /// active one until that transaction ends: an apply first takes the
+    /// dialect's policy lock ([`Dialect::lock_policy`]), which waits for
+    /// every transaction that read the version.
+    pub(crate) async fn policy_head(conn: &mut D::Connection) -> Result<i64> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM policy_head WHERE id = 1")
+                .fetch_optional(&mut *conn)
+                .await?;
         version.ok_or_else(|| Error::Corrupt {
             reason: "the policy_head row is missing".into(),
         })
@@ -520,22 +514,37 @@ where
         conn: &mut D::Connection,
         fence: &Fence,
     ) -> Result<Option<CommitOutcome>> {
-        let Some((epoch, state)) =
-            Self::lock_placement(conn, &fence.token, &fence.category).await?
-        else {
+        // The placement row and the policy version in one statement: the
+        // write path's commit pays one round trip for both fences.
+        let sql = format!(
+            "SELECT epoch, state, (SELECT version FROM policy_head WHERE id = 1) \
+             FROM placements WHERE token = $1 AND category = $2{}",
+            D::FOR_UPDATE
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(fence.token.as_str())
+            .bind(fence.category.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else {
             return Ok(Some(CommitOutcome::Fenced {
                 current_epoch: None,
                 moving: false,
             }));
         };
-        let moving = !state.is_active();
+        let epoch: i64 = row.try_get(0)?;
+        let state: String = row.try_get(1)?;
+        let active: Option<i64> = row.try_get(2)?;
+        let moving = !decode_state(&state)?.is_active();
         if epoch != fence.epoch || moving {
             return Ok(Some(CommitOutcome::Fenced {
                 current_epoch: Some(epoch),
                 moving,
             }));
         }
-        let active = Self::policy_head(conn, false).await?;
+        let active = active.ok_or_else(|| Error::Corrupt {
+            reason: "the policy_head row is missing".into(),
+        })?;
         if active != fence.policy {
             return Ok(Some(CommitOutcome::PolicyChanged { active }));
         }
@@ -546,7 +555,7 @@ where
     /// active one, holding the version until the caller's transaction ends
     /// (an apply waits for it).
     pub(crate) async fn check_policy(conn: &mut D::Connection, fence: &Fence) -> Result<()> {
-        let active = Self::policy_head(conn, false).await?;
+        let active = Self::policy_head(conn).await?;
         if active != fence.policy {
             return Err(Error::PolicyChanged { active });
         }

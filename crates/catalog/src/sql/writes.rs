@@ -105,7 +105,9 @@ where
             .filter(|s| added.contains(&s.token))
             .map(|s| entries(s))
             .collect();
-        Sql::<D>::ledger_append(&mut tx, &entries).await?;
+        if !entries.is_empty() {
+            Sql::<D>::ledger_append(&mut tx, &entries).await?;
+        }
         self.commit(tx, Durability::Durable).await?;
         Ok(entries.len() as u64)
     }
@@ -539,7 +541,8 @@ where
         ledger: &LedgerAppend,
     ) -> Result<PolicyApplied> {
         let mut tx = self.write_tx().await?;
-        let active = Sql::<D>::policy_head(&mut tx, true).await?;
+        D::lock_policy(&self.state, &mut tx).await?;
+        let active = Sql::<D>::policy_head(&mut tx).await?;
         if active > 0 {
             let digest: Option<String> =
                 sqlx::query_scalar("SELECT digest FROM policy_versions WHERE version = $1")

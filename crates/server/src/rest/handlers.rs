@@ -22,7 +22,7 @@ use super::auth::{Admin, Reader};
 use super::error::ApiError;
 use crate::metrics::gauge;
 
-type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+pub(crate) type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
 fn subject(id: &str) -> Result<SubjectId, ApiError> {
     SubjectId::from_str(id).map_err(|e| ApiError::bad_request(e.to_string()))
@@ -32,7 +32,7 @@ fn jurisdiction(code: &str) -> Result<Jurisdiction, ApiError> {
     Jurisdiction::from_str(code).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> ApiResult {
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> ApiResult {
     serde_json::to_value(v)
         .map(Json)
         .map_err(|e| ApiError::from(domicile_engine::Error::Internal(e.to_string())))
@@ -40,7 +40,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> ApiResult {
 
 pub(crate) async fn healthz(State(s): State<Shared>) -> Response {
     match s.engine.health().await {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Ok(h) => Json(json!({"status": "ok", "policy_version": h.policy_version})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
             (
@@ -275,7 +275,7 @@ impl MigrationRun {
 }
 
 /// Runs the open job in the background unless this server already does.
-fn run_in_background(s: &Shared, opts: MigrateOptions) {
+pub(crate) fn run_in_background(s: &Shared, opts: MigrateOptions) {
     let Ok(mut slot) = s.migration.lock() else {
         return;
     };

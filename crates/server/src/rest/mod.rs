@@ -1,10 +1,11 @@
 //! The REST admin API, on axum: JSON in and out, with bearer tokens from
 //! the secrets (`DOMICILE_ADMIN_TOKEN`: everything; `DOMICILE_AUDITOR_TOKEN`:
-//! reading reports and the ledger).
+//! reading reports, the ledger and the policy).
 //!
 //! - `auth`: tokens, roles and the extractors that demand them.
 //! - `error`: engine errors → HTTP status and a JSON body.
 //! - `handlers`: one handler per endpoint.
+//! - `policy`: the policy versions: the active one, the history, applying.
 //! - `openapi`: the OpenAPI 3 document served at `/openapi.json`.
 //!
 //! `/healthz`, `/metrics` and `/openapi.json` need no token; they hold no
@@ -14,6 +15,7 @@ mod auth;
 mod error;
 mod handlers;
 mod openapi;
+mod policy;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,6 +77,8 @@ pub fn router(engine: Arc<Engine>, metrics: Arc<Metrics>, options: &ServerOption
         .route("/v1/reports/{kind}", get(handlers::report))
         .route("/v1/demands", post(handlers::demand))
         .route("/v1/ledger/verify", get(handlers::verify_ledger))
+        .route("/v1/policy", get(policy::show).post(policy::apply))
+        .route("/v1/policy/history", get(policy::history))
         .route("/v1/migrations", post(handlers::start_migration))
         .route("/v1/migrations/current", get(handlers::migration_status))
         .route(

@@ -18,6 +18,9 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/reports/{kind}"),
     ("post", "/v1/demands"),
     ("get", "/v1/ledger/verify"),
+    ("get", "/v1/policy"),
+    ("post", "/v1/policy"),
+    ("get", "/v1/policy/history"),
     ("post", "/v1/migrations"),
     ("get", "/v1/migrations/current"),
     ("post", "/v1/migrations/current/{action}"),
@@ -142,7 +145,29 @@ pub(crate) fn document() -> Value {
             "/v1/ledger/verify": {"get": {
                 "summary": "Re-compute the ledger's hash chain (admin or auditor).",
                 "tags": ["ledger"],
-                "responses": with(reader_errors, json!({"200": ok("The chain check.", obj(json!({"entries": s("integer"), "head_seq": s("integer"), "head_hash": s("string"), "ok": s("boolean"), "error": {"type": "string", "nullable": true}}), &["entries", "ok"]))}))
+                "responses": with(reader_errors.clone(), json!({"200": ok("The chain check.", obj(json!({"entries": s("integer"), "head_seq": s("integer"), "head_hash": s("string"), "ok": s("boolean"), "error": {"type": "string", "nullable": true}}), &["entries", "ok"]))}))
+            }},
+            "/v1/policy": {
+                "get": {
+                    "summary": "The active policy version: every server and worker acts on it (version 0: none applied yet).",
+                    "tags": ["policy"],
+                    "responses": with(reader_errors.clone(), json!({"200": ok("The active version.", r("PolicyVersion"))}))
+                },
+                "post": {
+                    "summary": "Apply a config file's rules and reach as the next policy version, and start the migration it needs (admin).",
+                    "tags": ["policy"],
+                    "parameters": [{"name": "migrate", "in": "query", "required": false, "description": "Start the migration job (default true).", "schema": s("boolean")}],
+                    "requestBody": {"required": true, "content": {"text/plain": {"schema": {"type": "string", "description": "The config file's text (TOML)."}}}},
+                    "responses": with(admin_errors.clone(), json!({
+                        "201": ok("Applied as a new version.", r("PolicyApplied")),
+                        "200": ok("Already the active version: nothing changed.", r("PolicyApplied"))
+                    }))
+                }
+            },
+            "/v1/policy/history": {"get": {
+                "summary": "Every applied policy version, oldest first.",
+                "tags": ["policy"],
+                "responses": with(reader_errors, json!({"200": ok("The versions.", obj(json!({"versions": {"type": "array", "items": r("PolicyVersion")}}), &["versions"]))}))
             }},
             "/v1/migrations": {"post": {
                 "summary": "Start a migration of the current plan; it runs in the background (admin).",
@@ -166,6 +191,8 @@ pub(crate) fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": obj(json!({"error": obj(json!({"code": s("string"), "message": s("string")}), &["code", "message"])}), &["error"]),
+                "PolicyVersion": obj(json!({"version": s("integer"), "applied_at": {"type": "integer", "nullable": true, "description": "Milliseconds since the epoch."}, "actor": {"type": "string", "nullable": true}, "digest": {"type": "string", "nullable": true}}), &["version"]),
+                "PolicyApplied": obj(json!({"version": s("integer"), "digest": s("string"), "job": {"type": "integer", "nullable": true}, "created": s("boolean")}), &["version", "digest", "job", "created"]),
                 "SubjectView": obj(json!({
                     "subject": s("string"), "home": s("string"),
                     "categories": arr(obj(json!({"category": s("string"), "regions": arr(s("string")), "epoch": s("integer"), "objects": s("integer"), "bytes": s("integer"), "custodian": s("string"), "since": s("integer"), "state": s("string")}), &["category", "regions", "epoch", "objects", "bytes"])),
