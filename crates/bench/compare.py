@@ -53,9 +53,9 @@ def build(tree, target, bench):
 
 def tables(text):
     """Every numeric cell of the Markdown tables in `text`, keyed by (table
-    number, row number, column header), with the row's label (its first two
-    cells) beside the value. Each benchmark prints its rows in a fixed
-    order, so the same key names the same figure in every run."""
+    number, row number, column header), with the row's label (its leading
+    cells that are not numbers) beside the value. Each benchmark prints its rows in a fixed order, so the same
+    key names the same figure in every run."""
     cells = {}
     header = None
     table = -1
@@ -72,7 +72,12 @@ def tables(text):
             header, table, row = parts, table + 1, 0
             continue
         row += 1
-        label = " | ".join(parts[:2])
+        label = []
+        for c in parts:
+            if NUMBER.match(c):
+                break
+            label.append(c)
+        label = " | ".join(label) or parts[0]
         for i, c in enumerate(parts[1:], start=1):
             if i >= len(header) or not NUMBER.match(c):
                 continue
@@ -133,16 +138,26 @@ def main():
 
     print(f"\n{opts.bench} {' '.join(bench_args)}: head (working tree) against "
           f"{base_rev}, medians of {opts.runs} alternating runs each\n")
-    print("| row | column | base | head | head ÷ base |")
+    # A column whose every value, on both sides, is one value is a
+    # parameter of its row (in flight, objects…), not a measure: it names
+    # the row instead.
+    def constant(key):
+        values = set(base[key][1]) | set(head.get(key, (None, []))[1])
+        return len(values) == 1
+    names = {}
+    for key, (label, values) in base.items():
+        if constant(key):
+            names.setdefault(key[:2], [label]).append(f"{key[2]} {values[0]:g}")
+        names.setdefault(key[:2], [label])
+    print("| row | figure | base | head | head ÷ base |")
     print("|---|---|---:|---:|---:|")
     for key, (label, values) in base.items():
-        if key not in head:
+        if key not in head or constant(key):
             continue
-        if len(set(values) | set(head[key][1])) == 1:
-            continue  # the same in every run: a parameter, not a measure
         b, h = statistics.median(values), statistics.median(head[key][1])
         ratio = f"{h / b:.2f}×" if b else "—"
-        print(f"| {label} | {key[2]} | {b:.4g} | {h:.4g} | {ratio} |")
+        name = ", ".join(names[key[:2]])
+        print(f"| {name} | {key[2]} | {b:.4g} | {h:.4g} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,28 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<Engine> {
         let catalog = domicile_catalog::open(&config.catalog_url).await?;
+        Engine::open_on(config, catalog, secrets, options).await
+    }
+
+    /// [`Engine::open_with`] on a catalog already open, for tests that
+    /// put a catalog of their own (one that interleaves other processes'
+    /// changes with the engine's calls) between the engine and the database.
+    #[cfg(feature = "test-support")]
+    pub async fn test_open_on(
+        config: Config,
+        catalog: Arc<dyn Catalog>,
+        secrets: Secrets,
+        options: EngineOptions,
+    ) -> Result<Engine> {
+        Engine::open_on(config, catalog, secrets, options).await
+    }
+
+    async fn open_on(
+        config: Config,
+        catalog: Arc<dyn Catalog>,
+        secrets: Secrets,
+        options: EngineOptions,
+    ) -> Result<Engine> {
         let key = secrets.token_key(&token_key_path(&config.catalog_url, &config.base_dir))?;
         let tokens = Tokenizer::new(key);
         // The first opener's key fingerprint wins atomically: two servers
