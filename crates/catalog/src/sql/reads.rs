@@ -231,32 +231,16 @@ where
     }
 
     async fn subject_seals(&self, tokens: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(tokens.len());
-        for batch in tokens.chunks(Sql::<D>::rows_per_statement(1)) {
-            let mut q = QueryBuilder::<D>::new(
-                "SELECT token, id_enc FROM subjects WHERE id_enc IS NOT NULL AND token IN (",
-            );
-            let mut sep = q.separated(", ");
-            for t in batch {
-                sep.push_bind(t.as_str());
-            }
-            q.push(")");
-            for r in q
-                .build()
-                .persistent(D::CACHE_BUILT)
-                .fetch_all(&self.pool)
-                .await?
-            {
-                out.push((r.try_get(0)?, r.try_get(1)?));
-            }
-        }
-        let order: HashMap<&str, usize> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.as_str(), i))
-            .collect();
-        out.sort_by_key(|(t, _)| order.get(t.as_str()).copied().unwrap_or(usize::MAX));
-        Ok(out)
+        // The subjects' rows, in the order asked, each token once.
+        let mut seen = std::collections::HashSet::new();
+        Ok(self
+            .get_subjects(tokens)
+            .await?
+            .into_iter()
+            .flatten()
+            .filter(|s| seen.insert(s.token.clone()))
+            .filter_map(|s| Some((s.token, s.id_enc?)))
+            .collect())
     }
 
     async fn residency(&self) -> Result<Vec<ResidencyRow>> {
