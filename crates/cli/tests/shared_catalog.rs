@@ -18,6 +18,12 @@
 //! blob its intent keeps pending (collected once due), never an orphan:
 //! `verify` passes as in the other tests.
 //!
+//! The rollout tests change the rules the fleet acts on while it serves:
+//! the servers act on policy version 1, a `policy apply` from another
+//! process makes version 2, both servers follow it without a restart, and
+//! kills of a worker (and, on PostgreSQL, of a server) lose no acknowledged
+//! write; the same runs on the embedded SQLite catalog with one server.
+//!
 //! The deployment is the demo's (120 subjects, left under policy v2), its
 //! catalog moved into a fresh PostgreSQL database, then switched back to
 //! policy v1 so that the Indian subjects' data goes back to China.
@@ -134,6 +140,12 @@ impl Deployment {
     /// A `serve` process on free ports, its log in `{name}.err`; returns it
     /// with its S3 endpoint once it listens.
     fn spawn_server(&self, name: &str) -> (Worker, String) {
+        let (w, s3, _) = self.spawn_server_rest(name);
+        (w, s3)
+    }
+
+    /// `spawn_server`, with the REST endpoint too.
+    fn spawn_server_rest(&self, name: &str) -> (Worker, String, String) {
         let err = self.dir.join(format!("{name}.err"));
         let mut child = self
             .command()
@@ -153,12 +165,15 @@ impl Deployment {
             .spawn()
             .unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut s3 = None;
+        let (mut s3, mut rest) = (None, None);
         for _ in 0..2 {
             let mut line = String::new();
             out.read_line(&mut line).unwrap();
             if let Some(a) = line.trim().strip_prefix("s3 listening on ") {
                 s3 = Some(a.to_string());
+            }
+            if let Some(a) = line.trim().strip_prefix("rest listening on ") {
+                rest = Some(a.to_string());
             }
         }
         let s3 = s3.unwrap_or_else(|| {
@@ -173,7 +188,7 @@ impl Deployment {
             name: name.to_string(),
             child: Some(child),
         };
-        (w, s3)
+        (w, s3, rest.unwrap_or_default())
     }
 
     fn worker_output(&self, name: &str) -> String {
@@ -787,4 +802,228 @@ fn two_servers_and_two_workers_survive_a_kill_of_one_of_each() {
 
     check_done(&d, job, units, &[]);
     println!("took {:?}", started.elapsed());
+}
+
+/// The policy version a server acts on, from its `/healthz`.
+fn policy_version_of(rest: &str) -> i64 {
+    use std::io::{Read, Write};
+    let host = rest.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        conn,
+        "GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reply}"));
+    v["policy_version"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{v}"))
+}
+
+/// Issue 15's rollout, with real processes on one catalog: servers act on
+/// policy version 1 while clients write through them; a `policy apply`
+/// from another process makes v1's rules (the Indian data back to China)
+/// version 2, which the servers follow without a restart (their own config
+/// files still say v2's rules); two workers carry the job out; one worker
+/// (and, on PostgreSQL, one of the two servers) is killed with SIGKILL
+/// mid-job. Then no acknowledged write is lost, `verify` and `report
+/// violations` pass by the active version, the job is done with one move
+/// per unit, a server never restarted reports version 2, and so does a
+/// killed one started again.
+fn rollout(pg: Option<&Database>) {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let demo = Command::new(BIN)
+        .env_remove("DOMICILE_TOKEN_KEY")
+        .env_remove("DOMICILE_CONFIG")
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .args(["--subjects", "120"])
+        .output()
+        .unwrap();
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let d = Deployment { dir };
+    let catalog_line = match pg {
+        Some(db) => {
+            d.ok(&["catalog", "migrate-to", &db.url]);
+            let config = d.dir.join("domicile.toml");
+            let line = format!("url = \"{}\"", db.url);
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(&config, text.replace(SQLITE_URL, &line)).unwrap();
+            line
+        }
+        None => SQLITE_URL.to_string(),
+    };
+    // The demo's end state (v2's rules) becomes version 1: nothing to move.
+    let first = d.json(&["policy", "apply", "domicile.toml", "--no-migrate"]);
+    assert_eq!(first["version"], 1, "{first}");
+
+    let (staying, moving) = pick_subjects(&d);
+    let subjects: Vec<String> = staying.iter().chain(&moving).cloned().collect();
+    let names: &[&str] = if pg.is_some() {
+        &["server-a", "server-b"]
+    } else {
+        &["server-a"]
+    };
+    let mut servers: Vec<(Worker, String, String)> =
+        names.iter().map(|n| d.spawn_server_rest(n)).collect();
+    for (_, _, rest) in &servers {
+        assert_eq!(policy_version_of(rest), 1);
+    }
+    let endpoints: Vec<String> = servers.iter().map(|(_, s3, _)| s3.clone()).collect();
+    let mut checker = spawn_checker(&d, &endpoints, &subjects);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(checker.running(), "{}", d.worker_output("checker"));
+        let progress: Value =
+            serde_json::from_str(&d.log("checker.progress")).unwrap_or(Value::Null);
+        if endpoints
+            .iter()
+            .all(|e| progress[e.as_str()].as_i64().unwrap_or(0) >= 10)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the clients did not get going: {progress}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The rules change while the clients write: v1's rules, applied from
+    // another process (its own config file), become version 2.
+    std::fs::write(d.dir.join("v1.toml"), V1.replace(SQLITE_URL, &catalog_line)).unwrap();
+    let applied = d.json(&["policy", "apply", "v1.toml"]);
+    assert_eq!(applied["version"], 2, "{applied}");
+    let job = applied["job"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no job: {applied}"));
+    let units = d.json(&["migrate", "status"])["units"].as_i64().unwrap();
+    assert!(units > 20, "too little to move: {units}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while servers.iter().any(|(_, _, r)| policy_version_of(r) != 2) {
+        assert!(
+            Instant::now() < deadline,
+            "a server did not follow version 2"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let mut a = d.spawn_worker("worker-a", KILL_RATE);
+    let mut b = d.spawn_worker("worker-b", KILL_RATE);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "the job never got going");
+        for w in [&mut a, &mut b, &mut checker]
+            .into_iter()
+            .chain(servers.iter_mut().map(|(w, _, _)| w))
+        {
+            assert!(
+                w.running(),
+                "{} ended early:\n{}",
+                w.name,
+                d.worker_output(&w.name)
+            );
+        }
+        let status = d.json(&["migrate", "status"]);
+        if status["done"].as_i64().unwrap() >= units / 4
+            && status["in_flight"].as_i64().unwrap() > 0
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(a.kill9().code().is_none());
+    if pg.is_some() {
+        // One of the two servers dies too; the clients fail over.
+        assert!(servers[0].0.kill9().code().is_none());
+    }
+    let sb = b.wait(Instant::now() + Duration::from_secs(60));
+    assert!(
+        sb.success(),
+        "survivor: {sb}\n{}",
+        d.worker_output("worker-b")
+    );
+    if d.json(&["migrate", "status"])["state"] != "done" {
+        let mut c = d.spawn_worker("worker-c", "0");
+        let sc = c.wait(Instant::now() + Duration::from_secs(30));
+        assert!(
+            sc.success(),
+            "worker-c: {sc}\n{}",
+            d.worker_output("worker-c")
+        );
+    }
+    if pg.is_some() {
+        // The killed server, started again, acts on version 2 from the start.
+        let restarted = d.spawn_server_rest("server-a2");
+        assert_eq!(policy_version_of(&restarted.2), 2);
+        servers[0] = restarted;
+    }
+    let never_restarted = &servers[servers.len() - 1].2;
+    assert_eq!(policy_version_of(never_restarted), 2);
+
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(d.dir.join("checker.stop"), b"").unwrap();
+    let sc = checker.wait(Instant::now() + Duration::from_secs(120));
+    assert!(
+        sc.success(),
+        "checker: {sc}\n{}",
+        d.worker_output("checker")
+    );
+    let summary: Value = serde_json::from_str(&d.log("checker.json"))
+        .unwrap_or_else(|e| panic!("no checker summary ({e}):\n{}", d.worker_output("checker")));
+    println!("checker: {summary:#}");
+    assert!(
+        summary["violations"].as_array().unwrap().is_empty(),
+        "lost or stale writes: {summary:#}"
+    );
+    assert!(summary["puts_acked"].as_i64().unwrap() >= 20, "{summary}");
+    assert_eq!(summary["final_checked"], summary["keys"], "{summary}");
+    for (code, _) in summary["refusals"].as_object().unwrap() {
+        assert!(
+            ["SlowDown", "AccessDenied", "OperationAborted"].contains(&code.as_str()),
+            "a write failed with {code}: {summary}"
+        );
+    }
+    for (w, _, _) in &mut servers {
+        let pid = w.pid().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let s = w.wait(Instant::now() + Duration::from_secs(20));
+        assert!(s.success(), "{}: {s}\n{}", w.name, d.worker_output(&w.name));
+    }
+    for name in ["server-a", "server-b", "server-a2", "worker-a", "worker-b"] {
+        assert!(
+            !d.worker_output(name).contains("panicked"),
+            "{name} panicked"
+        );
+    }
+    check_done(&d, job, units, &[]);
+    let history = d.json(&["policy", "history"]);
+    assert_eq!(
+        history["versions"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+    println!("took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_policy_applied_while_two_servers_serve_is_followed_by_both_through_kills() {
+    let db = Database::create("rollout");
+    rollout(Some(&db));
+}
+
+/// The same rollout on the embedded SQLite catalog: one server, CLI
+/// workers, one of them killed.
+#[test]
+fn a_policy_applied_on_the_embedded_catalog_is_followed_through_a_worker_kill() {
+    rollout(None);
 }
