@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::clock::now_millis;
+use crate::engine::Acting;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::policy::Acting;
 
 /// Content type and user metadata of an object. Stored encrypted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

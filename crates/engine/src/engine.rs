@@ -14,7 +14,6 @@ use domicile_core::ids::SubjectId;
 use domicile_store::{DataKey, Keyring, RegionOptions, RegionStore};
 
 use crate::error::{Error, Result};
-use crate::policy::Acting;
 use crate::secrets::{ApiTokens, Secrets, token_key_path};
 use crate::tokens::Tokenizer;
 
@@ -63,6 +62,15 @@ pub struct Health {
     pub schema_version: i64,
     /// The policy version this process acts on now.
     pub policy_version: i64,
+}
+
+/// The policy version a process acts on, and the config it makes here
+/// (see [`crate::policy`]).
+#[derive(Debug)]
+pub struct Acting {
+    /// 0 until a policy is applied.
+    pub version: i64,
+    pub config: Arc<Config>,
 }
 
 /// The domicile service, in process.

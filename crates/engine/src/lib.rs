@@ -38,8 +38,8 @@ pub mod tokens;
 pub mod verify;
 
 pub use data::{ObjectInfo, ObjectMeta, PutReceipt};
-pub use engine::{Engine, EngineOptions, Health};
+pub use engine::{Acting, Engine, EngineOptions, Health};
 pub use error::{Error, Result};
 pub use migrate::{MigrateOptions, MigrationStatus, WorkerState, WorkerStatus};
-pub use policy::{Acting, PolicyVersion};
+pub use policy::PolicyVersion;
 pub use secrets::{ApiTokens, Secrets};

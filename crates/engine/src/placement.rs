@@ -14,10 +14,10 @@ use domicile_store::DataKey;
 use serde_json::json;
 
 use crate::clock::now_millis;
+use crate::engine::Acting;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::migrate::Inline;
-use crate::policy::Acting;
 
 /// How many times a write follows a new policy version before it gives up
 /// with a retryable refusal (versions do not change that often).

@@ -19,16 +19,8 @@ use domicile_core::Config;
 use serde_json::json;
 
 use crate::clock::now_millis;
-use crate::engine::Engine;
+use crate::engine::{Acting, Engine};
 use crate::error::{Error, Result};
-
-/// The policy version a process acts on, and the config it makes here.
-#[derive(Debug)]
-pub struct Acting {
-    /// 0 until a policy is applied.
-    pub version: i64,
-    pub config: Arc<Config>,
-}
 
 /// One applied policy version, as `policy show` and `policy history` list
 /// it.

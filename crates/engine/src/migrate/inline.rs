@@ -11,9 +11,9 @@ use super::MigrateOptions;
 use super::pacer::Pacer;
 use super::worker::MigrationWorker;
 use crate::clock::now_millis;
+use crate::engine::Acting;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::policy::Acting;
 
 /// What a write's inline move of its (subject, category) came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

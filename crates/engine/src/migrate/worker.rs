@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::pacer::Pacer;
 use super::{MigrateOptions, Tick};
 use crate::clock::now_millis;
+use crate::engine::Acting;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::policy::Acting;
 
 /// How often a worker re-reads its job's state (pause, cancel).
 const JOB_POLL: Duration = Duration::from_millis(250);
