@@ -2106,3 +2106,71 @@ fn an_applied_policy_rules_every_process_until_the_next_apply() {
         2
     );
 }
+
+/// Custody is a fact: the catalog records each custodian's key identity on
+/// first use. With the key folder moved away, writes and reads under that
+/// custodian fail with a message naming it, no new key is created, and
+/// `verify` reports the custodian; another key in its place is refused
+/// too; the right key back restores everything.
+#[test]
+fn a_custodian_whose_key_is_missing_or_another_is_refused_never_replaced() {
+    let d = Deployment::v1();
+    d.add("wei", "CN");
+    d.put("wei", "users/wei/profile.json", b"{\"name\":\"Wei\"}");
+    let keys = d.data().join("keys");
+    let folder = keys.join("operator-kms");
+    let away = keys.join("operator-kms.away");
+    std::fs::rename(&folder, &away).unwrap();
+
+    let put = d.run(&[
+        "put",
+        "wei",
+        "users/wei/more.json",
+        s(&d.input("more", b"more")),
+    ]);
+    assert_eq!(code(&put), 1, "{}", stderr(&put));
+    assert!(
+        stderr(&put).contains("custodian operator-kms"),
+        "{}",
+        stderr(&put)
+    );
+    let got = d.run(&["get", "wei", "users/wei/profile.json"]);
+    assert_eq!(code(&got), 1, "{}", stderr(&got));
+    assert!(
+        stderr(&got).contains("custodian operator-kms"),
+        "{}",
+        stderr(&got)
+    );
+    assert!(
+        !folder.exists(),
+        "a new key was created for a custodian that wraps data"
+    );
+    let report = d.json_code(3, &["verify"]);
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["kind"] == "custodian" && p["region"] == "operator-kms"),
+        "{report}"
+    );
+
+    // Another key in its place is no better.
+    std::fs::create_dir_all(&folder).unwrap();
+    let other = folder.join("master-v1.key");
+    std::fs::write(&other, [7u8; 32]).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let got = d.run(&["get", "wei", "users/wei/profile.json"]);
+    assert_eq!(code(&got), 1, "{}", stderr(&got));
+    assert!(stderr(&got).contains("not the key"), "{}", stderr(&got));
+
+    // The right key back: everything reads again.
+    std::fs::remove_dir_all(&folder).unwrap();
+    std::fs::rename(&away, &folder).unwrap();
+    assert_eq!(
+        d.get("wei", "users/wei/profile.json"),
+        b"{\"name\":\"Wei\"}"
+    );
+    d.expect(0, &["verify"]);
+}

@@ -81,7 +81,9 @@ pub struct Engine {
     pub(crate) acting: RwLock<Arc<Acting>>,
     pub(crate) catalog: Arc<dyn Catalog>,
     pub(crate) regions: BTreeMap<String, RegionStore>,
-    pub(crate) keyrings: BTreeMap<String, Keyring>,
+    /// Each custodian's keyring, or why it may not be used: its key is
+    /// missing, or is not the one the catalog recorded for it.
+    pub(crate) keyrings: BTreeMap<String, std::result::Result<Keyring, String>>,
     pub(crate) tokens: Tokenizer,
     pub(crate) secrets: Secrets,
     pub(crate) options: EngineOptions,
@@ -159,7 +161,10 @@ impl Engine {
         }
         let mut keyrings = BTreeMap::new();
         for c in &config.topology.custodians {
-            let k = Keyring::open(c.id.as_str(), &c.keyring, &config.base_dir)?;
+            let k = custodian_keyring(catalog.as_ref(), c, &config.base_dir).await?;
+            if let Err(why) = &k {
+                tracing::warn!(custodian = %c.id, "{why}");
+            }
             keyrings.insert(c.id.to_string(), k);
         }
         let file = Arc::new(config);
@@ -268,11 +273,14 @@ impl Engine {
     }
 
     pub(crate) fn keyring(&self, id: &str) -> Result<&Keyring> {
-        self.keyrings.get(id).ok_or_else(|| {
-            Error::Config(format!(
-                "custodian {id} is in the catalog but not in the config"
-            ))
-        })
+        match self.keyrings.get(id) {
+            Some(Ok(k)) => return Ok(k),
+            Some(Err(why)) => return Err(Error::Custody(why.clone())),
+            None => {}
+        }
+        Err(Error::Config(format!(
+            "custodian {id} is in the catalog but not in the config"
+        )))
     }
 
     /// The fence of a change to (token, category) decided at `epoch` under
@@ -314,6 +322,50 @@ impl Engine {
     pub(crate) fn forget_keys(&self, token: &str) {
         if let Ok(mut cache) = self.keys.lock() {
             cache.retain(|(t, _, _), _| t != token);
+        }
+    }
+}
+
+/// A custodian's keyring, checked against the key identity the catalog
+/// recorded for it on first use: a missing key or another key makes the
+/// custodian unusable (the reason is returned, naming the custodian and the
+/// key expected), and no key is ever created for a custodian the catalog
+/// already knows. On first use, the key is created if missing and its
+/// identity recorded; of two processes racing there, the first one's wins.
+async fn custodian_keyring(
+    catalog: &dyn Catalog,
+    c: &domicile_core::topology::Custodian,
+    base_dir: &std::path::Path,
+) -> Result<std::result::Result<Keyring, String>> {
+    let setting = format!("custodian_key:{}", c.id);
+    match catalog.setting(&setting).await? {
+        Some(expected) => Ok(
+            match Keyring::open_existing(c.id.as_str(), &c.keyring, base_dir) {
+                Ok(k) if k.fingerprint() == expected => Ok(k),
+                Ok(k) => Err(format!(
+                    "custodian {}: its key at {} is {}, not the key {expected} the catalog recorded for it; refusing to use it",
+                    c.id,
+                    c.keyring,
+                    k.fingerprint()
+                )),
+                Err(e) => Err(format!(
+                    "custodian {}: its key {expected} cannot be read at {} ({e}); no new key is created for a custodian that already wraps data",
+                    c.id, c.keyring
+                )),
+            },
+        ),
+        None => {
+            let k = Keyring::open(c.id.as_str(), &c.keyring, base_dir)?;
+            let recorded = catalog.init_setting(&setting, k.fingerprint()).await?;
+            Ok(if recorded == k.fingerprint() {
+                Ok(k)
+            } else {
+                Err(format!(
+                    "custodian {}: its key is {}, but the catalog recorded {recorded} for it",
+                    c.id,
+                    k.fingerprint()
+                ))
+            })
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum Error {
     Config(String),
     #[error("secrets: {0}")]
     Secrets(String),
+    #[error("custody: {0}")]
+    Custody(String),
     #[error(transparent)]
     Catalog(#[from] domicile_catalog::Error),
     #[error(transparent)]

@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 /// One thing `verify` found wrong.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Problem {
-    /// `missing`, `size`, `checksum`, `orphan`, `stray`, `forbidden`, `foreign`, `unreadable`.
+    /// `missing`, `size`, `checksum`, `orphan`, `stray`, `forbidden`, `foreign`, `unreadable`,
+    /// `custodian` (a custodian's key is missing or not the one recorded: the
+    /// custodian's id stands in `region`).
     pub kind: String,
     pub region: String,
     pub subject: String,
@@ -156,6 +158,14 @@ impl Engine {
                 detail,
             });
         };
+
+        // A custodian whose key is missing or another: every copy it wraps is
+        // unreadable, whatever the regions hold.
+        for (id, keyring) in &self.keyrings {
+            if let Err(why) = keyring {
+                problem(&mut report, "custodian", id, "", "", "", why.clone());
+            }
+        }
 
         for (region_id, store) in &self.regions {
             // Ciphertext a killed writer left half-written: no listing shows

@@ -8,7 +8,10 @@
 //! The only backend today is a local folder holding `master-v1.key` (32 random bytes,
 //! created on first use with mode 0600 in a 0700 folder). A key file that group or others
 //! can read is refused rather than silently used or "fixed": the operator should learn that
-//! the key may have leaked. A KMS backend would be another [`Location`] arm.
+//! the key may have leaked. [`Keyring::open_existing`] never creates a key, and each
+//! keyring names its key by a [`Keyring::fingerprint`] that the engine checks against the
+//! identity the catalog recorded, so a missing or replaced key is refused, not replaced.
+//! A KMS backend would be another [`Location`] arm.
 //!
 //! Wrapped key format: version (1 byte) || nonce (12) || encrypted data key (32) || tag (16).
 
@@ -40,6 +43,8 @@ pub struct Keyring {
     wrap_key: LessSafeKey,
     /// Where the master key lives, for messages; `None` for in-memory keyrings.
     key_file: Option<PathBuf>,
+    /// Names the master key without revealing it (see [`Keyring::fingerprint`]).
+    fingerprint: String,
 }
 
 impl fmt::Debug for Keyring {
@@ -69,6 +74,22 @@ impl Keyring {
         }
     }
 
+    /// Opens the keyring of `custodian` at `url` only if its master key
+    /// exists: nothing is created. For a custodian that already wraps data,
+    /// a missing key must be an error, never a new key.
+    pub fn open_existing(custodian: &str, url: &str, base_dir: &Path) -> Result<Self> {
+        match Location::parse(url, base_dir)? {
+            Location::LocalDir(dir) => {
+                let file = dir.join(MASTER_KEY_FILE);
+                let mut master = read_key_file(&file)?;
+                let keyring = Self::from_master(custodian, &master, Some(file));
+                master.fill(0);
+                keyring
+            }
+            _ => Self::open(custodian, url, base_dir),
+        }
+    }
+
     /// An in-memory keyring with a fresh random master key, for tests.
     pub fn memory(custodian: &str) -> Result<Self> {
         let mut master = [0u8; KEY_LEN];
@@ -85,6 +106,13 @@ impl Keyring {
     /// The custodian this keyring belongs to.
     pub fn custodian(&self) -> &str {
         &self.custodian
+    }
+
+    /// A name of the master key that does not reveal it (a domain-separated
+    /// BLAKE3 derivation, 16 bytes in hex): what the catalog records as the
+    /// custodian's key identity, and compares on every start.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The master key file, if the keyring is on disk.
@@ -164,10 +192,12 @@ impl Keyring {
         if custodian.is_empty() {
             return Err(Error::invalid_use("a custodian id must not be empty"));
         }
+        let id = blake3::derive_key("domicile keyring fingerprint v1", master);
         Ok(Self {
             custodian: custodian.to_owned(),
             wrap_key: derive_aes_key(master, WRAP_KDF_SALT, &[custodian.as_bytes()])?,
             key_file,
+            fingerprint: hex::encode(&id[..16]),
         })
     }
 
