@@ -55,6 +55,10 @@ impl Default for EngineOptions {
 
 const KEY_CACHE_LIMIT: usize = 65_536;
 
+/// A wrapped data key's identity in the key cache: custodian, subject
+/// token, and the BLAKE3 of the wrapped bytes.
+type WrappedKeyId = (String, String, [u8; 32]);
+
 /// What a health check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Health {
@@ -87,9 +91,12 @@ pub struct Engine {
     pub(crate) tokens: Tokenizer,
     pub(crate) secrets: Secrets,
     pub(crate) options: EngineOptions,
-    /// Unwrapped data keys by (token, category, epoch): an epoch change
-    /// (re-wrap, move) makes a cached key unreachable.
-    keys: Mutex<HashMap<(String, String, i64), DataKey>>,
+    /// Unwrapped data keys by the identity of their wrapped form (custodian,
+    /// token and the wrapped bytes' BLAKE3), never by (token, category,
+    /// epoch): a subject erased and added again by another process has a
+    /// new wrapped key at the same epoch, which can never hit the erased
+    /// key's entry.
+    keys: Mutex<HashMap<WrappedKeyId, DataKey>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -300,7 +307,11 @@ impl Engine {
 
     /// The unwrapped data key of a placement, through its custodian.
     pub(crate) fn data_key(&self, p: &PlacementRow) -> Result<DataKey> {
-        let cache_key = (p.token.clone(), p.category.clone(), p.epoch);
+        let cache_key = (
+            p.custodian.clone(),
+            p.token.clone(),
+            *blake3::hash(&p.wrapped_key).as_bytes(),
+        );
         if let Ok(cache) = self.keys.lock()
             && let Some(k) = cache.get(&cache_key)
         {
@@ -321,7 +332,7 @@ impl Engine {
     /// Drops every cached key of a subject (after erasure or a move).
     pub(crate) fn forget_keys(&self, token: &str) {
         if let Ok(mut cache) = self.keys.lock() {
-            cache.retain(|(t, _, _), _| t != token);
+            cache.retain(|(_, t, _), _| t != token);
         }
     }
 }

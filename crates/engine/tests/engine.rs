@@ -2087,3 +2087,42 @@ impl tokio::io::AsyncRead for CutBody {
         std::task::Poll::Ready(Ok(()))
     }
 }
+
+/// Two processes on one catalog: one erases a subject and adds it again
+/// (a fresh data key at the same epoch); the other, whose cache still held
+/// the erased key, then writes. Its write is encrypted under the new key,
+/// so the first process reads it back. Keys are cached by their wrapped
+/// form, never by (token, category, epoch).
+#[tokio::test]
+async fn a_subject_erased_and_added_again_elsewhere_is_never_written_under_its_erased_key() {
+    let d = Deployment::new();
+    let first = d.open(&[CN, SG], &all_in_cn()).await;
+    let second = d.open(&[CN, SG], &all_in_cn()).await;
+    first.add_subject(&sid("bob"), jur("CN")).await.unwrap();
+    put(&second, "bob", "profile", "profile/a", b"before")
+        .await
+        .unwrap();
+
+    first.erase_subject(&sid("bob")).await.unwrap();
+    first.add_subject(&sid("bob"), jur("CN")).await.unwrap();
+    put(&first, "bob", "profile", "profile/b", b"again")
+        .await
+        .unwrap();
+    // `second` still caches the erased key; its write must not use it.
+    put(&second, "bob", "profile", "profile/c", b"after")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        read(&first, "bob", "profile/c", None).await.unwrap(),
+        b"after"
+    );
+    assert_eq!(
+        read(&second, "bob", "profile/b", None).await.unwrap(),
+        b"again"
+    );
+    assert!(
+        read(&first, "bob", "profile/a", None).await.is_err(),
+        "erased with bob"
+    );
+}
