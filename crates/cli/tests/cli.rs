@@ -2108,8 +2108,9 @@ fn an_applied_policy_rules_every_process_until_the_next_apply() {
 }
 
 /// Custody is a fact: the catalog records each custodian's key identity on
-/// first use. With the key folder moved away, writes and reads under that
-/// custodian fail with a message naming it, no new key is created, and
+/// first use. With the key folder moved away, writes, reads and new
+/// subjects under that custodian fail with a message naming it (a refused
+/// subject is not registered), no new key is created, and
 /// `verify` reports the custodian; another key in its place is refused
 /// too; the right key back restores everything.
 #[test]
@@ -2141,6 +2142,14 @@ fn a_custodian_whose_key_is_missing_or_another_is_refused_never_replaced() {
         "{}",
         stderr(&got)
     );
+    let add = d.run(&["subject", "add", "li", "--home", "CN"]);
+    assert_eq!(code(&add), 1, "{}", stderr(&add));
+    assert!(
+        stderr(&add).contains("custodian operator-kms"),
+        "{}",
+        stderr(&add)
+    );
+    d.expect(2, &["subject", "show", "li"]);
     assert!(
         !folder.exists(),
         "a new key was created for a custodian that wraps data"

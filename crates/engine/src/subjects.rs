@@ -52,8 +52,11 @@ pub struct ErasureReport {
 pub const IMPORT_BATCH: usize = 2_000;
 
 impl Engine {
-    /// Registers a subject.
+    /// Registers a subject. Refused, changing nothing, while a custodian
+    /// the policy names for its home cannot be used (its key is missing or
+    /// another): its data could not be written.
     pub async fn add_subject(&self, id: &SubjectId, home: Jurisdiction) -> Result<String> {
+        self.check_custodians_of(home)?;
         let token = self.tokens.subject(id);
         let now = now_millis();
         let row = SubjectRow {
@@ -73,6 +76,21 @@ impl Engine {
             Err(domicile_catalog::Error::AlreadyExists { .. }) => Err(Error::AlreadyRegistered),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Every custodian the acting policy names for a home's categories is
+    /// usable.
+    fn check_custodians_of(&self, home: Jurisdiction) -> Result<()> {
+        let config = self.config();
+        for category in config.categories() {
+            let req = config
+                .policy
+                .requirement(&config.topology, home, category.as_str());
+            if let Some(c) = req.custodian {
+                self.keyring(c.as_str())?;
+            }
+        }
+        Ok(())
     }
 
     /// Registers many subjects in one transaction; already registered ones
