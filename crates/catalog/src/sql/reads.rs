@@ -10,7 +10,6 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, R
 use super::codec::{
     GARBAGE_COLS, LEDGER_COLS, OBJECT_COLS, PLACEMENT_COLS, POLICY_COLS, SUBJECT_COLS,
 };
-use super::steps::distinct;
 use super::writes::MoveCommit;
 use super::{Dialect, Durability, Retry, Sql, SqlCatalog};
 use crate::catalog::{Catalog, CommitOutcome, MoveMark, UnitMove};
@@ -71,25 +70,20 @@ where
     }
 
     async fn get_subjects(&self, tokens: &[String]) -> Result<Vec<Option<SubjectRow>>> {
-        let mut found: HashMap<String, SubjectRow> = HashMap::new();
-        for chunk in distinct(tokens).chunks(Sql::<D>::rows_per_statement(1)) {
-            let mut q = QueryBuilder::<D>::new(format!(
-                "SELECT {SUBJECT_COLS} FROM subjects WHERE token IN ("
-            ));
+        let push = |q: &mut QueryBuilder<D>, chunk: &[&String]| {
+            q.push("(");
             let mut sep = q.separated(", ");
             for t in chunk {
                 sep.push_bind(t.as_str());
             }
             q.push(")");
-            let rows = q
-                .build()
-                .persistent(D::CACHE_BUILT)
-                .fetch_all(&self.pool)
-                .await?;
-            for row in &rows {
-                let s = Sql::<D>::subject_from(row)?;
-                found.insert(s.token.clone(), s);
-            }
+        };
+        let head = format!("SELECT {SUBJECT_COLS} FROM subjects WHERE token IN ");
+        let rows = Sql::<D>::fetch_in(&self.pool, &head, tokens, 1, push, "").await?;
+        let mut found: HashMap<String, SubjectRow> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let s = Sql::<D>::subject_from(row)?;
+            found.insert(s.token.clone(), s);
         }
         Ok(tokens.iter().map(|t| found.get(t).cloned()).collect())
     }
@@ -124,21 +118,12 @@ where
 
     async fn get_placements(&self, keys: &[(String, String)]) -> Result<Vec<Option<PlacementRow>>> {
         // One statement per chunk of pairs, each row whole.
-        let mut found: HashMap<(String, String), PlacementRow> = HashMap::new();
-        for chunk in distinct(keys).chunks(Sql::<D>::rows_per_statement(2)) {
-            let mut q = QueryBuilder::<D>::new(format!(
-                "SELECT {PLACEMENT_COLS} FROM placements WHERE (token, category) IN "
-            ));
-            Sql::<D>::push_pairs(&mut q, chunk.iter().map(|(t, c)| (t.as_str(), c.as_str())));
-            let rows = q
-                .build()
-                .persistent(D::CACHE_BUILT)
-                .fetch_all(&self.pool)
-                .await?;
-            for row in &rows {
-                let p = Sql::<D>::placement_from(row)?;
-                found.insert((p.token.clone(), p.category.clone()), p);
-            }
+        let head = format!("SELECT {PLACEMENT_COLS} FROM placements WHERE (token, category) IN ");
+        let rows = Sql::<D>::fetch_pairs(&self.pool, &head, keys, "").await?;
+        let mut found: HashMap<(String, String), PlacementRow> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let p = Sql::<D>::placement_from(row)?;
+            found.insert((p.token.clone(), p.category.clone()), p);
         }
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
@@ -319,22 +304,13 @@ where
     }
 
     async fn objects_of_pairs(&self, keys: &[(String, String)]) -> Result<Vec<Vec<ObjectRow>>> {
-        let mut rows = Vec::new();
-        for chunk in distinct(keys).chunks(Sql::<D>::rows_per_statement(2)) {
-            let mut q = QueryBuilder::<D>::new(format!(
-                "SELECT {OBJECT_COLS} FROM objects WHERE (token, category) IN "
-            ));
-            Sql::<D>::push_pairs(&mut q, chunk.iter().map(|(t, c)| (t.as_str(), c.as_str())));
-            q.push(" ORDER BY token, category, lookup");
-            for row in q
-                .build()
-                .persistent(D::CACHE_BUILT)
-                .fetch_all(&self.pool)
-                .await?
-            {
-                rows.push(Sql::<D>::object_from(&row)?);
-            }
-        }
+        let head = format!("SELECT {OBJECT_COLS} FROM objects WHERE (token, category) IN ");
+        let tail = " ORDER BY token, category, lookup";
+        let rows = Sql::<D>::fetch_pairs(&self.pool, &head, keys, tail).await?;
+        let rows = rows
+            .iter()
+            .map(Sql::<D>::object_from)
+            .collect::<Result<Vec<_>>>()?;
         Ok(objects_by_pair(rows, keys))
     }
 

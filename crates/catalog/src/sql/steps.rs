@@ -30,7 +30,7 @@ pub(crate) struct OldObject {
 
 /// The distinct values of a batched read's keys, sorted: each is bound
 /// once, however often it is asked.
-pub(crate) fn distinct<T: Ord>(keys: &[T]) -> Vec<&T> {
+fn distinct<T: Ord>(keys: &[T]) -> Vec<&T> {
     keys.iter().collect::<BTreeSet<_>>().into_iter().collect()
 }
 
@@ -261,6 +261,41 @@ where
                 .push_unseparated(")");
         }
         q.push(")");
+    }
+
+    /// The rows of a batched read: `head` (a `SELECT` ending in `IN `), then
+    /// the distinct keys' list (`push` binds one chunk of them), then
+    /// `tail`, in as many statements as the bind limit asks, `width`
+    /// parameters per key.
+    pub(crate) async fn fetch_in<K: Ord + Sync>(
+        pool: &sqlx::Pool<D>,
+        head: &str,
+        keys: &[K],
+        width: usize,
+        push: impl Fn(&mut QueryBuilder<D>, &[&K]) + Send + Sync,
+        tail: &str,
+    ) -> Result<Vec<D::Row>> {
+        let mut rows = Vec::new();
+        for chunk in distinct(keys).chunks(Self::rows_per_statement(width)) {
+            let mut q = QueryBuilder::<D>::new(head);
+            push(&mut q, chunk);
+            q.push(tail);
+            rows.extend(q.build().persistent(D::CACHE_BUILT).fetch_all(pool).await?);
+        }
+        Ok(rows)
+    }
+
+    /// [`Sql::fetch_in`] of (token, category) pairs, as `(VALUES …)`.
+    pub(crate) async fn fetch_pairs(
+        pool: &sqlx::Pool<D>,
+        head: &str,
+        keys: &[(String, String)],
+        tail: &str,
+    ) -> Result<Vec<D::Row>> {
+        let push = |q: &mut QueryBuilder<D>, chunk: &[&(String, String)]| {
+            Self::push_pairs(q, chunk.iter().map(|(t, c)| (t.as_str(), c.as_str())));
+        };
+        Self::fetch_in(pool, head, keys, 2, push, tail).await
     }
 
     /// Appends entries at the end of the ledger, in order. Returns the last
