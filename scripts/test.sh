@@ -13,9 +13,9 @@
 #
 # `cargo test -p domicile-core` needs none of it: the fast inner loop.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."
 
-log() { echo "test.sh: $*" >&2; }
+log() { echo "scripts/test.sh: $*" >&2; }
 
 apt_install() {
   if [ -z "${DOMICILE_APT_UPDATED:-}" ]; then
