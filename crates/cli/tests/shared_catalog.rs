@@ -249,7 +249,8 @@ impl Drop for Worker {
 /// The demo (120 subjects, ends under v2), its catalog moved into `db`,
 /// the config switched to it, then policy v1 desired and its job created.
 /// Returns the job's id and its number of units.
-fn prepare(tmp: &Path, db: &Database) -> (Deployment, i64, i64) {
+/// The demo's deployment (120 subjects, ending under policy v2) in `tmp`.
+fn demo(tmp: &Path) -> Deployment {
     let dir = tmp.join("demo");
     let demo = Command::new(BIN)
         .env_remove("DOMICILE_TOKEN_KEY")
@@ -264,12 +265,14 @@ fn prepare(tmp: &Path, db: &Database) -> (Deployment, i64, i64) {
         "demo failed:\n{}",
         String::from_utf8_lossy(&demo.stderr)
     );
-    let d = Deployment { dir };
+    Deployment { dir }
+}
 
+/// Moves the deployment's catalog into `db` and switches its config to it,
+/// as an operator would. Returns the config's new catalog line.
+fn move_to_postgres(d: &Deployment, db: &Database) -> String {
     let out = d.ok(&["catalog", "migrate-to", &db.url]);
     assert!(out.contains(&format!("url = \"{}\"", db.url)), "{out}");
-
-    // The operator switches the config to the new catalog...
     let config = d.dir.join("domicile.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains(SQLITE_URL), "{text}");
@@ -277,6 +280,14 @@ fn prepare(tmp: &Path, db: &Database) -> (Deployment, i64, i64) {
     std::fs::write(&config, text.replace(SQLITE_URL, &pg_line)).unwrap();
     d.ok(&["ledger", "verify"]);
     d.ok(&["verify"]);
+    pg_line
+}
+
+fn prepare(tmp: &Path, db: &Database) -> (Deployment, i64, i64) {
+    let d = demo(tmp);
+    // The operator switches the config to the new catalog...
+    let pg_line = move_to_postgres(&d, db);
+    let config = d.dir.join("domicile.toml");
 
     // ...then wants policy v1 again: the Indian data goes back to China.
     assert!(V1.contains(SQLITE_URL));
@@ -632,6 +643,61 @@ fn a_worker_killed_mid_run_leaves_the_job_to_the_survivor() {
 
 /// The boto3 checker (`s3_checker.py`) against `endpoints`, running until
 /// `stop_file` exists; its summary is written to `out_file`.
+/// Waits until the clients have put at least 10 objects through every
+/// endpoint.
+fn wait_for_clients(d: &Deployment, checker: &mut Worker, endpoints: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(checker.running(), "{}", d.worker_output("checker"));
+        let progress: Value =
+            serde_json::from_str(&d.log("checker.progress")).unwrap_or(Value::Null);
+        if endpoints
+            .iter()
+            .all(|e| progress[e.as_str()].as_i64().unwrap_or(0) >= 10)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the clients did not get going: {progress}\n{}",
+            d.worker_output("checker")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stops the clients and returns their summary, checked: no lost or stale
+/// write, every acknowledged key read back at the end, and refusals only
+/// of the engine's kinds (a moving subject), never internal errors.
+fn stop_checker(d: &Deployment, checker: &mut Worker) -> Value {
+    std::fs::write(d.dir.join("checker.stop"), b"").unwrap();
+    let sc = checker.wait(Instant::now() + Duration::from_secs(120));
+    assert!(
+        sc.success(),
+        "checker: {sc}\n{}",
+        d.worker_output("checker")
+    );
+    let summary: Value = serde_json::from_str(&d.log("checker.json"))
+        .unwrap_or_else(|e| panic!("no checker summary ({e}):\n{}", d.worker_output("checker")));
+    println!("checker: {summary:#}");
+    let violations = summary["violations"].as_array().unwrap();
+    assert!(
+        violations.is_empty(),
+        "lost or stale writes: {violations:#?}"
+    );
+    assert_eq!(
+        summary["final_checked"], summary["keys"],
+        "every acknowledged key was read back at the end: {summary}"
+    );
+    for (code, _) in summary["refusals"].as_object().unwrap() {
+        assert!(
+            ["SlowDown", "AccessDenied", "OperationAborted"].contains(&code.as_str()),
+            "a write failed with {code}: {summary}"
+        );
+    }
+    summary
+}
+
 fn spawn_checker(d: &Deployment, endpoints: &[String], subjects: &[String]) -> Worker {
     let script = d.dir.join("s3_checker.py");
     std::fs::write(&script, CHECKER).unwrap();
@@ -677,26 +743,10 @@ fn two_servers_and_two_workers_survive_a_kill_of_one_of_each() {
 
     let (mut server_a, s3_a) = d.spawn_server("server-a");
     let (mut server_b, s3_b) = d.spawn_server("server-b");
-    let mut checker = spawn_checker(&d, &[s3_a.clone(), s3_b.clone()], &subjects);
+    let endpoints = [s3_a.clone(), s3_b.clone()];
+    let mut checker = spawn_checker(&d, &endpoints, &subjects);
     // The clients write through both servers before the move starts.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(checker.running(), "{}", d.worker_output("checker"));
-        let progress: Value =
-            serde_json::from_str(&d.log("checker.progress")).unwrap_or(Value::Null);
-        if [&s3_a, &s3_b]
-            .iter()
-            .all(|e| progress[e.as_str()].as_i64().unwrap_or(0) >= 10)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the clients did not get going: {progress}\n{}",
-            d.worker_output("checker")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_clients(&d, &mut checker, &endpoints);
     let mut a = d.spawn_worker("worker-a", KILL_RATE);
     let mut b = d.spawn_worker("worker-b", KILL_RATE);
 
@@ -745,22 +795,7 @@ fn two_servers_and_two_workers_survive_a_kill_of_one_of_each() {
     }
     // A little more traffic after the move, all through server B.
     std::thread::sleep(Duration::from_millis(1000));
-    std::fs::write(d.dir.join("checker.stop"), b"").unwrap();
-    let sc = checker.wait(Instant::now() + Duration::from_secs(120));
-    assert!(
-        sc.success(),
-        "checker: {sc}\n{}",
-        d.worker_output("checker")
-    );
-    let summary: Value = serde_json::from_str(&d.log("checker.json"))
-        .unwrap_or_else(|e| panic!("no checker summary ({e}):\n{}", d.worker_output("checker")));
-    println!("checker: {summary:#}");
-
-    let violations = summary["violations"].as_array().unwrap();
-    assert!(
-        violations.is_empty(),
-        "lost or stale writes: {violations:#?}"
-    );
+    let summary = stop_checker(&d, &mut checker);
     let by_endpoint = &summary["acked_by_endpoint"];
     for e in [&s3_a, &s3_b] {
         assert!(
@@ -772,17 +807,6 @@ fn two_servers_and_two_workers_survive_a_kill_of_one_of_each() {
         summary["reads_checked"].as_i64().unwrap() >= 20,
         "{summary}"
     );
-    assert_eq!(
-        summary["final_checked"], summary["keys"],
-        "every acknowledged key was read back at the end: {summary}"
-    );
-    // Refusals are the engine's (a moving subject), never internal errors.
-    for (code, _) in summary["refusals"].as_object().unwrap() {
-        assert!(
-            ["SlowDown", "AccessDenied", "OperationAborted"].contains(&code.as_str()),
-            "a write failed with {code}: {summary}"
-        );
-    }
 
     // Server B stops cleanly; its log has no panic.
     let pid = server_b.pid().to_string();
@@ -836,30 +860,9 @@ fn policy_version_of(rest: &str) -> i64 {
 fn rollout(pg: Option<&Database>) {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
-    let demo = Command::new(BIN)
-        .env_remove("DOMICILE_TOKEN_KEY")
-        .env_remove("DOMICILE_CONFIG")
-        .args(["demo", "--dir"])
-        .arg(&dir)
-        .args(["--subjects", "120"])
-        .output()
-        .unwrap();
-    assert!(
-        demo.status.success(),
-        "{}",
-        String::from_utf8_lossy(&demo.stderr)
-    );
-    let d = Deployment { dir };
+    let d = demo(tmp.path());
     let catalog_line = match pg {
-        Some(db) => {
-            d.ok(&["catalog", "migrate-to", &db.url]);
-            let config = d.dir.join("domicile.toml");
-            let line = format!("url = \"{}\"", db.url);
-            let text = std::fs::read_to_string(&config).unwrap();
-            std::fs::write(&config, text.replace(SQLITE_URL, &line)).unwrap();
-            line
-        }
+        Some(db) => move_to_postgres(&d, db),
         None => SQLITE_URL.to_string(),
     };
     // The demo's end state (v2's rules) becomes version 1: nothing to move.
@@ -880,23 +883,7 @@ fn rollout(pg: Option<&Database>) {
     }
     let endpoints: Vec<String> = servers.iter().map(|(_, s3, _)| s3.clone()).collect();
     let mut checker = spawn_checker(&d, &endpoints, &subjects);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(checker.running(), "{}", d.worker_output("checker"));
-        let progress: Value =
-            serde_json::from_str(&d.log("checker.progress")).unwrap_or(Value::Null);
-        if endpoints
-            .iter()
-            .all(|e| progress[e.as_str()].as_i64().unwrap_or(0) >= 10)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the clients did not get going: {progress}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_clients(&d, &mut checker, &endpoints);
 
     // The rules change while the clients write: v1's rules, applied from
     // another process (its own config file), become version 2.
@@ -971,28 +958,8 @@ fn rollout(pg: Option<&Database>) {
     assert_eq!(policy_version_of(never_restarted), 2);
 
     std::thread::sleep(Duration::from_millis(1000));
-    std::fs::write(d.dir.join("checker.stop"), b"").unwrap();
-    let sc = checker.wait(Instant::now() + Duration::from_secs(120));
-    assert!(
-        sc.success(),
-        "checker: {sc}\n{}",
-        d.worker_output("checker")
-    );
-    let summary: Value = serde_json::from_str(&d.log("checker.json"))
-        .unwrap_or_else(|e| panic!("no checker summary ({e}):\n{}", d.worker_output("checker")));
-    println!("checker: {summary:#}");
-    assert!(
-        summary["violations"].as_array().unwrap().is_empty(),
-        "lost or stale writes: {summary:#}"
-    );
+    let summary = stop_checker(&d, &mut checker);
     assert!(summary["puts_acked"].as_i64().unwrap() >= 20, "{summary}");
-    assert_eq!(summary["final_checked"], summary["keys"], "{summary}");
-    for (code, _) in summary["refusals"].as_object().unwrap() {
-        assert!(
-            ["SlowDown", "AccessDenied", "OperationAborted"].contains(&code.as_str()),
-            "a write failed with {code}: {summary}"
-        );
-    }
     for (w, _, _) in &mut servers {
         let pid = w.pid().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
