@@ -78,6 +78,7 @@ async fn fixture(cat: &dyn Catalog) -> Result<()> {
                 bytes: 0,
                 since: 1,
             },
+            0,
             LedgerAppend {
                 kind: "placement".into(),
                 subject: Some(token(i)),

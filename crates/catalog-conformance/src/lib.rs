@@ -203,6 +203,7 @@ async fn setup(cat: &dyn Catalog, token: &str, home: &str, placements: &[(&str, 
     for (category, regions) in placements {
         cat.ensure_placement(
             &placement(token, category, regions),
+            0,
             entry("placement", Some(token), 2_000),
         )
         .await

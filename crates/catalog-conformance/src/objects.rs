@@ -124,6 +124,7 @@ pub async fn commit_object(cat: &dyn Catalog) {
     // A name lives in one category.
     cat.ensure_placement(
         &placement("tok-o", "media", &["r3"]),
+        0,
         entry("placement", Some("tok-o"), 2_500),
     )
     .await

@@ -23,7 +23,7 @@ pub async fn ensure_placement(cat: &dyn Catalog) {
         lease_until: 1,
     };
     let created = cat
-        .ensure_placement(&asked, entry("placement", Some("tok-p"), 3_000))
+        .ensure_placement(&asked, 0, entry("placement", Some("tok-p"), 3_000))
         .await
         .unwrap();
     let expected = PlacementRow {
@@ -47,7 +47,7 @@ pub async fn ensure_placement(cat: &dyn Catalog) {
     other.custodian = "kms-b".into();
     other.wrapped_key = b"other".to_vec();
     let again = cat
-        .ensure_placement(&other, entry("placement", Some("tok-p"), 3_100))
+        .ensure_placement(&other, 0, entry("placement", Some("tok-p"), 3_100))
         .await
         .unwrap();
     assert_eq!(
@@ -63,6 +63,7 @@ pub async fn ensure_placement(cat: &dyn Catalog) {
 
     cat.ensure_placement(
         &placement("tok-p", "media", &["r1"]),
+        0,
         entry("placement", Some("tok-p"), 3_200),
     )
     .await
@@ -83,6 +84,7 @@ pub async fn ensure_placement(cat: &dyn Catalog) {
     let err = cat
         .ensure_placement(
             &placement("tok-unknown", "profile", &["r1"]),
+            0,
             entry("placement", Some("tok-unknown"), 3_300),
         )
         .await
@@ -95,6 +97,7 @@ pub async fn ensure_placement(cat: &dyn Catalog) {
     let err = cat
         .ensure_placement(
             &placement("tok-p", "payment", &["r1", "r1"]),
+            0,
             entry("placement", Some("tok-p"), 3_400),
         )
         .await
@@ -168,6 +171,7 @@ pub async fn placements_page(cat: &dyn Catalog) {
             let regions: Vec<&str> = if j == 1 { vec![&r1, &r2] } else { vec![&r1] };
             cat.ensure_placement(
                 &placement(&token, category, &regions),
+                0,
                 entry("placement", Some(&token), 2_000),
             )
             .await
@@ -281,6 +285,7 @@ pub async fn scan_follows_changes(cat: &dyn Catalog) {
         .unwrap();
     cat.ensure_placement(
         &placement("tok-a", "media", &["r1", "r2"]),
+        0,
         entry("placement", Some("tok-a"), 2),
     )
     .await

@@ -7,7 +7,7 @@ use domicile_catalog::{
 };
 use serde_json::json;
 
-use crate::{assert_chain, entry, fence, get_placement, object, setup, strings};
+use crate::{assert_chain, entry, fence, get_placement, object, placement, setup, strings};
 
 fn version(digest: &str, actor: &str, at: i64) -> PolicyVersionRow {
     PolicyVersionRow {
@@ -35,8 +35,15 @@ pub async fn policy_versions(cat: &dyn Catalog) {
     assert_eq!(cat.policy(None).await.unwrap(), None);
     assert!(cat.policy_history().await.unwrap().is_empty());
 
+    // On an empty catalog, a first-version-only apply makes version 1.
     let first = cat
-        .apply_policy(&version("d1", "alice", 10), apply_entry("alice", 10))
+        .apply_policy(
+            &PolicyVersionRow {
+                version: 1,
+                ..version("d1", "alice", 10)
+            },
+            apply_entry("alice", 10),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -76,6 +83,29 @@ pub async fn policy_versions(cat: &dyn Catalog) {
         .unwrap();
     assert_eq!(third.version, 3);
 
+    // Asking for the first version only, once versions exist, changes
+    // nothing and appends nothing, whatever the digest.
+    let ledger_before_first_only = assert_chain(cat).await.len();
+    let first_only = cat
+        .apply_policy(
+            &PolicyVersionRow {
+                version: 1,
+                ..version("d9", "dave", 50)
+            },
+            apply_entry("dave", 50),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first_only,
+        PolicyApplied {
+            version: 3,
+            created: false
+        },
+        "a first-version-only apply on a catalog with versions changes nothing"
+    );
+    assert_eq!(assert_chain(cat).await.len(), ledger_before_first_only);
+
     assert_eq!(cat.policy_version().await.unwrap(), 3);
     let active = cat.policy(None).await.unwrap().unwrap();
     assert_eq!((active.version, active.actor.as_str()), (3, "carol"));
@@ -111,8 +141,8 @@ pub async fn policy_versions(cat: &dyn Catalog) {
     assert_eq!(kinds, vec!["policy", "policy", "policy"]);
 }
 
-/// Commits, deletes and move commits decided under a version that is no
-/// longer active are refused and change nothing; under the active one they
+/// Commits, deletes, move commits and new placements decided under a
+/// version that is no longer active are refused and change nothing; under the active one they
 /// go through.
 pub async fn policy_fence(cat: &dyn Catalog) {
     setup(
@@ -225,5 +255,32 @@ pub async fn policy_fence(cat: &dyn Catalog) {
     let profile = get_placement(cat, "tok-p", "profile").await;
     assert_eq!((profile.epoch, profile.regions), (1, strings(&["r1"])));
     assert_eq!(get_placement(cat, "tok-p", "media").await.epoch, 2);
+
+    // A new placement decided under version 0 is not created once 1 is
+    // active, and appends nothing; under the active version it is.
+    let entries = assert_chain(cat).await.len();
+    let err = cat
+        .ensure_placement(
+            &placement("tok-p", "payment", &["r3"]),
+            0,
+            entry("placement", Some("tok-p"), 700),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::PolicyChanged { active: 1 }),
+        "a stale placement: {err:?}"
+    );
+    assert_eq!(cat.get_placement("tok-p", "payment").await.unwrap(), None);
+    assert_eq!(assert_chain(cat).await.len(), entries);
+    let created = cat
+        .ensure_placement(
+            &placement("tok-p", "payment", &["r3"]),
+            1,
+            entry("placement", Some("tok-p"), 710),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.regions, strings(&["r3"]));
     assert_chain(cat).await;
 }

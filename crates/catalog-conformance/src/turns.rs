@@ -262,6 +262,7 @@ async fn subjects_with_media_in_r1(cat: &dyn Catalog, tokens: &[&str]) {
             .unwrap();
         cat.ensure_placement(
             &placement(t, "media", &["r1"]),
+            0,
             entry("placement", Some(t), 2),
         )
         .await

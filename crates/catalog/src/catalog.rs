@@ -126,10 +126,15 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// appends nothing. Of `row`, only token, category, regions, custodian,
     /// wrapped key and `since` are used; the counters start at zero.
     /// Errors with `Error::NotFound` if the subject is unknown, and with
-    /// `Error::Invalid` if a region is listed twice.
+    /// `Error::Invalid` if a region is listed twice. A placement is created
+    /// only while `policy`, the version its regions were decided under, is
+    /// the active one: otherwise nothing is created (`Error::PolicyChanged`),
+    /// so no process that has not yet followed a new version ever names a
+    /// region that version forbids, not even in an empty placement.
     async fn ensure_placement(
         &self,
         row: &PlacementRow,
+        policy: i64,
         ledger: LedgerAppend,
     ) -> Result<PlacementRow>;
 
@@ -358,10 +363,14 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
 
     // ---- policy versions ----
 
-    /// Makes `row` (its version ignored) the active policy: the next
-    /// version, with a `policy` ledger entry, in one transaction. If its
-    /// digest is the active version's, nothing changes and nothing is
-    /// appended (`created` false). An apply waits for commits fenced by the
+    /// Makes `row` the active policy: the next version, with a `policy`
+    /// ledger entry, in one transaction. If its digest is the active
+    /// version's, nothing changes and nothing is appended (`created` false).
+    /// `row.version` 1 asks for the first version only: if any version
+    /// exists, nothing changes and the active one is returned (`created`
+    /// false), so of processes first opening a fresh catalog with different
+    /// files, the first one's policy is version 1 and no other is applied
+    /// by accident. Any other `row.version` is ignored. An apply waits for commits fenced by the
     /// active version to end, and every commit after it is fenced by the new
     /// one.
     async fn apply_policy(

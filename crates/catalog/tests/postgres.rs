@@ -638,6 +638,7 @@ async fn race_a_move(writers_cat: &Arc<dyn Catalog>, mover: &Arc<dyn Catalog>, t
     writers_cat
         .ensure_placement(
             &placement(token, "profile"),
+            0,
             entry("placement", Some(token), 2),
         )
         .await
@@ -817,6 +818,7 @@ async fn catalog_migration_copies_sqlite_verbatim_and_continues_the_chain() {
         .unwrap();
     src.ensure_placement(
         &placement("tok-2", "media"),
+        0,
         entry("placement", Some("tok-2"), 21),
     )
     .await

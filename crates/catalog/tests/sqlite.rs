@@ -438,7 +438,7 @@ async fn erased_keys_are_zeroed_in_the_file() {
         bytes: 0,
         since: 1,
     };
-    cat.ensure_placement(&placement, entry("placement", Some("tok-shred"), 2))
+    cat.ensure_placement(&placement, 0, entry("placement", Some("tok-shred"), 2))
         .await
         .unwrap();
     let contains = |needle: &[u8]| {

@@ -243,6 +243,14 @@ pub async fn run(dir: Option<PathBuf>, subjects: u32) -> Result<u8> {
     std::fs::write(&v1_path, V2)?;
     drop(engine);
     let engine = Engine::open(Config::load(&v1_path)?).await?;
+    // As `migrate apply` does: the edited file's policy becomes the
+    // fleet's next version (ledgered), then its job starts.
+    let applied = engine
+        .apply_file_policy(&domicile_engine::policy::default_actor())
+        .await?;
+    if let Some(a) = applied {
+        println!("policy version {} applied", a.version);
+    }
     let opts = domicile_engine::MigrateOptions {
         grace: std::time::Duration::from_millis(200),
         ..domicile_engine::MigrateOptions::default()

@@ -767,10 +767,16 @@ fn json_and_csv_shapes() {
     let cn = rows.iter().find(|r| r["region"] == "cn-north").unwrap();
     assert!(cn["bytes"].as_u64().unwrap() > 5000, "{cn}");
 
-    // report violations: none under v1, ravi's two copies under v2.
+    // report violations: none under v1, ravi's two copies once v2 is the
+    // active version (applied without a job), whichever file this process
+    // has; then v1 again (a rollback) for what follows.
+    let v1 = d.config.display().to_string();
+    let apply = |file: &str| d.ok(&["policy", "apply", file, "--no-migrate"]);
     let v = d.json(&["report", "violations"]);
     assert_eq!(v["violations"].as_array().unwrap().len(), 0, "{v}");
-    let v = d.json_code(3, &["--config", s(&v2), "report", "violations"]);
+    apply(s(&v2));
+    let v = d.json_code(3, &["report", "violations"]);
+    apply(&v1);
     let rows = v["violations"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{v}");
     for r in rows {
@@ -866,7 +872,9 @@ fn json_and_csv_shapes() {
     assert_eq!(h, ["region", "jurisdiction", "bytes", "monthly_cost"]);
     let (_, rows) = csv_of(&["report", "violations"], 0);
     assert!(rows.is_empty());
-    let (_, rows) = csv_of(&["--config", s(&v2), "report", "violations"], 3);
+    apply(s(&v2));
+    let (_, rows) = csv_of(&["report", "violations"], 3);
+    apply(&v1);
     assert_eq!(rows.len(), 2);
     let (h, rows) = csv_of(&["plan", "--policy", s(&v2)], 0);
     for f in ["subject", "category", "from", "to", "objects", "bytes"] {
@@ -1012,8 +1020,11 @@ fn no_write_into_a_forbidden_region() {
     d.ok(&["rm", "emptied", "profile.json"]);
     assert_eq!(d.region_files("cn-north").len(), 2);
 
-    // India's rules change.
+    // India's rules change: the edited file is applied as the next version,
+    // with no job to move what it forbids (`--no-migrate`).
     d.set_config(V2);
+    let config = d.config.display().to_string();
+    d.ok(&["policy", "apply", &config, "--no-migrate"]);
     let cn_before = d.region_files("cn-north");
     let all_before = d.files();
 
@@ -1124,8 +1135,10 @@ fn no_write_into_a_forbidden_region() {
     d.add("leaver", "IN");
     let files_before = d.files();
     d.set_config(V1);
+    d.ok(&["policy", "apply", &config, "--no-migrate"]);
     d.put("leaver", "profile.json", b"leaving");
     d.set_config(V2);
+    d.ok(&["policy", "apply", &config, "--no-migrate"]);
     let added: Vec<String> = d
         .files()
         .into_keys()
@@ -2005,25 +2018,23 @@ fn an_applied_policy_rules_every_process_until_the_next_apply() {
     let d = Deployment::v1();
     d.add("ravi", "IN");
     d.put("ravi", "users/ravi/profile.json", b"{\"name\":\"Ravi\"}");
-    assert_eq!(d.json(&["policy", "show"])["version"], 0);
-    assert!(
-        d.json(&["policy", "history"])["versions"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    // The first process on the empty catalog stored its file's policy as
+    // version 1, ledgered like any apply.
+    assert_eq!(d.json(&["policy", "show"])["version"], 1);
+    let first = d.json(&["policy", "history"]);
+    assert_eq!(first["versions"].as_array().unwrap().len(), 1, "{first}");
 
     let v2 = d.other_config("v2.toml", V2);
     let actor = [("DOMICILE_ACTOR", "ops-anna")];
     let applied = json_env(&d, &["policy", "apply", s(&v2)], &actor);
-    assert_eq!(applied["version"], 1, "{applied}");
+    assert_eq!(applied["version"], 2, "{applied}");
     assert_eq!(applied["created"], true, "{applied}");
     assert!(
         applied["job"].is_i64(),
         "a job carries the change out: {applied}"
     );
     let again = json_env(&d, &["policy", "apply", s(&v2)], &actor);
-    assert_eq!(again["version"], 1, "{again}");
+    assert_eq!(again["version"], 2, "{again}");
     assert_eq!(again["created"], false, "{again}");
     assert!(again["job"].is_null(), "{again}");
 
@@ -2035,14 +2046,14 @@ fn an_applied_policy_rules_every_process_until_the_next_apply() {
     );
     assert_eq!(
         (shown["version"].clone(), shown["actor"].clone()),
-        (serde_json::json!(1), serde_json::json!("ops-anna"))
+        (serde_json::json!(2), serde_json::json!("ops-anna"))
     );
     assert_eq!(shown["digest"], applied["digest"]);
     let history = d.json(&["policy", "history"]);
     let versions = history["versions"].as_array().unwrap();
-    assert_eq!(versions.len(), 1, "{history}");
+    assert_eq!(versions.len(), 2, "{history}");
     assert_keys(
-        &versions[0],
+        &versions[1],
         &["version", "applied_at", "actor", "digest"],
         "policy history",
     );
@@ -2053,10 +2064,15 @@ fn an_applied_policy_rules_every_process_until_the_next_apply() {
         .iter()
         .filter(|e| e["kind"] == "policy")
         .collect();
-    assert_eq!(applies.len(), 1, "one apply, one ledger entry: {ledger}");
-    assert_eq!(applies[0]["body"]["actor"], "ops-anna");
+    assert_eq!(
+        applies.len(),
+        2,
+        "the first version and one apply, one ledger entry each: {ledger}"
+    );
+    assert_eq!(applies[1]["body"]["actor"], "ops-anna");
+    assert_eq!(versions[1]["actor"], "ops-anna");
 
-    // This process's file still says v1, yet it acts on version 1 (v2's
+    // This process's file still says v1, yet it acts on version 2 (v2's
     // rules): Ravi's copy in China is a violation now.
     let v = d.json_code(3, &["report", "violations"]);
     assert!(!v["violations"].as_array().unwrap().is_empty(), "{v}");
@@ -2083,7 +2099,7 @@ fn an_applied_policy_rules_every_process_until_the_next_apply() {
     let v3 = d.other_config("v3.toml", &foreign);
     let refused = d.expect(2, &["policy", "apply", s(&v3)]);
     assert!(stderr(&refused).contains("eu-west"), "{}", stderr(&refused));
-    assert_eq!(d.json(&["policy", "show"])["version"], 1);
+    assert_eq!(d.json(&["policy", "show"])["version"], 2);
 
     // A rollback is the apply of the older text: a new version.
     let back = json_env(
@@ -2093,17 +2109,17 @@ fn an_applied_policy_rules_every_process_until_the_next_apply() {
     );
     assert_eq!(
         (back["version"].clone(), back["created"].clone()),
-        (serde_json::json!(2), serde_json::json!(true))
+        (serde_json::json!(3), serde_json::json!(true))
     );
     assert!(back["job"].is_null(), "--no-migrate starts no job: {back}");
-    let diff = d.json(&["policy", "diff", "1", "2"]);
+    let diff = d.json(&["policy", "diff", "2", "3"]);
     assert!(!diff["changes"].as_array().unwrap().is_empty(), "{diff}");
     assert_eq!(
         d.json(&["policy", "history"])["versions"]
             .as_array()
             .unwrap()
             .len(),
-        2
+        3
     );
 }
 

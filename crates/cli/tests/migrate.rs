@@ -305,8 +305,18 @@ fn migrate_survives_sigkill_at_random_moments_and_resumes_to_completion() {
         started.elapsed()
     );
 
-    // The rule change, then `migrate apply`, killed and resumed.
+    // The rule change (stored as the next version, no job yet), then
+    // `migrate apply`, killed and resumed.
     d.set_config(V2);
+    d.expect(
+        0,
+        &[
+            "policy",
+            "apply",
+            d.config.to_str().unwrap(),
+            "--no-migrate",
+        ],
+    );
     let violations_before = d.json(3, &["report", "violations"]);
     assert!(
         !violations_before["violations"]
@@ -597,18 +607,23 @@ fn migrate_keeps_one_job_per_config_and_pauses_cancels_and_resumes() {
     // One open job at a time.
     let err = d.stderr_of(2, &["migrate", "apply"]);
     assert!(err.contains("still running"), "{err}");
-    // Another config may not carry it out.
+    // Once other rules are the active version (applied without a job),
+    // no process carries the job out: it was planned under other rules.
     let other = d.dir.join("other.toml");
     let other_text = V2.replace(r#"allow = ["SG", "US"]"#, r#"allow = ["SG"]"#);
     assert_ne!(other_text, V2);
     std::fs::write(&other, other_text).unwrap();
-    let err = d.stderr_of(
-        2,
-        &["--config", other.to_str().unwrap(), "migrate", "resume"],
+    let config = d.config.to_str().unwrap();
+    d.expect(
+        0,
+        &["policy", "apply", other.to_str().unwrap(), "--no-migrate"],
     );
+    let err = d.stderr_of(2, &["migrate", "resume"]);
     assert!(err.contains("another config"), "{err}");
     let status = d.json(0, &["migrate", "status"]);
     assert_eq!(status["pending"], 12, "nothing moved: {status}");
+    // v2 applied again (a rollback to the job's rules): the job may run.
+    d.expect(0, &["policy", "apply", config, "--no-migrate"]);
 
     // Pause, then resume, which runs it to the end.
     let paused = d.json(0, &["migrate", "pause"]);
@@ -734,9 +749,19 @@ fn cancel_after_a_crash_releases_the_dead_workers_placements() {
     assert!(cancelled["cancelled"].as_i64().unwrap() >= 4, "{cancelled}");
     assert_eq!(moving(&d), 0, "placements left moving after the cancel");
 
-    // The policy is reverted: every subject the job did not move writes at
-    // once (the moved ones must first move back: `migrate apply`).
+    // The policy is reverted (applied as the next version, no job yet):
+    // every subject the job did not move writes at once (the moved ones
+    // must first move back: `migrate apply`).
     d.set_config(V1);
+    d.expect(
+        0,
+        &[
+            "policy",
+            "apply",
+            d.config.to_str().unwrap(),
+            "--no-migrate",
+        ],
+    );
     let mut unmoved = 0;
     for i in 0..8 {
         let id = format!("in-{i}");

@@ -1257,6 +1257,16 @@ fn rest_api_auth_shapes_and_a_migration() {
     d.write_config(V2);
     let srv = Server::start(&d, None);
     let url = |p: &str| format!("{}{p}", srv.rest);
+    // The server's file says v2 now, but it acts on the active version
+    // until v2 is applied (here without its job: the API starts it below).
+    let applied = http_raw(
+        "POST",
+        &url("/v1/policy?migrate=false"),
+        Some(ADMIN),
+        Some(("text/plain", V2)),
+    );
+    assert_eq!(applied.status, 201, "{}", applied.body);
+    assert!(applied.json()["job"].is_null(), "{}", applied.body);
     let plan = http("GET", &url("/v1/plan"), Some(ADMIN), None).json();
     let moves = plan["moves"].as_array().unwrap();
     assert!(
@@ -1453,6 +1463,13 @@ fn s3_backed_regions_beside_local_ones_through_a_migration() {
     d.write_config(&on_s3(V2));
     let srv = Server::start_with(&d, None, &env);
     let url = |p: &str| format!("{}{p}", srv.rest);
+    let applied = http_raw(
+        "POST",
+        &url("/v1/policy?migrate=false"),
+        Some(ADMIN),
+        Some(("text/plain", &on_s3(V2))),
+    );
+    assert_eq!(applied.status, 201, "{}", applied.body);
     let started = http("POST", &url("/v1/migrations"), Some(ADMIN), None);
     assert_eq!(started.status, 202, "{}", started.body);
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -1546,12 +1563,13 @@ fn a_policy_applied_through_one_server_is_followed_by_the_other() {
     let a = Server::start(&d, None);
     let b = Server::start(&d, None);
     let health = |srv: &Server| http("GET", &format!("{}/healthz", srv.rest), None, None).json();
-    assert_eq!(health(&a)["policy_version"], 0);
-    assert_eq!(health(&b)["policy_version"], 0);
+    // The first server stored its file's policy as version 1.
+    assert_eq!(health(&a)["policy_version"], 1);
+    assert_eq!(health(&b)["policy_version"], 1);
     let shown = http("GET", &format!("{}/v1/policy", b.rest), Some(AUDITOR), None);
     assert_eq!(
         (shown.status, shown.json()["version"].clone()),
-        (200, json!(0))
+        (200, json!(1))
     );
 
     let post = |srv: &Server, token: &str, text: &str| {
@@ -1566,30 +1584,30 @@ fn a_policy_applied_through_one_server_is_followed_by_the_other() {
     assert_eq!(refused.status, 403, "{}", refused.body);
     let bad = post(&a, ADMIN, "[[rule]]\nname = 7\n");
     assert_eq!(bad.status, 400, "{}", bad.body);
-    assert_eq!(health(&a)["policy_version"], 0, "bad input changes nothing");
+    assert_eq!(health(&a)["policy_version"], 1, "bad input changes nothing");
 
     let applied = post(&a, ADMIN, V2);
     assert_eq!(applied.status, 201, "{}", applied.body);
     let applied = applied.json();
-    assert_eq!(applied["version"], 1, "{applied}");
+    assert_eq!(applied["version"], 2, "{applied}");
     assert!(applied["job"].is_i64(), "{applied}");
     assert_eq!(
         health(&a)["policy_version"],
-        1,
+        2,
         "the applier acts on it at once"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while health(&b)["policy_version"] != 1 {
+    while health(&b)["policy_version"] != 2 {
         assert!(
             Instant::now() < deadline,
-            "server b never followed version 1"
+            "server b never followed version 2"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     let active = http("GET", &format!("{}/v1/policy", b.rest), Some(ADMIN), None).json();
     assert_eq!(
         (active["version"].clone(), active["actor"].clone()),
-        (json!(1), json!("api:admin"))
+        (json!(2), json!("api:admin"))
     );
     assert_eq!(active["digest"], applied["digest"]);
     let again = post(&b, ADMIN, V2);
@@ -1604,7 +1622,7 @@ fn a_policy_applied_through_one_server_is_followed_by_the_other() {
     .json();
     assert_eq!(
         history["versions"].as_array().unwrap().len(),
-        1,
+        2,
         "{history}"
     );
 }

@@ -848,15 +848,16 @@ fn policy_version_of(rest: &str) -> i64 {
 }
 
 /// Issue 15's rollout, with real processes on one catalog: servers act on
-/// policy version 1 while clients write through them; a `policy apply`
-/// from another process makes v1's rules (the Indian data back to China)
-/// version 2, which the servers follow without a restart (their own config
-/// files still say v2's rules); two workers carry the job out; one worker
-/// (and, on PostgreSQL, one of the two servers) is killed with SIGKILL
-/// mid-job. Then no acknowledged write is lost, `verify` and `report
-/// violations` pass by the active version, the job is done with one move
-/// per unit, a server never restarted reports version 2, and so does a
-/// killed one started again.
+/// policy version 2 (the demo stored v1's rules as version 1 when it first
+/// opened the catalog, and applied v2's as version 2) while clients write
+/// through them; a `policy apply` from another process makes v1's rules
+/// (the Indian data back to China) version 3, which the servers follow
+/// without a restart (their own config files still say v2's rules); two
+/// workers carry the job out; one worker (and, on PostgreSQL, one of the
+/// two servers) is killed with SIGKILL mid-job. Then no acknowledged write
+/// is lost, `verify` and `report violations` pass by the active version,
+/// the job is done with one move per unit, a server never restarted reports
+/// version 3, and so does a killed one started again.
 fn rollout(pg: Option<&Database>) {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
@@ -865,9 +866,14 @@ fn rollout(pg: Option<&Database>) {
         Some(db) => move_to_postgres(&d, db),
         None => SQLITE_URL.to_string(),
     };
-    // The demo's end state (v2's rules) becomes version 1: nothing to move.
+    // The demo's end state (v2's rules) is version 2 already: applying it
+    // again changes nothing.
     let first = d.json(&["policy", "apply", "domicile.toml", "--no-migrate"]);
-    assert_eq!(first["version"], 1, "{first}");
+    assert_eq!(
+        (first["version"].as_i64(), first["created"].as_bool()),
+        (Some(2), Some(false)),
+        "{first}"
+    );
 
     let (staying, moving) = pick_subjects(&d);
     let subjects: Vec<String> = staying.iter().chain(&moving).cloned().collect();
@@ -879,27 +885,27 @@ fn rollout(pg: Option<&Database>) {
     let mut servers: Vec<(Worker, String, String)> =
         names.iter().map(|n| d.spawn_server_rest(n)).collect();
     for (_, _, rest) in &servers {
-        assert_eq!(policy_version_of(rest), 1);
+        assert_eq!(policy_version_of(rest), 2);
     }
     let endpoints: Vec<String> = servers.iter().map(|(_, s3, _)| s3.clone()).collect();
     let mut checker = spawn_checker(&d, &endpoints, &subjects);
     wait_for_clients(&d, &mut checker, &endpoints);
 
     // The rules change while the clients write: v1's rules, applied from
-    // another process (its own config file), become version 2.
+    // another process (its own config file), become version 3.
     std::fs::write(d.dir.join("v1.toml"), V1.replace(SQLITE_URL, &catalog_line)).unwrap();
     let applied = d.json(&["policy", "apply", "v1.toml"]);
-    assert_eq!(applied["version"], 2, "{applied}");
+    assert_eq!(applied["version"], 3, "{applied}");
     let job = applied["job"]
         .as_i64()
         .unwrap_or_else(|| panic!("no job: {applied}"));
     let units = d.json(&["migrate", "status"])["units"].as_i64().unwrap();
     assert!(units > 20, "too little to move: {units}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while servers.iter().any(|(_, _, r)| policy_version_of(r) != 2) {
+    while servers.iter().any(|(_, _, r)| policy_version_of(r) != 3) {
         assert!(
             Instant::now() < deadline,
-            "a server did not follow version 2"
+            "a server did not follow version 3"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -951,11 +957,11 @@ fn rollout(pg: Option<&Database>) {
     if pg.is_some() {
         // The killed server, started again, acts on version 2 from the start.
         let restarted = d.spawn_server_rest("server-a2");
-        assert_eq!(policy_version_of(&restarted.2), 2);
+        assert_eq!(policy_version_of(&restarted.2), 3);
         servers[0] = restarted;
     }
     let never_restarted = &servers[servers.len() - 1].2;
-    assert_eq!(policy_version_of(never_restarted), 2);
+    assert_eq!(policy_version_of(never_restarted), 3);
 
     std::thread::sleep(Duration::from_millis(1000));
     let summary = stop_checker(&d, &mut checker);
@@ -976,7 +982,7 @@ fn rollout(pg: Option<&Database>) {
     let history = d.json(&["policy", "history"]);
     assert_eq!(
         history["versions"].as_array().unwrap().len(),
-        2,
+        3,
         "{history}"
     );
     println!("took {:?}", started.elapsed());

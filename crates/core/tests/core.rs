@@ -499,3 +499,46 @@ fn swap_rules(text: &str, a: &str, b: &str) -> String {
     blocks.swap(i, j);
     blocks.join("[[rule]]")
 }
+
+/// A process acts on an applied version through its own stores and
+/// keyrings; a region it has beyond the version's is left out of every
+/// decision, and one the version names that it lacks, or describes
+/// otherwise, is refused by name.
+#[test]
+fn a_process_adopts_a_version_through_its_own_stores_and_refuses_what_it_lacks() {
+    let extra = "\n[[region]]\nid = \"eu-paris\"\njurisdiction = \"FR\"\nprovider = \"acme\"\n\
+                 provider_headquarters = \"FR\"\nstore = \"file://data/regions/eu-paris\"\n\
+                 storage_price_gb_month = 0.02\negress_price_gb = 0.05\n";
+    let version = Config::parse("v.toml", V2, Path::new("/elsewhere")).unwrap();
+
+    // More regions here than in the version: adopted, deciding exactly as
+    // the version does, through this process's stores.
+    let mine = parse(&format!("{V2}{extra}")).unwrap();
+    let adopted = mine.adopt(&version).unwrap();
+    assert_eq!(adopted.plan_digest(), version.plan_digest());
+    assert!(adopted.topology.region("eu-paris").is_none());
+    assert_eq!(
+        adopted.topology.regions[0].store,
+        "file:///base/data/regions/cn-north"
+    );
+    assert!(
+        adopted.topology.custodians[1]
+            .keyring
+            .starts_with("file:///base/")
+    );
+
+    // A region the version names that this process lacks: refused by name.
+    let wider = Config::parse("v.toml", &format!("{V2}{extra}"), Path::new("/x")).unwrap();
+    let err = parse(V2).unwrap().adopt(&wider).unwrap_err();
+    assert!(err.contains("region eu-paris is missing"), "{err}");
+
+    // A custodian described otherwise: refused by name.
+    let moved = V2.replacen(
+        "id = \"in-kms\"\njurisdiction = \"IN\"",
+        "id = \"in-kms\"\njurisdiction = \"SG\"",
+        1,
+    );
+    assert_ne!(moved, V2);
+    let err = parse(&moved).unwrap().adopt(&version).unwrap_err();
+    assert!(err.contains("custodian in-kms"), "{err}");
+}

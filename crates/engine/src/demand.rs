@@ -41,7 +41,7 @@ impl Engine {
         subject: &SubjectId,
     ) -> Result<DemandReport> {
         let (token, _) = self.registered(subject).await?;
-        let config = self.config();
+        let config = self.follow_policy().await?.config.clone();
         let topo = &config.topology;
         let g = config.reach.grounds(authority);
         let mut copies = Vec::new();

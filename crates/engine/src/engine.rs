@@ -72,7 +72,8 @@ pub struct Health {
 /// (see [`crate::policy`]).
 #[derive(Debug)]
 pub struct Acting {
-    /// 0 until a policy is applied.
+    /// 0 only while the process opens a catalog that has no version yet
+    /// (it then stores its file's policy as version 1).
     pub version: i64,
     pub config: Arc<Config>,
 }
@@ -189,8 +190,21 @@ impl Engine {
             options,
             keys: Mutex::new(HashMap::new()),
         };
-        let acting = engine.follow_policy().await?;
-        if acting.version > 0 && acting.config.plan_digest() != engine.file.plan_digest() {
+        let acting = match engine.follow_policy().await {
+            Ok(a) if a.version == 0 => engine.store_first_version().await?,
+            Ok(a) => a,
+            Err(Error::Config(why)) => {
+                // This process cannot act on the active version. It still
+                // opens (to apply a version it can act on, or to report),
+                // but it acts on no version: every change it decides is
+                // fenced by version 0 and refused, so it never falls back
+                // to its own file's rules.
+                tracing::warn!("{why}");
+                return Ok(engine);
+            }
+            Err(e) => return Err(e),
+        };
+        if acting.config.plan_digest() != engine.file.plan_digest() {
             tracing::warn!(
                 file = %engine.file.file,
                 file_digest = %engine.file.plan_digest(),

@@ -103,7 +103,7 @@ impl Engine {
             let p = match self.catalog.get_placement(token, category.as_str()).await? {
                 Some(p) => p,
                 None => {
-                    self.create_placement(&acting.config, token, home, category.as_str())
+                    self.create_placement(acting, token, home, category.as_str())
                         .await?
                 }
             };
@@ -159,14 +159,18 @@ impl Engine {
         }
     }
 
+    /// Creates the placement `acting` gives (token, category), fenced by
+    /// its version: if another version is active, nothing is created and
+    /// the caller follows it and decides again.
     async fn create_placement(
         &self,
-        config: &Config,
+        acting: &Acting,
         token: &str,
         home: Jurisdiction,
         category: &str,
     ) -> Result<PlacementRow> {
-        let (regions, custodian) = Engine::desired_placement(config, token, home, category, None)?;
+        let (regions, custodian) =
+            Engine::desired_placement(&acting.config, token, home, category, None)?;
         let dek = DataKey::generate()?;
         let wrapped = self
             .keyring(&custodian)?
@@ -192,7 +196,18 @@ impl Engine {
             at: now,
         };
         tracing::debug!(category, decision = "placed", regions = ?row.regions, "new placement");
-        Ok(self.catalog.ensure_placement(&row, ledger).await?)
+        match self
+            .catalog
+            .ensure_placement(&row, acting.version, ledger)
+            .await
+        {
+            Ok(p) => Ok(p),
+            Err(domicile_catalog::Error::PolicyChanged { active }) => Err(Error::PolicyChanged {
+                active,
+                acting_on: acting.version,
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Moves an empty placement to where the policy wants it: no data to

@@ -1,11 +1,12 @@
 //! The policy this process acts on.
 //!
-//! Once a policy has been applied (`domicile policy apply`, or `migrate
-//! apply` of a config whose policy differs), it is catalog state, versioned,
-//! and every process acts on the active version, whatever its own config
-//! file says: the version's rules and reach, joined with this process's own
-//! regions, custodians, buckets and stores ([`Config::adopt`]). Before any
-//! apply, a process acts on its own config file (version 0).
+//! The policy is catalog state, versioned. The first process to open a
+//! catalog that has no version stores its own config file's policy as
+//! version 1; later versions come from `domicile policy apply`, or `migrate
+//! apply` of a config whose policy differs. Every process acts on the
+//! active version, whatever its own config file says: the version's rules
+//! and reach, joined with this process's own regions, custodians, buckets
+//! and stores ([`Config::adopt`]).
 //!
 //! Every change a process commits is fenced by the version it was decided
 //! under, so a process that has not yet followed a new version never
@@ -149,8 +150,23 @@ impl Engine {
     /// the active one already. Refused if this process could not act on it
     /// (see [`Config::adopt`]). This process follows it at once.
     pub async fn apply_policy(&self, policy: &Config, actor: &str) -> Result<PolicyApplied> {
+        self.apply(policy, actor, false).await
+    }
+
+    /// On a catalog that has no policy version yet, stores this process's
+    /// own config file as version 1, so that every decision from the first
+    /// on is made under a known version. Of processes first opening a fresh
+    /// catalog with different files, the first one's is version 1, and the
+    /// others act on it (with a warning, as for any file that differs).
+    pub(crate) async fn store_first_version(&self) -> Result<Arc<Acting>> {
+        let file = self.file.clone();
+        self.apply(&file, &default_actor(), true).await?;
+        self.follow_policy().await
+    }
+
+    async fn apply(&self, policy: &Config, actor: &str, first_only: bool) -> Result<PolicyApplied> {
         let row = PolicyVersionRow {
-            version: 0,
+            version: if first_only { 1 } else { 0 },
             applied_at: now_millis(),
             actor: actor.to_string(),
             digest: policy.plan_digest(),
@@ -162,7 +178,7 @@ impl Engine {
         let ledger = LedgerAppend {
             kind: "policy".into(),
             subject: None,
-            body: json!({ "actor": actor, "digest": row.digest, "file": policy.file }),
+            body: json!({ "actor": actor, "digest": row.digest, "file": policy.file, "first": first_only }),
             at: row.applied_at,
         };
         let applied = self.catalog.apply_policy(&row, ledger).await?;
@@ -170,11 +186,10 @@ impl Engine {
         Ok(applied)
     }
 
-    /// Once policies are versioned, applies this process's own config file
-    /// if its policy is not the active one, as `policy apply` would, so
-    /// that editing the file and running `migrate apply` keeps working.
-    /// Before any version, does nothing: the file is what every process
-    /// acts on. Returns what was applied, if anything.
+    /// Applies this process's own config file if its policy is not the
+    /// active one, as `policy apply` would, so that editing the file and
+    /// running `migrate apply` keeps working. Returns what was applied, if
+    /// anything.
     pub async fn apply_file_policy(&self, actor: &str) -> Result<Option<PolicyApplied>> {
         let acting = self.follow_policy().await?;
         if acting.version == 0 || acting.config.plan_digest() == self.file.plan_digest() {

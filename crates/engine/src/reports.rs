@@ -113,7 +113,7 @@ impl Engine {
         F: FnMut(Vec<Move>) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
-        let present = self.config();
+        let present = self.follow_policy().await?.config.clone();
         let mut planner = Planner::new(&present, desired);
         let mut regions: Vec<RegionId> = Vec::new();
         self.for_each_page(|page| {
@@ -166,7 +166,7 @@ impl Engine {
 
     /// Exposure and cost of the present: a plan of the current config over itself.
     pub async fn present(&self) -> Result<PlanSummary> {
-        let config = self.config();
+        let config = self.follow_policy().await?.config.clone();
         self.plan(&config, |_| {}).await
     }
 
@@ -195,7 +195,7 @@ impl Engine {
     /// Copies that break the current policy now: in a forbidden region, or
     /// too few of them.
     pub async fn violations(&self) -> Result<Vec<Violation>> {
-        let config = self.config();
+        let config = self.follow_policy().await?.config.clone();
         let mut out = Vec::new();
         let mut reqs = BTreeMap::new();
         let mut since_of: Vec<(String, String)> = Vec::new();

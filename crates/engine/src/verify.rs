@@ -94,7 +94,7 @@ impl Engine {
     /// its BLAKE3 against the index.
     pub async fn verify(&self, checksums: bool) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
-        let config = self.config();
+        let config = self.follow_policy().await?.config.clone();
         let topo = &config.topology;
 
         // The catalog's view: placements, index rows, blobs awaiting deletion.

@@ -135,15 +135,21 @@ impl Deployment {
             .await
     }
 
+    /// Opens an engine with these regions and rules on the deployment's
+    /// catalog, and makes its rules the active policy version, as `policy
+    /// apply` would: every engine already open follows them.
     async fn open_with(
         &self,
         regions: &[RegionDef],
         rules: &str,
         options: EngineOptions,
     ) -> Engine {
-        Engine::open_with(self.config(regions, rules), Secrets::empty(), options)
+        let config = self.config(regions, rules);
+        let engine = Engine::open_with(config.clone(), Secrets::empty(), options)
             .await
-            .unwrap()
+            .unwrap();
+        engine.apply_policy(&config, "test").await.unwrap();
+        engine
     }
 
     fn region_url(id: &str) -> String {
@@ -1240,7 +1246,7 @@ async fn move_placement(engine: &Engine, token: &str, category: &str, to: &[Stri
         token: token.to_string(),
         category: category.to_string(),
         epoch: p.epoch,
-        policy: 0,
+        policy: engine.acting().version,
     };
     let ledger = domicile_catalog::LedgerAppend {
         kind: "move".into(),

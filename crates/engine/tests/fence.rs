@@ -134,10 +134,11 @@ impl Catalog for Interleaving {
     async fn ensure_placement(
         &self,
         row: &PlacementRow,
+        policy: i64,
         ledger: LedgerAppend,
     ) -> Result<PlacementRow> {
         self.step("ensure_placement").await;
-        self.inner.ensure_placement(row, ledger).await
+        self.inner.ensure_placement(row, policy, ledger).await
     }
 
     async fn commit_move(

@@ -274,15 +274,21 @@ impl Deployment {
             .await
     }
 
+    /// Opens an engine with these regions and rules on the deployment's
+    /// catalog, and makes its rules the active policy version, as `policy
+    /// apply` would: every engine already open follows them.
     async fn open_with(
         &self,
         regions: &[RegionDef],
         rules: &str,
         options: EngineOptions,
     ) -> Engine {
-        Engine::open_with(self.config(regions, rules), Secrets::empty(), options)
+        let config = self.config(regions, rules);
+        let engine = Engine::open_with(config.clone(), Secrets::empty(), options)
             .await
-            .unwrap()
+            .unwrap();
+        engine.apply_policy(&config, "test").await.unwrap();
+        engine
     }
 
     fn region_url(id: &str) -> String {
@@ -1363,12 +1369,13 @@ async fn a_job_refuses_another_config_and_a_second_job_while_open() {
     );
     assert_eq!(engine.test_catalog().jobs(10).await.unwrap().len(), 1);
 
-    // The same job under another config: refused, nothing claimed.
+    // Other rules applied without a job of their own (`policy apply
+    // --no-migrate`): the open job was planned under other rules than the
+    // active ones, so no process runs it; nothing is claimed.
     let other_rules = v2() + &rule("india-in-the-us", "homes = [\"IN\"]\nallow = [\"US\"]");
-    let other = d
-        .open_with(&regions, &other_rules, EngineOptions::default())
-        .await;
-    let err = other.run_migration(&o, &no_tick).await.unwrap_err();
+    let other = d.config(&regions, &other_rules);
+    assert!(engine.apply_policy(&other, "test").await.unwrap().created);
+    let err = engine.run_migration(&o, &no_tick).await.unwrap_err();
     assert!(err.is_bad_input(), "{err:?}");
     assert!(err.to_string().contains("another config"), "{err}");
     let pending = engine
@@ -1382,7 +1389,10 @@ async fn a_job_refuses_another_config_and_a_second_job_while_open() {
         assert_eq!(placement(&engine, s, "profile").await.regions, ["cn"]);
     }
 
-    // Its own config runs it.
+    // Its own rules applied again (a rollback: a new version with the
+    // job's digest): the job runs.
+    let own = d.config(&regions, &v2());
+    assert_eq!(engine.apply_policy(&own, "test").await.unwrap().version, 4);
     let status = engine.run_migration(&o, &no_tick).await.unwrap();
     assert_eq!((status.state.as_str(), status.done), ("done", 4));
     for (s, _) in &all {
@@ -2054,20 +2064,11 @@ async fn a_process_that_has_not_seen_a_new_policy_never_commits_under_the_old_on
     let all = vec![("in-0".to_string(), "IN"), ("in-1".to_string(), "IN")];
     let objects = d.seed(&all, &["profile"], 2, (1_000, 2_000), 7).await;
 
-    // Both processes start on v1; the first ever apply makes it version 1.
+    // Both processes start on v1: version 1, stored by the first opener.
     let stale = d.open(&v1()).await;
-    let applier = d.open(&v2()).await;
-    assert_eq!(stale.acting().version, 0);
-    let v1_config = d.config(&REGIONS, &v1());
-    assert!(
-        applier
-            .apply_policy(&v1_config, "ops")
-            .await
-            .unwrap()
-            .created
-    );
-    stale.follow_policy().await.unwrap();
+    let applier = d.open(&v1()).await;
     assert_eq!(stale.acting().version, 1);
+    assert_eq!(applier.acting().version, 1);
 
     // v2 is applied elsewhere, with its job; `stale` has not followed yet.
     let v2_config = d.config(&REGIONS, &v2());

@@ -74,6 +74,7 @@ pub async fn populate(cat: &dyn Catalog) {
         .unwrap();
     cat.ensure_placement(
         &placement("tok-1", "profile"),
+        0,
         entry("placement", Some("tok-1"), 2),
     )
     .await

@@ -141,9 +141,13 @@ where
     async fn ensure_placement(
         &self,
         row: &PlacementRow,
+        policy: i64,
         ledger: LedgerAppend,
     ) -> Result<PlacementRow> {
-        D::retry(Retry::Conflicts, || self.ensure_placement_tx(row, &ledger)).await
+        D::retry(Retry::Conflicts, || {
+            self.ensure_placement_tx(row, policy, &ledger)
+        })
+        .await
     }
 
     async fn begin_moves(

@@ -217,6 +217,7 @@ where
     pub(crate) async fn ensure_placement_tx(
         &self,
         row: &PlacementRow,
+        policy: i64,
         ledger: &LedgerAppend,
     ) -> Result<PlacementRow> {
         let mut tx = self.write_tx().await?;
@@ -227,14 +228,26 @@ where
             return Ok(existing);
         }
         // Shared lock: the subject cannot be erased or re-homed under us.
-        let sql = format!("SELECT home FROM subjects WHERE token = $1{}", D::FOR_SHARE);
-        let home: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        // The policy version is read in the same statement (the fence of a
+        // new placement, as `check_fence` is of a commit).
+        let sql = format!(
+            "SELECT home, (SELECT version FROM policy_head WHERE id = 1) \
+             FROM subjects WHERE token = $1{}",
+            D::FOR_SHARE
+        );
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(row.token.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(home) = home else {
+        let Some(found) = found else {
             return Err(not_found(format!("subject {}", row.token)));
         };
+        let home: String = found.try_get(0)?;
+        let active: Option<i64> = found.try_get(1)?;
+        let active = active.unwrap_or(0);
+        if active != policy {
+            return Err(Error::PolicyChanged { active });
+        }
         check_regions(&row.regions)?;
         let created = PlacementRow {
             epoch: 1,
@@ -543,6 +556,12 @@ where
         let mut tx = self.write_tx().await?;
         D::lock_policy(&self.state, &mut tx).await?;
         let active = Sql::<D>::policy_head(&mut tx).await?;
+        if active > 0 && row.version == 1 {
+            return Ok(PolicyApplied {
+                version: active,
+                created: false,
+            });
+        }
         if active > 0 {
             let digest: Option<String> =
                 sqlx::query_scalar("SELECT digest FROM policy_versions WHERE version = $1")

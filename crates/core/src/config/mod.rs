@@ -149,12 +149,16 @@ impl Config {
     }
 
     /// This process's config acting on the policy of `version` (a config
-    /// another process applied): its rules and reach, with this config's
-    /// regions, custodians, buckets, stores and secrets. Refused, naming
-    /// what is missing or different, unless every region, custodian and
-    /// bucket the version names is here, and the two agree on everything
-    /// that decides placements and reach (the plan digest): a process must
-    /// never decide under rules it reads differently from the others.
+    /// another process applied): its rules, reach, operator, and the
+    /// regions and custodians it names, reached through this config's
+    /// stores and keyrings, with this config's buckets and secrets. Refused,
+    /// naming what is missing or different, unless every region, custodian
+    /// and bucket the version names is here and described alike (the plan
+    /// digests agree): a process must never decide under rules it reads
+    /// differently from the others. Regions and custodians this config has
+    /// beyond the version's are left out of every decision until a version
+    /// names them, so a process can be given a new region before the
+    /// version that uses it is applied.
     pub fn adopt(&self, version: &Config) -> Result<Config, String> {
         let mut problems = Vec::new();
         for r in &version.topology.regions {
@@ -177,8 +181,18 @@ impl Config {
             }
         }
         for c in &version.topology.custodians {
-            if self.topology.custodian(c.id.as_str()).is_none() {
-                problems.push(format!("custodian {} is missing", c.id));
+            match self.topology.custodian(c.id.as_str()) {
+                None => problems.push(format!("custodian {} is missing", c.id)),
+                Some(mine)
+                    if (mine.jurisdiction, mine.headquarters)
+                        != (c.jurisdiction, c.headquarters) =>
+                {
+                    problems.push(format!(
+                        "custodian {} is in {} headquartered in {} here, in {} headquartered in {} there",
+                        c.id, mine.jurisdiction, mine.headquarters, c.jurisdiction, c.headquarters
+                    ))
+                }
+                Some(_) => {}
             }
         }
         for b in &version.buckets {
@@ -186,18 +200,23 @@ impl Config {
                 problems.push(format!("bucket {} is missing", b.name));
             }
         }
+        let mut topology = version.topology.clone();
+        for r in &mut topology.regions {
+            if let Some(mine) = self.topology.region(r.id.as_str()) {
+                r.store = mine.store.clone();
+            }
+        }
+        for c in &mut topology.custodians {
+            if let Some(mine) = self.topology.custodian(c.id.as_str()) {
+                c.keyring = mine.keyring.clone();
+            }
+        }
         let adopted = Config {
+            topology,
             policy: version.policy.clone(),
             reach: version.reach.clone(),
             ..self.clone()
         };
-        if problems.is_empty() && adopted.plan_digest() != version.plan_digest() {
-            problems.push(format!(
-                "the regions, custodians or operator differ (digest {} here, {} there)",
-                adopted.plan_digest(),
-                version.plan_digest()
-            ));
-        }
         if problems.is_empty() {
             Ok(adopted)
         } else {

@@ -149,7 +149,7 @@ pub(crate) fn document() -> Value {
             }},
             "/v1/policy": {
                 "get": {
-                    "summary": "The active policy version: every server and worker acts on it (version 0: none applied yet).",
+                    "summary": "The active policy version: every server and worker acts on it (version 1 is the policy of the config file the catalog was first opened with).",
                     "tags": ["policy"],
                     "responses": with(reader_errors.clone(), json!({"200": ok("The active version.", r("PolicyVersion"))}))
                 },

@@ -19,7 +19,7 @@ use super::handlers::{ApiResult, run_in_background, to_json};
 /// token's role, not the person behind it.
 const API_ACTOR: &str = "api:admin";
 
-/// `GET /v1/policy`: the active version (version 0 before any apply).
+/// `GET /v1/policy`: the active version.
 pub(crate) async fn show(_: Reader, State(s): State<Shared>) -> ApiResult {
     match s.engine.active_policy().await? {
         Some(v) => to_json(&v),
