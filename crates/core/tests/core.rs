@@ -542,3 +542,38 @@ fn a_process_adopts_a_version_through_its_own_stores_and_refuses_what_it_lacks()
     let err = parse(&moved).unwrap().adopt(&version).unwrap_err();
     assert!(err.contains("custodian in-kms"), "{err}");
 }
+
+#[test]
+fn keyring_urls_name_a_folder_or_a_key_manager() {
+    let with = |url: &str| V1.replace("file://data/keys/in-kms", url);
+    for good in [
+        "aws-kms://alias/in-kms?region=ap-south-1",
+        "aws-kms://arn:aws:kms:ap-south-1:1:key/k?region=ap-south-1&endpoint=http://127.0.0.1:5000",
+        "vault://127.0.0.1:8200/transit/in-kms",
+        "vaults://vault.example:8200/team/transit/in-kms",
+    ] {
+        let c = parse(&with(good)).unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert!(c.topology.custodians.iter().any(|k| k.keyring == good));
+    }
+    for (bad, says) in [
+        ("aws-kms://?region=ap-south-1", "names no key"),
+        ("aws-kms://alias/in-kms", "needs ?region="),
+        (
+            "aws-kms://alias/in-kms?region=x&colour=blue",
+            "bad parameter",
+        ),
+        (
+            "vault://127.0.0.1/transit/in-kms",
+            "vault://HOST:PORT/MOUNT/KEY",
+        ),
+        (
+            "vault://127.0.0.1:8200/in-kms",
+            "vault://HOST:PORT/MOUNT/KEY",
+        ),
+        ("s3://keys", "unsupported scheme"),
+        ("gcp-kms://k", "unsupported scheme"),
+    ] {
+        let e = parse(&with(bad)).expect_err(bad);
+        assert!(e.contains(says) && e.contains(bad), "{bad}: {e}");
+    }
+}

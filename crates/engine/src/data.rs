@@ -111,7 +111,7 @@ impl Engine {
             )));
         }
         let (acting, placement) = self.placement_under_policy(&token, home, category).await?;
-        let dek = self.data_key(&placement)?;
+        let dek = self.data_key(&placement).await?;
         let path = BlobPath::new_random(&token, category.as_str())?;
         let regions = placement
             .regions
@@ -322,7 +322,7 @@ impl Engine {
         let next = self
             .placement_for_write(acting, token, home, category)
             .await?;
-        if self.data_key(&next)?.as_bytes() != dek.as_bytes() {
+        if self.data_key(&next).await?.as_bytes() != dek.as_bytes() {
             return Err(Error::Busy {
                 category: category.to_string(),
             });
@@ -454,7 +454,7 @@ impl Engine {
     /// Metadata of one object.
     pub async fn head(&self, subject: &SubjectId, name: &ObjectKey) -> Result<ObjectInfo> {
         let (_, row, placement) = self.locate(subject, name).await?;
-        self.info(&row, &self.data_key(&placement)?)
+        self.info(&row, &self.data_key(&placement).await?)
     }
 
     /// Reads an object, or a byte range of it, as a stream of decrypted bytes.
@@ -469,7 +469,7 @@ impl Engine {
         BoxStream<'static, Result<Bytes, domicile_store::Error>>,
     )> {
         let (token, row, placement) = self.locate(subject, name).await?;
-        let dek = self.data_key(&placement)?;
+        let dek = self.data_key(&placement).await?;
         let info = self.info(&row, &dek)?;
         if let Some(r) = &range
             && (r.start > r.end || r.end > info.size)
@@ -517,7 +517,7 @@ impl Engine {
         let placements = self.catalog.placements_of(&token).await?;
         let mut out = Vec::new();
         for p in &placements {
-            let dek = self.data_key(p)?;
+            let dek = self.data_key(p).await?;
             for row in self.catalog.objects_of(&token, Some(&p.category)).await? {
                 out.push(self.info(&row, &dek)?);
             }

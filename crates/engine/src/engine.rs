@@ -11,7 +11,7 @@ use domicile_catalog::raw::RawTable;
 use domicile_catalog::{Catalog, Fence, LedgerEntry, PlacementRow};
 use domicile_core::Config;
 use domicile_core::ids::SubjectId;
-use domicile_store::{DataKey, Keyring, RegionOptions, RegionStore};
+use domicile_store::{DataKey, KeyContext, Keyring, RegionOptions, RegionStore};
 
 use crate::error::{Error, Result};
 use crate::secrets::{ApiTokens, Secrets, token_key_path};
@@ -86,9 +86,9 @@ pub struct Engine {
     pub(crate) acting: RwLock<Arc<Acting>>,
     pub(crate) catalog: Arc<dyn Catalog>,
     pub(crate) regions: BTreeMap<String, RegionStore>,
-    /// Each custodian's keyring, or why it may not be used: its key is
-    /// missing, or is not the one the catalog recorded for it.
-    pub(crate) keyrings: BTreeMap<String, std::result::Result<Keyring, String>>,
+    /// Each custodian's keyring, and whether its key is the one the catalog
+    /// recorded for it.
+    pub(crate) keyrings: BTreeMap<String, Custody>,
     pub(crate) tokens: Tokenizer,
     pub(crate) secrets: Secrets,
     pub(crate) options: EngineOptions,
@@ -169,11 +169,18 @@ impl Engine {
         }
         let mut keyrings = BTreeMap::new();
         for c in &config.topology.custodians {
-            let k = custodian_keyring(catalog.as_ref(), c, &config.base_dir).await?;
-            if let Err(why) = &k {
+            let options = secrets.custodian_options(c.id.as_str());
+            let custody = Custody {
+                keyring: custodian_keyring(catalog.as_ref(), c, &config.base_dir, &options).await?,
+                url: c.keyring.clone(),
+                checked: tokio::sync::OnceCell::new(),
+            };
+            // Checked now where it can be; a key manager that cannot be
+            // reached is checked again on first use.
+            if let Err(why) = custody.check(catalog.as_ref(), c.id.as_str()).await {
                 tracing::warn!(custodian = %c.id, "{why}");
             }
-            keyrings.insert(c.id.to_string(), k);
+            keyrings.insert(c.id.to_string(), custody);
         }
         let file = Arc::new(config);
         let engine = Engine {
@@ -293,15 +300,15 @@ impl Engine {
         })
     }
 
-    pub(crate) fn keyring(&self, id: &str) -> Result<&Keyring> {
-        match self.keyrings.get(id) {
-            Some(Ok(k)) => return Ok(k),
-            Some(Err(why)) => return Err(Error::Custody(why.clone())),
-            None => {}
-        }
-        Err(Error::Config(format!(
-            "custodian {id} is in the catalog but not in the config"
-        )))
+    /// The keyring of custodian `id`, once its key is known to be the one
+    /// the catalog recorded for it.
+    pub(crate) async fn keyring(&self, id: &str) -> Result<&Keyring> {
+        let Some(custody) = self.keyrings.get(id) else {
+            return Err(Error::Config(format!(
+                "custodian {id} is in the catalog but not in the config"
+            )));
+        };
+        custody.check(self.catalog.as_ref(), id).await
     }
 
     /// The fence of a change to (token, category) decided at `epoch` under
@@ -315,12 +322,13 @@ impl Engine {
         }
     }
 
-    pub(crate) fn key_context(token: &str, category: &str) -> Vec<u8> {
-        format!("{token}/{category}").into_bytes()
+    /// What a placement's wrapped key is bound to.
+    pub(crate) fn key_context<'a>(token: &'a str, category: &'a str) -> KeyContext<'a> {
+        KeyContext::new(token, category)
     }
 
     /// The unwrapped data key of a placement, through its custodian.
-    pub(crate) fn data_key(&self, p: &PlacementRow) -> Result<DataKey> {
+    pub(crate) async fn data_key(&self, p: &PlacementRow) -> Result<DataKey> {
         let cache_key = (
             p.custodian.clone(),
             p.token.clone(),
@@ -332,8 +340,10 @@ impl Engine {
             return Ok(k.clone());
         }
         let k = self
-            .keyring(&p.custodian)?
-            .unwrap(&p.wrapped_key, &Engine::key_context(&p.token, &p.category))?;
+            .keyring(&p.custodian)
+            .await?
+            .unwrap(&p.wrapped_key, &Engine::key_context(&p.token, &p.category))
+            .await?;
         if let Ok(mut cache) = self.keys.lock() {
             if cache.len() >= KEY_CACHE_LIMIT {
                 cache.clear();
@@ -351,46 +361,86 @@ impl Engine {
     }
 }
 
-/// A custodian's keyring, checked against the key identity the catalog
-/// recorded for it on first use: a missing key or another key makes the
-/// custodian unusable (the reason is returned, naming the custodian and the
-/// key expected), and no key is ever created for a custodian the catalog
-/// already knows. On first use, the key is created if missing and its
-/// identity recorded; of two processes racing there, the first one's wins.
+/// A custodian's keyring and the check of its key against the identity
+/// the catalog recorded for it.
+pub(crate) struct Custody {
+    /// The keyring, or why it cannot be opened (its key file is missing, or
+    /// its URL or secrets are unusable).
+    keyring: std::result::Result<Keyring, String>,
+    /// The keyring URL, for messages.
+    url: String,
+    /// The check's verdict once there is one: the key is the recorded one,
+    /// or why it is not. A key manager that cannot be reached, or refuses
+    /// to describe its key (a disabled KMS key), leaves no verdict, so the
+    /// next use asks again.
+    checked: tokio::sync::OnceCell<std::result::Result<(), String>>,
+}
+
+impl Custody {
+    /// The keyring, if its key is the one the catalog recorded. On first
+    /// use, the key's identity is recorded; of two processes racing there,
+    /// the first one's wins.
+    async fn check(&self, catalog: &dyn Catalog, id: &str) -> Result<&Keyring> {
+        let keyring = self
+            .keyring
+            .as_ref()
+            .map_err(|why| Error::Custody(why.clone()))?;
+        let verdict = self
+            .checked
+            .get_or_try_init(|| async {
+                let actual = keyring.identity().await?;
+                let setting = format!("custodian_key:{id}");
+                Ok::<_, Error>(match catalog.setting(&setting).await? {
+                    Some(expected) if expected == actual => Ok(()),
+                    Some(expected) => Err(format!(
+                        "custodian {id}: its key at {} is {actual}, not the key {expected} the catalog recorded for it; refusing to use it",
+                        self.url
+                    )),
+                    None => {
+                        let recorded = catalog.init_setting(&setting, &actual).await?;
+                        if recorded == actual {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "custodian {id}: its key is {actual}, but the catalog recorded {recorded} for it"
+                            ))
+                        }
+                    }
+                })
+            })
+            .await?;
+        verdict.clone().map_err(Error::Custody)?;
+        Ok(keyring)
+    }
+}
+
+/// Opens a custodian's keyring: a missing key makes the custodian unusable
+/// (the reason is returned, naming the custodian and the key expected), and
+/// no key is ever created for a custodian the catalog already knows. On
+/// first use, a `file://` key is created if missing.
 async fn custodian_keyring(
     catalog: &dyn Catalog,
     c: &domicile_core::topology::Custodian,
     base_dir: &std::path::Path,
+    options: &domicile_store::KeyringOptions,
 ) -> Result<std::result::Result<Keyring, String>> {
     let setting = format!("custodian_key:{}", c.id);
-    match catalog.setting(&setting).await? {
-        Some(expected) => Ok(
-            match Keyring::open_existing(c.id.as_str(), &c.keyring, base_dir) {
-                Ok(k) if k.fingerprint() == expected => Ok(k),
-                Ok(k) => Err(format!(
-                    "custodian {}: its key at {} is {}, not the key {expected} the catalog recorded for it; refusing to use it",
-                    c.id,
-                    c.keyring,
-                    k.fingerprint()
-                )),
+    Ok(match catalog.setting(&setting).await? {
+        Some(expected) => {
+            match Keyring::open_existing_with(c.id.as_str(), &c.keyring, base_dir, options) {
+                Ok(k) => Ok(k),
                 Err(e) => Err(format!(
                     "custodian {}: its key {expected} cannot be read at {} ({e}); no new key is created for a custodian that already wraps data",
                     c.id, c.keyring
                 )),
-            },
-        ),
-        None => {
-            let k = Keyring::open(c.id.as_str(), &c.keyring, base_dir)?;
-            let recorded = catalog.init_setting(&setting, k.fingerprint()).await?;
-            Ok(if recorded == k.fingerprint() {
-                Ok(k)
-            } else {
-                Err(format!(
-                    "custodian {}: its key is {}, but the catalog recorded {recorded} for it",
-                    c.id,
-                    k.fingerprint()
-                ))
-            })
+            }
         }
-    }
+        None => match Keyring::open_with(c.id.as_str(), &c.keyring, base_dir, options) {
+            Ok(k) => Ok(k),
+            // Secrets missing for a network keyring: the custodian is
+            // unusable, the others are not.
+            Err(e @ domicile_store::Error::KeyManagerRefused { .. }) => Err(e.to_string()),
+            Err(e) => return Err(e.into()),
+        },
+    })
 }

@@ -32,10 +32,16 @@ pub enum Error {
     Secrets(String),
     #[error("custody: {0}")]
     Custody(String),
+    /// A custodian's key manager cannot be reached: nothing was written
+    /// under another key, and the same call may succeed later.
+    #[error(
+        "custody: custodian {custodian}: its key manager cannot be reached ({reason}); retry later"
+    )]
+    CustodianUnavailable { custodian: String, reason: String },
     #[error(transparent)]
     Catalog(#[from] domicile_catalog::Error),
     #[error(transparent)]
-    Store(#[from] domicile_store::Error),
+    Store(domicile_store::Error),
     #[error("i/o error on {path}: {source}")]
     Io {
         path: String,
@@ -62,7 +68,10 @@ impl Error {
 
     /// True when the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Busy { .. } | Error::PolicyChanged { .. })
+        matches!(
+            self,
+            Error::Busy { .. } | Error::PolicyChanged { .. } | Error::CustodianUnavailable { .. }
+        )
     }
 
     /// True when the call raced with another change of the same rows and
@@ -72,6 +81,21 @@ impl Error {
             self,
             Error::Catalog(domicile_catalog::Error::Conflict { .. })
         )
+    }
+}
+
+/// A key manager's failures become custody errors naming the custodian:
+/// unreachable is [`Error::CustodianUnavailable`] (retryable), a refusal is
+/// [`Error::Custody`].
+impl From<domicile_store::Error> for Error {
+    fn from(e: domicile_store::Error) -> Self {
+        match e {
+            domicile_store::Error::KeyManagerUnavailable { custodian, reason } => {
+                Error::CustodianUnavailable { custodian, reason }
+            }
+            e @ domicile_store::Error::KeyManagerRefused { .. } => Error::Custody(e.to_string()),
+            e => Error::Store(e),
+        }
     }
 }
 

@@ -10,7 +10,6 @@ use domicile_catalog::{LedgerAppend, PlacementRow, PlacementState};
 use domicile_core::ids::{Category, RegionId};
 use domicile_core::jurisdiction::Jurisdiction;
 use domicile_core::{Config, config, placement};
-use domicile_store::DataKey;
 use serde_json::json;
 
 use crate::clock::now_millis;
@@ -171,10 +170,11 @@ impl Engine {
     ) -> Result<PlacementRow> {
         let (regions, custodian) =
             Engine::desired_placement(&acting.config, token, home, category, None)?;
-        let dek = DataKey::generate()?;
-        let wrapped = self
-            .keyring(&custodian)?
-            .wrap(&dek, &Engine::key_context(token, category))?;
+        let (_, wrapped) = self
+            .keyring(&custodian)
+            .await?
+            .generate(&Engine::key_context(token, category))
+            .await?;
         let now = now_millis();
         let regions: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
         let row = PlacementRow {
@@ -230,10 +230,12 @@ impl Engine {
         {
             return Ok(()); // someone else changed it; the caller re-reads
         }
-        let dek = self.data_key(p)?;
+        let dek = self.data_key(p).await?;
         let wrapped = self
-            .keyring(&custodian)?
-            .wrap(&dek, &Engine::key_context(&p.token, &p.category))?;
+            .keyring(&custodian)
+            .await?
+            .wrap(&dek, &Engine::key_context(&p.token, &p.category))
+            .await?;
         let fence = Engine::fence(&p.token, &p.category, p.epoch, acting.version);
         let ledger = LedgerAppend {
             kind: "move".into(),

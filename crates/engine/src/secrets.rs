@@ -137,6 +137,34 @@ impl Secrets {
         })
     }
 
+    /// The secrets of custodian `id`'s key manager:
+    /// `DOMICILE_CUSTODIAN_<ID>_ACCESS_KEY_ID` and `…_SECRET_ACCESS_KEY` for
+    /// `aws-kms://`, `DOMICILE_CUSTODIAN_<ID>_TOKEN` for `vault://` (the id
+    /// upper-cased, `-` as `_`). Absent ones leave the keyring to the
+    /// standard `AWS_*` or `VAULT_TOKEN` environment.
+    pub fn custodian_options(&self, id: &str) -> domicile_store::KeyringOptions {
+        let prefix = format!(
+            "DOMICILE_CUSTODIAN_{}",
+            id.to_ascii_uppercase().replace('-', "_")
+        );
+        let get = |suffix: &str| {
+            self.get(&format!("{prefix}_{suffix}"))
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let aws_credentials = match (get("ACCESS_KEY_ID"), get("SECRET_ACCESS_KEY")) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(domicile_store::S3Credentials {
+                access_key_id,
+                secret_access_key,
+            }),
+            _ => None,
+        };
+        domicile_store::KeyringOptions {
+            aws_credentials,
+            vault_token: get("TOKEN"),
+        }
+    }
+
     /// The key that turns subject ids into tokens: from `DOMICILE_TOKEN_KEY`
     /// (64 hex digits), or from `key_file`, created on first use with mode
     /// 0600.

@@ -56,7 +56,7 @@ impl Engine {
     /// the policy names for its home cannot be used (its key is missing or
     /// another): its data could not be written.
     pub async fn add_subject(&self, id: &SubjectId, home: Jurisdiction) -> Result<String> {
-        self.check_custodians_of(home)?;
+        self.check_custodians_of(home).await?;
         let token = self.tokens.subject(id);
         let now = now_millis();
         let row = SubjectRow {
@@ -80,14 +80,14 @@ impl Engine {
 
     /// Every custodian the acting policy names for a home's categories is
     /// usable.
-    fn check_custodians_of(&self, home: Jurisdiction) -> Result<()> {
+    async fn check_custodians_of(&self, home: Jurisdiction) -> Result<()> {
         let config = self.config();
         for category in config.categories() {
             let req = config
                 .policy
                 .requirement(&config.topology, home, category.as_str());
             if let Some(c) = req.custodian {
-                self.keyring(c.as_str())?;
+                self.keyring(c.as_str()).await?;
             }
         }
         Ok(())

@@ -159,11 +159,18 @@ impl Engine {
             });
         };
 
-        // A custodian whose key is missing or another: every copy it wraps is
-        // unreadable, whatever the regions hold.
-        for (id, keyring) in &self.keyrings {
-            if let Err(why) = keyring {
-                problem(&mut report, "custodian", id, "", "", "", why.clone());
+        // A custodian whose key is missing, another, refused or unreachable:
+        // every copy it wraps is unreadable, whatever the regions hold.
+        for id in self.keyrings.keys() {
+            match self.keyring(id).await {
+                Ok(_) => {}
+                Err(Error::Custody(why)) => {
+                    problem(&mut report, "custodian", id, "", "", "", why);
+                }
+                Err(e @ Error::CustodianUnavailable { .. }) => {
+                    problem(&mut report, "custodian", id, "", "", "", e.to_string());
+                }
+                Err(e) => return Err(e),
             }
         }
 

@@ -48,6 +48,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// A custodian's key manager could not be reached, or answered with a failure that
+    /// passes (a timeout, a 5xx, throttling, a sealed Vault). Retryable: nothing was wrapped
+    /// or unwrapped, and nothing may be written under another key meanwhile.
+    #[error("custodian {custodian}: its key manager is unavailable: {reason}")]
+    KeyManagerUnavailable {
+        /// Id of the custodian whose key manager failed.
+        custodian: String,
+        /// What failed (the key manager's URL, never a credential).
+        reason: String,
+    },
+
+    /// A custodian's key manager answered but refused: the key is disabled, deleted or
+    /// not allowed to this caller, or a wrapped key does not open under it with its
+    /// context. Not retryable until an operator acts.
+    #[error("custodian {custodian}: its key manager refused: {reason}")]
+    KeyManagerRefused {
+        /// Id of the custodian whose key manager refused.
+        custodian: String,
+        /// The key manager's own reason.
+        reason: String,
+    },
+
     /// A store or keyring URL cannot be used.
     #[error("bad URL {url:?}: {reason}")]
     BadUrl {
@@ -147,6 +169,12 @@ impl Error {
         Error::InvalidUse {
             reason: reason.into(),
         }
+    }
+
+    /// True when the same call may succeed later without anyone acting: a key manager that
+    /// could not be reached.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::KeyManagerUnavailable { .. })
     }
 
     /// True when the error means "this object is not there", as opposed to a failure to

@@ -1,106 +1,247 @@
-//! Key custodians: each wraps subjects' data keys under its own master key.
+//! Key custodians: each wraps subjects' data keys under a key it alone holds.
 //!
 //! Who holds the key that unwraps a subject's data key decides which governments can reach
 //! the plaintext, so the custodian is part of every wrapped key: the custodian id is
-//! authenticated with the ciphertext and a key wrapped by one custodian never unwraps under
-//! another, even if both master keys were equal.
+//! authenticated with the wrapped key, with the subject token and the category, and a key
+//! wrapped by one custodian never unwraps under another, even if both held the same key.
 //!
-//! The only backend today is a local folder holding `master-v1.key` (32 random bytes,
-//! created on first use with mode 0600 in a 0700 folder). A key file that group or others
-//! can read is refused rather than silently used or "fixed": the operator should learn that
-//! the key may have leaked. [`Keyring::open_existing`] never creates a key, and each
-//! keyring names its key by a [`Keyring::fingerprint`] that the engine checks against the
-//! identity the catalog recorded, so a missing or replaced key is refused, not replaced.
-//! A KMS backend would be another [`Location`] arm.
+//! A [`Keyring`] is one custodian's key, reached through one of three backends, chosen by
+//! the scheme of the configured keyring URL:
 //!
-//! Wrapped key format: version (1 byte) || nonce (12) || encrypted data key (32) || tag (16).
+//! - `file://FOLDER` ([`file`]): a master key file in a local folder, created on first use.
+//! - `aws-kms://KEY_ID_OR_ALIAS?region=R[&endpoint=URL]` ([`kms`]): a key in AWS KMS (or a
+//!   service speaking its JSON API), called with SigV4-signed requests.
+//! - `vault://HOST:PORT/MOUNT/KEY`, `vaults://…` for TLS ([`vault`]): a derived key of the
+//!   Transit engine of HashiCorp Vault or OpenBao.
+//!
+//! Every keyring has an [`identity`](Keyring::identity): the fingerprint of a file master
+//! key, the ARN of a KMS key, or a Transit key's address, name and creation time. The engine
+//! records it in the catalog on first use and refuses a custodian whose identity changed,
+//! so a missing folder, another master key, a KMS alias pointing elsewhere or a Transit key
+//! created again are refused, never used in place of the key that wraps the data.
+//! [`Keyring::open_existing`] never creates a key.
+//!
+//! The network backends are `async`, and so is the whole API. A key manager that cannot be
+//! reached gives [`Error::KeyManagerUnavailable`] (retryable); one that refuses (a disabled
+//! key, a denied token, a context that does not match) gives [`Error::KeyManagerRefused`].
+//! Both name the custodian. Credentials are never part of the URL: they come with
+//! [`KeyringOptions`].
 
 use std::fmt;
-use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use ring::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce};
-
-use crate::crypto::{DataKey, KEY_LEN, TAG_LEN, derive_aes_key, fill_random};
+use crate::crypto::{DataKey, KEY_LEN, TAG_LEN, fill_random};
 use crate::error::{Error, Result};
 use crate::location::Location;
+use crate::region::S3Credentials;
+
+pub mod file;
+mod http;
+pub mod kms;
+pub mod vault;
+
+use file::FileKeys;
+use kms::{Kms, KmsLocation};
+use vault::{Vault, VaultLocation};
 
 /// Name of the master key file in a keyring folder; versioned so that a rotation can add
 /// `master-v2.key` beside it.
 pub const MASTER_KEY_FILE: &str = "master-v1.key";
-/// Length of a wrapped data key.
-pub const WRAPPED_LEN: usize = 1 + NONCE_LEN + KEY_LEN + TAG_LEN;
+/// Length of a key wrapped by a `file://` keyring.
+pub const WRAPPED_LEN: usize = 1 + ring::aead::NONCE_LEN + KEY_LEN + TAG_LEN;
 
-const WRAP_VERSION: u8 = 1;
-const WRAP_KDF_SALT: &[u8] = b"domicile-wrap-v1";
+/// The schemes a keyring URL may have, named in the error for any other.
+pub const KEYRING_SCHEMES: &str = "file://, aws-kms://, vault://, vaults://";
 
-/// One custodian's keyring: wraps and unwraps data keys.
+/// What a wrapped data key is bound to, besides its custodian: the subject token and the
+/// category whose data it encrypts. A wrapped key never unwraps with another context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyContext<'a> {
+    pub token: &'a str,
+    pub category: &'a str,
+}
+
+impl<'a> KeyContext<'a> {
+    pub fn new(token: &'a str, category: &'a str) -> Self {
+        KeyContext { token, category }
+    }
+
+    /// `token/category`: the context of `file://` keyrings, as every key they wrapped so far
+    /// was bound to it.
+    fn legacy_bytes(&self) -> Vec<u8> {
+        format!("{}/{}", self.token, self.category).into_bytes()
+    }
+}
+
+/// The secrets a network keyring needs; none of them is part of its URL.
+#[derive(Clone, Default)]
+pub struct KeyringOptions {
+    /// An AWS access key for `aws-kms://`; the `AWS_*` environment when `None`.
+    pub aws_credentials: Option<S3Credentials>,
+    /// The Vault token for `vault://`; `VAULT_TOKEN` when `None`.
+    pub vault_token: Option<String>,
+}
+
+impl fmt::Debug for KeyringOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyringOptions")
+            .field("aws_credentials", &self.aws_credentials)
+            .field("vault_token", &self.vault_token.is_some())
+            .finish()
+    }
+}
+
+/// One custodian's keyring: generates, wraps and unwraps data keys.
 pub struct Keyring {
     custodian: String,
-    /// The AES key that wraps data keys, derived from the master key and the custodian id.
-    wrap_key: LessSafeKey,
-    /// Where the master key lives, for messages; `None` for in-memory keyrings.
-    key_file: Option<PathBuf>,
-    /// Names the master key without revealing it (see [`Keyring::fingerprint`]).
-    fingerprint: String,
+    backend: Backend,
+}
+
+enum Backend {
+    /// Boxed: its expanded AES key makes it several times larger than the others.
+    File(Box<FileKeys>),
+    Kms(Kms),
+    Vault(Vault),
 }
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyring")
-            .field("custodian", &self.custodian)
-            .field("key_file", &self.key_file)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("Keyring");
+        d.field("custodian", &self.custodian);
+        match &self.backend {
+            Backend::File(k) => d.field("key_file", &k.key_file),
+            Backend::Kms(_) => d.field("backend", &"aws-kms"),
+            Backend::Vault(_) => d.field("backend", &"vault"),
+        };
+        d.finish_non_exhaustive()
+    }
+}
+
+/// A keyring URL, parsed.
+enum KeyringUrl {
+    Dir(std::path::PathBuf),
+    Kms(KmsLocation),
+    Vault(VaultLocation),
+}
+
+impl KeyringUrl {
+    fn parse(url: &str, base_dir: &Path) -> Result<Self> {
+        let bad = |reason: String| Error::BadUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        if let Some(rest) = url.strip_prefix("aws-kms://") {
+            return KmsLocation::parse(rest).map(KeyringUrl::Kms).map_err(bad);
+        }
+        if let Some(rest) = url.strip_prefix("vault://") {
+            return VaultLocation::parse(rest, false)
+                .map(KeyringUrl::Vault)
+                .map_err(bad);
+        }
+        if let Some(rest) = url.strip_prefix("vaults://") {
+            return VaultLocation::parse(rest, true)
+                .map(KeyringUrl::Vault)
+                .map_err(bad);
+        }
+        match Location::parse(url, base_dir) {
+            Ok(Location::LocalDir(dir)) => Ok(KeyringUrl::Dir(dir)),
+            Ok(Location::Memory) => Err(bad(format!(
+                "a keyring must outlive the process; supported schemes are {KEYRING_SCHEMES}"
+            ))),
+            Ok(_) => Err(bad(format!(
+                "not a keyring; supported schemes are {KEYRING_SCHEMES}"
+            ))),
+            Err(Error::BadUrl { reason, .. }) if reason.contains("unsupported scheme") => Err(bad(
+                format!("unsupported scheme; supported schemes are {KEYRING_SCHEMES}"),
+            )),
+            Err(e) => Err(e),
+        }
     }
 }
 
 impl Keyring {
-    /// Opens the keyring of `custodian` at `url` (`file://…`, relative paths against
-    /// `base_dir`), creating the folder and master key on first use.
-    pub fn open(custodian: &str, url: &str, base_dir: &Path) -> Result<Self> {
-        match Location::parse(url, base_dir)? {
-            Location::LocalDir(dir) => Self::open_dir(custodian, &dir),
-            Location::Memory => Err(Error::BadUrl {
-                url: url.to_owned(),
-                reason: "a keyring must outlive the process; supported schemes are file://"
-                    .to_owned(),
-            }),
-            _ => Err(Error::BadUrl {
-                url: url.to_owned(),
-                reason: "keyrings live in local folders; supported schemes are file://".to_owned(),
-            }),
-        }
+    /// Checks a keyring URL's syntax without opening anything.
+    pub fn check_url(url: &str, base_dir: &Path) -> Result<()> {
+        KeyringUrl::parse(url, base_dir).map(|_| ())
     }
 
-    /// Opens the keyring of `custodian` at `url` only if its master key
-    /// exists: nothing is created. For a custodian that already wraps data,
-    /// a missing key must be an error, never a new key.
+    /// Opens the keyring of `custodian` at `url` (relative `file://` paths against
+    /// `base_dir`), creating a `file://` folder and master key on first use. Network
+    /// keyrings are not contacted here: the first call does.
+    pub fn open(custodian: &str, url: &str, base_dir: &Path) -> Result<Self> {
+        Self::open_with(custodian, url, base_dir, &KeyringOptions::default())
+    }
+
+    /// [`Keyring::open`] with the secrets of a network keyring.
+    pub fn open_with(
+        custodian: &str,
+        url: &str,
+        base_dir: &Path,
+        options: &KeyringOptions,
+    ) -> Result<Self> {
+        Self::open_url(custodian, url, base_dir, options, true)
+    }
+
+    /// Opens the keyring of `custodian` at `url` only if its key exists: nothing is
+    /// created. For a custodian that already wraps data, a missing key must be an error,
+    /// never a new key. (Network keyrings never create keys.)
     pub fn open_existing(custodian: &str, url: &str, base_dir: &Path) -> Result<Self> {
-        match Location::parse(url, base_dir)? {
-            Location::LocalDir(dir) => {
-                let file = dir.join(MASTER_KEY_FILE);
-                let mut master = read_key_file(&file)?;
-                let keyring = Self::from_master(custodian, &master, Some(file));
-                master.fill(0);
-                keyring
+        Self::open_existing_with(custodian, url, base_dir, &KeyringOptions::default())
+    }
+
+    /// [`Keyring::open_existing`] with the secrets of a network keyring.
+    pub fn open_existing_with(
+        custodian: &str,
+        url: &str,
+        base_dir: &Path,
+        options: &KeyringOptions,
+    ) -> Result<Self> {
+        Self::open_url(custodian, url, base_dir, options, false)
+    }
+
+    fn open_url(
+        custodian: &str,
+        url: &str,
+        base_dir: &Path,
+        options: &KeyringOptions,
+        create: bool,
+    ) -> Result<Self> {
+        check_id(custodian)?;
+        let backend = match KeyringUrl::parse(url, base_dir)? {
+            KeyringUrl::Dir(dir) if create => {
+                Backend::File(Box::new(FileKeys::open_dir(custodian, &dir)?))
             }
-            _ => Self::open(custodian, url, base_dir),
-        }
+            KeyringUrl::Dir(dir) => {
+                Backend::File(Box::new(FileKeys::open_existing(custodian, &dir)?))
+            }
+            KeyringUrl::Kms(l) => {
+                Backend::Kms(Kms::open(custodian, l, options.aws_credentials.as_ref())?)
+            }
+            KeyringUrl::Vault(l) => {
+                Backend::Vault(Vault::open(custodian, l, options.vault_token.as_deref())?)
+            }
+        };
+        Ok(Keyring {
+            custodian: custodian.to_owned(),
+            backend,
+        })
     }
 
     /// An in-memory keyring with a fresh random master key, for tests.
     pub fn memory(custodian: &str) -> Result<Self> {
         let mut master = [0u8; KEY_LEN];
         fill_random(&mut master)?;
-        Self::from_master(custodian, &master, None)
+        Self::memory_with_key(custodian, master)
     }
 
     /// An in-memory keyring with a given master key, for tests that need two keyrings with
     /// the same key.
     pub fn memory_with_key(custodian: &str, master: [u8; KEY_LEN]) -> Result<Self> {
-        Self::from_master(custodian, &master, None)
+        check_id(custodian)?;
+        Ok(Keyring {
+            custodian: custodian.to_owned(),
+            backend: Backend::File(Box::new(FileKeys::from_master(custodian, &master, None)?)),
+        })
     }
 
     /// The custodian this keyring belongs to.
@@ -108,230 +249,120 @@ impl Keyring {
         &self.custodian
     }
 
-    /// A name of the master key that does not reveal it (a domain-separated
-    /// BLAKE3 derivation, 16 bytes in hex): what the catalog records as the
-    /// custodian's key identity, and compares on every start.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
+    /// What the catalog records as the custodian's key, and compares on every start: a
+    /// file master key's fingerprint (a domain-separated BLAKE3 derivation, 16 bytes in hex,
+    /// which does not reveal the key), a KMS key's ARN, or a Transit key's address, name
+    /// and version-1 creation time. Asks a network key manager, so it can fail like any
+    /// call; a disabled KMS key is refused here.
+    pub async fn identity(&self) -> Result<String> {
+        match &self.backend {
+            Backend::File(k) => Ok(k.fingerprint.clone()),
+            Backend::Kms(k) => k.identity().await,
+            Backend::Vault(k) => k.identity().await,
+        }
     }
 
-    /// The master key file, if the keyring is on disk.
+    /// The master key file, if the keyring is a `file://` one.
     pub fn key_file(&self) -> Option<&Path> {
-        self.key_file.as_deref()
+        match &self.backend {
+            Backend::File(k) => k.key_file.as_deref(),
+            _ => None,
+        }
     }
 
-    /// Wraps a data key for storage in the catalog. `context` binds the wrapped key to its
-    /// use (e.g. the subject token), so that it cannot be swapped onto another subject.
-    pub fn wrap(&self, dek: &DataKey, context: &[u8]) -> Result<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        fill_random(&mut nonce)?;
-        let mut out = Vec::with_capacity(WRAPPED_LEN);
-        out.push(WRAP_VERSION);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(dek.as_bytes());
-        let tag = self
-            .wrap_key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(self.aad(context)),
-                &mut out[1 + NONCE_LEN..],
-            )
-            .map_err(|_| Error::crypto("key wrapping failed"))?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(out)
+    /// A fresh data key and its wrapped form, bound to `context`. A network keyring lets
+    /// its key manager generate the key (`GenerateDataKey`, `datakey/plaintext`).
+    pub async fn generate(&self, context: &KeyContext<'_>) -> Result<(DataKey, Vec<u8>)> {
+        match &self.backend {
+            Backend::File(k) => {
+                let dek = DataKey::generate()?;
+                let wrapped = k.wrap(&dek, context)?;
+                Ok((dek, wrapped))
+            }
+            Backend::Kms(k) => k.generate(context).await,
+            Backend::Vault(k) => k.generate(context).await,
+        }
+    }
+
+    /// Wraps a data key for storage in the catalog, bound to `context` so that it cannot
+    /// be swapped onto another subject or category.
+    pub async fn wrap(&self, dek: &DataKey, context: &KeyContext<'_>) -> Result<Vec<u8>> {
+        match &self.backend {
+            Backend::File(k) => k.wrap(dek, context),
+            Backend::Kms(k) => k.wrap(dek, context).await,
+            Backend::Vault(k) => k.wrap(dek, context).await,
+        }
     }
 
     /// Unwraps a data key wrapped by this custodian with the same context. Any other
-    /// custodian, context or a tampered value gives [`Error::Crypto`].
-    pub fn unwrap(&self, wrapped: &[u8], context: &[u8]) -> Result<DataKey> {
-        if wrapped.len() != WRAPPED_LEN {
-            return Err(Error::crypto(format!(
-                "a wrapped key is {WRAPPED_LEN} bytes, got {}",
-                wrapped.len()
-            )));
+    /// custodian, context or a tampered value gives [`Error::Crypto`] (`file://`) or
+    /// [`Error::KeyManagerRefused`] (a key manager's refusal).
+    pub async fn unwrap(&self, wrapped: &[u8], context: &KeyContext<'_>) -> Result<DataKey> {
+        match &self.backend {
+            Backend::File(k) => k.unwrap(wrapped, context),
+            Backend::Kms(k) => k.unwrap(wrapped, context).await,
+            Backend::Vault(k) => k.unwrap(wrapped, context).await,
         }
-        let (version, rest) = wrapped.split_at(1);
-        if version != [WRAP_VERSION] {
-            return Err(Error::crypto("wrapped key has an unknown version"));
-        }
-        let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce)
-            .map_err(|_| Error::crypto("wrapped key has a bad nonce"))?;
-        let mut buf = [0u8; KEY_LEN + TAG_LEN];
-        buf.copy_from_slice(sealed);
-        let opened = self
-            .wrap_key
-            .open_in_place(nonce, Aad::from(self.aad(context)), &mut buf);
-        let result = match opened {
-            Ok(plain) => DataKey::from_slice(plain),
-            Err(_) => Err(Error::crypto(format!(
-                "wrapped key does not open under custodian {:?} (other custodian, other context, or tampered)",
-                self.custodian
-            ))),
-        };
-        buf.fill(0);
-        result
     }
 
-    /// AAD: the custodian id, length-prefixed so that (id, context) pairs cannot run into
-    /// each other, then the context.
-    fn aad(&self, context: &[u8]) -> Vec<u8> {
-        let id = self.custodian.as_bytes();
-        let mut aad = Vec::with_capacity(4 + id.len() + context.len());
-        aad.extend_from_slice(&u32::try_from(id.len()).unwrap_or(u32::MAX).to_be_bytes());
-        aad.extend_from_slice(id);
-        aad.extend_from_slice(context);
-        aad
-    }
-
-    fn from_master(
-        custodian: &str,
-        master: &[u8; KEY_LEN],
-        key_file: Option<PathBuf>,
-    ) -> Result<Self> {
-        if custodian.is_empty() {
-            return Err(Error::invalid_use("a custodian id must not be empty"));
+    /// Wraps again, under the key's current version, a key this custodian wrapped: KMS
+    /// `ReEncrypt` and Transit `rewrap` do it without the data key leaving the key manager.
+    pub async fn rewrap(&self, wrapped: &[u8], context: &KeyContext<'_>) -> Result<Vec<u8>> {
+        match &self.backend {
+            Backend::File(k) => k.wrap(&k.unwrap(wrapped, context)?, context),
+            Backend::Kms(k) => k.rewrap(wrapped, context).await,
+            Backend::Vault(k) => k.rewrap(wrapped, context).await,
         }
-        let id = blake3::derive_key("domicile keyring fingerprint v1", master);
-        Ok(Self {
-            custodian: custodian.to_owned(),
-            wrap_key: derive_aes_key(master, WRAP_KDF_SALT, &[custodian.as_bytes()])?,
-            key_file,
-            fingerprint: hex::encode(&id[..16]),
-        })
-    }
-
-    fn open_dir(custodian: &str, dir: &Path) -> Result<Self> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io(dir))?;
-        let file = dir.join(MASTER_KEY_FILE);
-        let mut master = match read_key_file(&file) {
-            Ok(master) => master,
-            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
-                create_key_file(dir, &file)?
-            }
-            Err(e) => return Err(e),
-        };
-        let keyring = Self::from_master(custodian, &master, Some(file));
-        master.fill(0);
-        keyring
     }
 }
 
-/// Reads a master key file, refusing one that group or others may access.
-fn read_key_file(file: &Path) -> Result<[u8; KEY_LEN]> {
-    let io = |source| Error::Io {
-        path: file.to_path_buf(),
-        source,
-    };
-    let mut handle = fs::File::open(file).map_err(io)?;
-    let meta = handle.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(Error::KeyFile {
-            path: file.to_path_buf(),
-            reason: "not a regular file".to_owned(),
-        });
+fn check_id(custodian: &str) -> Result<()> {
+    if custodian.is_empty() {
+        return Err(Error::invalid_use("a custodian id must not be empty"));
     }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::KeyFile {
-            path: file.to_path_buf(),
-            reason: format!(
-                "permissions {mode:04o} let group or others access the key; \
-                 it may have leaked. Check who could read it, then `chmod 600` it"
-            ),
-        });
-    }
-    let mut master = [0u8; KEY_LEN];
-    let mut extra = [0u8; 1];
-    handle.read_exact(&mut master).map_err(|_| Error::KeyFile {
-        path: file.to_path_buf(),
-        reason: format!("a master key file holds exactly {KEY_LEN} bytes"),
-    })?;
-    if handle.read(&mut extra).map_err(io)? != 0 {
-        master.fill(0);
-        return Err(Error::KeyFile {
-            path: file.to_path_buf(),
-            reason: format!("a master key file holds exactly {KEY_LEN} bytes"),
-        });
-    }
-    Ok(master)
-}
-
-/// Creates the master key file without ever exposing a partial or world-readable file:
-/// the key is written and synced to a private temporary file, then hard-linked into place,
-/// which fails if another process won the race; in that case its key is used.
-fn create_key_file(dir: &Path, file: &Path) -> Result<[u8; KEY_LEN]> {
-    let mut master = [0u8; KEY_LEN];
-    fill_random(&mut master)?;
-    let mut suffix = [0u8; 8];
-    fill_random(&mut suffix)?;
-    let tmp = dir.join(format!(".{MASTER_KEY_FILE}.{}.tmp", hex::encode(suffix)));
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
-    let written = (|| {
-        let mut handle = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        handle.write_all(&master).map_err(io(&tmp))?;
-        handle.sync_all().map_err(io(&tmp))?;
-        match fs::hard_link(&tmp, file) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(io(file)(e)),
-        }
-    })();
-    // The temporary name is never used again; failing to remove it only leaves a private file.
-    let _ = fs::remove_file(&tmp);
-    if !written? {
-        master.fill(0);
-        return read_key_file(file);
-    }
-    // Make the new directory entry durable before any key is wrapped under it.
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    tracing::info!(key_file = %file.display(), "created custodian master key");
-    Ok(master)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn wrap_unwrap_is_bound_to_custodian_and_context() -> Result<()> {
+    const CTX: KeyContext<'static> = KeyContext {
+        token: "subject-token",
+        category: "profile",
+    };
+
+    #[tokio::test]
+    async fn wrap_unwrap_is_bound_to_custodian_and_context() -> Result<()> {
         let master = [9u8; KEY_LEN];
         let a = Keyring::memory_with_key("operator-kms", master)?;
         let b = Keyring::memory_with_key("in-kms", master)?;
         let dek = DataKey::generate()?;
-        let wrapped = a.wrap(&dek, b"subject-token")?;
+        let wrapped = a.wrap(&dek, &CTX).await?;
         assert_eq!(wrapped.len(), WRAPPED_LEN);
-        assert_eq!(a.unwrap(&wrapped, b"subject-token")?, dek);
+        assert_eq!(a.unwrap(&wrapped, &CTX).await?, dek);
+        for other in [
+            KeyContext::new("other-token", "profile"),
+            KeyContext::new("subject-token", "orders"),
+        ] {
+            assert!(matches!(
+                a.unwrap(&wrapped, &other).await,
+                Err(Error::Crypto { .. })
+            ));
+        }
         assert!(matches!(
-            a.unwrap(&wrapped, b"other-token"),
-            Err(Error::Crypto { .. })
-        ));
-        assert!(matches!(
-            b.unwrap(&wrapped, b"subject-token"),
+            b.unwrap(&wrapped, &CTX).await,
             Err(Error::Crypto { .. })
         ));
         let mut bad = wrapped.clone();
         bad[WRAPPED_LEN - 1] ^= 1;
-        assert!(a.unwrap(&bad, b"subject-token").is_err());
-        assert!(a.unwrap(&wrapped[1..], b"subject-token").is_err());
+        assert!(a.unwrap(&bad, &CTX).await.is_err());
+        assert!(a.unwrap(&wrapped[1..], &CTX).await.is_err());
+        let rewrapped = a.rewrap(&wrapped, &CTX).await?;
+        assert_ne!(rewrapped, wrapped);
+        assert_eq!(a.unwrap(&rewrapped, &CTX).await?, dek);
+        let (fresh, fresh_wrapped) = a.generate(&CTX).await?;
+        assert_eq!(a.unwrap(&fresh_wrapped, &CTX).await?, fresh);
         assert!(format!("{a:?}").contains("operator-kms"));
         Ok(())
     }
@@ -343,5 +374,39 @@ mod tests {
             Err(Error::BadUrl { .. })
         ));
         assert!(Keyring::memory("").is_err());
+        for url in [
+            "s3://bucket",
+            "gs://bucket",
+            "aws-kms://alias/k",
+            "vault://host/transit/k",
+            "vaults://host:8200/k",
+        ] {
+            assert!(
+                matches!(
+                    Keyring::check_url(url, Path::new("/")),
+                    Err(Error::BadUrl { .. })
+                ),
+                "{url}"
+            );
+        }
+        for url in [
+            "file://keys/k",
+            "aws-kms://alias/k?region=ap-south-1",
+            "vault://127.0.0.1:8200/transit/k",
+            "vaults://vault.example:8200/transit/k",
+        ] {
+            assert!(Keyring::check_url(url, Path::new("/")).is_ok(), "{url}");
+        }
+    }
+
+    /// Keys wrapped before keyrings had several backends still open: the format and its
+    /// binding did not change.
+    #[tokio::test]
+    async fn file_wrapped_keys_keep_their_format() -> Result<()> {
+        let ring = Keyring::memory_with_key("in-kms", [3u8; KEY_LEN])?;
+        let wrapped = ring.wrap(&DataKey::generate()?, &CTX).await?;
+        assert_eq!(wrapped[0], file::WRAP_VERSION);
+        assert_eq!(ring.identity().await?, "d89b55bfe8ba001e955ab743950bdad2");
+        Ok(())
     }
 }

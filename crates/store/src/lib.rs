@@ -14,8 +14,9 @@
 //! - [`crypto`]: blob format v1 (header, chunked AES-256-GCM with a key per blob, final-chunk
 //!   flag), the offset arithmetic for range reads, [`DataKey`], and small sealed values for
 //!   names and metadata.
-//! - [`keyring`]: custodians' master keys, which wrap data keys bound to the custodian and
-//!   a context.
+//! - [`keyring`]: custodians' keys (a local master key file, an AWS KMS key, a Vault or
+//!   OpenBao Transit key), which generate and wrap data keys bound to the custodian, the
+//!   subject token and the category.
 //! - [`region`]: [`RegionStore`], an `object_store` backend (local folder, S3-compatible
 //!   bucket, memory) named by its region id, with idempotent delete and listings that
 //!   separate blobs from foreign objects.
@@ -37,6 +38,6 @@ pub mod region;
 pub use blob::{BlobWriter, PlainStream, WrittenBlob, checksum_of, copy_blob, read_blob};
 pub use crypto::{DataKey, Mode};
 pub use error::{Error, Result};
-pub use keyring::Keyring;
+pub use keyring::{KeyContext, Keyring, KeyringOptions};
 pub use layout::BlobPath;
 pub use region::{Leftover, ListEntry, Listing, RegionOptions, RegionStore, S3Credentials};

@@ -1,7 +1,9 @@
 //! Integration tests: real local-folder regions in a temporary folder, blobs large enough
 //! to take the multipart path, and key files on disk; and `s3://` regions against a real
 //! S3-compatible server (`moto_server`, which the test starts: it fails, never skips,
-//! when moto is not installed).
+//! when moto is not installed). Network keyrings: `aws-kms://` against moto's KMS,
+//! `vault://` against the in-repo Transit fake, and against a real Vault or OpenBao only
+//! when `DOMICILE_TEST_VAULT_ADDR` is set (the one test that skips, saying so).
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -22,13 +24,18 @@ use domicile_store::crypto::{DEFAULT_CHUNK_SIZE, HEADER_LEN};
 use domicile_store::keyring::MASTER_KEY_FILE;
 use domicile_store::layout::prefix_for;
 use domicile_store::{
-    BlobPath, BlobWriter, DataKey, Error, Keyring, RegionOptions, RegionStore, Result, WrittenBlob,
-    checksum_of, copy_blob, read_blob,
+    BlobPath, BlobWriter, DataKey, Error, KeyContext, Keyring, KeyringOptions, RegionOptions,
+    RegionStore, Result, WrittenBlob, checksum_of, copy_blob, read_blob,
 };
 use domicile_test_support::moto::Moto;
+use domicile_test_support::vault::FakeVault;
 
 const MIB: usize = 1024 * 1024;
 const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+const CTX: KeyContext<'static> = KeyContext {
+    token: TOKEN,
+    category: "profile",
+};
 
 fn plaintext(len: usize, seed: u8) -> Vec<u8> {
     let mut state = u64::from(seed) | 1;
@@ -387,8 +394,8 @@ async fn an_abandoned_writer_commits_nothing() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn keyring_files_are_private_and_loose_ones_are_refused() -> Result<()> {
+#[tokio::test]
+async fn keyring_files_are_private_and_loose_ones_are_refused() -> Result<()> {
     let fx = Fixture::new();
     let ring = Keyring::open("in-kms", "file://keys/in-kms", fx.base())?;
     let dir = fx.base().join("keys/in-kms");
@@ -406,20 +413,21 @@ fn keyring_files_are_private_and_loose_ones_are_refused() -> Result<()> {
     assert_eq!(ring.key_file(), Some(file.as_path()));
 
     let dek = DataKey::generate()?;
-    let wrapped = ring.wrap(&dek, TOKEN.as_bytes())?;
-    assert_eq!(ring.unwrap(&wrapped, TOKEN.as_bytes())?, dek);
+    let wrapped = ring.wrap(&dek, &CTX).await?;
+    assert_eq!(ring.unwrap(&wrapped, &CTX).await?, dek);
 
     // Reopening uses the same master key; another custodian or context does not unwrap.
     let reopened = Keyring::open("in-kms", "file://keys/in-kms", fx.base())?;
-    assert_eq!(reopened.unwrap(&wrapped, TOKEN.as_bytes())?, dek);
+    assert_eq!(reopened.unwrap(&wrapped, &CTX).await?, dek);
     let absolute = format!("file://{}", dir.display());
     let impostor = Keyring::open("operator-kms", &absolute, FsPath::new("/elsewhere"))?;
     assert!(matches!(
-        impostor.unwrap(&wrapped, TOKEN.as_bytes()),
+        impostor.unwrap(&wrapped, &CTX).await,
         Err(Error::Crypto { .. })
     ));
     assert!(matches!(
-        ring.unwrap(&wrapped, b"another-subject"),
+        ring.unwrap(&wrapped, &KeyContext::new("another-subject", "profile"))
+            .await,
         Err(Error::Crypto { .. })
     ));
 
@@ -784,4 +792,286 @@ async fn deferred_writes_are_made_durable_by_shared_syncs() -> Result<()> {
         .sync()
         .await?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Network keyrings
+// ---------------------------------------------------------------------------
+
+fn aws_options() -> KeyringOptions {
+    KeyringOptions {
+        aws_credentials: Some(domicile_store::S3Credentials {
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+        }),
+        vault_token: None,
+    }
+}
+
+fn vault_options(token: &str) -> KeyringOptions {
+    KeyringOptions {
+        aws_credentials: None,
+        vault_token: Some(token.into()),
+    }
+}
+
+/// What every keyring must do, whatever holds its key: generate, wrap, unwrap and rewrap,
+/// each wrapped key bound to its custodian, subject token and category.
+async fn keyring_contract(ring: &Keyring) -> Result<()> {
+    let (dek, wrapped) = ring.generate(&CTX).await?;
+    assert_eq!(ring.unwrap(&wrapped, &CTX).await?, dek);
+    let other = DataKey::generate()?;
+    let wrapped_other = ring.wrap(&other, &CTX).await?;
+    assert_eq!(ring.unwrap(&wrapped_other, &CTX).await?, other);
+    for ctx in [
+        KeyContext::new("another-subject", "profile"),
+        KeyContext::new(TOKEN, "orders"),
+    ] {
+        let refused = ring.unwrap(&wrapped, &ctx).await;
+        assert!(
+            matches!(refused, Err(Error::KeyManagerRefused { ref custodian, .. }) if custodian == ring.custodian()),
+            "{ctx:?}: {refused:?}"
+        );
+    }
+    let rewrapped = ring.rewrap(&wrapped, &CTX).await?;
+    assert_ne!(rewrapped, wrapped);
+    assert_eq!(ring.unwrap(&rewrapped, &CTX).await?, dek);
+    // A key of another kind of keyring is refused without asking.
+    let file_ring = Keyring::memory(ring.custodian())?;
+    let foreign = file_ring.wrap(&dek, &CTX).await?;
+    assert!(matches!(
+        ring.unwrap(&foreign, &CTX).await,
+        Err(Error::Crypto { .. })
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn kms_keyrings_wrap_through_kms_bound_to_custodian_and_context() -> Result<()> {
+    let moto = Moto::start();
+    let arn = moto.kms_create_key();
+    moto.kms_alias("alias/in-kms", &arn);
+    let url = format!(
+        "aws-kms://alias/in-kms?region=us-east-1&endpoint={}",
+        moto.endpoint
+    );
+    let ring = Keyring::open_with("in-kms", &url, FsPath::new("/"), &aws_options())?;
+    assert_eq!(ring.identity().await?, arn, "the identity is the key ARN");
+    keyring_contract(&ring).await?;
+
+    // The same KMS key under another custodian id does not open this custodian's keys.
+    let (_, wrapped) = ring.generate(&CTX).await?;
+    let impostor = Keyring::open_with("sg-kms", &url, FsPath::new("/"), &aws_options())?;
+    assert!(matches!(
+        impostor.unwrap(&wrapped, &CTX).await,
+        Err(Error::KeyManagerRefused { .. })
+    ));
+
+    // The alias pointed at another key: a fresh keyring sees another identity, and the
+    // one that resolved the alias first refuses it rather than follow.
+    let other = moto.kms_create_key();
+    moto.kms_alias("alias/in-kms", &other);
+    let fresh = Keyring::open_with("in-kms", &url, FsPath::new("/"), &aws_options())?;
+    assert_eq!(fresh.identity().await?, other);
+    match ring.identity().await {
+        Err(Error::KeyManagerRefused { custodian, reason }) => {
+            assert_eq!(custodian, "in-kms");
+            assert!(reason.contains(&other) && reason.contains(&arn), "{reason}");
+        }
+        got => panic!("expected a refusal, got {got:?}"),
+    }
+    moto.kms_alias("alias/in-kms", &arn);
+
+    // A disabled key is refused, naming the custodian; enabled again, it serves.
+    moto.kms_disable(&arn);
+    match ring.identity().await {
+        Err(e @ Error::KeyManagerRefused { .. }) => {
+            assert!(e.to_string().contains("custodian in-kms"), "{e}");
+            assert!(e.to_string().contains("Disabled"), "{e}");
+            assert!(!e.is_retryable());
+        }
+        got => panic!("expected a refusal, got {got:?}"),
+    }
+    moto.kms_enable(&arn);
+    assert_eq!(ring.identity().await?, arn);
+    ring.unwrap(&wrapped, &CTX).await?;
+
+    // No credential at all: refused at open, saying which secrets to set.
+    let bare = Keyring::open("in-kms", &url, FsPath::new("/"));
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        match bare {
+            Err(Error::KeyManagerRefused { reason, .. }) => {
+                assert!(
+                    reason.contains("DOMICILE_CUSTODIAN_IN_KMS_ACCESS_KEY_ID"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    drop(moto);
+
+    // The KMS gone: every call fails quickly as retryable, naming the custodian.
+    let down = ring.unwrap(&wrapped, &CTX).await;
+    match down {
+        Err(e @ Error::KeyManagerUnavailable { .. }) => {
+            assert!(e.is_retryable());
+            assert!(e.to_string().contains("custodian in-kms"), "{e}");
+        }
+        other => panic!("expected KeyManagerUnavailable, got {other:?}"),
+    }
+    assert!(ring.generate(&CTX).await.is_err_and(|e| e.is_retryable()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn vault_keyrings_wrap_through_transit_with_derived_contexts() -> Result<()> {
+    let vault = FakeVault::start();
+    vault.create_key("in-kms", true);
+    let url = vault.url("in-kms");
+    let ring = Keyring::open_with(
+        "in-kms",
+        &url,
+        FsPath::new("/"),
+        &vault_options(&vault.token),
+    )?;
+    let identity = ring.identity().await?;
+    assert!(
+        identity.starts_with(&format!(
+            "vault:http://{}/transit/in-kms@v1:",
+            vault.address
+        )),
+        "{identity}"
+    );
+    keyring_contract(&ring).await?;
+    let (dek, wrapped) = ring.generate(&CTX).await?;
+
+    // Rotation: new wraps use version 2, old ones still open; rewrap moves them to v2.
+    vault.rotate("in-kms");
+    let rewrapped = ring.rewrap(&wrapped, &CTX).await?;
+    assert!(
+        rewrapped.starts_with(b"Vvault:v2:"),
+        "{:?}",
+        String::from_utf8_lossy(&rewrapped)
+    );
+    assert_eq!(ring.unwrap(&rewrapped, &CTX).await?, dek);
+
+    // Version 1 no longer allowed to decrypt: refused with Vault's reason, naming the
+    // custodian; and the key no longer shows its version 1, so its identity is refused.
+    vault.set_min_decryption_version("in-kms", 2);
+    match ring.unwrap(&wrapped, &CTX).await {
+        Err(e @ Error::KeyManagerRefused { .. }) => {
+            assert!(
+                e.to_string().contains("custodian in-kms") && e.to_string().contains("too old"),
+                "{e}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(matches!(
+        ring.identity().await,
+        Err(Error::KeyManagerRefused { .. })
+    ));
+    vault.set_min_decryption_version("in-kms", 1);
+    assert_eq!(ring.unwrap(&wrapped, &CTX).await?, dek);
+    assert_eq!(ring.identity().await?, identity);
+
+    // A policy that denies decrypt: refused, not retryable; allowed again, it serves.
+    vault.deny("decrypt");
+    assert!(matches!(
+        ring.unwrap(&wrapped, &CTX).await,
+        Err(Error::KeyManagerRefused { ref reason, .. }) if reason.contains("permission denied")
+    ));
+    vault.allow("decrypt");
+
+    // A wrong token is refused.
+    let stranger =
+        Keyring::open_with("in-kms", &url, FsPath::new("/"), &vault_options("hvs.nope"))?;
+    assert!(matches!(
+        stranger.unwrap(&wrapped, &CTX).await,
+        Err(Error::KeyManagerRefused { .. })
+    ));
+
+    // The key deleted and created again under its name: another identity, refused by the
+    // keyring that knew the first; and a key without derivation is refused.
+    vault.delete_key("in-kms");
+    vault.create_key("in-kms", true);
+    assert!(matches!(
+        ring.identity().await,
+        Err(Error::KeyManagerRefused { .. })
+    ));
+    let fresh = Keyring::open_with(
+        "in-kms",
+        &url,
+        FsPath::new("/"),
+        &vault_options(&vault.token),
+    )?;
+    assert_ne!(fresh.identity().await?, identity);
+    assert!(fresh.unwrap(&wrapped, &CTX).await.is_err());
+    vault.create_key("plain", false);
+    let plain = Keyring::open_with(
+        "in-kms",
+        &vault.url("plain"),
+        FsPath::new("/"),
+        &vault_options(&vault.token),
+    )?;
+    assert!(matches!(
+        plain.identity().await,
+        Err(Error::KeyManagerRefused { ref reason, .. }) if reason.contains("derived")
+    ));
+
+    // encrypt would create a missing key: the keyring notices and refuses the wrap.
+    vault.delete_key("in-kms");
+    assert!(matches!(
+        fresh.wrap(&dek, &CTX).await,
+        Err(Error::KeyManagerRefused { .. })
+    ));
+
+    drop(vault);
+    match ring.unwrap(&wrapped, &CTX).await {
+        Err(e @ Error::KeyManagerUnavailable { .. }) => assert!(e.is_retryable()),
+        other => panic!("expected KeyManagerUnavailable, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// The same contract against a real Vault or OpenBao: `DOMICILE_TEST_VAULT_ADDR`
+/// (`http://HOST:PORT`), `DOMICILE_TEST_VAULT_TOKEN`, and a Transit engine mounted at
+/// `transit` (or `DOMICILE_TEST_VAULT_MOUNT`). The key `domicile-test` is created derived.
+#[tokio::test]
+async fn vault_keyrings_work_against_a_real_vault_when_one_is_given() -> Result<()> {
+    let Ok(addr) = std::env::var("DOMICILE_TEST_VAULT_ADDR") else {
+        println!("skipped: DOMICILE_TEST_VAULT_ADDR is not set (no real Vault to test against)");
+        return Ok(());
+    };
+    let token = std::env::var("DOMICILE_TEST_VAULT_TOKEN").unwrap_or_default();
+    let mount = std::env::var("DOMICILE_TEST_VAULT_MOUNT").unwrap_or_else(|_| "transit".into());
+    let (scheme, host) = addr
+        .split_once("://")
+        .unwrap_or_else(|| panic!("DOMICILE_TEST_VAULT_ADDR {addr:?} is not http(s)://HOST:PORT"));
+    let created = create_derived_key(&addr, &token, &format!("/v1/{mount}/keys/domicile-test"));
+    assert!(
+        created,
+        "cannot create the Transit key domicile-test at {addr}"
+    );
+    let url = format!(
+        "{}://{}/{mount}/domicile-test",
+        if scheme == "https" { "vaults" } else { "vault" },
+        host.trim_end_matches('/')
+    );
+    let ring = Keyring::open_with("in-kms", &url, FsPath::new("/"), &vault_options(&token))?;
+    ring.identity().await?;
+    keyring_contract(&ring).await
+}
+
+/// `POST {"derived": true}` with curl (a plain HTTP client is not a dependency here);
+/// true when the key exists afterwards.
+fn create_derived_key(addr: &str, token: &str, path: &str) -> bool {
+    std::process::Command::new("curl")
+        .args(["-sf", "-X", "POST", "-H"])
+        .arg(format!("X-Vault-Token: {token}"))
+        .args(["-d", r#"{"derived": true}"#])
+        .arg(format!("{}{path}", addr.trim_end_matches('/')))
+        .status()
+        .is_ok_and(|s| s.success())
 }

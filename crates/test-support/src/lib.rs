@@ -10,7 +10,9 @@
 //! - [`files`]: every file under a folder, relative to it.
 //! - [`rng`]: a small deterministic generator and incompressible bytes, so
 //!   a failing run replays from its seed.
-//! - [`moto`]: a `moto_server` (S3) on a free port, stopped on drop.
+//! - [`moto`]: a `moto_server` (S3 and KMS) on a free port, stopped on drop,
+//!   and the KMS calls tests make on it (create, alias, disable, enable).
+//! - [`vault`]: a faithful fake of the Vault/OpenBao Transit engine.
 //! - [`pg`]: a fresh PostgreSQL database per test, dropped when it ends.
 #![allow(clippy::unwrap_used)]
 
@@ -20,3 +22,4 @@ pub mod files;
 pub mod moto;
 pub mod pg;
 pub mod rng;
+pub mod vault;

@@ -291,6 +291,65 @@ impl Builder {
         None
     }
 
+    /// A custodian's keyring URL: a `file://` folder like a store's, or a
+    /// key manager (`aws-kms://KEY?region=R[&endpoint=URL]`,
+    /// `vault://HOST:PORT/MOUNT/KEY`, `vaults://…`), whose shape is checked
+    /// here so that a typo is reported with its position.
+    fn keyring_url(&mut self, s: &S<String>) -> Option<String> {
+        let url = s.get_ref();
+        let problem = if let Some(rest) = url.strip_prefix("aws-kms://") {
+            let (key, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let params: Vec<(&str, &str)> = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split_once('=').unwrap_or((p, "")))
+                .collect();
+            if key.is_empty() {
+                Some("names no key: expected aws-kms://KEY_ID_OR_ALIAS?region=REGION".to_string())
+            } else if let Some((k, _)) = params
+                .iter()
+                .find(|(k, v)| v.is_empty() || !matches!(*k, "region" | "endpoint"))
+            {
+                Some(format!(
+                    "has a bad parameter {k:?}: aws-kms:// takes region=REGION and endpoint=URL"
+                ))
+            } else if !params.iter().any(|(k, _)| *k == "region") {
+                Some("needs ?region=REGION".to_string())
+            } else {
+                None
+            }
+        } else if let Some(rest) = url
+            .strip_prefix("vault://")
+            .or_else(|| url.strip_prefix("vaults://"))
+        {
+            let mut parts = rest.trim_end_matches('/').split('/');
+            let address = parts.next().unwrap_or_default();
+            let path: Vec<&str> = parts.collect();
+            let port_ok = address
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok || path.len() < 2 || path.iter().any(|p| p.is_empty()) {
+                Some("is not vault://HOST:PORT/MOUNT/KEY".to_string())
+            } else {
+                None
+            }
+        } else if url.starts_with("file://") || url.starts_with("memory://") {
+            return self.store_url(s, "keyring");
+        } else {
+            Some(
+                "has an unsupported scheme: expected file://PATH, aws-kms://KEY?region=REGION or vault://HOST:PORT/MOUNT/KEY"
+                    .to_string(),
+            )
+        };
+        match problem {
+            Some(p) => {
+                self.err(&s.span(), format!("keyring {url:?} {p}"));
+                None
+            }
+            None => Some(url.clone()),
+        }
+    }
+
     fn build(&mut self, raw: RawConfig, file: &str) -> Option<Config> {
         let op = raw.operator.get_ref();
         let hq = self.jurisdiction(&op.headquarters);
@@ -434,7 +493,7 @@ impl Builder {
             let id: Option<CustodianId> = self.parse_id(&c.id);
             let j = self.jurisdiction(&c.jurisdiction);
             let hq = self.jurisdiction(&c.headquarters);
-            let keyring = self.store_url(&c.keyring, "keyring");
+            let keyring = self.keyring_url(&c.keyring);
             let (Some(id), Some(j), Some(hq), Some(keyring)) = (id, j, hq, keyring) else {
                 continue;
             };

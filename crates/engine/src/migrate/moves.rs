@@ -173,7 +173,7 @@ impl MigrationWorker<'_> {
         let mut commits = Vec::new();
         let mut committing = Vec::new();
         for (m, c) in ready {
-            match self.unit_move(&m, &units[m.unit], &c) {
+            match self.unit_move(&m, &units[m.unit], &c).await {
                 Ok(commit) => {
                     commits.push(commit);
                     committing.push((m, c.moved));
@@ -285,7 +285,7 @@ impl MigrationWorker<'_> {
     /// The commit of a unit whose copies are durable: the new placement
     /// (with the data key re-wrapped if the custodian changes), its ledger
     /// receipt and the unit's release.
-    fn unit_move(&self, route: &Route, unit: &UnitRow, c: &Copied) -> Result<UnitMove> {
+    async fn unit_move(&self, route: &Route, unit: &UnitRow, c: &Copied) -> Result<UnitMove> {
         let Route {
             p,
             to,
@@ -295,10 +295,12 @@ impl MigrationWorker<'_> {
         let wrapped = if *custodian_to == p.custodian {
             p.wrapped_key.clone()
         } else {
-            let dek = self.engine.data_key(p)?;
+            let dek = self.engine.data_key(p).await?;
             self.engine
-                .keyring(custodian_to)?
-                .wrap(&dek, &Engine::key_context(&p.token, &p.category))?
+                .keyring(custodian_to)
+                .await?
+                .wrap(&dek, &Engine::key_context(&p.token, &p.category))
+                .await?
         };
         let ledger = LedgerAppend {
             kind: "move".into(),

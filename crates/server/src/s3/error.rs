@@ -33,6 +33,15 @@ pub(crate) fn from_engine(op: &'static str, e: Error) -> S3Error {
             S3ErrorCode::SlowDown,
             "this subject's data is being moved between regions; retry shortly",
         ),
+        Error::CustodianUnavailable { custodian, reason } => {
+            tracing::warn!(op, custodian, reason, "key manager unreachable");
+            s3(
+                S3ErrorCode::SlowDown,
+                format!(
+                    "the key manager of custodian {custodian} cannot be reached; retry shortly"
+                ),
+            )
+        }
         Error::Forbidden(_) => s3(
             S3ErrorCode::AccessDenied,
             "writes for this subject's category are refused until its copies are moved out of a region the policy now forbids",
@@ -68,6 +77,20 @@ mod tests {
             e.status_code().map(|s| s.as_u16()),
             Some(503),
             "SlowDown is a 503"
+        );
+        let e = from_engine(
+            "GetObject",
+            Error::CustodianUnavailable {
+                custodian: "in-kms".into(),
+                reason: "KMS at http://10.0.0.9: cannot connect".into(),
+            },
+        );
+        assert_eq!(e.code(), &S3ErrorCode::SlowDown);
+        assert_eq!(e.status_code().map(|s| s.as_u16()), Some(503));
+        let message = e.message().unwrap_or_default();
+        assert!(
+            message.contains("in-kms") && !message.contains("10.0.0.9"),
+            "{message}"
         );
         let e = from_engine("PutObject", Error::NotRegistered);
         assert_eq!(e.code(), &S3ErrorCode::AccessDenied);
