@@ -127,6 +127,29 @@ pub fn names() -> String {
         .join(", ")
 }
 
+/// The presets that `labels` (the grounds exposure rows carry) name, each
+/// once, in the order met. Labels of hand-written rules cite nothing.
+pub fn cited<'a>(labels: impl IntoIterator<Item = &'a String>) -> Vec<&'static Preset> {
+    let mut out: Vec<&'static Preset> = Vec::new();
+    for label in labels {
+        if let Some(p) = find(label)
+            && !out.iter().any(|o| o.name == p.name)
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// How a report cites a preset beside its rows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Citation {
+    pub preset: &'static str,
+    pub title: &'static str,
+    pub citations: &'static [&'static str],
+    pub summary: &'static str,
+}
+
 /// Why a preset's `authority` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthorityError {
@@ -143,6 +166,16 @@ pub enum AuthorityError {
 }
 
 impl Preset {
+    /// What a report says about it.
+    pub fn citation(&self) -> Citation {
+        Citation {
+            preset: self.name,
+            title: self.title,
+            citations: self.citations,
+            summary: self.summary,
+        }
+    }
+
     /// The jurisdictions the preset gives reach to.
     pub fn members(&self) -> Vec<Jurisdiction> {
         // The table above names only valid codes and groups; a test holds
