@@ -1,4 +1,5 @@
-//! Rendering of plans and exposure for people and programs, shared by the
+//! Rendering of plans and exposure for people and programs (with the reach
+//! presets they cite and that this is not legal advice), shared by the
 //! commands and the demo.
 
 use domicile_core::exposure::ASSUMPTION;

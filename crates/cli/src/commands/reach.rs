@@ -57,83 +57,80 @@ impl Entry<'_> {
         }
     }
 
-    /// What the entry reaches, by kind: ids of regions and custodians.
-    fn reaches(&self, a: Jurisdiction, config: &Config) -> Value {
-        let mut territory_regions = Vec::new();
-        let mut territory_custodians = Vec::new();
-        let mut provider_regions = Vec::new();
-        let mut headquarters_custodians = Vec::new();
-        let mut operator = false;
-        for r in &self.rules {
-            territory_regions.extend(r.territory_regions.iter().map(|x| x.id.to_string()));
-            territory_custodians.extend(r.territory_custodians.iter().map(|x| x.id.to_string()));
-            provider_regions.extend(r.provider_regions.iter().map(|x| x.id.to_string()));
-            headquarters_custodians
-                .extend(r.headquarters_custodians.iter().map(|x| x.id.to_string()));
-            operator |= r.operator_headquarters;
+    /// What the entry reaches in this deployment.
+    fn reached(&self, config: &Config) -> Reached {
+        let mut r = Reached::default();
+        for x in &self.rules {
+            r.territory_regions
+                .extend(x.territory_regions.iter().map(|x| x.id.to_string()));
+            r.territory_custodians
+                .extend(x.territory_custodians.iter().map(|x| x.id.to_string()));
+            r.provider_regions
+                .extend(x.provider_regions.iter().map(|x| x.id.to_string()));
+            r.headquarters_custodians
+                .extend(x.headquarters_custodians.iter().map(|x| x.id.to_string()));
+            r.operator |= x.operator_headquarters;
         }
-        let operator_regions: Vec<String> = if operator {
-            config
+        if r.operator {
+            r.operator_regions = config
                 .topology
                 .regions
                 .iter()
-                .map(|r| r.id.to_string())
-                .collect()
-        } else {
-            Vec::new()
-        };
+                .map(|x| x.id.to_string())
+                .collect();
+        }
+        r
+    }
+}
+
+/// What one entry reaches, by ground: ids of regions and custodians.
+#[derive(Default)]
+struct Reached {
+    territory_regions: Vec<String>,
+    territory_custodians: Vec<String>,
+    /// The operator is headquartered in the authority's country.
+    operator: bool,
+    /// Then: every region it uses.
+    operator_regions: Vec<String>,
+    provider_regions: Vec<String>,
+    headquarters_custodians: Vec<String>,
+}
+
+impl Reached {
+    fn json(&self, config: &Config) -> Value {
+        let op = &config.topology.operator;
         json!({
-            "territory": {"regions": territory_regions, "custodians": territory_custodians},
-            "operator_headquarters": {"operator": operator.then(|| config.topology.operator.name.clone()),
-                                      "headquarters": config.topology.operator.headquarters,
-                                      "regions": operator_regions},
-            "provider_headquarters": {"regions": provider_regions},
-            "custodian_headquarters": {"custodians": headquarters_custodians},
-            "authority": a,
+            "territory": {"regions": self.territory_regions, "custodians": self.territory_custodians},
+            "operator_headquarters": {"operator": self.operator.then(|| op.name.clone()),
+                                      "headquarters": op.headquarters,
+                                      "regions": self.operator_regions},
+            "provider_headquarters": {"regions": self.provider_regions},
+            "custodian_headquarters": {"custodians": self.headquarters_custodians},
         })
     }
 
     /// The same, in words, for the table.
-    fn reaches_text(&self, a: Jurisdiction, config: &Config) -> String {
-        let v = self.reaches(a, config);
-        let list = |x: &Value| -> Vec<String> {
-            x.as_array()
-                .map(|l| {
-                    l.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+    fn text(&self, a: Jurisdiction) -> String {
         let mut parts = Vec::new();
-        let tr = list(&v["territory"]["regions"]);
-        if !tr.is_empty() {
-            parts.push(format!("copies in {a}: {}", tr.join(", ")));
-        }
-        let tc = list(&v["territory"]["custodians"]);
-        if !tc.is_empty() {
-            parts.push(format!("keys held in {a}: {}", tc.join(", ")));
-        }
-        if v["operator_headquarters"]["operator"].is_string() {
-            parts.push(format!(
-                "every copy of the operator, headquartered in {a}: {}",
-                list(&v["operator_headquarters"]["regions"]).join(", ")
-            ));
-        }
-        let pr = list(&v["provider_headquarters"]["regions"]);
-        if !pr.is_empty() {
-            parts.push(format!(
-                "copies on providers headquartered in {a}: {}",
-                pr.join(", ")
-            ));
-        }
-        let hc = list(&v["custodian_headquarters"]["custodians"]);
-        if !hc.is_empty() {
-            parts.push(format!(
-                "keys at custodians headquartered in {a}: {}",
-                hc.join(", ")
-            ));
-        }
+        let mut say = |what: String, ids: &[String]| {
+            if !ids.is_empty() {
+                parts.push(format!("{what}: {}", ids.join(", ")));
+            }
+        };
+        say(format!("copies in {a}"), &self.territory_regions);
+        say(format!("keys held in {a}"), &self.territory_custodians);
+        say(
+            format!("every copy of the operator, headquartered in {a}"),
+            &self.operator_regions,
+        );
+        say(
+            format!("copies on providers headquartered in {a}"),
+            &self.provider_regions,
+        );
+        say(
+            format!("keys at custodians headquartered in {a}"),
+            &self.headquarters_custodians,
+        );
         if parts.is_empty() {
             "nothing in this deployment".into()
         } else {
@@ -157,7 +154,7 @@ fn explain(config: &Config, a: Jurisdiction, format: Format) -> Result<u8> {
         t.row(vec![
             e.label().to_string(),
             e.over().join(", "),
-            e.reaches_text(a, config),
+            e.reached(config).text(a),
             e.location(config),
         ]);
         grounds.push(json!({
@@ -169,7 +166,7 @@ fn explain(config: &Config, a: Jurisdiction, format: Format) -> Result<u8> {
             "summary": preset.map(|p| p.summary),
             "over": e.over(),
             "at": e.location(config),
-            "reaches": e.reaches(a, config),
+            "reaches": e.reached(config).json(config),
         }));
     }
     let reaches_anything = config
