@@ -112,6 +112,9 @@ pub enum Command {
         #[arg(long)]
         subject: String,
     },
+    /// Legal reach: the grounds on which an authority could compel data.
+    #[command(subcommand)]
+    Reach(ReachCmd),
     /// The ledger.
     #[command(subcommand)]
     Ledger(LedgerCmd),
@@ -241,6 +244,18 @@ pub enum CatalogCmd {
     MigrateTo {
         /// The target catalog's URL; its database must exist and be empty.
         url: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReachCmd {
+    /// The grounds of an authority's reach under the active config: each
+    /// rule or preset, its citations and summary, and what it reaches.
+    /// A simplified model of the laws it cites, not legal advice.
+    Explain {
+        /// A jurisdiction (ISO 3166-1 alpha-2), such as CN.
+        #[arg(long)]
+        authority: String,
     },
 }
 

@@ -8,6 +8,13 @@
 //! reach it, plans the move and shows what it costs and what it changes
 //! about each government's reach, then carries it out online while a client
 //! keeps writing, and proves the result (verify, ledger verify).
+//!
+//! Reach comes from presets (see `domicile_core::presets`): China reaches
+//! the China-headquartered operator's copies everywhere, the US what its
+//! providers hold, every government its territory. After the move, China's
+//! reach over Indian users is ciphertext only, as are those of the US and
+//! Singapore: their keys are at the Indian custodian. The exposure tables
+//! cite the grounds.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,6 +94,12 @@ pub async fn run(dir: Option<PathBuf>, subjects: u32) -> Result<u8> {
     );
     println!(
         "aws-us-east-1 [US], in-mumbai [IN], tw-taipei [TW]) and two key custodians (operator-kms in CN, in-kms in IN)."
+    );
+    println!(
+        "Reach: every government its territory; CN every copy of its CN-headquartered operator (cn-national-intelligence);"
+    );
+    println!(
+        "the US what US-headquartered providers hold (us-cloud-act); see `domicile reach explain --authority CN`."
     );
 
     let v1 = Config::load(&v1_path)?;

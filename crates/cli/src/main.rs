@@ -10,7 +10,8 @@
 //! - [`migrate`]: migration jobs: apply, status, resume, pause, cancel.
 //! - [`output`]: table, JSON and CSV output.
 //! - [`progress`]: progress bars on a terminal, plain lines elsewhere.
-//! - [`render`]: plans and exposure rendered for people and programs.
+//! - [`render`]: plans and exposure rendered for people and programs, with
+//!   the grounds of reach they cite.
 //! - [`serve`]: `domicile serve`, the REST and S3 APIs.
 
 mod catalog;

@@ -1,14 +1,23 @@
-//! Rendering of plans and exposure for people and programs, shared by the
+//! Rendering of plans and exposure for people and programs (with the reach
+//! presets they cite and that this is not legal advice), shared by the
 //! commands and the demo.
 
 use domicile_core::exposure::ASSUMPTION;
 use domicile_core::plan::{ExposureRow, Move, PlanSummary};
+use domicile_core::presets::{self, NOT_LEGAL_ADVICE, Preset};
 use serde_json::json;
 
 use crate::output::{Table, bytes, money};
 
 pub fn exposure_table(rows: &[ExposureRow]) -> Table {
-    let mut t = Table::new(&["authority", "home", "subjects", "plaintext", "ciphertext"]);
+    let mut t = Table::new(&[
+        "authority",
+        "home",
+        "subjects",
+        "plaintext",
+        "ciphertext",
+        "grounds",
+    ]);
     for r in rows {
         t.row(vec![
             r.authority.to_string(),
@@ -16,9 +25,33 @@ pub fn exposure_table(rows: &[ExposureRow]) -> Table {
             r.subjects.to_string(),
             r.plaintext_subjects.to_string(),
             r.ciphertext_subjects.to_string(),
+            r.grounds.join(", "),
         ]);
     }
     t
+}
+
+/// What a JSON report says about the presets it cites, beside its rows.
+pub fn citations_json(cited: &[&Preset]) -> serde_json::Value {
+    json!(cited.iter().map(|p| p.citation()).collect::<Vec<_>>())
+}
+
+/// Under a table: each cited preset with its citations, and that this is
+/// not legal advice. Nothing when no preset is cited.
+pub fn print_citations(cited: &[&Preset]) {
+    if cited.is_empty() {
+        return;
+    }
+    println!("Grounds cited:");
+    for p in cited {
+        println!("  {}: {}", p.name, p.citations.join("; "));
+    }
+    println!("{NOT_LEGAL_ADVICE}");
+}
+
+/// Every preset cited by the rows of an exposure report.
+pub fn cited_by_rows<'a>(rows: impl IntoIterator<Item = &'a ExposureRow>) -> Vec<&'static Preset> {
+    presets::cited(rows.into_iter().flat_map(|r| r.grounds.iter()))
 }
 
 pub fn move_json(m: &Move) -> serde_json::Value {
@@ -37,6 +70,8 @@ pub fn plan_json(moves: &[serde_json::Value], s: &PlanSummary) -> serde_json::Va
         "exposure_before": s.exposure_before,
         "exposure_after": s.exposure_after,
         "assumption": ASSUMPTION,
+        "grounds": citations_json(&cited_by_rows(s.exposure_before.iter().chain(&s.exposure_after))),
+        "legal_notice": NOT_LEGAL_ADVICE,
     })
 }
 
@@ -112,7 +147,9 @@ pub fn short(token: &str) -> String {
     token.chars().take(12).collect()
 }
 
-/// Exposure before and after, side by side, rows where something is exposed.
+/// Exposure before and after, side by side, rows where something is
+/// exposed, with the grounds of the reach after (or before, if nothing
+/// is reached after).
 pub fn print_exposure_change(before: &[ExposureRow], after: &[ExposureRow]) {
     let mut t = Table::new(&[
         "authority",
@@ -122,7 +159,9 @@ pub fn print_exposure_change(before: &[ExposureRow], after: &[ExposureRow]) {
         "plaintext after",
         "ciphertext before",
         "ciphertext after",
+        "grounds",
     ]);
+    let mut cited: Vec<&ExposureRow> = Vec::new();
     for b in before {
         let a = after
             .iter()
@@ -133,6 +172,11 @@ pub fn print_exposure_change(before: &[ExposureRow], after: &[ExposureRow]) {
         if b.plaintext_subjects + b.ciphertext_subjects + pa + ca == 0 {
             continue;
         }
+        let grounds = match a {
+            Some(a) if pa + ca > 0 => a,
+            _ => b,
+        };
+        cited.push(grounds);
         t.row(vec![
             b.authority.to_string(),
             b.home.to_string(),
@@ -141,8 +185,10 @@ pub fn print_exposure_change(before: &[ExposureRow], after: &[ExposureRow]) {
             pa.to_string(),
             b.ciphertext_subjects.to_string(),
             ca.to_string(),
+            grounds.grounds.join(", "),
         ]);
     }
     print!("{}", t.render());
     println!("{ASSUMPTION}");
+    print_citations(&cited_by_rows(cited));
 }

@@ -534,6 +534,73 @@ fn demo_runs_end_to_end() {
             _ => assert_eq!(r["region"], "cn-north", "{r}"),
         }
     }
+    // Who could compel Indian users' data after the move: China through
+    // its China-headquartered operator, the US through its providers and
+    // Singapore through its territory, each ciphertext only, since the keys
+    // are at an Indian custodian; India, which holds them, in plaintext.
+    let exposure = run(&["report", "exposure"]);
+    let row = |a: &str| {
+        exposure["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["authority"] == a && r["home"] == "IN")
+            .unwrap_or_else(|| panic!("no {a} row over IN: {exposure}"))
+            .clone()
+    };
+    let cn = row("CN");
+    assert_eq!(cn["subjects"], 30, "{cn}");
+    assert_eq!(cn["plaintext_subjects"], 0, "{cn}");
+    assert_eq!(cn["ciphertext_subjects"], 30, "CN reaches every copy: {cn}");
+    assert_eq!(strs(&cn["grounds"]), ["cn-national-intelligence"], "{cn}");
+    let us = row("US");
+    assert_eq!(us["plaintext_subjects"], 0, "{us}");
+    assert_eq!(
+        us["ciphertext_subjects"], 30,
+        "every profile is at AWS: {us}"
+    );
+    assert!(
+        strs(&us["grounds"]).contains(&"us-cloud-act".to_string()),
+        "{us}"
+    );
+    let sg = row("SG");
+    assert_eq!(sg["plaintext_subjects"], 0, "{sg}");
+    assert!(sg["ciphertext_subjects"].as_u64().unwrap() > 0, "{sg}");
+    assert_eq!(strs(&sg["grounds"]), ["territory"], "{sg}");
+    let india = row("IN");
+    assert!(india["plaintext_subjects"].as_u64().unwrap() > 0, "{india}");
+    assert!(
+        strs(&india["grounds"]).contains(&"in-dpdp".to_string()),
+        "{india}"
+    );
+    let cited: Vec<&str> = exposure["grounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["preset"].as_str().unwrap())
+        .collect();
+    assert!(cited.contains(&"cn-national-intelligence"), "{exposure}");
+    assert!(
+        exposure["legal_notice"]
+            .as_str()
+            .unwrap()
+            .starts_with("Not legal advice"),
+        "{exposure}"
+    );
+    // The demo's own last table says so, with the grounds cited.
+    let last = text.rsplit("== Who could compel it now ==").next().unwrap();
+    let cn_line = last
+        .lines()
+        .find(|l| l.starts_with("CN ") && l.split_whitespace().nth(1) == Some("IN"))
+        .unwrap_or_else(|| panic!("no CN/IN line after the move:\n{last}"));
+    let cells: Vec<&str> = cn_line.split_whitespace().collect();
+    // authority, home, subjects, plaintext before/after, ciphertext before/after, grounds
+    assert_eq!(cells[4], "0", "no plaintext after: {cn_line}");
+    assert_eq!(cells[6], "30", "ciphertext after: {cn_line}");
+    assert_eq!(cells[7], "cn-national-intelligence", "{cn_line}");
+    assert!(last.contains("National Intelligence Law"), "{last}");
+    assert!(last.contains("Not legal advice"), "{last}");
+
     let objects: i64 = rows.iter().map(|r| r["objects"].as_i64().unwrap()).sum();
     // 60 profiles, 45 media, 20 payments, plus notes written during the move.
     assert!(objects >= 60 + 45 + 20, "{objects}");
@@ -2198,4 +2265,135 @@ fn a_custodian_whose_key_is_missing_or_another_is_refused_never_replaced() {
         b"{\"name\":\"Wei\"}"
     );
     d.expect(0, &["verify"]);
+}
+
+// ---------------------------------------------------------------------------
+// 12. Legal reach
+// ---------------------------------------------------------------------------
+
+#[test]
+fn reach_explain_cites_the_grounds_of_an_authoritys_reach() {
+    let d = Deployment::v2();
+    let text = d.ok(&["reach", "explain", "--authority", "CN"]);
+    for want in [
+        "cn-national-intelligence",
+        "National Intelligence Law of the People's Republic of China",
+        "art. 7",
+        "art. 35",
+        "art. 36",
+        "every copy of the operator, headquartered in CN",
+        "copies in CN: cn-north",
+        "keys at custodians headquartered in CN: operator-kms",
+        "Not legal advice",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    // Each ground points at its `[[reach]]` entry.
+    let line = line_of(V2, "preset = \"cn-national-intelligence\"") - 1;
+    let at = format!("{}:{line}", d.config.display());
+    assert!(text.contains(&at), "{at} missing:\n{text}");
+
+    let v = d.json(&["reach", "explain", "--authority", "CN"]);
+    assert_keys(
+        &v,
+        &[
+            "authority",
+            "name",
+            "config",
+            "grounds",
+            "reaches_anything",
+            "assumption",
+            "legal_notice",
+        ],
+        "reach explain",
+    );
+    assert_eq!(v["authority"], "CN");
+    assert_eq!(v["reaches_anything"], true);
+    assert!(
+        v["legal_notice"]
+            .as_str()
+            .unwrap()
+            .starts_with("Not legal advice")
+    );
+    let grounds = v["grounds"].as_array().unwrap();
+    let labels: Vec<&str> = grounds
+        .iter()
+        .map(|g| g["ground"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["territory", "cn-national-intelligence"], "{v}");
+    assert_eq!(grounds[0]["source"], "rule");
+    assert!(grounds[0]["citations"].as_array().unwrap().is_empty());
+    let cn = &grounds[1];
+    assert_eq!(cn["source"], "preset");
+    assert_eq!(cn["at"], at.as_str());
+    assert_eq!(strs(&cn["over"]), ["territory", "headquarters"]);
+    assert!(
+        strs(&cn["citations"])
+            .iter()
+            .any(|c| c.contains("National Intelligence Law") && c.contains("art. 7")),
+        "{cn}"
+    );
+    assert!(cn["summary"].as_str().unwrap().len() > 80);
+    let reaches = &cn["reaches"];
+    assert_eq!(strs(&reaches["territory"]["regions"]), ["cn-north"]);
+    assert_eq!(strs(&reaches["territory"]["custodians"]), ["operator-kms"]);
+    assert_eq!(strs(&reaches["operator_headquarters"]["regions"]), REGIONS);
+    assert_eq!(
+        strs(&reaches["provider_headquarters"]["regions"]),
+        ["cn-north"]
+    );
+    assert_eq!(
+        strs(&reaches["custodian_headquarters"]["custodians"]),
+        ["operator-kms"]
+    );
+
+    // The US: through the CLOUD Act, the regions of its providers only.
+    let us = d.json(&["reach", "explain", "--authority", "US"]);
+    let g = &us["grounds"][1];
+    assert_eq!(g["preset"], "us-cloud-act", "{us}");
+    assert!(strs(&g["citations"])[0].contains("18 U.S.C. § 2713"), "{g}");
+    assert_eq!(
+        strs(&g["reaches"]["provider_headquarters"]["regions"]),
+        ["aws-ap-southeast-1", "aws-us-east-1"]
+    );
+    assert!(g["reaches"]["operator_headquarters"]["operator"].is_null());
+    assert!(
+        strs(&g["reaches"]["operator_headquarters"]["regions"]).is_empty(),
+        "{g}"
+    );
+
+    // Germany: only the territory rule, over nothing here.
+    let de = d.json(&["reach", "explain", "--authority", "DE"]);
+    assert_eq!(de["reaches_anything"], false, "{de}");
+    let text = d.ok(&["reach", "explain", "--authority", "DE"]);
+    assert!(text.contains("nothing in this deployment"), "{text}");
+    let (h, rows) = {
+        let out = d.expect(
+            0,
+            &["reach", "explain", "--authority", "CN", "--format", "csv"],
+        );
+        parse_csv(&stdout(&out), "reach explain csv")
+    };
+    assert_eq!(h, ["ground", "over", "reaches", "at"]);
+    assert_eq!(rows.len(), 2);
+
+    let bad = d.expect(2, &["reach", "explain", "--authority", "XX"]);
+    assert!(
+        stderr(&bad).contains("unknown jurisdiction"),
+        "{}",
+        stderr(&bad)
+    );
+
+    // An unknown preset is a config error at its position, naming the
+    // known ones; nothing runs.
+    d.set_config(&V2.replace("preset = \"in-dpdp\"", "preset = \"in-dpdpa\""));
+    let out = d.expect(2, &["reach", "explain", "--authority", "CN"]);
+    let err = stderr(&out);
+    let (l, c) = diagnostic_position(&err, &d.config);
+    assert_eq!((l, c), (line_of(V2, "preset = \"in-dpdp\""), 10), "{err}");
+    assert!(err.contains("unknown reach preset \"in-dpdpa\""), "{err}");
+    assert!(
+        err.contains("us-cloud-act, cn-national-intelligence, ru-242-fz, in-dpdp, eu-gdpr-48"),
+        "{err}"
+    );
 }

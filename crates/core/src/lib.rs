@@ -9,7 +9,9 @@
 //! - [`topology`]: operator, regions and custodians.
 //! - [`policy`]: rules → what a (home, category) requires.
 //! - [`placement`]: sticky rendezvous placement of copies.
-//! - [`exposure`]: legal reach over copies and keys.
+//! - [`exposure`]: legal reach over copies and keys, and the grounds to
+//!   cite for it.
+//! - [`presets`]: built-in reach rule sets grounded in cited laws.
 //! - [`cost`]: storage and egress prices.
 //! - [`plan`]: a streaming diff of current placements against a policy.
 //! - [`diff`]: what a policy change means, per (home, category).
@@ -25,6 +27,7 @@ pub mod jurisdiction;
 pub mod placement;
 pub mod plan;
 pub mod policy;
+pub mod presets;
 pub mod topology;
 
 pub use config::{Config, ConfigError};

@@ -68,6 +68,10 @@ pub struct ExposureRow {
     pub subjects: u64,
     pub plaintext_subjects: u64,
     pub ciphertext_subjects: u64,
+    /// The reach rules that put these subjects within the authority's
+    /// reach, by label (a preset's name, or the ground of a hand-written
+    /// rule): what a report cites. Empty when nothing is reached.
+    pub grounds: Vec<String>,
 }
 
 /// Stored bytes and monthly cost of one region.
@@ -115,6 +119,8 @@ struct Counts {
     subjects: u64,
     plaintext: u64,
     ciphertext: u64,
+    /// The grounds that reached any of them.
+    used: Grounds,
 }
 
 struct SubjectState {
@@ -122,6 +128,9 @@ struct SubjectState {
     home: Jurisdiction,
     before: Vec<Level>,
     after: Vec<Level>,
+    /// Per authority, the grounds that reached the subject's placements.
+    used_before: Vec<Grounds>,
+    used_after: Vec<Grounds>,
     moved: bool,
 }
 
@@ -245,6 +254,8 @@ impl<'c> Planner<'c> {
                 home: cur.home,
                 before: vec![Level::None; self.authorities.len()],
                 after: vec![Level::None; self.authorities.len()],
+                used_before: vec![Grounds::default(); self.authorities.len()],
+                used_after: vec![Grounds::default(); self.authorities.len()],
                 moved: false,
             }));
             self.subjects_seen += 1;
@@ -268,14 +279,14 @@ impl<'c> Planner<'c> {
         let k_after = desired.topology.custodian(&custodian_to);
 
         for (i, (a, g_before, g_after)) in self.authorities.iter().enumerate() {
-            let lb = exposure::placement_level(
+            let (lb, ub) = exposure::placement_reach(
                 *g_before,
                 *a,
                 &from_regions,
                 k_before,
                 &self.current.topology.operator,
             );
-            let la = exposure::placement_level(
+            let (la, ua) = exposure::placement_reach(
                 *g_after,
                 *a,
                 &to_regions,
@@ -285,6 +296,8 @@ impl<'c> Planner<'c> {
             if let Some(s) = self.subject.as_mut() {
                 s.0.before[i] = s.0.before[i].max(lb);
                 s.0.after[i] = s.0.after[i].max(la);
+                s.0.used_before[i] = s.0.used_before[i].union(ub);
+                s.0.used_after[i] = s.0.used_after[i].union(ua);
             }
         }
         for r in &from_regions {
@@ -349,12 +362,13 @@ impl<'c> Planner<'c> {
             self.totals.subjects += 1;
         }
         for (i, (a, _, _)) in self.authorities.iter().enumerate() {
-            for (map, level) in [
-                (&mut self.before, s.before[i]),
-                (&mut self.after, s.after[i]),
+            for (map, level, used) in [
+                (&mut self.before, s.before[i], s.used_before[i]),
+                (&mut self.after, s.after[i], s.used_after[i]),
             ] {
                 let c = &mut map.entry((*a, s.home)).or_default().0;
                 c.subjects += 1;
+                c.used = c.used.union(used);
                 match level {
                     Level::Plaintext => c.plaintext += 1,
                     Level::Ciphertext => c.ciphertext += 1,
@@ -367,7 +381,7 @@ impl<'c> Planner<'c> {
     /// Ends the stream and returns the totals.
     pub fn finish(mut self) -> PlanSummary {
         self.flush_subject();
-        let rows = |m: &BTreeMap<(Jurisdiction, Jurisdiction), CountsBox>| {
+        let rows = |m: &BTreeMap<(Jurisdiction, Jurisdiction), CountsBox>, cfg: &Config| {
             m.iter()
                 .map(|((a, h), c)| ExposureRow {
                     authority: *a,
@@ -375,6 +389,7 @@ impl<'c> Planner<'c> {
                     subjects: c.0.subjects,
                     plaintext_subjects: c.0.plaintext,
                     ciphertext_subjects: c.0.ciphertext,
+                    grounds: cfg.reach.cite_labels(*a, c.0.used),
                 })
                 .collect()
         };
@@ -395,8 +410,8 @@ impl<'c> Planner<'c> {
                 .collect()
         };
         PlanSummary {
-            exposure_before: rows(&self.before),
-            exposure_after: rows(&self.after),
+            exposure_before: rows(&self.before, self.current),
+            exposure_after: rows(&self.after, self.desired),
             cost_before: costs(&self.bytes_before, self.current, self.desired),
             cost_after: costs(&self.bytes_after, self.desired, self.current),
             totals: self.totals,

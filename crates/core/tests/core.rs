@@ -17,6 +17,9 @@ use proptest::prelude::*;
 
 const V1: &str = include_str!("../../../examples/demo-v1.toml");
 const V2: &str = include_str!("../../../examples/demo-v2.toml");
+/// The demo's policy v2 as it was when the plan digest's encoding got its
+/// version 2, reach written by hand: the digest of this text is pinned.
+const PINNED: &str = include_str!("plan-digest-v2.toml");
 
 fn j(s: &str) -> Jurisdiction {
     Jurisdiction::from_str(s).unwrap()
@@ -190,15 +193,137 @@ fn sticky_placement_keeps_valid_and_repairs_invalid() {
         .find(|r| r.authority == j("CN") && r.home == j("IN"))
         .unwrap();
     assert_eq!(cn_in_before.plaintext_subjects, 1);
+    // In China, under a Chinese custodian: territory and headquarters.
+    assert_eq!(
+        cn_in_before.grounds,
+        ["territory", "cn-national-intelligence"]
+    );
     let cn_in_after = s
         .exposure_after
         .iter()
         .find(|r| r.authority == j("CN") && r.home == j("IN"))
         .unwrap();
-    assert_eq!(
-        cn_in_after.plaintext_subjects + cn_in_after.ciphertext_subjects,
-        0
+    // Out of China, under an Indian custodian: the China-headquartered
+    // operator's copies stay within reach, the key does not.
+    assert_eq!(cn_in_after.plaintext_subjects, 0);
+    assert_eq!(cn_in_after.ciphertext_subjects, 1);
+    assert_eq!(cn_in_after.grounds, ["cn-national-intelligence"]);
+    let in_in_after = s
+        .exposure_after
+        .iter()
+        .find(|r| r.authority == j("IN") && r.home == j("IN"))
+        .unwrap();
+    assert_eq!(in_in_after.plaintext_subjects, 1);
+    assert_eq!(in_in_after.grounds, ["territory", "in-dpdp"]);
+    // TW reaches nothing, and cites nothing.
+    let tw = s
+        .exposure_after
+        .iter()
+        .find(|r| r.authority == j("TW") && r.home == j("TW"))
+        .unwrap();
+    assert_eq!(tw.plaintext_subjects + tw.ciphertext_subjects, 0);
+    assert!(tw.grounds.is_empty(), "{tw:?}");
+}
+
+/// A preset is the ordinary rules it expands to: same exposure, same plan
+/// digest, same legacy digest. Only the grounds reports cite differ.
+#[test]
+fn a_preset_plans_like_the_rules_it_expands_to() {
+    let by_hand = parse(PINNED).unwrap();
+    let preset = parse(&PINNED.replace(
+        "authority = \"US\"\nover = \"headquarters\"",
+        "preset = \"us-cloud-act\"",
+    ))
+    .unwrap();
+    assert_ne!(preset.digest(), by_hand.digest(), "the text did change");
+    assert_eq!(preset.plan_digest(), by_hand.plan_digest());
+    assert_eq!(preset.legacy_plan_digest(), by_hand.legacy_plan_digest());
+    assert!(preset.plans_job(&by_hand.plan_digest()));
+    let labels: Vec<&str> = preset.reach.rules.iter().map(|r| r.label()).collect();
+    assert_eq!(labels, ["territory", "us-cloud-act"]);
+
+    // cn-national-intelligence is CN territory plus CN headquarters.
+    let cn_by_hand = "[[reach]]\nauthority = \"CN\"\nover = \"territory\"\n\n[[reach]]\nauthority = \"CN\"\nover = \"headquarters\"\n";
+    let cn_preset = "[[reach]]\npreset = \"cn-national-intelligence\"\n";
+    let a = parse(&format!("{PINNED}\n{cn_by_hand}")).unwrap();
+    let b = parse(&format!("{PINNED}\n{cn_preset}")).unwrap();
+    assert_eq!(a.plan_digest(), b.plan_digest());
+    assert_ne!(a.plan_digest(), by_hand.plan_digest(), "CN gained reach");
+    let ru = parse(&format!("{PINNED}\n[[reach]]\npreset = \"ru-242-fz\"\n")).unwrap();
+    assert_ne!(ru.plan_digest(), by_hand.plan_digest(), "RU gained reach");
+
+    // A Member State narrows eu-gdpr-48 to itself.
+    let de = parse(&format!(
+        "{PINNED}\n[[reach]]\npreset = \"eu-gdpr-48\"\nauthority = \"DE\"\n"
+    ))
+    .unwrap();
+    let de_by_hand = parse(&format!(
+        "{PINNED}\n[[reach]]\nauthority = \"DE\"\nover = \"territory\"\n"
+    ))
+    .unwrap();
+    assert_eq!(de.plan_digest(), de_by_hand.plan_digest());
+    let last = de.reach.rules.last().unwrap();
+    assert_eq!(last.authority, AuthoritySel::Some(vec![j("DE")]));
+    assert_eq!(last.preset().map(|p| p.name), Some("eu-gdpr-48"));
+    // The line of its `[[reach]]`, for `reach explain` to point at.
+    let preset_line = line_of(de.source.text(), "preset = \"eu-gdpr-48\"");
+    assert_eq!(last.line(), Some(preset_line - 1));
+}
+
+/// 1-based number of the last line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    lines.iter().rposition(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn reach_entries_are_validated_with_their_position() {
+    let with = |entry: &str| format!("{PINNED}\n[[reach]]\n{entry}\n");
+    // An unknown preset names the known ones, at the preset's value.
+    let text = with("preset = \"cn-natsec\"");
+    let e = parse(&text).unwrap_err();
+    assert!(e.contains("unknown reach preset \"cn-natsec\""), "{e}");
+    for name in [
+        "us-cloud-act",
+        "cn-national-intelligence",
+        "ru-242-fz",
+        "in-dpdp",
+        "eu-gdpr-48",
+    ] {
+        assert!(e.contains(name), "{name} not listed: {e}");
+    }
+    assert_eq!(line_col(&e), (line_of(&text, "cn-natsec"), 10), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+
+    // A preset gives its own grounds.
+    let text = with("preset = \"us-cloud-act\"\nover = \"territory\"");
+    let e = parse(&text).unwrap_err();
+    assert!(
+        e.contains("over does not go with preset \"us-cloud-act\""),
+        "{e}"
     );
+    assert_eq!(
+        line_col(&e),
+        (line_of(&text, "over = \"territory\""), 8),
+        "{e}"
+    );
+
+    // Its authority can only narrow it.
+    let text = with("preset = \"us-cloud-act\"\nauthority = \"CN\"");
+    let e = parse(&text).unwrap_err();
+    assert!(
+        e.contains("gives reach to US only: authority \"CN\""),
+        "{e}"
+    );
+    let e = parse(&with("preset = \"eu-gdpr-48\"\nauthority = \"XX\"")).unwrap_err();
+    assert!(e.contains("unknown jurisdiction \"XX\""), "{e}");
+
+    // An entry needs one or the other.
+    let e = parse(&with("authority = \"US\"")).unwrap_err();
+    assert!(e.contains("needs authority and over, or a preset"), "{e}");
+    assert!(e.contains("us-cloud-act"), "{e}");
+    let e = parse(&with("preset = 7")).unwrap_err();
+    assert!(e.starts_with("test.toml:"), "{e}");
 }
 
 // ---------- property tests ----------
@@ -394,6 +519,7 @@ proptest! {
             authority: match a { None => AuthoritySel::Any, Some(x) => AuthoritySel::Some(vec![j(CODES[*x])]) },
             territory: *terr,
             headquarters: !*terr,
+            origin: exposure::Origin::Assumed,
         }).collect() };
         let a = j(CODES[authority]);
         let copy_regions: Vec<&Region> = copies.iter().map(|&c| &topo.regions[c % topo.regions.len()]).collect();
@@ -421,19 +547,19 @@ proptest! {
 /// data goes keep its digest, every other kind of edit changes it.
 #[test]
 fn the_plan_digest_follows_placements_not_text() {
-    let base = parse(V2).unwrap();
-    assert_eq!(base.plan_digest(), parse(V2).unwrap().plan_digest());
+    let base = parse(PINNED).unwrap();
+    assert_eq!(base.plan_digest(), parse(PINNED).unwrap().plan_digest());
     let same_plan = [
-        format!("# moved the stores; a comment\n\n{V2}"),
-        V2.replace(
+        format!("# moved the stores; a comment\n\n{PINNED}"),
+        PINNED.replace(
             "file://data/regions/cn-north",
             "file:///mnt/new-disk/cn-north",
         ),
-        V2.replace("file://data/keys/in-kms", "file://elsewhere/in-kms"),
+        PINNED.replace("file://data/keys/in-kms", "file://elsewhere/in-kms"),
         // Names explain decisions; they make none.
-        V2.replace("\"india-not-in-china\"", "\"in-outside-cn\""),
-        V2.replace("\"Example Phones\"", "\"Example Phones Ltd\""),
-        V2.replace("provider = \"in-cloud\"", "provider = \"in-cloud-2\""),
+        PINNED.replace("\"india-not-in-china\"", "\"in-outside-cn\""),
+        PINNED.replace("\"Example Phones\"", "\"Example Phones Ltd\""),
+        PINNED.replace("provider = \"in-cloud\"", "provider = \"in-cloud-2\""),
     ];
     for text in &same_plan {
         let c = parse(text).unwrap();
@@ -442,24 +568,24 @@ fn the_plan_digest_follows_placements_not_text() {
         assert!(c.plans_job(&base.plan_digest()));
     }
     let other_plan = [
-        V2.replace(r#"allow = ["SG", "US"]"#, r#"allow = ["SG"]"#),
-        V2.replace(
+        PINNED.replace(r#"allow = ["SG", "US"]"#, r#"allow = ["SG"]"#),
+        PINNED.replace(
             "storage_price_gb_month = 0.025",
             "storage_price_gb_month = 0.026",
         ),
-        V2.replace("authority = \"US\"", "authority = \"SG\""),
-        V2.replace(
+        PINNED.replace("authority = \"US\"", "authority = \"SG\""),
+        PINNED.replace(
             "jurisdiction = \"IN\"\nheadquarters = \"IN\"",
             "jurisdiction = \"IN\"\nheadquarters = \"US\"",
         ),
-        V2.replace("egress_price_gb = 0.07", "egress_price_gb = 0.071"),
+        PINNED.replace("egress_price_gb = 0.07", "egress_price_gb = 0.071"),
         // The last matching rule that names a custodian decides: with the
         // default rule last, Indian users' keys would go to operator-kms.
-        swap_rules(V2, "default", "india-not-in-china"),
+        swap_rules(PINNED, "default", "india-not-in-china"),
         V1.to_string(),
     ];
     for text in &other_plan {
-        assert_ne!(text.as_str(), V2);
+        assert_ne!(text.as_str(), PINNED);
         let c = parse(text).unwrap();
         assert_ne!(c.plan_digest(), base.plan_digest(), "{text}");
         assert!(!c.plans_job(&base.plan_digest()));
@@ -468,7 +594,7 @@ fn the_plan_digest_follows_placements_not_text() {
     // of the `Debug` text, stay resumable by the same config.
     assert!(base.plans_job(&base.digest()));
     assert!(base.plans_job(&base.legacy_plan_digest()));
-    let other = parse(&V2.replace("egress_price_gb = 0.07", "egress_price_gb = 0.5")).unwrap();
+    let other = parse(&PINNED.replace("egress_price_gb = 0.07", "egress_price_gb = 0.5")).unwrap();
     assert!(!other.plans_job(&base.legacy_plan_digest()));
     // A versioned digest is only ever compared as one.
     assert!(!base.plans_job(&format!("plan2:{}", base.legacy_plan_digest())));
@@ -480,7 +606,7 @@ fn the_plan_digest_follows_placements_not_text() {
 /// only change together with the encoding's version.
 #[test]
 fn the_plan_digest_is_pinned() {
-    let digest = parse(V2).unwrap().plan_digest();
+    let digest = parse(PINNED).unwrap().plan_digest();
     assert_eq!(digest, "plan2:d27848387ce105cc");
 }
 

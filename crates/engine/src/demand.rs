@@ -20,6 +20,9 @@ pub struct DemandCopy {
     pub objects: i64,
     pub bytes: i64,
     pub level: Level,
+    /// The reach rules that reach this copy (and its key): preset names,
+    /// or the ground of a hand-written rule.
+    pub grounds: Vec<String>,
 }
 
 /// `demand --authority A --subject ID`.
@@ -51,8 +54,10 @@ impl Engine {
                 let Some(region) = topo.region(r) else {
                     continue;
                 };
-                let level = exposure::placement_level(g, authority, &[region], k, &topo.operator);
+                let (level, used) =
+                    exposure::placement_reach(g, authority, &[region], k, &topo.operator);
                 copies.push(DemandCopy {
+                    grounds: config.reach.cite_labels(authority, used),
                     category: p.category.clone(),
                     region: r.clone(),
                     objects: p.objects,

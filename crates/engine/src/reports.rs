@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use domicile_catalog::{PlacementRow, PlacementSummary};
 use domicile_core::Config;
-use domicile_core::exposure::{self, Level};
+use domicile_core::exposure::{self, Grounds, Level};
 use domicile_core::ids::RegionId;
 use domicile_core::jurisdiction::Jurisdiction;
 use domicile_core::plan::{Current, Move, PlanSummary, Planner};
@@ -268,11 +268,12 @@ impl Engine {
         Ok(out)
     }
 
-    /// Every authority's level over one subject's placements.
+    /// Every authority's level over one subject's placements, with the
+    /// reach rules to cite for it (labels, see `Reach::cite_labels`).
     pub(crate) fn subject_exposure(
         &self,
         placements: &[PlacementRow],
-    ) -> Vec<(Jurisdiction, Level)> {
+    ) -> Vec<(Jurisdiction, Level, Vec<String>)> {
         let config = self.config();
         let topo = &config.topology;
         config
@@ -281,12 +282,12 @@ impl Engine {
             .into_iter()
             .map(|a| {
                 let g = config.reach.grounds(a);
-                let level = placements
+                let (level, used) = placements
                     .iter()
                     .map(|p| {
                         let regions: Vec<_> =
                             p.regions.iter().filter_map(|r| topo.region(r)).collect();
-                        exposure::placement_level(
+                        exposure::placement_reach(
                             g,
                             a,
                             &regions,
@@ -294,9 +295,10 @@ impl Engine {
                             &topo.operator,
                         )
                     })
-                    .max()
-                    .unwrap_or(Level::None);
-                (a, level)
+                    .fold((Level::None, Grounds::default()), |(l, u), (pl, pu)| {
+                        (l.max(pl), u.union(pu))
+                    });
+                (a, level, config.reach.cite_labels(a, used))
             })
             .collect()
     }

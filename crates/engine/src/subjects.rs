@@ -29,6 +29,9 @@ pub struct CategoryView {
 pub struct AuthorityLevel {
     pub authority: Jurisdiction,
     pub level: Level,
+    /// The reach rules behind it: preset names, or the ground of a
+    /// hand-written rule. Empty when the level is none.
+    pub grounds: Vec<String>,
 }
 
 /// `subject show`.
@@ -164,7 +167,11 @@ impl Engine {
         let exposure = self
             .subject_exposure(&placements)
             .into_iter()
-            .map(|(authority, level)| AuthorityLevel { authority, level })
+            .map(|(authority, level, grounds)| AuthorityLevel {
+                authority,
+                level,
+                grounds,
+            })
             .collect();
         Ok(SubjectView {
             subject: id.to_string(),

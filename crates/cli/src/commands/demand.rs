@@ -16,7 +16,7 @@ pub(super) async fn run(
     let a = jurisdiction(&authority)?;
     let id = subject(&id)?;
     let d = engine.demand(a, &id).await?;
-    let mut t = Table::new(&["category", "region", "objects", "bytes", "level"]);
+    let mut t = Table::new(&["category", "region", "objects", "bytes", "level", "grounds"]);
     for c in &d.copies {
         t.row(vec![
             c.category.clone(),
@@ -24,6 +24,7 @@ pub(super) async fn run(
             c.objects.to_string(),
             c.bytes.to_string(),
             c.level.as_str().into(),
+            c.grounds.join(", "),
         ]);
     }
     emit(format, &d, &t)?;
@@ -35,6 +36,9 @@ pub(super) async fn run(
             d.ledger_seq,
             ASSUMPTION
         );
+        crate::render::print_citations(&domicile_core::presets::cited(
+            d.copies.iter().flat_map(|c| c.grounds.iter()),
+        ));
     }
     Ok(0)
 }

@@ -8,6 +8,7 @@
 //! - [`plan`]: `plan`, the moves a config would make.
 //! - [`report`]: `report residency`, `exposure`, `cost`, `violations`.
 //! - [`demand`]: `demand`, what an authority could compel.
+//! - [`reach`]: `reach explain`, the grounds of an authority's reach.
 //! - [`ledger`]: `ledger verify`, `show`.
 //! - [`verify`]: `verify`, region scans against catalog and policy.
 //!
@@ -19,6 +20,7 @@ mod demand;
 mod ledger;
 mod plan;
 mod policy;
+mod reach;
 mod report;
 mod subject;
 mod verify;
@@ -98,6 +100,7 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
             authority,
             subject: id,
         } => demand::run(engine, format, authority, id).await,
+        Command::Reach(cmd) => reach::run(engine, format, cmd),
         Command::Ledger(cmd) => ledger::run(engine, format, cmd).await,
         Command::Verify { quick } => verify::run(engine, format, quick).await,
         Command::Demo { .. }

@@ -2,13 +2,14 @@
 
 use anyhow::Result;
 use domicile_core::exposure::ASSUMPTION;
+use domicile_core::presets::NOT_LEGAL_ADVICE;
 use domicile_engine::Engine;
 use serde_json::json;
 
 use crate::EXIT_VIOLATION;
 use crate::cli::ReportKind;
 use crate::output::{self, Format, Table, emit};
-use crate::render::exposure_table;
+use crate::render::{citations_json, cited_by_rows, exposure_table, print_citations};
 
 pub(super) async fn run(engine: &Engine, format: Format, kind: ReportKind) -> Result<u8> {
     match kind {
@@ -39,13 +40,16 @@ pub(super) async fn run(engine: &Engine, format: Format, kind: ReportKind) -> Re
         ReportKind::Exposure => {
             let s = engine.present().await?;
             let t = exposure_table(&s.exposure_before);
+            let cited = cited_by_rows(&s.exposure_before);
             emit(
                 format,
-                &json!({"rows": s.exposure_before, "assumption": ASSUMPTION}),
+                &json!({"rows": s.exposure_before, "assumption": ASSUMPTION,
+                        "grounds": citations_json(&cited), "legal_notice": NOT_LEGAL_ADVICE}),
                 &t,
             )?;
             if format == Format::Table {
                 println!("{ASSUMPTION}");
+                print_citations(&cited);
             }
         }
         ReportKind::Cost => {

@@ -78,7 +78,14 @@ pub(super) async fn run(engine: &Engine, format: Format, cmd: SubjectCmd) -> Res
                     .exposure
                     .iter()
                     .filter(|e| e.level != domicile_core::exposure::Level::None)
-                    .map(|e| format!("{} ({})", e.authority, e.level.as_str()))
+                    .map(|e| {
+                        format!(
+                            "{} ({}: {})",
+                            e.authority,
+                            e.level.as_str(),
+                            e.grounds.join(", ")
+                        )
+                    })
                     .collect();
                 println!(
                     "could be compelled by: {}",
@@ -89,6 +96,9 @@ pub(super) async fn run(engine: &Engine, format: Format, cmd: SubjectCmd) -> Res
                     }
                 );
                 println!("{ASSUMPTION}");
+                crate::render::print_citations(&domicile_core::presets::cited(
+                    v.exposure.iter().flat_map(|e| e.grounds.iter()),
+                ));
             }
             Ok(0)
         }

@@ -22,10 +22,11 @@ pub fn validate_other_category() -> &'static str {
 }
 
 use crate::bucket::Bucket;
-use crate::exposure::{AuthoritySel, Reach, ReachRule};
+use crate::exposure::{AuthoritySel, Origin, Reach, ReachRule};
 use crate::ids::{Category, CustodianId, RegionId};
 use crate::jurisdiction::{self, Jurisdiction};
 use crate::policy::{Policy, Prefer, Rule, Target};
+use crate::presets;
 use crate::topology::{Custodian, Operator, Region, Topology};
 use raw::{RawConfig, S};
 
@@ -401,7 +402,7 @@ impl Builder {
             self.err(&raw.operator.span(), "the config declares no [[rule]]: at least one is needed (for example a default rule with homes = [\"*\"])");
         }
         let mut reach = Reach {
-            rules: raw.reach.iter().filter_map(|r| self.reach(r)).collect(),
+            rules: raw.reach.iter().flat_map(|r| self.reach(r)).collect(),
         };
         if raw.reach.is_empty() {
             // Without a word from the config, assume the widest reach: never
@@ -410,6 +411,7 @@ impl Builder {
                 authority: AuthoritySel::Any,
                 territory: true,
                 headquarters: true,
+                origin: Origin::Assumed,
             }];
         }
         Some(Config {
@@ -691,34 +693,81 @@ impl Builder {
         })
     }
 
-    fn reach(&mut self, r: &S<raw::RawReach>) -> Option<ReachRule> {
-        let r = r.get_ref();
-        let authority = if r.authority.get_ref() == "*" {
+    /// One `[[reach]]` entry: `authority` and `over`, or a `preset`
+    /// (optionally narrowed by `authority`), as the ordinary rules it
+    /// stands for.
+    fn reach(&mut self, entry: &S<raw::RawReach>) -> Vec<ReachRule> {
+        let span = entry.span();
+        let line = self.map.position(span.start).0;
+        let r = entry.get_ref();
+        if let Some(name) = &r.preset {
+            if let Some(over) = &r.over {
+                self.err(
+                    &over.span(),
+                    format!(
+                        "over does not go with preset {:?}: a preset gives its own grounds",
+                        name.get_ref()
+                    ),
+                );
+                return Vec::new();
+            }
+            let Some(preset) = presets::find(name.get_ref()) else {
+                self.err(
+                    &name.span(),
+                    format!(
+                        "unknown reach preset {:?}: known presets are {}",
+                        name.get_ref(),
+                        presets::names()
+                    ),
+                );
+                return Vec::new();
+            };
+            let authority = r.authority.as_ref();
+            return match preset.authorities_for(authority.map(|a| a.get_ref().as_str())) {
+                Ok(members) => preset.expand(&members, line),
+                Err(e) => {
+                    self.err(&authority.map(|a| a.span()).unwrap_or(span), e.to_string());
+                    Vec::new()
+                }
+            };
+        }
+        let (Some(authority), Some(over)) = (&r.authority, &r.over) else {
+            self.err(
+                &span,
+                format!(
+                    "[[reach]] needs authority and over, or a preset ({})",
+                    presets::names()
+                ),
+            );
+            return Vec::new();
+        };
+        let authority = if authority.get_ref() == "*" {
             AuthoritySel::Any
         } else {
-            match jurisdiction::expand(r.authority.get_ref()) {
+            match jurisdiction::expand(authority.get_ref()) {
                 Ok(m) => AuthoritySel::Some(m),
                 Err(e) => {
-                    self.err(&r.authority.span(), e.to_string());
-                    return None;
+                    self.err(&authority.span(), e.to_string());
+                    return Vec::new();
                 }
             }
         };
-        let (territory, headquarters) = match r.over.get_ref().as_str() {
+        let (territory, headquarters) = match over.get_ref().as_str() {
             "territory" => (true, false),
             "headquarters" => (false, true),
             other => {
                 self.err(
-                    &r.over.span(),
+                    &over.span(),
                     format!("over {other:?}: expected \"territory\" or \"headquarters\""),
                 );
-                return None;
+                return Vec::new();
             }
         };
-        Some(ReachRule {
+        vec![ReachRule {
             authority,
             territory,
             headquarters,
-        })
+            origin: Origin::Rule { line },
+        }]
     }
 }

@@ -53,8 +53,31 @@ pub fn legacy(topology: &Topology, policy: &Policy, reach: &Reach) -> String {
     for rule in &mut policy.rules {
         rule.span = 0..0;
     }
-    let state = format!("{topology:?}\n{policy:?}\n{reach:?}");
+    let state = format!("{topology:?}\n{policy:?}\n{}", legacy_reach(reach));
     blake3::hash(state.as_bytes()).to_hex()[..16].to_string()
+}
+
+/// The `Debug` text that [`Reach`] had when [`legacy`] digests were
+/// recorded, before reach rules remembered their origin (which explains
+/// reach but decides nothing): `Reach { rules: [ReachRule { authority:
+/// Some([US]), territory: false, headquarters: true }] }`.
+fn legacy_reach(reach: &Reach) -> String {
+    let rules: Vec<String> = reach
+        .rules
+        .iter()
+        .map(|r| {
+            let ReachRule {
+                authority,
+                territory,
+                headquarters,
+                origin: _,
+            } = r;
+            format!(
+                "ReachRule {{ authority: {authority:?}, territory: {territory:?}, headquarters: {headquarters:?} }}"
+            )
+        })
+        .collect();
+    format!("Reach {{ rules: [{}] }}", rules.join(", "))
 }
 
 struct Encoder(blake3::Hasher);
@@ -212,10 +235,13 @@ impl Encoder {
         let Reach { rules } = r;
         self.u64(rules.len() as u64);
         for rule in rules {
+            // A rule's origin (a preset, a line) only explains reach: a
+            // preset digests as the rules it expands to.
             let ReachRule {
                 authority,
                 territory,
                 headquarters,
+                origin: _,
             } = rule;
             match authority {
                 AuthoritySel::Any => self.u64(0),
@@ -227,5 +253,72 @@ impl Encoder {
             self.flag(*territory);
             self.flag(*headquarters);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposure::Origin;
+    use crate::presets;
+    use std::str::FromStr;
+
+    /// The types as they were when legacy digests were recorded; their
+    /// fields are read by the derived `Debug` only.
+    #[allow(dead_code)]
+    mod old {
+        use crate::exposure::AuthoritySel;
+
+        #[derive(Debug)]
+        pub struct Reach {
+            pub rules: Vec<ReachRule>,
+        }
+
+        #[derive(Debug)]
+        pub struct ReachRule {
+            pub authority: AuthoritySel,
+            pub territory: bool,
+            pub headquarters: bool,
+        }
+    }
+
+    #[test]
+    fn the_legacy_reach_text_is_the_old_debug_text() {
+        let us = Jurisdiction::from_str("US").unwrap_or_else(|e| panic!("{e}"));
+        let cn = Jurisdiction::from_str("CN").unwrap_or_else(|e| panic!("{e}"));
+        let shapes = [
+            (AuthoritySel::Any, true, false),
+            (AuthoritySel::Some(vec![us]), false, true),
+            (AuthoritySel::Some(vec![us, cn]), true, true),
+        ];
+        let new = Reach {
+            rules: shapes
+                .iter()
+                .map(|(authority, territory, headquarters)| ReachRule {
+                    authority: authority.clone(),
+                    territory: *territory,
+                    headquarters: *headquarters,
+                    origin: match presets::find("us-cloud-act") {
+                        Some(preset) => Origin::Preset { preset, line: 3 },
+                        None => Origin::Assumed,
+                    },
+                })
+                .collect(),
+        };
+        let old = old::Reach {
+            rules: shapes
+                .iter()
+                .map(|(authority, territory, headquarters)| old::ReachRule {
+                    authority: authority.clone(),
+                    territory: *territory,
+                    headquarters: *headquarters,
+                })
+                .collect(),
+        };
+        assert_eq!(legacy_reach(&new), format!("{old:?}"));
+        assert_eq!(
+            legacy_reach(&Reach::default()),
+            format!("{:?}", old::Reach { rules: vec![] })
+        );
     }
 }

@@ -105,6 +105,12 @@ pub struct RawRule {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawReach {
-    pub authority: S<String>,
-    pub over: S<String>,
+    /// With `over`; with `preset`, narrows the preset's authorities.
+    #[serde(default)]
+    pub authority: Option<S<String>>,
+    #[serde(default)]
+    pub over: Option<S<String>>,
+    /// A built-in rule set (`crate::presets`), instead of `over`.
+    #[serde(default)]
+    pub preset: Option<S<String>>,
 }

@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use domicile_core::exposure::ASSUMPTION;
 use domicile_core::ids::SubjectId;
 use domicile_core::jurisdiction::Jurisdiction;
+use domicile_core::plan::ExposureRow;
 use domicile_core::plan::{Move, PlanSummary};
+use domicile_core::presets::{self, Citation, NOT_LEGAL_ADVICE};
 use domicile_engine::MigrateOptions;
 use domicile_engine::migrate::Tick;
 use serde::Deserialize;
@@ -165,7 +167,17 @@ fn plan_json(moves: &[Move], s: &PlanSummary, truncated: bool) -> Value {
         "exposure_before": s.exposure_before,
         "exposure_after": s.exposure_after,
         "assumption": ASSUMPTION,
+        "grounds": citations(s.exposure_before.iter().chain(&s.exposure_after)),
+        "legal_notice": NOT_LEGAL_ADVICE,
     })
+}
+
+/// The presets that exposure rows cite, for the report beside them.
+fn citations<'a>(rows: impl IntoIterator<Item = &'a ExposureRow>) -> Vec<Citation> {
+    presets::cited(rows.into_iter().flat_map(|r| r.grounds.iter()))
+        .iter()
+        .map(|p| p.citation())
+        .collect()
 }
 
 pub(crate) async fn plan(
@@ -205,7 +217,8 @@ pub(crate) async fn report(
         "residency" => json!({"rows": e.residency().await?}),
         "exposure" => {
             let p = e.present().await?;
-            json!({"rows": p.exposure_before, "assumption": ASSUMPTION})
+            json!({"rows": p.exposure_before, "assumption": ASSUMPTION,
+                   "grounds": citations(&p.exposure_before), "legal_notice": NOT_LEGAL_ADVICE})
         }
         "cost" => {
             let p = e.present().await?;

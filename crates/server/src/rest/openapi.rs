@@ -196,21 +196,24 @@ pub(crate) fn document() -> Value {
                 "SubjectView": obj(json!({
                     "subject": s("string"), "home": s("string"),
                     "categories": arr(obj(json!({"category": s("string"), "regions": arr(s("string")), "epoch": s("integer"), "objects": s("integer"), "bytes": s("integer"), "custodian": s("string"), "since": s("integer"), "state": s("string")}), &["category", "regions", "epoch", "objects", "bytes"])),
-                    "exposure": arr(obj(json!({"authority": s("string"), "level": {"type": "string", "enum": ["none", "ciphertext", "plaintext"]}}), &["authority", "level"]))
+                    "exposure": arr(obj(json!({"authority": s("string"), "level": {"type": "string", "enum": ["none", "ciphertext", "plaintext"]}, "grounds": arr(s("string"))}), &["authority", "level"]))
                 }), &["subject", "home", "categories", "exposure"]),
                 "Plan": obj(json!({
                     "moves": arr(obj(json!({"subject": s("string"), "category": s("string"), "from": arr(s("string")), "to": arr(s("string")), "objects": s("integer"), "bytes": s("integer")}), &["subject", "category", "from", "to", "objects", "bytes"])),
                     "moves_truncated": s("boolean"),
                     "totals": obj(json!({"subjects": s("integer"), "objects": s("integer"), "bytes": s("integer"), "egress_cost": s("number"), "monthly_cost_before": s("number"), "monthly_cost_after": s("number")}), &["subjects", "objects", "bytes", "egress_cost", "monthly_cost_before", "monthly_cost_after"]),
                     "exposure_before": arr(r("ExposureRow")),
-                    "exposure_after": arr(r("ExposureRow"))
+                    "exposure_after": arr(r("ExposureRow")),
+                    "grounds": arr(r("Citation")),
+                    "legal_notice": s("string")
                 }), &["moves", "totals", "exposure_before", "exposure_after"]),
-                "ExposureRow": obj(json!({"authority": s("string"), "home": s("string"), "subjects": s("integer"), "plaintext_subjects": s("integer"), "ciphertext_subjects": s("integer")}), &["authority", "home", "subjects", "plaintext_subjects", "ciphertext_subjects"]),
+                "ExposureRow": obj(json!({"authority": s("string"), "home": s("string"), "subjects": s("integer"), "plaintext_subjects": s("integer"), "ciphertext_subjects": s("integer"), "grounds": {"type": "array", "items": s("string"), "description": "The reach rules behind this row: preset names (see Citation), or the ground of a hand-written rule."}}), &["authority", "home", "subjects", "plaintext_subjects", "ciphertext_subjects"]),
+                "Citation": obj(json!({"preset": s("string"), "title": s("string"), "citations": arr(s("string")), "summary": s("string")}), &["preset", "title", "citations", "summary"]),
                 "Residency": obj(json!({"rows": arr(obj(json!({"home": s("string"), "category": s("string"), "region": s("string"), "jurisdiction": s("string"), "subjects": s("integer"), "objects": s("integer"), "bytes": s("integer")}), &["home", "category", "region", "jurisdiction", "subjects", "objects", "bytes"]))}), &["rows"]),
-                "Exposure": obj(json!({"rows": arr(r("ExposureRow")), "assumption": s("string")}), &["rows"]),
+                "Exposure": obj(json!({"rows": arr(r("ExposureRow")), "assumption": s("string"), "grounds": arr(r("Citation")), "legal_notice": s("string")}), &["rows"]),
                 "Cost": obj(json!({"rows": arr(obj(json!({"region": s("string"), "jurisdiction": s("string"), "bytes": s("integer"), "monthly_cost": s("number")}), &["region", "jurisdiction", "bytes", "monthly_cost"])), "total_monthly_cost": s("number")}), &["rows", "total_monthly_cost"]),
                 "Violations": obj(json!({"violations": arr(obj(json!({"subject": s("string"), "category": s("string"), "region": s("string"), "rule": s("string")}), &["subject", "category", "region", "rule"]))}), &["violations"]),
-                "Demand": obj(json!({"authority": s("string"), "subject": s("string"), "level": s("string"), "copies": arr(obj(json!({"category": s("string"), "region": s("string"), "objects": s("integer"), "bytes": s("integer"), "level": s("string")}), &["category", "region", "objects", "bytes", "level"]))}), &["authority", "subject", "level", "copies"]),
+                "Demand": obj(json!({"authority": s("string"), "subject": s("string"), "level": s("string"), "copies": arr(obj(json!({"category": s("string"), "region": s("string"), "objects": s("integer"), "bytes": s("integer"), "level": s("string"), "grounds": arr(s("string"))}), &["category", "region", "objects", "bytes", "level"]))}), &["authority", "subject", "level", "copies"]),
                 "MigrationStatus": obj(json!({"job": s("integer"), "state": {"type": "string", "enum": ["planning", "running", "paused", "cancelled", "done"]}, "units": s("integer"), "done": s("integer"), "committed": s("integer"), "in_flight": s("integer"), "pending": s("integer"), "failed": s("integer"), "cancelled": s("integer"), "bytes_total": s("integer"), "bytes_moved": s("integer"), "rate": s("number"), "eta_seconds": {"type": "number", "nullable": true}}), &["job", "state", "units", "bytes_total", "bytes_moved"])
             }
         }
