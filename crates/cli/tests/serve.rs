@@ -1626,3 +1626,83 @@ fn a_policy_applied_through_one_server_is_followed_by_the_other() {
         "{history}"
     );
 }
+
+/// Two servers on one catalog: a subject written through the second is
+/// erased and added again (elsewhere) through the first, then written
+/// through the second, which holds the erased data key in its cache. The
+/// new object must be encrypted under the new key: the first server reads
+/// the bytes back, and `verify` re-reads every copy.
+#[test]
+fn a_subject_erased_and_added_again_through_one_server_is_written_through_the_other() {
+    let d = Deployment::new(V1);
+    let home = d.path();
+    let a = Server::start(&d, None);
+    let b = Server::start(&d, None);
+    add_subject(&a, "zq-bob", "IN");
+    let key = |name: &str| format!("users/zq-bob/{name}");
+    let put = |srv: &Server, name: &str, body: &[u8]| {
+        let file = home.join(format!("{name}.body"));
+        std::fs::write(&file, body).unwrap();
+        aws_ok(
+            srv,
+            home,
+            &[
+                "s3api",
+                "put-object",
+                "--bucket",
+                BUCKET,
+                "--key",
+                &key(name),
+                "--body",
+                file.to_str().unwrap(),
+            ],
+        );
+    };
+    let get = |srv: &Server, name: &str| {
+        let out = home.join(format!("{name}.out"));
+        aws_ok(
+            srv,
+            home,
+            &[
+                "s3api",
+                "get-object",
+                "--bucket",
+                BUCKET,
+                "--key",
+                &key(name),
+                out.to_str().unwrap(),
+            ],
+        );
+        std::fs::read(out).unwrap()
+    };
+    // Server b writes and reads bob's first placement: its data key is in
+    // b's cache.
+    put(&b, "profile.json", b"first life");
+    assert_eq!(get(&b, "profile.json"), b"first life");
+
+    let erased = http(
+        "DELETE",
+        &format!("{}/v1/subjects/zq-bob", a.rest),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(erased.status, 200, "{}", erased.body);
+    add_subject(&a, "zq-bob", "CN");
+
+    put(&b, "profile.json", b"second life");
+    assert_eq!(get(&a, "profile.json"), b"second life");
+    assert_eq!(get(&b, "profile.json"), b"second life");
+    a.stop();
+    b.stop();
+    let out = Command::new(BIN)
+        .current_dir(home)
+        .args(["verify", "--format", "json"])
+        .env_remove("DOMICILE_TOKEN_KEY")
+        .env_remove("DOMICILE_CONFIG")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["problems"], json!([]), "{report}");
+}
