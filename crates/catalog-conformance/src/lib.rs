@@ -53,10 +53,10 @@ pub use objects::{commit_object, delete_object, objects};
 pub use placements::{ensure_placement, placements_page, residency, scan_follows_changes};
 pub use policy::{policy_fence, policy_versions};
 pub use subjects::{empty_catalog, erase_subject, settings, subjects};
-pub use turns::{batched_turns, unit_release_with_the_change};
+pub use turns::{batched_turns, rekeyed_moves, unit_release_with_the_change};
 
 /// How many checks `run_all` runs (each on its own fresh catalog).
-pub const CHECKS: usize = 23;
+pub const CHECKS: usize = 24;
 
 /// Runs every check, each on a fresh, empty catalog from `fresh`.
 pub async fn run_all<F, Fut>(mut fresh: F)
@@ -83,6 +83,7 @@ where
     claim_order(&*fresh().await).await;
     unit_release_with_the_change(&*fresh().await).await;
     batched_turns(&*fresh().await).await;
+    rekeyed_moves(&*fresh().await).await;
     policy_versions(&*fresh().await).await;
     policy_fence(&*fresh().await).await;
     concurrent_claims(fresh().await).await;

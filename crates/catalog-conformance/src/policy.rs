@@ -235,6 +235,8 @@ pub async fn policy_fence(cat: &dyn Catalog) {
         now: 600,
     };
     let unit_move = |policy: i64, category: &str| UnitMove {
+        rekeyed: Vec::new(),
+        garbage: Vec::new(),
         fence: under(policy, category, 1),
         regions: strings(&["r2"]),
         custodian: "kms-a".into(),

@@ -3,11 +3,13 @@
 
 use domicile_catalog::ledger::ChainVerifier;
 use domicile_catalog::{
-    Catalog, Error, Fence, JobState, MoveMark, UnitMove, UnitOutcome, UnitReceipt, UnitRelease,
-    UnitRow, UnitState,
+    Catalog, CommitOutcome, Error, Fence, GarbageRow, JobState, MoveMark, RekeyedObject, UnitMove,
+    UnitOutcome, UnitReceipt, UnitRelease, UnitRow, UnitState,
 };
 
-use crate::{entry, get_placement, job_row, placement, strings, subject, unit};
+use crate::{
+    all_garbage, entry, fence, get_placement, job_row, object, placement, strings, subject, unit,
+};
 
 /// A unit's release rides in the transaction of the change that ends the
 /// worker's turn: a move's commit (which still commits if the lease was
@@ -181,6 +183,8 @@ pub async fn batched_turns(cat: &dyn Catalog) {
 
     let id = running_job_claimed_by_w1(cat, &["t1", "t2", "t3"]).await;
     let commit = |t: &str, epoch| UnitMove {
+        rekeyed: Vec::new(),
+        garbage: Vec::new(),
         fence: Fence {
             token: t.into(),
             category: "media".into(),
@@ -291,4 +295,163 @@ fn tokens_of(units: &[UnitRow]) -> Vec<String> {
     let mut t: Vec<String> = units.iter().map(|u| u.token.clone()).collect();
     t.sort();
     t
+}
+
+/// A re-keyed move: refused (writing nothing) unless it names every object
+/// of its unit at the blob each replaces; committed, the index rows take
+/// their new blobs, the new blobs' intents go, and the old blobs left in a
+/// kept region are queued.
+pub async fn rekeyed_moves(cat: &dyn Catalog) {
+    subjects_with_media_in_r1(cat, &["t1"]).await;
+    for (lookup, blob) in [("a", "old-a"), ("b", "old-b")] {
+        let outcome = cat
+            .commit_object(
+                &fence("t1", "media", 1),
+                &object("t1", "media", lookup, blob, 10),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, CommitOutcome::Committed { .. }),
+            "{outcome:?}"
+        );
+    }
+    let mark = MoveMark {
+        token: "t1".into(),
+        category: "media".into(),
+        epoch: 1,
+        to: strings(&["r1", "r2"]),
+    };
+    assert_eq!(
+        cat.begin_moves(&[mark], 10_000, 3).await.unwrap(),
+        vec![true]
+    );
+    // The new blobs' write intents, as a mover records them first.
+    let intents: Vec<GarbageRow> = ["new-a", "new-b"]
+        .iter()
+        .map(|blob| GarbageRow {
+            id: 0,
+            token: "t1".into(),
+            category: "media".into(),
+            blob_id: (*blob).into(),
+            regions: strings(&["r1", "r2"]),
+            queued_at: 1_000_000,
+        })
+        .collect();
+    cat.queue_garbage_rows(&intents).await.unwrap();
+    assert_eq!(all_garbage(cat).await.len(), 2);
+    let id = running_job_claimed_by_w1(cat, &["t1"]).await;
+    let rekeyed = |lookup: &str, replaces: &str, blob: &str| RekeyedObject {
+        lookup: lookup.into(),
+        replaces: replaces.into(),
+        blob_id: blob.into(),
+        checksum: format!("sum-{blob}"),
+        stored_size: 11,
+        name_enc: format!("new-enc({lookup})").into_bytes(),
+        meta_enc: b"new-meta".to_vec(),
+    };
+    let commit = |objects: Vec<RekeyedObject>| UnitMove {
+        fence: Fence {
+            token: "t1".into(),
+            category: "media".into(),
+            epoch: 1,
+            policy: 0,
+        },
+        regions: strings(&["r1", "r2"]),
+        custodian: "kms-b".into(),
+        wrapped_key: b"new-key".to_vec(),
+        ledger: entry("move", Some("t1"), 6),
+        release: UnitRelease {
+            job: id,
+            owner: "w1".into(),
+            outcome: UnitOutcome::Committed {
+                purge_after: 700,
+                moved_bytes: 22,
+            },
+            now: 6,
+        },
+        rekeyed: objects,
+        garbage: ["old-a", "old-b"]
+            .iter()
+            .map(|b| GarbageRow {
+                id: 0,
+                token: "t1".into(),
+                category: "media".into(),
+                blob_id: (*b).into(),
+                regions: strings(&["r1"]),
+                queued_at: 700,
+            })
+            .collect(),
+    };
+    let before = cat.ledger_page(0, 1_000).await.unwrap().len();
+    // One object left out, or one at a blob it no longer has: refused, and
+    // nothing of the move is written.
+    for objects in [
+        vec![rekeyed("a", "old-a", "new-a")],
+        vec![
+            rekeyed("a", "old-a", "new-a"),
+            rekeyed("b", "other", "new-b"),
+        ],
+    ] {
+        let results = cat.commit_unit_moves(&[commit(objects)]).await.unwrap();
+        assert!(
+            matches!(&results[0], Err(Error::Conflict { .. })),
+            "{:?}",
+            results[0]
+        );
+        let p = get_placement(cat, "t1", "media").await;
+        assert_eq!((p.epoch, p.custodian.as_str()), (1, "kms-a"));
+        assert!(!p.state.is_active());
+        assert_eq!(
+            cat.get_object("t1", "a").await.unwrap().unwrap().blob_id,
+            "old-a"
+        );
+        assert_eq!(cat.ledger_page(0, 1_000).await.unwrap().len(), before);
+        assert_eq!(all_garbage(cat).await.len(), 2, "only the two intents");
+    }
+    // Every object, each at its blob: committed.
+    let results = cat
+        .commit_unit_moves(&[commit(vec![
+            rekeyed("a", "old-a", "new-a"),
+            rekeyed("b", "old-b", "new-b"),
+        ])])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&results[0], Ok((p, true)) if p.epoch == 2),
+        "{:?}",
+        results[0]
+    );
+    let p = get_placement(cat, "t1", "media").await;
+    assert_eq!(
+        (p.custodian.as_str(), p.wrapped_key.as_slice()),
+        ("kms-b", b"new-key".as_slice())
+    );
+    for (lookup, blob) in [("a", "new-a"), ("b", "new-b")] {
+        let o = cat.get_object("t1", lookup).await.unwrap().unwrap();
+        assert_eq!(
+            (o.blob_id.as_str(), o.checksum, o.stored_size, o.name_enc),
+            (
+                blob,
+                format!("sum-{blob}"),
+                11,
+                format!("new-enc({lookup})").into_bytes()
+            )
+        );
+        assert_eq!((o.size, o.version), (9, 1), "size and version stay");
+    }
+    let queued: Vec<(String, Vec<String>)> = all_garbage(cat)
+        .await
+        .into_iter()
+        .map(|g| (g.blob_id, g.regions))
+        .collect();
+    assert_eq!(
+        queued,
+        vec![
+            ("old-a".to_string(), strings(&["r1"])),
+            ("old-b".to_string(), strings(&["r1"]))
+        ],
+        "the intents went, the old blobs were queued"
+    );
+    assert_eq!(cat.ledger_page(0, 1_000).await.unwrap().len(), before + 1);
 }

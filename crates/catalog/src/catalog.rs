@@ -53,6 +53,27 @@ pub struct UnitMove {
     pub wrapped_key: Vec<u8>,
     pub ledger: LedgerAppend,
     pub release: crate::jobs::UnitRelease,
+    /// A re-keyed move (its custodian changes): every object of the unit
+    /// rewritten under the new data key, as new blobs. Empty for a move
+    /// that keeps its data key.
+    pub rekeyed: Vec<RekeyedObject>,
+    /// Blobs the move leaves behind in regions it keeps (the old blobs of
+    /// a re-keyed unit), queued for deletion with the commit.
+    pub garbage: Vec<GarbageRow>,
+}
+
+/// One object of a re-keyed unit: its index row's new blob, checksum,
+/// stored size and sealed name and metadata, replacing the blob
+/// `replaces`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RekeyedObject {
+    pub lookup: String,
+    pub replaces: String,
+    pub blob_id: String,
+    pub checksum: String,
+    pub stored_size: i64,
+    pub name_enc: Vec<u8>,
+    pub meta_enc: Vec<u8>,
 }
 
 /// The catalog: subjects, placements, the object index, the garbage queue
@@ -197,8 +218,13 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
         now: Millis,
     ) -> Result<Vec<bool>>;
 
-    /// `commit_unit_move` for several units in one transaction. Each move
-    /// commits or fails on its own: one fenced (`Error::Conflict`) or gone
+    /// `commit_unit_move` for several units in one transaction. A re-keyed
+    /// move (`UnitMove::rekeyed` not empty) must name every object of its
+    /// unit, each still at the blob it replaces; otherwise that move is
+    /// refused (`Error::Conflict`) and writes nothing, since an object left
+    /// out would be unreadable under the new key. Its objects' index rows
+    /// take their new blobs, the new blobs' write intents are dropped, and
+    /// `UnitMove::garbage` is queued. Each move commits or fails on its own: one fenced (`Error::Conflict`) or gone
     /// (`Error::NotFound`) placement is that move's result and does not stop
     /// the others. An error of the catalog itself fails the whole call, and
     /// then nothing of it is committed. One result per move, in order.
@@ -234,6 +260,8 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
             wrapped_key: wrapped_key.to_vec(),
             ledger,
             release: release.clone(),
+            rekeyed: Vec::new(),
+            garbage: Vec::new(),
         };
         let done = self
             .commit_unit_moves(std::slice::from_ref(&one))
@@ -344,6 +372,15 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// Queues a blob for deletion (for example, an upload whose commit was
     /// fenced). `row.id` is ignored: the catalog assigns one.
     async fn queue_garbage(&self, row: &GarbageRow) -> Result<i64>;
+
+    /// `queue_garbage` for many blobs at once (a backend may write them in
+    /// one transaction): the write intents of a re-keyed unit's new blobs.
+    async fn queue_garbage_rows(&self, rows: &[GarbageRow]) -> Result<()> {
+        for row in rows {
+            self.queue_garbage(row).await?;
+        }
+        Ok(())
+    }
 
     /// Drops a garbage row once its blob is gone from every region, and
     /// appends the `purge` ledger entry if given. Errors with

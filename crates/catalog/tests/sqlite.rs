@@ -181,6 +181,8 @@ async fn move_tok1_to_us(
         vec![true]
     );
     cat.commit_unit_moves(&[UnitMove {
+        rekeyed: Vec::new(),
+        garbage: Vec::new(),
         fence: Fence {
             token: "tok-1".into(),
             category: "profile".into(),

@@ -580,7 +580,7 @@ fn a_worker_killed_mid_run_leaves_the_job_to_the_survivor() {
     let mut b = d.spawn_worker("worker-b", KILL_RATE);
 
     // Kill -9 worker A once the job is well under way, but not over.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let done_at_kill = loop {
         assert!(Instant::now() < deadline, "the job never got going");
         assert!(
@@ -751,7 +751,7 @@ fn two_servers_and_two_workers_survive_a_kill_of_one_of_each() {
     let mut b = d.spawn_worker("worker-b", KILL_RATE);
 
     // Kill -9 server A and worker A once the job is well under way.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let done_at_kill = loop {
         assert!(Instant::now() < deadline, "the job never got going");
         for w in [&mut a, &mut b, &mut server_a, &mut server_b, &mut checker] {

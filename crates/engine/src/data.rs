@@ -62,11 +62,11 @@ const MAX_RECOMMITS: usize = 8;
 /// Read buffer of the write path.
 const READ_BUF: usize = 256 * 1024;
 
-fn name_context(lookup: &str) -> Vec<u8> {
+pub(crate) fn name_context(lookup: &str) -> Vec<u8> {
     format!("name:{lookup}").into_bytes()
 }
 
-fn meta_context(lookup: &str) -> Vec<u8> {
+pub(crate) fn meta_context(lookup: &str) -> Vec<u8> {
     format!("meta:{lookup}").into_bytes()
 }
 
@@ -200,15 +200,19 @@ impl Engine {
         written: domicile_store::WrittenBlob,
     ) -> Result<PutReceipt> {
         let lookup = self.tokens.lookup(token, name);
-        let name_enc = domicile_store::crypto::seal_value(
-            dek,
-            &name_context(&lookup),
-            name.as_str().as_bytes(),
-        )?;
         let meta_json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
-        let meta_enc = domicile_store::crypto::seal_value(dek, &meta_context(&lookup), &meta_json)?;
+        // A placement re-keyed while this write was in flight makes it
+        // write its blob again under the new key: these follow.
+        let (mut dek, mut path, mut written) = (dek.clone(), path.clone(), written);
         let mut holding: Vec<String> = placement.regions.clone();
         for _ in 0..MAX_RECOMMITS {
+            let name_enc = domicile_store::crypto::seal_value(
+                &dek,
+                &name_context(&lookup),
+                name.as_str().as_bytes(),
+            )?;
+            let meta_enc =
+                domicile_store::crypto::seal_value(&dek, &meta_context(&lookup), &meta_json)?;
             let row = ObjectRow {
                 token: token.to_string(),
                 category: category.to_string(),
@@ -281,14 +285,22 @@ impl Engine {
                             token,
                             home,
                             category,
-                            dek,
-                            path,
+                            &dek,
+                            &path,
                             &written,
                             &mut holding,
                         )
                         .await
                     {
-                        Ok(next) => placement = next,
+                        Ok(Carried::Copied(next)) => placement = next,
+                        Ok(Carried::Rewritten(next, key, new_path, new_written)) => {
+                            // The old blob is nobody's now.
+                            self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
+                                .await;
+                            holding = next.regions.clone();
+                            (dek, path, written) = (key, new_path, new_written);
+                            placement = next;
+                        }
                         Err(e) => {
                             self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
                                 .await;
@@ -307,6 +319,8 @@ impl Engine {
 
     /// Copies an uncommitted blob to the regions of the placement that fenced
     /// its commit. `holding` grows with every region a copy is attempted in.
+    /// If that placement was re-keyed meanwhile, the blob is written again
+    /// under the new key instead, as a new blob in its regions.
     #[allow(clippy::too_many_arguments)]
     async fn carry_blob(
         &self,
@@ -318,14 +332,32 @@ impl Engine {
         path: &BlobPath,
         written: &domicile_store::WrittenBlob,
         holding: &mut Vec<String>,
-    ) -> Result<PlacementRow> {
+    ) -> Result<Carried> {
         let next = self
             .placement_for_write(acting, token, home, category)
             .await?;
-        if self.data_key(&next).await?.as_bytes() != dek.as_bytes() {
-            return Err(Error::Busy {
-                category: category.to_string(),
-            });
+        let key = self.data_key(&next).await?;
+        if key.as_bytes() != dek.as_bytes() {
+            let new_path = BlobPath::new_random(token, category.as_str())?;
+            self.record_intent(token, category.as_str(), new_path.blob_id(), &next.regions)
+                .await?;
+            let dests = next
+                .regions
+                .iter()
+                .map(|r| self.region(r).cloned())
+                .collect::<Result<Vec<_>>>()?;
+            let rewritten = self
+                .rewrite_blob(
+                    holding,
+                    path,
+                    dek,
+                    written.plain_size,
+                    &new_path,
+                    &key,
+                    dests,
+                )
+                .await?;
+            return Ok(Carried::Rewritten(next, key, new_path, rewritten));
         }
         for r in &next.regions {
             if holding.contains(r) {
@@ -343,7 +375,61 @@ impl Engine {
             holding.push(r.clone());
             domicile_store::copy_blob(from, to, path, &written.checksum_hex).await?;
         }
-        Ok(next)
+        Ok(Carried::Copied(next))
+    }
+
+    /// Writes the blob at `path` (held in `sources`, under `old`, of
+    /// `plain_len` bytes) again, under `key`, as the blob `new_path` in
+    /// `dests`: read from the first source that opens, decrypted and
+    /// authenticated chunk by chunk, and encrypted anew.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn rewrite_blob(
+        &self,
+        sources: &[String],
+        path: &BlobPath,
+        old: &DataKey,
+        plain_len: u64,
+        new_path: &BlobPath,
+        key: &DataKey,
+        dests: Vec<domicile_store::RegionStore>,
+    ) -> Result<domicile_store::WrittenBlob> {
+        let mut last_err = None;
+        let mut stream = None;
+        for src in sources {
+            let old = self.options.encrypt.then_some(old);
+            match domicile_store::read_blob(self.region(src)?, path, old, plain_len, None).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let Some(mut stream) = stream else {
+            return Err(last_err
+                .map(Error::from)
+                .unwrap_or_else(|| Error::Internal("a blob held in no region".into())));
+        };
+        let key = self.options.encrypt.then_some(key);
+        let mut writer = BlobWriter::new(dests, new_path.clone(), key, self.options.chunk_size)?;
+        while let Some(piece) = stream.next().await {
+            let wrote = match piece {
+                Ok(piece) => writer.write(&piece).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = wrote {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
+        }
+        let written = writer.finish().await?;
+        if written.plain_size != plain_len {
+            return Err(Error::Internal(format!(
+                "rewriting a blob read {} bytes of {plain_len}",
+                written.plain_size
+            )));
+        }
+        Ok(written)
     }
 
     /// Copies of a committed blob outside its placement are strays: delete them.
@@ -453,13 +539,44 @@ impl Engine {
 
     /// Metadata of one object.
     pub async fn head(&self, subject: &SubjectId, name: &ObjectKey) -> Result<ObjectInfo> {
-        let (_, row, placement) = self.locate(subject, name).await?;
-        self.info(&row, &self.data_key(&placement).await?)
+        let once = async {
+            let (_, row, placement) = self.locate(subject, name).await?;
+            self.info(&row, &self.data_key(&placement).await?)
+        };
+        match once.await {
+            // Read across a re-keying move's commit (see `get`): once more.
+            Err(Error::Store(_)) => {
+                let (_, row, placement) = self.locate(subject, name).await?;
+                self.info(&row, &self.data_key(&placement).await?)
+            }
+            other => other,
+        }
     }
 
     /// Reads an object, or a byte range of it, as a stream of decrypted bytes.
     /// Copies are tried in placement order until one answers.
+    ///
+    /// The object's row and its placement are two reads: a move that
+    /// re-keys the unit (new blobs, a new data key) may commit between
+    /// them, and then the row names blobs the placement's regions or key do
+    /// not hold. Such a read fails in the store, and is made once more,
+    /// after the commit, from a consistent pair.
     pub async fn get(
+        &self,
+        subject: &SubjectId,
+        name: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> Result<(
+        ObjectInfo,
+        BoxStream<'static, Result<Bytes, domicile_store::Error>>,
+    )> {
+        match self.get_once(subject, name, range.clone()).await {
+            Err(Error::Store(_)) => self.get_once(subject, name, range).await,
+            other => other,
+        }
+    }
+
+    async fn get_once(
         &self,
         subject: &SubjectId,
         name: &ObjectKey,
@@ -513,6 +630,14 @@ impl Engine {
 
     /// Every object of a subject, sorted by name.
     pub async fn list(&self, subject: &SubjectId) -> Result<Vec<ObjectInfo>> {
+        match self.list_once(subject).await {
+            // Read across a re-keying move's commit (see `get`): once more.
+            Err(Error::Store(_)) => self.list_once(subject).await,
+            other => other,
+        }
+    }
+
+    async fn list_once(&self, subject: &SubjectId) -> Result<Vec<ObjectInfo>> {
         let (token, _) = self.registered(subject).await?;
         let placements = self.catalog.placements_of(&token).await?;
         let mut out = Vec::new();
@@ -585,7 +710,7 @@ impl Engine {
 }
 
 /// A garbage row for a blob in `regions`, due for collection at `due`.
-fn garbage_row(
+pub(crate) fn garbage_row(
     token: &str,
     category: &str,
     blob_id: &str,
@@ -600,4 +725,11 @@ fn garbage_row(
         regions: regions.to_vec(),
         queued_at: due,
     }
+}
+
+/// Where a fenced write's blob went: copied to the regions of the placement
+/// that fenced it, or written again under that placement's new data key.
+enum Carried {
+    Copied(PlacementRow),
+    Rewritten(PlacementRow, DataKey, BlobPath, domicile_store::WrittenBlob),
 }

@@ -1195,12 +1195,22 @@ async fn moved_or_untouched(
         if p.regions == ["sg"] {
             assert_eq!(p.epoch, 2, "{s}");
             assert!(d.files_of("cn", &t).is_empty(), "{s}: not purged from cn");
-            assert_eq!(d.files_of("sg", &t).len(), per, "{s}");
+            assert_eq!(
+                d.files_of("sg", &t).len(),
+                per,
+                "{s}: {:?}",
+                d.files_of("sg", &t)
+            );
             moved.insert(s.clone());
         } else {
             assert_eq!(p.regions, ["cn"], "{s}");
             assert_eq!(p.epoch, 1, "{s}");
-            assert_eq!(d.files_of("cn", &t).len(), per, "{s}");
+            assert_eq!(
+                d.files_of("cn", &t).len(),
+                per,
+                "{s}: {:?}",
+                d.files_of("cn", &t)
+            );
             assert!(d.files_of("sg", &t).is_empty(), "{s}: copies left in sg");
         }
     }
@@ -1238,6 +1248,11 @@ async fn cancel_keeps_moved_units_moved_and_a_new_job_carries_out_the_rest() {
     assert_eq!(status.done + status.cancelled, 40, "{status:?}");
     assert!(engine.test_catalog().open_job().await.unwrap().is_none());
 
+    // A move whose commit outlived its unit's lease, when the cancel took
+    // the unit, has no purge to follow: its old copies were queued, due
+    // after the grace period, for the collector.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    engine.collect_garbage().await.unwrap();
     let moved = moved_or_untouched(&d, &engine, &ins, 4).await;
     assert_eq!(moved.len() as i64, status.done);
     read_all(&engine, &objects).await;
@@ -2108,4 +2123,131 @@ async fn a_process_that_has_not_seen_a_new_policy_never_commits_under_the_old_on
     }
     read_all(&applier, &objects).await;
     assert_clean(&applier).await;
+}
+
+/// A move that changes a unit's custodian re-keys it: every object is
+/// written again under a fresh data key that the new custodian made, into
+/// every region of the new placement, the kept one too. No new blob file
+/// is byte-identical to an old one, the old custodian's key opens none of
+/// them, the old blobs are gone from the kept region once the grace period
+/// is over, the ledger says `rekeyed`, and everything reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_another_custodian_re_encrypts_under_a_key_the_old_one_never_held() {
+    let d = Deployment::new();
+    let regions = [CN, SG, US];
+    let before = "\n[[rule]]\nname = \"all\"\nallow = [\"sg\"]\ncustodian = \"op-kms\"\n";
+    let after = "\n[[rule]]\nname = \"all\"\nallow = [\"sg\", \"us\"]\ncopies = 2\ncustodian = \"in-kms\"\n";
+    let engine = d
+        .open_with(&regions, before, EngineOptions::default())
+        .await;
+    let all = subjects("in", 4, "IN");
+    let batch: Vec<(SubjectId, Jurisdiction)> = all.iter().map(|(s, h)| (sid(s), jur(h))).collect();
+    engine.add_subjects(&batch).await.unwrap();
+    let mut rng = Rng::new(11);
+    let mut objects = Vec::new();
+    for (s, _) in &all {
+        for i in 0..3 {
+            let body = bytes_of(rng.next(), rng.range(1_000, 300_000) as usize);
+            put(&engine, s, "profile", &format!("profile/obj-{i}"), &body)
+                .await
+                .unwrap();
+            objects.push((s.clone(), format!("profile/obj-{i}"), body));
+        }
+    }
+    let old_files: BTreeSet<Vec<u8>> = d
+        .files("sg")
+        .iter()
+        .map(|p| std::fs::read(d.region_dir("sg").join(p)).unwrap())
+        .collect();
+    assert_eq!(old_files.len(), 12);
+    let mut old_keys = BTreeMap::new();
+    for (s, _) in &all {
+        let t = token(&engine, s);
+        let p = placement(&engine, s, "profile").await;
+        assert_eq!(
+            (p.regions.clone(), p.custodian.as_str()),
+            (vec!["sg".to_string()], "op-kms")
+        );
+        old_keys.insert(t, p.wrapped_key);
+    }
+    drop(engine);
+
+    let engine = d.open_with(&regions, after, EngineOptions::default()).await;
+    let o = opts(2, 0, 50, 2_000);
+    engine.start_migration(&o).await.unwrap();
+    let status = engine.run_migration(&o, &no_tick).await.unwrap();
+    assert_eq!((status.done, status.failed), (4, 0), "{status:?}");
+    // The old blobs left in sg were queued, due after the grace period.
+    tokio::time::sleep(ms(100)).await;
+    engine.collect_garbage().await.unwrap();
+
+    let old_custodian =
+        domicile_store::Keyring::open_existing("op-kms", "file://data/keys/op-kms", d.base())
+            .unwrap();
+    for (s, _) in &all {
+        let t = token(&engine, s);
+        let p = placement(&engine, s, "profile").await;
+        let mut placed = p.regions.clone();
+        placed.sort();
+        assert_eq!(
+            (placed, p.custodian.as_str()),
+            (vec!["sg".to_string(), "us".to_string()], "in-kms")
+        );
+        let moves = move_entries(&engine, &t).await;
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        let body: serde_json::Value = serde_json::from_str(&moves[0].body).unwrap();
+        assert_eq!(body["rekeyed"], true, "{body}");
+        // The key the old custodian held opens none of the new blobs.
+        let old_key = old_custodian
+            .unwrap(
+                &old_keys[&t],
+                &domicile_store::KeyContext::new(&t, "profile"),
+            )
+            .await
+            .unwrap();
+        let rows = engine
+            .test_catalog()
+            .objects_of(&t, Some("profile"))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        for row in &rows {
+            let path = BlobPath::new(&t, "profile", &row.blob_id).unwrap();
+            for r in ["sg", "us"] {
+                let store = RegionStore::open(r, &Deployment::region_url(r), d.base()).unwrap();
+                let opened = match domicile_store::read_blob(
+                    &store,
+                    &path,
+                    Some(&old_key),
+                    row.size as u64,
+                    None,
+                )
+                .await
+                {
+                    Ok(stream) => stream.try_collect::<Vec<_>>().await.is_ok(),
+                    Err(_) => false,
+                };
+                assert!(!opened, "{s}: the old key opens a new blob in {r}");
+            }
+        }
+        // Only the new blobs are left, in both regions.
+        for r in ["sg", "us"] {
+            assert_eq!(d.files_of(r, &t).len(), 3, "{s} in {r}");
+        }
+    }
+    for r in ["sg", "us"] {
+        for p in d.files(r) {
+            let bytes = std::fs::read(d.region_dir(r).join(&p)).unwrap();
+            assert!(
+                !old_files.contains(&bytes),
+                "{r}/{}: byte-identical to an old copy",
+                p.display()
+            );
+        }
+    }
+    for (s, name, body) in &objects {
+        let (_, got) = read(&engine, s, name).await.unwrap();
+        assert_eq!(&got, body, "{s}/{name}");
+    }
+    assert_clean(&engine).await;
 }

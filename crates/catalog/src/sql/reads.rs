@@ -177,6 +177,8 @@ where
             wrapped_key,
             ledger: &ledger,
             release: None,
+            rekeyed: &[],
+            garbage: &[],
         };
         let done = D::retry(Retry::Conflicts, || {
             self.commit_moves_tx(std::slice::from_ref(&one), Durability::Durable)
@@ -351,6 +353,10 @@ where
 
     async fn queue_garbage(&self, row: &GarbageRow) -> Result<i64> {
         D::retry(Retry::Conflicts, || self.queue_garbage_tx(row)).await
+    }
+
+    async fn queue_garbage_rows(&self, rows: &[GarbageRow]) -> Result<()> {
+        D::retry(Retry::Conflicts, || self.queue_garbage_rows_tx(rows)).await
     }
 
     async fn finish_garbage(&self, id: i64, ledger: Option<LedgerAppend>) -> Result<()> {

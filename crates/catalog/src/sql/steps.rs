@@ -11,7 +11,7 @@ use super::codec::{
 };
 use super::schema::SCHEMA_VERSION;
 use super::{Dialect, RowsAffected, Sql};
-use crate::catalog::{CommitOutcome, MoveMark, moved_placement};
+use crate::catalog::{CommitOutcome, MoveMark, RekeyedObject, moved_placement};
 use crate::error::{Error, Result};
 use crate::jobs::{JobRow, JobState, UnitRelease, UnitRow};
 use crate::ledger::{self, GENESIS};
@@ -509,6 +509,75 @@ where
         };
         Self::set_state(conn, &m.token, &m.category, &moving).await?;
         Ok(true)
+    }
+
+    /// Refuses a re-keyed move (`Error::Conflict`) unless `rekeyed` names
+    /// every object of its unit, each at the blob it replaces: an object
+    /// left out would stay under a data key the commit drops.
+    pub(crate) async fn check_rekeyed(
+        conn: &mut D::Connection,
+        fence: &Fence,
+        rekeyed: &[RekeyedObject],
+    ) -> Result<()> {
+        let rows =
+            sqlx::query("SELECT lookup, blob_id FROM objects WHERE token = $1 AND category = $2")
+                .bind(fence.token.as_str())
+                .bind(fence.category.as_str())
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut indexed = std::collections::HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let lookup: String = r.try_get(0)?;
+            let blob: String = r.try_get(1)?;
+            indexed.insert(lookup, blob);
+        }
+        let matches = indexed.len() == rekeyed.len()
+            && rekeyed
+                .iter()
+                .all(|o| indexed.get(&o.lookup) == Some(&o.replaces));
+        if !matches {
+            return Err(Error::Conflict {
+                reason: format!(
+                    "the re-keyed objects of {}/{} are not its objects now ({} indexed, {} re-keyed)",
+                    fence.token,
+                    fence.category,
+                    indexed.len(),
+                    rekeyed.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Points the index rows of a re-keyed unit at their new blobs, and
+    /// drops those blobs' write intents.
+    pub(crate) async fn write_rekeyed(
+        conn: &mut D::Connection,
+        fence: &Fence,
+        rekeyed: &[RekeyedObject],
+    ) -> Result<()> {
+        for o in rekeyed {
+            sqlx::query(
+                "UPDATE objects SET blob_id = $1, checksum = $2, stored_size = $3, \
+                                    name_enc = $4, meta_enc = $5 \
+                 WHERE token = $6 AND lookup = $7 AND blob_id = $8",
+            )
+            .bind(o.blob_id.as_str())
+            .bind(o.checksum.as_str())
+            .bind(o.stored_size)
+            .bind(o.name_enc.as_slice())
+            .bind(o.meta_enc.as_slice())
+            .bind(fence.token.as_str())
+            .bind(o.lookup.as_str())
+            .bind(o.replaces.as_str())
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM garbage WHERE blob_id = $1")
+                .bind(o.blob_id.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
     }
 
     /// A move's commit inside the caller's transaction.

@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, R
 use super::codec::{OBJECT_COLS, POLICY_COLS, decode_state, encode_state};
 use super::steps::{check_regions, not_found};
 use super::{Dialect, Durability, RowsAffected, Sql, SqlCatalog, now_millis};
-use crate::catalog::{CommitOutcome, MoveMark, UnitMove};
+use crate::catalog::{CommitOutcome, MoveMark, RekeyedObject, UnitMove};
 use crate::error::{Error, Result};
 use crate::jobs::UnitRelease;
 use crate::model::{
@@ -26,6 +26,8 @@ pub(crate) struct MoveCommit<'a> {
     pub(crate) wrapped_key: &'a [u8],
     pub(crate) ledger: &'a LedgerAppend,
     pub(crate) release: Option<&'a UnitRelease>,
+    pub(crate) rekeyed: &'a [RekeyedObject],
+    pub(crate) garbage: &'a [GarbageRow],
 }
 
 impl<'a> From<&'a UnitMove> for MoveCommit<'a> {
@@ -37,6 +39,8 @@ impl<'a> From<&'a UnitMove> for MoveCommit<'a> {
             wrapped_key: &m.wrapped_key,
             ledger: &m.ledger,
             release: Some(&m.release),
+            rekeyed: &m.rekeyed,
+            garbage: &m.garbage,
         }
     }
 }
@@ -325,6 +329,15 @@ where
         for m in moves {
             // A refused move is refused before it writes anything: the
             // transaction goes on with the others.
+            if !m.rekeyed.is_empty()
+                && let Err(e) = Sql::<D>::check_rekeyed(&mut tx, m.fence, m.rekeyed).await
+            {
+                if e.is_fenced() {
+                    out.push(Err(e));
+                    continue;
+                }
+                return Err(e);
+            }
             let moved = match Sql::<D>::commit_move_in(
                 &mut tx,
                 m.fence,
@@ -342,6 +355,11 @@ where
                 }
                 Err(e) => return Err(e),
             };
+            Sql::<D>::write_rekeyed(&mut tx, m.fence, m.rekeyed).await?;
+            if !m.garbage.is_empty() {
+                let mut garbage = m.garbage.to_vec();
+                Sql::<D>::insert_garbage(&mut tx, &mut garbage).await?;
+            }
             let held = match m.release {
                 Some(release) => {
                     Sql::<D>::finish_unit_in(&mut tx, &m.fence.token, &m.fence.category, release)
@@ -519,6 +537,17 @@ where
         // put records one (its intent), so this keeps an fsync off its path.
         self.commit(tx, Durability::Lazy).await?;
         Ok(queued.id)
+    }
+
+    pub(crate) async fn queue_garbage_rows_tx(&self, rows: &[GarbageRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        let mut rows = rows.to_vec();
+        Sql::<D>::insert_garbage(&mut tx, &mut rows).await?;
+        // Lazy, as `queue_garbage_tx` explains.
+        self.commit(tx, Durability::Lazy).await
     }
 
     pub(crate) async fn finish_garbage_tx(

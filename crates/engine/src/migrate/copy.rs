@@ -20,7 +20,7 @@ const COPIES_IN_FLIGHT: usize = 4;
 pub(super) const COPIES_PER_TURN: usize = 8;
 
 /// What a unit's copies came to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Copied {
     pub(super) objects: usize,
     /// Stored bytes of the unit's objects.
@@ -29,6 +29,9 @@ pub(super) struct Copied {
     pub(super) moved: u64,
     /// Copies checked against the catalog's checksums.
     pub(super) verified: u64,
+    /// The blobs the unit's objects had before the move: what its purge
+    /// deletes from the regions it leaves.
+    pub(super) blobs: Vec<String>,
 }
 
 impl MigrationWorker<'_> {
@@ -65,6 +68,7 @@ impl MigrationWorker<'_> {
             bytes: objects.iter().map(|o| o.stored_size).sum(),
             moved: 0,
             verified: 0,
+            blobs: objects.iter().map(|o| o.blob_id.clone()).collect(),
         };
         let copies: Vec<_> = objects
             .iter()

@@ -46,6 +46,7 @@ mod moves;
 mod pacer;
 mod plan;
 mod purge;
+mod rekey;
 mod worker;
 
 use std::time::Duration;

@@ -1,16 +1,20 @@
 //! A turn's moves: each unit's placement and home read for the whole
-//! batch, the moving marks set in one transaction, every copy made and
-//! synced, the data keys re-wrapped, and the commits written in one
+//! batch, the moving marks set in one transaction, every copy made (or,
+//! for a unit whose custodian changes, every object re-keyed: see
+//! [`super::rekey`]) and synced, and the commits written in one
 //! transaction.
 
 use std::collections::BTreeSet;
 
-use domicile_catalog::{LedgerAppend, MoveMark, PlacementRow, SubjectRow, UnitMove, UnitRow};
+use domicile_catalog::{
+    LedgerAppend, MoveMark, PlacementRow, RekeyedObject, SubjectRow, UnitMove, UnitRow,
+};
 use domicile_core::ids::RegionId;
 use domicile_core::jurisdiction::Jurisdiction;
 use serde_json::json;
 
 use super::copy::{COPIES_PER_TURN, Copied};
+use super::rekey::NewKey;
 use super::worker::{MigrationWorker, committed};
 use crate::clock::now_millis;
 use crate::engine::Engine;
@@ -26,13 +30,15 @@ enum Prepared {
 }
 
 /// A unit's move in a batch: the unit's place in the batch, its placement
-/// now, and the regions and custodian it goes to.
+/// now, the regions and custodian it goes to, and, when the custodian
+/// changes, the fresh data key its objects are re-keyed under.
 #[derive(Debug)]
 struct Route {
     unit: usize,
     p: PlacementRow,
     to: Vec<String>,
     custodian_to: String,
+    new_key: Option<NewKey>,
 }
 
 impl MigrationWorker<'_> {
@@ -42,7 +48,24 @@ impl MigrationWorker<'_> {
     /// (its mark cleared, retried later): one unit's failure never stops
     /// the others. Returns the bytes copied and, per unit, whether it is
     /// now where the policy wants it.
+    ///
+    /// The batch's leases are renewed from the claim to the commit: a turn
+    /// may outlast a lease (copies, re-keying, the sync, a busy catalog),
+    /// and a unit waiting for the others of its batch must not be taken
+    /// over meanwhile.
     pub(super) async fn move_units(&self, units: &[UnitRow]) -> Result<(u64, Vec<bool>)> {
+        let Some(first) = units.first() else {
+            return Ok((0, Vec::new()));
+        };
+        let held: Vec<(String, String)> = units
+            .iter()
+            .map(|u| (u.token.clone(), u.category.clone()))
+            .collect();
+        self.renewing(first.job, &held, self.move_held_units(units))
+            .await
+    }
+
+    async fn move_held_units(&self, units: &[UnitRow]) -> Result<(u64, Vec<bool>)> {
         let mut placed = vec![false; units.len()];
         let Some(placements) = self.turn_placements(units).await? else {
             return Ok((0, placed));
@@ -108,14 +131,6 @@ impl MigrationWorker<'_> {
                 self.give_back(unit, &busy, None).await?;
             }
         }
-        // The batch's leases are renewed while its copies and its sync run:
-        // a turn may outlast a lease, and a unit waiting for the others of
-        // its batch must not be taken over meanwhile.
-        let held: Vec<(String, String)> = moving
-            .iter()
-            .map(|m| (units[m.unit].token.clone(), units[m.unit].category.clone()))
-            .collect();
-        let job = units[0].job;
         // The marked units' objects, read at once. Their placements are
         // moving: no write can commit, so these are every acknowledged
         // object.
@@ -136,11 +151,23 @@ impl MigrationWorker<'_> {
         let copied: Vec<_> = moving
             .iter()
             .zip(objects)
-            .map(|(m, o)| self.copy_unit(&m.p, o, &m.to, &units[m.unit], &slots))
+            .map(|(m, o)| {
+                let slots = &slots;
+                async move {
+                    match &m.new_key {
+                        Some(key) => {
+                            self.rekey_unit(&m.p, o, &m.to, &units[m.unit], key, slots)
+                                .await
+                        }
+                        None => self
+                            .copy_unit(&m.p, o, &m.to, &units[m.unit], slots)
+                            .await
+                            .map(|c| (c, Vec::new())),
+                    }
+                }
+            })
             .collect();
-        let copied = self
-            .renewing(job, &held, futures::future::join_all(copied))
-            .await;
+        let copied = futures::future::join_all(copied).await;
         let mut ready = Vec::new();
         for (m, c) in moving.into_iter().zip(copied) {
             match c {
@@ -152,17 +179,25 @@ impl MigrationWorker<'_> {
         // per region for the whole batch.
         let mut regions = BTreeSet::new();
         for (m, _) in &ready {
-            regions.extend(m.to.iter().filter(|r| !m.p.regions.contains(r)).cloned());
+            // A re-keyed unit wrote new blobs into every region it goes to.
+            let rekeyed = m.new_key.is_some();
+            regions.extend(
+                m.to.iter()
+                    .filter(|r| rekeyed || !m.p.regions.contains(r))
+                    .cloned(),
+            );
         }
-        let synced: Result<()> = self
-            .renewing(job, &held, async {
-                for r in &regions {
-                    self.engine.region(r)?.sync().await?;
-                }
-                Ok(())
-            })
-            .await;
+        let synced: Result<()> = async {
+            for r in &regions {
+                self.engine.region(r)?.sync().await?;
+            }
+            Ok(())
+        }
+        .await;
         if let Err(e) = synced {
+            for (m, (_, rekeyed)) in &ready {
+                self.discard_rekeyed(&m.p, &m.to, rekeyed).await;
+            }
             let marked: Vec<_> = ready
                 .iter()
                 .map(|(m, _)| (&units[m.unit], Some(&m.p)))
@@ -172,13 +207,19 @@ impl MigrationWorker<'_> {
         }
         let mut commits = Vec::new();
         let mut committing = Vec::new();
-        for (m, c) in ready {
-            match self.unit_move(&m, &units[m.unit], &c).await {
+        for (m, (c, rekeyed)) in ready {
+            match self
+                .unit_move(&m, &units[m.unit], &c, rekeyed.clone())
+                .await
+            {
                 Ok(commit) => {
                     commits.push(commit);
-                    committing.push((m, c.moved));
+                    committing.push((m, c));
                 }
-                Err(e) => self.give_back(&units[m.unit], &e, Some(&m.p)).await?,
+                Err(e) => {
+                    self.discard_rekeyed(&m.p, &m.to, &rekeyed).await;
+                    self.give_back(&units[m.unit], &e, Some(&m.p)).await?
+                }
             }
         }
         if commits.is_empty() {
@@ -186,6 +227,8 @@ impl MigrationWorker<'_> {
         }
         let results = match self.engine.catalog.commit_unit_moves(&commits).await {
             Ok(r) => r,
+            // Whether it committed is unknown: re-keyed blobs are left to
+            // their write intents, never deleted here.
             Err(e) => {
                 let marked: Vec<_> = committing
                     .iter()
@@ -196,14 +239,23 @@ impl MigrationWorker<'_> {
             }
         };
         let mut bytes = 0;
-        for ((m, moved), r) in committing.into_iter().zip(results) {
+        for (((m, c), r), commit) in committing.into_iter().zip(results).zip(&commits) {
             match r {
-                Ok(_) => {
+                Ok((_, held)) => {
                     self.engine.forget_keys(&units[m.unit].token);
                     placed[m.unit] = true;
-                    bytes += moved;
+                    bytes += c.moved;
+                    if !held {
+                        // The move committed, but the unit was no longer
+                        // this worker's (its lease lapsed and a cancel took
+                        // it): no purge will follow, so its old copies are
+                        // queued here, due after the grace period.
+                        self.queue_left_behind(&m, &c).await;
+                    }
                 }
                 Err(e) => {
+                    // Refused: this attempt's re-keyed blobs are nobody's.
+                    self.discard_rekeyed(&m.p, &m.to, &commit.rekeyed).await;
                     let e = Error::from(e);
                     self.give_back(&units[m.unit], &e, Some(&m.p)).await?;
                 }
@@ -274,33 +326,72 @@ impl MigrationWorker<'_> {
         if set(&to) == set(&p.regions) && custodian_to == p.custodian && p.state.is_active() {
             return Ok(Prepared::Nothing); // already where it belongs
         }
+        // A new custodian gets a fresh key of its own, never the old one
+        // re-wrapped (without encryption there is no key to change).
+        let new_key = if custodian_to != p.custodian && self.engine.options.encrypt {
+            Some(self.new_key(&p, &custodian_to).await?)
+        } else {
+            None
+        };
         Ok(Prepared::Move(Box::new(Route {
             unit: index,
             p,
             to,
             custodian_to,
+            new_key,
         })))
     }
 
     /// The commit of a unit whose copies are durable: the new placement
     /// (with the data key re-wrapped if the custodian changes), its ledger
     /// receipt and the unit's release.
-    async fn unit_move(&self, route: &Route, unit: &UnitRow, c: &Copied) -> Result<UnitMove> {
+    async fn unit_move(
+        &self,
+        route: &Route,
+        unit: &UnitRow,
+        c: &Copied,
+        rekeyed: Vec<RekeyedObject>,
+    ) -> Result<UnitMove> {
         let Route {
             p,
             to,
             custodian_to,
+            new_key,
             ..
         } = route;
-        let wrapped = if *custodian_to == p.custodian {
-            p.wrapped_key.clone()
+        let now = now_millis();
+        let wrapped = match new_key {
+            Some(key) => key.wrapped.clone(),
+            None if *custodian_to == p.custodian => p.wrapped_key.clone(),
+            None => {
+                // Without encryption (benchmarks only) there is no data
+                // to re-key: the key is re-wrapped.
+                let dek = self.engine.data_key(p).await?;
+                self.engine
+                    .keyring(custodian_to)
+                    .await?
+                    .wrap(&dek, &Engine::key_context(&p.token, &p.category))
+                    .await?
+            }
+        };
+        // The old blobs of a re-keyed unit in the regions it keeps: the
+        // purge takes those in the regions it leaves; these are queued,
+        // due when the purge is (readers of the old copies keep the grace
+        // period).
+        let kept: Vec<String> = p
+            .regions
+            .iter()
+            .filter(|r| to.contains(r))
+            .cloned()
+            .collect();
+        let garbage = if kept.is_empty() {
+            Vec::new()
         } else {
-            let dek = self.engine.data_key(p).await?;
-            self.engine
-                .keyring(custodian_to)
-                .await?
-                .wrap(&dek, &Engine::key_context(&p.token, &p.category))
-                .await?
+            let due = now + self.opts.grace.as_millis() as i64;
+            rekeyed
+                .iter()
+                .map(|o| crate::data::garbage_row(&p.token, &p.category, &o.replaces, &kept, due))
+                .collect()
         };
         let ledger = LedgerAppend {
             kind: "move".into(),
@@ -312,13 +403,14 @@ impl MigrationWorker<'_> {
                 "to": to,
                 "custodian_from": p.custodian,
                 "custodian_to": custodian_to,
-                "key_rewrapped": *custodian_to != p.custodian,
+                "rekeyed": new_key.is_some(),
+                "key_rewrapped": new_key.is_none() && *custodian_to != p.custodian,
                 "epoch": p.epoch + 1,
                 "objects": c.objects,
                 "bytes": c.bytes,
                 "copies_verified": c.verified,
             }),
-            at: now_millis(),
+            at: now,
         };
         Ok(UnitMove {
             fence: Engine::fence(&p.token, &p.category, p.epoch, self.acting().version),
@@ -327,6 +419,30 @@ impl MigrationWorker<'_> {
             wrapped_key: wrapped,
             ledger,
             release: committed(unit, &self.owner, self.opts, c.moved),
+            rekeyed,
+            garbage,
         })
+    }
+
+    /// Queues the blobs a committed move left in the regions it left, for
+    /// a unit whose purge will not run. A failure is logged: `verify`
+    /// reports what stays.
+    async fn queue_left_behind(&self, m: &Route, c: &Copied) {
+        let left: Vec<String> =
+            m.p.regions
+                .iter()
+                .filter(|r| !m.to.contains(r))
+                .cloned()
+                .collect();
+        if left.is_empty() {
+            return;
+        }
+        let due = now_millis() + self.opts.grace.as_millis() as i64;
+        for blob in &c.blobs {
+            let row = crate::data::garbage_row(&m.p.token, &m.p.category, blob, &left, due);
+            if let Err(e) = self.engine.catalog.queue_garbage(&row).await {
+                tracing::warn!(error = %e, "could not queue a moved unit's old copy");
+            }
+        }
     }
 }
