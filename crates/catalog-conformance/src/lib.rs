@@ -15,7 +15,8 @@
 //!   builds on ([`job_row`], [`unit`], [`read_ledger`] and [`assert_chain`]
 //!   are public for backend tests beside this suite).
 //! - `subjects`: registering, re-homing, erasing; the settings table.
-//! - `placements`: creating placements, the planner's scan, residency.
+//! - `placements`: creating placements, the planner's scan, residency, a
+//!   custodian's placements and their rewraps.
 //! - `objects`: the object index: commits, deletes, listings, fences.
 //! - `moves`: moving a placement: marks under leases, commits, aborts.
 //! - `garbage`: the garbage queue and write intents.
@@ -50,13 +51,15 @@ pub use jobs::{claim_order, concurrent_claims, jobs};
 pub use ledger::{concurrent_writers, ledger_chain};
 pub use moves::moves;
 pub use objects::{commit_object, delete_object, objects};
-pub use placements::{ensure_placement, placements_page, residency, scan_follows_changes};
+pub use placements::{
+    ensure_placement, placements_page, residency, rewrap_placements, scan_follows_changes,
+};
 pub use policy::{policy_fence, policy_versions};
 pub use subjects::{empty_catalog, erase_subject, settings, subjects};
 pub use turns::{batched_turns, rekeyed_moves, unit_release_with_the_change};
 
 /// How many checks `run_all` runs (each on its own fresh catalog).
-pub const CHECKS: usize = 24;
+pub const CHECKS: usize = 25;
 
 /// Runs every check, each on a fresh, empty catalog from `fresh`.
 pub async fn run_all<F, Fut>(mut fresh: F)
@@ -73,6 +76,7 @@ where
     moves(&*fresh().await).await;
     placements_page(&*fresh().await).await;
     residency(&*fresh().await).await;
+    rewrap_placements(&*fresh().await).await;
     objects(&*fresh().await).await;
     garbage(&*fresh().await).await;
     write_intents(&*fresh().await).await;

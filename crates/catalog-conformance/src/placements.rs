@@ -1,12 +1,12 @@
 //! Placements: creating them, the planner's scan and the residency report.
 
 use domicile_catalog::{
-    Catalog, Error, Fence, PlacementRow, PlacementState, PlacementSummary, ResidencyRow,
+    Catalog, Error, Fence, PlacementRow, PlacementState, PlacementSummary, ResidencyRow, Rewrap,
 };
 
 use crate::{
-    assert_chain, commit, entry, get_placement, ledger_len, object, placement, read_ledger, setup,
-    strings, subject,
+    assert_chain, commit, entry, fence, get_placement, ledger_len, object, placement, read_ledger,
+    setup, strings, subject,
 };
 
 /// ensure_placement creates once (epoch 1, active, zero counts) and is idempotent.
@@ -334,5 +334,189 @@ pub async fn scan_follows_changes(cat: &dyn Catalog) {
         seals,
         vec![("tok-a".to_string(), a.id_enc.clone().unwrap())]
     );
+    assert_chain(cat).await;
+}
+
+/// A custodian's placements come in pages, and a rewrap is a compare-and-set
+/// on (epoch, custodian, old key): a placement moved, erased or rewrapped in
+/// the meantime is left alone, and nothing else of a placement changes.
+pub async fn rewrap_placements(cat: &dyn Catalog) {
+    for (token, categories) in [
+        ("tok-c", &["profile", "payment"][..]),
+        ("tok-a", &["profile"][..]),
+        ("tok-b", &["profile", "media"][..]),
+    ] {
+        setup(cat, token, "IN", &[]).await;
+        for category in categories {
+            cat.ensure_placement(
+                &placement(token, category, &["r1"]),
+                0,
+                entry("placement", Some(token), 2_000),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    // tok-d/media belongs to another custodian.
+    let mut other = placement("tok-d", "media", &["r1"]);
+    other.custodian = "kms-b".into();
+    setup(cat, "tok-d", "IN", &[]).await;
+    cat.ensure_placement(&other, 0, entry("placement", Some("tok-d"), 2_000))
+        .await
+        .unwrap();
+    commit(cat, 1, &object("tok-a", "profile", "l1", "b1", 10)).await;
+
+    let expected: Vec<(String, String)> = [
+        ("tok-a", "profile"),
+        ("tok-b", "media"),
+        ("tok-b", "profile"),
+        ("tok-c", "payment"),
+        ("tok-c", "profile"),
+    ]
+    .iter()
+    .map(|(t, c)| (t.to_string(), c.to_string()))
+    .collect();
+    for limit in [1_u32, 2, 100] {
+        let mut got: Vec<PlacementRow> = Vec::new();
+        loop {
+            let after = got.last().map(|p| (p.token.clone(), p.category.clone()));
+            let page = cat
+                .custodian_placements_page(
+                    "kms-a",
+                    after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())),
+                    limit,
+                )
+                .await
+                .unwrap();
+            assert!(page.len() <= limit as usize, "a page exceeds its limit");
+            if page.is_empty() {
+                break;
+            }
+            got.extend(page);
+        }
+        let keys: Vec<(String, String)> = got
+            .iter()
+            .map(|p| (p.token.clone(), p.category.clone()))
+            .collect();
+        assert_eq!(
+            keys, expected,
+            "limit {limit}: kms-a's placements, ordered, once each"
+        );
+        assert_eq!(got[0], get_placement(cat, "tok-a", "profile").await);
+    }
+    assert!(
+        cat.custodian_placements_page("kms-z", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let n0 = ledger_len(cat).await;
+    let before = get_placement(cat, "tok-a", "profile").await;
+    let rewrap = |token: &str, category: &str, epoch: i64, old: &[u8], new: &[u8]| Rewrap {
+        token: token.into(),
+        category: category.into(),
+        epoch,
+        custodian: "kms-a".into(),
+        old_key: old.to_vec(),
+        new_key: new.to_vec(),
+    };
+    let old_a = before.wrapped_key.clone();
+    let old_c = get_placement(cat, "tok-c", "profile").await.wrapped_key;
+    // Made as if kms-a wrapped tok-d's key: kms-b does.
+    let wrong_custodian = rewrap("tok-d", "media", 1, &other.wrapped_key, b"x");
+    let done = cat
+        .rewrap_placements(&[
+            rewrap("tok-a", "profile", 1, &old_a, b"new-a"),
+            rewrap("tok-c", "profile", 1, b"not-the-key", b"new-c"),
+            rewrap("tok-c", "payment", 2, &old_c, b"new-c"),
+            wrong_custodian,
+            rewrap("tok-z", "profile", 1, b"k", b"new-z"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        vec![true, false, false, false, false],
+        "only the rewrap made from the placement as it stands applies"
+    );
+    assert_eq!(
+        get_placement(cat, "tok-a", "profile").await,
+        PlacementRow {
+            wrapped_key: b"new-a".to_vec(),
+            ..before.clone()
+        },
+        "a rewrap changes the wrapped key and nothing else (epoch, counts, since)"
+    );
+    assert_eq!(
+        get_placement(cat, "tok-c", "profile").await.wrapped_key,
+        old_c
+    );
+    assert_eq!(get_placement(cat, "tok-d", "media").await, other);
+    // Applied once: the same rewrap again finds another key and is skipped.
+    assert_eq!(
+        cat.rewrap_placements(&[rewrap("tok-a", "profile", 1, &old_a, b"newer")])
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    // Writes fenced by the placement's epoch still commit after a rewrap.
+    commit(cat, 1, &object("tok-a", "profile", "l2", "b2", 10)).await;
+    // A moving placement is rewrapped too: the move's commit brings its own
+    // key and bumps the epoch, which fences any rewrap made before it.
+    assert!(
+        cat.begin_move("tok-b", "profile", 1, &strings(&["r2"]), i64::MAX, 0)
+            .await
+            .unwrap()
+    );
+    let old_b = get_placement(cat, "tok-b", "profile").await.wrapped_key;
+    assert_eq!(
+        cat.rewrap_placements(&[rewrap("tok-b", "profile", 1, &old_b, b"new-b")])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    cat.commit_move(
+        &fence("tok-b", "profile", 1),
+        &strings(&["r2"]),
+        "kms-a",
+        b"moved-b",
+        entry("move", Some("tok-b"), 3_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        cat.rewrap_placements(&[rewrap("tok-b", "profile", 1, b"new-b", b"stale")])
+            .await
+            .unwrap(),
+        vec![false],
+        "a rewrap planned before a move's commit must not undo its key"
+    );
+    assert_eq!(
+        get_placement(cat, "tok-b", "profile").await.wrapped_key,
+        b"moved-b"
+    );
+    // An erased subject's placement is gone: nothing to rewrap.
+    cat.erase_subject("tok-c", entry("erasure", Some("tok-c"), 4_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        cat.rewrap_placements(&[rewrap("tok-c", "profile", 1, &old_c, b"new-c")])
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert!(
+        cat.get_placement("tok-c", "profile")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        cat.rewrap_placements(&[]).await.unwrap(),
+        Vec::<bool>::new()
+    );
+    // Rewraps append nothing to the ledger (the move and the erasure did).
+    assert_eq!(ledger_len(cat).await, n0 + 2);
     assert_chain(cat).await;
 }

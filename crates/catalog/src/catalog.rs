@@ -44,6 +44,20 @@ pub struct MoveMark {
     pub to: Vec<String>,
 }
 
+/// A placement's wrapped key to replace by the same data key wrapped again
+/// (a custodian's rotation): what `rewrap_placements` takes. It applies only
+/// while the placement is still at `epoch`, under `custodian`, with
+/// `old_key`: a move or an erasure in the meantime wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrap {
+    pub token: String,
+    pub category: String,
+    pub epoch: i64,
+    pub custodian: String,
+    pub old_key: Vec<u8>,
+    pub new_key: Vec<u8>,
+}
+
 /// A migration unit's move to commit: what `commit_unit_move` takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitMove {
@@ -296,6 +310,25 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
         after: Option<(&str, &str)>,
         limit: u32,
     ) -> Result<Vec<PlacementSummary>>;
+
+    /// The placements whose data key `custodian` wraps, ordered by token
+    /// then category, in pages of at most `limit` after the (token,
+    /// category) key. An empty page means the end.
+    async fn custodian_placements_page(
+        &self,
+        custodian: &str,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<PlacementRow>>;
+
+    /// Replaces wrapped keys, each one only if its placement is still at the
+    /// rewrap's epoch, under its custodian, with its old key (a
+    /// compare-and-set: a placement moved, erased or rewrapped by another
+    /// process in the meantime is left as it is, `false`). Nothing else of
+    /// the placement changes, its epoch neither: writes fenced by it go on.
+    /// One transaction; one answer per rewrap, in order. No ledger entry:
+    /// the caller records the rotation the rewraps belong to.
+    async fn rewrap_placements(&self, rewraps: &[Rewrap]) -> Result<Vec<bool>>;
 
     /// The sealed ids of the given subject tokens (those that have one), for
     /// callers that hold the secrets to name subjects in plans and reports.

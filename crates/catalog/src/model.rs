@@ -124,7 +124,8 @@ pub struct Fence {
 /// by the caller, and the hash chain is computed by the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerAppend {
-    /// `placement`, `move`, `purge`, `erasure`, `demand`, `subject`, `shred`, `rehome`.
+    /// `placement`, `move`, `purge`, `erasure`, `demand`, `subject`, `shred`, `rehome`,
+    /// `rotation`.
     pub kind: String,
     /// Token of the subject concerned, if any.
     pub subject: Option<String>,

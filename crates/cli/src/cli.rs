@@ -126,6 +126,25 @@ pub enum Command {
         /// Skip re-reading blobs for their checksums.
         #[arg(long)]
         quick: bool,
+        /// Also open every object's data key through its custodian and check that every
+        /// copy decrypts and authenticates, and that its sealed name and metadata open.
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Custodians: the keys that wrap subjects' data keys.
+    #[command(subcommand)]
+    Custodian(CustodianCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CustodianCmd {
+    /// Wrap every data key of a custodian again under its key's newest version, online and
+    /// resumably: a file:// keyring gets its next master-vN.key; for aws-kms:// and
+    /// vault:// rotate the key in the key manager first. Run again to finish one that was
+    /// interrupted.
+    Rotate {
+        /// The custodian's id.
+        name: String,
     },
 }
 

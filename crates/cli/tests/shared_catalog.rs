@@ -533,7 +533,9 @@ fn two_workers_share_one_postgres_job_while_a_third_process_writes() {
     while a.running() && b.running() {
         assert!(
             Instant::now() < deadline,
-            "the workers did not finish in time"
+            "the workers did not finish in time\n{}\n{}",
+            d.worker_output("worker-a"),
+            d.worker_output("worker-b")
         );
         let out = d.run(&["migrate", "status", "--format", "json"]);
         if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {

@@ -520,7 +520,7 @@ impl Engine {
         Ok((token, row, placement))
     }
 
-    fn info(&self, row: &ObjectRow, dek: &DataKey) -> Result<ObjectInfo> {
+    pub(crate) fn info(&self, row: &ObjectRow, dek: &DataKey) -> Result<ObjectInfo> {
         let name =
             domicile_store::crypto::open_value(dek, &name_context(&row.lookup), &row.name_enc)?;
         let meta =

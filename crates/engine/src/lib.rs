@@ -20,7 +20,10 @@
 //! - [`subjects`]: add, import, show, rehome and erase.
 //! - [`reports`]: residency, exposure, cost, violations and the plan.
 //! - [`demand`]: what an authority could compel; ledgered.
-//! - [`verify`]: region scans against catalog and policy; ledger chain check.
+//! - [`rotate`]: a custodian's rotation: every data key it wraps, wrapped
+//!   again under its key's newest version, online and resumably.
+//! - [`verify`]: region scans against catalog and policy; `--deep` opens
+//!   every object through its custodian; ledger chain check.
 
 pub mod clock;
 pub mod data;
@@ -32,6 +35,7 @@ pub mod migrate;
 pub mod placement;
 pub mod policy;
 pub mod reports;
+pub mod rotate;
 pub mod secrets;
 pub mod subjects;
 pub mod tokens;
@@ -42,4 +46,5 @@ pub use engine::{Acting, Engine, EngineOptions, Health};
 pub use error::{Error, Result};
 pub use migrate::{MigrateOptions, MigrationStatus, WorkerState, WorkerStatus};
 pub use policy::PolicyVersion;
+pub use rotate::{RotateOptions, RotationReport};
 pub use secrets::{ApiTokens, Secrets};

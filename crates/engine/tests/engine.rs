@@ -2132,3 +2132,310 @@ async fn a_subject_erased_and_added_again_elsewhere_is_never_written_under_its_e
         "erased with bob"
     );
 }
+
+// ---------------------------------------------------------------------------
+// verify --deep and custodian rotation
+// ---------------------------------------------------------------------------
+
+/// Gives an object's index row the checksum of the bytes now stored, as if
+/// the catalog had been written with them: only decryption can tell.
+async fn index_checksum_as_stored(engine: &Engine, subject: &str, blob: &str, stored: &[u8]) {
+    let catalog = engine.test_catalog();
+    let token = token(engine, subject);
+    let row = catalog
+        .objects_of(&token, Some("profile"))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|o| o.blob_id == blob)
+        .unwrap();
+    let placement = catalog
+        .get_placement(&token, "profile")
+        .await
+        .unwrap()
+        .unwrap();
+    let fence = domicile_catalog::Fence {
+        token: token.clone(),
+        category: "profile".into(),
+        epoch: placement.epoch,
+        policy: catalog.policy_version().await.unwrap(),
+    };
+    let row = domicile_catalog::ObjectRow {
+        checksum: blake3::hash(stored).to_hex().to_string(),
+        ..row
+    };
+    let outcome = catalog.commit_object(&fence, &row).await.unwrap();
+    assert!(
+        matches!(outcome, domicile_catalog::CommitOutcome::Committed { .. }),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_deep_reports_a_blob_that_matches_its_checksum_but_does_not_decrypt() {
+    let d = Deployment::new();
+    let engine = verify_setup(&d, &[CN], &all_in_cn()).await;
+    let deep = engine.verify_deep(true).await.unwrap();
+    assert!(deep.problems.is_empty(), "{:#?}", deep.problems);
+    assert_eq!(deep.objects_decrypted, 6);
+
+    let (abs, rel) = a_blob_of(&d, &engine, "cn");
+    let mut bytes = std::fs::read(&abs).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&abs, &bytes).unwrap();
+    index_checksum_as_stored(&engine, "gina", &blob_id(&rel), &bytes).await;
+
+    let plain = engine.verify(true).await.unwrap();
+    assert!(plain.problems.is_empty(), "{:#?}", plain.problems);
+    let deep = engine.verify_deep(true).await.unwrap();
+    assert_eq!(deep.problems.len(), 1, "{:#?}", deep.problems);
+    let p = &deep.problems[0];
+    assert_eq!(p.kind, "undecryptable");
+    assert_eq!(p.blob, blob_id(&rel));
+    assert_eq!(p.subject, token(&engine, "gina"));
+    assert_eq!(p.category, "profile");
+    assert_eq!(p.region, "cn");
+    assert_eq!(deep.objects_decrypted, 5);
+    assert_eq!(deep.objects_unchecked, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_deep_reports_a_wrapped_key_that_does_not_open() {
+    let d = Deployment::new();
+    let engine = verify_setup(&d, &[CN], &all_in_cn()).await;
+    let catalog = engine.test_catalog();
+    let gina = token(&engine, "gina");
+    let p = catalog
+        .get_placement(&gina, "profile")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tampered = p.wrapped_key.clone();
+    *tampered.last_mut().unwrap() ^= 1;
+    let rewrap = domicile_catalog::Rewrap {
+        token: gina.clone(),
+        category: "profile".into(),
+        epoch: p.epoch,
+        custodian: p.custodian.clone(),
+        old_key: p.wrapped_key.clone(),
+        new_key: tampered,
+    };
+    assert_eq!(
+        catalog.rewrap_placements(&[rewrap]).await.unwrap(),
+        vec![true]
+    );
+    let deep = engine.verify_deep(false).await.unwrap();
+    assert_eq!(deep.problems.len(), 3, "{:#?}", deep.problems);
+    assert!(
+        deep.problems
+            .iter()
+            .all(|p| p.kind == "undecryptable" && p.subject == gina && p.detail.contains("op-kms")),
+        "{:#?}",
+        deep.problems
+    );
+}
+
+/// Every placement of `custodian`, read in pages.
+async fn placements_of_custodian(
+    engine: &Engine,
+    custodian: &str,
+) -> Vec<domicile_catalog::PlacementRow> {
+    let mut out: Vec<domicile_catalog::PlacementRow> = Vec::new();
+    loop {
+        let after = out.last().map(|p| (p.token.clone(), p.category.clone()));
+        let page = engine
+            .test_catalog()
+            .custodian_placements_page(
+                custodian,
+                after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())),
+                50,
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// Whether a `file://` wrapped key is under master key `version`.
+fn under_master_key(wrapped: &[u8], version: u32) -> bool {
+    if version == 1 {
+        return wrapped.first() == Some(&1);
+    }
+    wrapped.first() == Some(&2) && wrapped.get(1..5) == Some(&version.to_be_bytes()[..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_under_concurrent_writes_moves_every_key_and_loses_no_write() {
+    let d = Deployment::new();
+    let engine = Arc::new(d.open(&[CN], &all_in_cn()).await);
+    let mut expected: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
+    for i in 0..40 {
+        let s = format!("early{i}");
+        engine.add_subject(&sid(&s), jur("CN")).await.unwrap();
+        let body = pattern(500 + i, i as u64);
+        put(&engine, &s, "profile", "f", &body).await.unwrap();
+        expected.insert((s, "f".into()), body);
+    }
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let engine = engine.clone();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || i < 5 {
+                // New subjects (new placements, new keys) and new objects
+                // under placements the rotation is walking.
+                let s = format!("w{w}s{i}");
+                engine.add_subject(&sid(&s), jur("CN")).await.unwrap();
+                let body = pattern(300 + i, 1_000 * w + i as u64);
+                put(&engine, &s, "profile", "g", &body).await.unwrap();
+                acked.push((s, "g".to_string(), body.clone()));
+                let early = format!("early{}", i % 40);
+                let name = format!("w{w}-{i}");
+                put(&engine, &early, "profile", &name, &body).await.unwrap();
+                acked.push((early, name, body));
+                i += 1;
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let options = domicile_engine::RotateOptions {
+        page: 7,
+        stop_after: None,
+    };
+    let report = engine.rotate_custodian("op-kms", &options).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        for (s, name, body) in w.await.unwrap() {
+            expected.insert((s, name), body);
+        }
+    }
+    assert!(
+        report.complete && report.new_key && !report.resumed,
+        "{report:?}"
+    );
+    assert_eq!(report.key_version, Some(2));
+    assert!(report.rewrapped >= 40, "{report:?}");
+
+    let placements = placements_of_custodian(&engine, "op-kms").await;
+    assert!(placements.len() > 40);
+    for p in &placements {
+        assert!(
+            under_master_key(&p.wrapped_key, 2),
+            "{}/{} is not under master key 2",
+            p.token,
+            p.category
+        );
+    }
+    let kinds = ledger_kinds(&engine).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "rotation").count(), 2);
+    let last = engine.ledger_page(0, u32::MAX).await.unwrap();
+    let rotation: Vec<_> = last.iter().filter(|e| e.kind == "rotation").collect();
+    assert!(
+        rotation[0].body.contains("\"start\""),
+        "{}",
+        rotation[0].body
+    );
+    assert!(rotation[1].body.contains("\"end\""), "{}", rotation[1].body);
+    assert!(rotation[1].body.contains(&report.identity));
+    drop(engine);
+
+    // The old master key moved away: everything opens under the new one,
+    // and the custodian is the one the catalog recorded.
+    let keys = d.base().join("data/keys/op-kms");
+    std::fs::rename(
+        keys.join("master-v1.key"),
+        d.base().join("master-v1.key.old"),
+    )
+    .unwrap();
+    let engine = d.open(&[CN], &all_in_cn()).await;
+    for ((s, name), body) in &expected {
+        assert_eq!(
+            &read(&engine, s, name, None).await.unwrap(),
+            body,
+            "{s}/{name}"
+        );
+    }
+    let deep = engine.verify_deep(true).await.unwrap();
+    assert!(deep.problems.is_empty(), "{:#?}", deep.problems);
+    assert_eq!(deep.objects_decrypted, expected.len() as u64);
+    put(&engine, "early0", "profile", "after", b"after")
+        .await
+        .unwrap();
+    assert_eq!(
+        read(&engine, "early0", "after", None).await.unwrap(),
+        b"after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rotation_finishes_when_run_again() {
+    let d = Deployment::new();
+    let engine = d.open(&[CN], &all_in_cn()).await;
+    for i in 0..12 {
+        let s = format!("s{i}");
+        engine.add_subject(&sid(&s), jur("CN")).await.unwrap();
+        put(&engine, &s, "profile", "f", &pattern(100, i))
+            .await
+            .unwrap();
+    }
+    let stopped = engine
+        .rotate_custodian(
+            "op-kms",
+            &domicile_engine::RotateOptions {
+                page: 4,
+                stop_after: Some(5),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!stopped.complete);
+    assert_eq!(stopped.rewrapped, 5);
+    let placements = placements_of_custodian(&engine, "op-kms").await;
+    assert_eq!(
+        placements
+            .iter()
+            .filter(|p| under_master_key(&p.wrapped_key, 2))
+            .count(),
+        5
+    );
+    drop(engine);
+
+    // Another process finishes it: the same version, not a third one.
+    let engine = d.open(&[CN], &all_in_cn()).await;
+    let finished = engine
+        .rotate_custodian("op-kms", &domicile_engine::RotateOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        finished.complete && finished.resumed && !finished.new_key,
+        "{finished:?}"
+    );
+    assert_eq!(finished.key_version, Some(2));
+    assert_eq!(finished.rewrapped, 7);
+    assert_eq!(finished.current, 5);
+    assert!(!d.base().join("data/keys/op-kms/master-v3.key").exists());
+    for p in placements_of_custodian(&engine, "op-kms").await {
+        assert!(under_master_key(&p.wrapped_key, 2));
+    }
+    let kinds = ledger_kinds(&engine).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "rotation").count(), 3);
+    drop(engine);
+    let keys = d.base().join("data/keys/op-kms");
+    std::fs::rename(keys.join("master-v1.key"), d.base().join("v1.old")).unwrap();
+    let engine = d.open(&[CN], &all_in_cn()).await;
+    for i in 0..12 {
+        assert_eq!(
+            read(&engine, &format!("s{i}"), "f", None).await.unwrap(),
+            pattern(100, i)
+        );
+    }
+}

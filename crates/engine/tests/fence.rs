@@ -187,6 +187,23 @@ impl Catalog for Interleaving {
         self.inner.placements_page(after, limit).await
     }
 
+    async fn custodian_placements_page(
+        &self,
+        custodian: &str,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<PlacementRow>> {
+        self.step("custodian_placements_page").await;
+        self.inner
+            .custodian_placements_page(custodian, after, limit)
+            .await
+    }
+
+    async fn rewrap_placements(&self, rewraps: &[domicile_catalog::Rewrap]) -> Result<Vec<bool>> {
+        self.step("rewrap_placements").await;
+        self.inner.rewrap_placements(rewraps).await
+    }
+
     async fn subject_seals(&self, tokens: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
         self.step("subject_seals").await;
         self.inner.subject_seals(tokens).await

@@ -8,7 +8,8 @@
 //! A [`Keyring`] is one custodian's key, reached through one of three backends, chosen by
 //! the scheme of the configured keyring URL:
 //!
-//! - `file://FOLDER` ([`file`]): a master key file in a local folder, created on first use.
+//! - `file://FOLDER` ([`file`]): master key files in a local folder, the first created on
+//!   first use, later versions added by rotations.
 //! - `aws-kms://KEY_ID_OR_ALIAS?region=R[&endpoint=URL]` ([`kms`]): a key in AWS KMS (or a
 //!   service speaking its JSON API), called with SigV4-signed requests.
 //! - `vault://HOST:PORT/MOUNT/KEY`, `vaults://…` for TLS ([`vault`]): a derived key of the
@@ -44,10 +45,11 @@ use file::FileKeys;
 use kms::{Kms, KmsLocation};
 use vault::{Vault, VaultLocation};
 
-/// Name of the master key file in a keyring folder; versioned so that a rotation can add
-/// `master-v2.key` beside it.
+/// Name of the first master key file in a keyring folder; a rotation adds `master-v2.key`
+/// beside it, and so on (see [`file`]).
 pub const MASTER_KEY_FILE: &str = "master-v1.key";
-/// Length of a key wrapped by a `file://` keyring.
+/// Length of a key wrapped by a `file://` keyring under its first master key (a later
+/// master key adds its version, 4 bytes).
 pub const WRAPPED_LEN: usize = 1 + ring::aead::NONCE_LEN + KEY_LEN + TAG_LEN;
 
 /// The schemes a keyring URL may have, named in the error for any other.
@@ -109,7 +111,7 @@ impl fmt::Debug for Keyring {
         let mut d = f.debug_struct("Keyring");
         d.field("custodian", &self.custodian);
         match &self.backend {
-            Backend::File(k) => d.field("key_file", &k.key_file),
+            Backend::File(k) => d.field("dir", &k.dir()),
             Backend::Kms(_) => d.field("backend", &"aws-kms"),
             Backend::Vault(_) => d.field("backend", &"vault"),
         };
@@ -240,7 +242,7 @@ impl Keyring {
         check_id(custodian)?;
         Ok(Keyring {
             custodian: custodian.to_owned(),
-            backend: Backend::File(Box::new(FileKeys::from_master(custodian, &master, None)?)),
+            backend: Backend::File(Box::new(FileKeys::from_master(custodian, &master)?)),
         })
     }
 
@@ -256,17 +258,50 @@ impl Keyring {
     /// call; a disabled KMS key is refused here.
     pub async fn identity(&self) -> Result<String> {
         match &self.backend {
-            Backend::File(k) => Ok(k.fingerprint.clone()),
+            Backend::File(k) => k.fingerprint(),
             Backend::Kms(k) => k.identity().await,
             Backend::Vault(k) => k.identity().await,
         }
     }
 
-    /// The master key file, if the keyring is a `file://` one.
-    pub fn key_file(&self) -> Option<&Path> {
+    /// The identities of earlier keys this keyring still holds and unwraps with, oldest
+    /// first: the fingerprints of a `file://` folder's older master keys. A catalog that
+    /// recorded one of them was recording this custodian before a rotation, not another
+    /// key. Network keyrings keep one identity across their key versions: none.
+    pub fn earlier_identities(&self) -> Vec<String> {
         match &self.backend {
-            Backend::File(k) => k.key_file.as_deref(),
+            Backend::File(k) => k.earlier_fingerprints(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The newest master key file, if the keyring is a `file://` one in a folder.
+    pub fn key_file(&self) -> Option<std::path::PathBuf> {
+        match &self.backend {
+            Backend::File(k) => k.key_file(),
             _ => None,
+        }
+    }
+
+    /// Begins a rotation where the keyring holds its keys itself: a `file://` folder gets
+    /// the next master key version (`master-vN.key`), which wraps from then on, and its
+    /// version is returned. A key manager's key gets its new version in the key manager
+    /// (KMS automatic or on-demand rotation, Transit `keys/KEY/rotate`): `None`, nothing
+    /// is done here.
+    pub fn add_master_key(&self) -> Result<Option<u32>> {
+        match &self.backend {
+            Backend::File(k) => k.add_version().map(|(version, _)| Some(version)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether `wrapped` is known to be under the key's newest version: `Some` for a
+    /// `file://` keyring (its wrapped keys name their master key version), `None` where
+    /// the key manager does not say (a rotation then rewraps every key).
+    pub fn is_current(&self, wrapped: &[u8]) -> Result<Option<bool>> {
+        match &self.backend {
+            Backend::File(k) => k.is_current(wrapped).map(Some),
+            _ => Ok(None),
         }
     }
 

@@ -21,7 +21,7 @@ use object_store::{
 };
 
 use domicile_store::crypto::{DEFAULT_CHUNK_SIZE, HEADER_LEN};
-use domicile_store::keyring::MASTER_KEY_FILE;
+use domicile_store::keyring::{MASTER_KEY_FILE, WRAPPED_LEN};
 use domicile_store::layout::prefix_for;
 use domicile_store::{
     BlobPath, BlobWriter, DataKey, Error, KeyContext, Keyring, KeyringOptions, RegionOptions,
@@ -410,7 +410,7 @@ async fn keyring_files_are_private_and_loose_ones_are_refused() -> Result<()> {
     assert_eq!(mode(&file), 0o600);
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(std::fs::read(&file).map(|k| k.len()).ok(), Some(32));
-    assert_eq!(ring.key_file(), Some(file.as_path()));
+    assert_eq!(ring.key_file().as_deref(), Some(file.as_path()));
 
     let dek = DataKey::generate()?;
     let wrapped = ring.wrap(&dek, &CTX).await?;
@@ -1074,4 +1074,68 @@ fn create_derived_key(addr: &str, token: &str, path: &str) -> bool {
         .arg(format!("{}{path}", addr.trim_end_matches('/')))
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// A rotation adds `master-v2.key`: it wraps from then on (in a keyring opened before it
+/// too), keys wrapped under v1 still unwrap while the file is there, a rewrap moves them
+/// under v2, and once the old file is moved away everything rewrapped still opens.
+#[tokio::test]
+async fn file_keyrings_rotate_to_a_new_master_key_version() -> Result<()> {
+    let fx = Fixture::new();
+    let url = "file://keys/in-kms";
+    let ring = Keyring::open("in-kms", url, fx.base())?;
+    let other_process = Keyring::open_existing("in-kms", url, fx.base())?;
+    let dir = fx.base().join("keys/in-kms");
+    let first = ring.identity().await?;
+    let dek = DataKey::generate()?;
+    let old = ring.wrap(&dek, &CTX).await?;
+    assert_eq!(ring.is_current(&old)?, Some(true));
+    assert!(ring.earlier_identities().is_empty());
+
+    assert_eq!(ring.add_master_key()?, Some(2));
+    let v2 = dir.join("master-v2.key");
+    assert_eq!(ring.key_file().as_deref(), Some(v2.as_path()));
+    let mode = std::fs::metadata(&v2)
+        .expect("master-v2.key")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let second = ring.identity().await?;
+    assert_ne!(second, first);
+    assert_eq!(ring.earlier_identities(), vec![first.clone()]);
+    assert_eq!(ring.is_current(&old)?, Some(false));
+    assert_eq!(ring.unwrap(&old, &CTX).await?, dek);
+
+    // The keyring opened before the rotation wraps under the new key too.
+    let fresh = other_process.wrap(&dek, &CTX).await?;
+    assert_eq!(ring.is_current(&fresh)?, Some(true));
+    assert_eq!(fresh.len(), WRAPPED_LEN + 4);
+    let rewrapped = ring.rewrap(&old, &CTX).await?;
+    assert_eq!(ring.is_current(&rewrapped)?, Some(true));
+    assert_eq!(other_process.unwrap(&rewrapped, &CTX).await?, dek);
+    // The version a key names is bound: another version does not open it.
+    let mut relabelled = rewrapped.clone();
+    relabelled[4] = 1;
+    assert!(ring.unwrap(&relabelled, &CTX).await.is_err());
+
+    std::fs::rename(dir.join(MASTER_KEY_FILE), fx.base().join("old-master.key"))
+        .expect("move the old key away");
+    let after = Keyring::open_existing("in-kms", url, fx.base())?;
+    assert_eq!(after.identity().await?, second);
+    assert!(after.earlier_identities().is_empty());
+    assert_eq!(after.unwrap(&rewrapped, &CTX).await?, dek);
+    assert_eq!(after.unwrap(&fresh, &CTX).await?, dek);
+    let missing = after
+        .unwrap(&old, &CTX)
+        .await
+        .expect_err("v1 is gone")
+        .to_string();
+    assert!(missing.contains("master-v1.key"), "{missing}");
+    // A keyring without any master key is not created again in place of the rotated one.
+    assert_eq!(
+        Keyring::open("in-kms", url, fx.base())?.identity().await?,
+        second
+    );
+    Ok(())
 }

@@ -12,7 +12,7 @@ use super::codec::{
 };
 use super::writes::MoveCommit;
 use super::{Dialect, Durability, Retry, Sql, SqlCatalog};
-use crate::catalog::{Catalog, CommitOutcome, MoveMark, UnitMove};
+use crate::catalog::{Catalog, CommitOutcome, MoveMark, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::model::{
     Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow,
@@ -219,6 +219,38 @@ where
         }
         // An absent key sorts before every token: tokens are never empty.
         D::placements_page(&self.pool, after.unwrap_or(("", "")), limit).await
+    }
+
+    async fn custodian_placements_page(
+        &self,
+        custodian: &str,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<PlacementRow>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // An absent key sorts before every token: tokens are never empty.
+        let (token, category) = after.unwrap_or(("", ""));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PLACEMENT_COLS} FROM placements \
+             WHERE custodian = $1 AND (token > $2 OR (token = $2 AND category > $3)) \
+             ORDER BY token, category LIMIT $4"
+        )))
+        .bind(custodian)
+        .bind(token)
+        .bind(category)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Sql::<D>::placement_from).collect()
+    }
+
+    async fn rewrap_placements(&self, rewraps: &[Rewrap]) -> Result<Vec<bool>> {
+        if rewraps.is_empty() {
+            return Ok(Vec::new());
+        }
+        D::retry(Retry::Conflicts, || self.rewrap_placements_tx(rewraps)).await
     }
 
     async fn subject_seals(&self, tokens: &[String]) -> Result<Vec<(String, Vec<u8>)>> {

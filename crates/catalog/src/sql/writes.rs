@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, R
 use super::codec::{OBJECT_COLS, POLICY_COLS, decode_state, encode_state};
 use super::steps::{check_regions, not_found};
 use super::{Dialect, Durability, RowsAffected, Sql, SqlCatalog, now_millis};
-use crate::catalog::{CommitOutcome, MoveMark, RekeyedObject, UnitMove};
+use crate::catalog::{CommitOutcome, MoveMark, RekeyedObject, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::jobs::UnitRelease;
 use crate::model::{
@@ -371,6 +371,32 @@ where
         }
         self.commit(tx, durability).await?;
         Ok(out)
+    }
+
+    pub(crate) async fn rewrap_placements_tx(&self, rewraps: &[Rewrap]) -> Result<Vec<bool>> {
+        let mut tx = self.write_tx().await?;
+        let mut done = Vec::with_capacity(rewraps.len());
+        for r in rewraps {
+            // One statement is the compare-and-set: the row changes only if
+            // it still holds what the rewrap was made from.
+            let changed = sqlx::query(
+                "UPDATE placements SET wrapped_key = $1 \
+                 WHERE token = $2 AND category = $3 AND epoch = $4 \
+                   AND custodian = $5 AND wrapped_key = $6",
+            )
+            .bind(r.new_key.as_slice())
+            .bind(r.token.as_str())
+            .bind(r.category.as_str())
+            .bind(r.epoch)
+            .bind(r.custodian.as_str())
+            .bind(r.old_key.as_slice())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            done.push(changed == 1);
+        }
+        self.commit(tx, Durability::Durable).await?;
+        Ok(done)
     }
 
     pub(crate) async fn abort_move_tx(

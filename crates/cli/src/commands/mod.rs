@@ -10,11 +10,15 @@
 //! - [`demand`]: `demand`, what an authority could compel.
 //! - [`reach`]: `reach explain`, the grounds of an authority's reach.
 //! - [`ledger`]: `ledger verify`, `show`.
-//! - [`verify`]: `verify`, region scans against catalog and policy.
+//! - [`verify`]: `verify`, region scans against catalog and policy;
+//!   `--deep` opens every object through its custodian.
+//! - [`custodian`]: `custodian rotate`, every data key of a custodian
+//!   wrapped again under its key's newest version.
 //!
 //! Migration jobs, the catalog's move, the demo, `init` and `serve` have
 //! their own modules at the crate's top.
 
+mod custodian;
 mod data;
 mod demand;
 mod ledger;
@@ -102,7 +106,8 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
         } => demand::run(engine, format, authority, id).await,
         Command::Reach(cmd) => reach::run(engine, format, cmd),
         Command::Ledger(cmd) => ledger::run(engine, format, cmd).await,
-        Command::Verify { quick } => verify::run(engine, format, quick).await,
+        Command::Verify { quick, deep } => verify::run(engine, format, quick, deep).await,
+        Command::Custodian(cmd) => custodian::run(engine, format, cmd).await,
         Command::Demo { .. }
         | Command::Init { .. }
         | Command::Policy(_)

@@ -1,4 +1,5 @@
-//! `verify`: region scans against the catalog and the policy.
+//! `verify`: region scans against the catalog and the policy; `--deep`
+//! also decrypts every object through its custodian.
 
 use anyhow::Result;
 use domicile_engine::Engine;
@@ -6,8 +7,12 @@ use domicile_engine::Engine;
 use crate::EXIT_VIOLATION;
 use crate::output::{Format, Table, emit};
 
-pub(super) async fn run(engine: &Engine, format: Format, quick: bool) -> Result<u8> {
-    let r = engine.verify(!quick).await?;
+pub(super) async fn run(engine: &Engine, format: Format, quick: bool, deep: bool) -> Result<u8> {
+    let r = if deep {
+        engine.verify_deep(!quick).await?
+    } else {
+        engine.verify(!quick).await?
+    };
     let mut t = Table::new(&["kind", "region", "subject", "category", "blob", "detail"]);
     for p in &r.problems {
         t.row(vec![
@@ -22,12 +27,20 @@ pub(super) async fn run(engine: &Engine, format: Format, quick: bool) -> Result<
     emit(format, &r, &t)?;
     if format == Format::Table {
         println!(
-            "\n{} regions, {} blobs scanned, {} indexed objects, {} copies checked, {} checksums verified: {}",
+            "\n{} regions, {} blobs scanned, {} indexed objects, {} copies checked, {} checksums verified{}: {}",
             r.regions,
             r.blobs_scanned,
             r.objects_indexed,
             r.copies_checked,
             r.checksums_verified,
+            if deep {
+                format!(
+                    ", {} objects decrypted, {} unchecked (custodian unusable)",
+                    r.objects_decrypted, r.objects_unchecked
+                )
+            } else {
+                String::new()
+            },
             if r.problems.is_empty() {
                 "ok".to_string()
             } else {

@@ -268,28 +268,36 @@ impl MigrationWorker<'_> {
     /// of a lease until it ends. A renewal that fails is only logged: the
     /// commit that follows is fenced by the placements' moving marks, not by
     /// the leases.
+    ///
+    /// `work` is polled while a renewal waits: the work's own commit may
+    /// hold the unit rows a renewal must lock, and a renewal awaited in
+    /// its place would wait for it for ever.
     async fn renewing<T>(
         &self,
         job: i64,
         held: &[(String, String)],
         work: impl std::future::Future<Output = T>,
     ) -> T {
-        let mut work = std::pin::pin!(work);
-        loop {
-            match tokio::time::timeout(self.opts.lease / 3, &mut work).await {
-                Ok(out) => return out,
-                Err(_) => {
-                    let until = now_millis() + self.opts.lease.as_millis() as i64;
-                    if let Err(e) = self
-                        .engine
-                        .catalog
-                        .renew_leases(job, &self.owner, held, until)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "could not renew a migration batch's leases");
-                    }
+        let renewals = async {
+            loop {
+                tokio::time::sleep(self.opts.lease / 3).await;
+                let until = now_millis() + self.opts.lease.as_millis() as i64;
+                if let Err(e) = self
+                    .engine
+                    .catalog
+                    .renew_leases(job, &self.owner, held, until)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not renew a migration batch's leases");
                 }
             }
+        };
+        let work = std::pin::pin!(work);
+        let renewals = std::pin::pin!(renewals);
+        match futures::future::select(work, renewals).await {
+            futures::future::Either::Left((out, _)) => out,
+            // The renewals never end; were they to, the work goes on alone.
+            futures::future::Either::Right(((), work)) => work.await,
         }
     }
 
