@@ -286,6 +286,10 @@ pub async fn run(dir: Option<PathBuf>, subjects: u32) -> Result<u8> {
     println!(
         "{acked} writes acknowledged during the move, every one read back with its own bytes; {refused} refused while their data sat in a region the new policy forbids."
     );
+    let (rekeyed, custodian_changes) = rekeyed_moves(&engine).await?;
+    println!(
+        "{rekeyed} of {custodian_changes} units that changed custodian were re-keyed: every object written again under a fresh key that only the new custodian ever held (ledger: move entries with \"rekeyed\": true)."
+    );
 
     section("After the move (report residency)");
     print_residency(&engine).await?;
@@ -338,6 +342,28 @@ pub async fn run(dir: Option<PathBuf>, subjects: u32) -> Result<u8> {
             crate::EXIT_VIOLATION
         },
     )
+}
+
+/// The ledger's moves that changed custodian, and how many of them were
+/// re-keyed.
+async fn rekeyed_moves(engine: &Engine) -> Result<(u64, u64)> {
+    let (mut rekeyed, mut changed, mut after) = (0u64, 0u64, 0i64);
+    loop {
+        let page = engine.ledger_page(after, 1000).await?;
+        let Some(last) = page.last() else {
+            return Ok((rekeyed, changed));
+        };
+        after = last.seq;
+        for e in page.iter().filter(|e| e.kind == "move") {
+            let body: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
+            if body["custodian_from"] != body["custodian_to"] {
+                changed += 1;
+                if body["rekeyed"] == true {
+                    rekeyed += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Residency by home and region: subjects (the most in any one category),

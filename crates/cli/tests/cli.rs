@@ -513,6 +513,20 @@ fn demo_runs_end_to_end() {
             .any(|l| l.starts_with("report violations: none")),
         "the migration left violations:\n{text}"
     );
+    // Every unit that changed custodian was re-keyed, and there were some.
+    let rekeyed = text
+        .lines()
+        .find(|l| l.contains("units that changed custodian were re-keyed"))
+        .unwrap_or_else(|| panic!("no re-keying line:\n{text}"));
+    let counts: Vec<u64> = rekeyed
+        .split_whitespace()
+        .take(3)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        counts.len() == 2 && counts[0] == counts[1] && counts[0] > 0,
+        "{rekeyed}"
+    );
     assert!(
         text.contains("every one read back"),
         "no write check during the move:\n{text}"

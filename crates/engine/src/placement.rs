@@ -230,12 +230,35 @@ impl Engine {
         {
             return Ok(()); // someone else changed it; the caller re-reads
         }
-        let dek = self.data_key(p).await?;
-        let wrapped = self
-            .keyring(&custodian)
-            .await?
-            .wrap(&dek, &Engine::key_context(&p.token, &p.category))
-            .await?;
+        // Marked, nothing can commit into it; but a write may have
+        // committed between the read that found it empty and the mark.
+        let marked = self.catalog.get_placement(&p.token, &p.category).await?;
+        if marked.map(|m| m.objects) != Some(0) {
+            self.catalog
+                .abort_move(&p.token, &p.category, p.epoch)
+                .await?;
+            return Ok(()); // the caller re-reads, and moves it like any other
+        }
+        // Empty: a new custodian makes a fresh key, never the old one
+        // re-wrapped (the old custodian held that one).
+        let wrapped = if custodian == p.custodian {
+            p.wrapped_key.clone()
+        } else {
+            let fresh = async {
+                let keyring = self.keyring(&custodian).await?;
+                let context = Engine::key_context(&p.token, &p.category);
+                Ok::<_, Error>(keyring.generate(&context).await?.1)
+            };
+            match fresh.await {
+                Ok(wrapped) => wrapped,
+                Err(e) => {
+                    self.catalog
+                        .abort_move(&p.token, &p.category, p.epoch)
+                        .await?;
+                    return Err(e);
+                }
+            }
+        };
         let fence = Engine::fence(&p.token, &p.category, p.epoch, acting.version);
         let ledger = LedgerAppend {
             kind: "move".into(),
