@@ -22,7 +22,9 @@
 //! waits a minute for earlier deletions to settle (see `settle_deletions`).
 //! Knobs for experiments: `DOMICILE_BENCH_WORKERS` (8), `DOMICILE_BENCH_BATCH`
 //! (units per worker turn, the engine's default), `DOMICILE_BENCH_GRACE_MS`
-//! (the first move's grace, 20000).
+//! (the first move's grace, 20000), `DOMICILE_BENCH_REKEY` (every move
+//! changes custodian, so it re-keys: each object decrypted and written
+//! again under a fresh key instead of copied).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,8 +45,15 @@ const SUBJECTS: usize = 2_000;
 const WORKERS: usize = 8;
 
 /// A config with regions `a` (CN) and `b` (SG) where every subject's data
-/// must sit in `target`.
+/// must sit in `target`, under custodian `kms`, or, with
+/// `DOMICILE_BENCH_REKEY` set, under `kms-a` in `a` and `kms-b` in `b`:
+/// then every move changes custodian, and re-keys its unit.
 fn config(dir: &Path, target: &str) -> String {
+    let custodian = if std::env::var_os("DOMICILE_BENCH_REKEY").is_some() {
+        format!("kms-{target}")
+    } else {
+        "kms".to_string()
+    };
     format!(
         r#"
 [operator]
@@ -74,10 +83,22 @@ jurisdiction = "CN"
 headquarters = "CN"
 keyring = "file://data/keys/kms"
 
+[[custodian]]
+id = "kms-a"
+jurisdiction = "CN"
+headquarters = "CN"
+keyring = "file://data/keys/kms-a"
+
+[[custodian]]
+id = "kms-b"
+jurisdiction = "SG"
+headquarters = "SG"
+keyring = "file://data/keys/kms-b"
+
 [[rule]]
 name = "all-in-{target}"
 allow = ["{target}"]
-custodian = "kms"
+custodian = "{custodian}"
 "#,
         dir = dir.display()
     )
@@ -86,7 +107,10 @@ custodian = "kms"
 async fn open(dir: &Path, target: &str) -> Result<Engine> {
     let path = dir.join("domicile.toml");
     std::fs::write(&path, config(dir, target))?;
-    Ok(Engine::open(Config::load(&path)?).await?)
+    let engine = Engine::open(Config::load(&path)?).await?;
+    // As `migrate apply` does: the file's rules become the active version.
+    engine.apply_file_policy("bench").await?;
+    Ok(engine)
 }
 
 /// Log-uniform size in [1 KiB, 1 MiB].
