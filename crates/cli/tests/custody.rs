@@ -163,6 +163,28 @@ fn a_kms_custodian_controls_access_and_an_alias_pointed_elsewhere_is_refused() {
         "{}",
         stderr(&out)
     );
+
+    // `verify --deep` with the KMS gone: the custodian is named as unreachable and its
+    // objects counted unchecked, never reported as corrupt.
+    let out = d.run(&["verify", "--deep", "--format", "json"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["kind"] == "custodian" && p["region"] == "operator-kms"),
+        "{report}"
+    );
+    assert!(
+        !problems.iter().any(|p| p["kind"] == "undecryptable"),
+        "an unreachable custodian is not corrupt data: {report}"
+    );
+    assert!(
+        report["objects_unchecked"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
 }
 
 #[test]
