@@ -69,10 +69,18 @@ where
     ))
 }
 
-/// A deployment with one subject and its `media` placement; returns the
-/// engine and the subject's token.
-async fn deployment(dir: &std::path::Path) -> Result<(Engine, SubjectId, String)> {
+/// A deployment with one subject and its `media` placement, on the
+/// embedded catalog or on `catalog` (a PostgreSQL URL); returns the engine,
+/// the subject and its token.
+async fn deployment(
+    dir: &std::path::Path,
+    catalog: Option<&str>,
+) -> Result<(Engine, SubjectId, String)> {
     let (v1, _) = write_configs(dir)?;
+    if let Some(url) = catalog {
+        let text = std::fs::read_to_string(&v1)?.replace("sqlite://data/catalog.db", url);
+        std::fs::write(&v1, text)?;
+    }
     let engine = Engine::open_with(
         Config::load(&v1)?,
         Secrets::empty(),
@@ -121,7 +129,7 @@ fn main() -> Result<()> {
             let dir = tempfile::Builder::new()
                 .prefix("domicile-fence-")
                 .tempdir()?;
-            let (engine, id, token) = deployment(dir.path()).await?;
+            let (engine, id, token) = deployment(dir.path(), None).await?;
             let file = dir.path().join("data/catalog.db");
             let pool = sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(1)
@@ -141,21 +149,7 @@ fn main() -> Result<()> {
             let pgdir = tempfile::Builder::new()
                 .prefix("domicile-fence-pg-")
                 .tempdir()?;
-            let (v1, _) = write_configs(pgdir.path())?;
-            let text = std::fs::read_to_string(&v1)?.replace("sqlite://data/catalog.db", &db.url);
-            std::fs::write(&v1, text)?;
-            let engine = Engine::open_with(
-                Config::load(&v1)?,
-                Secrets::empty(),
-                EngineOptions::default(),
-            )
-            .await?;
-            let id = SubjectId::from_str("bench-fence")?;
-            engine
-                .add_subjects(&[(id.clone(), Jurisdiction::from_str("CN")?)])
-                .await?;
-            put(&engine, &id, "warm", 4096).await?;
-            let token = engine.tokens().subject(&id);
+            let (engine, _, token) = deployment(pgdir.path(), Some(&db.url)).await?;
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(1)
                 .connect(&db.url)

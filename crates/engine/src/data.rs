@@ -113,11 +113,7 @@ impl Engine {
         let (acting, placement) = self.placement_under_policy(&token, home, category).await?;
         let dek = self.data_key(&placement).await?;
         let path = BlobPath::new_random(&token, category.as_str())?;
-        let regions = placement
-            .regions
-            .iter()
-            .map(|r| self.region(r).cloned())
-            .collect::<Result<Vec<_>>>()?;
+        let regions = self.region_stores(&placement.regions)?;
         // The intent first: if this process dies between writing the blob
         // and committing it, the blob is known (pending, not an orphan) and
         // collected once the intent is due.
@@ -341,11 +337,7 @@ impl Engine {
             let new_path = BlobPath::new_random(token, category.as_str())?;
             self.record_intent(token, category.as_str(), new_path.blob_id(), &next.regions)
                 .await?;
-            let dests = next
-                .regions
-                .iter()
-                .map(|r| self.region(r).cloned())
-                .collect::<Result<Vec<_>>>()?;
+            let dests = self.region_stores(&next.regions)?;
             let rewritten = self
                 .rewrite_blob(
                     holding,
@@ -465,9 +457,21 @@ impl Engine {
         blob_id: &str,
         regions: &[String],
     ) -> Result<i64> {
-        let due = now_millis() + self.options.intent_ttl.as_millis() as i64;
-        let row = garbage_row(token, category, blob_id, regions, due);
+        let row = self.intent_row(token, category, blob_id, regions);
         Ok(self.catalog.queue_garbage(&row).await?)
+    }
+
+    /// The write intent of a blob about to be written to `regions`: a
+    /// garbage row due only after `intent_ttl`.
+    pub(crate) fn intent_row(
+        &self,
+        token: &str,
+        category: &str,
+        blob_id: &str,
+        regions: &[String],
+    ) -> GarbageRow {
+        let due = now_millis() + self.options.intent_ttl.as_millis() as i64;
+        garbage_row(token, category, blob_id, regions, due)
     }
 
     /// Drops an intent whose blob was never stored.
@@ -539,18 +543,11 @@ impl Engine {
 
     /// Metadata of one object.
     pub async fn head(&self, subject: &SubjectId, name: &ObjectKey) -> Result<ObjectInfo> {
-        let once = async {
+        once_more(|| async {
             let (_, row, placement) = self.locate(subject, name).await?;
             self.info(&row, &self.data_key(&placement).await?)
-        };
-        match once.await {
-            // Read across a re-keying move's commit (see `get`): once more.
-            Err(Error::Store(_)) => {
-                let (_, row, placement) = self.locate(subject, name).await?;
-                self.info(&row, &self.data_key(&placement).await?)
-            }
-            other => other,
-        }
+        })
+        .await
     }
 
     /// Reads an object, or a byte range of it, as a stream of decrypted bytes.
@@ -570,10 +567,7 @@ impl Engine {
         ObjectInfo,
         BoxStream<'static, Result<Bytes, domicile_store::Error>>,
     )> {
-        match self.get_once(subject, name, range.clone()).await {
-            Err(Error::Store(_)) => self.get_once(subject, name, range).await,
-            other => other,
-        }
+        once_more(|| self.get_once(subject, name, range.clone())).await
     }
 
     async fn get_once(
@@ -630,11 +624,7 @@ impl Engine {
 
     /// Every object of a subject, sorted by name.
     pub async fn list(&self, subject: &SubjectId) -> Result<Vec<ObjectInfo>> {
-        match self.list_once(subject).await {
-            // Read across a re-keying move's commit (see `get`): once more.
-            Err(Error::Store(_)) => self.list_once(subject).await,
-            other => other,
-        }
+        once_more(|| self.list_once(subject)).await
     }
 
     async fn list_once(&self, subject: &SubjectId) -> Result<Vec<ObjectInfo>> {
@@ -732,4 +722,18 @@ pub(crate) fn garbage_row(
 enum Carried {
     Copied(PlacementRow),
     Rewritten(PlacementRow, DataKey, BlobPath, domicile_store::WrittenBlob),
+}
+
+/// Runs a read, and once more if it failed in the store: the object's row
+/// and its placement are two catalog reads, and a move that re-keys the unit
+/// (new blobs, a new data key) may commit between them (see `Engine::get`).
+async fn once_more<T, F, Fut>(read: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    match read().await {
+        Err(Error::Store(_)) => read().await,
+        other => other,
+    }
 }

@@ -300,6 +300,11 @@ impl Engine {
         })
     }
 
+    /// The stores of `regions`, in order.
+    pub(crate) fn region_stores(&self, regions: &[String]) -> Result<Vec<RegionStore>> {
+        regions.iter().map(|r| self.region(r).cloned()).collect()
+    }
+
     /// The keyring of custodian `id`, once its key is known to be the one
     /// the catalog recorded for it.
     pub(crate) async fn keyring(&self, id: &str) -> Result<&Keyring> {

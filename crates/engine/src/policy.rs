@@ -160,8 +160,10 @@ impl Engine {
     /// others act on it (with a warning, as for any file that differs).
     pub(crate) async fn store_first_version(&self) -> Result<Arc<Acting>> {
         let file = self.file.clone();
+        // The apply follows the active version (this file's, or the first
+        // opener's) before it returns.
         self.apply(&file, &default_actor(), true).await?;
-        self.follow_policy().await
+        Ok(self.acting())
     }
 
     async fn apply(&self, policy: &Config, actor: &str, first_only: bool) -> Result<PolicyApplied> {

@@ -446,11 +446,13 @@ impl MigrationWorker<'_> {
             return;
         }
         let due = now_millis() + self.opts.grace.as_millis() as i64;
-        for blob in &c.blobs {
-            let row = crate::data::garbage_row(&m.p.token, &m.p.category, blob, &left, due);
-            if let Err(e) = self.engine.catalog.queue_garbage(&row).await {
-                tracing::warn!(error = %e, "could not queue a moved unit's old copy");
-            }
+        let rows: Vec<_> = c
+            .blobs
+            .iter()
+            .map(|blob| crate::data::garbage_row(&m.p.token, &m.p.category, blob, &left, due))
+            .collect();
+        if let Err(e) = self.engine.catalog.queue_garbage_rows(&rows).await {
+            tracing::warn!(error = %e, "could not queue a moved unit's old copies");
         }
     }
 }

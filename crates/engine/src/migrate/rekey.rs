@@ -101,10 +101,12 @@ impl MigrationWorker<'_> {
             .iter()
             .map(|o| BlobPath::new_random(&o.token, &o.category))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let due = crate::clock::now_millis() + self.engine.options.intent_ttl.as_millis() as i64;
         let intents: Vec<_> = paths
             .iter()
-            .map(|path| crate::data::garbage_row(&p.token, &p.category, path.blob_id(), to, due))
+            .map(|path| {
+                self.engine
+                    .intent_row(&p.token, &p.category, path.blob_id(), to)
+            })
             .collect();
         self.engine.catalog.queue_garbage_rows(&intents).await?;
         let rekeys: Vec<_> = objects
