@@ -282,7 +282,7 @@ async fn reopened_database_keeps_everything() {
 async fn schema_version_is_current() {
     let server = Server::connect().await;
     let (url, cat) = server.catalog().await;
-    assert_eq!(SCHEMA_VERSION, 6);
+    assert_eq!(SCHEMA_VERSION, 7);
     assert_eq!(
         SCHEMA_VERSION,
         domicile_catalog::sqlite::SCHEMA_VERSION,
@@ -299,7 +299,7 @@ async fn schema_version_is_current() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied, (1..=SCHEMA_VERSION).collect::<Vec<i64>>());
 }
 
 #[tokio::test]
@@ -310,15 +310,16 @@ async fn newer_schema_is_refused() {
     let mut conn = raw(&url).await;
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (7, 'from the future', TRUE, '\\x00'::bytea, 0)",
+         VALUES ($1, 'from the future', TRUE, '\\x00'::bytea, 0)",
     )
+    .bind(SCHEMA_VERSION + 1)
     .execute(&mut conn)
     .await
     .unwrap();
     conn.close().await.unwrap();
     let err = PostgresCatalog::open(&url).await.unwrap_err();
     assert!(
-        matches!(err, Error::SchemaTooNew { found: 7, known: 6 }),
+        matches!(err, Error::SchemaTooNew { found, known } if found == SCHEMA_VERSION + 1 && known == SCHEMA_VERSION),
         "{err}"
     );
     let err = domicile_catalog::open(&url).await.unwrap_err();
@@ -397,7 +398,7 @@ async fn concurrent_first_opens_without_advisory_lock_migrate_once() {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(applied, (1..=SCHEMA_VERSION).collect::<Vec<i64>>());
         let heads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_head")
             .fetch_one(&mut conn)
             .await
@@ -657,6 +658,7 @@ async fn race_a_move(writers_cat: &Arc<dyn Catalog>, mover: &Arc<dyn Catalog>, t
                     .commit_object(
                         &fence(&token, "profile", 1),
                         &object(&token, "profile", &name, &format!("blob-{name}")),
+                        0,
                     )
                     .await
                     .unwrap();
@@ -737,6 +739,7 @@ async fn race_a_move(writers_cat: &Arc<dyn Catalog>, mover: &Arc<dyn Catalog>, t
         .commit_object(
             &fence(token, "profile", 1),
             &object(token, "profile", "late", "blob-late"),
+            0,
         )
         .await
         .unwrap();
@@ -752,6 +755,7 @@ async fn race_a_move(writers_cat: &Arc<dyn Catalog>, mover: &Arc<dyn Catalog>, t
             .commit_object(
                 &fence(token, "profile", 2),
                 &object(token, "profile", "late", "blob-late"),
+                0,
             )
             .await
             .unwrap(),
@@ -826,6 +830,7 @@ async fn catalog_migration_copies_sqlite_verbatim_and_continues_the_chain() {
     src.commit_object(
         &fence("tok-1", "profile", 1),
         &object("tok-1", "profile", "lk", "blob-2"),
+        0,
     )
     .await
     .unwrap();
