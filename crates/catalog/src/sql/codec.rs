@@ -29,7 +29,7 @@ pub(crate) const SUMMARY_COLS: &str =
 pub(crate) const GARBAGE_COLS: &str = "id, token, category, blob_id, regions, queued_at";
 
 /// The ledger columns, in the order [`Sql::entry_from`] reads them.
-pub(crate) const LEDGER_COLS: &str = "seq, at, kind, subject, body, prev_hash, hash";
+pub(crate) const LEDGER_COLS: &str = "seq, at, kind, subject, body, prev_hash, hash, actor";
 
 /// The policy version columns, in the order [`Sql::policy_from`] reads them.
 pub(crate) const POLICY_COLS: &str = "version, applied_at, actor, digest, text";
