@@ -63,7 +63,7 @@ async fn fixture(cat: &dyn Catalog) -> Result<()> {
             id_enc: None,
         })
         .collect();
-    cat.add_subjects(&subjects, 1).await?;
+    cat.add_subjects(&subjects, 1, "cli:bench").await?;
     for i in 0..SUBJECTS {
         cat.ensure_placement(
             &PlacementRow {
@@ -84,6 +84,7 @@ async fn fixture(cat: &dyn Catalog) -> Result<()> {
                 subject: Some(token(i)),
                 body: serde_json::json!({"category": CATEGORY, "regions": ["cn-north"]}),
                 at: 1,
+                actor: "cli:bench".into(),
             },
         )
         .await?;

@@ -109,7 +109,7 @@ async fn open(dir: &Path, target: &str) -> Result<Engine> {
     std::fs::write(&path, config(dir, target))?;
     let engine = Engine::open(Config::load(&path)?).await?;
     // As `migrate apply` does: the file's rules become the active version.
-    engine.apply_file_policy("bench").await?;
+    engine.apply_file_policy().await?;
     Ok(engine)
 }
 

@@ -21,6 +21,7 @@ pub async fn ledger_chain(cat: &dyn Catalog) {
             subject: None,
             body: json!({ "z": 1, "a": { "y": 2, "b": [3, { "d": 4, "c": 5 }] } }),
             at: 42,
+            actor: "token:dpo".into(),
         })
         .await
         .unwrap();
@@ -33,19 +34,36 @@ pub async fn ledger_chain(cat: &dyn Catalog) {
         (e1.kind.as_str(), e1.subject.as_deref(), e1.at),
         ("demand", None, 42)
     );
-    assert_eq!(
-        e1.hash,
-        ledger::entry_hash(GENESIS, 1, 42, "demand", None, &e1.body)
-    );
+    assert_eq!(e1.actor, "token:dpo");
+    assert_eq!(e1.hash, ledger::entry_hash(GENESIS, e1.hashed()));
+    // An entry must say who caused it: one without an actor is refused,
+    // and appends nothing.
+    for actor in ["", "  "] {
+        let refused = cat
+            .append_ledger(LedgerAppend {
+                actor: actor.into(),
+                ..entry("demand", None, 43)
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(domicile_catalog::Error::Invalid { .. })),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(ledger_len(cat).await, 1);
 
     // A mix of everything that appends.
     for i in 0..6 {
         let token = format!("tok-{i}");
         setup(cat, &token, "IN", &[("profile", &["r1"])]).await;
     }
-    cat.add_subjects(&[subject("tok-x", "CN"), subject("tok-y", "CN")], 3_000)
-        .await
-        .unwrap();
+    cat.add_subjects(
+        &[subject("tok-x", "CN"), subject("tok-y", "CN")],
+        3_000,
+        "cli:conformance",
+    )
+    .await
+    .unwrap();
     for i in 0..6 {
         let token = format!("tok-{i}");
         commit(

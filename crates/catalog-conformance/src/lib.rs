@@ -159,6 +159,7 @@ fn entry(kind: &str, subject: Option<&str>, at: i64) -> LedgerAppend {
         subject: subject.map(str::to_string),
         body: json!({ "kind": kind, "at": at }),
         at,
+        actor: "cli:conformance".into(),
     }
 }
 

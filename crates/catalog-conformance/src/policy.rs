@@ -26,6 +26,7 @@ fn apply_entry(actor: &str, at: i64) -> LedgerAppend {
         subject: None,
         body: json!({ "actor": actor }),
         at,
+        actor: "cli:conformance".into(),
     }
 }
 

@@ -78,7 +78,12 @@ pub async fn subjects(cat: &dyn Catalog) {
         subject("tok-a", "US"), // already known: skipped
         subject("tok-b", "TW"), // twice in the batch: the first wins
     ];
-    assert_eq!(cat.add_subjects(&batch, 30).await.unwrap(), 2);
+    assert_eq!(
+        cat.add_subjects(&batch, 30, "cli:conformance")
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(cat.get_subject("tok-a").await.unwrap().unwrap().home, "SG");
     assert_eq!(cat.get_subject("tok-b").await.unwrap().unwrap().home, "IN");
     assert_eq!(cat.get_subject("tok-c").await.unwrap().unwrap().home, "CN");
@@ -93,8 +98,16 @@ pub async fn subjects(cat: &dyn Catalog) {
         assert_eq!(e.body, format!(r#"{{"home":"{home}"}}"#));
     }
 
-    assert_eq!(cat.add_subjects(&[], 40).await.unwrap(), 0);
-    assert_eq!(cat.add_subjects(&batch, 40).await.unwrap(), 0);
+    assert_eq!(
+        cat.add_subjects(&[], 40, "cli:conformance").await.unwrap(),
+        0
+    );
+    assert_eq!(
+        cat.add_subjects(&batch, 40, "cli:conformance")
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(ledger_len(cat).await, 4);
     assert_eq!(cat.count_subjects().await.unwrap(), 3);
 

@@ -105,8 +105,9 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
 
     /// Registers many subjects in one transaction; existing tokens are
     /// skipped. Returns how many were added. One `subject` ledger entry per
-    /// added subject, with body `{"home": HOME}` and the given `at`.
-    async fn add_subjects(&self, subjects: &[SubjectRow], at: Millis) -> Result<u64>;
+    /// added subject, with body `{"home": HOME}` and the given `at` and
+    /// `actor`.
+    async fn add_subjects(&self, subjects: &[SubjectRow], at: Millis, actor: &str) -> Result<u64>;
 
     /// The subject with this token, if registered.
     async fn get_subject(&self, token: &str) -> Result<Option<SubjectRow>> {

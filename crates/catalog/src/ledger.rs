@@ -7,6 +7,13 @@
 //! different entries can encode alike. Only a truncation of the newest
 //! entries cannot be seen from the chain alone: that needs a head recorded
 //! elsewhere (see [`ChainVerifier::head`]).
+//!
+//! Every entry names its actor: who caused it (a credential's or a token's
+//! name, `cli:USER`, `worker:ID`), never a secret. Entries with an actor are
+//! hashed under `domicile-ledger-v2`, which covers it; entries written before
+//! actors were recorded have none and keep their `domicile-ledger-v1` hash. The
+//! catalog refuses to append an entry without an actor, so a v1 entry can only
+//! be one written before that.
 
 use std::fmt;
 
@@ -15,20 +22,44 @@ use crate::model::LedgerEntry;
 /// The `prev_hash` of the first entry: 64 hex zeros.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Domain-separation prefix of the entry encoding; a new encoding gets a new prefix.
-const DOMAIN: &[u8] = b"domicile-ledger-v1";
+/// Domain-separation prefixes of the entry encodings; a new encoding gets a
+/// new prefix. v1 has no actor; v2 adds it, last.
+const DOMAIN_V1: &[u8] = b"domicile-ledger-v1";
+const DOMAIN_V2: &[u8] = b"domicile-ledger-v2";
 
-/// Hex BLAKE3 of one entry: its position, its fields and its predecessor's hash.
-pub fn entry_hash(
-    prev_hash: &str,
-    seq: i64,
-    at: i64,
-    kind: &str,
-    subject: Option<&str>,
-    body: &str,
-) -> String {
+/// The fields of one entry that its hash covers, besides the hash of the
+/// entry before it.
+#[derive(Debug, Clone, Copy)]
+pub struct HashedFields<'a> {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: &'a str,
+    pub subject: Option<&'a str>,
+    pub body: &'a str,
+    /// Empty only on entries written before actors were recorded (v1).
+    pub actor: &'a str,
+}
+
+/// Hex BLAKE3 of one entry: its position, its fields and its predecessor's
+/// hash; under v2 when it has an actor, v1 when it has none.
+pub fn entry_hash(prev_hash: &str, e: HashedFields<'_>) -> String {
+    let HashedFields {
+        seq,
+        at,
+        kind,
+        subject,
+        body,
+        actor,
+    } = e;
     let mut h = blake3::Hasher::new();
-    put_bytes(&mut h, DOMAIN);
+    put_bytes(
+        &mut h,
+        if actor.is_empty() {
+            DOMAIN_V1
+        } else {
+            DOMAIN_V2
+        },
+    );
     put_bytes(&mut h, prev_hash.as_bytes());
     h.update(&seq.to_le_bytes());
     h.update(&at.to_le_bytes());
@@ -43,7 +74,24 @@ pub fn entry_hash(
         }
     }
     put_bytes(&mut h, body.as_bytes());
+    if !actor.is_empty() {
+        put_bytes(&mut h, actor.as_bytes());
+    }
     h.finalize().to_hex().to_string()
+}
+
+impl LedgerEntry {
+    /// The fields of this entry that its hash covers.
+    pub fn hashed(&self) -> HashedFields<'_> {
+        HashedFields {
+            seq: self.seq,
+            at: self.at,
+            kind: &self.kind,
+            subject: self.subject.as_deref(),
+            body: &self.body,
+            actor: &self.actor,
+        }
+    }
 }
 
 /// Feeds one variable-length field: its length (u64, little-endian), then its bytes.
@@ -139,14 +187,7 @@ impl ChainVerifier {
                 e.prev_hash, self.last_seq, self.last_hash
             )));
         }
-        let recomputed = entry_hash(
-            &e.prev_hash,
-            e.seq,
-            e.at,
-            &e.kind,
-            e.subject.as_deref(),
-            &e.body,
-        );
+        let recomputed = entry_hash(&e.prev_hash, e.hashed());
         if recomputed != e.hash {
             return Err(broken(format!(
                 "stored hash {} does not match the entry's contents (recomputed {recomputed})",
@@ -183,16 +224,25 @@ mod tests {
             let body = canonical_body(&serde_json::json!({"n": seq, "a": "x"}));
             let kind = "demand".to_string();
             let at = 1_000 + seq;
-            let hash = entry_hash(&prev, seq, at, &kind, subject.as_deref(), &body);
-            out.push(LedgerEntry {
+            // The first entry is one written before actors were recorded.
+            let actor = if seq == 1 {
+                String::new()
+            } else {
+                format!("cli:user{}", seq % 3)
+            };
+            let mut e = LedgerEntry {
                 seq,
                 at,
                 kind,
                 subject,
                 body,
+                actor,
                 prev_hash: prev.clone(),
-                hash: hash.clone(),
-            });
+                hash: String::new(),
+            };
+            let hash = entry_hash(&prev, e.hashed());
+            e.hash = hash.clone();
+            out.push(e);
             prev = hash;
         }
         out
@@ -279,9 +329,17 @@ mod tests {
             t.at ^= 1 << bit;
             variants.push((format!("at bit {bit}"), t));
         }
+        for i in 0..e.actor.len() {
+            let mut t = e.clone();
+            t.actor = flip(&e.actor, i);
+            variants.push((format!("actor[{i}]"), t));
+        }
         let mut t = e.clone();
         t.subject = None;
         variants.push(("subject removed".into(), t));
+        let mut t = e.clone();
+        t.actor = String::new();
+        variants.push(("actor removed".into(), t));
         assert!(variants.len() > 200);
         for (what, tampered) in variants {
             let mut copy = entries.clone();
@@ -338,18 +396,47 @@ mod tests {
         assert_eq!(v.count(), 3);
     }
 
+    fn hash_of(
+        seq: i64,
+        at: i64,
+        kind: &str,
+        subject: Option<&str>,
+        body: &str,
+        actor: &str,
+    ) -> String {
+        let fields = HashedFields {
+            seq,
+            at,
+            kind,
+            subject,
+            body,
+            actor,
+        };
+        entry_hash(GENESIS, fields)
+    }
+
     #[test]
     fn encoding_is_unambiguous() {
         // Moving a byte from one field into the next must change the hash.
-        let a = entry_hash(GENESIS, 1, 5, "ab", Some("c"), "{}");
-        let b = entry_hash(GENESIS, 1, 5, "a", Some("bc"), "{}");
-        let c = entry_hash(GENESIS, 1, 5, "abc", None, "{}");
-        let d = entry_hash(GENESIS, 1, 5, "abc", Some(""), "{}");
+        let a = hash_of(1, 5, "ab", Some("c"), "{}", "cli:x");
+        let b = hash_of(1, 5, "a", Some("bc"), "{}", "cli:x");
+        let c = hash_of(1, 5, "abc", None, "{}", "cli:x");
+        let d = hash_of(1, 5, "abc", Some(""), "{}", "cli:x");
         assert_ne!(a, b);
         assert_ne!(c, d);
         assert_ne!(
-            entry_hash(GENESIS, 1, 2, "k", None, "{}"),
-            entry_hash(GENESIS, 2, 1, "k", None, "{}")
+            hash_of(1, 2, "k", None, "{}", "cli:x"),
+            hash_of(2, 1, "k", None, "{}", "cli:x")
+        );
+        // The body's end and the actor's start cannot trade bytes, and an
+        // actor-less (v1) entry never hashes like one with an actor.
+        assert_ne!(
+            hash_of(1, 5, "k", None, "{}a", "b"),
+            hash_of(1, 5, "k", None, "{}", "ab")
+        );
+        assert_ne!(
+            hash_of(1, 5, "k", None, "{}", ""),
+            hash_of(1, 5, "k", None, "{}", "x")
         );
         assert_eq!(a.len(), 64);
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));

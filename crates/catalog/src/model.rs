@@ -179,6 +179,9 @@ pub struct LedgerAppend {
     /// JSON body; never personal data in clear.
     pub body: serde_json::Value,
     pub at: Millis,
+    /// Who caused it: a credential's or a token's name, `cli:USER`,
+    /// `worker:ID`. Never a secret, never empty.
+    pub actor: String,
 }
 
 /// A ledger entry as stored.
@@ -190,6 +193,9 @@ pub struct LedgerEntry {
     pub subject: Option<String>,
     /// The body exactly as hashed (canonical JSON text).
     pub body: String,
+    /// Who caused it; empty only on entries written before actors were
+    /// recorded.
+    pub actor: String,
     /// Hex BLAKE3 of the previous entry (64 zeros for the first).
     pub prev_hash: String,
     /// Hex BLAKE3 over this entry's fields and `prev_hash`.

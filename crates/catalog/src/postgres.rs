@@ -45,7 +45,7 @@
 //! ## Schema and CockroachDB
 //!
 //! The schema is versioned like the SQLite one (`schema/postgres/000N_*.sql`,
-//! the same versions 1–5 and [`SCHEMA_VERSION`]), recorded in sqlx's
+//! the same versions 1–7 and [`SCHEMA_VERSION`]), recorded in sqlx's
 //! `_sqlx_migrations` table. `open` refuses a database a newer build
 //! migrated, then applies what is missing in ONE transaction that first takes
 //! `pg_advisory_xact_lock`, so processes opening a fresh database at once
@@ -130,6 +130,7 @@ fn migrator() -> Migrator {
         include_str!("schema/postgres/0004_unit_claim_order.sql"),
         include_str!("schema/postgres/0005_garbage_by_blob.sql"),
         include_str!("schema/postgres/0006_policy_versions.sql"),
+        include_str!("schema/postgres/0007_ledger_actor.sql"),
         include_str!("schema/postgres/0008_garbage_retries.sql"),
     ]);
     // sqlx's own lock is a session-level advisory lock taken outside any

@@ -128,6 +128,7 @@ impl RawTable {
                 ("body", Text),
                 ("prev_hash", Text),
                 ("hash", Text),
+                ("actor", Text),
             ],
             RawTable::Settings => &[("key", Text), ("value", Text)],
             RawTable::MigrationJobs => &[

@@ -282,7 +282,7 @@ async fn reopened_database_keeps_everything() {
 async fn schema_version_is_current() {
     let server = Server::connect().await;
     let (url, cat) = server.catalog().await;
-    assert_eq!(SCHEMA_VERSION, 7);
+    assert_eq!(SCHEMA_VERSION, 8);
     assert_eq!(
         SCHEMA_VERSION,
         domicile_catalog::sqlite::SCHEMA_VERSION,
@@ -310,16 +310,21 @@ async fn newer_schema_is_refused() {
     let mut conn = raw(&url).await;
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES ($1, 'from the future', TRUE, '\\x00'::bytea, 0)",
+         VALUES (99, 'from the future', TRUE, '\\x00'::bytea, 0)",
     )
-    .bind(SCHEMA_VERSION + 1)
     .execute(&mut conn)
     .await
     .unwrap();
     conn.close().await.unwrap();
     let err = PostgresCatalog::open(&url).await.unwrap_err();
     assert!(
-        matches!(err, Error::SchemaTooNew { found, known } if found == SCHEMA_VERSION + 1 && known == SCHEMA_VERSION),
+        matches!(
+            err,
+            Error::SchemaTooNew {
+                found: 99,
+                known: SCHEMA_VERSION
+            }
+        ),
         "{err}"
     );
     let err = domicile_catalog::open(&url).await.unwrap_err();
@@ -443,6 +448,24 @@ async fn tampered_ledger_row_fails_verification() {
     assert_eq!(verify(&cat).await.unwrap(), 7);
 
     let mut conn = raw(&url).await;
+    // The actor is covered: another name on entry 3 breaks the chain there.
+    let actor: String = sqlx::query_scalar("SELECT actor FROM ledger WHERE seq = 3")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(!actor.is_empty());
+    sqlx::query("UPDATE ledger SET actor = 'someone-else' WHERE seq = 3")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(verify(&cat).await.unwrap_err().seq, 3);
+    sqlx::query("UPDATE ledger SET actor = $1 WHERE seq = 3")
+        .bind(&actor)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(verify(&cat).await.unwrap(), 7);
+
     let body: String = sqlx::query_scalar("SELECT body FROM ledger WHERE seq = 4")
         .fetch_one(&mut conn)
         .await
@@ -460,13 +483,20 @@ async fn tampered_ledger_row_fails_verification() {
     assert_eq!(broken.seq, 4, "{broken}");
 
     // Re-hashing the tampered row moves the break to the next link.
-    let (prev, at, kind, subject): (String, i64, String, Option<String>) =
-        sqlx::query_as("SELECT prev_hash, at, kind, subject FROM ledger WHERE seq = 4")
+    let (prev, at, kind, subject, actor): (String, i64, String, Option<String>, String) =
+        sqlx::query_as("SELECT prev_hash, at, kind, subject, actor FROM ledger WHERE seq = 4")
             .fetch_one(&mut conn)
             .await
             .unwrap();
-    let hash =
-        domicile_catalog::ledger::entry_hash(&prev, 4, at, &kind, subject.as_deref(), &tampered);
+    let fields = domicile_catalog::ledger::HashedFields {
+        seq: 4,
+        at,
+        kind: &kind,
+        subject: subject.as_deref(),
+        body: &tampered,
+        actor: &actor,
+    };
+    let hash = domicile_catalog::ledger::entry_hash(&prev, fields);
     sqlx::query("UPDATE ledger SET hash = $1 WHERE seq = 4")
         .bind(&hash)
         .execute(&mut conn)
@@ -780,12 +810,12 @@ async fn overlapping_bulk_registrations_record_each_subject_once() {
         {
             let a = a.clone();
             let batch = batch[..200].to_vec();
-            async move { a.add_subjects(&batch, 5).await.unwrap() }
+            async move { a.add_subjects(&batch, 5, "cli:test").await.unwrap() }
         },
         {
             let b = b.clone();
             let batch = batch[100..].to_vec();
-            async move { b.add_subjects(&batch, 6).await.unwrap() }
+            async move { b.add_subjects(&batch, 6, "cli:test").await.unwrap() }
         }
     );
     assert_eq!(x + y, 300);

@@ -99,7 +99,7 @@ async fn reopened_file_keeps_everything() {
 async fn schema_version_is_current() {
     let dir = tempfile::tempdir().unwrap();
     let cat = open(&dir.path().join("c.db")).await;
-    assert_eq!(SCHEMA_VERSION, 7);
+    assert_eq!(SCHEMA_VERSION, 8);
     assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
     drop(cat);
     // Reopening applies nothing twice.
@@ -293,9 +293,8 @@ async fn newer_schema_is_refused() {
     let mut conn = raw(&path).await;
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES ($1, 'from the future', 1, x'00', 0)",
+         VALUES (99, 'from the future', 1, x'00', 0)",
     )
-    .bind(SCHEMA_VERSION + 1)
     .execute(&mut conn)
     .await
     .unwrap();
@@ -304,7 +303,13 @@ async fn newer_schema_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::SchemaTooNew { found, known } if found == SCHEMA_VERSION + 1 && known == SCHEMA_VERSION),
+        matches!(
+            err,
+            Error::SchemaTooNew {
+                found: 99,
+                known: SCHEMA_VERSION
+            }
+        ),
         "{err}"
     );
 }
@@ -313,6 +318,62 @@ async fn newer_schema_is_refused() {
 async fn unsupported_url_is_refused() {
     let err = domicile_catalog::open("mysql://x").await.unwrap_err();
     assert!(matches!(err, Error::BadUrl { .. }), "{err}");
+}
+
+/// A ledger written before actors were recorded (schema 6) keeps verifying
+/// after the upgrade that adds them: its entries have no actor and keep
+/// their v1 hash, and the entries appended after them name their actor.
+#[tokio::test]
+async fn a_ledger_from_before_actors_verifies_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let cat = open(&path).await;
+    cat.pool().close().await;
+    drop(cat);
+    // Back to schema 6: no actor column, and three entries hashed as a
+    // build of that schema hashed them (v1, no actor).
+    let mut conn = raw(&path).await;
+    for sql in [
+        "ALTER TABLE ledger DROP COLUMN actor",
+        "DELETE FROM _sqlx_migrations WHERE version = 7",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    let mut prev = domicile_catalog::ledger::GENESIS.to_string();
+    for seq in 1..=3_i64 {
+        let body = format!("{{\"n\":{seq}}}");
+        let fields = domicile_catalog::ledger::HashedFields {
+            seq,
+            at: seq * 10,
+            kind: "demand",
+            subject: None,
+            body: &body,
+            actor: "",
+        };
+        let hash = domicile_catalog::ledger::entry_hash(&prev, fields);
+        sqlx::query(
+            "INSERT INTO ledger (seq, at, kind, subject, body, prev_hash, hash) \
+             VALUES (?, ?, 'demand', NULL, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(seq * 10)
+        .bind(&body)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        prev = hash;
+    }
+    conn.close().await.unwrap();
+
+    let cat = open(&path).await;
+    assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
+    cat.append_ledger(entry("demand", None, 40)).await.unwrap();
+    let entries = cat.ledger_page(0, 100).await.unwrap();
+    let actors: Vec<&str> = entries.iter().map(|e| e.actor.as_str()).collect();
+    assert_eq!(actors, ["", "", "", "cli:test"]);
+    assert_eq!(verify(&cat).await.unwrap(), 4);
 }
 
 #[tokio::test]
@@ -324,6 +385,24 @@ async fn tampered_ledger_row_fails_verification() {
     assert_eq!(verify(&cat).await.unwrap(), 7);
 
     let mut conn = raw(&path).await;
+    // The actor is covered: another name on entry 3 breaks the chain there.
+    let actor: String = sqlx::query_scalar("SELECT actor FROM ledger WHERE seq = 3")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(!actor.is_empty());
+    sqlx::query("UPDATE ledger SET actor = 'someone-else' WHERE seq = 3")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(verify(&cat).await.unwrap_err().seq, 3);
+    sqlx::query("UPDATE ledger SET actor = ? WHERE seq = 3")
+        .bind(&actor)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(verify(&cat).await.unwrap(), 7);
+
     let body: String = sqlx::query_scalar("SELECT body FROM ledger WHERE seq = 4")
         .fetch_one(&mut conn)
         .await
@@ -341,13 +420,20 @@ async fn tampered_ledger_row_fails_verification() {
     assert_eq!(broken.seq, 4, "{broken}");
 
     // Re-hashing the tampered row moves the break to the next link.
-    let (prev, at, kind, subject): (String, i64, String, Option<String>) =
-        sqlx::query_as("SELECT prev_hash, at, kind, subject FROM ledger WHERE seq = 4")
+    let (prev, at, kind, subject, actor): (String, i64, String, Option<String>, String) =
+        sqlx::query_as("SELECT prev_hash, at, kind, subject, actor FROM ledger WHERE seq = 4")
             .fetch_one(&mut conn)
             .await
             .unwrap();
-    let hash =
-        domicile_catalog::ledger::entry_hash(&prev, 4, at, &kind, subject.as_deref(), &tampered);
+    let fields = domicile_catalog::ledger::HashedFields {
+        seq: 4,
+        at,
+        kind: &kind,
+        subject: subject.as_deref(),
+        body: &tampered,
+        actor: &actor,
+    };
+    let hash = domicile_catalog::ledger::entry_hash(&prev, fields);
     sqlx::query("UPDATE ledger SET hash = ? WHERE seq = 4")
         .bind(&hash)
         .execute(&mut conn)

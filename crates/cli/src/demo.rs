@@ -258,9 +258,7 @@ pub async fn run(dir: Option<PathBuf>, subjects: u32) -> Result<u8> {
     let engine = Engine::open(Config::load(&v1_path)?).await?;
     // As `migrate apply` does: the edited file's policy becomes the
     // fleet's next version (ledgered), then its job starts.
-    let applied = engine
-        .apply_file_policy(&domicile_engine::policy::default_actor())
-        .await?;
+    let applied = engine.apply_file_policy().await?;
     if let Some(a) = applied {
         println!("policy version {} applied", a.version);
     }

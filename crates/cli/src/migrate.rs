@@ -96,10 +96,7 @@ pub async fn command(engine: &Engine, format: Format, cmd: MigrateCmd) -> Result
     let status = match cmd {
         MigrateCmd::Apply { run: args, no_run } => {
             let opts = options(&args)?;
-            let created = match engine
-                .apply_file_policy(&domicile_engine::policy::default_actor())
-                .await?
-            {
+            let created = match engine.apply_file_policy().await? {
                 Some(applied) => {
                     eprintln!(
                         "applied the config's policy as version {} first",

@@ -1343,6 +1343,14 @@ fn no_plaintext_personal_data_at_rest() {
     for k in ["subject", "placement", "rehome", "demand", "erasure"] {
         assert!(kinds.iter().any(|x| x == k), "no {k} entry in {kinds:?}");
     }
+    // Each entry names who caused it: here the command line, as its user.
+    for e in d.json(&["ledger", "show"])["entries"].as_array().unwrap() {
+        let actor = e["actor"].as_str().unwrap();
+        assert!(
+            actor.strip_prefix("cli:").is_some_and(|u| !u.is_empty()),
+            "entry {e} does not name the command line's user"
+        );
+    }
     let table = d.ok(&["ledger", "show"]);
     let per_subject = d.ok(&["ledger", "show", "--subject", alice, "--format", "json"]);
     for text in [&ledger, &table, &per_subject] {

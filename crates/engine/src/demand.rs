@@ -75,6 +75,7 @@ impl Engine {
                 subject: Some(token),
                 body: json!({"authority": authority.code(), "level": level.as_str(), "copies_reachable": reachable}),
                 at: now_millis(),
+                actor: crate::actor::current(),
             })
             .await?;
         Ok(DemandReport {

@@ -4,6 +4,8 @@
 //! - [`engine`]: [`Engine`], opened once from a config and its secrets,
 //!   which it keeps to itself: callers ask it for what they need (health,
 //!   ledger pages, the APIs' credentials, the catalog's copy).
+//! - [`actor`]: who caused what the ledger records (`s3:NAME`, `rest:NAME`,
+//!   `worker:ID`, `cli:USER`), scoped to the future that serves a request.
 //! - [`secrets`]: secrets from the environment or the secrets file; the
 //!   subject-token key; the names of the APIs' credentials.
 //! - [`tokens`]: keyed hashes for subject ids and object names.
@@ -26,6 +28,7 @@
 //! - [`verify`]: region scans against catalog and policy; `--deep` opens
 //!   every object through its custodian; ledger chain check.
 
+pub mod actor;
 pub mod clock;
 pub mod data;
 pub mod demand;

@@ -194,6 +194,7 @@ impl Engine {
             subject: Some(token.to_string()),
             body: json!({"category": category, "regions": regions, "custodian": custodian, "epoch": 1}),
             at: now,
+            actor: crate::actor::current(),
         };
         tracing::debug!(category, decision = "placed", regions = ?row.regions, "new placement");
         match self
@@ -266,6 +267,7 @@ impl Engine {
             body: json!({"category": p.category, "from": p.regions, "to": to, "custodian": custodian,
                          "epoch": p.epoch + 1, "objects": 0, "bytes": 0, "reason": "empty placement re-placed on write"}),
             at: now,
+            actor: crate::actor::current(),
         };
         match self
             .catalog

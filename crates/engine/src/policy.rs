@@ -47,15 +47,6 @@ impl From<PolicyVersionRow> for PolicyVersion {
     }
 }
 
-/// Who a process acts for, for the ledger: `DOMICILE_ACTOR`, else the
-/// system user, else "operator".
-pub fn default_actor() -> String {
-    ["DOMICILE_ACTOR", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
-        .unwrap_or_else(|| "operator".to_string())
-}
-
 impl Engine {
     /// The policy this process acts on now.
     pub fn acting(&self) -> Arc<Acting> {
@@ -146,11 +137,12 @@ impl Engine {
     }
 
     /// Makes the policy of `policy` (a config file's rules and reach) the
-    /// active version, recorded with `actor` in the ledger, unless it is
-    /// the active one already. Refused if this process could not act on it
-    /// (see [`Config::adopt`]). This process follows it at once.
-    pub async fn apply_policy(&self, policy: &Config, actor: &str) -> Result<PolicyApplied> {
-        self.apply(policy, actor, false).await
+    /// active version, recorded with the current actor ([`crate::actor`]),
+    /// unless it is the active one already. Refused if this process could
+    /// not act on it (see [`Config::adopt`]). This process follows it at
+    /// once.
+    pub async fn apply_policy(&self, policy: &Config) -> Result<PolicyApplied> {
+        self.apply(policy, false).await
     }
 
     /// On a catalog that has no policy version yet, stores this process's
@@ -162,15 +154,16 @@ impl Engine {
         let file = self.file.clone();
         // The apply follows the active version (this file's, or the first
         // opener's) before it returns.
-        self.apply(&file, &default_actor(), true).await?;
+        self.apply(&file, true).await?;
         Ok(self.acting())
     }
 
-    async fn apply(&self, policy: &Config, actor: &str, first_only: bool) -> Result<PolicyApplied> {
+    async fn apply(&self, policy: &Config, first_only: bool) -> Result<PolicyApplied> {
+        let actor = crate::actor::current();
         let row = PolicyVersionRow {
             version: if first_only { 1 } else { 0 },
             applied_at: now_millis(),
-            actor: actor.to_string(),
+            actor: actor.clone(),
             digest: policy.plan_digest(),
             text: policy.source.text().to_string(),
         };
@@ -180,8 +173,9 @@ impl Engine {
         let ledger = LedgerAppend {
             kind: "policy".into(),
             subject: None,
-            body: json!({ "actor": actor, "digest": row.digest, "file": policy.file, "first": first_only }),
+            body: json!({ "digest": row.digest, "file": policy.file, "first": first_only }),
             at: row.applied_at,
+            actor,
         };
         let applied = self.catalog.apply_policy(&row, ledger).await?;
         self.follow_policy().await?;
@@ -192,13 +186,13 @@ impl Engine {
     /// active one, as `policy apply` would, so that editing the file and
     /// running `migrate apply` keeps working. Returns what was applied, if
     /// anything.
-    pub async fn apply_file_policy(&self, actor: &str) -> Result<Option<PolicyApplied>> {
+    pub async fn apply_file_policy(&self) -> Result<Option<PolicyApplied>> {
         let acting = self.follow_policy().await?;
         if acting.version == 0 || acting.config.plan_digest() == self.file.plan_digest() {
             return Ok(None);
         }
         let file = self.file.clone();
-        Ok(Some(self.apply_policy(&file, actor).await?))
+        Ok(Some(self.apply_policy(&file).await?))
     }
 
     /// Starts the migration the active policy needs. A job still open from

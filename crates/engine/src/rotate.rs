@@ -119,6 +119,7 @@ impl Engine {
                     "resumed": report.resumed,
                 }),
                 at: now_millis(),
+                actor: crate::actor::current(),
             })
             .await?;
         tracing::info!(custodian = %id, new_key = report.new_key, resumed = report.resumed, "rotation started");
@@ -169,6 +170,7 @@ impl Engine {
                     "skipped": report.skipped,
                 }),
                 at: now_millis(),
+                actor: crate::actor::current(),
             })
             .await?;
         tracing::info!(custodian = %id, rewrapped = report.rewrapped, skipped = report.skipped, "rotation finished");

@@ -73,6 +73,7 @@ impl Engine {
             subject: Some(token.clone()),
             body: json!({"home": home.code()}),
             at: now,
+            actor: crate::actor::current(),
         };
         match self.catalog.add_subject(&row, ledger).await {
             Ok(()) => Ok(token),
@@ -112,7 +113,10 @@ impl Engine {
                 }
             })
             .collect();
-        Ok(self.catalog.add_subjects(&rows, now).await?)
+        Ok(self
+            .catalog
+            .add_subjects(&rows, now, &crate::actor::current())
+            .await?)
     }
 
     /// Every subject that holds at least one object, by id, for listings
@@ -189,6 +193,7 @@ impl Engine {
             subject: Some(token.clone()),
             body: json!({"from": old.code(), "to": home.code()}),
             at: now_millis(),
+            actor: crate::actor::current(),
         };
         self.catalog.set_home(&token, home.code(), ledger).await?;
         Ok(old)
@@ -213,6 +218,7 @@ impl Engine {
                 "keys_shredded": placements.iter().map(|p| json!({"category": p.category, "custodian": p.custodian})).collect::<Vec<_>>(),
             }),
             at: now_millis(),
+            actor: crate::actor::current(),
         };
         let garbage = self.catalog.erase_subject(&token, ledger).await?;
         self.forget_keys(&token);

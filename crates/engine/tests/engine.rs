@@ -148,7 +148,7 @@ impl Deployment {
         let engine = Engine::open_with(config.clone(), Secrets::empty(), options)
             .await
             .unwrap();
-        engine.apply_policy(&config, "test").await.unwrap();
+        engine.apply_policy(&config).await.unwrap();
         engine
     }
 
@@ -1284,6 +1284,7 @@ async fn move_placement(engine: &Engine, token: &str, category: &str, to: &[Stri
         subject: Some(token.to_string()),
         body: serde_json::json!({"category": category, "from": p.regions, "to": to}),
         at: now,
+        actor: "cli:test".into(),
     };
     engine
         .test_catalog()

@@ -68,8 +68,9 @@ impl Interleaving {
             let ledger = LedgerAppend {
                 kind: "policy".into(),
                 subject: None,
-                body: serde_json::json!({"actor": row.actor}),
+                body: serde_json::json!({}),
                 at: row.applied_at,
+                actor: row.actor.clone(),
             };
             assert!(self.inner.apply_policy(&row, ledger).await.unwrap().created);
             *self.applied_before.lock().unwrap() = Some(i);
@@ -96,9 +97,9 @@ impl Catalog for Interleaving {
         self.inner.add_subject(subject, ledger).await
     }
 
-    async fn add_subjects(&self, subjects: &[SubjectRow], at: Millis) -> Result<u64> {
+    async fn add_subjects(&self, subjects: &[SubjectRow], at: Millis, actor: &str) -> Result<u64> {
         self.step("add_subjects").await;
-        self.inner.add_subjects(subjects, at).await
+        self.inner.add_subjects(subjects, at, actor).await
     }
 
     async fn get_subjects(&self, tokens: &[String]) -> Result<Vec<Option<SubjectRow>>> {
@@ -490,7 +491,7 @@ impl Case {
         let setup = Engine::open_with(v1.clone(), Secrets::empty(), EngineOptions::default())
             .await
             .unwrap();
-        setup.apply_policy(&v1, "ops").await.unwrap();
+        setup.apply_policy(&v1).await.unwrap();
         setup
             .add_subjects(&[(sid("seeded"), jur("IN")), (sid("fresh"), jur("IN"))])
             .await

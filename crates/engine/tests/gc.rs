@@ -92,7 +92,7 @@ egress_price_gb = 0.05
         )
         .await
         .unwrap();
-        engine.apply_policy(&config, "test").await.unwrap();
+        engine.apply_policy(&config).await.unwrap();
         engine
     }
 

@@ -287,7 +287,7 @@ impl Deployment {
         let engine = Engine::open_with(config.clone(), Secrets::empty(), options)
             .await
             .unwrap();
-        engine.apply_policy(&config, "test").await.unwrap();
+        engine.apply_policy(&config).await.unwrap();
         engine
     }
 
@@ -1396,7 +1396,7 @@ async fn a_job_refuses_another_config_and_a_second_job_while_open() {
     // active ones, so no process runs it; nothing is claimed.
     let other_rules = v2() + &rule("india-in-the-us", "homes = [\"IN\"]\nallow = [\"US\"]");
     let other = d.config(&regions, &other_rules);
-    assert!(engine.apply_policy(&other, "test").await.unwrap().created);
+    assert!(engine.apply_policy(&other).await.unwrap().created);
     let err = engine.run_migration(&o, &no_tick).await.unwrap_err();
     assert!(err.is_bad_input(), "{err:?}");
     assert!(err.to_string().contains("another config"), "{err}");
@@ -1414,7 +1414,7 @@ async fn a_job_refuses_another_config_and_a_second_job_while_open() {
     // Its own rules applied again (a rollback: a new version with the
     // job's digest): the job runs.
     let own = d.config(&regions, &v2());
-    assert_eq!(engine.apply_policy(&own, "test").await.unwrap().version, 4);
+    assert_eq!(engine.apply_policy(&own).await.unwrap().version, 4);
     let status = engine.run_migration(&o, &no_tick).await.unwrap();
     assert_eq!((status.state.as_str(), status.done), ("done", 4));
     for (s, _) in &all {
@@ -2094,7 +2094,7 @@ async fn a_process_that_has_not_seen_a_new_policy_never_commits_under_the_old_on
 
     // v2 is applied elsewhere, with its job; `stale` has not followed yet.
     let v2_config = d.config(&REGIONS, &v2());
-    let applied = applier.apply_policy(&v2_config, "ops").await.unwrap();
+    let applied = applier.apply_policy(&v2_config).await.unwrap();
     assert_eq!((applied.version, applied.created), (2, true));
     applier
         .migrate_to_active(&opts(1, 0, 50, 2_000))
@@ -2257,4 +2257,87 @@ async fn a_move_to_another_custodian_re_encrypts_under_a_key_the_old_one_never_h
         assert_eq!(&got, body, "{s}/{name}");
     }
     assert_clean(&engine).await;
+}
+
+/// Every ledger entry names who caused it, and the chain covers it: the
+/// writes of a request act as its caller, the moves as the worker that made
+/// them, the policy applied from the command line as `cli:USER`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ledger_entry_names_its_actor() {
+    use domicile_engine::actor::{acting_as, command_line};
+
+    let d = Deployment::new();
+    let all = subjects("in", 3, "IN");
+    d.seed(&all, &["profile"], 2, (100, 200), 1).await;
+    let engine = d.open(&v2()).await;
+    // A request of a credential: a new subject, its first write (a
+    // placement), a demand.
+    acting_as("s3:app-eu", async {
+        engine
+            .add_subject(&sid("in-late"), jur("IN"))
+            .await
+            .unwrap();
+        put(&engine, "in-late", "profile", "a", b"late")
+            .await
+            .unwrap();
+        engine.demand(jur("CN"), &sid("in-late")).await.unwrap();
+    })
+    .await;
+    let fast = opts(2, 0, 0, 2_000);
+    acting_as("rest:ops", engine.start_migration(&fast))
+        .await
+        .unwrap();
+    let status = engine.run_migration(&fast, &no_tick).await.unwrap();
+    assert_eq!((status.state.as_str(), status.failed), ("done", 0));
+
+    let mut entries = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = engine.ledger_page(after, 100).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        entries.extend(page);
+    }
+    let by_kind = |kind: &str| -> Vec<&str> {
+        entries
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.actor.as_str())
+            .collect()
+    };
+    for e in &entries {
+        assert!(
+            !e.actor.is_empty(),
+            "entry {} ({}) has no actor",
+            e.seq,
+            e.kind
+        );
+    }
+    let late = token(&engine, "in-late");
+    let of_late: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e.subject.as_deref() == Some(late.as_str()) && e.kind != "move")
+        .map(|e| (e.kind.as_str(), e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        of_late,
+        [
+            ("subject", "s3:app-eu"),
+            ("placement", "s3:app-eu"),
+            ("demand", "s3:app-eu")
+        ]
+    );
+    let moves = by_kind("move");
+    assert_eq!(moves.len(), 3, "{entries:#?}");
+    assert!(
+        moves
+            .iter()
+            .all(|a| a.starts_with("worker:") && a.len() > 7),
+        "{moves:?}"
+    );
+    let purges = by_kind("purge");
+    assert!(!purges.is_empty() && purges.iter().all(|a| a.starts_with("worker:")));
+    assert_eq!(by_kind("migration").first().copied(), Some("rest:ops"));
+    assert!(by_kind("policy").iter().all(|a| *a == command_line()));
+    assert!(engine.verify_ledger().await.unwrap().ok);
 }

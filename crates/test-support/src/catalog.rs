@@ -15,6 +15,7 @@ pub fn entry(kind: &str, subject: Option<&str>, at: i64) -> LedgerAppend {
         subject: subject.map(str::to_string),
         body: json!({ "what": kind }),
         at,
+        actor: "cli:test".into(),
     }
 }
 

@@ -30,7 +30,7 @@ pub(crate) const GARBAGE_COLS: &str =
     "id, token, category, blob_id, regions, queued_at, attempts, next_try";
 
 /// The ledger columns, in the order [`Sql::entry_from`] reads them.
-pub(crate) const LEDGER_COLS: &str = "seq, at, kind, subject, body, prev_hash, hash";
+pub(crate) const LEDGER_COLS: &str = "seq, at, kind, subject, body, prev_hash, hash, actor";
 
 /// The policy version columns, in the order [`Sql::policy_from`] reads them.
 pub(crate) const POLICY_COLS: &str = "version, applied_at, actor, digest, text";

@@ -59,12 +59,13 @@ where
         Ok(())
     }
 
-    async fn add_subjects(&self, subjects: &[SubjectRow], at: Millis) -> Result<u64> {
+    async fn add_subjects(&self, subjects: &[SubjectRow], at: Millis, actor: &str) -> Result<u64> {
         let entry = |s: &SubjectRow| LedgerAppend {
             kind: "subject".into(),
             subject: Some(s.token.clone()),
             body: serde_json::json!({ "home": s.home }),
             at,
+            actor: actor.to_string(),
         };
         D::retry(Retry::Conflicts, || self.add_subjects_tx(subjects, entry)).await
     }

@@ -6,13 +6,14 @@
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The names of the schema versions, oldest first: version N is entry N − 1.
-const VERSIONS: [&str; 7] = [
+const VERSIONS: [&str; 8] = [
     "init",
     "subject id sealed",
     "migration jobs",
     "unit claim order",
     "garbage by blob",
     "policy versions",
+    "ledger actor",
     "garbage retries",
 ];
 

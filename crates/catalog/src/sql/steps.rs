@@ -147,6 +147,7 @@ where
             body: r.try_get(4)?,
             prev_hash: r.try_get(5)?,
             hash: r.try_get(6)?,
+            actor: r.try_get(7)?,
         })
     }
 
@@ -334,13 +335,25 @@ where
         if entries.is_empty() {
             return Ok(seq);
         }
-        for chunk in entries.chunks(Self::rows_per_statement(7)) {
+        if let Some(e) = entries.iter().find(|e| e.actor.trim().is_empty()) {
+            return Err(Error::Invalid {
+                reason: format!("a `{}` ledger entry without an actor", e.kind),
+            });
+        }
+        for chunk in entries.chunks(Self::rows_per_statement(8)) {
             let mut rows = Vec::with_capacity(chunk.len());
             for e in chunk {
                 seq += 1;
                 let body = ledger::canonical_body(&e.body);
-                let next =
-                    ledger::entry_hash(&hash, seq, e.at, &e.kind, e.subject.as_deref(), &body);
+                let fields = ledger::HashedFields {
+                    seq,
+                    at: e.at,
+                    kind: &e.kind,
+                    subject: e.subject.as_deref(),
+                    body: &body,
+                    actor: &e.actor,
+                };
+                let next = ledger::entry_hash(&hash, fields);
                 rows.push((
                     seq,
                     e,
@@ -357,7 +370,8 @@ where
                     .push_bind(e.subject.as_deref())
                     .push_bind(body.as_str())
                     .push_bind(prev.as_str())
-                    .push_bind(this.as_str());
+                    .push_bind(this.as_str())
+                    .push_bind(e.actor.as_str());
             });
             q.build()
                 .persistent(D::CACHE_BUILT)

@@ -48,19 +48,20 @@ pub(super) async fn run(engine: &Engine, format: Format, cmd: LedgerCmd) -> Resu
             };
             let skip = limit.map(|l| entries.len().saturating_sub(l)).unwrap_or(0);
             let entries = &entries[skip..];
-            let mut t = Table::new(&["seq", "at", "kind", "subject", "body"]);
+            let mut t = Table::new(&["seq", "at", "kind", "actor", "subject", "body"]);
             for e in entries {
                 t.row(vec![
                     e.seq.to_string(),
                     output::time(e.at),
                     e.kind.clone(),
+                    e.actor.clone(),
                     e.subject.clone().unwrap_or_default(),
                     e.body.clone(),
                 ]);
             }
             let json: Vec<_> = entries
                 .iter()
-                .map(|e| json!({"seq": e.seq, "at": e.at, "kind": e.kind, "subject": e.subject,
+                .map(|e| json!({"seq": e.seq, "at": e.at, "kind": e.kind, "actor": e.actor, "subject": e.subject,
                                 "body": serde_json::from_str::<serde_json::Value>(&e.body).unwrap_or(json!(e.body)),
                                 "prev_hash": e.prev_hash, "hash": e.hash}))
                 .collect();

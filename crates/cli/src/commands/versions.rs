@@ -6,7 +6,6 @@ use std::path::Path;
 use anyhow::Result;
 use domicile_core::Config;
 use domicile_core::diff::policy_diff;
-use domicile_engine::policy::default_actor;
 use domicile_engine::{Engine, MigrateOptions, PolicyVersion};
 use serde_json::json;
 
@@ -92,7 +91,7 @@ async fn apply(
     wait: bool,
 ) -> Result<u8> {
     let policy = load(file)?;
-    let applied = engine.apply_policy(&policy, &default_actor()).await?;
+    let applied = engine.apply_policy(&policy).await?;
     let mut job = None;
     if applied.created && !no_migrate {
         let opts = MigrateOptions::default();

@@ -46,6 +46,7 @@ impl Engine {
                 body: json!({"job": id, "event": "started", "policy": job.policy,
                              "units": units}),
                 at: now,
+                actor: crate::actor::current(),
             })
             .await?;
         self.migration_status(Some(id)).await
@@ -97,6 +98,7 @@ impl Engine {
                 subject: None,
                 body: json!({"job": job.id, "event": "cancelled", "units_cancelled": cancelled}),
                 at: now,
+                actor: crate::actor::current(),
             })
             .await?;
         self.migration_status(Some(job.id)).await
@@ -200,6 +202,7 @@ impl Engine {
                         subject: None,
                         body: json!({"job": job.id, "event": "planned on resume", "units": units}),
                         at: now_millis(),
+                        actor: crate::actor::current(),
                     })
                     .await?;
             }
@@ -222,7 +225,12 @@ impl Engine {
                 )
             })
             .collect();
-        let results = futures::future::join_all(workers.iter().map(|w| w.run(on_tick))).await;
+        let results = futures::future::join_all(
+            workers
+                .iter()
+                .map(|w| crate::actor::acting_as(crate::actor::worker(&w.owner), w.run(on_tick))),
+        )
+        .await;
         for r in results {
             let status = r?;
             tracing::debug!(job = job.id, ?status, "migration worker stopped");
@@ -240,6 +248,7 @@ impl Engine {
                     body: json!({"job": job.id, "event": "done", "units_done": status.done,
                                  "units_failed": status.failed, "bytes": status.bytes_moved}),
                     at: now,
+                    actor: crate::actor::current(),
                 })
                 .await?;
             return self.migration_status(Some(job.id)).await;

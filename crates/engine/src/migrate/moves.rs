@@ -419,6 +419,7 @@ impl MigrationWorker<'_> {
                 "copies_verified": c.verified,
             }),
             at: now,
+            actor: crate::actor::current(),
         };
         Ok(UnitMove {
             fence: Engine::fence(&p.token, &p.category, p.epoch, self.acting().version),

@@ -99,6 +99,7 @@ impl Engine {
             subject: Some(unit.token.clone()),
             body: json!({"job": unit.job, "category": unit.category, "regions": purged, "blobs": blobs}),
             at: now_millis(),
+            actor: crate::actor::current(),
         }))
     }
 

@@ -296,7 +296,7 @@ pub(crate) fn run_in_background(s: &Shared, opts: MigrateOptions) {
         return;
     }
     let state = s.clone();
-    *slot = Some(tokio::spawn(async move {
+    *slot = Some(tokio::spawn(domicile_engine::actor::inherit(async move {
         let metrics = state.metrics.clone();
         let tick = move |t: Tick| metrics.migration_tick(t.bytes, t.units);
         match state.engine.run_migration(&opts, &tick).await {
@@ -305,7 +305,7 @@ pub(crate) fn run_in_background(s: &Shared, opts: MigrateOptions) {
             }
             Err(e) => tracing::error!(error = %e, "migration run failed"),
         }
-    }));
+    })));
 }
 
 pub(crate) async fn start_migration(

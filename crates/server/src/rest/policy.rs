@@ -15,10 +15,6 @@ use super::auth::{Admin, Reader};
 use super::error::ApiError;
 use super::handlers::{ApiResult, run_in_background, to_json};
 
-/// The actor an apply through the API is recorded with: the API knows the
-/// token's role, not the person behind it.
-const API_ACTOR: &str = "api:admin";
-
 /// `GET /v1/policy`: the active version.
 pub(crate) async fn show(_: Reader, State(s): State<Shared>) -> ApiResult {
     match s.engine.active_policy().await? {
@@ -53,7 +49,7 @@ pub(crate) async fn apply(
     let base = s.engine.file_config().base_dir.clone();
     let policy = Config::parse("request body", &body, &base)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let applied = s.engine.apply_policy(&policy, API_ACTOR).await?;
+    let applied = s.engine.apply_policy(&policy).await?;
     let mut job = None;
     if applied.created && q.migrate.unwrap_or(true) {
         let opts = MigrateOptions::default();

@@ -411,7 +411,7 @@ impl S3Api {
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         // The assembly runs in a task of its own: a client that goes away
         // does not leave it half done.
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(domicile_engine::actor::inherit(async move {
             let reader = {
                 let engine = engine.clone();
                 let subject = target.subject.clone();
@@ -465,7 +465,7 @@ impl S3Api {
                 e_tag: Some(etag(&receipt.checksum)),
                 ..Default::default()
             })
-        });
+        }));
         let fut = async move {
             task.await
                 .map_err(|e| internal(OP, &format!("assembly task: {e}")))?

@@ -199,10 +199,9 @@ impl S3Api {
             target.category.clone(),
             target.name.clone(),
         );
-        let task =
-            tokio::spawn(
-                async move { engine.put(&subject, &category, &name, &meta, reader).await },
-            );
+        let task = tokio::spawn(domicile_engine::actor::inherit(async move {
+            engine.put(&subject, &category, &name, &meta, reader).await
+        }));
         let result = task
             .await
             .map_err(|e| internal(op, &format!("write task: {e}")))?;
