@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The region an IN subject's data lives in, under the example config.
-const IN_REGION: &str = "data/regions/in-mumbai";
+/// Where the example config's regions keep their files.
+const REGIONS: &str = "data/regions";
 const KEY: &str = "users/zq-subject-gc/big.bin";
 
 /// How many background passes the server has logged.
@@ -39,7 +39,8 @@ fn wait_for_passes(srv: &Server, before: usize, n: usize) {
     }
 }
 
-/// Every file in the IN region's folder.
+/// Every file in the regions' folders (the test's one subject is all
+/// they hold).
 fn region_files(d: &Deployment) -> usize {
     fn count(dir: &Path) -> usize {
         std::fs::read_dir(dir).map_or(0, |entries| {
@@ -49,7 +50,7 @@ fn region_files(d: &Deployment) -> usize {
                 .sum()
         })
     }
-    count(&d.path().join(IN_REGION))
+    count(&d.path().join(REGIONS))
 }
 
 fn put_with_aws(srv: &Server, home: &Path, file: &str, body: &[u8]) {
@@ -210,7 +211,7 @@ fn a_bad_grace_period_is_refused() {
                 "--s3-listen",
                 "127.0.0.1:0",
             ])
-            .args(["--gc-grace", bad])
+            .arg(format!("--gc-grace={bad}"))
             .env("DOMICILE_S3_ACCESS_KEY_ID", ACCESS_KEY)
             .env("DOMICILE_S3_SECRET_ACCESS_KEY", SECRET_KEY)
             .output()

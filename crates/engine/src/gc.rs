@@ -153,6 +153,11 @@ impl GcState {
     fn failed(&self, region: &str, opts: &GcOptions) -> Option<Duration> {
         let mut regions = self.regions.lock().ok()?;
         let h = regions.entry(region.to_string()).or_default();
+        // Deletions that were in flight when the backoff began belong to
+        // the same outage: they neither start nor lengthen one.
+        if h.until.is_some_and(|until| until > Instant::now()) {
+            return None;
+        }
         h.failures += 1;
         // A region failing again after a backoff is still down: back off
         // at once, for longer.
@@ -164,6 +169,16 @@ impl GcState {
         h.failures = 0;
         h.until = Some(Instant::now() + wait);
         Some(wait)
+    }
+}
+
+#[cfg(test)]
+impl GcState {
+    /// Ends a region's backoff now, as time would.
+    fn expire(&self, region: &str) {
+        if let Some(h) = self.regions.lock().unwrap().get_mut(region) {
+            h.until = Some(Instant::now());
+        }
     }
 }
 
@@ -453,8 +468,12 @@ mod tests {
         assert_eq!(state.failed("r", &opts), Some(Duration::from_secs(10)));
         assert!(state.backed_off("r").is_some());
         assert!(state.backed_off("other").is_none());
+        // Failures of deletions in flight during the backoff change nothing.
+        assert_eq!(state.failed("r", &opts), None);
         // Failing again after a backoff: at once, for longer, up to the bound.
+        state.expire("r");
         assert_eq!(state.failed("r", &opts), Some(Duration::from_secs(20)));
+        state.expire("r");
         assert_eq!(state.failed("r", &opts), Some(Duration::from_secs(25)));
         state.succeeded("r");
         assert!(state.backed_off("r").is_none());

@@ -254,8 +254,14 @@ async fn read_in_flight_survives(change: Change) {
         }
     }
 
+    // The old blob is due a grace period after the change.
+    let rows = engine.test_catalog().garbage(10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let due = rows[0].queued_at;
+    assert!(due >= changed_at + GRACE.as_millis() as i64, "{rows:?}");
+    assert!(due <= now_millis() + GRACE.as_millis() as i64, "{rows:?}");
     // After the grace period, a pass deletes the old blob from every region.
-    sleep_until(changed_at + GRACE.as_millis() as i64).await;
+    sleep_until(due).await;
     let pass = engine.collect_garbage().await.unwrap();
     assert_eq!(
         (pass.blobs, pass.copies_deleted, pass.failures),
@@ -355,9 +361,11 @@ async fn a_region_that_is_down_is_backed_off_from_and_its_rows_go_when_it_return
     assert_eq!(pass.regions_backed_off, ["cn"]);
     let rows = engine.test_catalog().garbage(100).await.unwrap();
     assert_eq!(rows.len(), ROWS, "cn's rows stay queued");
+    let now = now_millis();
+    assert!(rows.iter().all(|r| r.regions == ["cn"] && r.next_try > now));
     assert!(
-        rows.iter()
-            .all(|r| r.regions == ["cn"] && r.next_try > now_millis())
+        rows.iter().all(|r| r.next_try <= now + 3_000),
+        "deletions in flight lengthened the backoff: {rows:?}"
     );
     assert_eq!(
         rows.iter().filter(|r| r.attempts == 1).count() as u64,
@@ -373,11 +381,16 @@ async fn a_region_that_is_down_is_backed_off_from_and_its_rows_go_when_it_return
     d.bring_back("cn", &away);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        engine.collect_garbage().await.unwrap();
-        if engine.test_catalog().garbage(100).await.unwrap().is_empty() {
+        let pass = engine.collect_garbage().await.unwrap();
+        let rows = engine.test_catalog().garbage(100).await.unwrap();
+        if rows.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "cn's rows never went");
+        assert!(
+            Instant::now() < deadline,
+            "cn's rows never went: {pass:?} {:?}",
+            rows.first()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
