@@ -176,7 +176,9 @@ impl GcState {
 impl GcState {
     /// Ends a region's backoff now, as time would.
     fn expire(&self, region: &str) {
-        if let Some(h) = self.regions.lock().unwrap().get_mut(region) {
+        if let Ok(mut regions) = self.regions.lock()
+            && let Some(h) = regions.get_mut(region)
+        {
             h.until = Some(Instant::now());
         }
     }
