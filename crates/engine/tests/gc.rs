@@ -5,7 +5,8 @@
 //! region once its grace period is over; a region that is down is backed
 //! off from while the other regions' rows are collected, and its rows go
 //! when it returns; a row that keeps failing does not stop the rows behind
-//! it; an erasure deletes its own blobs at once and nobody else's.
+//! it; a pass stops at its time bound; an erasure deletes its own blobs at
+//! once and nobody else's.
 
 #![allow(clippy::unwrap_used)]
 
@@ -586,4 +587,38 @@ async fn an_erasure_deletes_its_own_blobs_at_once_and_no_one_elses() {
     );
     assert_eq!(engine.collect_garbage().await.unwrap().blobs, 1);
     assert_eq!(d.files_of("cn", &tb).len(), 1);
+}
+
+/// A pass stops at its time bound: what it did not reach stays due, and
+/// says so (`more`), for the next pass to take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_stops_at_its_time_bound_and_leaves_the_rest_due() {
+    let d = Deployment::new();
+    let bounded = GcOptions {
+        grace: Duration::ZERO,
+        pass_time: Duration::ZERO,
+        ..GcOptions::default()
+    };
+    let engine = d.open(&by_home(), "", bounded).await;
+    engine.add_subject(&sid("ana"), jur("CN")).await.unwrap();
+    for v in [&b"v1"[..], b"v2", b"v3"] {
+        put(&engine, "ana", "profile", "doc", v).await.unwrap();
+    }
+    let t = token(&engine, "ana");
+    let pass = engine.collect_garbage().await.unwrap();
+    assert_eq!((pass.blobs, pass.more), (0, true), "{pass:?}");
+    let rows = engine.test_catalog().garbage(10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.attempts == 0 && r.next_try <= now_millis())
+    );
+    assert_eq!(d.files_of("cn", &t).len(), 3);
+    drop(engine);
+
+    // Unbounded, the next pass takes both.
+    let engine = d.open(&by_home(), "", with_grace(Duration::ZERO)).await;
+    let pass = engine.collect_garbage().await.unwrap();
+    assert_eq!((pass.blobs, pass.more), (2, false), "{pass:?}");
+    assert_eq!(d.files_of("cn", &t).len(), 1);
 }
