@@ -1,6 +1,6 @@
-//! The policy as catalog state: the active version and its history
-//! (readers), and applying a new one (admin), which every server and worker
-//! then acts on.
+//! The policy as catalog state: the active version and its history, and
+//! applying a new one, which every server and worker then acts on (who may
+//! do which: `auth::PERMISSIONS`).
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -11,16 +11,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::auth::{Admin, Reader};
+use super::auth::Caller;
 use super::error::ApiError;
 use super::handlers::{ApiResult, run_in_background, to_json};
 
-/// The actor an apply through the API is recorded with: the API knows the
-/// token's role, not the person behind it.
-const API_ACTOR: &str = "api:admin";
+/// The actor an apply through the API is recorded with: the token's name
+/// (the API knows the token, not the person behind it).
+fn api_actor(caller: &Caller) -> String {
+    format!("api:{}", caller.name)
+}
 
 /// `GET /v1/policy`: the active version.
-pub(crate) async fn show(_: Reader, State(s): State<Shared>) -> ApiResult {
+pub(crate) async fn show(State(s): State<Shared>) -> ApiResult {
     match s.engine.active_policy().await? {
         Some(v) => to_json(&v),
         None => Ok(Json(
@@ -30,7 +32,7 @@ pub(crate) async fn show(_: Reader, State(s): State<Shared>) -> ApiResult {
 }
 
 /// `GET /v1/policy/history`: every applied version, oldest first.
-pub(crate) async fn history(_: Reader, State(s): State<Shared>) -> ApiResult {
+pub(crate) async fn history(State(s): State<Shared>) -> ApiResult {
     let versions = s.engine.policy_history().await?;
     Ok(Json(json!({"versions": versions})))
 }
@@ -45,7 +47,7 @@ pub(crate) struct ApplyQuery {
 /// `POST /v1/policy`: the body is a config file's text; its rules and reach
 /// become the next version, unless they are the active one already.
 pub(crate) async fn apply(
-    _: Admin,
+    caller: Caller,
     State(s): State<Shared>,
     Query(q): Query<ApplyQuery>,
     body: String,
@@ -53,7 +55,7 @@ pub(crate) async fn apply(
     let base = s.engine.file_config().base_dir.clone();
     let policy = Config::parse("request body", &body, &base)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let applied = s.engine.apply_policy(&policy, API_ACTOR).await?;
+    let applied = s.engine.apply_policy(&policy, &api_actor(&caller)).await?;
     let mut job = None;
     if applied.created && q.migrate.unwrap_or(true) {
         let opts = MigrateOptions::default();

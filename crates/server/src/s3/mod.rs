@@ -14,7 +14,13 @@
 //!   the same subject and category.
 //! - `bucket`: HeadBucket, ListBuckets, CreateBucket, GetBucketLocation.
 //! - `error`: engine errors → S3 codes, internals never sent.
+//! - `access`: the credentials (`[[credential]]`s and the deployment-wide
+//!   one): SigV4 secrets for s3s, and each request's bucket scope and
+//!   access level checked before its input is read; the [`Caller`].
+//! - `refuse`: what is refused before s3s reads anything: POST object
+//!   forms, SigV2, presigned URLs valid for more than a week.
 
+mod access;
 mod body;
 mod bucket;
 mod error;
@@ -22,6 +28,7 @@ mod keys;
 mod list;
 mod multipart;
 mod object;
+mod refuse;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +40,8 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use domicile_engine::{Engine, Secrets};
+use domicile_core::Config;
+use domicile_engine::{Engine, S3Credential, Secrets};
 use s3s::dto::*;
 use s3s::service::S3ServiceBuilder;
 use s3s::{S3, S3Request, S3Response, S3Result};
@@ -42,10 +50,12 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::{ServerOptions, rest};
 
-/// The secrets that hold the S3 API's credential.
+pub use access::Caller;
+/// The secrets that hold the S3 API's deployment-wide credential.
 pub use domicile_engine::secrets::{
     S3_ACCESS_KEY_VAR as ACCESS_KEY_VAR, S3_SECRET_KEY_VAR as SECRET_KEY_VAR,
 };
+pub use refuse::MAX_PRESIGNED_EXPIRES;
 
 /// Answers S3 operations through the engine.
 pub struct S3Api {
@@ -85,20 +95,35 @@ impl S3Api {
     }
 }
 
-/// The S3 API's credential (access key id, secret), from the secrets.
-pub fn credential(secrets: &Secrets) -> Result<(&str, &str)> {
-    secrets.s3_credential().ok_or(Error::MissingS3Credentials)
+/// The S3 API's credentials: the config's `[[credential]]`s with their
+/// secrets, and the deployment-wide one. Fails if a declared credential
+/// has no secret, or if there is no credential at all: the S3 API never
+/// runs unauthenticated.
+pub fn credentials(config: &Config, secrets: &Secrets) -> Result<Vec<S3Credential>> {
+    let all = secrets
+        .s3_credentials(&config.credentials)
+        .map_err(|e| Error::Secrets(e.to_string()))?;
+    if all.is_empty() {
+        return Err(Error::MissingS3Credentials);
+    }
+    Ok(all)
 }
 
-/// The S3 API as an axum router, with SigV4 checked against the secrets'
-/// credential. Refuses to build without one.
+/// The S3 API as an axum router: SigV4 checked against the credentials,
+/// each request held to its credential's buckets and access, hostile input
+/// refused before it is read. Refuses to build without a credential.
 pub fn router(
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     options: &ServerOptions,
 ) -> Result<Router> {
-    let (access, secret) = engine.s3_credential().ok_or(Error::MissingS3Credentials)?;
-    let auth = s3s::auth::SimpleAuth::from_single(access, secret);
+    let all = engine
+        .s3_credentials()
+        .map_err(|e| Error::Secrets(e.to_string()))?;
+    if all.is_empty() {
+        return Err(Error::MissingS3Credentials);
+    }
+    let credentials = access::Credentials::new(all, metrics.clone());
     let api = S3Api {
         engine: engine.clone(),
         metrics: metrics.clone(),
@@ -107,7 +132,8 @@ pub fn router(
         started: SystemTime::now(),
     };
     let mut builder = S3ServiceBuilder::new(api);
-    builder.set_auth(auth);
+    builder.set_auth(credentials.clone());
+    builder.set_access(credentials);
     let mut config = s3s::config::S3Config::default();
     // The largest XML body is a CompleteMultipartUpload of 10,000 parts.
     config.xml_max_body_size = 2 << 20;
@@ -117,6 +143,10 @@ pub fn router(
     let service = HandleError::new(builder.build(), http_error);
     Ok(Router::new()
         .fallback_service(service)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            refuse::refuse_hostile,
+        ))
         .layer(axum::middleware::from_fn(close_after_refusal))
         .layer(axum::middleware::from_fn_with_state(
             (metrics, "s3"),
