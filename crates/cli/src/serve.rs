@@ -60,8 +60,17 @@ pub async fn run(
     let secrets = Secrets::load(config.secrets_file.as_deref())?;
     // Refused before anything is bound: the S3 API never runs
     // unauthenticated, and a declared credential or token has its secret.
-    domicile_server::s3::credentials(&config, &secrets).map_err(|e| BadInput(e.to_string()))?;
-    domicile_server::rest::tokens(&config, &secrets).map_err(|e| BadInput(e.to_string()))?;
+    let problems: Vec<String> = [
+        domicile_server::s3::credentials(&config, &secrets).err(),
+        domicile_server::rest::tokens(&config, &secrets).err(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|e| e.to_string())
+    .collect();
+    if !problems.is_empty() {
+        return Err(BadInput(problems.join("; ")).into());
+    }
     let engine = Engine::open_with(
         config,
         secrets,
