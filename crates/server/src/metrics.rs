@@ -25,7 +25,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "domicile_access_denied_total",
-        "Requests refused for who made them, by API and caller: S3 AccessDenied by credential name, REST 401 and 403 by token name (empty when the request named no known credential or token).",
+        "Requests refused for who made them, by API and caller: S3 AccessDenied by credential name, REST 401 and 403 by token name (empty for an unsigned S3 request or a REST request without a known token).",
     ),
     (
         "domicile_bytes_received_total",
