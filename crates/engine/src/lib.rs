@@ -50,4 +50,4 @@ pub use error::{Error, Result};
 pub use migrate::{MigrateOptions, MigrationStatus, WorkerState, WorkerStatus};
 pub use policy::PolicyVersion;
 pub use rotate::{RotateOptions, RotationReport};
-pub use secrets::{ApiTokens, Secrets};
+pub use secrets::{RestToken, S3Credential, Secrets};
