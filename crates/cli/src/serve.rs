@@ -69,8 +69,19 @@ pub async fn run(
     let max_object_size = options.max_object_size;
     let config = crate::config_file::load(config)?;
     let secrets = Secrets::load(config.secrets_file.as_deref())?;
-    // Refused before anything is bound: the S3 API never runs unauthenticated.
-    domicile_server::s3::credential(&secrets).map_err(|e| BadInput(e.to_string()))?;
+    // Refused before anything is bound: the S3 API never runs
+    // unauthenticated, and a declared credential or token has its secret.
+    let problems: Vec<String> = [
+        domicile_server::s3::credentials(&config, &secrets).err(),
+        domicile_server::rest::tokens(&config, &secrets).err(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|e| e.to_string())
+    .collect();
+    if !problems.is_empty() {
+        return Err(BadInput(problems.join("; ")).into());
+    }
     let engine = Engine::open_with(
         config,
         secrets,

@@ -15,7 +15,7 @@ use domicile_store::{DataKey, KeyContext, Keyring, RegionOptions, RegionStore};
 
 use crate::error::{Error, Result};
 use crate::gc::{GcOptions, GcState};
-use crate::secrets::{ApiTokens, Secrets, token_key_path};
+use crate::secrets::{RestToken, S3Credential, Secrets, token_key_path};
 use crate::tokens::Tokenizer;
 
 /// Knobs of the data path.
@@ -265,15 +265,17 @@ impl Engine {
         Ok(self.catalog.ledger_of(&self.tokens.subject(id)).await?)
     }
 
-    /// The S3 API's credential (access key id, secret), if the secrets
-    /// hold one.
-    pub fn s3_credential(&self) -> Option<(&str, &str)> {
-        self.secrets.s3_credential()
+    /// The S3 API's credentials: the config's `[[credential]]`s with their
+    /// secrets, and the deployment-wide one (see
+    /// [`Secrets::s3_credentials`]).
+    pub fn s3_credentials(&self) -> Result<Vec<S3Credential>> {
+        self.secrets.s3_credentials(&self.file.credentials)
     }
 
-    /// The REST API's bearer tokens, from the secrets.
-    pub fn api_tokens(&self) -> ApiTokens<'_> {
-        self.secrets.api_tokens()
+    /// The REST API's bearer tokens: the config's `[[token]]`s with their
+    /// secrets, and the deployment-wide ones (see [`Secrets::rest_tokens`]).
+    pub fn rest_tokens(&self) -> Result<Vec<RestToken>> {
+        self.secrets.rest_tokens(&self.file.tokens)
     }
 
     /// Before the catalog is copied to `to_url`: makes this catalog's

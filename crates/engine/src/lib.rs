@@ -52,4 +52,4 @@ pub use gc::{GcOptions, GcReport};
 pub use migrate::{MigrateOptions, MigrationStatus, WorkerState, WorkerStatus};
 pub use policy::PolicyVersion;
 pub use rotate::{RotateOptions, RotationReport};
-pub use secrets::{ApiTokens, Secrets};
+pub use secrets::{RestToken, S3Credential, Secrets};

@@ -2,12 +2,20 @@
 //! environment, or from the file that `[secrets] file` names (`KEY=VALUE`
 //! lines; the environment wins). The subject-token key of an embedded
 //! deployment is created on first use beside the catalog, readable only by
-//! its owner.
+//! its owner. The network APIs' credentials and tokens are declared in the
+//! config (`[[credential]]`, `[[token]]`) and their secrets read here by
+//! name, beside the deployment-wide ones (`DOMICILE_S3_*`,
+//! `DOMICILE_ADMIN_TOKEN`, `DOMICILE_AUDITOR_TOKEN`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use domicile_core::config::{
+    ADMIN_TOKEN, AUDITOR_TOKEN, Access, BucketScope, CredentialConfig, DEFAULT_CREDENTIAL, Role,
+    TokenConfig,
+};
 
 use crate::error::{Error, Result};
 
@@ -17,25 +25,64 @@ pub const TOKEN_KEY_VAR: &str = "DOMICILE_TOKEN_KEY";
 pub const S3_ACCESS_KEY_VAR: &str = "DOMICILE_S3_ACCESS_KEY_ID";
 pub const S3_SECRET_KEY_VAR: &str = "DOMICILE_S3_SECRET_ACCESS_KEY";
 
-/// The secrets that hold the REST API's bearer tokens, one per role.
+/// The secrets that hold the REST API's two tokens that need no
+/// `[[token]]`: an admin's and an auditor's.
 pub const ADMIN_TOKEN_VAR: &str = "DOMICILE_ADMIN_TOKEN";
 pub const AUDITOR_TOKEN_VAR: &str = "DOMICILE_AUDITOR_TOKEN";
 
-/// The REST API's bearer tokens as the secrets hold them (an empty one is
-/// none).
-#[derive(Clone, Copy)]
-pub struct ApiTokens<'a> {
-    pub admin: Option<&'a str>,
-    pub auditor: Option<&'a str>,
+/// The secret of the `[[credential]]` named `name`:
+/// `DOMICILE_CREDENTIAL_<NAME>_SECRET` (upper-cased, `-` as `_`).
+pub fn credential_secret_var(name: &str) -> String {
+    format!("DOMICILE_CREDENTIAL_{}_SECRET", env_name(name))
 }
 
-impl std::fmt::Debug for ApiTokens<'_> {
+/// The secret of the `[[token]]` named `name`: `DOMICILE_REST_TOKEN_<NAME>`
+/// (upper-cased, `-` as `_`).
+pub fn token_secret_var(name: &str) -> String {
+    format!("DOMICILE_REST_TOKEN_{}", env_name(name))
+}
+
+fn env_name(name: &str) -> String {
+    name.to_ascii_uppercase().replace('-', "_")
+}
+
+/// An S3 API credential: its name (what metrics and the ledger see), its
+/// access key id, its secret and its scope.
+#[derive(Clone)]
+pub struct S3Credential {
+    pub name: String,
+    pub access_key_id: String,
+    pub secret: String,
+    pub buckets: BucketScope,
+    pub access: Access,
+}
+
+impl std::fmt::Debug for S3Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Which roles have one, never the tokens.
-        f.debug_struct("ApiTokens")
-            .field("admin", &self.admin.is_some())
-            .field("auditor", &self.auditor.is_some())
-            .finish()
+        // Never the secret.
+        f.debug_struct("S3Credential")
+            .field("name", &self.name)
+            .field("access_key_id", &self.access_key_id)
+            .field("buckets", &self.buckets)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A REST API bearer token: its name, its role and its secret.
+#[derive(Clone)]
+pub struct RestToken {
+    pub name: String,
+    pub role: Role,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for RestToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,23 +144,108 @@ impl Secrets {
         self.values.get(name).map(|s| s.as_str())
     }
 
-    /// The S3 API's credential (access key id, secret), if both are set and
-    /// not empty.
-    pub fn s3_credential(&self) -> Option<(&str, &str)> {
-        match (self.get(S3_ACCESS_KEY_VAR), self.get(S3_SECRET_KEY_VAR)) {
-            (Some(access), Some(secret)) if !access.is_empty() && !secret.is_empty() => {
-                Some((access, secret))
+    fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).filter(|v| !v.is_empty())
+    }
+
+    /// The S3 API's credentials: the deployment-wide one
+    /// (`DOMICILE_S3_ACCESS_KEY_ID` and `DOMICILE_S3_SECRET_ACCESS_KEY`,
+    /// named [`DEFAULT_CREDENTIAL`], every bucket, read-write) if both are
+    /// set, then each of `declared` with its secret. Fails, naming every
+    /// missing secret at once, if a declared credential has none, or if a
+    /// declared access key id is the deployment-wide one's.
+    pub fn s3_credentials(&self, declared: &[CredentialConfig]) -> Result<Vec<S3Credential>> {
+        let mut out = Vec::new();
+        if let (Some(access), Some(secret)) = (
+            self.non_empty(S3_ACCESS_KEY_VAR),
+            self.non_empty(S3_SECRET_KEY_VAR),
+        ) {
+            out.push(S3Credential {
+                name: DEFAULT_CREDENTIAL.to_string(),
+                access_key_id: access.to_string(),
+                secret: secret.to_string(),
+                buckets: BucketScope::All,
+                access: Access::ReadWrite,
+            });
+        }
+        let mut problems = Vec::new();
+        for c in declared {
+            if out.iter().any(|o| o.access_key_id == c.access_key_id) {
+                problems.push(format!(
+                    "credential {}'s access_key_id is also {S3_ACCESS_KEY_VAR}: give one of them another",
+                    c.name
+                ));
+                continue;
             }
-            _ => None,
+            let var = credential_secret_var(&c.name);
+            match self.non_empty(&var) {
+                Some(secret) => out.push(S3Credential {
+                    name: c.name.clone(),
+                    access_key_id: c.access_key_id.clone(),
+                    secret: secret.to_string(),
+                    buckets: c.buckets.clone(),
+                    access: c.access,
+                }),
+                None => problems.push(format!(
+                    "credential {} has no secret: set {var} in the environment or the secrets file",
+                    c.name
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(Error::Secrets(problems.join("; ")))
         }
     }
 
-    /// The REST API's bearer tokens.
-    pub fn api_tokens(&self) -> ApiTokens<'_> {
-        let token = |name: &str| self.get(name).filter(|t| !t.is_empty());
-        ApiTokens {
-            admin: token(ADMIN_TOKEN_VAR),
-            auditor: token(AUDITOR_TOKEN_VAR),
+    /// The REST API's bearer tokens: `DOMICILE_ADMIN_TOKEN` (named
+    /// [`ADMIN_TOKEN`], role admin) and `DOMICILE_AUDITOR_TOKEN` (named
+    /// [`AUDITOR_TOKEN`], role auditor) when set, then each of `declared`
+    /// with its secret. Fails, naming every problem at once, if a declared
+    /// token has no secret or two tokens share one (a request could not say
+    /// which it is).
+    pub fn rest_tokens(&self, declared: &[TokenConfig]) -> Result<Vec<RestToken>> {
+        let mut out: Vec<RestToken> = [
+            (ADMIN_TOKEN_VAR, ADMIN_TOKEN, Role::Admin),
+            (AUDITOR_TOKEN_VAR, AUDITOR_TOKEN, Role::Auditor),
+        ]
+        .into_iter()
+        .filter_map(|(var, name, role)| {
+            self.non_empty(var).map(|secret| RestToken {
+                name: name.to_string(),
+                role,
+                secret: secret.to_string(),
+            })
+        })
+        .collect();
+        let mut problems = Vec::new();
+        for t in declared {
+            let var = token_secret_var(&t.name);
+            match self.non_empty(&var) {
+                Some(secret) => out.push(RestToken {
+                    name: t.name.clone(),
+                    role: t.role,
+                    secret: secret.to_string(),
+                }),
+                None => problems.push(format!(
+                    "token {} has no secret: set {var} in the environment or the secrets file",
+                    t.name
+                )),
+            }
+        }
+        for (i, a) in out.iter().enumerate() {
+            if let Some(b) = out[i + 1..].iter().find(|b| b.secret == a.secret) {
+                problems.push(format!(
+                    "tokens {} and {} have the same secret: give each its own",
+                    a.name, b.name
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(Error::Secrets(problems.join("; ")))
         }
     }
 
@@ -284,5 +416,105 @@ pub fn token_key_path(catalog_url: &str, base_dir: &Path) -> PathBuf {
     match catalog_url.strip_prefix("sqlite://") {
         Some(p) => PathBuf::from(format!("{p}.token-key")),
         None => base_dir.join("data/token.key"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn secrets(pairs: &[(&str, &str)]) -> Secrets {
+        Secrets {
+            values: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn credential(name: &str, key: &str) -> CredentialConfig {
+        CredentialConfig {
+            name: name.into(),
+            access_key_id: key.into(),
+            buckets: BucketScope::Only(vec!["user-data".into()]),
+            access: Access::Read,
+            span: 0..0,
+        }
+    }
+
+    #[test]
+    fn declared_credentials_take_their_secret_by_name() {
+        let s = secrets(&[
+            (S3_ACCESS_KEY_VAR, "AKDEFAULT"),
+            (S3_SECRET_KEY_VAR, "s1"),
+            ("DOMICILE_CREDENTIAL_APP_EU_SECRET", "s2"),
+        ]);
+        let all = s.s3_credentials(&[credential("app-eu", "AKEU")]).unwrap();
+        let names: Vec<_> = all.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["default", "app-eu"]);
+        assert_eq!(all[0].buckets, BucketScope::All);
+        assert_eq!(all[0].access, Access::ReadWrite);
+        assert_eq!(
+            (all[1].secret.as_str(), all[1].access),
+            ("s2", Access::Read)
+        );
+        assert!(!format!("{all:?}").contains("s2"), "Debug shows no secret");
+    }
+
+    #[test]
+    fn a_missing_secret_or_a_shared_key_is_refused_all_at_once() {
+        let s = secrets(&[
+            (S3_ACCESS_KEY_VAR, "AKDEFAULT"),
+            (S3_SECRET_KEY_VAR, "s1"),
+            ("DOMICILE_CREDENTIAL_B_SECRET", ""),
+        ]);
+        let e = s
+            .s3_credentials(&[
+                credential("a", "AKA"),
+                credential("b", "AKB"),
+                credential("c", "AKDEFAULT"),
+            ])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("credential a has no secret: set DOMICILE_CREDENTIAL_A_SECRET"),
+            "{e}"
+        );
+        assert!(e.contains("credential b has no secret"), "{e}");
+        assert!(e.contains("credential c's access_key_id is also"), "{e}");
+    }
+
+    #[test]
+    fn tokens_have_names_and_roles() {
+        let s = secrets(&[
+            (ADMIN_TOKEN_VAR, "t-admin"),
+            ("DOMICILE_REST_TOKEN_DPO", "t-dpo"),
+            ("DOMICILE_REST_TOKEN_OPS_1", "t-admin"),
+        ]);
+        let declared = |name: &str, role| TokenConfig {
+            name: name.into(),
+            role,
+            span: 0..0,
+        };
+        let ok = s.rest_tokens(&[declared("dpo", Role::Legal)]).unwrap();
+        let got: Vec<_> = ok.iter().map(|t| (t.name.as_str(), t.role)).collect();
+        assert_eq!(got, [("admin", Role::Admin), ("dpo", Role::Legal)]);
+        let e = s
+            .rest_tokens(&[
+                declared("ops-1", Role::Operator),
+                declared("gone", Role::Auditor),
+            ])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tokens admin and ops-1 have the same secret"),
+            "{e}"
+        );
+        assert!(
+            e.contains("token gone has no secret: set DOMICILE_REST_TOKEN_GONE"),
+            "{e}"
+        );
+        assert!(!e.contains("t-admin"), "no secret in the message: {e}");
     }
 }

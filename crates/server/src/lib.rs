@@ -5,10 +5,11 @@
 //!
 //! - [`s3`]: the S3 API on `s3s` (SigV4, path-style buckets). Buckets are the
 //!   config's `[[bucket]]`s and each key maps to (subject, category, name);
-//!   one handler per operation, errors mapped to S3 codes that never carry
-//!   internals.
-//! - [`rest`]: the admin API on axum: JSON, bearer tokens with the `admin`
-//!   and `auditor` roles, `/openapi.json`, `/metrics`, `/healthz`.
+//!   credentials scoped to buckets, read or read-write; one handler per
+//!   operation, errors mapped to S3 codes that never carry internals.
+//! - [`rest`]: the admin API on axum: JSON, bearer tokens with a role
+//!   (admin, operator, auditor, legal) checked against one permission
+//!   table, `/openapi.json`, `/metrics`, `/healthz`.
 //! - [`metrics`]: request, byte and error counters per operation and region,
 //!   rendered as Prometheus text.
 //! - [`error`]: why the server could not start or stopped.

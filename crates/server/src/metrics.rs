@@ -1,7 +1,9 @@
 //! A small registry of counters, rendered in the Prometheus text format.
 //!
-//! Labels are operation names, region ids, status codes and S3 error codes:
-//! never a subject, a key or a token, so `/metrics` holds no personal data.
+//! Labels are operation names, region ids, status codes, S3 error codes and
+//! the names of credentials and tokens from the config: never a subject, a
+//! key or a secret, so `/metrics` holds no personal data and nothing that
+//! opens anything.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -20,6 +22,10 @@ const FAMILIES: &[(&str, &str)] = &[
     (
         "domicile_request_errors_total",
         "Requests refused or failed, by API, operation and error code.",
+    ),
+    (
+        "domicile_access_denied_total",
+        "Requests refused for who made them, by API and caller: S3 AccessDenied by credential name, REST 401 and 403 by token name (empty for an unsigned S3 request or a REST request without a known token).",
     ),
     (
         "domicile_bytes_received_total",
@@ -98,6 +104,18 @@ impl Metrics {
         self.add(
             "domicile_request_errors_total",
             &[("api", api), ("op", op), ("code", code)],
+            1,
+        );
+    }
+
+    /// One request refused for its caller: on the S3 API by credential
+    /// name (`credential`), on the REST API by token name (`token`). The
+    /// name is a configured one or empty, never what the request sent.
+    pub fn access_denied(&self, api: &str, name: &str) {
+        let who = if api == "s3" { "credential" } else { "token" };
+        self.add(
+            "domicile_access_denied_total",
+            &[("api", api), (who, name)],
             1,
         );
     }
@@ -200,6 +218,20 @@ mod tests {
             ),
             2
         );
+    }
+
+    #[test]
+    fn access_refusals_are_counted_by_name() {
+        let m = Metrics::new();
+        m.access_denied("s3", "app-eu");
+        m.access_denied("s3", "app-eu");
+        m.access_denied("rest", "dpo");
+        let text = m.render();
+        assert!(
+            text.contains("domicile_access_denied_total{api=\"s3\",credential=\"app-eu\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("domicile_access_denied_total{api=\"rest\",token=\"dpo\"} 1"));
     }
 
     #[test]

@@ -445,3 +445,57 @@ pub fn assert_no_personal_data(d: &Deployment, log: &str, needles: &[&str]) {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Other credentials, and the server's memory
+// ---------------------------------------------------------------------------
+
+/// [`client`] signing with another credential (access key id, secret).
+pub fn client_as(program: &str, home: &Path, (key, secret): (&str, &str)) -> Command {
+    let mut c = client(program, home);
+    c.env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret);
+    c
+}
+
+/// [`aws`] signing with another credential.
+pub fn aws_as(srv: &Server, home: &Path, credential: (&str, &str), args: &[&str]) -> Output {
+    let mut c = client_as("aws", home, credential);
+    c.args(["--endpoint-url", &srv.s3]).args(args);
+    run(c, &format!("aws {}", args.join(" ")))
+}
+
+/// [`python`] signing with another credential.
+pub fn python_as(srv: &Server, home: &Path, credential: (&str, &str), script: &str) -> String {
+    python(
+        srv,
+        home,
+        script,
+        &[
+            ("AWS_ACCESS_KEY_ID", credential.0),
+            ("AWS_SECRET_ACCESS_KEY", credential.1),
+        ],
+    )
+}
+
+/// A counter's value in a `/metrics` text (0 when absent).
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The server process's resident memory now and at its peak, in bytes
+/// (`VmRSS`, `VmHWM` of /proc/PID/status).
+pub fn memory(srv: &Server) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.child.id())).unwrap();
+    let kib = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
+    };
+    (kib("VmRSS:") * 1024, kib("VmHWM:") * 1024)
+}

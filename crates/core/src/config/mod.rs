@@ -3,6 +3,7 @@
 //! Every problem is reported as `FILE:LINE:COL: message`, all at once, and
 //! names what would have been valid.
 
+mod access;
 mod diagnostic;
 mod plan_digest;
 mod raw;
@@ -13,6 +14,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use access::{
+    ADMIN_TOKEN, AUDITOR_TOKEN, Access, BucketScope, CredentialConfig, DEFAULT_CREDENTIAL, Role,
+    TokenConfig,
+};
 pub use diagnostic::{ConfigError, Diagnostic, SourceMap};
 pub use validate::{OTHER_CATEGORY, Unsatisfied, check_satisfiable, requirement_problem};
 
@@ -43,6 +48,10 @@ pub struct Config {
     pub buckets: Vec<Bucket>,
     pub policy: Policy,
     pub reach: Reach,
+    /// The S3 API's `[[credential]]`s (their secrets are in the secrets).
+    pub credentials: Vec<CredentialConfig>,
+    /// The REST API's `[[token]]`s (their secrets are in the secrets).
+    pub tokens: Vec<TokenConfig>,
     /// Source text positions, for later diagnostics about rules.
     pub source: SourceMap,
 }
@@ -391,6 +400,8 @@ impl Builder {
             custodians,
         };
         let buckets = self.buckets(&raw);
+        let credentials = self.credentials(&raw.credentials, &buckets);
+        let tokens = self.tokens(&raw.tokens);
         let policy = Policy {
             rules: raw
                 .rules
@@ -423,6 +434,8 @@ impl Builder {
             buckets,
             policy,
             reach,
+            credentials,
+            tokens,
             source: self.map.clone(),
         })
     }

@@ -24,6 +24,10 @@ pub struct RawConfig {
     pub rules: Vec<S<RawRule>>,
     #[serde(default)]
     pub reach: Vec<S<RawReach>>,
+    #[serde(default, rename = "credential")]
+    pub credentials: Vec<S<super::access::RawCredential>>,
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<S<super::access::RawToken>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,7 +20,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::auth::{Admin, Reader};
 use super::error::ApiError;
 use crate::metrics::gauge;
 
@@ -109,7 +108,6 @@ pub(crate) struct NewSubject {
 }
 
 pub(crate) async fn add_subject(
-    _: Admin,
     State(s): State<Shared>,
     body: Result<Json<NewSubject>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -123,19 +121,11 @@ pub(crate) async fn add_subject(
     ))
 }
 
-pub(crate) async fn show_subject(
-    _: Admin,
-    State(s): State<Shared>,
-    Path(id): Path<String>,
-) -> ApiResult {
+pub(crate) async fn show_subject(State(s): State<Shared>, Path(id): Path<String>) -> ApiResult {
     to_json(&s.engine.show_subject(&subject(&id)?).await?)
 }
 
-pub(crate) async fn erase_subject(
-    _: Admin,
-    State(s): State<Shared>,
-    Path(id): Path<String>,
-) -> ApiResult {
+pub(crate) async fn erase_subject(State(s): State<Shared>, Path(id): Path<String>) -> ApiResult {
     to_json(&s.engine.erase_subject(&subject(&id)?).await?)
 }
 
@@ -180,11 +170,7 @@ fn citations<'a>(rows: impl IntoIterator<Item = &'a ExposureRow>) -> Vec<Citatio
         .collect()
 }
 
-pub(crate) async fn plan(
-    _: Admin,
-    State(s): State<Shared>,
-    Query(q): Query<PlanQuery>,
-) -> ApiResult {
+pub(crate) async fn plan(State(s): State<Shared>, Query(q): Query<PlanQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(1000).min(100_000);
     let config = s.engine.file_config().clone();
     let mut moves: Vec<Move> = Vec::new();
@@ -207,11 +193,7 @@ pub(crate) async fn plan(
     Ok(Json(plan_json(&moves, &summary, truncated)))
 }
 
-pub(crate) async fn report(
-    _: Reader,
-    State(s): State<Shared>,
-    Path(kind): Path<String>,
-) -> ApiResult {
+pub(crate) async fn report(State(s): State<Shared>, Path(kind): Path<String>) -> ApiResult {
     let e = &s.engine;
     Ok(Json(match kind.as_str() {
         "residency" => json!({"rows": e.residency().await?}),
@@ -242,7 +224,6 @@ pub(crate) struct NewDemand {
 }
 
 pub(crate) async fn demand(
-    _: Admin,
     State(s): State<Shared>,
     body: Result<Json<NewDemand>, JsonRejection>,
 ) -> ApiResult {
@@ -252,7 +233,7 @@ pub(crate) async fn demand(
     to_json(&s.engine.demand(authority, &id).await?)
 }
 
-pub(crate) async fn verify_ledger(_: Reader, State(s): State<Shared>) -> ApiResult {
+pub(crate) async fn verify_ledger(State(s): State<Shared>) -> ApiResult {
     to_json(&s.engine.verify_ledger().await?)
 }
 
@@ -309,7 +290,6 @@ pub(crate) fn run_in_background(s: &Shared, opts: MigrateOptions) {
 }
 
 pub(crate) async fn start_migration(
-    _: Admin,
     State(s): State<Shared>,
     body: Result<Option<Json<MigrationRun>>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -321,12 +301,11 @@ pub(crate) async fn start_migration(
     Ok((StatusCode::ACCEPTED, to_json(&status)?))
 }
 
-pub(crate) async fn migration_status(_: Admin, State(s): State<Shared>) -> ApiResult {
+pub(crate) async fn migration_status(State(s): State<Shared>) -> ApiResult {
     to_json(&s.engine.migration_status(None).await?)
 }
 
 pub(crate) async fn migration_action(
-    _: Admin,
     State(s): State<Shared>,
     Path(action): Path<String>,
 ) -> ApiResult {

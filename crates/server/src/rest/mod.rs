@@ -1,8 +1,9 @@
-//! The REST admin API, on axum: JSON in and out, with bearer tokens from
-//! the secrets (`DOMICILE_ADMIN_TOKEN`: everything; `DOMICILE_AUDITOR_TOKEN`:
-//! reading reports, the ledger and the policy).
+//! The REST admin API, on axum: JSON in and out, with bearer tokens of four
+//! roles (admin, operator, auditor, legal): the config's `[[token]]`s and
+//! the deployment-wide `DOMICILE_ADMIN_TOKEN` and `DOMICILE_AUDITOR_TOKEN`.
 //!
-//! - `auth`: tokens, roles and the extractors that demand them.
+//! - `auth`: tokens, roles, [`PERMISSIONS`] (the one table of who may call
+//!   each route) and the middleware that applies it before any handler.
 //! - `error`: engine errors → HTTP status and a JSON body.
 //! - `handlers`: one handler per endpoint.
 //! - `policy`: the policy versions: the active one, the history, applying.
@@ -26,18 +27,19 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use domicile_engine::Engine;
+use domicile_core::Config;
+use domicile_engine::{Engine, RestToken, Secrets};
 
 use crate::ServerOptions;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
-pub use auth::{ADMIN_TOKEN_VAR, AUDITOR_TOKEN_VAR};
+pub use auth::{ADMIN_TOKEN_VAR, AUDITOR_TOKEN_VAR, Allow, Caller, PERMISSIONS, Permission, Role};
 
 /// What every handler shares.
 pub(crate) struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
-    pub tokens: auth::Tokens,
     /// The migration run this server started, if it is still going.
     pub migration: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -50,18 +52,35 @@ impl std::fmt::Debug for AppState {
 
 pub(crate) type Shared = Arc<AppState>;
 
-/// The admin API's routes, limits and counters.
+/// The REST API's tokens: the config's `[[token]]`s with their secrets,
+/// and the deployment-wide ones. Fails if a declared token has no secret or
+/// two tokens share one.
+pub fn tokens(config: &Config, secrets: &Secrets) -> Result<Vec<RestToken>> {
+    secrets
+        .rest_tokens(&config.tokens)
+        .map_err(|e| Error::Secrets(e.to_string()))
+}
+
+/// The admin API's routes, limits and counters. `serve` checks
+/// [`tokens`] before it starts; if they are wrong here all the same, no
+/// token is accepted (fail closed).
 pub fn router(engine: Arc<Engine>, metrics: Arc<Metrics>, options: &ServerOptions) -> Router {
-    let tokens = auth::Tokens::of(engine.api_tokens());
+    let tokens = auth::Tokens::of(engine.rest_tokens().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the REST API's tokens are unusable: none is accepted");
+        Vec::new()
+    }));
     if !tokens.any() {
         tracing::warn!(
-            "no {ADMIN_TOKEN_VAR} or {AUDITOR_TOKEN_VAR} in the secrets: every protected REST endpoint will answer 401"
+            "no [[token]], {ADMIN_TOKEN_VAR} or {AUDITOR_TOKEN_VAR}: every protected REST endpoint will answer 401"
         );
     }
+    let gate = auth::Gate {
+        tokens: Arc::new(tokens),
+        metrics: metrics.clone(),
+    };
     let state: Shared = Arc::new(AppState {
         engine,
         metrics: metrics.clone(),
-        tokens,
         migration: Mutex::new(None),
     });
     Router::new()
@@ -85,6 +104,7 @@ pub fn router(engine: Arc<Engine>, metrics: Arc<Metrics>, options: &ServerOption
             "/v1/migrations/current/{action}",
             post(handlers::migration_action),
         )
+        .route_layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
         .route_layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             count_operations,

@@ -44,7 +44,7 @@ fn errors(codes: &[&str]) -> Value {
         let d = match *c {
             "400" => "Bad input; nothing was changed.",
             "401" => "No bearer token, or not a valid one.",
-            "403" => "The token's role may not do this (auditor).",
+            "403" => "The token's role may not do this (see `x-roles`).",
             "404" => "Not found (or the subject is not registered).",
             "409" => "Conflicts with the current state.",
             "503" => "Busy or timed out; retry.",
@@ -84,6 +84,26 @@ fn body(schema: Value) -> Value {
     json!({"required": true, "content": {"application/json": {"schema": schema}}})
 }
 
+/// Each operation's roles from the permission table (`x-roles`, and in
+/// its summary), so the document cannot say otherwise than the server
+/// does.
+fn with_roles(doc: &mut Value) {
+    for p in super::auth::PERMISSIONS {
+        let op = &mut doc["paths"][p.path][p.method.to_ascii_lowercase()];
+        let super::auth::Allow::Roles(roles) = p.allow else {
+            continue;
+        };
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        op["x-roles"] = json!(names);
+        if let Some(summary) = op["summary"].as_str() {
+            let summary = summary
+                .replace(" (admin or auditor)", "")
+                .replace(" (admin)", "");
+            op["summary"] = json!(format!("{summary} Roles: {}.", names.join(", ")));
+        }
+    }
+}
+
 /// The whole document.
 pub(crate) fn document() -> Value {
     let s = |t: &str| json!({"type": t});
@@ -91,12 +111,12 @@ pub(crate) fn document() -> Value {
     let admin_errors = errors(&["400", "401", "403", "503"]);
     let reader_errors = errors(&["401", "503"]);
     let subject_id = path_param("id", "The subject's id.", None);
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "domicile admin API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Subjects, plans, migrations, reports, demands and ledger verification. Bearer tokens: `admin` (DOMICILE_ADMIN_TOKEN) may do everything; `auditor` (DOMICILE_AUDITOR_TOKEN) may only read reports and verify the ledger. JSON shapes are those of the CLI's `--format json`."
+            "description": "Subjects, plans, migrations, reports, demands and ledger verification. Bearer tokens have a role: admin, operator, auditor or legal; each operation's `x-roles` lists the roles that may call it (docs/s3-access.md). JSON shapes are those of the CLI's `--format json`."
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -217,7 +237,9 @@ pub(crate) fn document() -> Value {
                 "MigrationStatus": obj(json!({"job": s("integer"), "state": {"type": "string", "enum": ["planning", "running", "paused", "cancelled", "done"]}, "units": s("integer"), "done": s("integer"), "committed": s("integer"), "in_flight": s("integer"), "pending": s("integer"), "failed": s("integer"), "cancelled": s("integer"), "bytes_total": s("integer"), "bytes_moved": s("integer"), "rate": s("number"), "eta_seconds": {"type": "number", "nullable": true}}), &["job", "state", "units", "bytes_total", "bytes_moved"])
             }
         }
-    })
+    });
+    with_roles(&mut doc);
+    doc
 }
 
 #[cfg(test)]
@@ -242,5 +264,15 @@ mod tests {
             })
             .unwrap_or(0);
         assert_eq!(documented, ROUTES.len(), "a documented route is not served");
+        for p in super::super::auth::PERMISSIONS {
+            let op = &doc["paths"][p.path][p.method.to_ascii_lowercase()];
+            assert!(op.is_object(), "{} {} has no document", p.method, p.path);
+            let summary = op["summary"].as_str().unwrap_or_default();
+            assert!(!summary.contains("(admin"), "{summary}");
+        }
+        assert_eq!(
+            doc["paths"]["/v1/demands"]["post"]["x-roles"],
+            json!(["admin", "legal"])
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! The policy as catalog state: the active version and its history
-//! (readers), and applying a new one (admin), which every server and worker
-//! then acts on.
+//! The policy as catalog state: the active version and its history, and
+//! applying a new one, which every server and worker then acts on (who may
+//! do which: `auth::PERMISSIONS`).
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -11,12 +11,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::auth::{Admin, Reader};
 use super::error::ApiError;
 use super::handlers::{ApiResult, run_in_background, to_json};
 
 /// `GET /v1/policy`: the active version.
-pub(crate) async fn show(_: Reader, State(s): State<Shared>) -> ApiResult {
+pub(crate) async fn show(State(s): State<Shared>) -> ApiResult {
     match s.engine.active_policy().await? {
         Some(v) => to_json(&v),
         None => Ok(Json(
@@ -26,7 +25,7 @@ pub(crate) async fn show(_: Reader, State(s): State<Shared>) -> ApiResult {
 }
 
 /// `GET /v1/policy/history`: every applied version, oldest first.
-pub(crate) async fn history(_: Reader, State(s): State<Shared>) -> ApiResult {
+pub(crate) async fn history(State(s): State<Shared>) -> ApiResult {
     let versions = s.engine.policy_history().await?;
     Ok(Json(json!({"versions": versions})))
 }
@@ -41,7 +40,6 @@ pub(crate) struct ApplyQuery {
 /// `POST /v1/policy`: the body is a config file's text; its rules and reach
 /// become the next version, unless they are the active one already.
 pub(crate) async fn apply(
-    _: Admin,
     State(s): State<Shared>,
     Query(q): Query<ApplyQuery>,
     body: String,

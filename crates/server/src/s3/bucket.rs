@@ -1,12 +1,14 @@
 //! Bucket operations. Buckets are the config's `[[bucket]]`s: they exist
 //! as long as the config names them, so CreateBucket only acknowledges a
 //! configured bucket (tools such as rclone create the bucket before
-//! copying) and refuses any other name.
+//! copying) and refuses any other name. ListBuckets shows the caller's
+//! buckets only.
 
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::S3Api;
+use super::access::Caller;
 use super::error::s3;
 
 impl S3Api {
@@ -20,14 +22,17 @@ impl S3Api {
 
     pub(crate) async fn list_buckets_op(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         let created = Timestamp::from(self.started);
+        // The access check put the caller there; without one, no bucket.
+        let caller = req.extensions.get::<Caller>();
         let buckets = self
             .engine
             .file_config()
             .buckets
             .iter()
+            .filter(|b| caller.is_some_and(|c| c.reaches(&b.name)))
             .map(|b| Bucket {
                 name: Some(b.name.clone()),
                 creation_date: Some(created.clone()),

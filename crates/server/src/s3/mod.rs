@@ -14,7 +14,13 @@
 //!   the same subject and category.
 //! - `bucket`: HeadBucket, ListBuckets, CreateBucket, GetBucketLocation.
 //! - `error`: engine errors → S3 codes, internals never sent.
+//! - `access`: the credentials (`[[credential]]`s and the deployment-wide
+//!   one): SigV4 secrets for s3s, and each request's bucket scope and
+//!   access level checked before its input is read; the [`Caller`].
+//! - `refuse`: what is refused before s3s reads anything: POST object
+//!   forms, SigV2, presigned URLs valid for more than a week.
 
+mod access;
 mod body;
 mod bucket;
 mod error;
@@ -22,6 +28,7 @@ mod keys;
 mod list;
 mod multipart;
 mod object;
+mod refuse;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +40,8 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use domicile_engine::{Engine, Secrets};
+use domicile_core::Config;
+use domicile_engine::{Engine, S3Credential, Secrets};
 use s3s::dto::*;
 use s3s::service::S3ServiceBuilder;
 use s3s::{S3, S3Request, S3Response, S3Result};
@@ -42,10 +50,12 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::{ServerOptions, rest};
 
-/// The secrets that hold the S3 API's credential.
+pub use access::Caller;
+/// The secrets that hold the S3 API's deployment-wide credential.
 pub use domicile_engine::secrets::{
     S3_ACCESS_KEY_VAR as ACCESS_KEY_VAR, S3_SECRET_KEY_VAR as SECRET_KEY_VAR,
 };
+pub use refuse::MAX_PRESIGNED_EXPIRES;
 
 /// Answers S3 operations through the engine.
 pub struct S3Api {
@@ -65,13 +75,15 @@ impl std::fmt::Debug for S3Api {
 }
 
 impl S3Api {
-    /// Counts the outcome of one operation.
+    /// Runs one operation as `actor` (its ledger entries name it) and
+    /// counts its outcome.
     async fn observe<T>(
         &self,
         op: &'static str,
+        actor: String,
         fut: impl Future<Output = S3Result<T>>,
     ) -> S3Result<T> {
-        let r = fut.await;
+        let r = domicile_engine::actor::acting_as(actor, fut).await;
         match &r {
             Ok(_) => self.metrics.request("s3", op, 200),
             Err(e) => {
@@ -85,20 +97,44 @@ impl S3Api {
     }
 }
 
-/// The S3 API's credential (access key id, secret), from the secrets.
-pub fn credential(secrets: &Secrets) -> Result<(&str, &str)> {
-    secrets.s3_credential().ok_or(Error::MissingS3Credentials)
+/// The actor of a request, for the ledger: `s3:` and the name of the
+/// credential that signed it (the access check put it in the extensions).
+fn actor_of<T>(req: &S3Request<T>) -> String {
+    match req.extensions.get::<Caller>() {
+        Some(c) => format!("s3:{}", c.name),
+        None => "s3:anonymous".to_string(),
+    }
 }
 
-/// The S3 API as an axum router, with SigV4 checked against the secrets'
-/// credential. Refuses to build without one.
+/// The S3 API's credentials: the config's `[[credential]]`s with their
+/// secrets, and the deployment-wide one. Fails if a declared credential
+/// has no secret, or if there is no credential at all: the S3 API never
+/// runs unauthenticated.
+pub fn credentials(config: &Config, secrets: &Secrets) -> Result<Vec<S3Credential>> {
+    let all = secrets
+        .s3_credentials(&config.credentials)
+        .map_err(|e| Error::Secrets(e.to_string()))?;
+    if all.is_empty() {
+        return Err(Error::MissingS3Credentials);
+    }
+    Ok(all)
+}
+
+/// The S3 API as an axum router: SigV4 checked against the credentials,
+/// each request held to its credential's buckets and access, hostile input
+/// refused before it is read. Refuses to build without a credential.
 pub fn router(
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     options: &ServerOptions,
 ) -> Result<Router> {
-    let (access, secret) = engine.s3_credential().ok_or(Error::MissingS3Credentials)?;
-    let auth = s3s::auth::SimpleAuth::from_single(access, secret);
+    let all = engine
+        .s3_credentials()
+        .map_err(|e| Error::Secrets(e.to_string()))?;
+    if all.is_empty() {
+        return Err(Error::MissingS3Credentials);
+    }
+    let credentials = access::Credentials::new(all, metrics.clone());
     let api = S3Api {
         engine: engine.clone(),
         metrics: metrics.clone(),
@@ -107,7 +143,8 @@ pub fn router(
         started: SystemTime::now(),
     };
     let mut builder = S3ServiceBuilder::new(api);
-    builder.set_auth(auth);
+    builder.set_auth(credentials.clone());
+    builder.set_access(credentials);
     let mut config = s3s::config::S3Config::default();
     // The largest XML body is a CompleteMultipartUpload of 10,000 parts.
     config.xml_max_body_size = 2 << 20;
@@ -117,6 +154,10 @@ pub fn router(
     let service = HandleError::new(builder.build(), http_error);
     Ok(Router::new()
         .fallback_service(service)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            refuse::refuse_hostile,
+        ))
         .layer(axum::middleware::from_fn(close_after_refusal))
         .layer(axum::middleware::from_fn_with_state(
             (metrics, "s3"),
@@ -152,77 +193,87 @@ impl S3 for S3Api {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        self.observe("PutObject", self.put(req)).await
+        self.observe("PutObject", actor_of(&req), self.put(req))
+            .await
     }
 
     async fn get_object(
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        self.observe("GetObject", self.get(req)).await
+        self.observe("GetObject", actor_of(&req), self.get(req))
+            .await
     }
 
     async fn head_object(
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        self.observe("HeadObject", self.head(req)).await
+        self.observe("HeadObject", actor_of(&req), self.head(req))
+            .await
     }
 
     async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        self.observe("DeleteObject", self.delete(req)).await
+        self.observe("DeleteObject", actor_of(&req), self.delete(req))
+            .await
     }
 
     async fn delete_objects(
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        self.observe("DeleteObjects", self.delete_many(req)).await
+        self.observe("DeleteObjects", actor_of(&req), self.delete_many(req))
+            .await
     }
 
     async fn copy_object(
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
-        self.observe("CopyObject", self.copy(req)).await
+        self.observe("CopyObject", actor_of(&req), self.copy(req))
+            .await
     }
 
     async fn list_objects_v2(
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        self.observe("ListObjectsV2", self.list_v2(req)).await
+        self.observe("ListObjectsV2", actor_of(&req), self.list_v2(req))
+            .await
     }
 
     async fn list_objects(
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        self.observe("ListObjects", self.list_v1(req)).await
+        self.observe("ListObjects", actor_of(&req), self.list_v1(req))
+            .await
     }
 
     async fn head_bucket(
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.observe("HeadBucket", self.head_bucket_op(req)).await
+        self.observe("HeadBucket", actor_of(&req), self.head_bucket_op(req))
+            .await
     }
 
     async fn list_buckets(
         &self,
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        self.observe("ListBuckets", self.list_buckets_op(req)).await
+        self.observe("ListBuckets", actor_of(&req), self.list_buckets_op(req))
+            .await
     }
 
     async fn create_bucket(
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        self.observe("CreateBucket", self.create_bucket_op(req))
+        self.observe("CreateBucket", actor_of(&req), self.create_bucket_op(req))
             .await
     }
 
@@ -230,52 +281,71 @@ impl S3 for S3Api {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.observe("GetBucketLocation", self.bucket_location(req))
-            .await
+        self.observe(
+            "GetBucketLocation",
+            actor_of(&req),
+            self.bucket_location(req),
+        )
+        .await
     }
 
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        self.observe("CreateMultipartUpload", self.create_upload(req))
-            .await
+        self.observe(
+            "CreateMultipartUpload",
+            actor_of(&req),
+            self.create_upload(req),
+        )
+        .await
     }
 
     async fn upload_part(
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        self.observe("UploadPart", self.put_part(req)).await
+        self.observe("UploadPart", actor_of(&req), self.put_part(req))
+            .await
     }
 
     async fn upload_part_copy(
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        self.observe("UploadPartCopy", self.copy_part(req)).await
+        self.observe("UploadPartCopy", actor_of(&req), self.copy_part(req))
+            .await
     }
 
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        self.observe("CompleteMultipartUpload", self.complete_upload(req))
-            .await
+        self.observe(
+            "CompleteMultipartUpload",
+            actor_of(&req),
+            self.complete_upload(req),
+        )
+        .await
     }
 
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        self.observe("AbortMultipartUpload", self.abort_upload(req))
-            .await
+        self.observe(
+            "AbortMultipartUpload",
+            actor_of(&req),
+            self.abort_upload(req),
+        )
+        .await
     }
 
     async fn list_parts(
         &self,
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
-        self.observe("ListParts", self.list_upload_parts(req)).await
+        self.observe("ListParts", actor_of(&req), self.list_upload_parts(req))
+            .await
     }
 }
