@@ -1,7 +1,10 @@
 //! Buckets and keys: a request's bucket must be one of the config's
 //! `[[bucket]]`s, and its key must map, through that bucket's patterns, to
-//! a subject, a category and a valid object name. Names under
-//! [`UPLOAD_PREFIX`] are reserved for multipart uploads in progress.
+//! a subject, a category and a valid object name. The name is stored in
+//! the bucket's namespace, `{bucket}/{name}` ([`Bucket::map_key`]), so one
+//! bucket's requests never reach another bucket's objects, even where both
+//! buckets' patterns reach the same subject. Names under [`UPLOAD_PREFIX`]
+//! (within the bucket) are reserved for multipart uploads in progress.
 
 use domicile_core::bucket::{Bucket, BucketError, MappedKey};
 use domicile_core::ids::MAX_KEY_LEN;
@@ -10,7 +13,8 @@ use s3s::{S3Error, S3ErrorCode, S3Result};
 use super::S3Api;
 use super::error::s3;
 
-/// Where parts of multipart uploads are staged, within the subject.
+/// Where parts of multipart uploads are staged, within the bucket's
+/// namespace of the subject.
 pub(crate) const UPLOAD_PREFIX: &str = ".domicile-mpu/";
 
 pub(crate) fn no_such_bucket() -> S3Error {
@@ -36,10 +40,14 @@ pub(crate) fn map_key(bucket: &Bucket, key: &str) -> S3Result<MappedKey> {
                 bucket.name
             ),
         ),
+        BucketError::NameTooLong { .. } => s3(S3ErrorCode::KeyTooLongError, e.to_string()),
         BucketError::Invalid(e) => s3(S3ErrorCode::InvalidArgument, e.to_string()),
         other => s3(S3ErrorCode::InvalidArgument, other.to_string()),
     })?;
-    if m.name.as_str().starts_with(UPLOAD_PREFIX) {
+    if bucket
+        .name_in_bucket(m.name.as_str())
+        .is_none_or(|name| name.starts_with(UPLOAD_PREFIX))
+    {
         return Err(s3(
             S3ErrorCode::InvalidArgument,
             format!("names under {UPLOAD_PREFIX} are reserved for multipart uploads"),
@@ -104,5 +112,37 @@ mod tests {
         );
         let long = format!("users/u1/{}", "a/".repeat(600));
         assert_eq!(code(map_key(&b, &long)), "KeyTooLongError");
+        // Within S3's 1024 bytes, but not with the bucket's name before it.
+        let long = format!("users/u1/{}zzz", "abc/".repeat(253));
+        assert_eq!(long.len(), MAX_KEY_LEN);
+        assert_eq!(code(map_key(&b, &long)), "KeyTooLongError");
+    }
+
+    #[test]
+    fn keys_are_stored_in_their_bucket_and_listed_back() {
+        let cat = |s: &str| Category::from_str(s).unwrap_or_else(|e| panic!("{e}"));
+        let a = bucket();
+        let b = Bucket::new("archive", "users/{subject}/", cat("archive"), vec![])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ma = map_key(&a, "users/u1/payments/x").unwrap_or_else(|e| panic!("{e:?}"));
+        let mb = map_key(&b, "users/u1/payments/x").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(ma.name.as_str(), "user-data/payments/x");
+        assert_eq!(mb.name.as_str(), "archive/payments/x");
+        assert_eq!(
+            (ma.category.as_str(), mb.category.as_str()),
+            ("payment", "archive")
+        );
+        assert_eq!(ma.subject, mb.subject);
+        // Each stored name maps back to its key through its own bucket only.
+        assert_eq!(
+            a.key_of(&ma.subject, ma.name.as_str()).as_deref(),
+            Some("users/u1/payments/x")
+        );
+        assert_eq!(a.key_of(&mb.subject, mb.name.as_str()), None);
+        assert_eq!(b.key_of(&ma.subject, ma.name.as_str()), None);
+        // A key that spells another bucket's name is still this bucket's.
+        let spelled =
+            map_key(&a, "users/u1/archive/payments/x").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(spelled.name.as_str(), "user-data/archive/payments/x");
     }
 }

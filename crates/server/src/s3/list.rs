@@ -1,7 +1,14 @@
 //! ListObjects and ListObjectsV2.
 //!
-//! Keys are `prefix + subject + suffix + name`, and names are only readable
-//! per subject (they are sealed under the subject's data keys). So:
+//! Keys are `prefix + subject + suffix + name`, where the object is stored
+//! in the subject as `{bucket}/{name}`: a listing shows the objects of its
+//! own bucket only ([`Bucket::key_of`]), never those another bucket (or the
+//! command line) stored in the same subject. Names are only readable per
+//! subject (they are sealed under the subject's data keys, and the catalog
+//! keys them by a keyed hash), so a bucket's objects in a subject are found
+//! by reading the subject's names once and keeping those in the bucket's
+//! namespace; since they all share that prefix, name order is key order.
+//! So:
 //!
 //! - a listing whose prefix lies within one subject's key prefix (such as
 //!   `users/alice/photos/`) lists that subject alone: one catalog read of
@@ -18,6 +25,7 @@
 //! encoded. Multipart parts in progress are never listed.
 //!
 //! [`Engine::subjects_with_objects`]: domicile_engine::Engine::subjects_with_objects
+//! [`Bucket::key_of`]: domicile_core::bucket::Bucket::key_of
 
 use std::str::FromStr;
 
@@ -132,8 +140,14 @@ fn single_subject(bucket: &Bucket, prefix: &str) -> Option<SubjectId> {
         .then_some(id)
 }
 
-fn visible(info: &ObjectInfo) -> bool {
-    !info.name.starts_with(UPLOAD_PREFIX)
+/// The key of a subject's object in a listing of this bucket: none for
+/// another bucket's objects and for multipart parts in progress.
+fn listed_key(bucket: &Bucket, subject: &SubjectId, info: &ObjectInfo) -> Option<String> {
+    let name = bucket.name_in_bucket(&info.name)?;
+    if name.starts_with(UPLOAD_PREFIX) {
+        return None;
+    }
+    bucket.key_of(subject, &info.name)
 }
 
 impl S3Api {
@@ -184,8 +198,10 @@ impl S3Api {
                 Err(domicile_engine::Error::NotRegistered) => continue,
                 Err(e) => return Err(from_engine(op, e)),
             };
-            for info in objects.into_iter().filter(visible) {
-                let key = format!("{sp}{}", info.name);
+            for info in objects {
+                let Some(key) = listed_key(bucket, &id, &info) else {
+                    continue;
+                };
                 if let Step::Full = c.offer(key, info) {
                     return Ok(c.finish());
                 }
@@ -422,6 +438,28 @@ mod tests {
         let q = query(None, Some(String::new()), None, None).unwrap_or_else(|e| panic!("{e:?}"));
         assert!(q.delimiter.is_none());
         assert_eq!(q.max_keys, 1000);
+    }
+
+    #[test]
+    fn lists_its_own_bucket_only() {
+        let cat =
+            |s: &str| domicile_core::ids::Category::from_str(s).unwrap_or_else(|e| panic!("{e}"));
+        let bucket = |name: &str| {
+            Bucket::new(name, "users/{subject}/", cat("profile"), vec![])
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (a, b) = (bucket("user-data"), bucket("archive"));
+        let u1 = SubjectId::from_str("u1").unwrap_or_else(|e| panic!("{e}"));
+        let key = |bk: &Bucket, name: &str| listed_key(bk, &u1, &info(name));
+        assert_eq!(key(&a, "user-data/x").as_deref(), Some("users/u1/x"));
+        assert_eq!(key(&b, "user-data/x"), None);
+        assert_eq!(key(&b, "archive/d/y").as_deref(), Some("users/u1/d/y"));
+        // The command line's names and names from before buckets were
+        // namespaces are in no bucket; parts in progress are hidden.
+        assert_eq!(key(&a, "x"), None);
+        assert_eq!(key(&a, "user-data2/x"), None);
+        assert_eq!(key(&a, "user-data/.domicile-mpu/0123/00001"), None);
+        assert_eq!(key(&a, ".domicile-mpu/0123/00001"), None);
     }
 
     #[test]
