@@ -5,9 +5,20 @@
 //! bucket's requests never reach another bucket's objects, even where both
 //! buckets' patterns reach the same subject. Names under [`UPLOAD_PREFIX`]
 //! (within the bucket) are reserved for multipart uploads in progress.
+//!
+//! Objects the S3 API stored before buckets were namespaces have names
+//! without a bucket. Such a name stays reachable through the one bucket
+//! that can have written it ([`legacy_owner`]): the bucket whose mapping
+//! gives the object's name the category it is stored in, when no other
+//! bucket's does, and when the name's first segment is no bucket's name
+//! (which would make it a namespaced name). Reads fall back to it when the
+//! namespaced name holds nothing, listings show it, and a write or a delete
+//! of its key retires it.
 
 use domicile_core::bucket::{Bucket, BucketError, MappedKey};
-use domicile_core::ids::MAX_KEY_LEN;
+use std::str::FromStr;
+
+use domicile_core::ids::{MAX_KEY_LEN, ObjectKey};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
 use super::S3Api;
@@ -56,7 +67,48 @@ pub(crate) fn map_key(bucket: &Bucket, key: &str) -> S3Result<MappedKey> {
     Ok(m)
 }
 
+/// The bucket an object stored without a bucket in its name (before
+/// buckets were namespaces) belongs to, if exactly one can have written
+/// it: the one whose mapping gives `name` the object's `category`. None
+/// for names whose first segment is a bucket's name (those are namespaced
+/// names) and for multipart staging.
+pub(crate) fn legacy_owner<'b>(
+    buckets: &'b [Bucket],
+    name: &str,
+    category: &str,
+) -> Option<&'b Bucket> {
+    if name.starts_with(UPLOAD_PREFIX) {
+        return None;
+    }
+    let first = name.split('/').next().unwrap_or_default();
+    if buckets.iter().any(|b| b.name == first) {
+        return None;
+    }
+    let mut owners = buckets
+        .iter()
+        .filter(|b| b.category_of(name).as_str() == category);
+    match (owners.next(), owners.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
+    }
+}
+
 impl S3Api {
+    /// The name a key's object had before buckets were namespaces, when
+    /// only this bucket can have written it.
+    pub(crate) fn legacy_name(&self, bucket: &Bucket, target: &MappedKey) -> Option<ObjectKey> {
+        let name = bucket.name_in_bucket(target.name.as_str())?;
+        let owner = legacy_owner(
+            &self.engine.file_config().buckets,
+            name,
+            target.category.as_str(),
+        )?;
+        if owner.name != bucket.name {
+            return None;
+        }
+        ObjectKey::from_str(name).ok()
+    }
+
     /// The configured bucket of this name.
     pub(crate) fn bucket(&self, name: &str) -> S3Result<&Bucket> {
         self.engine
@@ -116,6 +168,33 @@ mod tests {
         let long = format!("users/u1/{}zzz", "abc/".repeat(253));
         assert_eq!(long.len(), MAX_KEY_LEN);
         assert_eq!(code(map_key(&b, &long)), "KeyTooLongError");
+    }
+
+    #[test]
+    fn names_from_before_namespaces_belong_to_the_one_bucket_that_could_write_them() {
+        let cat = |s: &str| Category::from_str(s).unwrap_or_else(|e| panic!("{e}"));
+        let archive = Bucket::new("archive", "archive/{subject}/", cat("archive"), vec![])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let buckets = [bucket(), archive];
+        let owner = |name: &str, category: &str| {
+            legacy_owner(&buckets, name, category).map(|b| b.name.as_str())
+        };
+        assert_eq!(owner("old.txt", "archive"), Some("archive"));
+        assert_eq!(owner("old.txt", "profile"), Some("user-data"));
+        assert_eq!(owner("payments/card", "payment"), Some("user-data"));
+        // A category no bucket gives that name: written by the command line.
+        assert_eq!(owner("payments/card", "profile"), None);
+        assert_eq!(owner("old.txt", "payment"), None);
+        // A bucket's name first: a namespaced name, not a legacy one.
+        assert_eq!(owner("archive/old.txt", "archive"), None);
+        assert_eq!(owner("user-data/x", "profile"), None);
+        assert_eq!(owner(".domicile-mpu/0a/upload", "profile"), None);
+        // Two buckets that give the same category: no single owner.
+        let twin = Bucket::new("twin", "twin/{subject}/", cat("archive"), vec![])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let buckets = [buckets[0].clone(), buckets[1].clone(), twin];
+        assert!(legacy_owner(&buckets, "old.txt", "archive").is_none());
+        assert!(legacy_owner(&buckets, "old.txt", "profile").is_some());
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! [`Engine::subjects_with_objects`]: domicile_engine::Engine::subjects_with_objects
 //! [`Bucket::key_of`]: domicile_core::bucket::Bucket::key_of
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use domicile_core::bucket::Bucket;
@@ -37,7 +38,7 @@ use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::S3Api;
 use super::error::{from_engine, s3};
-use super::keys::UPLOAD_PREFIX;
+use super::keys::{UPLOAD_PREFIX, legacy_owner};
 use super::object::{etag, timestamp};
 
 /// Largest page, as in S3.
@@ -140,14 +141,35 @@ fn single_subject(bucket: &Bucket, prefix: &str) -> Option<SubjectId> {
         .then_some(id)
 }
 
-/// The key of a subject's object in a listing of this bucket: none for
-/// another bucket's objects and for multipart parts in progress.
-fn listed_key(bucket: &Bucket, subject: &SubjectId, info: &ObjectInfo) -> Option<String> {
-    let name = bucket.name_in_bucket(&info.name)?;
-    if name.starts_with(UPLOAD_PREFIX) {
-        return None;
+/// How a subject's object shows in a listing of a bucket.
+#[derive(Debug, PartialEq, Eq)]
+enum Listed {
+    /// Stored in the bucket's namespace, under this key.
+    Own(String),
+    /// Stored before buckets were namespaces, by this bucket alone
+    /// ([`legacy_owner`]): under this key, unless the namespaced name of
+    /// the same key exists too.
+    Legacy(String),
+}
+
+/// The key of a subject's object in a listing of `bucket`: none for other
+/// buckets' objects, for the command line's and for multipart parts in
+/// progress.
+fn listed_key(
+    buckets: &[Bucket],
+    bucket: &Bucket,
+    subject: &SubjectId,
+    info: &ObjectInfo,
+) -> Option<Listed> {
+    match bucket.name_in_bucket(&info.name) {
+        Some(name) if name.starts_with(UPLOAD_PREFIX) => None,
+        Some(_) => bucket.key_of(subject, &info.name).map(Listed::Own),
+        None => {
+            let owner = legacy_owner(buckets, &info.name, &info.category)?;
+            (owner.name == bucket.name)
+                .then(|| Listed::Legacy(format!("{}{}", bucket.subject_prefix(subject), info.name)))
+        }
     }
-    bucket.key_of(subject, &info.name)
 }
 
 impl S3Api {
@@ -198,10 +220,22 @@ impl S3Api {
                 Err(domicile_engine::Error::NotRegistered) => continue,
                 Err(e) => return Err(from_engine(op, e)),
             };
+            let buckets = &self.engine.file_config().buckets;
+            // Old names interleave with namespaced ones: order by key, the
+            // namespaced object winning where a key has both.
+            let mut keyed: BTreeMap<String, ObjectInfo> = BTreeMap::new();
             for info in objects {
-                let Some(key) = listed_key(bucket, &id, &info) else {
-                    continue;
-                };
+                match listed_key(buckets, bucket, &id, &info) {
+                    Some(Listed::Own(key)) => {
+                        keyed.insert(key, info);
+                    }
+                    Some(Listed::Legacy(key)) => {
+                        keyed.entry(key).or_insert(info);
+                    }
+                    None => {}
+                }
+            }
+            for (key, info) in keyed {
                 if let Step::Full = c.offer(key, info) {
                     return Ok(c.finish());
                 }
@@ -449,17 +483,28 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"))
         };
         let (a, b) = (bucket("user-data"), bucket("archive"));
+        let both = [a.clone(), b.clone()];
         let u1 = SubjectId::from_str("u1").unwrap_or_else(|e| panic!("{e}"));
-        let key = |bk: &Bucket, name: &str| listed_key(bk, &u1, &info(name));
-        assert_eq!(key(&a, "user-data/x").as_deref(), Some("users/u1/x"));
+        let key = |bk: &Bucket, name: &str| listed_key(&both, bk, &u1, &info(name));
+        let own = |k: &str| Some(Listed::Own(k.into()));
+        assert_eq!(key(&a, "user-data/x"), own("users/u1/x"));
         assert_eq!(key(&b, "user-data/x"), None);
-        assert_eq!(key(&b, "archive/d/y").as_deref(), Some("users/u1/d/y"));
-        // The command line's names and names from before buckets were
-        // namespaces are in no bucket; parts in progress are hidden.
+        assert_eq!(key(&b, "archive/d/y"), own("users/u1/d/y"));
+        // Names without a bucket that both buckets could have written (the
+        // same category): in neither. Parts in progress are hidden.
         assert_eq!(key(&a, "x"), None);
+        assert_eq!(key(&b, "x"), None);
         assert_eq!(key(&a, "user-data2/x"), None);
         assert_eq!(key(&a, "user-data/.domicile-mpu/0123/00001"), None);
         assert_eq!(key(&a, ".domicile-mpu/0123/00001"), None);
+        // With one bucket alone able to write it, an old name is that
+        // bucket's.
+        let one = [a.clone()];
+        assert_eq!(
+            listed_key(&one, &a, &u1, &info("x")),
+            Some(Listed::Legacy("users/u1/x".into()))
+        );
+        assert_eq!(listed_key(&one, &b, &u1, &info("x")), None);
     }
 
     #[test]

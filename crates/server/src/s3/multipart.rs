@@ -263,9 +263,12 @@ impl S3Api {
         let (bucket, target) = self.target(&input.bucket, &input.key)?;
         check_part_number(input.part_number)?;
         let (src_bucket, src_key) = copy_source(&input.copy_source)?;
-        let (_, source) = self.target(&src_bucket, &src_key)?;
+        let (src, source) = self.target(&src_bucket, &src_key)?;
         self.marker(OP, bucket, &target, &input.upload_id).await?;
-        let info = self.info(OP, &source).await?.ok_or_else(no_such_key)?;
+        let (src_name, info) = self
+            .lookup(OP, src, &source)
+            .await?
+            .ok_or_else(no_such_key)?;
         let conditions = Conditions {
             if_match: input.copy_source_if_match,
             if_none_match: input.copy_source_if_none_match,
@@ -292,7 +295,7 @@ impl S3Api {
         }
         let (_, stream) = self
             .engine
-            .get(&source.subject, &source.name, range)
+            .get(&source.subject, &src_name, range)
             .await
             .map_err(|e| from_engine(OP, e))?;
         let reader =
@@ -435,6 +438,7 @@ impl S3Api {
         let metrics = self.metrics.clone();
         let id = input.upload_id.clone();
         let (bucket_name, key) = (input.bucket.clone(), input.key.clone());
+        let legacy = self.legacy_name(bucket, &target);
         let bucket = bucket.clone();
         // The assembly runs in a task of its own: a client that goes away
         // does not leave it half done.
@@ -465,6 +469,15 @@ impl S3Api {
                 .map_err(|e| from_engine(OP, e))?;
             for region in &receipt.regions {
                 metrics.bytes_in(OP, region, receipt.size);
+            }
+            // The key's object from before bucket namespaces, if any, is
+            // replaced (as PutObject does it).
+            if let Some(old) = legacy
+                && let Ok(info) = engine.head(&target.subject, &old).await
+                && info.category == target.category.as_str()
+                && let Err(e) = engine.delete(&target.subject, &old).await
+            {
+                tracing::warn!(op = OP, error = %e, "the key's object from before bucket namespaces was not deleted");
             }
             // The object is committed: the staged copies are garbage now.
             for &n in &order {
