@@ -22,7 +22,10 @@
 //!
 //! An empty `delimiter=` means no delimiter (rclone sends one). The
 //! continuation token is the last key or common prefix returned, hex
-//! encoded. Multipart parts in progress are never listed.
+//! encoded. Multipart parts in progress are never listed. Names stored
+//! before buckets were namespaces are listed through the one bucket that
+//! can have written them ([`legacy_owner`]), in key order among the
+//! bucket's own; where a key has both, the namespaced object is listed.
 //!
 //! [`Engine::subjects_with_objects`]: domicile_engine::Engine::subjects_with_objects
 //! [`Bucket::key_of`]: domicile_core::bucket::Bucket::key_of
