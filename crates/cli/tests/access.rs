@@ -328,6 +328,9 @@ fn each_bucket_is_a_namespace_though_two_reach_one_subject() {
         &d,
         &["put", "zq-ns", "retired.txt", old, "--category", "archive"],
     );
+    // A name in a bucket's namespace is that bucket's object, with its
+    // category from that bucket's mapping.
+    cli(&d, &["put", "zq-ns", "archive/by-cli.txt", old]);
     let srv = Server::start_with(&d, None, SECRETS);
     let script = format!(
         r#"{ATTEMPTS}
@@ -387,6 +390,8 @@ attempt("user_m", lambda: read(default, "user-data", "users/zq-ns/m.txt"))
 attempt("user_deep", lambda: read(default, "user-data", "users/zq-ns/deep/a.txt"))
 # Old names: read, ranged, copied through the one bucket that could write them.
 attempt("was_archived", lambda: read(default, "archive", "archive/zq-ns/was-archived.txt"))
+attempt("by_cli", lambda: read(default, "archive", "archive/zq-ns/by-cli.txt"))
+attempt("by_cli_through_user_data", lambda: app.get_object(Bucket="user-data", Key="users/zq-ns/by-cli.txt"))
 attempt("was_archived_range", lambda: default.get_object(Bucket="archive", Key="archive/zq-ns/was-archived.txt", Range="bytes=5-10")["Body"].read().decode())
 attempt("was_profile", lambda: read(app, "user-data", "users/zq-ns/was-profile.txt"))
 attempt("was_profile_in_archive", lambda: default.head_object(Bucket="archive", Key="archive/zq-ns/was-profile.txt"))
@@ -404,6 +409,7 @@ print(json.dumps(out))
     );
     let out: Value = serde_json::from_str(python(&srv, home, &script, &[]).trim()).unwrap();
     let archive = [
+        "archive/zq-ns/by-cli.txt",
         "archive/zq-ns/deep/a.txt",
         "archive/zq-ns/m.txt",
         "archive/zq-ns/old.txt",
@@ -436,7 +442,7 @@ print(json.dumps(out))
         "archive_keys": archive,
         "archive_pages": archive,
         "archive_delimited": [
-            ["archive/zq-ns/m.txt", "archive/zq-ns/old.txt", "archive/zq-ns/retired.txt", "archive/zq-ns/was-archived.txt"],
+            ["archive/zq-ns/by-cli.txt", "archive/zq-ns/m.txt", "archive/zq-ns/old.txt", "archive/zq-ns/retired.txt", "archive/zq-ns/was-archived.txt"],
             ["archive/zq-ns/deep/"]
         ],
         "user_keys": [
@@ -462,6 +468,8 @@ print(json.dumps(out))
         "user_deep": "the app's too",
         "was_archived": "from before",
         "was_archived_range": "before",
+        "by_cli": "from before",
+        "by_cli_through_user_data": "NoSuchKey",
         "was_profile": "from before",
         "was_profile_in_archive": "404",
         "copy_was_archived": "from before",
@@ -480,6 +488,7 @@ print(json.dumps(out))
     assert_eq!(
         stored_names(&d, "zq-ns"),
         [
+            "archive/by-cli.txt",
             "archive/copied.txt",
             "archive/deep/a.txt",
             "archive/m.txt",
@@ -494,6 +503,18 @@ print(json.dumps(out))
     // The command line reads a bucket's object by its stored name.
     let got = cli(&d, &["get", "zq-ns", "archive/old.txt"]);
     assert_eq!(got.stdout, b"archived");
+    let ls: Value =
+        serde_json::from_slice(&cli(&d, &["ls", "zq-ns", "--format", "json"]).stdout).unwrap();
+    let category = |name: &str| {
+        ls["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .map(|o| o["category"].clone())
+    };
+    assert_eq!(category("archive/by-cli.txt"), Some(json!("archive")));
+    assert_eq!(category("user-data/c.txt"), Some(json!("profile")));
 }
 
 #[test]
