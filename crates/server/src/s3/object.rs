@@ -292,8 +292,8 @@ impl S3Api {
         }
     }
 
-    /// After a write of a key: its old name no longer shadows nothing. A
-    /// failure leaves the old object behind the new one, which reads
+    /// After a write of a key: the object under its old name, now replaced,
+    /// is deleted. A failure leaves it behind the new one, which reads
     /// prefer; the next delete of the key retires it.
     async fn after_write(&self, op: &'static str, bucket: &Bucket, target: &MappedKey) {
         if let Err(e) = self.retire_legacy(op, bucket, target).await {
