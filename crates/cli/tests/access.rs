@@ -5,6 +5,7 @@
 //! in `/metrics`.
 
 #![allow(clippy::unwrap_used)]
+#![recursion_limit = "256"]
 
 mod common;
 
@@ -139,6 +140,8 @@ attempt("app_list_archive", lambda: app.list_objects_v2(Bucket="archive", Prefix
 attempt("app_get_archive", lambda: app.get_object(Bucket="archive", Key="archive/zq-arc/old.txt"))
 attempt("app_head_archive", lambda: app.head_object(Bucket="archive", Key="archive/zq-arc/old.txt"))
 attempt("app_put_archive", lambda: app.put_object(Bucket="archive", Key="users/zq-acc/x.txt", Body=b"x"))
+# The archive's object is not user-data's, though both buckets reach zq-arc.
+attempt("app_archive_through_user_data", lambda: app.get_object(Bucket="user-data", Key="users/zq-arc/old.txt"))
 attempt("app_copy_from_archive", lambda: app.copy_object(Bucket="user-data", Key="users/zq-acc/stolen.txt", CopySource="archive/archive/zq-arc/old.txt"))
 up = app.create_multipart_upload(Bucket="user-data", Key="users/zq-acc/parts.txt")["UploadId"]
 attempt("app_part_copy_from_archive", lambda: app.upload_part_copy(Bucket="user-data", Key="users/zq-acc/parts.txt", UploadId=up, PartNumber=1, CopySource="archive/archive/zq-arc/old.txt"))
@@ -172,6 +175,7 @@ print(json.dumps(out))
         // HEAD answers carry no body, so no code: only the status.
         "app_head_archive": "403",
         "app_put_archive": "AccessDenied",
+        "app_archive_through_user_data": "NoSuchKey",
         "app_copy_from_archive": "AccessDenied",
         "app_part_copy_from_archive": "AccessDenied",
         "after_user_data": ["users/zq-acc/a.txt", "users/zq-acc/b.txt", "users/zq-acc/b2.txt"],
@@ -269,6 +273,248 @@ print(json.dumps(out))
         assert!(!actor.is_empty(), "{e}");
         assert!(SECRETS.iter().all(|(_, secret)| !actor.contains(secret)));
     }
+}
+
+/// `domicile` run in the deployment's folder.
+fn cli(d: &Deployment, args: &[&str]) -> std::process::Output {
+    let out = Command::new(BIN)
+        .current_dir(d.path())
+        .args(args)
+        .env_remove("DOMICILE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    out
+}
+
+/// Stored names of a subject's objects, as `domicile ls` shows them.
+fn stored_names(d: &Deployment, subject: &str) -> Vec<String> {
+    let out = cli(d, &["ls", subject, "--format", "json"]);
+    let ls: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = ls["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn each_bucket_is_a_namespace_though_two_reach_one_subject() {
+    let d = Deployment::new(&config());
+    let home = d.path();
+    // Objects stored before buckets were namespaces have names without a
+    // bucket; the command line writes such names today. One of the
+    // archive's category, one of user-data's (the first bucket's mapping).
+    cli(&d, &["subject", "add", "zq-ns", "--home", "IN"]);
+    std::fs::write(home.join("old"), b"from before").unwrap();
+    let old = home.join("old");
+    let old = old.to_str().unwrap();
+    cli(
+        &d,
+        &[
+            "put",
+            "zq-ns",
+            "was-archived.txt",
+            old,
+            "--category",
+            "archive",
+        ],
+    );
+    cli(&d, &["put", "zq-ns", "was-profile.txt", old]);
+    cli(
+        &d,
+        &["put", "zq-ns", "retired.txt", old, "--category", "archive"],
+    );
+    // A name in a bucket's namespace is that bucket's object, with its
+    // category from that bucket's mapping.
+    cli(&d, &["put", "zq-ns", "archive/by-cli.txt", old]);
+    let srv = Server::start_with(&d, None, SECRETS);
+    let script = format!(
+        r#"{ATTEMPTS}
+def keys(r):
+    return [o["Key"] for o in r.get("Contents", [])]
+def read(c, b, k):
+    return c.get_object(Bucket=b, Key=k)["Body"].read().decode()
+
+default = client("{}", "{}")
+app = client("{}", "{}")
+# Both buckets' patterns reach subject zq-ns.
+etag = default.put_object(Bucket="archive", Key="archive/zq-ns/old.txt", Body=b"archived")["ETag"]
+default.put_object(Bucket="archive", Key="archive/zq-ns/deep/a.txt", Body=b"deep")
+arc_up = default.create_multipart_upload(Bucket="archive", Key="archive/zq-ns/m.txt")["UploadId"]
+default.upload_part(Bucket="archive", Key="archive/zq-ns/m.txt", UploadId=arc_up, PartNumber=1, Body=b"multi")
+
+# Through user-data, the archive's objects (same subject, same names) are
+# not there; user-data's one old name is.
+attempt("app_list", lambda: keys(app.list_objects_v2(Bucket="user-data", Prefix="users/zq-ns/")))
+attempt("app_list_all", lambda: keys(app.list_objects_v2(Bucket="user-data")))
+attempt("app_list_v1", lambda: keys(app.list_objects(Bucket="user-data", Prefix="users/")))
+attempt("app_get", lambda: app.get_object(Bucket="user-data", Key="users/zq-ns/old.txt"))
+attempt("app_get_range", lambda: app.get_object(Bucket="user-data", Key="users/zq-ns/old.txt", Range="bytes=0-1"))
+attempt("app_get_if_match", lambda: app.get_object(Bucket="user-data", Key="users/zq-ns/old.txt", IfMatch=etag))
+attempt("app_head", lambda: app.head_object(Bucket="user-data", Key="users/zq-ns/old.txt"))
+attempt("app_copy_source", lambda: app.copy_object(Bucket="user-data", Key="users/zq-ns/c.txt", CopySource="user-data/users/zq-ns/old.txt"))
+attempt("app_copy_from_archive", lambda: app.copy_object(Bucket="user-data", Key="users/zq-ns/c.txt", CopySource="archive/archive/zq-ns/old.txt"))
+attempt("app_part_into_archive_upload", lambda: app.upload_part(Bucket="user-data", Key="users/zq-ns/m.txt", UploadId=arc_up, PartNumber=2, Body=b"x"))
+attempt("app_list_archive_parts", lambda: app.list_parts(Bucket="user-data", Key="users/zq-ns/m.txt", UploadId=arc_up))
+attempt("app_abort_archive_upload", lambda: app.abort_multipart_upload(Bucket="user-data", Key="users/zq-ns/m.txt", UploadId=arc_up))
+attempt("app_complete_archive_upload", lambda: app.complete_multipart_upload(Bucket="user-data", Key="users/zq-ns/m.txt", UploadId=arc_up, MultipartUpload={{"Parts": [{{"PartNumber": 1}}]}}))
+attempt("app_delete", lambda: app.delete_object(Bucket="user-data", Key="users/zq-ns/old.txt"))
+attempt("app_delete_many", lambda: app.delete_objects(Bucket="user-data", Delete={{"Objects": [{{"Key": "users/zq-ns/deep/a.txt"}}]}}).get("Errors", []))
+# An old name the archive alone can have written is not user-data's either.
+attempt("app_get_was_archived", lambda: app.get_object(Bucket="user-data", Key="users/zq-ns/was-archived.txt"))
+# Writes through user-data land in user-data: the archive's objects stay.
+attempt("app_put_if_none_match", lambda: app.put_object(Bucket="user-data", Key="users/zq-ns/old.txt", Body=b"the app's", IfNoneMatch="*"))
+attempt("app_put_again", lambda: app.put_object(Bucket="user-data", Key="users/zq-ns/deep/a.txt", Body=b"the app's too"))
+up = app.create_multipart_upload(Bucket="user-data", Key="users/zq-ns/m.txt")["UploadId"]
+app.upload_part(Bucket="user-data", Key="users/zq-ns/m.txt", UploadId=up, PartNumber=1, Body=b"app multi")
+attempt("app_complete", lambda: app.complete_multipart_upload(Bucket="user-data", Key="users/zq-ns/m.txt", UploadId=up, MultipartUpload={{"Parts": [{{"PartNumber": 1}}]}}) and None)
+attempt("app_copy_inside", lambda: app.copy_object(Bucket="user-data", Key="users/zq-ns/c.txt", CopySource="user-data/users/zq-ns/old.txt") and None)
+attempt("archive_complete", lambda: default.complete_multipart_upload(Bucket="archive", Key="archive/zq-ns/m.txt", UploadId=arc_up, MultipartUpload={{"Parts": [{{"PartNumber": 1}}]}}) and None)
+
+# The deployment-wide credential sees each object in its own bucket only.
+attempt("archive_keys", lambda: keys(default.list_objects_v2(Bucket="archive")))
+attempt("archive_pages", lambda: [o["Key"] for p in default.get_paginator("list_objects_v2").paginate(Bucket="archive", PaginationConfig={{"PageSize": 1}}) for o in p.get("Contents", [])])
+attempt("archive_delimited", lambda: (lambda r: [keys(r), [p["Prefix"] for p in r.get("CommonPrefixes", [])]])(default.list_objects_v2(Bucket="archive", Prefix="archive/zq-ns/", Delimiter="/")))
+attempt("user_keys", lambda: keys(default.list_objects_v2(Bucket="user-data", Prefix="users/zq-ns/")))
+attempt("user_pages", lambda: [o["Key"] for p in default.get_paginator("list_objects").paginate(Bucket="user-data", PaginationConfig={{"PageSize": 2}}) for o in p.get("Contents", [])])
+attempt("archive_old", lambda: read(default, "archive", "archive/zq-ns/old.txt"))
+attempt("archive_deep", lambda: read(default, "archive", "archive/zq-ns/deep/a.txt"))
+attempt("archive_m", lambda: read(default, "archive", "archive/zq-ns/m.txt"))
+attempt("user_old", lambda: read(default, "user-data", "users/zq-ns/old.txt"))
+attempt("user_c", lambda: read(default, "user-data", "users/zq-ns/c.txt"))
+attempt("user_m", lambda: read(default, "user-data", "users/zq-ns/m.txt"))
+attempt("user_deep", lambda: read(default, "user-data", "users/zq-ns/deep/a.txt"))
+# Old names: read, ranged, copied through the one bucket that could write them.
+attempt("was_archived", lambda: read(default, "archive", "archive/zq-ns/was-archived.txt"))
+attempt("by_cli", lambda: read(default, "archive", "archive/zq-ns/by-cli.txt"))
+attempt("by_cli_through_user_data", lambda: app.get_object(Bucket="user-data", Key="users/zq-ns/by-cli.txt"))
+attempt("was_archived_range", lambda: default.get_object(Bucket="archive", Key="archive/zq-ns/was-archived.txt", Range="bytes=5-10")["Body"].read().decode())
+attempt("was_profile", lambda: read(app, "user-data", "users/zq-ns/was-profile.txt"))
+attempt("was_profile_in_archive", lambda: default.head_object(Bucket="archive", Key="archive/zq-ns/was-profile.txt"))
+attempt("copy_was_archived", lambda: default.copy_object(Bucket="archive", Key="archive/zq-ns/copied.txt", CopySource="archive/archive/zq-ns/was-archived.txt") and read(default, "archive", "archive/zq-ns/copied.txt"))
+# A write of an old name's key replaces it; a delete removes it.
+attempt("rewrite_retired", lambda: default.put_object(Bucket="archive", Key="archive/zq-ns/retired.txt", Body=b"new") and read(default, "archive", "archive/zq-ns/retired.txt"))
+attempt("delete_was_profile", lambda: app.delete_object(Bucket="user-data", Key="users/zq-ns/was-profile.txt") and None)
+attempt("was_profile_gone", lambda: app.get_object(Bucket="user-data", Key="users/zq-ns/was-profile.txt"))
+# A delete through one bucket leaves the other's object of the same key.
+attempt("delete_user_old", lambda: default.delete_object(Bucket="user-data", Key="users/zq-ns/old.txt") and None)
+attempt("archive_old_after", lambda: read(default, "archive", "archive/zq-ns/old.txt"))
+print(json.dumps(out))
+"#,
+        ACCESS_KEY, SECRET_KEY, APP.0, APP.1
+    );
+    let out: Value = serde_json::from_str(python(&srv, home, &script, &[]).trim()).unwrap();
+    let archive = [
+        "archive/zq-ns/by-cli.txt",
+        "archive/zq-ns/deep/a.txt",
+        "archive/zq-ns/m.txt",
+        "archive/zq-ns/old.txt",
+        "archive/zq-ns/retired.txt",
+        "archive/zq-ns/was-archived.txt",
+    ];
+    let expect = json!({
+        "app_list": ["users/zq-ns/was-profile.txt"],
+        "app_list_all": ["users/zq-ns/was-profile.txt"],
+        "app_list_v1": ["users/zq-ns/was-profile.txt"],
+        "app_get": "NoSuchKey",
+        "app_get_range": "NoSuchKey",
+        "app_get_if_match": "NoSuchKey",
+        // HEAD answers carry no body, so no code: only the status.
+        "app_head": "404",
+        "app_copy_source": "NoSuchKey",
+        "app_copy_from_archive": "AccessDenied",
+        "app_part_into_archive_upload": "NoSuchUpload",
+        "app_list_archive_parts": "NoSuchUpload",
+        "app_abort_archive_upload": "NoSuchUpload",
+        "app_complete_archive_upload": "NoSuchUpload",
+        "app_delete": "ok",
+        "app_delete_many": [],
+        "app_get_was_archived": "NoSuchKey",
+        "app_put_if_none_match": "ok",
+        "app_put_again": "ok",
+        "app_complete": "ok",
+        "app_copy_inside": "ok",
+        "archive_complete": "ok",
+        "archive_keys": archive,
+        "archive_pages": archive,
+        "archive_delimited": [
+            ["archive/zq-ns/by-cli.txt", "archive/zq-ns/m.txt", "archive/zq-ns/old.txt", "archive/zq-ns/retired.txt", "archive/zq-ns/was-archived.txt"],
+            ["archive/zq-ns/deep/"]
+        ],
+        "user_keys": [
+            "users/zq-ns/c.txt",
+            "users/zq-ns/deep/a.txt",
+            "users/zq-ns/m.txt",
+            "users/zq-ns/old.txt",
+            "users/zq-ns/was-profile.txt",
+        ],
+        "user_pages": [
+            "users/zq-ns/c.txt",
+            "users/zq-ns/deep/a.txt",
+            "users/zq-ns/m.txt",
+            "users/zq-ns/old.txt",
+            "users/zq-ns/was-profile.txt",
+        ],
+        "archive_old": "archived",
+        "archive_deep": "deep",
+        "archive_m": "multi",
+        "user_old": "the app's",
+        "user_c": "the app's",
+        "user_m": "app multi",
+        "user_deep": "the app's too",
+        "was_archived": "from before",
+        "was_archived_range": "before",
+        "by_cli": "from before",
+        "by_cli_through_user_data": "NoSuchKey",
+        "was_profile": "from before",
+        "was_profile_in_archive": "404",
+        "copy_was_archived": "from before",
+        "rewrite_retired": "new",
+        "delete_was_profile": "ok",
+        "was_profile_gone": "NoSuchKey",
+        "delete_user_old": "ok",
+        "archive_old_after": "archived",
+    });
+    assert_eq!(out, expect);
+    srv.stop();
+
+    // Operators see stored names: the bucket first, the command line's
+    // own names as they were given. The rewritten and deleted old names
+    // are gone; the one no write touched stays where it was.
+    assert_eq!(
+        stored_names(&d, "zq-ns"),
+        [
+            "archive/by-cli.txt",
+            "archive/copied.txt",
+            "archive/deep/a.txt",
+            "archive/m.txt",
+            "archive/old.txt",
+            "archive/retired.txt",
+            "user-data/c.txt",
+            "user-data/deep/a.txt",
+            "user-data/m.txt",
+            "was-archived.txt",
+        ]
+    );
+    // The command line reads a bucket's object by its stored name.
+    let got = cli(&d, &["get", "zq-ns", "archive/old.txt"]);
+    assert_eq!(got.stdout, b"archived");
+    let ls: Value =
+        serde_json::from_slice(&cli(&d, &["ls", "zq-ns", "--format", "json"]).stdout).unwrap();
+    let category = |name: &str| {
+        ls["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .map(|o| o["category"].clone())
+    };
+    assert_eq!(category("archive/by-cli.txt"), Some(json!("archive")));
+    assert_eq!(category("user-data/c.txt"), Some(json!("profile")));
 }
 
 #[test]

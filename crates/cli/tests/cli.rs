@@ -2137,7 +2137,7 @@ fn an_applied_policy_rules_every_process_until_the_next_apply() {
     );
     assert_eq!(
         (shown["version"].clone(), shown["actor"].clone()),
-        (serde_json::json!(2), serde_json::json!("ops-anna"))
+        (serde_json::json!(2), serde_json::json!("cli:ops-anna"))
     );
     assert_eq!(shown["digest"], applied["digest"]);
     let history = d.json(&["policy", "history"]);
@@ -2160,8 +2160,8 @@ fn an_applied_policy_rules_every_process_until_the_next_apply() {
         2,
         "the first version and one apply, one ledger entry each: {ledger}"
     );
-    assert_eq!(applies[1]["body"]["actor"], "ops-anna");
-    assert_eq!(versions[1]["actor"], "ops-anna");
+    assert_eq!(applies[1]["actor"], "cli:ops-anna");
+    assert_eq!(versions[1]["actor"], "cli:ops-anna");
 
     // This process's file still says v1, yet it acts on version 2 (v2's
     // rules): Ravi's copy in China is a violation now.

@@ -1216,7 +1216,7 @@ fn a_policy_applied_through_one_server_is_followed_by_the_other() {
     let active = http("GET", &format!("{}/v1/policy", b.rest), Some(ADMIN), None).json();
     assert_eq!(
         (active["version"].clone(), active["actor"].clone()),
-        (json!(2), json!("api:admin"))
+        (json!(2), json!("rest:admin"))
     );
     assert_eq!(active["digest"], applied["digest"]);
     let again = post(&b, ADMIN, V2);

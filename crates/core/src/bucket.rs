@@ -5,10 +5,19 @@
 //! that subject. `categories` maps longer patterns, such as
 //! `users/{subject}/payments/`, to their category; the longest match wins,
 //! and keys that match none get the bucket's default category.
+//!
+//! Each bucket is a namespace of its own: an object written through bucket
+//! `b` is stored under the name `b/{name}` (bucket names hold no `/`), so
+//! two buckets whose patterns reach the same subject never see each
+//! other's objects. [`Bucket::map_key`] gives that stored name, and
+//! [`Bucket::key_of`] maps a stored name back to a key of the bucket, or to
+//! nothing when the name belongs to another bucket (or to none: names the
+//! command line wrote without a bucket, or that the S3 API stored before
+//! buckets were namespaces).
 
 use std::str::FromStr;
 
-use crate::ids::{Category, InvalidId, ObjectKey, SubjectId};
+use crate::ids::{Category, InvalidId, MAX_KEY_LEN, ObjectKey, SubjectId};
 
 const PLACEHOLDER: &str = "{subject}";
 
@@ -25,6 +34,10 @@ pub enum BucketError {
     PatternOutsideSubject { pattern: String, subject: String },
     #[error("key does not match the bucket's subject pattern {0:?}")]
     NoSubject(String),
+    #[error(
+        "the object's name within bucket {bucket} is too long: with the bucket's name it must be at most {MAX_KEY_LEN} bytes"
+    )]
+    NameTooLong { bucket: String },
     #[error(transparent)]
     Invalid(#[from] InvalidId),
 }
@@ -33,6 +46,8 @@ pub enum BucketError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bucket {
     pub name: String,
+    /// `name` and '/': the start of every name stored through this bucket.
+    namespace: String,
     /// Text before `{subject}`.
     prefix: String,
     /// Text after `{subject}` (starts with '/').
@@ -50,8 +65,10 @@ pub struct Bucket {
 pub struct MappedKey {
     pub subject: SubjectId,
     pub category: Category,
-    /// The object's name within the subject: the key after the subject
-    /// pattern, so the key can be rebuilt for listing.
+    /// The object's stored name within the subject: the bucket's name, '/'
+    /// and the key after the subject pattern, so objects of different
+    /// buckets never share a name and the key can be rebuilt for listing
+    /// ([`Bucket::key_of`]).
     pub name: ObjectKey,
 }
 
@@ -99,6 +116,7 @@ impl Bucket {
         tails.sort_by_key(|t| std::cmp::Reverse(t.0.len()));
         Ok(Bucket {
             name: name.to_string(),
+            namespace: format!("{name}/"),
             prefix,
             suffix,
             subject_pattern: subject.to_string(),
@@ -108,29 +126,59 @@ impl Bucket {
         })
     }
 
-    /// Resolves a full S3 key to (subject, category, name).
+    /// Resolves a full S3 key to (subject, category, stored name).
     pub fn map_key(&self, key: &str) -> Result<MappedKey, BucketError> {
         let no = || BucketError::NoSubject(self.subject_pattern.clone());
         let rest = key.strip_prefix(&self.prefix).ok_or_else(no)?;
         let slash = rest.find('/').ok_or_else(no)?;
         let subject = SubjectId::from_str(&rest[..slash])?;
         let after = rest[slash..].strip_prefix(&self.suffix).ok_or_else(no)?;
-        let category = self
-            .tails
-            .iter()
-            .find(|(tail, _)| after.starts_with(tail.as_str()))
-            .map(|(_, c)| c.clone())
-            .unwrap_or_else(|| self.category.clone());
+        // Checked on its own first, so a bad name is refused for what it is.
+        ObjectKey::from_str(after)?;
         Ok(MappedKey {
             subject,
-            category,
-            name: ObjectKey::from_str(after)?,
+            category: self.category_of(after),
+            name: self.stored_name(after)?,
         })
     }
 
-    /// The full key of a subject's object.
-    pub fn key_of(&self, subject: &SubjectId, name: &ObjectKey) -> String {
-        format!("{}{}{}{}", self.prefix, subject, self.suffix, name)
+    /// The category of a name within this bucket (the key after the
+    /// subject pattern): the longest category pattern that matches, or the
+    /// bucket's default.
+    pub fn category_of(&self, name: &str) -> Category {
+        self.tails
+            .iter()
+            .find(|(tail, _)| name.starts_with(tail.as_str()))
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| self.category.clone())
+    }
+
+    /// The stored name of a name within this bucket: `{bucket}/{name}`.
+    pub fn stored_name(&self, name: &str) -> Result<ObjectKey, BucketError> {
+        if self.namespace.len() + name.len() > MAX_KEY_LEN {
+            return Err(BucketError::NameTooLong {
+                bucket: self.name.clone(),
+            });
+        }
+        Ok(ObjectKey::from_str(&format!("{}{name}", self.namespace))?)
+    }
+
+    /// The name within this bucket of a stored name, or `None` when the
+    /// stored name is not this bucket's.
+    pub fn name_in_bucket<'a>(&self, stored: &'a str) -> Option<&'a str> {
+        stored.strip_prefix(&self.namespace)
+    }
+
+    /// `{bucket}/`: every name stored through this bucket starts with it.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The full key of a subject's object, from its stored name; `None`
+    /// when the object is not this bucket's.
+    pub fn key_of(&self, subject: &SubjectId, stored: &str) -> Option<String> {
+        let name = self.name_in_bucket(stored)?;
+        Some(format!("{}{}{}{}", self.prefix, subject, self.suffix, name))
     }
 
     /// The key prefix under which all of one subject's objects sit.
@@ -166,8 +214,11 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.subject.as_str(), "u1");
         assert_eq!(m.category.as_str(), "payment");
-        assert_eq!(m.name.as_str(), "payments/card.json");
-        assert_eq!(b.key_of(&m.subject, &m.name), "users/u1/payments/card.json");
+        assert_eq!(m.name.as_str(), "user-data/payments/card.json");
+        assert_eq!(
+            b.key_of(&m.subject, m.name.as_str()).as_deref(),
+            Some("users/u1/payments/card.json")
+        );
         let m = b
             .map_key("users/u1/avatar.png")
             .unwrap_or_else(|e| panic!("{e}"));
@@ -176,6 +227,37 @@ mod tests {
         assert!(b.map_key("users/u1").is_err());
         assert!(b.map_key("users/u1/../x").is_err());
         assert!(b.map_key("users/bad id/x").is_err());
+    }
+
+    #[test]
+    fn buckets_are_namespaces() {
+        let a = Bucket::new("user-data", "users/{subject}/", cat("profile"), vec![])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = Bucket::new("archive", "users/{subject}/", cat("archive"), vec![])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (ma, mb) = match (a.map_key("users/u1/x"), b.map_key("users/u1/x")) {
+            (Ok(ma), Ok(mb)) => (ma, mb),
+            other => panic!("{other:?}"),
+        };
+        // The same key through two buckets: the same subject, two objects.
+        assert_eq!(ma.subject, mb.subject);
+        assert_ne!(ma.name, mb.name);
+        assert_eq!(b.key_of(&mb.subject, ma.name.as_str()), None);
+        assert_eq!(a.key_of(&ma.subject, "x"), None);
+        // A bucket whose name starts like another's is still another.
+        let c = Bucket::new("user-data2", "users/{subject}/", cat("p"), vec![])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.name_in_bucket("user-data/x"), None);
+        assert_eq!(a.name_in_bucket("user-data2/x"), None);
+        // The stored name, bucket included, is bounded like any name.
+        let long = format!("users/u1/{}zzz", "abc/".repeat(253));
+        assert_eq!(long.len(), MAX_KEY_LEN);
+        assert_eq!(
+            a.map_key(&long).err(),
+            Some(BucketError::NameTooLong {
+                bucket: "user-data".into()
+            })
+        );
     }
 
     #[test]

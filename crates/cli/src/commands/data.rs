@@ -1,11 +1,18 @@
-//! `put`, `get`, `ls` and `rm`: one subject's objects.
+//! `put`, `get`, `ls` and `rm`: one subject's objects, by stored name.
+//!
+//! The command line names objects as the engine stores them. An object the
+//! S3 API wrote through bucket `b` is stored as `b/{name}` (its key after
+//! the bucket's subject pattern), so `get alice user-data/photo.jpg` reads
+//! the S3 object `users/alice/photo.jpg` of bucket `user-data`, and a name
+//! put here under `user-data/` shows in that bucket. Names in no bucket's
+//! namespace are the command line's own: no bucket lists or serves them.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{Context, Result};
 use domicile_core::Config;
-use domicile_core::ids::{Category, ObjectKey, SubjectId};
+use domicile_core::ids::{Category, ObjectKey};
 use domicile_engine::{Engine, ObjectMeta};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -26,7 +33,7 @@ pub(super) async fn put(
     let key = ObjectKey::from_str(&key)?;
     let category = match category {
         Some(c) => Category::from_str(&c)?,
-        None => default_category(engine.file_config(), &id, &key)?,
+        None => default_category(engine.file_config(), &key)?,
     };
     let f = tokio::fs::File::open(&file)
         .await
@@ -126,16 +133,21 @@ pub(super) async fn rm(engine: &Engine, id: String, key: String) -> Result<u8> {
     Ok(0)
 }
 
-/// With no `--category`, the first bucket's mapping of the key decides.
-fn default_category(config: &Config, id: &SubjectId, key: &ObjectKey) -> Result<Category> {
+/// With no `--category`, the bucket whose namespace the name is in decides
+/// (`user-data/payments/x` is bucket `user-data`'s `payments/x`); a name in
+/// no bucket's namespace gets the first bucket's mapping.
+fn default_category(config: &Config, key: &ObjectKey) -> Result<Category> {
+    if let Some((bucket, name)) = config
+        .buckets
+        .iter()
+        .find_map(|b| Some((b, b.name_in_bucket(key.as_str())?)))
+    {
+        return Ok(bucket.category_of(name));
+    }
     let Some(bucket) = config.buckets.first() else {
         return Err(
             BadInput("no [[bucket]] maps keys to categories: pass --category".into()).into(),
         );
     };
-    let full = bucket.key_of(id, key);
-    Ok(bucket
-        .map_key(&full)
-        .map(|m| m.category)
-        .unwrap_or_else(|_| bucket.category.clone()))
+    Ok(bucket.category_of(key.as_str()))
 }

@@ -1,7 +1,14 @@
 //! ListObjects and ListObjectsV2.
 //!
-//! Keys are `prefix + subject + suffix + name`, and names are only readable
-//! per subject (they are sealed under the subject's data keys). So:
+//! Keys are `prefix + subject + suffix + name`, where the object is stored
+//! in the subject as `{bucket}/{name}`: a listing shows the objects of its
+//! own bucket only ([`Bucket::key_of`]), never those another bucket (or the
+//! command line) stored in the same subject. Names are only readable per
+//! subject (they are sealed under the subject's data keys, and the catalog
+//! keys them by a keyed hash), so a bucket's objects in a subject are found
+//! by reading the subject's names once and keeping those in the bucket's
+//! namespace; since they all share that prefix, name order is key order.
+//! So:
 //!
 //! - a listing whose prefix lies within one subject's key prefix (such as
 //!   `users/alice/photos/`) lists that subject alone: one catalog read of
@@ -15,10 +22,15 @@
 //!
 //! An empty `delimiter=` means no delimiter (rclone sends one). The
 //! continuation token is the last key or common prefix returned, hex
-//! encoded. Multipart parts in progress are never listed.
+//! encoded. Multipart parts in progress are never listed. Names stored
+//! before buckets were namespaces are listed through the one bucket that
+//! can have written them ([`legacy_owner`]), in key order among the
+//! bucket's own; where a key has both, the namespaced object is listed.
 //!
 //! [`Engine::subjects_with_objects`]: domicile_engine::Engine::subjects_with_objects
+//! [`Bucket::key_of`]: domicile_core::bucket::Bucket::key_of
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use domicile_core::bucket::Bucket;
@@ -29,7 +41,7 @@ use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::S3Api;
 use super::error::{from_engine, s3};
-use super::keys::UPLOAD_PREFIX;
+use super::keys::{UPLOAD_PREFIX, legacy_owner};
 use super::object::{etag, timestamp};
 
 /// Largest page, as in S3.
@@ -132,8 +144,35 @@ fn single_subject(bucket: &Bucket, prefix: &str) -> Option<SubjectId> {
         .then_some(id)
 }
 
-fn visible(info: &ObjectInfo) -> bool {
-    !info.name.starts_with(UPLOAD_PREFIX)
+/// How a subject's object shows in a listing of a bucket.
+#[derive(Debug, PartialEq, Eq)]
+enum Listed {
+    /// Stored in the bucket's namespace, under this key.
+    Own(String),
+    /// Stored before buckets were namespaces, by this bucket alone
+    /// ([`legacy_owner`]): under this key, unless the namespaced name of
+    /// the same key exists too.
+    Legacy(String),
+}
+
+/// The key of a subject's object in a listing of `bucket`: none for other
+/// buckets' objects, for the command line's and for multipart parts in
+/// progress.
+fn listed_key(
+    buckets: &[Bucket],
+    bucket: &Bucket,
+    subject: &SubjectId,
+    info: &ObjectInfo,
+) -> Option<Listed> {
+    match bucket.name_in_bucket(&info.name) {
+        Some(name) if name.starts_with(UPLOAD_PREFIX) => None,
+        Some(_) => bucket.key_of(subject, &info.name).map(Listed::Own),
+        None => {
+            let owner = legacy_owner(buckets, &info.name, &info.category)?;
+            (owner.name == bucket.name)
+                .then(|| Listed::Legacy(format!("{}{}", bucket.subject_prefix(subject), info.name)))
+        }
+    }
 }
 
 impl S3Api {
@@ -184,8 +223,22 @@ impl S3Api {
                 Err(domicile_engine::Error::NotRegistered) => continue,
                 Err(e) => return Err(from_engine(op, e)),
             };
-            for info in objects.into_iter().filter(visible) {
-                let key = format!("{sp}{}", info.name);
+            let buckets = &self.engine.file_config().buckets;
+            // Old names interleave with namespaced ones: order by key, the
+            // namespaced object winning where a key has both.
+            let mut keyed: BTreeMap<String, ObjectInfo> = BTreeMap::new();
+            for info in objects {
+                match listed_key(buckets, bucket, &id, &info) {
+                    Some(Listed::Own(key)) => {
+                        keyed.insert(key, info);
+                    }
+                    Some(Listed::Legacy(key)) => {
+                        keyed.entry(key).or_insert(info);
+                    }
+                    None => {}
+                }
+            }
+            for (key, info) in keyed {
                 if let Step::Full = c.offer(key, info) {
                     return Ok(c.finish());
                 }
@@ -422,6 +475,39 @@ mod tests {
         let q = query(None, Some(String::new()), None, None).unwrap_or_else(|e| panic!("{e:?}"));
         assert!(q.delimiter.is_none());
         assert_eq!(q.max_keys, 1000);
+    }
+
+    #[test]
+    fn lists_its_own_bucket_only() {
+        let cat =
+            |s: &str| domicile_core::ids::Category::from_str(s).unwrap_or_else(|e| panic!("{e}"));
+        let bucket = |name: &str| {
+            Bucket::new(name, "users/{subject}/", cat("profile"), vec![])
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (a, b) = (bucket("user-data"), bucket("archive"));
+        let both = [a.clone(), b.clone()];
+        let u1 = SubjectId::from_str("u1").unwrap_or_else(|e| panic!("{e}"));
+        let key = |bk: &Bucket, name: &str| listed_key(&both, bk, &u1, &info(name));
+        let own = |k: &str| Some(Listed::Own(k.into()));
+        assert_eq!(key(&a, "user-data/x"), own("users/u1/x"));
+        assert_eq!(key(&b, "user-data/x"), None);
+        assert_eq!(key(&b, "archive/d/y"), own("users/u1/d/y"));
+        // Names without a bucket that both buckets could have written (the
+        // same category): in neither. Parts in progress are hidden.
+        assert_eq!(key(&a, "x"), None);
+        assert_eq!(key(&b, "x"), None);
+        assert_eq!(key(&a, "user-data2/x"), None);
+        assert_eq!(key(&a, "user-data/.domicile-mpu/0123/00001"), None);
+        assert_eq!(key(&a, ".domicile-mpu/0123/00001"), None);
+        // With one bucket alone able to write it, an old name is that
+        // bucket's.
+        let one = [a.clone()];
+        assert_eq!(
+            listed_key(&one, &a, &u1, &info("x")),
+            Some(Listed::Legacy("users/u1/x".into()))
+        );
+        assert_eq!(listed_key(&one, &b, &u1, &info("x")), None);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! serialises responses; [`S3Api`] answers each operation through the
 //! engine. Buckets are path-style and are the config's `[[bucket]]`s.
 //!
-//! - `keys`: bucket and key → (subject, category, name), with S3 codes for
-//!   keys that map to nothing or are invalid.
+//! - `keys`: bucket and key → (subject, category, name), the name stored in
+//!   the bucket's namespace (`{bucket}/{name}`), with S3 codes for keys that
+//!   map to nothing or are invalid.
 //! - `body`: request bodies as the engine reads them, with size, length
 //!   and idle checks.
 //! - `object`: PutObject, GetObject (ranges), HeadObject, DeleteObject(s),

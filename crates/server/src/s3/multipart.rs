@@ -1,6 +1,8 @@
 //! Multipart uploads, staged as hidden objects of the upload's own subject
-//! and category: `.domicile-mpu/{upload}/upload` holds the final key and
-//! metadata, `.domicile-mpu/{upload}/{part:05}` each part. Every staged
+//! and category, in its bucket's namespace: `{bucket}/.domicile-mpu/{upload}/upload`
+//! holds the final object's stored name and metadata,
+//! `{bucket}/.domicile-mpu/{upload}/{part:05}` each part. Another bucket's
+//! requests therefore never see or touch an upload or its parts. Every staged
 //! byte is therefore encrypted under the subject's data key and sits only
 //! in regions the policy allows for it, like any other object of that
 //! subject and category. Completion streams the parts in order through one
@@ -14,7 +16,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use domicile_core::bucket::MappedKey;
+use domicile_core::bucket::{Bucket, MappedKey};
 use domicile_core::ids::{ObjectKey, SubjectId};
 use domicile_engine::{Engine, ObjectInfo, ObjectMeta};
 use futures::future::BoxFuture;
@@ -37,7 +39,7 @@ const MIN_PART_SIZE: u64 = 5 << 20;
 /// What the upload's marker object holds.
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
-    /// The final object's name within the subject.
+    /// The final object's stored name within the subject (bucket included).
     name: String,
     meta: ObjectMeta,
 }
@@ -58,17 +60,24 @@ fn check_upload_id(id: &str) -> S3Result<()> {
     }
 }
 
-fn staged(id: &str, what: &str) -> S3Result<ObjectKey> {
-    ObjectKey::from_str(&format!("{UPLOAD_PREFIX}{id}/{what}"))
+/// Where an upload stages `what`, in its bucket's namespace.
+fn staged(bucket: &Bucket, id: &str, what: &str) -> S3Result<ObjectKey> {
+    bucket
+        .stored_name(&format!("{UPLOAD_PREFIX}{id}/{what}"))
         .map_err(|e| internal("multipart", &e))
 }
 
-fn marker_name(id: &str) -> S3Result<ObjectKey> {
-    staged(id, "upload")
+/// The stored-name prefix of an upload's staged objects.
+fn staging_dir(bucket: &Bucket, id: &str) -> String {
+    format!("{}{UPLOAD_PREFIX}{id}/", bucket.namespace())
 }
 
-fn part_name(id: &str, n: i32) -> S3Result<ObjectKey> {
-    staged(id, &format!("{n:05}"))
+fn marker_name(bucket: &Bucket, id: &str) -> S3Result<ObjectKey> {
+    staged(bucket, id, "upload")
+}
+
+fn part_name(bucket: &Bucket, id: &str, n: i32) -> S3Result<ObjectKey> {
+    staged(bucket, id, &format!("{n:05}"))
 }
 
 fn new_upload_id() -> S3Result<String> {
@@ -106,11 +115,17 @@ fn open_part(
 
 impl S3Api {
     /// The marker of an upload, checked against the request's key.
-    async fn marker(&self, op: &'static str, target: &MappedKey, id: &str) -> S3Result<Marker> {
+    async fn marker(
+        &self,
+        op: &'static str,
+        bucket: &Bucket,
+        target: &MappedKey,
+        id: &str,
+    ) -> S3Result<Marker> {
         check_upload_id(id)?;
         let (_, stream) = match self
             .engine
-            .get(&target.subject, &marker_name(id)?, None)
+            .get(&target.subject, &marker_name(bucket, id)?, None)
             .await
         {
             Ok(found) => found,
@@ -130,10 +145,11 @@ impl S3Api {
     async fn parts(
         &self,
         op: &'static str,
+        bucket: &Bucket,
         target: &MappedKey,
         id: &str,
     ) -> S3Result<BTreeMap<i32, ObjectInfo>> {
-        let dir = format!("{UPLOAD_PREFIX}{id}/");
+        let dir = staging_dir(bucket, id);
         let objects = self
             .engine
             .list(&target.subject)
@@ -149,15 +165,21 @@ impl S3Api {
     }
 
     /// Deletes whatever is staged for an upload.
-    async fn discard(&self, op: &'static str, target: &MappedKey, id: &str) -> S3Result<()> {
-        for n in self.parts(op, target, id).await?.into_keys() {
+    async fn discard(
+        &self,
+        op: &'static str,
+        bucket: &Bucket,
+        target: &MappedKey,
+        id: &str,
+    ) -> S3Result<()> {
+        for n in self.parts(op, bucket, target, id).await?.into_keys() {
             self.engine
-                .delete(&target.subject, &part_name(id, n)?)
+                .delete(&target.subject, &part_name(bucket, id, n)?)
                 .await
                 .map_err(|e| from_engine(op, e))?;
         }
         self.engine
-            .delete(&target.subject, &marker_name(id)?)
+            .delete(&target.subject, &marker_name(bucket, id)?)
             .await
             .map_err(|e| from_engine(op, e))?;
         Ok(())
@@ -168,7 +190,7 @@ impl S3Api {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
-        let (_, target) = self.target(&input.bucket, &input.key)?;
+        let (bucket, target) = self.target(&input.bucket, &input.key)?;
         let meta = meta_of(input.content_type, input.metadata)?;
         let id = new_upload_id()?;
         let marker = serde_json::to_vec(&Marker {
@@ -177,7 +199,7 @@ impl S3Api {
         })
         .map_err(|e| internal("CreateMultipartUpload", &e))?;
         let staged_marker = MappedKey {
-            name: marker_name(&id)?,
+            name: marker_name(bucket, &id)?,
             ..target.clone()
         };
         self.store(
@@ -201,7 +223,7 @@ impl S3Api {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let input = req.input;
-        let (_, target) = self.target(&input.bucket, &input.key)?;
+        let (bucket, target) = self.target(&input.bucket, &input.key)?;
         check_part_number(input.part_number)?;
         let (reader, progress) = body::reader(
             input.body,
@@ -209,9 +231,10 @@ impl S3Api {
             self.max_object_size,
             self.body_idle_timeout,
         )?;
-        self.marker("UploadPart", &target, &input.upload_id).await?;
+        self.marker("UploadPart", bucket, &target, &input.upload_id)
+            .await?;
         let part = MappedKey {
-            name: part_name(&input.upload_id, input.part_number)?,
+            name: part_name(bucket, &input.upload_id, input.part_number)?,
             ..target
         };
         let receipt = self
@@ -237,12 +260,15 @@ impl S3Api {
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         const OP: &str = "UploadPartCopy";
         let input = req.input;
-        let (_, target) = self.target(&input.bucket, &input.key)?;
+        let (bucket, target) = self.target(&input.bucket, &input.key)?;
         check_part_number(input.part_number)?;
         let (src_bucket, src_key) = copy_source(&input.copy_source)?;
-        let (_, source) = self.target(&src_bucket, &src_key)?;
-        self.marker(OP, &target, &input.upload_id).await?;
-        let info = self.info(OP, &source).await?.ok_or_else(no_such_key)?;
+        let (src, source) = self.target(&src_bucket, &src_key)?;
+        self.marker(OP, bucket, &target, &input.upload_id).await?;
+        let (src_name, info) = self
+            .lookup(OP, src, &source)
+            .await?
+            .ok_or_else(no_such_key)?;
         let conditions = Conditions {
             if_match: input.copy_source_if_match,
             if_none_match: input.copy_source_if_none_match,
@@ -269,13 +295,13 @@ impl S3Api {
         }
         let (_, stream) = self
             .engine
-            .get(&source.subject, &source.name, range)
+            .get(&source.subject, &src_name, range)
             .await
             .map_err(|e| from_engine(OP, e))?;
         let reader =
             tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
         let part = MappedKey {
-            name: part_name(&input.upload_id, input.part_number)?,
+            name: part_name(bucket, &input.upload_id, input.part_number)?,
             ..target
         };
         let receipt = self
@@ -296,11 +322,14 @@ impl S3Api {
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
-        let (_, target) = self.target(&input.bucket, &input.key)?;
-        self.marker("ListParts", &target, &input.upload_id).await?;
+        let (bucket, target) = self.target(&input.bucket, &input.key)?;
+        self.marker("ListParts", bucket, &target, &input.upload_id)
+            .await?;
         let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
         let after = input.part_number_marker.unwrap_or(0);
-        let all = self.parts("ListParts", &target, &input.upload_id).await?;
+        let all = self
+            .parts("ListParts", bucket, &target, &input.upload_id)
+            .await?;
         let mut rest = all.range(after.saturating_add(1)..).peekable();
         let mut parts = Vec::new();
         while parts.len() < max {
@@ -332,10 +361,10 @@ impl S3Api {
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let input = req.input;
-        let (_, target) = self.target(&input.bucket, &input.key)?;
-        self.marker("AbortMultipartUpload", &target, &input.upload_id)
+        let (bucket, target) = self.target(&input.bucket, &input.key)?;
+        self.marker("AbortMultipartUpload", bucket, &target, &input.upload_id)
             .await?;
-        self.discard("AbortMultipartUpload", &target, &input.upload_id)
+        self.discard("AbortMultipartUpload", bucket, &target, &input.upload_id)
             .await?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
@@ -349,8 +378,8 @@ impl S3Api {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         const OP: &str = "CompleteMultipartUpload";
         let input = req.input;
-        let (_, target) = self.target(&input.bucket, &input.key)?;
-        let marker = self.marker(OP, &target, &input.upload_id).await?;
+        let (bucket, target) = self.target(&input.bucket, &input.key)?;
+        let marker = self.marker(OP, bucket, &target, &input.upload_id).await?;
         let requested = input
             .multipart_upload
             .and_then(|m| m.parts)
@@ -375,7 +404,7 @@ impl S3Api {
             }
             order.push(n);
         }
-        let staged = self.parts(OP, &target, &input.upload_id).await?;
+        let staged = self.parts(OP, bucket, &target, &input.upload_id).await?;
         let mut sizes = Vec::with_capacity(order.len());
         for (p, n) in requested.iter().zip(&order) {
             let info = staged.get(n).ok_or_else(|| {
@@ -408,7 +437,9 @@ impl S3Api {
         let engine = self.engine.clone();
         let metrics = self.metrics.clone();
         let id = input.upload_id.clone();
-        let (bucket, key) = (input.bucket.clone(), input.key.clone());
+        let (bucket_name, key) = (input.bucket.clone(), input.key.clone());
+        let legacy = self.legacy_name(bucket, &target);
+        let bucket = bucket.clone();
         // The assembly runs in a task of its own: a client that goes away
         // does not leave it half done.
         let task = tokio::spawn(domicile_engine::actor::inherit(async move {
@@ -417,7 +448,7 @@ impl S3Api {
                 let subject = target.subject.clone();
                 let names: Vec<ObjectKey> = order
                     .iter()
-                    .map(|&n| part_name(&id, n))
+                    .map(|&n| part_name(&bucket, &id, n))
                     .collect::<S3Result<_>>()?;
                 let parts: BoxStream<'static, std::io::Result<Bytes>> =
                     futures::stream::iter(names)
@@ -439,12 +470,23 @@ impl S3Api {
             for region in &receipt.regions {
                 metrics.bytes_in(OP, region, receipt.size);
             }
+            // The key's object from before bucket namespaces, if any, is
+            // replaced (as PutObject does it).
+            if let Some(old) = legacy
+                && let Ok(info) = engine.head(&target.subject, &old).await
+                && info.category == target.category.as_str()
+                && let Err(e) = engine.delete(&target.subject, &old).await
+            {
+                tracing::warn!(op = OP, error = %e, "the key's object from before bucket namespaces was not deleted");
+            }
             // The object is committed: the staged copies are garbage now.
             for &n in &order {
-                let _ = engine.delete(&target.subject, &part_name(&id, n)?).await;
+                let _ = engine
+                    .delete(&target.subject, &part_name(&bucket, &id, n)?)
+                    .await;
             }
             let leftovers: Vec<i32> = {
-                let dir = format!("{UPLOAD_PREFIX}{id}/");
+                let dir = staging_dir(&bucket, &id);
                 engine
                     .list(&target.subject)
                     .await
@@ -456,11 +498,15 @@ impl S3Api {
                     .unwrap_or_default()
             };
             for n in leftovers {
-                let _ = engine.delete(&target.subject, &part_name(&id, n)?).await;
+                let _ = engine
+                    .delete(&target.subject, &part_name(&bucket, &id, n)?)
+                    .await;
             }
-            let _ = engine.delete(&target.subject, &marker_name(&id)?).await;
+            let _ = engine
+                .delete(&target.subject, &marker_name(&bucket, &id)?)
+                .await;
             Ok::<_, S3Error>(CompleteMultipartUploadOutput {
-                bucket: Some(bucket),
+                bucket: Some(bucket_name),
                 key: Some(key),
                 e_tag: Some(etag(&receipt.checksum)),
                 ..Default::default()

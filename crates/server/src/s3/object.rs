@@ -1,6 +1,12 @@
 //! Object operations: PutObject, GetObject (with ranges), HeadObject,
 //! DeleteObject, DeleteObjects and CopyObject, with conditional requests.
 //!
+//! A key names the object stored in its bucket's namespace of the subject
+//! (`{bucket}/{name}`, see `keys`); where that holds nothing, a read falls
+//! back to the name the object had before buckets were namespaces, when
+//! only this bucket can have written it, and a write or a delete of the
+//! key retires that old name.
+//!
 //! The ETag of an object is its checksum (BLAKE3 of the stored bytes),
 //! quoted. Writes run in a task of their own, so a client that disconnects
 //! mid-body makes the engine abort the write cleanly instead of dropping it
@@ -14,7 +20,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use domicile_core::bucket::MappedKey;
+use domicile_core::bucket::{Bucket, MappedKey};
+use domicile_core::ids::ObjectKey;
 use domicile_engine::{ObjectInfo, ObjectMeta, PutReceipt};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
@@ -232,12 +239,74 @@ impl S3Api {
         }
     }
 
+    /// The object of a key, with the name it is stored under, or `None`:
+    /// its namespaced name, else its name from before buckets were
+    /// namespaces (if this bucket alone can have written it, and it holds
+    /// an object of the key's category).
+    pub(crate) async fn lookup(
+        &self,
+        op: &'static str,
+        bucket: &Bucket,
+        target: &MappedKey,
+    ) -> S3Result<Option<(ObjectKey, ObjectInfo)>> {
+        if let Some(info) = self.info(op, target).await? {
+            return Ok(Some((target.name.clone(), info)));
+        }
+        let Some(legacy) = self.legacy_name(bucket, target) else {
+            return Ok(None);
+        };
+        let old = MappedKey {
+            name: legacy.clone(),
+            ..target.clone()
+        };
+        Ok(self
+            .info(op, &old)
+            .await?
+            .filter(|info| info.category == target.category.as_str())
+            .map(|info| (legacy, info)))
+    }
+
+    /// Deletes the object a key had before buckets were namespaces, once
+    /// the key's namespaced name is written or deleted.
+    pub(crate) async fn retire_legacy(
+        &self,
+        op: &'static str,
+        bucket: &Bucket,
+        target: &MappedKey,
+    ) -> S3Result<()> {
+        let Some(legacy) = self.legacy_name(bucket, target) else {
+            return Ok(());
+        };
+        let old = MappedKey {
+            name: legacy.clone(),
+            ..target.clone()
+        };
+        match self.info(op, &old).await? {
+            Some(info) if info.category == target.category.as_str() => {
+                match self.engine.delete(&target.subject, &legacy).await {
+                    Ok(_) | Err(domicile_engine::Error::NotRegistered) => Ok(()),
+                    Err(e) => Err(from_engine(op, e)),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// After a write of a key: the object under its old name, now replaced,
+    /// is deleted. A failure leaves it behind the new one, which reads
+    /// prefer; the next delete of the key retires it.
+    async fn after_write(&self, op: &'static str, bucket: &Bucket, target: &MappedKey) {
+        if let Err(e) = self.retire_legacy(op, bucket, target).await {
+            tracing::warn!(op, error = ?e, "the key's object from before bucket namespaces was not deleted");
+        }
+    }
+
     pub(crate) async fn put(
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
-        let (_, target) = self.target(&input.bucket, &input.key)?;
+        let (bucket, target) = self.target(&input.bucket, &input.key)?;
         let meta = meta_of(input.content_type, input.metadata)?;
         let (reader, progress) = body::reader(
             input.body,
@@ -246,7 +315,10 @@ impl S3Api {
             self.body_idle_timeout,
         )?;
         if input.if_none_match.is_some() || input.if_match.is_some() {
-            let current = self.info("PutObject", &target).await?;
+            let current = self
+                .lookup("PutObject", bucket, &target)
+                .await?
+                .map(|(_, info)| info);
             let refused = match (&input.if_none_match, &input.if_match, &current) {
                 (Some(_), _, Some(_)) => true,
                 (_, Some(_), None) => true,
@@ -263,6 +335,7 @@ impl S3Api {
         let receipt = self
             .store("PutObject", &target, meta, reader, Some(progress))
             .await?;
+        self.after_write("PutObject", bucket, &target).await;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&receipt.checksum)),
             size: Some(receipt.size as i64),
@@ -275,7 +348,7 @@ impl S3Api {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let (_, target) = self.target(&input.bucket, &input.key)?;
+        let (bucket, target) = self.target(&input.bucket, &input.key)?;
         let conditions = Conditions {
             if_match: input.if_match,
             if_none_match: input.if_none_match,
@@ -284,28 +357,44 @@ impl S3Api {
         };
         // A range or a condition needs the object's size and ETag first;
         // a plain GET goes straight to the engine (one lookup).
-        let range = if input.range.is_some() || !conditions.is_empty() {
-            let info = self
-                .info("GetObject", &target)
+        let (name, range) = if input.range.is_some() || !conditions.is_empty() {
+            let (name, info) = self
+                .lookup("GetObject", bucket, &target)
                 .await?
                 .ok_or_else(no_such_key)?;
             conditions.check(&info, S3ErrorCode::NotModified)?;
-            resolve_range(input.range.as_ref(), info.size)?
+            (name, resolve_range(input.range.as_ref(), info.size)?)
         } else {
-            None
+            (target.name.clone(), None)
         };
-        let (info, stream) = self
-            .engine
-            .get(&target.subject, &target.name, range.clone())
-            .await
-            .map_err(|e| match e {
-                // The object changed size between the two lookups.
-                domicile_engine::Error::Invalid(_) if range.is_some() => s3(
-                    S3ErrorCode::InvalidRange,
-                    "the requested range is not satisfiable",
-                ),
-                e => from_engine("GetObject", e),
-            })?;
+        let opened = match self.engine.get(&target.subject, &name, range.clone()).await {
+            Err(domicile_engine::Error::NotFound(_)) if range.is_none() && name == target.name => {
+                // Nothing under the namespaced name: the key's old name.
+                match self.legacy_name(bucket, &target) {
+                    Some(legacy) => self
+                        .engine
+                        .get(&target.subject, &legacy, None)
+                        .await
+                        .and_then(|(info, stream)| {
+                            if info.category == target.category.as_str() {
+                                Ok((info, stream))
+                            } else {
+                                Err(domicile_engine::Error::NotFound(legacy.to_string()))
+                            }
+                        }),
+                    None => Err(domicile_engine::Error::NotFound(name.to_string())),
+                }
+            }
+            other => other,
+        };
+        let (info, stream) = opened.map_err(|e| match e {
+            // The object changed size between the two lookups.
+            domicile_engine::Error::Invalid(_) if range.is_some() => s3(
+                S3ErrorCode::InvalidRange,
+                "the requested range is not satisfiable",
+            ),
+            e => from_engine("GetObject", e),
+        })?;
         let length = range.as_ref().map(|r| r.end - r.start).unwrap_or(info.size);
         Ok(S3Response::new(GetObjectOutput {
             body: Some(outgoing(stream, self.metrics.clone(), "GetObject")),
@@ -325,9 +414,9 @@ impl S3Api {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        let (_, target) = self.target(&input.bucket, &input.key)?;
-        let info = self
-            .info("HeadObject", &target)
+        let (bucket, target) = self.target(&input.bucket, &input.key)?;
+        let (_, info) = self
+            .lookup("HeadObject", bucket, &target)
             .await?
             .ok_or_else(no_such_key)?;
         let conditions = Conditions {
@@ -355,11 +444,12 @@ impl S3Api {
     /// Deletes one key; a key with nothing stored (or a subject that is not
     /// registered) is already deleted, as S3 has it.
     async fn delete_key(&self, op: &'static str, bucket: &str, key: &str) -> S3Result<()> {
-        let (_, target) = self.target(bucket, key)?;
+        let (bucket, target) = self.target(bucket, key)?;
         match self.engine.delete(&target.subject, &target.name).await {
-            Ok(_) | Err(domicile_engine::Error::NotRegistered) => Ok(()),
-            Err(e) => Err(from_engine(op, e)),
+            Ok(_) | Err(domicile_engine::Error::NotRegistered) => {}
+            Err(e) => return Err(from_engine(op, e)),
         }
+        self.retire_legacy(op, bucket, &target).await
     }
 
     pub(crate) async fn delete(
@@ -424,10 +514,10 @@ impl S3Api {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
         let (src_bucket, src_key) = copy_source(&input.copy_source)?;
-        let (_, source) = self.target(&src_bucket, &src_key)?;
-        let (_, dest) = self.target(&input.bucket, &input.key)?;
-        let info = self
-            .info("CopyObject", &source)
+        let (src, source) = self.target(&src_bucket, &src_key)?;
+        let (dest_bucket, dest) = self.target(&input.bucket, &input.key)?;
+        let (src_name, info) = self
+            .lookup("CopyObject", src, &source)
             .await?
             .ok_or_else(no_such_key)?;
         let conditions = Conditions {
@@ -451,12 +541,13 @@ impl S3Api {
         };
         let (_, stream) = self
             .engine
-            .get(&source.subject, &source.name, None)
+            .get(&source.subject, &src_name, None)
             .await
             .map_err(|e| from_engine("CopyObject", e))?;
         let reader =
             tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
         let receipt = self.store("CopyObject", &dest, meta, reader, None).await?;
+        self.after_write("CopyObject", dest_bucket, &dest).await;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&receipt.checksum)),
