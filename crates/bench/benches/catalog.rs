@@ -141,7 +141,7 @@ async fn round(cat: Arc<dyn Catalog>, n: usize, seq: &mut usize) -> Result<Vec<f
                         blob_id: format!("{k:032x}"),
                         modified_at: 2,
                     };
-                    match c.commit_object(&fence, &row).await? {
+                    match c.commit_object(&fence, &row, 2).await? {
                         domicile_catalog::CommitOutcome::Committed { .. } => Ok(()),
                         other => anyhow::bail!("put commit fenced: {other:?}"),
                     }

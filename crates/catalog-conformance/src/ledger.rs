@@ -6,6 +6,7 @@ use domicile_catalog::ledger::{self, GENESIS};
 use domicile_catalog::{Catalog, CommitOutcome, LedgerAppend, LedgerEntry};
 use serde_json::json;
 
+use crate::REPLACED_DUE;
 use crate::{
     all_garbage, assert_chain, commit, entry, fence, get_placement, ledger_len, object, setup,
     strings, subject,
@@ -179,7 +180,7 @@ pub async fn concurrent_writers(cat: Arc<dyn Catalog>) {
                     10,
                 );
                 let out = cat
-                    .commit_object(&fence(&token, "profile", 1), &row)
+                    .commit_object(&fence(&token, "profile", 1), &row, REPLACED_DUE)
                     .await
                     .unwrap();
                 assert!(

@@ -19,7 +19,8 @@
 //!   custodian's placements and their rewraps.
 //! - `objects`: the object index: commits, deletes, listings, fences.
 //! - `moves`: moving a placement: marks under leases, commits, aborts.
-//! - `garbage`: the garbage queue and write intents.
+//! - `garbage`: the garbage queue, write intents, and retries of rows a
+//!   collection pass could not finish.
 //! - `ledger`: one chain from genesis, under concurrent writers too.
 //! - `jobs`: migration jobs, claims under leases, claim order.
 //! - `turns`: a worker's turn: unit releases riding in its change, batches.
@@ -46,7 +47,7 @@ use domicile_catalog::{
 };
 use serde_json::json;
 
-pub use garbage::{garbage, write_intents};
+pub use garbage::{garbage, garbage_retries, write_intents};
 pub use jobs::{claim_order, concurrent_claims, jobs};
 pub use ledger::{concurrent_writers, ledger_chain};
 pub use moves::moves;
@@ -59,7 +60,11 @@ pub use subjects::{empty_catalog, erase_subject, settings, subjects};
 pub use turns::{batched_turns, rekeyed_moves, unit_release_with_the_change};
 
 /// How many checks `run_all` runs (each on its own fresh catalog).
-pub const CHECKS: usize = 25;
+pub const CHECKS: usize = 26;
+
+/// When the checks' commits and deletes say a replaced blob is due: a
+/// grace period after the rows' times.
+const REPLACED_DUE: i64 = 300_000;
 
 /// Runs every check, each on a fresh, empty catalog from `fresh`.
 pub async fn run_all<F, Fut>(mut fresh: F)
@@ -80,6 +85,7 @@ where
     objects(&*fresh().await).await;
     garbage(&*fresh().await).await;
     write_intents(&*fresh().await).await;
+    garbage_retries(&*fresh().await).await;
     ledger_chain(&*fresh().await).await;
     settings(&*fresh().await).await;
     scan_follows_changes(&*fresh().await).await;
@@ -220,7 +226,7 @@ async fn setup(cat: &dyn Catalog, token: &str, home: &str, placements: &[(&str, 
 /// Commits and expects success; returns (version, replaced).
 async fn commit(cat: &dyn Catalog, epoch: i64, row: &ObjectRow) -> (i64, Option<String>) {
     let f = fence(&row.token, &row.category, epoch);
-    match cat.commit_object(&f, row).await.unwrap() {
+    match cat.commit_object(&f, row, REPLACED_DUE).await.unwrap() {
         CommitOutcome::Committed { version, replaced } => (version, replaced),
         other => panic!(
             "commit of {}/{} was fenced: {other:?}",

@@ -2,6 +2,7 @@
 
 use domicile_catalog::{Catalog, Error, PlacementRow, PlacementState};
 
+use crate::REPLACED_DUE;
 use crate::{
     assert_chain, commit, entry, fence, fenced, get_placement, ledger_len, object, read_ledger,
     setup, strings,
@@ -166,6 +167,7 @@ pub async fn moves(cat: &dyn Catalog) {
         .commit_object(
             &fence("tok-m", "profile", 1),
             &object("tok-m", "profile", "c", "blob-c", 5),
+            REPLACED_DUE,
         )
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 
 use domicile_catalog::{Catalog, CommitOutcome, Error, ObjectRow};
 
+use crate::REPLACED_DUE;
 use crate::{
     all_garbage, assert_chain, commit, entry, fence, fenced, get_placement, ledger_len, object,
     placement, setup, strings,
@@ -49,9 +50,20 @@ pub async fn commit_object(cat: &dyn Catalog) {
             g[0].category.as_str(),
             g[0].blob_id.as_str(),
             g[0].regions.clone(),
-            g[0].queued_at
+            g[0].queued_at,
+            g[0].next_try,
+            g[0].attempts,
         ),
-        ("tok-o", "profile", "blob-1", strings(&["r1", "r2"]), 6_000)
+        (
+            "tok-o",
+            "profile",
+            "blob-1",
+            strings(&["r1", "r2"]),
+            REPLACED_DUE,
+            REPLACED_DUE,
+            0
+        ),
+        "the replaced blob is due when the committer says (its grace period)"
     );
 
     assert_eq!(
@@ -70,12 +82,12 @@ pub async fn commit_object(cat: &dyn Catalog) {
     // Wrong epoch: nothing written.
     let a4 = object("tok-o", "profile", "a", "blob-4", 999);
     let out = cat
-        .commit_object(&fence("tok-o", "profile", 2), &a4)
+        .commit_object(&fence("tok-o", "profile", 2), &a4, REPLACED_DUE)
         .await
         .unwrap();
     assert_eq!(out, fenced(Some(1), false));
     let out = cat
-        .commit_object(&fence("tok-o", "profile", 0), &a4)
+        .commit_object(&fence("tok-o", "profile", 0), &a4, REPLACED_DUE)
         .await
         .unwrap();
     assert_eq!(out, fenced(Some(1), false));
@@ -94,7 +106,7 @@ pub async fn commit_object(cat: &dyn Catalog) {
     // No placement at all.
     let m = object("tok-o", "media", "m", "blob-m", 1);
     let out = cat
-        .commit_object(&fence("tok-o", "media", 1), &m)
+        .commit_object(&fence("tok-o", "media", 1), &m, REPLACED_DUE)
         .await
         .unwrap();
     assert_eq!(out, fenced(None, false));
@@ -102,7 +114,7 @@ pub async fn commit_object(cat: &dyn Catalog) {
 
     // A row that is not the fence's.
     let err = cat
-        .commit_object(&fence("tok-o", "profile", 1), &m)
+        .commit_object(&fence("tok-o", "profile", 1), &m, REPLACED_DUE)
         .await
         .unwrap_err();
     assert!(
@@ -115,6 +127,7 @@ pub async fn commit_object(cat: &dyn Catalog) {
         .commit_object(
             &fence("tok-o", "profile", 1),
             &object("tok-o", "profile", "c", "blob-2", 5),
+            REPLACED_DUE,
         )
         .await
         .unwrap_err();
@@ -133,6 +146,7 @@ pub async fn commit_object(cat: &dyn Catalog) {
         .commit_object(
             &fence("tok-o", "media", 1),
             &object("tok-o", "media", "a", "blob-5", 5),
+            REPLACED_DUE,
         )
         .await
         .unwrap_err();
@@ -158,7 +172,7 @@ pub async fn commit_object(cat: &dyn Catalog) {
             .unwrap()
     );
     let out = cat
-        .commit_object(&fence("tok-o", "profile", 1), &a4)
+        .commit_object(&fence("tok-o", "profile", 1), &a4, REPLACED_DUE)
         .await
         .unwrap();
     assert_eq!(out, fenced(Some(1), true));
@@ -195,14 +209,14 @@ pub async fn delete_object(cat: &dyn Catalog) {
     let g0 = all_garbage(cat).await.len();
 
     let out = cat
-        .delete_object(&fence("tok-d", "profile", 2), "x")
+        .delete_object(&fence("tok-d", "profile", 2), "x", REPLACED_DUE)
         .await
         .unwrap();
     assert_eq!(out, Some(fenced(Some(1), false)));
     assert!(cat.get_object("tok-d", "x").await.unwrap().is_some());
 
     let out = cat
-        .delete_object(&fence("tok-d", "profile", 1), "x")
+        .delete_object(&fence("tok-d", "profile", 1), "x", 77_000)
         .await
         .unwrap();
     assert_eq!(
@@ -217,28 +231,37 @@ pub async fn delete_object(cat: &dyn Catalog) {
     assert_eq!((p.objects, p.bytes), (1, 7));
     let g = all_garbage(cat).await;
     assert_eq!(g.len(), g0 + 1);
-    let last = g.last().unwrap();
+    let last = g.iter().find(|r| r.blob_id == "blob-x2").unwrap();
     assert_eq!(
         (
             last.blob_id.as_str(),
             last.regions.clone(),
-            last.category.as_str()
+            last.category.as_str(),
+            last.queued_at,
+            last.next_try,
         ),
-        ("blob-x2", strings(&["r1"]), "profile")
+        ("blob-x2", strings(&["r1"]), "profile", 77_000, 77_000),
+        "the deleted blob is due when the deleter says (its grace period)"
     );
 
     let f = fence("tok-d", "profile", 1);
-    assert_eq!(cat.delete_object(&f, "x").await.unwrap(), None);
-    assert_eq!(cat.delete_object(&f, "never").await.unwrap(), None);
+    assert_eq!(
+        cat.delete_object(&f, "x", REPLACED_DUE).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        cat.delete_object(&f, "never", REPLACED_DUE).await.unwrap(),
+        None
+    );
     // Under another category's fence the name is not there.
     let out = cat
-        .delete_object(&fence("tok-d", "media", 1), "y")
+        .delete_object(&fence("tok-d", "media", 1), "y", REPLACED_DUE)
         .await
         .unwrap();
     assert_eq!(out, None);
     assert!(cat.get_object("tok-d", "y").await.unwrap().is_some());
     let out = cat
-        .delete_object(&fence("tok-d", "payment", 1), "y")
+        .delete_object(&fence("tok-d", "payment", 1), "y", REPLACED_DUE)
         .await
         .unwrap();
     assert_eq!(out, Some(fenced(None, false)));
@@ -249,7 +272,7 @@ pub async fn delete_object(cat: &dyn Catalog) {
             .unwrap()
     );
     assert_eq!(
-        cat.delete_object(&f, "y").await.unwrap(),
+        cat.delete_object(&f, "y", REPLACED_DUE).await.unwrap(),
         Some(fenced(Some(1), true))
     );
     assert!(cat.get_object("tok-d", "y").await.unwrap().is_some());

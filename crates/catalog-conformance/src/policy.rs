@@ -7,6 +7,7 @@ use domicile_catalog::{
 };
 use serde_json::json;
 
+use crate::REPLACED_DUE;
 use crate::{assert_chain, entry, fence, get_placement, object, placement, setup, strings};
 
 fn version(digest: &str, actor: &str, at: i64) -> PolicyVersionRow {
@@ -160,7 +161,7 @@ pub async fn policy_fence(cat: &dyn Catalog) {
     // No version yet: version 0 is the active one.
     let row = object("tok-p", "profile", "a", "blob-a", 10);
     assert!(matches!(
-        cat.commit_object(&under(0, "profile", 1), &row)
+        cat.commit_object(&under(0, "profile", 1), &row, REPLACED_DUE)
             .await
             .unwrap(),
         CommitOutcome::Committed { .. }
@@ -172,7 +173,7 @@ pub async fn policy_fence(cat: &dyn Catalog) {
     // Decided under version 0, committed after version 1: refused.
     let stale = object("tok-p", "profile", "b", "blob-b", 20);
     assert_eq!(
-        cat.commit_object(&under(0, "profile", 1), &stale)
+        cat.commit_object(&under(0, "profile", 1), &stale, REPLACED_DUE)
             .await
             .unwrap(),
         CommitOutcome::PolicyChanged { active: 1 }
@@ -180,7 +181,7 @@ pub async fn policy_fence(cat: &dyn Catalog) {
     assert_eq!(cat.get_object("tok-p", "b").await.unwrap(), None);
     assert_eq!(get_placement(cat, "tok-p", "profile").await.objects, 1);
     assert_eq!(
-        cat.delete_object(&under(0, "profile", 1), "a")
+        cat.delete_object(&under(0, "profile", 1), "a", REPLACED_DUE)
             .await
             .unwrap(),
         Some(CommitOutcome::PolicyChanged { active: 1 })
@@ -188,14 +189,14 @@ pub async fn policy_fence(cat: &dyn Catalog) {
     assert!(cat.get_object("tok-p", "a").await.unwrap().is_some());
     // The fence of the placement itself still comes first.
     assert!(matches!(
-        cat.commit_object(&under(1, "profile", 7), &stale)
+        cat.commit_object(&under(1, "profile", 7), &stale, REPLACED_DUE)
             .await
             .unwrap(),
         CommitOutcome::Fenced { .. }
     ));
     // Under the active version: committed.
     assert!(matches!(
-        cat.commit_object(&under(1, "profile", 1), &stale)
+        cat.commit_object(&under(1, "profile", 1), &stale, REPLACED_DUE)
             .await
             .unwrap(),
         CommitOutcome::Committed { .. }

@@ -2,6 +2,7 @@
 
 use domicile_catalog::{Catalog, Error};
 
+use crate::REPLACED_DUE;
 use crate::{
     all_garbage, assert_chain, commit, entry, fence, fenced, get_placement, ledger_len, object,
     read_ledger, setup, strings, subject,
@@ -243,6 +244,7 @@ pub async fn erase_subject(cat: &dyn Catalog) {
         .commit_object(
             &fence("tok-e", "profile", 1),
             &object("tok-e", "profile", "late", "blob-late", 1),
+            REPLACED_DUE,
         )
         .await
         .unwrap();

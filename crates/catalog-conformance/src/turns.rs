@@ -7,6 +7,7 @@ use domicile_catalog::{
     UnitOutcome, UnitReceipt, UnitRelease, UnitRow, UnitState,
 };
 
+use crate::REPLACED_DUE;
 use crate::{
     all_garbage, entry, fence, get_placement, job_row, object, placement, strings, subject, unit,
 };
@@ -308,6 +309,7 @@ pub async fn rekeyed_moves(cat: &dyn Catalog) {
             .commit_object(
                 &fence("t1", "media", 1),
                 &object("t1", "media", lookup, blob, 10),
+                REPLACED_DUE,
             )
             .await
             .unwrap();
@@ -329,14 +331,7 @@ pub async fn rekeyed_moves(cat: &dyn Catalog) {
     // The new blobs' write intents, as a mover records them first.
     let intents: Vec<GarbageRow> = ["new-a", "new-b"]
         .iter()
-        .map(|blob| GarbageRow {
-            id: 0,
-            token: "t1".into(),
-            category: "media".into(),
-            blob_id: (*blob).into(),
-            regions: strings(&["r1", "r2"]),
-            queued_at: 1_000_000,
-        })
+        .map(|blob| GarbageRow::new("t1", "media", blob, &strings(&["r1", "r2"]), 1_000_000))
         .collect();
     cat.queue_garbage_rows(&intents).await.unwrap();
     assert_eq!(all_garbage(cat).await.len(), 2);
@@ -373,14 +368,7 @@ pub async fn rekeyed_moves(cat: &dyn Catalog) {
         rekeyed: objects,
         garbage: ["old-a", "old-b"]
             .iter()
-            .map(|b| GarbageRow {
-                id: 0,
-                token: "t1".into(),
-                category: "media".into(),
-                blob_id: (*b).into(),
-                regions: strings(&["r1"]),
-                queued_at: 700,
-            })
+            .map(|b| GarbageRow::new("t1", "media", b, &strings(&["r1"]), 700))
             .collect(),
     };
     let before = cat.ledger_page(0, 1_000).await.unwrap().len();

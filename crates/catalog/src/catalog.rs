@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
-    PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow, SubjectRow,
+    Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow,
+    PlacementState, PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow, SubjectRow,
 };
 use crate::raw::{RawRow, RawTable, RawValue};
 
@@ -345,9 +345,10 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// In one transaction: check that the placement is at `fence.epoch` and
     /// active; upsert the index row (version = old version + 1, or 1); keep
     /// the placement's object and byte counts in step; queue the replaced
-    /// blob for garbage collection (with the placement's regions, queued at
-    /// `row.modified_at`). If the row's blob is the one already indexed,
-    /// nothing is queued and `replaced` is `None`.
+    /// blob for garbage collection (with the placement's regions, due at
+    /// `replaced_due`: the caller's grace period, so that reads of the old
+    /// version in flight finish). If the row's blob is the one already
+    /// indexed, nothing is queued and `replaced` is `None`.
     ///
     /// The write's intent (any garbage row for `row.blob_id`, queued before
     /// its blob was written) is removed in the same transaction: from then
@@ -357,14 +358,24 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// (token, category), and with `Error::Conflict` if the name is indexed
     /// in another category or the blob id belongs to another name (a blob
     /// belongs to one row only, or collecting it would lose the other).
-    async fn commit_object(&self, fence: &Fence, row: &ObjectRow) -> Result<CommitOutcome>;
+    async fn commit_object(
+        &self,
+        fence: &Fence,
+        row: &ObjectRow,
+        replaced_due: Millis,
+    ) -> Result<CommitOutcome>;
 
     /// Removes an index row under a fence and queues its blob for deletion.
     /// Returns `Ok(None)` if the name was not there (in the fence's
     /// category); on success, `Committed` carries the deleted row's version
-    /// and its blob, now queued (with the placement's regions, at the
-    /// catalog's clock).
-    async fn delete_object(&self, fence: &Fence, lookup: &str) -> Result<Option<CommitOutcome>>;
+    /// and its blob, now queued (with the placement's regions, due at
+    /// `due`: the caller's grace period, as for `commit_object`).
+    async fn delete_object(
+        &self,
+        fence: &Fence,
+        lookup: &str,
+        due: Millis,
+    ) -> Result<Option<CommitOutcome>>;
 
     /// The index row of one name of a subject, if any.
     async fn get_object(&self, token: &str, lookup: &str) -> Result<Option<ObjectRow>>;
@@ -392,15 +403,19 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
 
     // ---- garbage ----
 
-    /// The oldest queued garbage rows (by id), at most `limit`, due or not:
-    /// every blob that no index row points at yet may legitimately exist.
+    /// Queued garbage rows, at most `limit`, due or not (in the order of
+    /// `due_garbage`): every blob that no index row points at yet may
+    /// legitimately exist.
     async fn garbage(&self, limit: u32) -> Result<Vec<GarbageRow>> {
         self.due_garbage(limit, Millis::MAX).await
     }
 
-    /// The oldest garbage rows due for deletion (`queued_at <= now`), at
-    /// most `limit`. A write's intent is queued in the future: its blob is
-    /// not collected while its writer may still commit it.
+    /// Garbage rows to take now (`next_try <= now`), at most `limit`, by
+    /// `next_try` then id. A write's intent is queued in the future: its
+    /// blob is not collected while its writer may still commit it; a
+    /// replaced blob waits for its grace period; a row whose deletion
+    /// failed waits for its next try (`retry_garbage`), so the rows behind
+    /// it come first.
     async fn due_garbage(&self, limit: u32, now: Millis) -> Result<Vec<GarbageRow>>;
 
     /// Queues a blob for deletion (for example, an upload whose commit was
@@ -415,6 +430,13 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
         }
         Ok(())
     }
+
+    /// Puts off garbage rows a collection pass could not finish, in one
+    /// transaction: each keeps only the regions its blob is still in, is
+    /// taken next at its `next_try`, and counts one more attempt if its
+    /// deletion `failed`. A row gone meanwhile (finished by another pass,
+    /// or removed by the commit of its intent's write) is skipped.
+    async fn retry_garbage(&self, retries: &[GarbageRetry]) -> Result<()>;
 
     /// Drops a garbage row once its blob is gone from every region, and
     /// appends the `purge` ledger entry if given. Errors with

@@ -100,10 +100,57 @@ pub struct GarbageRow {
     pub category: String,
     pub blob_id: String,
     pub regions: Vec<String>,
-    /// When it is due for deletion: when it was queued, or, for a write's
-    /// intent (queued before its blob is written, removed by the commit),
-    /// the time after which its writer is taken to have died.
+    /// When it is due for deletion: for a replaced or deleted blob, the
+    /// end of the grace period that lets reads in flight finish; for a
+    /// blob nobody can read (a write that never committed), when it was
+    /// queued; for a write's intent (queued before its blob is written,
+    /// removed by the commit), the time after which its writer is taken to
+    /// have died.
     pub queued_at: Millis,
+    /// Deletions that failed so far. The catalog's: a queued row starts at 0.
+    pub attempts: i64,
+    /// When a collection pass takes the row next: `queued_at` when queued,
+    /// later after a deletion failed or its region was backed off from.
+    /// The catalog's: a queued row starts at `queued_at`.
+    pub next_try: Millis,
+}
+
+impl GarbageRow {
+    /// A row to queue: the blob `blob_id` of (token, category), to delete
+    /// from `regions`, due at `due`.
+    pub fn new(
+        token: &str,
+        category: &str,
+        blob_id: &str,
+        regions: &[String],
+        due: Millis,
+    ) -> Self {
+        GarbageRow {
+            id: 0,
+            token: token.to_string(),
+            category: category.to_string(),
+            blob_id: blob_id.to_string(),
+            regions: regions.to_vec(),
+            queued_at: due,
+            attempts: 0,
+            next_try: due,
+        }
+    }
+}
+
+/// What a collection pass makes of a garbage row it could not finish: what
+/// [`Catalog::retry_garbage`](crate::Catalog::retry_garbage) takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GarbageRetry {
+    pub id: i64,
+    /// The regions its blob is still to be deleted from (those it was
+    /// deleted from are dropped).
+    pub regions: Vec<String>,
+    /// When to take it next.
+    pub next_try: Millis,
+    /// Whether a deletion failed (the row's attempt count grows), or the
+    /// row was only put off (a region it names is backed off from).
+    pub failed: bool,
 }
 
 /// The fence a write commits against: the placement it wrote to, and the

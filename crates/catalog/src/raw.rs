@@ -117,6 +117,8 @@ impl RawTable {
                 ("blob_id", Text),
                 ("regions", Text),
                 ("queued_at", Int),
+                ("attempts", Int),
+                ("next_try", Int),
             ],
             RawTable::Ledger => &[
                 ("seq", Int),

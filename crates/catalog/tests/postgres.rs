@@ -282,7 +282,7 @@ async fn reopened_database_keeps_everything() {
 async fn schema_version_is_current() {
     let server = Server::connect().await;
     let (url, cat) = server.catalog().await;
-    assert_eq!(SCHEMA_VERSION, 7);
+    assert_eq!(SCHEMA_VERSION, 8);
     assert_eq!(
         SCHEMA_VERSION,
         domicile_catalog::sqlite::SCHEMA_VERSION,
@@ -688,6 +688,7 @@ async fn race_a_move(writers_cat: &Arc<dyn Catalog>, mover: &Arc<dyn Catalog>, t
                     .commit_object(
                         &fence(&token, "profile", 1),
                         &object(&token, "profile", &name, &format!("blob-{name}")),
+                        0,
                     )
                     .await
                     .unwrap();
@@ -768,6 +769,7 @@ async fn race_a_move(writers_cat: &Arc<dyn Catalog>, mover: &Arc<dyn Catalog>, t
         .commit_object(
             &fence(token, "profile", 1),
             &object(token, "profile", "late", "blob-late"),
+            0,
         )
         .await
         .unwrap();
@@ -783,6 +785,7 @@ async fn race_a_move(writers_cat: &Arc<dyn Catalog>, mover: &Arc<dyn Catalog>, t
             .commit_object(
                 &fence(token, "profile", 2),
                 &object(token, "profile", "late", "blob-late"),
+                0,
             )
             .await
             .unwrap(),
@@ -857,6 +860,7 @@ async fn catalog_migration_copies_sqlite_verbatim_and_continues_the_chain() {
     src.commit_object(
         &fence("tok-1", "profile", 1),
         &object("tok-1", "profile", "lk", "blob-2"),
+        0,
     )
     .await
     .unwrap();

@@ -99,7 +99,7 @@ async fn reopened_file_keeps_everything() {
 async fn schema_version_is_current() {
     let dir = tempfile::tempdir().unwrap();
     let cat = open(&dir.path().join("c.db")).await;
-    assert_eq!(SCHEMA_VERSION, 7);
+    assert_eq!(SCHEMA_VERSION, 8);
     assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
     drop(cat);
     // Reopening applies nothing twice.
@@ -374,6 +374,52 @@ async fn a_ledger_from_before_actors_verifies_after_the_upgrade() {
     let actors: Vec<&str> = entries.iter().map(|e| e.actor.as_str()).collect();
     assert_eq!(actors, ["", "", "", "cli:test"]);
     assert_eq!(verify(&cat).await.unwrap(), 4);
+}
+
+/// Garbage queued before retries were recorded (schema 7) is taken as
+/// before after the upgrade that adds them: each row is first tried when
+/// it was due, with no attempt yet.
+#[tokio::test]
+async fn garbage_from_before_retries_is_due_as_before_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let cat = open(&path).await;
+    cat.pool().close().await;
+    drop(cat);
+    // Back to schema 7, with two rows queued as a build of it queued them.
+    let mut conn = raw(&path).await;
+    for sql in [
+        "DROP INDEX garbage_by_next_try",
+        "ALTER TABLE garbage DROP COLUMN attempts",
+        "ALTER TABLE garbage DROP COLUMN next_try",
+        "DELETE FROM _sqlx_migrations WHERE version = 8",
+        "INSERT INTO garbage (token, category, blob_id, regions, queued_at) \
+         VALUES ('t', 'profile', 'due-early', '[\"r1\"]', 100), \
+                ('t', 'profile', 'due-late', '[\"r1\"]', 5000)",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let cat = open(&path).await;
+    assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let rows = cat.garbage(10).await.unwrap();
+    let got: Vec<(&str, i64, i64, i64)> = rows
+        .iter()
+        .map(|g| (g.blob_id.as_str(), g.queued_at, g.next_try, g.attempts))
+        .collect();
+    assert_eq!(
+        got,
+        [("due-early", 100, 100, 0), ("due-late", 5000, 5000, 0)]
+    );
+    let due: Vec<String> = cat
+        .due_garbage(10, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.blob_id)
+        .collect();
+    assert_eq!(due, ["due-early"]);
 }
 
 #[tokio::test]

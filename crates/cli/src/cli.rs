@@ -61,6 +61,10 @@ pub enum Command {
         /// 0 runs none.
         #[arg(long, env = "DOMICILE_COLLECT_EVERY", default_value_t = 60.0)]
         collect_every: f64,
+        /// Seconds an overwritten or deleted object's old bytes stay
+        /// readable (reads in flight finish) before they are collected.
+        #[arg(long, env = "DOMICILE_GC_GRACE", default_value_t = 300.0)]
+        gc_grace: f64,
     },
     /// Validate and explain the policy.
     #[command(subcommand)]

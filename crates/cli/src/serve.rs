@@ -1,6 +1,7 @@
 //! `domicile serve`: binds the REST and S3 listeners, prints where they
 //! listen, and serves until SIGTERM or ctrl-c, letting in-flight requests
-//! finish. It collects garbage now and then meanwhile (`--collect-every`).
+//! finish. It collects garbage now and then meanwhile (`--collect-every`),
+//! once replaced bytes are past their grace period (`--gc-grace`).
 
 use std::io::Write;
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use domicile_engine::{Engine, EngineOptions, Secrets};
+use domicile_engine::{Engine, EngineOptions, GcOptions, Secrets};
 use domicile_server::{Listeners, ServerOptions};
 use tokio::net::TcpListener;
 
@@ -49,11 +50,21 @@ pub fn options(max_object_size: u64, collect_every: f64) -> Result<ServerOptions
     })
 }
 
+/// The grace period of replaced and deleted blobs, from `--gc-grace`; a bad
+/// value is bad input.
+pub fn gc_grace(secs: f64) -> Result<Duration> {
+    if !(secs.is_finite() && (0.0..=7.0 * 86_400.0).contains(&secs)) {
+        return Err(BadInput("--gc-grace must be between 0 and 604800 seconds".into()).into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 pub async fn run(
     config: &Path,
     listen: &str,
     s3_listen: &str,
     options: ServerOptions,
+    gc_grace: Duration,
 ) -> Result<u8> {
     let max_object_size = options.max_object_size;
     let config = crate::config_file::load(config)?;
@@ -76,6 +87,10 @@ pub async fn run(
         secrets,
         EngineOptions {
             max_object_size,
+            gc: GcOptions {
+                grace: gc_grace,
+                ..GcOptions::default()
+            },
             ..EngineOptions::default()
         },
     )

@@ -6,6 +6,12 @@
 //! changed meanwhile (a move committed), the blob is carried to the new
 //! placement's regions and committed again: the body is never re-read, and
 //! nothing is acknowledged before its copies are where the catalog says.
+//!
+//! No call here waits on garbage collection: the blob an overwrite or a
+//! delete replaces is queued in its commit, due after the grace period
+//! (reads of it in flight finish), and a blob nobody can read (a write that
+//! never committed) is queued due at once; the background pass
+//! ([`crate::gc`]) deletes both.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -223,7 +229,11 @@ impl Engine {
                 modified_at: now_millis(),
             };
             let fence = Engine::fence(token, category.as_str(), placement.epoch, acting.version);
-            let outcome = match self.catalog.commit_object(&fence, &row).await {
+            let outcome = match self
+                .catalog
+                .commit_object(&fence, &row, self.replaced_due())
+                .await
+            {
                 Ok(outcome) => outcome,
                 Err(
                     e @ (domicile_catalog::Error::Conflict { .. }
@@ -237,21 +247,18 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             };
             match outcome {
-                CommitOutcome::Committed { version, replaced } => {
-                    let collected = self
-                        .discard_blob_copies(
-                            token,
-                            category.as_str(),
-                            path.blob_id(),
-                            &holding,
-                            &placement.regions,
-                        )
-                        .await;
-                    // The catalog queued the replaced blob in the commit;
-                    // one collection pass deletes it (and any strays).
-                    if replaced.is_some() && !collected {
-                        self.collect_now().await;
-                    }
+                CommitOutcome::Committed { version, .. } => {
+                    // The catalog queued the replaced blob in the commit,
+                    // due after the grace period; the background pass
+                    // deletes it (and any strays).
+                    self.discard_blob_copies(
+                        token,
+                        category.as_str(),
+                        path.blob_id(),
+                        &holding,
+                        &placement.regions,
+                    )
+                    .await;
                     return Ok(PutReceipt {
                         version,
                         size: written.plain_size,
@@ -424,7 +431,10 @@ impl Engine {
         Ok(written)
     }
 
-    /// Copies of a committed blob outside its placement are strays: delete them.
+    /// Copies of a committed blob outside its placement are strays: queued
+    /// for deletion (the catalog does not know these copies, so a
+    /// collection pass alone would never delete them). No read goes there:
+    /// reads follow the placement.
     async fn discard_blob_copies(
         &self,
         token: &str,
@@ -432,19 +442,15 @@ impl Engine {
         blob_id: &str,
         holding: &[String],
         keep: &[String],
-    ) -> bool {
+    ) {
         let strays: Vec<String> = holding
             .iter()
             .filter(|r| !keep.contains(r))
             .cloned()
             .collect();
-        if strays.is_empty() {
-            return false;
+        if !strays.is_empty() {
+            self.queue_blob(token, category, blob_id, &strays).await;
         }
-        // Queued first: the catalog does not know these copies, so a
-        // collection pass alone would never delete them.
-        self.queue_blob(token, category, blob_id, &strays).await;
-        true
     }
 
     /// Records that a blob is about to be written to `regions`: a garbage
@@ -484,23 +490,21 @@ impl Engine {
         }
     }
 
-    /// Queues a blob for deletion from `regions` and runs a collection pass.
+    /// Queues a blob that no reader can have opened (a write that never
+    /// committed, or copies outside the placement) for deletion from
+    /// `regions`, due at once: the background pass deletes it.
     async fn queue_blob(&self, token: &str, category: &str, blob_id: &str, regions: &[String]) {
         let row = garbage_row(token, category, blob_id, regions, now_millis());
         if let Err(e) = self.catalog.queue_garbage(&row).await {
             tracing::warn!(error = %e, "could not queue an unused blob for deletion");
         }
-        self.collect_now().await;
     }
 
-    /// One collection pass; a failure is logged (`None`) and retried by the next.
-    pub(crate) async fn collect_now(&self) -> Option<crate::gc::GcReport> {
-        self.collect_garbage()
-            .await
-            .inspect_err(|e| {
-                tracing::warn!(error = %e, "garbage collection failed; it will be retried");
-            })
-            .ok()
+    /// When a blob replaced or deleted now is due for deletion: after the
+    /// grace period, so that reads of it in flight finish.
+    pub(crate) fn replaced_due(&self) -> i64 {
+        now_millis()
+            .saturating_add(i64::try_from(self.options.gc.grace.as_millis()).unwrap_or(i64::MAX))
     }
 
     /// The index row and placement of a subject's object.
@@ -681,12 +685,14 @@ impl Engine {
                 return Ok(false);
             };
             let fence = Engine::fence(&token, category.as_str(), p.epoch, acting.version);
-            match self.catalog.delete_object(&fence, &lookup).await? {
+            match self
+                .catalog
+                .delete_object(&fence, &lookup, self.replaced_due())
+                .await?
+            {
                 None => return Ok(false),
-                Some(CommitOutcome::Committed { .. }) => {
-                    self.collect_now().await;
-                    return Ok(true);
-                }
+                // Its blob is queued, due after the grace period.
+                Some(CommitOutcome::Committed { .. }) => return Ok(true),
                 Some(CommitOutcome::Fenced { .. }) => continue,
                 // A delete puts no byte anywhere: under the new version
                 // it is the same delete.
@@ -707,14 +713,7 @@ pub(crate) fn garbage_row(
     regions: &[String],
     due: i64,
 ) -> GarbageRow {
-    GarbageRow {
-        id: 0,
-        token: token.to_string(),
-        category: category.to_string(),
-        blob_id: blob_id.to_string(),
-        regions: regions.to_vec(),
-        queued_at: due,
-    }
+    GarbageRow::new(token, category, blob_id, regions, due)
 }
 
 /// Where a fenced write's blob went: copied to the regions of the placement

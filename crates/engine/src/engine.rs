@@ -14,6 +14,7 @@ use domicile_core::ids::SubjectId;
 use domicile_store::{DataKey, KeyContext, Keyring, RegionOptions, RegionStore};
 
 use crate::error::{Error, Result};
+use crate::gc::{GcOptions, GcState};
 use crate::secrets::{RestToken, S3Credential, Secrets, token_key_path};
 use crate::tokens::Tokenizer;
 
@@ -38,6 +39,9 @@ pub struct EngineOptions {
     /// collected as the leftover of a writer that died (a killed server).
     /// Must exceed the longest a write can take.
     pub intent_ttl: Duration,
+    /// Garbage collection: how long a replaced or deleted blob stays
+    /// readable (`grace`), and the bounds and backoffs of a pass.
+    pub gc: GcOptions,
 }
 
 impl Default for EngineOptions {
@@ -49,6 +53,7 @@ impl Default for EngineOptions {
             move_wait: Duration::from_secs(5),
             inline_move_max: 64 << 20,
             intent_ttl: Duration::from_secs(24 * 3600),
+            gc: GcOptions::default(),
         }
     }
 }
@@ -98,6 +103,8 @@ pub struct Engine {
     /// new wrapped key at the same epoch, which can never hit the erased
     /// key's entry.
     keys: Mutex<HashMap<WrappedKeyId, DataKey>>,
+    /// The regions garbage collection backs off from.
+    pub(crate) gc: GcState,
 }
 
 impl std::fmt::Debug for Engine {
@@ -196,6 +203,7 @@ impl Engine {
             secrets,
             options,
             keys: Mutex::new(HashMap::new()),
+            gc: GcState::default(),
         };
         let acting = match engine.follow_policy().await {
             Ok(a) if a.version == 0 => engine.store_first_version().await?,

@@ -14,7 +14,8 @@
 //! - [`policy`]: the policy version this process acts on; applying and
 //!   following versions.
 //! - [`data`]: put, get, head, list and delete, with epoch fencing.
-//! - [`gc`]: deletion of blobs no index row points at.
+//! - [`gc`]: deletion of blobs no index row points at, in bounded
+//!   background passes, after a grace period for reads in flight.
 //! - [`migrate`]: online migration jobs: units under leases; copy, verify,
 //!   re-wrap, commit epoch + 1, purge after a grace period. One module per
 //!   part: the job, its planning, the worker and its status, a turn's
@@ -47,6 +48,7 @@ pub mod verify;
 pub use data::{ObjectInfo, ObjectMeta, PutReceipt};
 pub use engine::{Acting, Engine, EngineOptions, Health};
 pub use error::{Error, Result};
+pub use gc::{GcOptions, GcReport};
 pub use migrate::{MigrateOptions, MigrationStatus, WorkerState, WorkerStatus};
 pub use policy::PolicyVersion;
 pub use rotate::{RotateOptions, RotationReport};

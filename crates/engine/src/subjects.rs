@@ -201,8 +201,10 @@ impl Engine {
 
     /// Erases a subject: index rows, placements and wrapped data keys go in
     /// one catalog transaction with the ledger entry (the keys' deletion
-    /// shreds every copy at once); then the blobs are purged from every
-    /// region.
+    /// shreds every copy at once); then the subject's blobs are purged from
+    /// every region at once, by the erasure itself (no grace period, and no
+    /// collection of other subjects' garbage). What a region that fails
+    /// keeps stays queued for the background collection.
     pub async fn erase_subject(&self, id: &SubjectId) -> Result<ErasureReport> {
         let (token, _) = self.registered(id).await?;
         let placements = self.catalog.placements_of(&token).await?;
@@ -220,18 +222,11 @@ impl Engine {
         };
         let garbage = self.catalog.erase_subject(&token, ledger).await?;
         self.forget_keys(&token);
-        let gc = self.collect_garbage().await?;
-        // Whatever else the subject's prefix holds goes too: staging files
-        // of writes killed mid-way (the subject's ciphertext, shredded but
-        // not to be left behind) and anything foreign put there.
-        let prefix = domicile_store::layout::prefix_for(&token)?;
-        for store in self.regions.values() {
-            store.delete_prefix(&prefix).await?;
-        }
+        let copies_deleted = self.purge_erased(&token, &garbage).await?;
         Ok(ErasureReport {
             placements: placements.len() as u64,
             objects: garbage.len() as u64,
-            copies_deleted: gc.copies_deleted,
+            copies_deleted,
         })
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use domicile_core::Config;
 use domicile_core::exposure::Level;
-use domicile_engine::{Engine, EngineOptions, Error, ObjectMeta, PutReceipt, Secrets};
+use domicile_engine::{Engine, EngineOptions, Error, GcOptions, ObjectMeta, PutReceipt, Secrets};
 use domicile_store::RegionStore;
 use domicile_test_support::engine::{cat, jur, key, now_millis, put, sid, token};
 use domicile_test_support::files::walk;
@@ -278,6 +278,18 @@ async fn problem_kinds(engine: &Engine) -> BTreeSet<String> {
         .collect()
 }
 
+/// Options under which a replaced or deleted blob is due at once: for the
+/// tests that check collection itself (a pass still has to run).
+fn collect_at_once() -> EngineOptions {
+    EngineOptions {
+        gc: GcOptions {
+            grace: Duration::ZERO,
+            ..GcOptions::default()
+        },
+        ..EngineOptions::default()
+    }
+}
+
 async fn assert_clean(engine: &Engine) {
     let report = engine.verify(true).await.unwrap();
     assert!(
@@ -398,7 +410,7 @@ const SIZES: [usize; 6] = [0, 1, 65_535, 65_536, 65_537, 5 << 20];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trips_of_every_size_with_ranges_metadata_overwrite_and_delete() {
     let d = Deployment::new();
-    let engine = d.open(&[CN], &all_in_cn()).await;
+    let engine = d.open_with(&[CN], &all_in_cn(), collect_at_once()).await;
     engine.add_subject(&sid("alice"), jur("CN")).await.unwrap();
 
     let mut file_of: BTreeMap<usize, PathBuf> = BTreeMap::new();
@@ -497,16 +509,20 @@ async fn round_trips_of_every_size_with_ranges_metadata_overwrite_and_delete() {
         );
     }
 
-    // Overwrite: version 2, the new content, and the old blob file is gone.
+    // Overwrite: version 2, the new content; the old blob file is left to
+    // the collector (no request collects), and its pass deletes it.
     let before = d.files("cn");
     let receipt = put(&engine, "alice", "profile", "docs/obj-1", b"second")
         .await
         .unwrap();
     assert_eq!(receipt.version, 2);
     let after = d.files("cn");
+    assert!(after.contains(&file_of[&1]), "the overwrite collected");
+    assert_eq!(added(&before, &after).len(), 1);
+    assert_eq!(engine.collect_garbage().await.unwrap().blobs, 1);
+    let after = d.files("cn");
     assert_eq!(after.len(), before.len(), "overwrite leaks no blob");
     assert!(!after.contains(&file_of[&1]), "old blob collected");
-    assert_eq!(added(&before, &after).len(), 1);
     assert_eq!(
         read(&engine, "alice", "docs/obj-1", None).await.unwrap(),
         b"second"
@@ -521,15 +537,22 @@ async fn round_trips_of_every_size_with_ranges_metadata_overwrite_and_delete() {
         .await
         .unwrap();
     assert_eq!(receipt.version, 3);
+    engine.collect_garbage().await.unwrap();
     assert_eq!(d.files("cn").len(), SIZES.len());
 
-    // Delete: the file goes; a second delete says there was nothing.
+    // Delete: the file goes with the next pass; a second delete says
+    // there was nothing.
     assert!(
         engine
             .delete(&sid("alice"), &key("docs/obj-65536"))
             .await
             .unwrap()
     );
+    assert!(
+        d.files("cn").contains(&file_of[&65_536]),
+        "the delete collected"
+    );
+    assert_eq!(engine.collect_garbage().await.unwrap().blobs, 1);
     let files = d.files("cn");
     assert_eq!(files.len(), SIZES.len() - 1);
     assert!(!files.contains(&file_of[&65_536]));
@@ -687,7 +710,7 @@ async fn no_byte_of_a_subject_reaches_a_region_its_policy_forbids() {
             "india-only-sg",
             "homes = [\"IN\"]\nallow = [\"sg\"]\ndeny = [\"CN\"]",
         );
-    let engine = d.open(&regions, &v1).await;
+    let engine = d.open_with(&regions, &v1, collect_at_once()).await;
     let india: Vec<String> = (0..12).map(|i| format!("in-{i}")).collect();
     for s in &india {
         engine.add_subject(&sid(s), jur("IN")).await.unwrap();
@@ -745,6 +768,8 @@ async fn no_byte_of_a_subject_reaches_a_region_its_policy_forbids() {
         .await
         .unwrap();
     assert!(engine.delete(&sid("in-empty"), &key("tmp")).await.unwrap());
+    // Its blob is collected (due at once here): the placement holds nothing.
+    assert_eq!(engine.collect_garbage().await.unwrap().blobs, 1);
     drop(engine);
 
     // The policy changes: IN data may no longer be in sg (only in us).
@@ -753,7 +778,7 @@ async fn no_byte_of_a_subject_reaches_a_region_its_policy_forbids() {
             "india-only-us",
             "homes = [\"IN\"]\nallow = [\"us\"]\ndeny = [\"CN\"]",
         );
-    let engine = d.open(&regions, &v2).await;
+    let engine = d.open_with(&regions, &v2, collect_at_once()).await;
     let before = d.all_files();
     let entries = ledger_count(&engine).await;
     let refused = put(&engine, "in-0", "profile", "doc-new", b"must not land").await;
@@ -812,8 +837,10 @@ async fn no_byte_of_a_subject_reaches_a_region_its_policy_forbids() {
         b"re-placed"
     );
 
-    // Deleting from a forbidden placement writes nothing there: allowed.
+    // Deleting from a forbidden placement writes nothing there: allowed;
+    // its blob goes with the next pass (due at once here).
     assert!(engine.delete(&sid("in-1"), &key("doc-0")).await.unwrap());
+    assert_eq!(engine.collect_garbage().await.unwrap().blobs, 1);
     assert_eq!(d.files_of("sg", &token(&engine, "in-1")).len(), 2);
 
     // CN subjects were never concerned.
@@ -977,7 +1004,9 @@ async fn an_oversized_body_is_refused_and_leaves_nothing() {
 async fn a_region_outage_fails_the_write_and_leaves_no_partial_copy() {
     let d = Deployment::new();
     let regions = [CN, SG];
-    let mut engine = d.open(&regions, &two_copies_rules()).await;
+    let mut engine = d
+        .open_with(&regions, &two_copies_rules(), collect_at_once())
+        .await;
     engine.add_subject(&sid("carol"), jur("CN")).await.unwrap();
     let r = put(&engine, "carol", "profile", "kept", b"v1")
         .await
@@ -1031,6 +1060,8 @@ async fn a_region_outage_fails_the_write_and_leaves_no_partial_copy() {
     assert_eq!(r.version, 2);
     assert_eq!(read(&engine, "carol", "new", None).await.unwrap(), b"after");
     assert_eq!(read(&engine, "carol", "kept", None).await.unwrap(), b"v2");
+    // v1's blob goes with the next pass (due at once here).
+    assert_eq!(engine.collect_garbage().await.unwrap().blobs, 1);
     for files in d.all_files().values() {
         assert_eq!(files.len(), 2);
     }
@@ -1297,6 +1328,9 @@ async fn a_write_fenced_by_a_committed_move_follows_the_new_placement() {
     assert_eq!(receipt.version, 1);
     assert_eq!(read(&engine, "mia", "doc", None).await.unwrap(), body);
     assert_eq!(d.files_of(&to, &t).len(), 1);
+    // The copy left in the old placement was never committed there, so no
+    // read can have it open: it is due at once, whatever the grace period.
+    assert_eq!(engine.collect_garbage().await.unwrap().blobs, 1);
     assert!(
         d.files_of(&from, &t).is_empty(),
         "the copy written to the old placement stayed behind"
@@ -1335,6 +1369,8 @@ async fn a_write_fenced_by_a_move_that_outlasts_the_wait_leaves_no_blob() {
     gate.send(()).unwrap();
     let err = handle.await.unwrap().unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
+    // A blob never committed is due at once, whatever the grace period.
+    assert_eq!(engine.collect_garbage().await.unwrap().blobs, 1);
     assert_eq!(
         d.all_files(),
         files,
@@ -1374,13 +1410,13 @@ async fn erasure_removes_every_copy_and_shreds_the_keys() {
             }
         }
     }
-    // An overwritten version too.
+    // An overwritten version too, still within its grace period.
     put(&engine, "erin", "profile", "profile/0", b"newer")
         .await
         .unwrap();
     let t = token(&engine, "erin");
     for r in ["cn", "sg"] {
-        assert_eq!(d.files_of(r, &t).len(), 6);
+        assert_eq!(d.files_of(r, &t).len(), 7);
     }
     let frank_files = (
         d.files_of("cn", &token(&engine, "frank")),
@@ -1390,7 +1426,9 @@ async fn erasure_removes_every_copy_and_shreds_the_keys() {
     let report = engine.erase_subject(&sid("erin")).await.unwrap();
     assert_eq!(report.placements, 2);
     assert_eq!(report.objects, 6);
-    assert_eq!(report.copies_deleted, 12);
+    // Every file of the subject in both regions, the replaced version's too:
+    // an erasure does not wait for a grace period.
+    assert_eq!(report.copies_deleted, 14);
     for (region, files) in d.all_files() {
         assert!(
             !files.iter().any(|f| f.to_string_lossy().contains(&t)),
@@ -1466,7 +1504,7 @@ async fn concurrent_writers_keep_the_last_acknowledged_version_and_leak_nothing(
     const SUBJECTS: usize = 4;
     const NAMES: usize = 3;
     let d = Deployment::new();
-    let engine = Arc::new(d.open(&[CN], &all_in_cn()).await);
+    let engine = Arc::new(d.open_with(&[CN], &all_in_cn(), collect_at_once()).await);
     for s in 0..SUBJECTS {
         engine
             .add_subject(&sid(&format!("s{s}")), jur("CN"))
@@ -1521,12 +1559,21 @@ async fn concurrent_writers_keep_the_last_acknowledged_version_and_leak_nothing(
     }
     assert_eq!(writes, TASKS * PUTS);
 
-    // Every replaced blob was collected by the writers' own GC passes.
+    // Every replaced blob was queued (no writer collected one), and one
+    // pass collects them all.
     let mut live = 0;
     for s in 0..SUBJECTS {
         live += engine.list(&sid(&format!("s{s}"))).await.unwrap().len();
     }
     assert_eq!(live, SUBJECTS * NAMES);
+    let replaced = writes - live;
+    assert_eq!(
+        engine.test_catalog().garbage(1_000).await.unwrap().len(),
+        replaced
+    );
+    assert_eq!(d.files("cn").len(), writes, "a writer collected");
+    let gc = engine.collect_garbage().await.unwrap();
+    assert_eq!((gc.blobs, gc.failures), (replaced as u64, 0));
     assert!(engine.test_catalog().garbage(100).await.unwrap().is_empty());
     assert_eq!(d.files("cn").len(), live, "blob files leaked");
     let gc = engine.collect_garbage().await.unwrap();
@@ -1968,14 +2015,13 @@ async fn a_blob_whose_writer_died_before_its_commit_is_pending_then_collected() 
     let due = now_millis() + 1500;
     for blob_id in [&dead_id, &staged_id] {
         catalog
-            .queue_garbage(&domicile_catalog::GarbageRow {
-                id: 0,
-                token: t.clone(),
-                category: "profile".into(),
-                blob_id: blob_id.clone(),
-                regions: vec!["cn".into()],
-                queued_at: due,
-            })
+            .queue_garbage(&domicile_catalog::GarbageRow::new(
+                &t,
+                "profile",
+                blob_id,
+                &["cn".into()],
+                due,
+            ))
             .await
             .unwrap();
     }
@@ -2031,14 +2077,13 @@ async fn the_periodic_collector_takes_what_dead_writers_left_once_due() {
     let due = now_millis() + 600;
     engine
         .test_catalog()
-        .queue_garbage(&domicile_catalog::GarbageRow {
-            id: 0,
-            token: t.clone(),
-            category: "profile".into(),
-            blob_id: dead_id,
-            regions: vec!["cn".into()],
-            queued_at: due,
-        })
+        .queue_garbage(&domicile_catalog::GarbageRow::new(
+            &t,
+            "profile",
+            &dead_id,
+            &["cn".into()],
+            due,
+        ))
         .await
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -2165,7 +2210,7 @@ async fn index_checksum_as_stored(engine: &Engine, subject: &str, blob: &str, st
         checksum: blake3::hash(stored).to_hex().to_string(),
         ..row
     };
-    let outcome = catalog.commit_object(&fence, &row).await.unwrap();
+    let outcome = catalog.commit_object(&fence, &row, 0).await.unwrap();
     assert!(
         matches!(outcome, domicile_catalog::CommitOutcome::Committed { .. }),
         "{outcome:?}"

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use domicile_catalog::raw::{RawRow, RawTable, RawValue};
 use domicile_catalog::{
-    Catalog, CommitOutcome, Fence, GarbageRow, JobCounts, JobRow, JobState, JobStore, JobWaiting,
-    LedgerAppend, LedgerEntry, Millis, MoveMark, ObjectRow, PlacementRow, PlacementSummary,
-    PolicyApplied, PolicyVersionRow, ResidencyRow, Result, SubjectRow, UnitMove, UnitOutcome,
-    UnitReceipt, UnitRow, UnitState,
+    Catalog, CommitOutcome, Fence, GarbageRetry, GarbageRow, JobCounts, JobRow, JobState, JobStore,
+    JobWaiting, LedgerAppend, LedgerEntry, Millis, MoveMark, ObjectRow, PlacementRow,
+    PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow, Result, SubjectRow, UnitMove,
+    UnitOutcome, UnitReceipt, UnitRow, UnitState,
 };
 use domicile_core::Config;
 use domicile_engine::{Engine, EngineOptions, Secrets};
@@ -215,14 +215,24 @@ impl Catalog for Interleaving {
         self.inner.residency().await
     }
 
-    async fn commit_object(&self, fence: &Fence, row: &ObjectRow) -> Result<CommitOutcome> {
+    async fn commit_object(
+        &self,
+        fence: &Fence,
+        row: &ObjectRow,
+        replaced_due: i64,
+    ) -> Result<CommitOutcome> {
         self.step("commit_object").await;
-        self.inner.commit_object(fence, row).await
+        self.inner.commit_object(fence, row, replaced_due).await
     }
 
-    async fn delete_object(&self, fence: &Fence, lookup: &str) -> Result<Option<CommitOutcome>> {
+    async fn delete_object(
+        &self,
+        fence: &Fence,
+        lookup: &str,
+        due: i64,
+    ) -> Result<Option<CommitOutcome>> {
         self.step("delete_object").await;
-        self.inner.delete_object(fence, lookup).await
+        self.inner.delete_object(fence, lookup, due).await
     }
 
     async fn get_object(&self, token: &str, lookup: &str) -> Result<Option<ObjectRow>> {
@@ -252,6 +262,11 @@ impl Catalog for Interleaving {
     async fn queue_garbage(&self, row: &GarbageRow) -> Result<i64> {
         self.step("queue_garbage").await;
         self.inner.queue_garbage(row).await
+    }
+
+    async fn retry_garbage(&self, retries: &[GarbageRetry]) -> Result<()> {
+        self.step("retry_garbage").await;
+        self.inner.retry_garbage(retries).await
     }
 
     async fn finish_garbage(&self, id: i64, ledger: Option<LedgerAppend>) -> Result<()> {

@@ -83,7 +83,8 @@ pub async fn populate(cat: &dyn Catalog) {
     assert_eq!(
         cat.commit_object(
             &fence("tok-1", "profile", 1),
-            &object("tok-1", "profile", "lk", "blob-1")
+            &object("tok-1", "profile", "lk", "blob-1"),
+            0
         )
         .await
         .unwrap(),

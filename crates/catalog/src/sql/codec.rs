@@ -26,7 +26,8 @@ pub(crate) const SUMMARY_COLS: &str =
     "token, home, category, custodian, epoch, objects, bytes, regions";
 
 /// The garbage columns, in the order [`Sql::garbage_from`] reads them.
-pub(crate) const GARBAGE_COLS: &str = "id, token, category, blob_id, regions, queued_at";
+pub(crate) const GARBAGE_COLS: &str =
+    "id, token, category, blob_id, regions, queued_at, attempts, next_try";
 
 /// The ledger columns, in the order [`Sql::entry_from`] reads them.
 pub(crate) const LEDGER_COLS: &str = "seq, at, kind, subject, body, prev_hash, hash, actor";

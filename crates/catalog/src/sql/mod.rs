@@ -32,7 +32,7 @@ use sqlx::database::HasStatementCache;
 use sqlx::{Database, Pool};
 
 use crate::error::Result;
-use crate::model::{Millis, PlacementSummary};
+use crate::model::PlacementSummary;
 
 /// Whether a write must be on disk before its call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,11 +193,3 @@ impl<D: Dialect> SqlCatalog<D> {
 /// is used, but not its bounds on other types, so they cannot live on
 /// [`Dialect`] alone.
 pub(crate) struct Sql<D>(PhantomData<D>);
-
-/// Milliseconds since the epoch, by this machine's clock.
-pub(crate) fn now_millis() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}

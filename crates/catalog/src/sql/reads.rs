@@ -15,7 +15,7 @@ use super::{Dialect, Durability, Retry, Sql, SqlCatalog};
 use crate::catalog::{Catalog, CommitOutcome, MoveMark, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::model::{
-    Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow,
+    Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow,
     PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow, SubjectRow, objects_by_pair,
 };
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
@@ -295,7 +295,12 @@ where
 
     // ---- objects ----
 
-    async fn commit_object(&self, fence: &Fence, row: &ObjectRow) -> Result<CommitOutcome> {
+    async fn commit_object(
+        &self,
+        fence: &Fence,
+        row: &ObjectRow,
+        replaced_due: Millis,
+    ) -> Result<CommitOutcome> {
         if row.token != fence.token || row.category != fence.category {
             return Err(Error::Invalid {
                 reason: format!(
@@ -305,13 +310,21 @@ where
             });
         }
         D::retry(Retry::ConflictsAndDuplicates, || {
-            self.commit_object_tx(fence, row)
+            self.commit_object_tx(fence, row, replaced_due)
         })
         .await
     }
 
-    async fn delete_object(&self, fence: &Fence, lookup: &str) -> Result<Option<CommitOutcome>> {
-        D::retry(Retry::Conflicts, || self.delete_object_tx(fence, lookup)).await
+    async fn delete_object(
+        &self,
+        fence: &Fence,
+        lookup: &str,
+        due: Millis,
+    ) -> Result<Option<CommitOutcome>> {
+        D::retry(Retry::Conflicts, || {
+            self.delete_object_tx(fence, lookup, due)
+        })
+        .await
     }
 
     async fn get_object(&self, token: &str, lookup: &str) -> Result<Option<ObjectRow>> {
@@ -375,7 +388,8 @@ where
 
     async fn due_garbage(&self, limit: u32, now: Millis) -> Result<Vec<GarbageRow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {GARBAGE_COLS} FROM garbage WHERE queued_at <= $1 ORDER BY id LIMIT $2"
+            "SELECT {GARBAGE_COLS} FROM garbage WHERE next_try <= $1 \
+             ORDER BY next_try, id LIMIT $2"
         )))
         .bind(now)
         .bind(i64::from(limit))
@@ -390,6 +404,10 @@ where
 
     async fn queue_garbage_rows(&self, rows: &[GarbageRow]) -> Result<()> {
         D::retry(Retry::Conflicts, || self.queue_garbage_rows_tx(rows)).await
+    }
+
+    async fn retry_garbage(&self, retries: &[GarbageRetry]) -> Result<()> {
+        D::retry(Retry::Conflicts, || self.retry_garbage_tx(retries)).await
     }
 
     async fn finish_garbage(&self, id: i64, ledger: Option<LedgerAppend>) -> Result<()> {

@@ -6,7 +6,7 @@
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The names of the schema versions, oldest first: version N is entry N − 1.
-const VERSIONS: [&str; 7] = [
+const VERSIONS: [&str; 8] = [
     "init",
     "subject id sealed",
     "migration jobs",
@@ -14,6 +14,7 @@ const VERSIONS: [&str; 7] = [
     "garbage by blob",
     "policy versions",
     "ledger actor",
+    "garbage retries",
 ];
 
 /// The newest schema version this build knows.

@@ -133,6 +133,8 @@ where
             blob_id: r.try_get(3)?,
             regions: decode_regions(&regions)?,
             queued_at: r.try_get(5)?,
+            attempts: r.try_get(6)?,
+            next_try: r.try_get(7)?,
         })
     }
 
@@ -680,24 +682,26 @@ where
         Ok(())
     }
 
-    /// Queues blobs for deletion; fills in each row's id.
+    /// Queues blobs for deletion, each first taken at its `queued_at` with
+    /// no attempt yet; fills in each row's id.
     pub(crate) async fn insert_garbage(
         conn: &mut D::Connection,
         rows: &mut [GarbageRow],
     ) -> Result<()> {
-        for chunk in rows.chunks_mut(Self::rows_per_statement(5)) {
+        for chunk in rows.chunks_mut(Self::rows_per_statement(6)) {
             let encoded = chunk
                 .iter()
                 .map(|g| encode_regions(&g.regions))
                 .collect::<Result<Vec<String>>>()?;
             let mut q = QueryBuilder::<D>::new(
-                "INSERT INTO garbage (token, category, blob_id, regions, queued_at) ",
+                "INSERT INTO garbage (token, category, blob_id, regions, queued_at, next_try) ",
             );
             q.push_values(chunk.iter().zip(&encoded), |mut b, (g, regions)| {
                 b.push_bind(g.token.as_str())
                     .push_bind(g.category.as_str())
                     .push_bind(g.blob_id.as_str())
                     .push_bind(regions.as_str())
+                    .push_bind(g.queued_at)
                     .push_bind(g.queued_at);
             });
             q.push(" RETURNING id, blob_id");
@@ -732,14 +736,9 @@ where
         regions: Vec<String>,
         queued_at: Millis,
     ) -> Result<GarbageRow> {
-        let mut rows = [GarbageRow {
-            id: 0,
-            token: token.to_string(),
-            category: category.to_string(),
-            blob_id: blob_id.to_string(),
-            regions,
-            queued_at,
-        }];
+        let mut rows = [GarbageRow::new(
+            token, category, blob_id, &regions, queued_at,
+        )];
         Self::insert_garbage(conn, &mut rows).await?;
         let [row] = rows;
         Ok(row)

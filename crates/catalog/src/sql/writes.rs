@@ -7,12 +7,12 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, R
 
 use super::codec::{OBJECT_COLS, POLICY_COLS, decode_state, encode_state};
 use super::steps::{check_regions, not_found};
-use super::{Dialect, Durability, RowsAffected, Sql, SqlCatalog, now_millis};
+use super::{Dialect, Durability, RowsAffected, Sql, SqlCatalog};
 use crate::catalog::{CommitOutcome, MoveMark, RekeyedObject, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::jobs::UnitRelease;
 use crate::model::{
-    Fence, GarbageRow, LedgerAppend, Millis, ObjectRow, PlacementRow, PlacementState,
+    Fence, GarbageRetry, GarbageRow, LedgerAppend, Millis, ObjectRow, PlacementRow, PlacementState,
     PolicyApplied, PolicyVersionRow, SubjectRow,
 };
 use crate::raw::{RawRow, RawTable, RawValue};
@@ -194,14 +194,9 @@ where
         let mut queued = Vec::with_capacity(blobs.len());
         for r in &blobs {
             let category: String = r.try_get(0)?;
-            queued.push(GarbageRow {
-                id: 0,
-                token: token.to_string(),
-                regions: regions.get(&category).cloned().unwrap_or_default(),
-                category,
-                blob_id: r.try_get(1)?,
-                queued_at: ledger.at,
-            });
+            let blob_id: String = r.try_get(1)?;
+            let held = regions.get(&category).map_or(&[][..], Vec::as_slice);
+            queued.push(GarbageRow::new(token, &category, &blob_id, held, ledger.at));
         }
         Sql::<D>::insert_garbage(&mut tx, &mut queued).await?;
         for sql in [
@@ -421,6 +416,7 @@ where
         &self,
         fence: &Fence,
         row: &ObjectRow,
+        replaced_due: Millis,
     ) -> Result<CommitOutcome> {
         let mut tx = self.write_tx().await?;
         if let Some(fenced) = Sql::<D>::check_fence(&mut tx, fence).await? {
@@ -502,7 +498,7 @@ where
                 &row.category,
                 blob_id,
                 regions,
-                row.modified_at,
+                replaced_due,
             )
             .await?;
         }
@@ -514,6 +510,7 @@ where
         &self,
         fence: &Fence,
         lookup: &str,
+        due: Millis,
     ) -> Result<Option<CommitOutcome>> {
         let mut tx = self.write_tx().await?;
         if let Some(fenced) = Sql::<D>::check_fence(&mut tx, fence).await? {
@@ -536,7 +533,7 @@ where
             &fence.category,
             &old.blob_id,
             regions,
-            now_millis(),
+            due,
         )
         .await?;
         self.commit(tx, Durability::Durable).await?;
@@ -573,6 +570,29 @@ where
         let mut rows = rows.to_vec();
         Sql::<D>::insert_garbage(&mut tx, &mut rows).await?;
         // Lazy, as `queue_garbage_tx` explains.
+        self.commit(tx, Durability::Lazy).await
+    }
+
+    pub(crate) async fn retry_garbage_tx(&self, retries: &[GarbageRetry]) -> Result<()> {
+        if retries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for r in retries {
+            // A row gone meanwhile changes nothing here.
+            sqlx::query(
+                "UPDATE garbage SET regions = $1, next_try = $2, attempts = attempts + $3 \
+                 WHERE id = $4",
+            )
+            .bind(super::codec::encode_regions(&r.regions)?)
+            .bind(r.next_try)
+            .bind(i64::from(r.failed))
+            .bind(r.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Lazy, as `queue_garbage_tx` explains: a lost retry only means a
+        // row is tried again sooner.
         self.commit(tx, Durability::Lazy).await
     }
 

@@ -58,9 +58,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
             s3_listen,
             max_object_size,
             collect_every,
+            gc_grace,
         } => {
             let options = crate::serve::options(max_object_size, collect_every)?;
-            crate::serve::run(&cli.config, &listen, &s3_listen, options).await
+            let gc_grace = crate::serve::gc_grace(gc_grace)?;
+            crate::serve::run(&cli.config, &listen, &s3_listen, options, gc_grace).await
         }
         Command::Catalog(cmd) => crate::catalog::run(&cli.config, format, cmd).await,
         command => {

@@ -347,6 +347,32 @@ pub fn python(srv: &Server, home: &Path, script: &str, extra_env: &[(&str, &str)
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A boto3 script started in the background with its stdin and stdout
+/// piped, for a client driven step by step (a read held open while the
+/// test changes the object), with `ENDPOINT` and `extra_env` as `python`
+/// gives them.
+pub fn python_spawn(
+    srv: &Server,
+    home: &Path,
+    name: &str,
+    script: &str,
+    extra_env: &[(&str, &str)],
+) -> Child {
+    let file = home.join(name);
+    std::fs::write(&file, script).unwrap();
+    let mut c = client("python3", home);
+    c.arg(&file).env("ENDPOINT", &srv.s3);
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c.spawn().unwrap_or_else(|e| {
+        panic!("python3 (boto3): cannot run it ({e}); the S3 clients must be installed")
+    })
+}
+
 pub fn rclone(srv: &Server, home: &Path, args: &[&str]) -> Output {
     let mut c = client("rclone", home);
     c.env("RCLONE_CONFIG", home.join("rclone.conf"))
