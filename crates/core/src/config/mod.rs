@@ -6,6 +6,7 @@
 mod diagnostic;
 mod plan_digest;
 mod raw;
+mod server;
 mod validate;
 
 use std::collections::BTreeSet;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use diagnostic::{ConfigError, Diagnostic, SourceMap};
+pub use server::ServerSettings;
 pub use validate::{OTHER_CATEGORY, Unsatisfied, check_satisfiable, requirement_problem};
 
 /// The stand-in name for "any category no rule names".
@@ -43,6 +45,8 @@ pub struct Config {
     pub buckets: Vec<Bucket>,
     pub policy: Policy,
     pub reach: Reach,
+    /// How `serve` meets the network (`[server]`).
+    pub server: ServerSettings,
     /// Source text positions, for later diagnostics about rules.
     pub source: SourceMap,
 }
@@ -391,6 +395,7 @@ impl Builder {
             custodians,
         };
         let buckets = self.buckets(&raw);
+        let server = self.server(raw.server.as_ref());
         let policy = Policy {
             rules: raw
                 .rules
@@ -423,6 +428,7 @@ impl Builder {
             buckets,
             policy,
             reach,
+            server,
             source: self.map.clone(),
         })
     }

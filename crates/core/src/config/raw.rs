@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub rules: Vec<S<RawRule>>,
     #[serde(default)]
     pub reach: Vec<S<RawReach>>,
+    #[serde(default)]
+    pub server: Option<S<super::server::RawServer>>,
 }
 
 #[derive(Debug, Deserialize)]
