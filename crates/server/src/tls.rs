@@ -189,3 +189,124 @@ fn read_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     }
     Ok(Arc::new(pair))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::process::Command;
+
+    /// Makes a self-signed pair with the openssl command, the key in the
+    /// form `kind` asks for; returns (cert, key).
+    fn openssl_pair(dir: &Path, name: &str, kind: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let k = key.to_str().unwrap();
+        match kind {
+            "rsa" => run(&["genrsa", "-traditional", "-out", k, "2048"]),
+            "sec1" => run(&[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                k,
+            ]),
+            "pkcs8" => run(&["genpkey", "-algorithm", "ed25519", "-out", k]),
+            _ => unreachable!(),
+        }
+        run(&[
+            "req",
+            "-x509",
+            "-key",
+            k,
+            "-out",
+            cert.to_str().unwrap(),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        (cert, key)
+    }
+
+    fn served(c: &Certificates) -> Vec<u8> {
+        c.current.read().unwrap().cert[0].to_vec()
+    }
+
+    #[test]
+    fn rsa_sec1_and_pkcs8_keys_load_and_their_pem_headers_are_the_expected_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        for (kind, header) in [
+            ("rsa", "BEGIN RSA PRIVATE KEY"),
+            ("sec1", "BEGIN EC PRIVATE KEY"),
+            ("pkcs8", "BEGIN PRIVATE KEY"),
+        ] {
+            let (cert, key) = openssl_pair(dir.path(), kind, kind);
+            assert!(
+                std::fs::read_to_string(&key).unwrap().contains(header),
+                "{kind}"
+            );
+            let c = Certificates::load(&cert, &key).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            c.server_config().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_failed_reload_keeps_the_pair_in_use_and_a_change_is_seen_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = openssl_pair(dir.path(), "a", "sec1");
+        let (cert_b, key_b) = openssl_pair(dir.path(), "b", "sec1");
+        let c = Certificates::load(&cert, &key).unwrap();
+        let first = served(&c);
+        assert!(!c.reload_if_changed().unwrap(), "nothing changed");
+
+        // The certificate replaced, the key not yet: refused, the old pair stays.
+        std::fs::copy(&cert_b, &cert).unwrap();
+        let err = c.reload().unwrap_err();
+        assert!(matches!(err, TlsError::Mismatch { .. }), "{err}");
+        assert_eq!(served(&c), first);
+        // Once the key follows, the next check serves the new pair.
+        std::fs::copy(&key_b, &key).unwrap();
+        assert!(c.reload_if_changed().unwrap());
+        assert_eq!(served(&c), served_of(&cert_b));
+        assert!(!c.reload_if_changed().unwrap());
+
+        // Garbage is reported once per change, not at every check.
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            c.reload_if_changed(),
+            Err(TlsError::BadCertificate { .. })
+        ));
+        assert!(!c.reload_if_changed().unwrap());
+        assert_eq!(served(&c), served_of(&cert_b));
+        std::fs::copy(&cert_b, &cert).unwrap();
+        std::fs::write(&key, "no key here").unwrap();
+        assert!(matches!(c.reload(), Err(TlsError::BadKey { .. })));
+        assert_eq!(served(&c), served_of(&cert_b));
+    }
+
+    fn served_of(cert: &Path) -> Vec<u8> {
+        CertificateDer::pem_slice_iter(&std::fs::read(cert).unwrap())
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+}

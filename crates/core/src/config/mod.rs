@@ -450,7 +450,27 @@ impl Builder {
                 format!("catalog url {u:?}: expected sqlite://PATH or postgres://USER@HOST/DB"),
             );
         }
-        u.clone()
+        self.root_cert_resolved(u)
+    }
+
+    /// A PostgreSQL URL whose relative `sslrootcert=FILE` is made relative
+    /// to the config's folder, as every other path in the config is.
+    fn root_cert_resolved(&self, url: &str) -> String {
+        let Some((head, query)) = url.split_once('?') else {
+            return url.to_string();
+        };
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k @ ("sslrootcert" | "ssl-root-cert" | "ssl-ca"), v))
+                    if !v.is_empty() && !Path::new(v).is_absolute() =>
+                {
+                    format!("{k}={}", self.base_dir.join(v).display())
+                }
+                _ => p.to_string(),
+            })
+            .collect();
+        format!("{head}?{}", params.join("&"))
     }
 
     fn regions(&mut self, raw: &RawConfig) -> Vec<Region> {

@@ -202,6 +202,28 @@ custodian = "k"
     }
 
     #[test]
+    fn a_relative_catalog_root_certificate_is_read_from_the_config_folder() {
+        let with = |url: &str| {
+            Config::parse(
+                "t.toml",
+                &format!("{BASE}\n[catalog]\nurl = \"{url}\"\n"),
+                Path::new("/etc/dom"),
+            )
+            .unwrap()
+            .catalog_url
+        };
+        assert_eq!(
+            with("postgres://u@db/c?sslmode=verify-full&sslrootcert=tls/ca.pem"),
+            "postgres://u@db/c?sslmode=verify-full&sslrootcert=/etc/dom/tls/ca.pem"
+        );
+        assert_eq!(
+            with("postgres://u@db/c?sslrootcert=/abs/ca.pem&sslmode=verify-full"),
+            "postgres://u@db/c?sslrootcert=/abs/ca.pem&sslmode=verify-full"
+        );
+        assert_eq!(with("postgres://u@db/c"), "postgres://u@db/c");
+    }
+
+    #[test]
     fn absent_section_says_nothing() {
         assert_eq!(parse("").unwrap().server, ServerSettings::default());
     }
