@@ -322,17 +322,28 @@ fn a_certificate_changed_on_disk_is_picked_up_without_a_signal() {
 // Plain text only on loopback
 // ---------------------------------------------------------------------------
 
+/// Runs `serve` expecting it to refuse to start; one that serves instead is
+/// stopped after a while, so that the test fails rather than hangs.
 fn serve_once(d: &Deployment, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
+    let mut child = Command::new(BIN)
         .current_dir(d.path())
         .arg("serve")
         .args(args)
         .env_remove("DOMICILE_CONFIG")
+        .env_remove("DOMICILE_LOG")
         .env("DOMICILE_S3_ACCESS_KEY_ID", ACCESS_KEY)
         .env("DOMICILE_S3_SECRET_ACCESS_KEY", SECRET_KEY)
         .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
 }
 
 #[test]
