@@ -95,8 +95,8 @@ fn seconds(flag: Option<f64>, name: &str, zero_ok: bool) -> Result<Option<Durati
     let Some(x) = flag else { return Ok(None) };
     let low_ok = if zero_ok { x >= 0.0 } else { x > 0.0 };
     if !(x.is_finite() && low_ok && x <= 86_400.0) {
-        let low = if zero_ok { "0" } else { "more than 0" };
-        return Err(BadInput(format!("--{name} must be {low} to 86400 seconds")).into());
+        let low = if zero_ok { "at least 0" } else { "more than 0" };
+        return Err(BadInput(format!("--{name} must be {low} and at most 86400 seconds")).into());
     }
     Ok(Some(Duration::from_secs_f64(x)))
 }

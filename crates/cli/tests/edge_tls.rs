@@ -498,6 +498,45 @@ fn slow_headers_do_not_stop_a_normal_request_and_are_closed_after_the_timeout() 
     srv.stop();
 }
 
+#[test]
+fn connections_beyond_the_cap_wait_to_be_accepted_until_a_slot_frees() {
+    let d = Deployment::new(EXAMPLE);
+    let srv = Server::start_args(
+        &d,
+        None,
+        &[],
+        &["--max-connections", "5", "--header-read-timeout", "2"],
+    );
+    let rest = host_port(&srv.rest);
+    // Served at once while there is room.
+    let t = Instant::now();
+    assert_eq!(
+        http("GET", &format!("{}/healthz", srv.rest), None, None).status,
+        200
+    );
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let opened = Instant::now();
+    let slow: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = TcpStream::connect(&rest).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // The sixth waits for a slot: served once the header timeout closed
+    // the slow ones, not before.
+    let r = http("GET", &format!("{}/healthz", srv.rest), None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(10),
+        "the request beyond the cap was served after {waited:?}"
+    );
+    drop(slow);
+    srv.stop();
+}
+
 const BOTO3_IN_FLIGHT: &str = r#"
 import json, os
 import boto3
