@@ -61,6 +61,9 @@ start_postgres() {
 
 install_clients() {
   command -v rclone >/dev/null 2>&1 || { log "installing rclone"; apt_install rclone; }
+  # The TLS tests: curl as an HTTPS client, openssl to make RSA and EC keys.
+  command -v curl >/dev/null 2>&1 || { log "installing curl"; apt_install curl; }
+  command -v openssl >/dev/null 2>&1 || { log "installing openssl"; apt_install openssl; }
   command -v aws >/dev/null 2>&1 || { log "installing the aws cli"; python3 -m pip install -q awscli; }
   python3 -c "import boto3" 2>/dev/null || { log "installing boto3"; python3 -m pip install -q boto3; }
   command -v moto_server >/dev/null 2>&1 || { log "installing moto"; python3 -m pip install -q 'moto[server]'; }

@@ -40,9 +40,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The catalog's database server could not be reached or refused the
-    /// connection (the URL is shown without its password).
-    #[error("catalog database {url} is unreachable: {source}")]
+    /// The catalog's database server could not be reached, or refused the
+    /// connection or its login, or its TLS certificate was not trusted (the
+    /// URL is shown without its password).
+    #[error("cannot connect to the catalog database {url}: {source}")]
     Connect {
         url: String,
         #[source]

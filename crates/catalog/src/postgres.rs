@@ -152,7 +152,10 @@ pub struct PgState {
 impl SqlCatalog<Postgres> {
     /// Connects to the database a `postgres://` or `postgresql://` URL names
     /// and brings its schema up to date. The database must exist. A password
-    /// may come from the URL, `PGPASSWORD` or `~/.pgpass`.
+    /// may come from the URL, `PGPASSWORD` or `~/.pgpass`. TLS follows the
+    /// URL's `sslmode` (`require`, `verify-ca`, `verify-full` with
+    /// `sslrootcert=FILE`), through rustls on ring; a certificate that does
+    /// not verify fails here, as [`Error::Connect`], before anything is read.
     ///
     /// Errors with [`Error::SchemaTooNew`] if a newer build migrated it.
     pub async fn open(url: &str) -> Result<Self> {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::output::Format;
 
@@ -46,26 +46,7 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Serve the REST admin API and the S3-compatible API until SIGTERM or ctrl-c.
-    Serve {
-        /// Address of the REST admin API; port 0 picks a free port.
-        #[arg(long, default_value = "127.0.0.1:7700")]
-        listen: String,
-        /// Address of the S3-compatible API; port 0 picks a free port.
-        #[arg(long, default_value = "127.0.0.1:7701")]
-        s3_listen: String,
-        /// Largest object accepted through the S3 API, in bytes.
-        #[arg(long, env = "DOMICILE_MAX_OBJECT_SIZE", default_value_t = 5 << 30)]
-        max_object_size: u64,
-        /// Seconds between garbage collection passes (blobs of overwritten
-        /// or deleted objects, and what writers that died left, once due);
-        /// 0 runs none.
-        #[arg(long, env = "DOMICILE_COLLECT_EVERY", default_value_t = 60.0)]
-        collect_every: f64,
-        /// Seconds an overwritten or deleted object's old bytes stay
-        /// readable (reads in flight finish) before they are collected.
-        #[arg(long, env = "DOMICILE_GC_GRACE", default_value_t = 300.0)]
-        gc_grace: f64,
-    },
+    Serve(ServeArgs),
     /// Validate and explain the policy.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -294,4 +275,58 @@ pub enum LedgerCmd {
     },
     /// Re-compute the hash chain.
     Verify,
+}
+
+/// `serve`'s flags. Those about the network override the config's
+/// `[server]`; what neither gives takes the server's default.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the REST admin API; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub listen: String,
+    /// Address of the S3-compatible API; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    pub s3_listen: String,
+    /// Largest object accepted through the S3 API, in bytes.
+    #[arg(long, env = "DOMICILE_MAX_OBJECT_SIZE", default_value_t = 5 << 30)]
+    pub max_object_size: u64,
+    /// Seconds between garbage collection passes (blobs of overwritten
+    /// or deleted objects, and what writers that died left, once due);
+    /// 0 runs none.
+    #[arg(long, env = "DOMICILE_COLLECT_EVERY", default_value_t = 60.0)]
+    pub collect_every: f64,
+    /// Seconds an overwritten or deleted object's old bytes stay
+    /// readable (reads in flight finish) before they are collected.
+    #[arg(long, env = "DOMICILE_GC_GRACE", default_value_t = 300.0)]
+    pub gc_grace: f64,
+    /// PEM certificate chain (leaf first) served on both listeners;
+    /// with --tls-key. Reloaded on SIGHUP and when the file changes.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, RSA or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between checks of the TLS files for a change; 0 checks
+    /// never (SIGHUP still reloads). Default 5.
+    #[arg(long)]
+    pub tls_check_every: Option<f64>,
+    /// Serve plain HTTP on an address other than loopback (for a proxy
+    /// in front that terminates TLS). Without it, such a bind is refused.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+    /// Seconds a client has for a TLS handshake or a request's headers.
+    /// Default 10.
+    #[arg(long)]
+    pub header_read_timeout: Option<f64>,
+    /// Seconds a REST request, or an S3 request without a body, has to
+    /// be answered (a response may stream longer). Default 60.
+    #[arg(long)]
+    pub request_timeout: Option<f64>,
+    /// Open connections per listener; more wait to be accepted. Default 512.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Requests served at once per API; more get 503 (S3 SlowDown).
+    /// Default 128.
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
 }

@@ -13,14 +13,23 @@
 //! - [`metrics`]: request, byte and error counters per operation and region,
 //!   rendered as Prometheus text.
 //! - [`error`]: why the server could not start or stopped.
+//! - [`tls`]: the listeners' certificate and key (PEM, rustls on ring),
+//!   replaced without a restart.
+//! - `listen`: one listener's accept loop on hyper: the connection cap,
+//!   TLS, the deadline on request heads, the graceful end.
+//! - `limits`: the cap on requests in flight and the S3 API's total time
+//!   for requests without a body.
 //!
 //! [`run`] serves both APIs on listeners the caller bound (port 0 in tests)
 //! until `shutdown` resolves, then drains in-flight requests.
 
 pub mod error;
+mod limits;
+mod listen;
 pub mod metrics;
 pub mod rest;
 pub mod s3;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,8 +40,9 @@ use tokio::net::TcpListener;
 
 pub use error::{Error, Result};
 pub use metrics::Metrics;
+pub use tls::{Certificates, TlsError};
 
-/// Limits of both APIs.
+/// Limits of both APIs, and their TLS.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Largest object body accepted by PutObject, UploadPart and the
@@ -40,7 +50,8 @@ pub struct ServerOptions {
     pub max_object_size: u64,
     /// Largest JSON body of the REST API, in bytes.
     pub max_json_body: usize,
-    /// Longest a REST request may take.
+    /// Longest a REST request may take, and an S3 request without a body
+    /// until its response head (its response body may stream longer).
     pub request_timeout: Duration,
     /// Longest an S3 upload may wait for its next bytes.
     pub body_idle_timeout: Duration,
@@ -51,6 +62,17 @@ pub struct ServerOptions {
     /// active, when none of its commits was refused meanwhile
     /// (`Engine::follow_policy_every`); zero probes never.
     pub follow_every: Duration,
+    /// Longest a client may take over a TLS handshake or a request head.
+    pub header_read_timeout: Duration,
+    /// Open connections on each listener; more wait to be accepted.
+    pub max_connections: usize,
+    /// Requests served at once by each API; more are refused (503).
+    pub max_in_flight: usize,
+    /// The certificate both listeners serve; plain HTTP without one.
+    pub tls: Option<Arc<Certificates>>,
+    /// How often the certificate's files are checked for a change; zero
+    /// checks never (a reload then takes [`Certificates::reload`]).
+    pub tls_check_every: Duration,
 }
 
 impl Default for ServerOptions {
@@ -62,6 +84,11 @@ impl Default for ServerOptions {
             body_idle_timeout: Duration::from_secs(60),
             collect_every: Duration::from_secs(60),
             follow_every: Duration::from_secs(1),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 512,
+            max_in_flight: 128,
+            tls: None,
+            tls_check_every: Duration::from_secs(5),
         }
     }
 }
@@ -88,7 +115,30 @@ pub async fn run(
         Some(_) => Some(s3::router(engine.clone(), metrics.clone(), &options)?),
         None => None,
     };
-    let rest_app = rest::router(engine.clone(), metrics, &options);
+    let rest_app = rest::router(engine.clone(), metrics.clone(), &options);
+    let rest_app =
+        limits::Gate::new("rest", options.max_in_flight, None, metrics.clone()).guard(rest_app);
+    let s3_app = s3_app.map(|app| {
+        limits::Gate::new(
+            "s3",
+            options.max_in_flight,
+            Some(options.request_timeout),
+            metrics,
+        )
+        .guard(app)
+    });
+    let acceptor = match &options.tls {
+        Some(certs) => Some(tokio_rustls::TlsAcceptor::from(
+            certs
+                .server_config()
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let connection_limits = listen::ConnectionLimits {
+        max_connections: options.max_connections,
+        header_read_timeout: options.header_read_timeout,
+    };
 
     // One shutdown signal, fanned out to both servers.
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -102,24 +152,32 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listeners.rest {
-        let signal = stopped(rx.clone());
-        tasks.spawn(async move {
-            axum::serve(listener, rest_app)
-                .with_graceful_shutdown(signal)
-                .await
-                .map_err(|source| Error::Serve {
-                    api: "rest",
-                    source,
-                })
-        });
+        tasks.spawn(listen::serve(
+            "rest",
+            listener,
+            rest_app,
+            acceptor.clone(),
+            connection_limits,
+            rx.clone(),
+        ));
     }
     if let (Some(listener), Some(app)) = (listeners.s3, s3_app) {
+        tasks.spawn(listen::serve(
+            "s3",
+            listener,
+            app,
+            acceptor.clone(),
+            connection_limits,
+            rx.clone(),
+        ));
+    }
+    if let Some(certs) = options.tls.clone()
+        && !options.tls_check_every.is_zero()
+    {
         let signal = stopped(rx.clone());
         tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
-                .map_err(|source| Error::Serve { api: "s3", source })
+            watch_certificates(&certs, options.tls_check_every, signal).await;
+            Ok(())
         });
     }
     if !options.follow_every.is_zero() {
@@ -145,4 +203,27 @@ pub async fn run(
         done.map_err(|e| Error::Internal(format!("server task: {e}")))??;
     }
     Ok(())
+}
+
+/// Reloads the certificate whenever its files change, until `stop`.
+async fn watch_certificates(certs: &Certificates, every: Duration, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        match certs.reload_if_changed() {
+            Ok(false) => {}
+            Ok(true) => tracing::info!(
+                cert = %certs.cert_path().display(),
+                "TLS certificate changed on disk: serving the new one"
+            ),
+            Err(e) => tracing::warn!(
+                "TLS certificate changed on disk but cannot be used, the previous one stays: {e}"
+            ),
+        }
+    }
 }

@@ -13,7 +13,10 @@
 //! - [`moto`]: a `moto_server` (S3 and KMS) on a free port, stopped on drop,
 //!   and the KMS calls tests make on it (create, alias, disable, enable).
 //! - [`vault`]: a faithful fake of the Vault/OpenBao Transit engine.
-//! - [`pg`]: a fresh PostgreSQL database per test, dropped when it ends.
+//! - [`pg`]: a fresh PostgreSQL database per test, dropped when it ends,
+//!   and a throwaway PostgreSQL server of its own that speaks TLS only.
+//! - [`tls`]: a certificate authority and the server certificates it
+//!   signs, made on the spot.
 #![allow(clippy::unwrap_used)]
 
 pub mod catalog;
@@ -22,4 +25,5 @@ pub mod files;
 pub mod moto;
 pub mod pg;
 pub mod rng;
+pub mod tls;
 pub mod vault;

@@ -92,3 +92,156 @@ impl Drop for Database {
         }
     }
 }
+
+/// A throwaway PostgreSQL server of its own (`initdb`, `pg_ctl`) that
+/// accepts TCP connections over TLS only, with the certificate and key
+/// given, and trusts every login. Stopped and removed on drop.
+///
+/// PostgreSQL refuses to run as root: as root, its programs run as the
+/// `postgres` user, which then owns the folder.
+#[derive(Debug)]
+pub struct TlsServer {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    pub port: u16,
+}
+
+fn pg_bin() -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("DOMICILE_TEST_PG_BIN") {
+        return dir.into();
+    }
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.retain(|p| p.join("initdb").exists());
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("no PostgreSQL server programs (initdb) under /usr/lib/postgresql; set DOMICILE_TEST_PG_BIN")
+    })
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn pg_command(bin: &std::path::Path, program: &str) -> std::process::Command {
+    if is_root() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(program));
+        c
+    } else {
+        std::process::Command::new(bin.join(program))
+    }
+}
+
+fn run_ok(mut c: std::process::Command, what: &str) {
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run it: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TlsServer {
+    /// Starts the server on a free port with `cert` and `key` (PEM).
+    pub fn start(cert: &str, key: &str) -> TlsServer {
+        use std::os::unix::fs::PermissionsExt;
+
+        let bin = pg_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("domicile-pg-tls")
+            .tempdir()
+            .unwrap();
+        let data = dir.path().join("data");
+        let root = is_root();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut init = pg_command(&bin, "initdb");
+        init.args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale",
+            "C",
+            "-D",
+        ])
+        .arg(&data);
+        run_ok(init, "initdb");
+        let files = [("server.crt", cert), ("server.key", key)];
+        for (name, text) in files {
+            let p = data.join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        )
+        .unwrap();
+        if root {
+            let mut chown = std::process::Command::new("chown");
+            chown.args(["-R", "postgres"]).arg(dir.path());
+            run_ok(chown, "chown");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c fsync=off",
+            dir.path().display()
+        );
+        let mut start = pg_command(&bin, "pg_ctl");
+        start
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&data)
+            .args(["-l"])
+            .arg(dir.path().join("log"))
+            .args(["-o", &options, "start"]);
+        let server = TlsServer { dir, bin, port };
+        run_ok(start, "pg_ctl start");
+        server
+    }
+
+    /// A URL of the server's `postgres` database with `params` appended
+    /// (such as `sslmode=verify-full&sslrootcert=…`).
+    pub fn url(&self, params: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?{params}",
+            self.port
+        )
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let mut stop = pg_command(&self.bin, "pg_ctl");
+        stop.args(["-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("stop");
+        if let Err(e) = stop.output() {
+            eprintln!("cannot stop the test PostgreSQL server: {e}");
+        }
+    }
+}

@@ -53,17 +53,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             }
             Err(cmd) => policy::run(&cli.config, format, cmd),
         },
-        Command::Serve {
-            listen,
-            s3_listen,
-            max_object_size,
-            collect_every,
-            gc_grace,
-        } => {
-            let options = crate::serve::options(max_object_size, collect_every)?;
-            let gc_grace = crate::serve::gc_grace(gc_grace)?;
-            crate::serve::run(&cli.config, &listen, &s3_listen, options, gc_grace).await
-        }
+        Command::Serve(args) => crate::serve::run(&cli.config, args).await,
         Command::Catalog(cmd) => crate::catalog::run(&cli.config, format, cmd).await,
         command => {
             let config = load(&cli.config)?;
@@ -113,7 +103,7 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
         Command::Demo { .. }
         | Command::Init { .. }
         | Command::Policy(_)
-        | Command::Serve { .. }
+        | Command::Serve(_)
         | Command::Catalog(_) => Ok(0),
     }
 }

@@ -90,6 +90,23 @@ impl Server {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Server {
+        Server::start_on(
+            d,
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            max_object_size,
+            env,
+            args,
+        )
+    }
+
+    /// Starts `serve` on the given REST and S3 addresses.
+    pub fn start_on(
+        d: &Deployment,
+        (listen, s3_listen): (&str, &str),
+        max_object_size: Option<u64>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         let stderr = d.path().join(format!(
             "serve-{}.log",
             std::time::SystemTime::now()
@@ -99,13 +116,7 @@ impl Server {
         ));
         let mut c = Command::new(BIN);
         c.current_dir(d.path())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--s3-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--listen", listen, "--s3-listen", s3_listen])
             .args(args)
             .env_remove("DOMICILE_TOKEN_KEY")
             .env_remove("DOMICILE_CONFIG")
@@ -187,6 +198,7 @@ impl Drop for Server {
 // HTTP for the admin API
 // ---------------------------------------------------------------------------
 
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: String,
@@ -263,6 +275,41 @@ pub fn http_raw(method: &str, url: &str, token: Option<&str>, body: Option<(&str
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
+}
+
+/// A request through curl, for HTTPS with `ca` as the only trusted
+/// authority; `Err` holds curl's message when no answer came (a refused
+/// certificate, a closed connection).
+pub fn curl(
+    method: &str,
+    url: &str,
+    ca: &Path,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<Reply, String> {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "60", "-X", method, "--cacert"])
+        .arg(ca)
+        .args(["-w", "\n%{http_code}", url])
+        .env_remove("CURL_CA_BUNDLE")
+        .env_remove("SSL_CERT_FILE");
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(b.to_string());
+    }
+    let out = run(c, "curl");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    Ok(Reply {
+        status: status.trim().parse().unwrap(),
+        body: body.to_string(),
+    })
 }
 
 pub fn add_subject(srv: &Server, id: &str, home: &str) {

@@ -7,6 +7,7 @@ mod access;
 mod diagnostic;
 mod plan_digest;
 mod raw;
+mod server;
 mod validate;
 
 use std::collections::BTreeSet;
@@ -19,6 +20,7 @@ pub use access::{
     TokenConfig,
 };
 pub use diagnostic::{ConfigError, Diagnostic, SourceMap};
+pub use server::ServerSettings;
 pub use validate::{OTHER_CATEGORY, Unsatisfied, check_satisfiable, requirement_problem};
 
 /// The stand-in name for "any category no rule names".
@@ -52,6 +54,8 @@ pub struct Config {
     pub credentials: Vec<CredentialConfig>,
     /// The REST API's `[[token]]`s (their secrets are in the secrets).
     pub tokens: Vec<TokenConfig>,
+    /// How `serve` meets the network (`[server]`).
+    pub server: ServerSettings,
     /// Source text positions, for later diagnostics about rules.
     pub source: SourceMap,
 }
@@ -402,6 +406,7 @@ impl Builder {
         let buckets = self.buckets(&raw);
         let credentials = self.credentials(&raw.credentials, &buckets);
         let tokens = self.tokens(&raw.tokens);
+        let server = self.server(raw.server.as_ref());
         let policy = Policy {
             rules: raw
                 .rules
@@ -436,6 +441,7 @@ impl Builder {
             reach,
             credentials,
             tokens,
+            server,
             source: self.map.clone(),
         })
     }
@@ -457,7 +463,27 @@ impl Builder {
                 format!("catalog url {u:?}: expected sqlite://PATH or postgres://USER@HOST/DB"),
             );
         }
-        u.clone()
+        self.root_cert_resolved(u)
+    }
+
+    /// A PostgreSQL URL whose relative `sslrootcert=FILE` is made relative
+    /// to the config's folder, as every other path in the config is.
+    fn root_cert_resolved(&self, url: &str) -> String {
+        let Some((head, query)) = url.split_once('?') else {
+            return url.to_string();
+        };
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k @ ("sslrootcert" | "ssl-root-cert" | "ssl-ca"), v))
+                    if !v.is_empty() && !Path::new(v).is_absolute() =>
+                {
+                    format!("{k}={}", self.base_dir.join(v).display())
+                }
+                _ => p.to_string(),
+            })
+            .collect();
+        format!("{head}?{}", params.join("&"))
     }
 
     fn regions(&mut self, raw: &RawConfig) -> Vec<Region> {

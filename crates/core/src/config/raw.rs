@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub credentials: Vec<S<super::access::RawCredential>>,
     #[serde(default, rename = "token")]
     pub tokens: Vec<S<super::access::RawToken>>,
+    #[serde(default)]
+    pub server: Option<S<super::server::RawServer>>,
 }
 
 #[derive(Debug, Deserialize)]
