@@ -2179,13 +2179,31 @@ async fn a_move_to_another_custodian_re_encrypts_under_a_key_the_old_one_never_h
     }
     drop(engine);
 
-    let engine = d.open_with(&regions, after, EngineOptions::default()).await;
+    // The collector's grace (1 s) is longer than the job's (50 ms).
+    let gc_grace = EngineOptions {
+        gc: domicile_engine::GcOptions {
+            grace: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..EngineOptions::default()
+    };
+    let engine = d.open_with(&regions, after, gc_grace).await;
     let o = opts(2, 0, 50, 2_000);
     engine.start_migration(&o).await.unwrap();
     let status = engine.run_migration(&o, &no_tick).await.unwrap();
+    let moved_at = Instant::now();
     assert_eq!((status.done, status.failed), (4, 0), "{status:?}");
-    // The old blobs left in sg were queued, due after the grace period.
+    // The old blobs left in sg were queued, due after the longer grace: a
+    // pass once the job's is over leaves them, for reads still in flight.
     tokio::time::sleep(ms(100)).await;
+    engine.collect_garbage().await.unwrap();
+    if moved_at.elapsed() < ms(900) {
+        for (s, _) in &all {
+            let t = token(&engine, s);
+            assert_eq!(d.files_of("sg", &t).len(), 6, "{s}: old blobs kept in sg");
+        }
+    }
+    tokio::time::sleep(ms(1_100).saturating_sub(moved_at.elapsed())).await;
     engine.collect_garbage().await.unwrap();
 
     let old_custodian =

@@ -383,9 +383,10 @@ impl MigrationWorker<'_> {
             }
         };
         // The old blobs of a re-keyed unit in the regions it keeps: the
-        // purge takes those in the regions it leaves; these are queued,
-        // due when the purge is (readers of the old copies keep the grace
-        // period).
+        // purge takes those in the regions it leaves; these are replaced in
+        // place, so they are queued due after the longer of the job's grace
+        // and the collector's (reads in flight of the old blob finish, as
+        // for any overwrite).
         let kept: Vec<String> = p
             .regions
             .iter()
@@ -395,7 +396,8 @@ impl MigrationWorker<'_> {
         let garbage = if kept.is_empty() {
             Vec::new()
         } else {
-            let due = now + self.opts.grace.as_millis() as i64;
+            let grace = self.opts.grace.max(self.engine.options.gc.grace);
+            let due = now + grace.as_millis() as i64;
             rekeyed
                 .iter()
                 .map(|o| crate::data::garbage_row(&p.token, &p.category, &o.replaces, &kept, due))
