@@ -14,10 +14,14 @@
 //!   the same subject and category.
 //! - `bucket`: HeadBucket, ListBuckets, CreateBucket, GetBucketLocation.
 //! - `error`: engine errors → S3 codes, internals never sent.
+//! - `fuzzing` (hidden): the key mapping and the continuation token's
+//!   paging, for the fuzz targets in `fuzz/`.
 
 mod body;
 mod bucket;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod list;
 mod multipart;
