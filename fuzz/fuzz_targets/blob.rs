@@ -18,7 +18,6 @@ use domicile_store::{BlobPath, DataKey, RegionStore, read_blob};
 use futures::TryStreamExt;
 use libfuzzer_sys::fuzz_target;
 
-
 fn region() -> &'static (RegionStore, BlobPath) {
     static R: OnceLock<(RegionStore, BlobPath)> = OnceLock::new();
     R.get_or_init(|| {

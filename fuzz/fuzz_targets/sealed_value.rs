@@ -16,7 +16,6 @@ use domicile_store::DataKey;
 use domicile_store::crypto::{open_value, seal_value};
 use libfuzzer_sys::fuzz_target;
 
-
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;

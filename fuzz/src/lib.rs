@@ -35,8 +35,7 @@ use ring::{digest, hmac};
 use tower::ServiceExt;
 
 pub use domicile_fuzz_seeds::{
-    ACCESS_KEY, ADMIN_TOKEN, AUDITOR_TOKEN, BLOB_ID, EXAMPLE_CONFIG, KEY, LOOKUP, SECRET_KEY,
-    TOKEN,
+    ACCESS_KEY, ADMIN_TOKEN, AUDITOR_TOKEN, BLOB_ID, EXAMPLE_CONFIG, KEY, LOOKUP, SECRET_KEY, TOKEN,
 };
 
 /// Subjects registered at start, with their homes.
@@ -277,7 +276,10 @@ pub fn build(raw: &RawRequest, upload: Option<&str>, sign: bool) -> Option<Reque
         ));
     }
     if auth != Auth::None && !headers.iter().any(|(n, _)| n == axum::http::header::HOST) {
-        headers.push((axum::http::header::HOST, HeaderValue::from_static("localhost")));
+        headers.push((
+            axum::http::header::HOST,
+            HeaderValue::from_static("localhost"),
+        ));
     }
     match auth {
         Auth::None => {}
@@ -390,7 +392,10 @@ fn canonical_request(
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (n, v) = p.split_once('=').unwrap_or((p, ""));
-            (uri_encode(&percent_decode(n)), uri_encode(&percent_decode(v)))
+            (
+                uri_encode(&percent_decode(n)),
+                uri_encode(&percent_decode(v)),
+            )
         })
         .filter(|(n, _)| !(presigned && n == "X-Amz-Signature"))
         .collect();
@@ -542,12 +547,13 @@ pub fn run_requests(router: &Router, data: &[u8], sign: bool) {
 pub fn not_implemented(answer: &Answer) -> bool {
     // An answer to HEAD has no body to carry its S3 code.
     const CODE: &[u8] = b"<Code>NotImplemented</Code>";
-    answer.status == 501
-        && (answer.head || answer.body.windows(CODE.len()).any(|w| w == CODE))
+    answer.status == 501 && (answer.head || answer.body.windows(CODE.len()).any(|w| w == CODE))
 }
 
 fn between(body: &[u8], open: &[u8], close: &[u8]) -> Option<String> {
     let start = body.windows(open.len()).position(|w| w == open)? + open.len();
-    let len = body[start..].windows(close.len()).position(|w| w == close)?;
+    let len = body[start..]
+        .windows(close.len())
+        .position(|w| w == close)?;
     String::from_utf8(body[start..start + len].to_vec()).ok()
 }

@@ -74,7 +74,11 @@ fn blobs() {
         input.extend_from_slice(&e.to_le_bytes());
         input.extend_from_slice(&stored);
         let mode = if encrypted { "aes" } else { "plain" };
-        write("blob", &format!("{mode}-{len}-chunk{chunk}-from{s}"), &input);
+        write(
+            "blob",
+            &format!("{mode}-{len}-chunk{chunk}-from{s}"),
+            &input,
+        );
     }
 }
 
@@ -86,7 +90,11 @@ fn sealed() {
     })
     .unwrap();
     let cases: [(u8, Vec<u8>, &[u8]); 4] = [
-        (0, format!("name:{LOOKUP}").into_bytes(), b"payments/card.json"),
+        (
+            0,
+            format!("name:{LOOKUP}").into_bytes(),
+            b"payments/card.json",
+        ),
         (1, format!("meta:{LOOKUP}").into_bytes(), &meta),
         (2, TOKEN.as_bytes().to_vec(), b"alice"),
         (3, b"ctx".to_vec(), b""),
@@ -248,19 +256,33 @@ fn rest_requests() {
             ),
         ),
         ("plan", format!("GET /v1/plan?limit=5\n{auditor}\n\n")),
-        ("residency", format!("GET /v1/reports/residency\n{auditor}\n\n")),
-        ("exposure", format!("GET /v1/reports/exposure\n{auditor}\n\n")),
+        (
+            "residency",
+            format!("GET /v1/reports/residency\n{auditor}\n\n"),
+        ),
+        (
+            "exposure",
+            format!("GET /v1/reports/exposure\n{auditor}\n\n"),
+        ),
         (
             "demand",
             format!(
                 "POST /v1/demands\n{admin}\ncontent-type: application/json\n\n{{\"authority\":\"US\",\"subject\":\"alice\"}}"
             ),
         ),
-        ("ledger-verify", format!("GET /v1/ledger/verify\n{auditor}\n\n")),
-        ("policy", format!("GET /v1/policy\n{auditor}\n\n%%\nGET /v1/policy/history\n{auditor}\n\n")),
+        (
+            "ledger-verify",
+            format!("GET /v1/ledger/verify\n{auditor}\n\n"),
+        ),
+        (
+            "policy",
+            format!("GET /v1/policy\n{auditor}\n\n%%\nGET /v1/policy/history\n{auditor}\n\n"),
+        ),
         (
             "policy-apply",
-            format!("POST /v1/policy?migrate=false\n{admin}\ncontent-type: text/plain\n\n{EXAMPLE_CONFIG}"),
+            format!(
+                "POST /v1/policy?migrate=false\n{admin}\ncontent-type: text/plain\n\n{EXAMPLE_CONFIG}"
+            ),
         ),
         (
             "migrations",
@@ -268,7 +290,10 @@ fn rest_requests() {
                 "POST /v1/migrations\n{admin}\ncontent-type: application/json\n\n{{\"rate\":0,\"workers\":1}}\n%%\nGET /v1/migrations/current\n{auditor}\n\n\n%%\nPOST /v1/migrations/current/pause\n{admin}\n\n"
             ),
         ),
-        ("wrong-token", "GET /v1/plan\nauthorization: Bearer nope\n\n".to_string()),
+        (
+            "wrong-token",
+            "GET /v1/plan\nauthorization: Bearer nope\n\n".to_string(),
+        ),
         (
             "bad-json",
             format!("POST /v1/subjects\n{admin}\ncontent-type: application/json\n\n{{\"subject\":"),
