@@ -400,6 +400,9 @@ fn prefixes(page: &Page, enc: &dyn Fn(&str) -> String) -> Vec<CommonPrefix> {
         .collect()
 }
 
+#[doc(hidden)]
+pub(super) mod fuzzing;
+
 #[cfg(test)]
 mod tests {
     use domicile_engine::ObjectMeta;

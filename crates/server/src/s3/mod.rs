@@ -20,11 +20,15 @@
 //!   access level checked before its input is read; the [`Caller`].
 //! - `refuse`: what is refused before s3s reads anything: POST object
 //!   forms, SigV2, presigned URLs valid for more than a week.
+//! - `fuzzing` (hidden): the key mapping and the continuation token's
+//!   paging, for the fuzz targets in `fuzz/`.
 
 mod access;
 mod body;
 mod bucket;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod list;
 mod multipart;

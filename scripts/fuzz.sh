@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Builds the cargo-fuzz targets (fuzz/) with the nightly toolchain and runs
+# each for a budget, one after the other:
+#
+#   scripts/fuzz.sh --seconds 20            the CI budget, per target
+#   scripts/fuzz.sh --runs 10000000         a fixed number of executions
+#   scripts/fuzz.sh --seconds 60 config     only the targets named
+#
+# Each target starts from its committed seeds (fuzz/seeds/TARGET) and its
+# own corpus (fuzz/corpus/TARGET, kept between runs, not committed). Fails
+# on any crash, printing the reproducer's path; prints each target's
+# executions, time and rate in a summary. Installs cargo-fuzz if missing.
+# Builds without a sanitizer: the project forbids unsafe code, so what the
+# targets look for are panics, overflows (checked: debug assertions are
+# on) and wrong answers, and a plain build runs several times faster.
+set -euo pipefail
+
+cd "$(dirname "$0")/../fuzz"
+budget=(-max_total_time=20)
+targets=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seconds) budget=(-max_total_time="$2"); shift 2 ;;
+        --runs) budget=(-runs="$2"); shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -*) echo "unknown option $1 (use --seconds N or --runs N)" >&2; exit 2 ;;
+        *) targets+=("$1"); shift ;;
+    esac
+done
+
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz" >&2
+    cargo +nightly install cargo-fuzz --locked
+fi
+if [ ${#targets[@]} -eq 0 ]; then
+    mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+
+# cargo fuzz builds one target or all of them.
+if [ ${#targets[@]} -eq "$(cargo +nightly fuzz list | wc -l)" ]; then
+    nice -n 19 cargo +nightly fuzz build -s none
+else
+    for t in "${targets[@]}"; do nice -n 19 cargo +nightly fuzz build -s none "$t"; done
+fi
+
+summary=()
+failed=0
+for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t" "artifacts/$t"
+    log="artifacts/$t/last-run.log"
+    echo "== $t" >&2
+    start=$(date +%s.%N)
+    status=0
+    nice -n 19 cargo +nightly fuzz run -s none "$t" "corpus/$t" "seeds/$t" -- \
+        "${budget[@]}" -jobs=1 -workers=1 -timeout=60 -rss_limit_mb=4096 \
+        -print_final_stats=1 >"$log" 2>&1 || status=$?
+    end=$(date +%s.%N)
+    # With -jobs, the fuzzing runs in a worker that logs to fuzz-0.log.
+    if [ -f fuzz-0.log ]; then
+        cat fuzz-0.log >>"$log"
+        rm -f fuzz-0.log
+    fi
+    if grep -qE "^==[0-9]+== ERROR|panicked at|deadly signal|Test unit written to" "$log"; then
+        [ "$status" -ne 0 ] || status=1
+    fi
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    runs=${runs:-$(grep -oE '^#[0-9]+' "$log" | tail -n 1 | tr -d '#')}
+    secs=$(echo "$end - $start" | bc)
+    rate=$(echo "${runs:-0} / $secs" | bc)
+    if [ "$status" -ne 0 ]; then
+        failed=1
+        crash=$(grep -oE "Test unit written to [^ ]+" "$log" | tail -n 1 | sed 's/Test unit written to //')
+        tail -n 40 "$log" >&2
+        summary+=("$(printf '%-20s FAILED  runs %-10s %8.0f s  %6s exec/s  reproducer: fuzz/%s' "$t" "${runs:-?}" "$secs" "$rate" "${crash:-see $log}")")
+    else
+        summary+=("$(printf '%-20s ok      runs %-10s %8.0f s  %6s exec/s' "$t" "${runs:-?}" "$secs" "$rate")")
+    fi
+done
+
+echo
+echo "fuzz summary"
+printf '%s\n' "${summary[@]}"
+if [ "$failed" -ne 0 ]; then
+    echo "a target crashed: reproduce with cargo +nightly fuzz run -s none TARGET fuzz/artifacts/TARGET/FILE" >&2
+    exit 1
+fi
