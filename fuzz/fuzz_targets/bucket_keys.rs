@@ -3,8 +3,9 @@
 //!
 //! Input: lines; the first is the subject pattern, the last the key, and
 //! those between are category patterns. A key that maps must be rebuilt
-//! from its parts exactly, start with its subject's prefix, and carry the
-//! category of the longest pattern it matches.
+//! from its parts exactly, be stored in the bucket's namespace, start with
+//! its subject's prefix, and carry the category of the longest pattern it
+//! matches.
 
 #![no_main]
 
@@ -34,7 +35,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(m) = map_key(&bucket, key) else {
         return;
     };
-    assert_eq!(bucket.key_of(&m.subject, &m.name), *key, "key rebuilt");
+    // The stored name sits in the bucket's namespace, and the key is
+    // rebuilt from it exactly.
+    assert!(m.name.as_str().starts_with(bucket.namespace()), "name outside the bucket");
+    assert_eq!(
+        bucket.key_of(&m.subject, m.name.as_str()).as_deref(),
+        Some(*key),
+        "key rebuilt"
+    );
     let prefix = bucket.subject_prefix(&m.subject);
     assert!(key.starts_with(&prefix), "key outside its subject's prefix");
     // The longest matching category pattern wins.
