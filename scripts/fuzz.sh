@@ -28,6 +28,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "installing the nightly toolchain" >&2
+    rustup toolchain install nightly --profile minimal
+fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz" >&2
     cargo +nightly install cargo-fuzz --locked
