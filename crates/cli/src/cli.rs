@@ -119,6 +119,12 @@ pub enum Command {
     /// Custodians: the keys that wrap subjects' data keys.
     #[command(subcommand)]
     Custodian(CustodianCmd),
+    /// Delete the blobs that are due for collection (replaced or deleted
+    /// ones past their grace period, writes that never committed), as
+    /// `serve` does in the background: for deployments run from the command
+    /// line alone. Exits 1 if some could not be deleted everywhere (they
+    /// are retried later).
+    Gc,
 }
 
 #[derive(Debug, clap::Subcommand)]

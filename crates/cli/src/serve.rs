@@ -152,6 +152,22 @@ pub fn options(args: &ServeArgs, settings: &ServerSettings) -> Result<ServerOpti
     })
 }
 
+/// The grace period of the blobs a command replaces or deletes: as
+/// `serve`'s, from `DOMICILE_GC_GRACE` (seconds) when it is set, else the
+/// default; a bad value is bad input.
+pub fn gc_grace_from_env() -> Result<Duration> {
+    match std::env::var("DOMICILE_GC_GRACE") {
+        Err(_) => Ok(domicile_engine::GcOptions::default().grace),
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(secs) => gc_grace(secs),
+            Err(_) => Err(BadInput(format!(
+                "DOMICILE_GC_GRACE must be a number of seconds, not {v:?}"
+            ))
+            .into()),
+        },
+    }
+}
+
 /// The grace period of replaced and deleted blobs, from `--gc-grace`; a bad
 /// value is bad input.
 pub fn gc_grace(secs: f64) -> Result<Duration> {

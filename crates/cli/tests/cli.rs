@@ -2421,3 +2421,44 @@ fn reach_explain_cites_the_grounds_of_an_authoritys_reach() {
         "{err}"
     );
 }
+
+/// `gc` deletes what is due, as `serve` does in the background, for
+/// deployments run from the command line alone: a deleted object's blob
+/// stays for its grace period (`DOMICILE_GC_GRACE`, as `serve`'s), then goes.
+#[test]
+fn gc_collects_what_is_due_and_keeps_what_is_within_its_grace() {
+    let d = Deployment::v1();
+    d.add("ravi", "IN");
+    d.put("ravi", "a.bin", &bytes_of(1, 1000));
+    d.put("ravi", "b.bin", &bytes_of(2, 1000));
+    let before = d.region_files("cn-north");
+    assert_eq!(before.len(), 2, "{before:?}");
+    // Deleted under the default grace (5 minutes): not due yet.
+    d.ok(&["rm", "ravi", "a.bin"]);
+    let r = d.json(&["gc"]);
+    assert_eq!(
+        (r["blobs"].as_u64(), r["failures"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(d.region_files("cn-north"), before);
+    // Deleted with no grace: due at once, and `gc` takes it, and only it.
+    let rm = d.run_env(&["rm", "ravi", "b.bin"], &[("DOMICILE_GC_GRACE", "0")]);
+    assert_eq!(code(&rm), 0, "{}", stderr(&rm));
+    let r = d.json(&["gc"]);
+    assert_eq!(
+        (r["blobs"].as_u64(), r["copies_deleted"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert_eq!(d.region_files("cn-north").len(), 1);
+    assert_eq!(d.json(&["gc"])["blobs"].as_u64(), Some(0));
+    // A grace that is not a number of seconds is bad input.
+    let bad = d.run_env(&["gc"], &[("DOMICILE_GC_GRACE", "soon")]);
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("DOMICILE_GC_GRACE"),
+        "{}",
+        stderr(&bad)
+    );
+}

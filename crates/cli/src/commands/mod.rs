@@ -57,7 +57,15 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Catalog(cmd) => crate::catalog::run(&cli.config, format, cmd).await,
         command => {
             let config = load(&cli.config)?;
-            let engine = Engine::open(config).await?;
+            let secrets = domicile_engine::Secrets::load(config.secrets_file.as_deref())?;
+            let options = domicile_engine::EngineOptions {
+                gc: domicile_engine::GcOptions {
+                    grace: crate::serve::gc_grace_from_env()?,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let engine = Engine::open_with(config, secrets, options).await?;
             with_engine(&engine, format, command).await
         }
     }
@@ -99,6 +107,7 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
         Command::Reach(cmd) => reach::run(engine, format, cmd),
         Command::Ledger(cmd) => ledger::run(engine, format, cmd).await,
         Command::Verify { quick, deep } => verify::run(engine, format, quick, deep).await,
+        Command::Gc => verify::collect(engine, format).await,
         Command::Custodian(cmd) => custodian::run(engine, format, cmd).await,
         Command::Demo { .. }
         | Command::Init { .. }
