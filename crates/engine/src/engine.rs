@@ -14,7 +14,7 @@ use domicile_core::ids::SubjectId;
 use domicile_store::{DataKey, KeyContext, Keyring, RegionOptions, RegionStore};
 
 use crate::error::{Error, Result};
-use crate::gc::{GcOptions, GcState};
+use crate::gc::settings::{GcOptions, GcState};
 use crate::secrets::{RestToken, S3Credential, Secrets, token_key_path};
 use crate::tokens::Tokenizer;
 

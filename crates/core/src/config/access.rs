@@ -10,7 +10,8 @@ use std::ops::Range;
 use serde::Deserialize;
 
 use super::Builder;
-use super::raw::S;
+/// A value with its span in the file (as in `raw`).
+type S<T> = toml::Spanned<T>;
 use crate::bucket::Bucket;
 
 /// The name the deployment-wide S3 credential (`DOMICILE_S3_*`) goes by.

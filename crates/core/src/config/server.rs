@@ -20,7 +20,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Builder;
-use super::raw::S;
+/// A value with its span in the file (as in `raw`).
+type S<T> = toml::Spanned<T>;
 
 /// The `[server]` section as written.
 #[derive(Debug, Deserialize)]
