@@ -21,6 +21,7 @@
 mod custodian;
 mod data;
 mod demand;
+mod gc;
 mod ledger;
 mod plan;
 mod policy;
@@ -107,7 +108,7 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
         Command::Reach(cmd) => reach::run(engine, format, cmd),
         Command::Ledger(cmd) => ledger::run(engine, format, cmd).await,
         Command::Verify { quick, deep } => verify::run(engine, format, quick, deep).await,
-        Command::Gc => verify::collect(engine, format).await,
+        Command::Gc => gc::run(engine, format).await,
         Command::Custodian(cmd) => custodian::run(engine, format, cmd).await,
         Command::Demo { .. }
         | Command::Init { .. }

@@ -88,7 +88,39 @@ enum Outcome {
     Untried,
 }
 
+impl GcReport {
+    /// Adds a later pass's counts to these; `more` is the later pass's.
+    fn absorb(&mut self, later: GcReport) {
+        self.blobs += later.blobs;
+        self.copies_deleted += later.copies_deleted;
+        self.failures += later.failures;
+        self.put_off += later.put_off;
+        for region in later.regions_backed_off {
+            if !self.regions_backed_off.contains(&region) {
+                self.regions_backed_off.push(region);
+            }
+        }
+        self.more = later.more;
+    }
+}
+
 impl Engine {
+    /// Runs bounded passes one after the other until one does not stop at
+    /// its bound, or one that did collected nothing (it would only meet the
+    /// same rows again): what a process without a background collector
+    /// (`domicile gc`) runs. The passes' counts, summed.
+    pub async fn collect_all_due(&self) -> Result<GcReport> {
+        let mut total = GcReport::default();
+        loop {
+            let pass = self.collect_garbage().await?;
+            let go_on = pass.more && pass.blobs > 0;
+            total.absorb(pass);
+            if !go_on {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Runs a bounded collection pass now and then every `every` until
     /// `stop` resolves (a pass in progress is dropped then: each of its
     /// deletions is idempotent, and what it had not finished stays queued).
