@@ -21,7 +21,7 @@ pub struct Cli {
         default_value = "domicile.toml"
     )]
     pub config: PathBuf,
-    /// Output format of reports.
+    /// Output format of reports (html: `report …` and `plan` only).
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     #[command(subcommand)]
@@ -81,6 +81,10 @@ pub enum Command {
         /// Moves to list in the table (all are in json and csv).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// With --format html: write the document to this file instead of
+        /// standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Carry out the plan: move data between regions online, resumably.
     #[command(subcommand)]
@@ -89,6 +93,10 @@ pub enum Command {
     Report {
         #[arg(value_enum)]
         kind: ReportKind,
+        /// With --format html: write the document to this file instead of
+        /// standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// What an authority could compel for a subject; recorded in the ledger.
     Demand {

@@ -1,4 +1,6 @@
-//! Report output: aligned tables for people, JSON and CSV for programs.
+//! Report output: aligned tables for people, JSON and CSV for programs,
+//! and HTML documents (`report …` and `plan` only) written to standard
+//! output or a file.
 
 use std::io::Write;
 
@@ -12,6 +14,9 @@ pub enum Format {
     Table,
     Json,
     Csv,
+    /// One self-contained HTML document with charts: `report …` and
+    /// `plan` only.
+    Html,
 }
 
 /// A table of strings with headers.
@@ -109,7 +114,38 @@ pub fn emit<T: Serialize>(format: Format, json: &T, table: &Table) -> anyhow::Re
         }
         Format::Csv => write!(out, "{}", table.csv()?)?,
         Format::Table => write!(out, "{}", table.render())?,
+        Format::Html => return Err(html_unsupported().into()),
     }
+    Ok(())
+}
+
+/// The refusal of `--format html` by a command that has no HTML report.
+pub fn html_unsupported() -> crate::BadInput {
+    crate::BadInput(
+        "--format html is for `report residency|exposure|cost|violations` and `plan` only".into(),
+    )
+}
+
+/// Writes a finished document to `path` (replacing it whole, or not at
+/// all), or to standard output.
+pub fn write_document(path: Option<&std::path::Path>, doc: &str) -> anyhow::Result<()> {
+    let Some(path) = path else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(doc.as_bytes())?;
+        out.flush()?;
+        return Ok(());
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let cannot = |e: &dyn std::fmt::Display| {
+        crate::BadInput(format!("cannot write {}: {e}", path.display()))
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| cannot(&e))?;
+    tmp.write_all(doc.as_bytes()).map_err(|e| cannot(&e))?;
+    tmp.as_file().sync_all().map_err(|e| cannot(&e))?;
+    tmp.persist(path).map_err(|e| cannot(&e.error))?;
     Ok(())
 }
 

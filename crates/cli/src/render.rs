@@ -1,6 +1,7 @@
 //! Rendering of plans and exposure for people and programs (with the reach
 //! presets they cite and that this is not legal advice), shared by the
-//! commands and the demo.
+//! commands and the demo; the header of the HTML documents
+//! (`domicile-report-html` draws them).
 
 use domicile_core::exposure::ASSUMPTION;
 use domicile_core::plan::{ExposureRow, Move, PlanSummary};
@@ -191,4 +192,37 @@ pub fn print_exposure_change(before: &[ExposureRow], after: &[ExposureRow]) {
     print!("{}", t.render());
     println!("{ASSUMPTION}");
     print_citations(&cited_by_rows(cited));
+}
+
+/// The header of an HTML report: the operator, the policy version this
+/// process acts on and its digest, and the time now (UTC, RFC 3339).
+pub async fn html_meta(
+    engine: &domicile_engine::Engine,
+    title: &str,
+    extra: Vec<(String, String)>,
+) -> anyhow::Result<domicile_report_html::Meta> {
+    let acting = engine.follow_policy().await?;
+    Ok(domicile_report_html::Meta {
+        title: title.to_string(),
+        operator: acting.config.topology.operator.name.clone(),
+        policy_version: acting.version,
+        policy_digest: acting.config.plan_digest(),
+        generated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        extra,
+    })
+}
+
+/// `-o FILE` is for HTML documents: refused with any other format, rather
+/// than ignored.
+pub fn output_needs_html(
+    format: crate::output::Format,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if output.is_some() && format != crate::output::Format::Html {
+        return Err(crate::BadInput(
+            "-o/--output is for --format html; other formats print to standard output".into(),
+        )
+        .into());
+    }
+    Ok(())
 }

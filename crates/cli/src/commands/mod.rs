@@ -6,7 +6,8 @@
 //! - [`versions`]: `policy apply`, `show`, `history`, `diff` of applied
 //!   versions: the policy as catalog state.
 //! - [`plan`]: `plan`, the moves a config would make.
-//! - [`report`]: `report residency`, `exposure`, `cost`, `violations`.
+//! - [`report`]: `report residency`, `exposure`, `cost`, `violations`;
+//!   each also as an HTML document with charts.
 //! - [`demand`]: `demand`, what an authority could compel.
 //! - [`reach`]: `reach explain`, the grounds of an authority's reach.
 //! - [`ledger`]: `ledger verify`, `show`.
@@ -44,6 +45,11 @@ use crate::output::Format;
 
 pub async fn run(cli: Cli) -> Result<u8> {
     let format = cli.format;
+    if format == Format::Html
+        && !matches!(cli.command, Command::Report { .. } | Command::Plan { .. })
+    {
+        return Err(crate::output::html_unsupported().into());
+    }
     match cli.command {
         Command::Demo { dir, subjects } => crate::demo::run(dir, subjects).await,
         Command::Init { dir } => crate::init::run(&dir),
@@ -97,10 +103,14 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
         Command::Ls { subject: id } => data::ls(engine, format, id).await,
         Command::Rm { subject: id, key } => data::rm(engine, id, key).await,
         Command::Migrate(cmd) => crate::migrate::command(engine, format, cmd).await,
-        Command::Plan { policy, limit } => {
-            plan::run(engine, format, policy.as_deref(), limit).await
+        Command::Plan {
+            policy,
+            limit,
+            output,
+        } => plan::run(engine, format, policy.as_deref(), limit, output.as_deref()).await,
+        Command::Report { kind, output } => {
+            report::run(engine, format, kind, output.as_deref()).await
         }
-        Command::Report { kind } => report::run(engine, format, kind).await,
         Command::Demand {
             authority,
             subject: id,

@@ -1,25 +1,34 @@
-//! `plan`: the moves a config (the current one, or another) would make.
+//! `plan`: the moves a config (the current one, or another) would make;
+//! with `--format html`, a document of the plan, before and after.
 
 use std::path::Path;
 
 use anyhow::Result;
+use domicile_core::Config;
 use domicile_core::plan::Move;
 use domicile_engine::Engine;
+use domicile_report_html::{Flows, PlanView};
 
 use crate::config_file::load;
+use crate::output;
 use crate::output::{Format, Table};
-use crate::render::{join, move_json, plan_json, print_plan};
+use crate::render::{html_meta, join, move_json, output_needs_html, plan_json, print_plan};
 
 pub(super) async fn run(
     engine: &Engine,
     format: Format,
     policy: Option<&Path>,
     limit: usize,
+    output: Option<&Path>,
 ) -> Result<u8> {
+    output_needs_html(format, output)?;
     let desired = match policy {
         Some(p) => load(p)?,
         None => engine.file_config().clone(),
     };
+    if format == Format::Html {
+        return html(engine, &desired, policy, limit, output).await;
+    }
     let keep_all = format != Format::Table;
     let mut moves: Vec<Move> = Vec::new();
     let summary = engine
@@ -71,6 +80,71 @@ pub(super) async fn run(
             print!("{}", t.csv()?);
         }
         Format::Table => print_plan(&moves, &summary, limit),
+        Format::Html => unreachable!("answered above"),
     }
+    Ok(0)
+}
+
+/// The plan as one HTML document: where data is stored before and after
+/// (the residency report, with every move applied to it), exposure and
+/// cost before and after, and the first `limit` moves. Moves are folded
+/// into the picture as the plan streams them: memory does not grow with
+/// their number.
+async fn html(
+    engine: &Engine,
+    desired: &Config,
+    policy: Option<&Path>,
+    limit: usize,
+    output: Option<&Path>,
+) -> Result<u8> {
+    let residency = engine.residency().await?;
+    let before = Flows::from_residency(&residency);
+    let mut after = before.clone();
+    let present = engine.config();
+    for r in present
+        .topology
+        .regions
+        .iter()
+        .chain(&desired.topology.regions)
+    {
+        after.name_region(r.id.as_str(), &r.jurisdiction.to_string());
+    }
+    let mut moves: Vec<Move> = Vec::new();
+    let summary = engine
+        .plan(desired, |m| {
+            after.apply(&m);
+            if moves.len() < limit {
+                moves.push(m);
+            }
+        })
+        .await?;
+    let tokens: Vec<String> = moves.iter().map(|m| m.token.clone()).collect();
+    let names = engine.subject_names(&tokens).await?;
+    for m in &mut moves {
+        m.subject = names.get(&m.token).cloned();
+    }
+    let planned = match policy {
+        Some(p) => p.display().to_string(),
+        None => "the config file".to_string(),
+    };
+    let meta = html_meta(
+        engine,
+        "Plan",
+        vec![
+            ("Planned policy".into(), planned),
+            ("Planned policy digest".into(), desired.plan_digest()),
+        ],
+    )
+    .await?;
+    let doc = domicile_report_html::plan(
+        &meta,
+        &PlanView {
+            summary: &summary,
+            before: &before,
+            after: &after,
+            moves: &moves,
+        },
+    );
+    output::write_document(output, &doc)?;
     Ok(0)
 }

@@ -1,17 +1,33 @@
-//! `report residency`, `exposure`, `cost` and `violations`.
+//! `report residency`, `exposure`, `cost` and `violations`; with
+//! `--format html`, one document of the whole present led by the report
+//! asked for.
+
+use std::path::Path;
 
 use anyhow::Result;
 use domicile_core::exposure::ASSUMPTION;
 use domicile_core::presets::NOT_LEGAL_ADVICE;
 use domicile_engine::Engine;
+use domicile_report_html::{Focus, Present};
 use serde_json::json;
 
 use crate::EXIT_VIOLATION;
 use crate::cli::ReportKind;
 use crate::output::{self, Format, Table, emit};
-use crate::render::{citations_json, cited_by_rows, exposure_table, print_citations};
+use crate::render::{
+    citations_json, cited_by_rows, exposure_table, html_meta, output_needs_html, print_citations,
+};
 
-pub(super) async fn run(engine: &Engine, format: Format, kind: ReportKind) -> Result<u8> {
+pub(super) async fn run(
+    engine: &Engine,
+    format: Format,
+    kind: ReportKind,
+    output: Option<&Path>,
+) -> Result<u8> {
+    output_needs_html(format, output)?;
+    if format == Format::Html {
+        return html(engine, kind, output).await;
+    }
     match kind {
         ReportKind::Residency => {
             let rows = engine.residency().await?;
@@ -94,6 +110,36 @@ pub(super) async fn run(engine: &Engine, format: Format, kind: ReportKind) -> Re
                 return Ok(EXIT_VIOLATION);
             }
         }
+    }
+    Ok(0)
+}
+
+/// The present as one HTML document: residency, exposure, cost and
+/// violations, `kind` first. Exits 3 for `violations` when there are
+/// some, as the other formats do.
+async fn html(engine: &Engine, kind: ReportKind, output: Option<&Path>) -> Result<u8> {
+    let residency = engine.residency().await?;
+    let summary = engine.present().await?;
+    let violations = engine.violations().await?;
+    let (focus, title) = match kind {
+        ReportKind::Residency => (Focus::Residency, "Residency report"),
+        ReportKind::Exposure => (Focus::Exposure, "Exposure report"),
+        ReportKind::Cost => (Focus::Cost, "Cost report"),
+        ReportKind::Violations => (Focus::Violations, "Violations report"),
+    };
+    let meta = html_meta(engine, title, Vec::new()).await?;
+    let doc = domicile_report_html::present(
+        &meta,
+        focus,
+        &Present {
+            residency: &residency,
+            summary: &summary,
+            violations: &violations,
+        },
+    );
+    output::write_document(output, &doc)?;
+    if matches!(kind, ReportKind::Violations) && !violations.is_empty() {
+        return Ok(EXIT_VIOLATION);
     }
     Ok(0)
 }
