@@ -579,6 +579,16 @@ fn dash_o_writes_the_same_document_to_a_file() {
         assert_eq!(ok(&d, &a), "", "{args:?}: nothing on standard output");
         let written = std::fs::read_to_string(&file).unwrap();
         assert_eq!(timeless(&written), timeless(&printed), "{args:?}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "{args:?}: the report may name subjects"
+            );
+        }
         let mut long = args.clone();
         long.extend(["--format", "html", "--output", file.to_str().unwrap()]);
         std::fs::remove_file(&file).unwrap();

@@ -29,7 +29,9 @@ pub struct Meta {
 /// Only what the page itself holds: inline styles, `data:` images.
 pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
 
-const CSS: &str = r#"
+/// The style sheet of the documents, for pages that show the same charts
+/// and tables (it styles `svg text` and the tables by class).
+pub const CSS: &str = r#"
 @page { size: A4; margin: 14mm 12mm; }
 :root { color-scheme: light; }
 * { box-sizing: border-box; }

@@ -80,7 +80,7 @@ pub(super) async fn run(
             print!("{}", t.csv()?);
         }
         Format::Table => print_plan(&moves, &summary, limit),
-        Format::Html => unreachable!("answered above"),
+        Format::Html => anyhow::bail!("an html plan is written by plan::html"),
     }
     Ok(0)
 }
