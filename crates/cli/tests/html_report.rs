@@ -151,6 +151,59 @@ fn external_references(doc: &str) -> Vec<String> {
     bad
 }
 
+/// Checks that every element of `doc` is closed in order (void elements
+/// and `/>` aside) and that no text holds a raw `<` or `>`: a parse of
+/// the document's structure, enough to catch a broken tag or an unescaped
+/// string. Returns the names of the elements seen.
+fn check_structure(doc: &str, what: &str) -> Vec<String> {
+    const VOID: [&str; 6] = ["meta", "br", "hr", "img", "link", "input"];
+    let mut stack: Vec<String> = Vec::new();
+    let mut seen = Vec::new();
+    let mut rest = doc
+        .strip_prefix("<!DOCTYPE html>")
+        .unwrap_or_else(|| panic!("{what}: doctype"));
+    while let Some(open) = rest.find('<') {
+        let text = &rest[..open];
+        assert!(!text.contains('>'), "{what}: raw '>' in text {text:?}");
+        let close = rest[open..]
+            .find('>')
+            .unwrap_or_else(|| panic!("{what}: unclosed tag"))
+            + open;
+        let tag = &rest[open + 1..close];
+        assert!(!tag.contains('<'), "{what}: '<' inside tag {tag:?}");
+        rest = &rest[close + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            let top = stack
+                .pop()
+                .unwrap_or_else(|| panic!("{what}: </{name}> closes nothing"));
+            assert_eq!(top, name, "{what}: </{name}> closes <{top}>");
+            continue;
+        }
+        let name: String = tag
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        assert!(!name.is_empty(), "{what}: bad tag {tag:?}");
+        seen.push(name.clone());
+        if tag.ends_with('/') || VOID.contains(&name.as_str()) {
+            continue;
+        }
+        if name == "style" {
+            // CSS holds '>' (child selectors): skip to its end.
+            let end = rest
+                .find("</style>")
+                .unwrap_or_else(|| panic!("{what}: style"));
+            rest = &rest[end + 8..];
+            continue;
+        }
+        stack.push(name);
+    }
+    assert!(!rest.contains('>'), "{what}: raw '>' after the last tag");
+    assert!(stack.is_empty(), "{what}: unclosed {stack:?}");
+    seen
+}
+
 /// Every `<svg …>…</svg>` of `doc` whose class contains `class`.
 fn svgs<'a>(doc: &'a str, class: &str) -> Vec<&'a str> {
     doc.match_indices("<svg ")
@@ -235,6 +288,12 @@ fn check_document(doc: &str, digest: &str, what: &str) {
     assert!(doc.starts_with("<!DOCTYPE html>"), "{what}: {doc:.200}");
     assert!(doc.trim_end().ends_with("</html>"), "{what}");
     assert_eq!(doc.matches("<html").count(), 1, "{what}: one document");
+    let elements = check_structure(doc, what);
+    for e in [
+        "html", "head", "style", "body", "header", "main", "section", "svg", "table",
+    ] {
+        assert!(elements.iter().any(|x| x == e), "{what}: no <{e}>");
+    }
     let bad = external_references(doc);
     assert!(bad.is_empty(), "{what}: external references {bad:?}");
     assert!(

@@ -99,6 +99,14 @@ pub fn flow_svg(title: &str, left: &str, right: &str, measure: Measure, flows: &
         num(right_x),
         esc(right)
     );
+    // A left node's colour follows its name's alphabetical rank, so that
+    // diagrams of the same homes side by side colour them alike.
+    let mut by_name: Vec<&str> = lefts.iter().map(|n| n.name.as_str()).collect();
+    by_name.sort_unstable();
+    let hue: Vec<usize> = lefts
+        .iter()
+        .map(|n| by_name.binary_search(&n.name.as_str()).unwrap_or(0))
+        .collect();
     // Bands in the order of their left node, then of their right node, so
     // that they stack without crossing inside a node.
     let mut bands: Vec<(usize, usize, f64)> = flows
@@ -130,7 +138,7 @@ pub fn flow_svg(title: &str, left: &str, right: &str, measure: Measure, flows: &
             xm = num(xm),
             x1 = num(x1),
             y1 = num(y1),
-            c = colour(l),
+            c = colour(hue[l]),
             t = num(t.max(0.0)),
             from = esc(&lefts[l].name),
             to = esc(&rights[r].name),
@@ -140,7 +148,7 @@ pub fn flow_svg(title: &str, left: &str, right: &str, measure: Measure, flows: &
     }
     out.push_str("</g>");
     for (i, n) in lefts.iter().enumerate() {
-        node(&mut out, n, left_x, colour(i), measure, true);
+        node(&mut out, n, left_x, colour(hue[i]), measure, true);
     }
     for n in &rights {
         node(&mut out, n, right_x, "#555", measure, false);
@@ -253,6 +261,36 @@ mod tests {
         b.reverse();
         let one = flow_svg("t", "l", "r", Measure::Bytes, &a);
         assert_eq!(one, flow_svg("t", "l", "r", Measure::Bytes, &b));
+    }
+
+    #[test]
+    fn a_home_keeps_its_colour_whatever_its_weight() {
+        let fill = |svg: &str, home: &str| {
+            let at = svg
+                .find(&format!(r#"<tspan class="label">{home}</tspan>"#))
+                .unwrap_or_else(|| panic!("{home} in {svg}"));
+            let rect = svg[..at].rfind("<rect").unwrap_or(0);
+            let f = &svg[rect..];
+            let f = &f[f.find("fill=\"").unwrap_or(0) + 6..];
+            f[..f.find('"').unwrap_or(0)].to_string()
+        };
+        let a = flow_svg(
+            "a",
+            "l",
+            "r",
+            Measure::Subjects,
+            &[flow("CN", "x", 1.0), flow("IN", "x", 5.0)],
+        );
+        let b = flow_svg(
+            "b",
+            "l",
+            "r",
+            Measure::Subjects,
+            &[flow("CN", "x", 5.0), flow("IN", "x", 1.0)],
+        );
+        assert_eq!(fill(&a, "CN"), fill(&b, "CN"));
+        assert_eq!(fill(&a, "IN"), fill(&b, "IN"));
+        assert_ne!(fill(&a, "CN"), fill(&a, "IN"));
     }
 
     #[test]
