@@ -149,36 +149,10 @@ pub fn write_document(path: Option<&std::path::Path>, doc: &str) -> anyhow::Resu
     Ok(())
 }
 
-/// Human-readable bytes (binary units).
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// Money, in the price list's currency.
-pub fn money(v: f64) -> String {
-    if v.abs() < 10.0 {
-        format!("${v:.4}")
-    } else {
-        format!("${v:.2}")
-    }
-}
+/// Bytes and money print as the HTML reports print them.
+pub use domicile_report_html::text::{bytes, money};
 
 /// A timestamp in milliseconds as RFC 3339 (seconds).
 pub fn time(ms: i64) -> String {
-    if ms <= 0 {
-        return "-".into();
-    }
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
+    domicile_report_html::text::rfc3339(ms)
 }
