@@ -604,6 +604,12 @@ fn a_plan_shows_flows_exposure_and_cost_before_and_after() {
         "the digest of the policy planned against"
     );
 
+    // The plan of the current policy: nothing moves, after is before.
+    let current = ok(&d, &["plan", "--format", "html"]);
+    assert!(current.contains("Nothing to move"));
+    let flows = svgs(&current, "flow");
+    assert_eq!(bands(flows[0]), bands(flows[1]));
+
     // --limit bounds the moves listed, not the totals.
     let doc = ok(
         &d,

@@ -3,6 +3,8 @@
 //! after side by side). Each chart is followed by a table of the same
 //! numbers.
 
+use std::collections::BTreeMap;
+
 use domicile_core::exposure::ASSUMPTION;
 use domicile_core::plan::{ExposureRow, Move, PlanSummary, RegionCost};
 use domicile_core::presets::{self, NOT_LEGAL_ADVICE};
@@ -432,13 +434,15 @@ fn exposure_change_table(page: &mut Page, before: &[ExposureRow], after: &[Expos
         .collect();
     keys.sort();
     keys.dedup();
-    for (a, h) in keys {
-        let find = |rows: &[ExposureRow]| {
-            rows.iter()
-                .find(|r| r.authority.to_string() == a && r.home.to_string() == h)
-                .cloned()
-        };
-        let (b, af) = (find(before), find(after));
+    let index = |rows: &[ExposureRow]| -> BTreeMap<(String, String), ExposureRow> {
+        rows.iter()
+            .map(|r| ((r.authority.to_string(), r.home.to_string()), r.clone()))
+            .collect()
+    };
+    let (before, after) = (index(before), index(after));
+    for key in keys {
+        let (b, af) = (before.get(&key).cloned(), after.get(&key).cloned());
+        let (a, h) = key;
         let n = |r: &Option<ExposureRow>, f: fn(&ExposureRow) -> u64| r.as_ref().map_or(0, f);
         let (pb, pa) = (
             n(&b, |r| r.plaintext_subjects),

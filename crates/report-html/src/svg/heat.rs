@@ -3,7 +3,7 @@
 //! could compel at one level (plaintext or ciphertext), and labelled with
 //! their number. A legend explains the shades.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use domicile_core::plan::ExposureRow;
@@ -96,6 +96,10 @@ pub fn heat_svg(title: &str, axes: &Axes, rows: &[ExposureRow], reach: Reach) ->
     let width = (LABEL_W + CELL_W * cols + 8.0).max(340.0);
     let grid_h = CELL_H * axes.authorities.len() as f64;
     let height = HEAD_H + grid_h + LEGEND_H;
+    let by_cell: BTreeMap<(String, String), &ExposureRow> = rows
+        .iter()
+        .map(|r| ((r.authority.to_string(), r.home.to_string()), r))
+        .collect();
     let mut out = String::new();
     open(
         &mut out,
@@ -131,9 +135,7 @@ pub fn heat_svg(title: &str, axes: &Axes, rows: &[ExposureRow], reach: Reach) ->
         );
         for (j, home) in axes.homes.iter().enumerate() {
             let x = LABEL_W + CELL_W * j as f64;
-            let row = rows
-                .iter()
-                .find(|r| r.authority.to_string() == *authority && r.home.to_string() == *home);
+            let row = by_cell.get(&(authority.clone(), home.clone()));
             let (n, of) = row.map(|r| (reach.of(r), r.subjects)).unwrap_or((0, 0));
             let share = if of == 0 { 0.0 } else { n as f64 / of as f64 };
             let o = opacity(share);
