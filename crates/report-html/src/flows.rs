@@ -97,6 +97,14 @@ impl Flows {
         self.jurisdictions.get(region).map_or("?", |s| s.as_str())
     }
 
+    /// What `home` keeps in `region` (nothing if absent).
+    pub fn get(&self, home: &str, region: &str) -> Stored {
+        self.cells
+            .get(&(home.to_string(), region.to_string()))
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// Every (home, region) that holds something, in order.
     pub fn rows(&self) -> impl Iterator<Item = (&str, &str, Stored)> {
         self.cells

@@ -335,17 +335,11 @@ fn flow_change_table(page: &mut Page, before: &Flows, after: &Flows) {
         .collect();
     keys.sort();
     keys.dedup();
-    let get = |f: &Flows, h: &str, r: &str| {
-        f.rows()
-            .find(|(fh, fr, _)| *fh == h && *fr == r)
-            .map(|(_, _, s)| s)
-            .unwrap_or_default()
-    };
     let rows: Vec<Vec<String>> = keys
         .iter()
         .map(|(h, r)| {
-            let b = get(before, h, r);
-            let a = get(after, h, r);
+            let b = before.get(h, r);
+            let a = after.get(h, r);
             vec![
                 h.clone(),
                 r.clone(),
