@@ -45,7 +45,7 @@ pub mod subjects;
 pub mod tokens;
 pub mod verify;
 
-pub use data::{ObjectInfo, ObjectMeta, PutReceipt};
+pub use data::{ObjectInfo, ObjectMeta, Precondition, PutReceipt};
 pub use engine::{Acting, Engine, EngineOptions, Health};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};

@@ -423,6 +423,13 @@ async fn round_trips_of_every_size_with_ranges_metadata_overwrite_and_delete() {
                 ("size".to_string(), size.to_string()),
                 ("note".to_string(), "ünïcode ✓".to_string()),
             ]),
+            cache_control: Some("max-age=60".into()),
+            content_disposition: Some("attachment; filename=\"a.bin\"".into()),
+            content_encoding: Some("identity".into()),
+            content_language: Some("fr".into()),
+            expires: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+            // Whatever the caller says, the engine stores the body's MD5.
+            etag: Some("not-the-md5".into()),
         };
         let before = d.files("cn");
         let receipt = engine
@@ -447,7 +454,19 @@ async fn round_trips_of_every_size_with_ranges_metadata_overwrite_and_delete() {
         assert_eq!(info.category, "profile");
         assert_eq!(info.size, size as u64);
         assert_eq!(info.version, 1);
-        assert_eq!(info.meta, meta);
+        let md5 = {
+            use md5::Digest;
+            hex::encode(md5::Md5::digest(&body))
+        };
+        assert_eq!(receipt.etag, md5, "the ETag is the MD5 of the body");
+        assert_eq!(
+            info.meta,
+            ObjectMeta {
+                etag: Some(md5.clone()),
+                ..meta.clone()
+            }
+        );
+        assert_eq!(info.etag(), md5);
         assert_eq!(info.checksum, receipt.checksum);
 
         let (got_info, stream) = engine.get(&sid("alice"), &key(&name), None).await.unwrap();

@@ -13,7 +13,8 @@
 //!   subjects.
 //! - `multipart`: multipart uploads (parts uploaded or copied), staged as hidden encrypted objects of
 //!   the same subject and category.
-//! - `bucket`: HeadBucket, ListBuckets, CreateBucket, GetBucketLocation.
+//! - `bucket`: HeadBucket, ListBuckets (paged), CreateBucket, DeleteBucket,
+//!   GetBucketLocation.
 //! - `error`: engine errors → S3 codes, internals never sent.
 //! - `access`: the credentials (`[[credential]]`s and the deployment-wide
 //!   one): SigV4 secrets for s3s, and each request's bucket scope and
@@ -139,7 +140,8 @@ pub fn router(
     if all.is_empty() {
         return Err(Error::MissingS3Credentials);
     }
-    let credentials = access::Credentials::new(all, metrics.clone());
+    let credentials = access::Credentials::new(all, metrics.clone())
+        .known_buckets(engine.file_config().buckets.iter().map(|b| b.name.clone()));
     let api = S3Api {
         engine: engine.clone(),
         metrics: metrics.clone(),
@@ -279,6 +281,14 @@ impl S3 for S3Api {
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         self.observe("CreateBucket", actor_of(&req), self.create_bucket_op(req))
+            .await
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.observe("DeleteBucket", actor_of(&req), self.delete_bucket_op(req))
             .await
     }
 
