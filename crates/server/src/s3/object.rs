@@ -881,6 +881,91 @@ mod tests {
     }
 
     #[test]
+    fn failed_conditions_carry_the_etag_and_last_modified() {
+        let mut i = info("abc", 1_445_412_480_000);
+        i.meta.etag = Some("0123".into());
+        let c = Conditions {
+            if_none_match: Some(ETagCondition::ETag(ETag::Strong("0123".into()))),
+            ..Default::default()
+        };
+        let e = c
+            .check(&i, S3ErrorCode::NotModified)
+            .err()
+            .unwrap_or_else(|| panic!("the stored ETag, not the checksum, is compared"));
+        let headers = e.headers().cloned().unwrap_or_default();
+        assert_eq!(
+            headers.get("etag").and_then(|v| v.to_str().ok()),
+            Some("\"0123\"")
+        );
+        assert_eq!(
+            headers.get("last-modified").and_then(|v| v.to_str().ok()),
+            Some("Wed, 21 Oct 2015 07:28:00 GMT")
+        );
+    }
+
+    #[test]
+    fn put_conditions_map_as_s3_defines_them() {
+        let tag = ETagCondition::ETag(ETag::Strong("abc".into()));
+        let any = ETagCondition::Any;
+        assert_eq!(put_condition(None, None).ok(), Some(Precondition::Any));
+        assert_eq!(
+            put_condition(None, Some(&any)).ok(),
+            Some(Precondition::Absent)
+        );
+        assert_eq!(
+            put_condition(Some(&any), None).ok(),
+            Some(Precondition::Exists)
+        );
+        assert_eq!(
+            put_condition(Some(&tag), None).ok(),
+            Some(Precondition::ETag("abc".into()))
+        );
+        let code = |r: S3Result<Precondition>| r.err().map(|e| e.code().as_str().to_string());
+        assert_eq!(
+            code(put_condition(None, Some(&tag))).as_deref(),
+            Some("NotImplemented")
+        );
+        assert_eq!(
+            code(put_condition(Some(&tag), Some(&any))).as_deref(),
+            Some("NotImplemented")
+        );
+        // The legacy-name check answers as the engine would.
+        let i = info("c", 0);
+        assert!(holds(&Precondition::Absent, None).is_ok());
+        assert!(holds(&Precondition::Absent, Some(&i)).is_err());
+        assert!(holds(&Precondition::ETag("c".into()), Some(&i)).is_ok());
+        let e = holds(&Precondition::ETag("c".into()), None).err();
+        assert_eq!(
+            e.map(|e| e.code().as_str().to_string()).as_deref(),
+            Some("NoSuchKey")
+        );
+    }
+
+    #[test]
+    fn system_metadata_is_stored_as_given_and_expires_as_an_http_date() {
+        let mut meta = ObjectMeta::default();
+        let expires = Timestamp::parse(TimestampFormat::HttpDate, "Wed, 21 Oct 2015 07:28:00 GMT")
+            .unwrap_or_else(|e| panic!("{e}"));
+        HttpMeta {
+            cache_control: Some("no-cache".into()),
+            content_disposition: Some(String::new()),
+            content_encoding: Some("gzip".into()),
+            content_language: Some("de".into()),
+            expires: Some(expires.clone()),
+        }
+        .apply(&mut meta);
+        assert_eq!(meta.cache_control.as_deref(), Some("no-cache"));
+        assert_eq!(meta.content_disposition, None, "empty is no value");
+        assert_eq!(meta.content_encoding.as_deref(), Some("gzip"));
+        assert_eq!(meta.content_language.as_deref(), Some("de"));
+        assert_eq!(
+            meta.expires.as_deref(),
+            Some("Wed, 21 Oct 2015 07:28:00 GMT")
+        );
+        assert_eq!(expires_of(&meta), Some(expires));
+    }
+
+    #[test]
     fn user_metadata_is_bounded() {
         let mut m = Metadata::default();
         m.insert("k".into(), "v".repeat(3000));
