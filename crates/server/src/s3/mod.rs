@@ -4,11 +4,14 @@
 //!
 //! - `keys`: bucket and key → (subject, category, name), the name stored in
 //!   the bucket's namespace (`{bucket}/{name}`), with S3 codes for keys that
-//!   map to nothing or are invalid.
+//!   map to nothing or are invalid; folder keys (`…/`) and empty segments
+//!   map where the subject can be read.
 //! - `body`: request bodies as the engine reads them, with size, length
 //!   and idle checks.
 //! - `object`: PutObject, GetObject (ranges), HeadObject, DeleteObject(s),
-//!   CopyObject, conditional requests.
+//!   CopyObject; MD5 ETags, system metadata, conditional requests (PUT and
+//!   DELETE decided in the catalog's commit). docs/s3.md lists what is
+//!   supported.
 //! - `list`: ListObjects and ListObjectsV2 within one subject or across
 //!   subjects.
 //! - `multipart`: multipart uploads (parts uploaded or copied), staged as hidden encrypted objects of
