@@ -18,6 +18,7 @@
 //! - `placements`: creating placements, the planner's scan, residency, a
 //!   custodian's placements and their rewraps.
 //! - `objects`: the object index: commits, deletes, listings, fences.
+//! - `conditions`: conditional commits and deletes, under racing writers too.
 //! - `moves`: moving a placement: marks under leases, commits, aborts.
 //! - `garbage`: the garbage queue, write intents, and retries of rows a
 //!   collection pass could not finish.
@@ -27,6 +28,7 @@
 //! - `policy`: policy versions, and the fence of a stale version.
 #![allow(clippy::unwrap_used)]
 
+mod conditions;
 mod garbage;
 mod jobs;
 mod ledger;
@@ -47,6 +49,7 @@ use domicile_catalog::{
 };
 use serde_json::json;
 
+pub use conditions::{concurrent_conditional_commits, conditional_commits};
 pub use garbage::{garbage, garbage_retries, write_intents};
 pub use jobs::{claim_order, concurrent_claims, jobs};
 pub use ledger::{concurrent_writers, ledger_chain};
@@ -60,7 +63,7 @@ pub use subjects::{empty_catalog, erase_subject, settings, subjects};
 pub use turns::{batched_turns, rekeyed_moves, unit_release_with_the_change};
 
 /// How many checks `run_all` runs (each on its own fresh catalog).
-pub const CHECKS: usize = 26;
+pub const CHECKS: usize = 28;
 
 /// When the checks' commits and deletes say a replaced blob is due: a
 /// grace period after the rows' times.
@@ -98,6 +101,8 @@ where
     policy_fence(&*fresh().await).await;
     concurrent_claims(fresh().await).await;
     concurrent_writers(fresh().await).await;
+    conditional_commits(&*fresh().await).await;
+    concurrent_conditional_commits(fresh().await).await;
 }
 
 /// A running job's row, as `JobStore::create_job` takes it (the catalog

@@ -11,8 +11,9 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow,
-    PlacementState, PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow, SubjectRow,
+    Expect, Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow,
+    PlacementRow, PlacementState, PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow,
+    SubjectRow,
 };
 use crate::raw::{RawRow, RawTable, RawValue};
 
@@ -358,11 +359,29 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// (token, category), and with `Error::Conflict` if the name is indexed
     /// in another category or the blob id belongs to another name (a blob
     /// belongs to one row only, or collecting it would lose the other).
+    ///
+    /// Provided: `commit_object_if` with no condition.
     async fn commit_object(
         &self,
         fence: &Fence,
         row: &ObjectRow,
         replaced_due: Millis,
+    ) -> Result<CommitOutcome> {
+        self.commit_object_if(fence, row, replaced_due, &Expect::Any)
+            .await
+    }
+
+    /// `commit_object`, refused with `Error::PreconditionFailed` (nothing
+    /// written) unless the name's current row is what `expect` says, read
+    /// in the commit's transaction with the row locked: of writers racing
+    /// with `Expect::Absent` on one name, exactly one commits. The fence is
+    /// checked first (a fenced commit is `Fenced`, whatever the row).
+    async fn commit_object_if(
+        &self,
+        fence: &Fence,
+        row: &ObjectRow,
+        replaced_due: Millis,
+        expect: &Expect,
     ) -> Result<CommitOutcome>;
 
     /// Removes an index row under a fence and queues its blob for deletion.
@@ -370,11 +389,27 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// category); on success, `Committed` carries the deleted row's version
     /// and its blob, now queued (with the placement's regions, due at
     /// `due`: the caller's grace period, as for `commit_object`).
+    ///
+    /// Provided: `delete_object_if` with no condition.
     async fn delete_object(
         &self,
         fence: &Fence,
         lookup: &str,
         due: Millis,
+    ) -> Result<Option<CommitOutcome>> {
+        self.delete_object_if(fence, lookup, due, &Expect::Any)
+            .await
+    }
+
+    /// `delete_object`, refused with `Error::PreconditionFailed` (nothing
+    /// deleted) unless the name's current row (in the fence's category) is
+    /// what `expect` says, checked in the delete's transaction.
+    async fn delete_object_if(
+        &self,
+        fence: &Fence,
+        lookup: &str,
+        due: Millis,
+        expect: &Expect,
     ) -> Result<Option<CommitOutcome>>;
 
     /// The index row of one name of a subject, if any.

@@ -13,6 +13,10 @@ pub enum Error {
     /// the current state (for example a move commit against another epoch).
     #[error("conflict: {reason}")]
     Conflict { reason: String },
+    /// A conditional commit or delete found the name's current row other
+    /// than it expected ([`crate::Expect`]): nothing was changed.
+    #[error("precondition failed: {reason}")]
+    PreconditionFailed { reason: String },
     /// The active policy version is not the one the change was decided
     /// under: decide again under `active`.
     #[error("the active policy is version {active}, not the one this change was decided under")]

@@ -167,6 +167,21 @@ pub struct Fence {
     pub policy: i64,
 }
 
+/// What a conditional commit or delete expects of the name's current
+/// index row, checked in the commit's own transaction (the row locked):
+/// two writers racing on one condition never both pass it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Expect {
+    /// No condition.
+    #[default]
+    Any,
+    /// The name holds no object (S3's `If-None-Match: *`).
+    Absent,
+    /// The name holds the object of this blob id: the one the caller read
+    /// and checked, not replaced since.
+    Blob(String),
+}
+
 /// An entry to append to the ledger. The catalog assigns `seq`, `at` is given
 /// by the caller, and the hash chain is computed by the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,6 +14,15 @@
 //! nothing when the name belongs to another bucket (or to none: names the
 //! command line wrote without a bucket, or that the S3 API stored before
 //! buckets were namespaces).
+//!
+//! Keys ending in `/` ("folder" objects) and keys with empty segments map
+//! like any other, as long as the subject can be read from them: the
+//! subject's own folder (`users/alice/`, an empty name) is the stored name
+//! `{bucket}/`, and `users/alice//x` is `{bucket}//x`. What cannot map is
+//! what names no subject: folders above the subject level (`users/`), an
+//! empty subject (`users//x`), and keys outside the pattern; names with a
+//! `.` or `..` segment or a control character are refused whatever the
+//! bucket.
 
 use std::str::FromStr;
 
@@ -133,8 +142,12 @@ impl Bucket {
         let slash = rest.find('/').ok_or_else(no)?;
         let subject = SubjectId::from_str(&rest[..slash])?;
         let after = rest[slash..].strip_prefix(&self.suffix).ok_or_else(no)?;
-        // Checked on its own first, so a bad name is refused for what it is.
-        ObjectKey::from_str(after)?;
+        // Checked on its own first, so a bad name is refused for what it is
+        // (the subject's folder itself, an empty name, is the stored name
+        // `{bucket}/`).
+        if !after.is_empty() {
+            ObjectKey::from_str(after)?;
+        }
         Ok(MappedKey {
             subject,
             category: self.category_of(after),
@@ -225,8 +238,51 @@ mod tests {
         assert_eq!(m.category.as_str(), "profile");
         assert!(b.map_key("other/u1/x").is_err());
         assert!(b.map_key("users/u1").is_err());
+        assert!(b.map_key("users/").is_err());
         assert!(b.map_key("users/u1/../x").is_err());
         assert!(b.map_key("users/bad id/x").is_err());
+    }
+
+    #[test]
+    fn folder_keys_map_where_the_subject_can_be_read() {
+        let b = Bucket::new(
+            "user-data",
+            "users/{subject}/",
+            cat("profile"),
+            vec![("users/{subject}/payments/".into(), cat("payment"))],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for (key, name, category) in [
+            ("users/u1/", "user-data/", "profile"),
+            ("users/u1/photos/", "user-data/photos/", "profile"),
+            ("users/u1/payments/", "user-data/payments/", "payment"),
+            ("users/u1//x", "user-data//x", "profile"),
+            ("users/u1/a//b/", "user-data/a//b/", "profile"),
+        ] {
+            let m = b.map_key(key).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(
+                (m.subject.as_str(), m.name.as_str(), m.category.as_str()),
+                ("u1", name, category),
+                "{key}"
+            );
+            assert_eq!(
+                b.key_of(&m.subject, m.name.as_str()).as_deref(),
+                Some(key),
+                "{key} maps back"
+            );
+        }
+        // No subject to read: above the subject level, or an empty id.
+        for key in ["users/", "users//x", "users"] {
+            assert!(
+                matches!(
+                    b.map_key(key),
+                    Err(BucketError::NoSubject(_)) | Err(BucketError::Invalid(_))
+                ),
+                "{key}"
+            );
+        }
+        assert!(b.map_key("users/u1/a/../b/").is_err());
+        assert!(b.map_key("users/u1/./").is_err());
     }
 
     #[test]

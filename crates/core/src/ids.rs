@@ -144,6 +144,8 @@ pub const MAX_SEGMENT_LEN: usize = 255;
 string_id!(
     /// An object's name within its subject: `/`-separated segments with no
     /// `.` or `..`, no NUL or control characters, and bounded lengths.
+    /// Segments may be empty, as in S3 keys: a name may end with `/` (a
+    /// "folder" object) or hold `//`.
     ObjectKey,
     "object key",
     |s| {
@@ -154,9 +156,6 @@ string_id!(
             return Err(invalid("object key", s, "must not contain NUL or control characters"));
         }
         for seg in s.split('/') {
-            if seg.is_empty() {
-                return Err(invalid("object key", s, "must not have empty segments (leading, trailing or doubled '/')"));
-            }
             if seg == "." || seg == ".." {
                 return Err(invalid("object key", s, "must not contain '.' or '..' segments"));
             }
@@ -195,8 +194,12 @@ mod tests {
     #[test]
     fn object_keys() {
         assert!("photos/2024/a.jpg".parse::<ObjectKey>().is_ok());
-        for bad in ["", "../etc", "a/../b", "a/./b", "a\0b", "/a", "a//b", "a/"] {
+        for bad in ["", "../etc", "a/../b", "a/./b", "a\0b", "a/..", "./a"] {
             assert!(bad.parse::<ObjectKey>().is_err(), "{bad:?}");
+        }
+        // Empty segments, as S3 keys have them: folders, doubled slashes.
+        for good in ["/a", "a//b", "a/", "photos/", "/"] {
+            assert!(good.parse::<ObjectKey>().is_ok(), "{good:?}");
         }
         assert!("a".repeat(256).parse::<ObjectKey>().is_err());
         assert!(["a"; 600].join("/").parse::<ObjectKey>().is_err());

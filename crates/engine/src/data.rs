@@ -18,12 +18,13 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use domicile_catalog::{CommitOutcome, GarbageRow, ObjectRow, PlacementRow};
+use domicile_catalog::{CommitOutcome, Expect, GarbageRow, ObjectRow, PlacementRow};
 use domicile_core::ids::{Category, ObjectKey, SubjectId};
 use domicile_core::jurisdiction::Jurisdiction;
 use domicile_store::{BlobPath, BlobWriter, DataKey};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -32,13 +33,54 @@ use crate::engine::Acting;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
-/// Content type and user metadata of an object. Stored encrypted.
+/// An object's metadata: its ETag, its HTTP system metadata and its user
+/// metadata. Stored encrypted (sealed under the data key with the name):
+/// a digest of the plaintext is personal data too.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub user: BTreeMap<String, String>,
+    /// The ETag clients see, without quotes. [`Engine::put`] sets it to
+    /// the hex MD5 of the plaintext it wrote, computed while the body
+    /// streams (what S3 gives a single-part upload); other writers may
+    /// store another (a multipart upload's `{md5-of-md5s}-{parts}`).
+    /// `None` for objects written before ETags were stored: their ETag is
+    /// the blob's checksum ([`ObjectInfo::etag`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// HTTP `Cache-Control`, returned as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    /// HTTP `Content-Disposition`, returned as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    /// HTTP `Content-Encoding`, returned as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    /// HTTP `Content-Language`, returned as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    /// HTTP `Expires`, as an HTTP date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+/// What a write or a delete requires of the object it replaces, decided
+/// atomically with its commit: the catalog refuses the commit if the
+/// object changed after the check (S3's conditional PUT and DELETE).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Precondition {
+    /// No condition.
+    #[default]
+    Any,
+    /// The name holds no object (`If-None-Match: *`).
+    Absent,
+    /// The name holds an object (`If-Match: *`).
+    Exists,
+    /// The name holds an object of this ETag (`If-Match`; unquoted).
+    ETag(String),
 }
 
 /// What a caller learns about a stored object.
@@ -54,12 +96,24 @@ pub struct ObjectInfo {
     pub meta: ObjectMeta,
 }
 
+impl ObjectInfo {
+    /// The ETag clients see, unquoted: the stored one, or for objects
+    /// written before ETags were stored, the blob's checksum.
+    pub fn etag(&self) -> &str {
+        self.meta.etag.as_deref().unwrap_or(&self.checksum)
+    }
+}
+
 /// An acknowledged write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PutReceipt {
     pub version: i64,
     pub size: u64,
+    /// BLAKE3 of the stored (encrypted) bytes.
     pub checksum: String,
+    /// The ETag stored with the object (unquoted): the hex MD5 of the
+    /// plaintext written.
+    pub etag: String,
     pub regions: Vec<String>,
 }
 
@@ -93,22 +147,41 @@ impl Engine {
     }
 
     /// Stores an object, streaming its body. Returns once every copy is
-    /// written and the index row is committed.
+    /// written and the index row is committed. The stored ETag is the MD5
+    /// of the body (whatever `meta.etag` says).
     pub async fn put<R: AsyncRead + Unpin + Send>(
         &self,
         subject: &SubjectId,
         category: &Category,
         name: &ObjectKey,
         meta: &ObjectMeta,
+        body: R,
+    ) -> Result<PutReceipt> {
+        self.put_if(subject, category, name, meta, body, &Precondition::Any)
+            .await
+    }
+
+    /// [`Engine::put`] under a precondition on the object it replaces:
+    /// checked before the body is read (a refusal writes nothing), and
+    /// again in the commit, atomically: of writers racing with
+    /// `Precondition::Absent` on one name, exactly one commits. Refused
+    /// with [`Error::PreconditionFailed`], or [`Error::NotFound`] when an
+    /// ETag is required of a name that holds nothing.
+    pub async fn put_if<R: AsyncRead + Unpin + Send>(
+        &self,
+        subject: &SubjectId,
+        category: &Category,
+        name: &ObjectKey,
+        meta: &ObjectMeta,
         mut body: R,
+        condition: &Precondition,
     ) -> Result<PutReceipt> {
         let (token, home) = self.registered(subject).await?;
+        let lookup = self.tokens.lookup(&token, name);
         // A name lives in one category; refuse a clash before anything is
         // created, so bad input changes nothing.
-        if let Some(existing) = self
-            .catalog
-            .get_object(&token, &self.tokens.lookup(&token, name))
-            .await?
+        let existing = self.catalog.get_object(&token, &lookup).await?;
+        if let Some(existing) = &existing
             && existing.category != category.as_str()
         {
             return Err(Error::Invalid(format!(
@@ -116,6 +189,9 @@ impl Engine {
                 existing.category
             )));
         }
+        let expect = self
+            .expectation(&token, existing.as_ref(), condition)
+            .await?;
         let (acting, placement) = self.placement_under_policy(&token, home, category).await?;
         let dek = self.data_key(&placement).await?;
         let path = BlobPath::new_random(&token, category.as_str())?;
@@ -131,7 +207,7 @@ impl Engine {
                 &placement.regions,
             )
             .await?;
-        let written = match self.write_blob(regions, &path, &dek, &mut body).await {
+        let (written, md5) = match self.write_blob(regions, &path, &dek, &mut body).await {
             Ok(w) => w,
             Err(e) => {
                 // Nothing was stored (the writer cleaned up): bad input
@@ -140,24 +216,73 @@ impl Engine {
                 return Err(e);
             }
         };
-        self.commit_written(
-            &token, home, category, name, meta, &dek, &path, acting, placement, written,
-        )
-        .await
+        let meta = ObjectMeta {
+            etag: Some(md5),
+            ..meta.clone()
+        };
+        let target = Target {
+            token: &token,
+            home,
+            category,
+            name,
+            meta: &meta,
+            condition,
+        };
+        self.commit_written(target, expect, &dek, &path, acting, placement, written)
+            .await
     }
 
-    /// Streams `body` into a new blob at `path` in every region.
+    /// What the catalog must find at commit for `condition` to hold, from
+    /// the name's current row (`existing`), checked now: `Expect::Blob` of
+    /// the row whose ETag matched, so a change in between refuses the
+    /// commit.
+    async fn expectation(
+        &self,
+        token: &str,
+        existing: Option<&ObjectRow>,
+        condition: &Precondition,
+    ) -> Result<Expect> {
+        let refused = || Error::PreconditionFailed("the object's ETag does not match".into());
+        match (condition, existing) {
+            (Precondition::Any, _) => Ok(Expect::Any),
+            (Precondition::Absent, None) => Ok(Expect::Absent),
+            (Precondition::Absent, Some(_)) => Err(Error::PreconditionFailed(
+                "an object of this name exists".into(),
+            )),
+            (Precondition::Exists | Precondition::ETag(_), None) => {
+                Err(Error::NotFound("object".into()))
+            }
+            (Precondition::Exists, Some(row)) => Ok(Expect::Blob(row.blob_id.clone())),
+            (Precondition::ETag(want), Some(row)) => {
+                let placement = self
+                    .catalog
+                    .get_placement(token, &row.category)
+                    .await?
+                    .ok_or_else(|| Error::Internal("an indexed object has no placement".into()))?;
+                let info = self.info(row, &self.data_key(&placement).await?)?;
+                if info.etag() == want.as_str() {
+                    Ok(Expect::Blob(row.blob_id.clone()))
+                } else {
+                    Err(refused())
+                }
+            }
+        }
+    }
+
+    /// Streams `body` into a new blob at `path` in every region; returns it
+    /// with the hex MD5 of the plaintext, computed on the way.
     async fn write_blob<R: AsyncRead + Unpin + Send>(
         &self,
         regions: Vec<domicile_store::RegionStore>,
         path: &BlobPath,
         dek: &DataKey,
         body: &mut R,
-    ) -> Result<domicile_store::WrittenBlob> {
+    ) -> Result<(domicile_store::WrittenBlob, String)> {
         let key = self.options.encrypt.then_some(dek);
         let mut writer = BlobWriter::new(regions, path.clone(), key, self.options.chunk_size)?;
         let mut buf = vec![0u8; READ_BUF];
         let mut total: u64 = 0;
+        let mut md5 = Md5::new();
         loop {
             let n = match body.read(&mut buf).await {
                 Ok(n) => n,
@@ -179,28 +304,36 @@ impl Engine {
                     self.options.max_object_size
                 )));
             }
+            md5.update(&buf[..n]);
             if let Err(e) = writer.write(&buf[..n]).await {
                 let _ = writer.abort().await;
                 return Err(e.into());
             }
         }
-        Ok(writer.finish().await?)
+        let written = writer.finish().await?;
+        Ok((written, hex::encode(md5.finalize())))
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn commit_written(
         &self,
-        token: &str,
-        home: Jurisdiction,
-        category: &Category,
-        name: &ObjectKey,
-        meta: &ObjectMeta,
+        target: Target<'_>,
+        mut expect: Expect,
         dek: &DataKey,
         path: &BlobPath,
         mut acting: Arc<Acting>,
         mut placement: PlacementRow,
         written: domicile_store::WrittenBlob,
     ) -> Result<PutReceipt> {
+        let Target {
+            token,
+            home,
+            category,
+            name,
+            meta,
+            condition,
+        } = target;
+        let etag = meta.etag.clone().unwrap_or_default();
         let lookup = self.tokens.lookup(token, name);
         let meta_json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
         // A placement re-keyed while this write was in flight makes it
@@ -231,10 +364,32 @@ impl Engine {
             let fence = Engine::fence(token, category.as_str(), placement.epoch, acting.version);
             let outcome = match self
                 .catalog
-                .commit_object(&fence, &row, self.replaced_due())
+                .commit_object_if(&fence, &row, self.replaced_due(), &expect)
                 .await
             {
                 Ok(outcome) => outcome,
+                Err(domicile_catalog::Error::PreconditionFailed { reason }) => {
+                    // The object the condition was checked on changed. A
+                    // re-keying move gives an object a new blob, not a new
+                    // ETag: check the condition again on the current row.
+                    let current = self.catalog.get_object(token, &lookup).await?;
+                    match self.expectation(token, current.as_ref(), condition).await {
+                        Ok(next) if next != expect && !matches!(next, Expect::Absent) => {
+                            expect = next;
+                            continue;
+                        }
+                        Ok(_) => {
+                            self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
+                                .await;
+                            return Err(Error::PreconditionFailed(reason));
+                        }
+                        Err(e) => {
+                            self.queue_blob(token, category.as_str(), path.blob_id(), &holding)
+                                .await;
+                            return Err(e);
+                        }
+                    }
+                }
                 Err(
                     e @ (domicile_catalog::Error::Conflict { .. }
                     | domicile_catalog::Error::Invalid { .. }),
@@ -263,6 +418,7 @@ impl Engine {
                         version,
                         size: written.plain_size,
                         checksum: written.checksum_hex,
+                        etag,
                         regions: placement.regions,
                     });
                 }
@@ -673,9 +829,23 @@ impl Engine {
 
     /// Deletes an object. Returns false if there was none.
     pub async fn delete(&self, subject: &SubjectId, name: &ObjectKey) -> Result<bool> {
+        self.delete_if(subject, name, &Precondition::Any).await
+    }
+
+    /// [`Engine::delete`] under a precondition on the object (S3's
+    /// `If-Match`), decided atomically with the delete as for
+    /// [`Engine::put_if`].
+    pub async fn delete_if(
+        &self,
+        subject: &SubjectId,
+        name: &ObjectKey,
+        condition: &Precondition,
+    ) -> Result<bool> {
         let (token, _) = self.registered(subject).await?;
         let lookup = self.tokens.lookup(&token, name);
-        let Some(row) = self.catalog.get_object(&token, &lookup).await? else {
+        let row = self.catalog.get_object(&token, &lookup).await?;
+        let mut expect = self.expectation(&token, row.as_ref(), condition).await?;
+        let Some(row) = row else {
             return Ok(false);
         };
         let category: Category = row.category.parse()?;
@@ -685,11 +855,26 @@ impl Engine {
                 return Ok(false);
             };
             let fence = Engine::fence(&token, category.as_str(), p.epoch, acting.version);
-            match self
+            let deleted = match self
                 .catalog
-                .delete_object(&fence, &lookup, self.replaced_due())
-                .await?
+                .delete_object_if(&fence, &lookup, self.replaced_due(), &expect)
+                .await
             {
+                Err(domicile_catalog::Error::PreconditionFailed { reason }) => {
+                    // As for a write: a re-keying move is no change.
+                    let current = self.catalog.get_object(&token, &lookup).await?;
+                    let next = self
+                        .expectation(&token, current.as_ref(), condition)
+                        .await?;
+                    if next == expect || matches!(next, Expect::Absent) {
+                        return Err(Error::PreconditionFailed(reason));
+                    }
+                    expect = next;
+                    continue;
+                }
+                other => other?,
+            };
+            match deleted {
                 None => return Ok(false),
                 // Its blob is queued, due after the grace period.
                 Some(CommitOutcome::Committed { .. }) => return Ok(true),
@@ -714,6 +899,16 @@ pub(crate) fn garbage_row(
     due: i64,
 ) -> GarbageRow {
     GarbageRow::new(token, category, blob_id, regions, due)
+}
+
+/// The object a write commits, and the condition it commits under.
+struct Target<'a> {
+    token: &'a str,
+    home: Jurisdiction,
+    category: &'a Category,
+    name: &'a ObjectKey,
+    meta: &'a ObjectMeta,
+    condition: &'a Precondition,
 }
 
 /// Where a fenced write's blob went: copied to the regions of the placement

@@ -18,6 +18,10 @@ pub enum Error {
     AlreadyRegistered,
     #[error("{0} not found")]
     NotFound(String),
+    /// A conditional write or delete found the object other than required
+    /// ([`crate::data::Precondition`]): nothing was changed.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     #[error("the placement of this subject's {category} data is being moved; retry shortly")]
     Busy { category: String },
     #[error(
@@ -62,6 +66,7 @@ impl Error {
                 | Error::NotRegistered
                 | Error::AlreadyRegistered
                 | Error::NotFound(_)
+                | Error::PreconditionFailed(_)
                 | Error::Config(_)
         )
     }

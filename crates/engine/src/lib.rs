@@ -13,7 +13,9 @@
 //!   forbidden regions).
 //! - [`policy`]: the policy version this process acts on; applying and
 //!   following versions.
-//! - [`data`]: put, get, head, list and delete, with epoch fencing.
+//! - [`data`]: put, get, head, list and delete, with epoch fencing; the
+//!   MD5 ETag computed while a body streams; conditional puts and deletes
+//!   ([`Precondition`]) decided in the catalog's commit.
 //! - [`gc`]: deletion of blobs no index row points at, in bounded
 //!   background passes, after a grace period for reads in flight.
 //! - [`migrate`]: online migration jobs: units under leases; copy, verify,
@@ -45,7 +47,7 @@ pub mod subjects;
 pub mod tokens;
 pub mod verify;
 
-pub use data::{ObjectInfo, ObjectMeta, PutReceipt};
+pub use data::{ObjectInfo, ObjectMeta, Precondition, PutReceipt};
 pub use engine::{Acting, Engine, EngineOptions, Health};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};

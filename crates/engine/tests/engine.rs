@@ -423,6 +423,13 @@ async fn round_trips_of_every_size_with_ranges_metadata_overwrite_and_delete() {
                 ("size".to_string(), size.to_string()),
                 ("note".to_string(), "ünïcode ✓".to_string()),
             ]),
+            cache_control: Some("max-age=60".into()),
+            content_disposition: Some("attachment; filename=\"a.bin\"".into()),
+            content_encoding: Some("identity".into()),
+            content_language: Some("fr".into()),
+            expires: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+            // Whatever the caller says, the engine stores the body's MD5.
+            etag: Some("not-the-md5".into()),
         };
         let before = d.files("cn");
         let receipt = engine
@@ -447,7 +454,19 @@ async fn round_trips_of_every_size_with_ranges_metadata_overwrite_and_delete() {
         assert_eq!(info.category, "profile");
         assert_eq!(info.size, size as u64);
         assert_eq!(info.version, 1);
-        assert_eq!(info.meta, meta);
+        let md5 = {
+            use md5::Digest;
+            hex::encode(md5::Md5::digest(&body))
+        };
+        assert_eq!(receipt.etag, md5, "the ETag is the MD5 of the body");
+        assert_eq!(
+            info.meta,
+            ObjectMeta {
+                etag: Some(md5.clone()),
+                ..meta.clone()
+            }
+        );
+        assert_eq!(info.etag(), md5);
         assert_eq!(info.checksum, receipt.checksum);
 
         let (got_info, stream) = engine.get(&sid("alice"), &key(&name), None).await.unwrap();
@@ -532,7 +551,14 @@ async fn round_trips_of_every_size_with_ranges_metadata_overwrite_and_delete() {
         .await
         .unwrap();
     assert_eq!(info.version, 2);
-    assert_eq!(info.meta, ObjectMeta::default(), "metadata replaced too");
+    assert_eq!(
+        info.meta,
+        ObjectMeta {
+            etag: Some("a9f0e61a137d86aa9db53465e0801612".into()),
+            ..ObjectMeta::default()
+        },
+        "metadata replaced too; the ETag is the MD5 of b\"second\""
+    );
     let receipt = put(&engine, "alice", "profile", "docs/obj-1", b"third")
         .await
         .unwrap();
@@ -603,6 +629,59 @@ async fn a_name_in_another_category_is_refused_without_leaving_a_blob() {
         b"profile data"
     );
     assert_clean(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_and_deletes_refuse_without_leaving_a_blob() {
+    use domicile_engine::Precondition;
+    let d = Deployment::new();
+    let engine = d.open(&[CN], &all_in_cn()).await;
+    engine.add_subject(&sid("alice"), jur("CN")).await.unwrap();
+    let put_if = |name: &'static str, body: &'static [u8], c: Precondition| {
+        let engine = &engine;
+        async move {
+            engine
+                .put_if(
+                    &sid("alice"),
+                    &cat("profile"),
+                    &key(name),
+                    &ObjectMeta::default(),
+                    body,
+                    &c,
+                )
+                .await
+        }
+    };
+    let first = put_if("x", b"one", Precondition::Absent).await.unwrap();
+    let before = d.all_files();
+    for (c, what) in [
+        (Precondition::Absent, "absent"),
+        (Precondition::ETag("0000".into()), "another etag"),
+    ] {
+        let err = put_if("x", b"two", c).await.unwrap_err();
+        assert!(matches!(err, Error::PreconditionFailed(_)), "{what}: {err}");
+    }
+    let err = put_if("y", b"two", Precondition::Exists).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+    assert_eq!(d.all_files(), before, "a refused write left a file");
+    assert_eq!(read(&engine, "alice", "x", None).await.unwrap(), b"one");
+    let second = put_if("x", b"two", Precondition::ETag(first.etag.clone()))
+        .await
+        .unwrap();
+    assert_eq!(second.version, 2);
+    let err = engine
+        .delete_if(&sid("alice"), &key("x"), &Precondition::ETag(first.etag))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PreconditionFailed(_)), "{err}");
+    assert_eq!(read(&engine, "alice", "x", None).await.unwrap(), b"two");
+    assert!(
+        engine
+            .delete_if(&sid("alice"), &key("x"), &Precondition::ETag(second.etag))
+            .await
+            .unwrap()
+    );
+    assert!(read(&engine, "alice", "x", None).await.is_err());
 }
 
 // ---------------------------------------------------------------------------

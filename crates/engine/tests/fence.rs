@@ -215,24 +215,30 @@ impl Catalog for Interleaving {
         self.inner.residency().await
     }
 
-    async fn commit_object(
+    async fn commit_object_if(
         &self,
         fence: &Fence,
         row: &ObjectRow,
         replaced_due: i64,
+        expect: &domicile_catalog::Expect,
     ) -> Result<CommitOutcome> {
         self.step("commit_object").await;
-        self.inner.commit_object(fence, row, replaced_due).await
+        self.inner
+            .commit_object_if(fence, row, replaced_due, expect)
+            .await
     }
 
-    async fn delete_object(
+    async fn delete_object_if(
         &self,
         fence: &Fence,
         lookup: &str,
         due: i64,
+        expect: &domicile_catalog::Expect,
     ) -> Result<Option<CommitOutcome>> {
         self.step("delete_object").await;
-        self.inner.delete_object(fence, lookup, due).await
+        self.inner
+            .delete_object_if(fence, lookup, due, expect)
+            .await
     }
 
     async fn get_object(&self, token: &str, lookup: &str) -> Result<Option<ObjectRow>> {

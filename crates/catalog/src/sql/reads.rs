@@ -15,8 +15,9 @@ use super::{Dialect, Durability, Retry, Sql, SqlCatalog};
 use crate::catalog::{Catalog, CommitOutcome, MoveMark, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::model::{
-    Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow,
-    PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow, SubjectRow, objects_by_pair,
+    Expect, Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow,
+    PlacementRow, PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow, SubjectRow,
+    objects_by_pair,
 };
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
 
@@ -295,11 +296,12 @@ where
 
     // ---- objects ----
 
-    async fn commit_object(
+    async fn commit_object_if(
         &self,
         fence: &Fence,
         row: &ObjectRow,
         replaced_due: Millis,
+        expect: &Expect,
     ) -> Result<CommitOutcome> {
         if row.token != fence.token || row.category != fence.category {
             return Err(Error::Invalid {
@@ -310,19 +312,20 @@ where
             });
         }
         D::retry(Retry::ConflictsAndDuplicates, || {
-            self.commit_object_tx(fence, row, replaced_due)
+            self.commit_object_tx(fence, row, replaced_due, expect)
         })
         .await
     }
 
-    async fn delete_object(
+    async fn delete_object_if(
         &self,
         fence: &Fence,
         lookup: &str,
         due: Millis,
+        expect: &Expect,
     ) -> Result<Option<CommitOutcome>> {
         D::retry(Retry::Conflicts, || {
-            self.delete_object_tx(fence, lookup, due)
+            self.delete_object_tx(fence, lookup, due, expect)
         })
         .await
     }

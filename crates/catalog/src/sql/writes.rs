@@ -12,8 +12,8 @@ use crate::catalog::{CommitOutcome, MoveMark, RekeyedObject, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::jobs::UnitRelease;
 use crate::model::{
-    Fence, GarbageRetry, GarbageRow, LedgerAppend, Millis, ObjectRow, PlacementRow, PlacementState,
-    PolicyApplied, PolicyVersionRow, SubjectRow,
+    Expect, Fence, GarbageRetry, GarbageRow, LedgerAppend, Millis, ObjectRow, PlacementRow,
+    PlacementState, PolicyApplied, PolicyVersionRow, SubjectRow,
 };
 use crate::raw::{RawRow, RawTable, RawValue};
 
@@ -417,12 +417,14 @@ where
         fence: &Fence,
         row: &ObjectRow,
         replaced_due: Millis,
+        expect: &Expect,
     ) -> Result<CommitOutcome> {
         let mut tx = self.write_tx().await?;
         if let Some(fenced) = Sql::<D>::check_fence(&mut tx, fence).await? {
             return Ok(fenced);
         }
         let old = Sql::<D>::read_old_object(&mut tx, &row.token, &row.lookup).await?;
+        check_expected(expect, old.as_ref().map(|o| o.blob_id.as_str()))?;
         if let Some(old) = &old
             && old.category != row.category
         {
@@ -511,13 +513,16 @@ where
         fence: &Fence,
         lookup: &str,
         due: Millis,
+        expect: &Expect,
     ) -> Result<Option<CommitOutcome>> {
         let mut tx = self.write_tx().await?;
         if let Some(fenced) = Sql::<D>::check_fence(&mut tx, fence).await? {
             return Ok(Some(fenced));
         }
         let old = Sql::<D>::read_old_object(&mut tx, &fence.token, lookup).await?;
-        let Some(old) = old.filter(|o| o.category == fence.category) else {
+        let old = old.filter(|o| o.category == fence.category);
+        check_expected(expect, old.as_ref().map(|o| o.blob_id.as_str()))?;
+        let Some(old) = old else {
             return Ok(None);
         };
         sqlx::query("DELETE FROM objects WHERE token = $1 AND lookup = $2")
@@ -726,4 +731,23 @@ where
         }
         self.commit(tx, Durability::Durable).await
     }
+}
+
+/// Refuses a conditional change whose name's current row (its blob id, or
+/// none) is not the one expected.
+fn check_expected(expect: &Expect, current: Option<&str>) -> Result<()> {
+    let held = match (expect, current) {
+        (Expect::Any, _) | (Expect::Absent, None) => true,
+        (Expect::Blob(want), Some(have)) => want == have,
+        (Expect::Absent, Some(_)) | (Expect::Blob(_), None) => false,
+    };
+    if held {
+        return Ok(());
+    }
+    Err(Error::PreconditionFailed {
+        reason: match current {
+            Some(_) => "the name holds another object than expected".into(),
+            None => "the name holds no object".into(),
+        },
+    })
 }

@@ -5,11 +5,15 @@
 //! a read credential never writes. CopyObject and UploadPartCopy are asked
 //! again once their input is parsed, for the source's bucket.
 //!
-//! Every refusal is `AccessDenied`, counted by credential name
+//! A bucket the config does not name is `NoSuchBucket` for every
+//! operation but CreateBucket, before any other check, so an operation
+//! that is not implemented answers it too.
+//!
+//! Every other refusal is `AccessDenied`, counted by credential name
 //! (`domicile_access_denied_total`); an allowed request carries its
 //! [`Caller`] in its extensions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use domicile_core::config::{Access, BucketScope};
@@ -66,6 +70,8 @@ pub(crate) fn is_read(op: &str) -> bool {
 pub(crate) struct Credentials {
     by_key: Arc<HashMap<String, S3Credential>>,
     metrics: Arc<Metrics>,
+    /// The configured buckets, when known: any other is `NoSuchBucket`.
+    known: Option<Arc<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -87,7 +93,14 @@ impl Credentials {
                     .collect(),
             ),
             metrics,
+            known: None,
         }
+    }
+
+    /// Answers `NoSuchBucket` for any bucket but these.
+    pub(crate) fn known_buckets(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.known = Some(Arc::new(names.into_iter().collect()));
+        self
     }
 
     /// Refuses with `AccessDenied`, counted under the credential's name
@@ -167,6 +180,12 @@ impl S3Access for Credentials {
             S3Path::Root => None,
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(bucket.as_ref()),
         };
+        if let (Some(bucket), Some(known)) = (bucket, &self.known)
+            && op != "CreateBucket"
+            && !known.contains(bucket)
+        {
+            return Err(super::keys::no_such_bucket());
+        }
         if let Some(bucket) = bucket
             && !caller.reaches(bucket)
         {

@@ -29,6 +29,10 @@ pub(crate) fn from_engine(op: &'static str, e: Error) -> S3Error {
         Error::NotRegistered => s3(S3ErrorCode::AccessDenied, NOT_REGISTERED),
         Error::AlreadyRegistered => s3(S3ErrorCode::InvalidRequest, "subject already registered"),
         Error::NotFound(_) => s3(S3ErrorCode::NoSuchKey, "the specified key does not exist"),
+        Error::PreconditionFailed(_) => s3(
+            S3ErrorCode::PreconditionFailed,
+            "at least one of the preconditions you specified did not hold",
+        ),
         Error::Busy { .. } => s3(
             S3ErrorCode::SlowDown,
             "this subject's data is being moved between regions; retry shortly",
@@ -92,6 +96,9 @@ mod tests {
             message.contains("in-kms") && !message.contains("10.0.0.9"),
             "{message}"
         );
+        let e = from_engine("PutObject", Error::PreconditionFailed("etag".into()));
+        assert_eq!(e.code(), &S3ErrorCode::PreconditionFailed);
+        assert_eq!(e.status_code().map(|s| s.as_u16()), Some(412));
         let e = from_engine("PutObject", Error::NotRegistered);
         assert_eq!(e.code(), &S3ErrorCode::AccessDenied);
         assert!(e.message().unwrap_or_default().contains("not registered"));

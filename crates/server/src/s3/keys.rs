@@ -158,6 +158,18 @@ mod tests {
         assert_eq!(code(map_key(&b, "users/u1/../x")), "InvalidArgument");
         assert_eq!(code(map_key(&b, "users/u1/a\0b")), "InvalidArgument");
         assert_eq!(code(map_key(&b, "elsewhere/x")), "AccessDenied");
+        // Folder keys and empty segments map while the subject is readable.
+        for key in [
+            "users/u1/",
+            "users/u1/photos/",
+            "users/u1//x",
+            "users/u1/a//b/",
+        ] {
+            assert!(map_key(&b, key).is_ok(), "{key}");
+        }
+        assert_eq!(code(map_key(&b, "users/")), "AccessDenied");
+        assert_eq!(code(map_key(&b, "users//x")), "InvalidArgument");
+        assert_eq!(code(map_key(&b, "users/u1/a/./")), "InvalidArgument");
         assert_eq!(
             code(map_key(&b, "users/u1/.domicile-mpu/x/1")),
             "InvalidArgument"

@@ -282,7 +282,7 @@ impl S3Api {
             start_after: input.start_after.as_deref().map(enc),
             is_truncated: Some(page.truncated),
             next_continuation_token: page.last.as_deref().map(|l| hex::encode(l.as_bytes())),
-            contents: Some(objects(&page, &enc)),
+            contents: Some(objects(&page, &enc, input.fetch_owner.unwrap_or(false))),
             common_prefixes: Some(prefixes(&page, &enc)),
             encoding_type: input.encoding_type,
             ..Default::default()
@@ -313,7 +313,7 @@ impl S3Api {
             is_truncated: Some(page.truncated),
             // Given with or without a delimiter: clients need not guess.
             next_marker: page.last.as_deref().map(enc),
-            contents: Some(objects(&page, &enc)),
+            contents: Some(objects(&page, &enc, true)),
             common_prefixes: Some(prefixes(&page, &enc)),
             encoding_type: input.encoding_type,
             ..Default::default()
@@ -375,13 +375,24 @@ fn url_encode(s: &str) -> String {
     out
 }
 
-fn objects(page: &Page, enc: &dyn Fn(&str) -> String) -> Vec<Object> {
+/// The owner of every object: the deployment (there are no accounts).
+pub(crate) fn owner() -> Owner {
+    Owner {
+        display_name: Some("domicile".into()),
+        id: Some("domicile".into()),
+    }
+}
+
+/// A page's objects; with their owner when asked (ListObjectsV2's
+/// `fetch-owner`; ListObjects always gives it, as S3 does).
+fn objects(page: &Page, enc: &dyn Fn(&str) -> String, with_owner: bool) -> Vec<Object> {
     page.objects
         .iter()
         .map(|(key, info)| Object {
             key: Some(enc(key)),
+            owner: with_owner.then(owner),
             size: Some(info.size as i64),
-            e_tag: Some(etag(&info.checksum)),
+            e_tag: Some(etag(info.etag())),
             last_modified: Some(timestamp(info.modified_at)),
             storage_class: Some(ObjectStorageClass::from_static(
                 ObjectStorageClass::STANDARD,

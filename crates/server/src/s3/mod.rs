@@ -4,16 +4,20 @@
 //!
 //! - `keys`: bucket and key → (subject, category, name), the name stored in
 //!   the bucket's namespace (`{bucket}/{name}`), with S3 codes for keys that
-//!   map to nothing or are invalid.
+//!   map to nothing or are invalid; folder keys (`…/`) and empty segments
+//!   map where the subject can be read.
 //! - `body`: request bodies as the engine reads them, with size, length
 //!   and idle checks.
 //! - `object`: PutObject, GetObject (ranges), HeadObject, DeleteObject(s),
-//!   CopyObject, conditional requests.
+//!   CopyObject; MD5 ETags, system metadata, conditional requests (PUT and
+//!   DELETE decided in the catalog's commit). docs/s3.md lists what is
+//!   supported.
 //! - `list`: ListObjects and ListObjectsV2 within one subject or across
 //!   subjects.
 //! - `multipart`: multipart uploads (parts uploaded or copied), staged as hidden encrypted objects of
 //!   the same subject and category.
-//! - `bucket`: HeadBucket, ListBuckets, CreateBucket, GetBucketLocation.
+//! - `bucket`: HeadBucket, ListBuckets (paged), CreateBucket, DeleteBucket,
+//!   GetBucketLocation.
 //! - `error`: engine errors → S3 codes, internals never sent.
 //! - `access`: the credentials (`[[credential]]`s and the deployment-wide
 //!   one): SigV4 secrets for s3s, and each request's bucket scope and
@@ -139,7 +143,8 @@ pub fn router(
     if all.is_empty() {
         return Err(Error::MissingS3Credentials);
     }
-    let credentials = access::Credentials::new(all, metrics.clone());
+    let credentials = access::Credentials::new(all, metrics.clone())
+        .known_buckets(engine.file_config().buckets.iter().map(|b| b.name.clone()));
     let api = S3Api {
         engine: engine.clone(),
         metrics: metrics.clone(),
@@ -279,6 +284,14 @@ impl S3 for S3Api {
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         self.observe("CreateBucket", actor_of(&req), self.create_bucket_op(req))
+            .await
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.observe("DeleteBucket", actor_of(&req), self.delete_bucket_op(req))
             .await
     }
 

@@ -247,7 +247,7 @@ impl S3Api {
             )
             .await?;
         Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(etag(&receipt.checksum)),
+            e_tag: Some(etag(&receipt.etag)),
             ..Default::default()
         }))
     }
@@ -309,7 +309,7 @@ impl S3Api {
             .await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
-                e_tag: Some(etag(&receipt.checksum)),
+                e_tag: Some(etag(&receipt.etag)),
                 last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
                 ..Default::default()
             }),
@@ -337,7 +337,7 @@ impl S3Api {
             parts.push(Part {
                 part_number: Some(*n),
                 size: Some(info.size as i64),
-                e_tag: Some(etag(&info.checksum)),
+                e_tag: Some(etag(info.etag())),
                 last_modified: Some(timestamp(info.modified_at)),
                 ..Default::default()
             });
@@ -414,7 +414,7 @@ impl S3Api {
                 )
             })?;
             if let Some(t) = &p.e_tag
-                && t.value() != info.checksum
+                && t.value() != info.etag()
             {
                 return Err(s3(
                     S3ErrorCode::InvalidPart,
@@ -508,7 +508,7 @@ impl S3Api {
             Ok::<_, S3Error>(CompleteMultipartUploadOutput {
                 bucket: Some(bucket_name),
                 key: Some(key),
-                e_tag: Some(etag(&receipt.checksum)),
+                e_tag: Some(etag(&receipt.etag)),
                 ..Default::default()
             })
         }));

@@ -7,8 +7,22 @@
 //! only this bucket can have written it, and a write or a delete of the
 //! key retires that old name.
 //!
-//! The ETag of an object is its checksum (BLAKE3 of the stored bytes),
-//! quoted. Writes run in a task of their own, so a client that disconnects
+//! The ETag of an object is the one the engine stored with it, sealed with
+//! its other metadata: the MD5 of its bytes for a PutObject or a
+//! CopyObject, as S3 has it ([`ObjectInfo::etag`]; objects written before
+//! ETags were stored keep their blob's BLAKE3 checksum). Conditions compare
+//! against that ETag; a conditional PUT or DELETE is decided in the
+//! catalog's commit ([`domicile_engine::Precondition`]), so of racing
+//! `If-None-Match: *` PUTs exactly one wins. 304 and 412 answers carry the
+//! object's ETag and Last-Modified.
+//!
+//! System metadata (Cache-Control, Content-Disposition, Content-Encoding,
+//! Content-Language, Expires) is stored and returned with the content type
+//! and the user metadata; s3s decodes RFC 2047 encoded-words of user
+//! metadata on the way in and encodes non-ASCII values on the way out, as
+//! S3 does.
+//!
+//! Writes run in a task of their own, so a client that disconnects
 //! mid-body makes the engine abort the write cleanly instead of dropping it
 //! half-way.
 
@@ -22,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use domicile_core::bucket::{Bucket, MappedKey};
 use domicile_core::ids::ObjectKey;
-use domicile_engine::{ObjectInfo, ObjectMeta, PutReceipt};
+use domicile_engine::{ObjectInfo, ObjectMeta, Precondition, PutReceipt};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use s3s::dto::*;
@@ -37,8 +51,49 @@ use crate::metrics::Metrics;
 /// S3's limit on user metadata (names and values), in bytes.
 const MAX_USER_METADATA: usize = 2048;
 
-pub(crate) fn etag(checksum: &str) -> ETag {
-    ETag::Strong(checksum.to_string())
+pub(crate) fn etag(value: &str) -> ETag {
+    ETag::Strong(value.to_string())
+}
+
+/// The HTTP system metadata of a request, stored with the object.
+#[derive(Debug, Default)]
+pub(crate) struct HttpMeta {
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub expires: Option<Timestamp>,
+}
+
+impl HttpMeta {
+    /// Sets these fields of `meta` (empty values are no value).
+    pub(crate) fn apply(self, meta: &mut ObjectMeta) {
+        let set = |v: Option<String>| v.filter(|v| !v.is_empty());
+        meta.cache_control = set(self.cache_control);
+        meta.content_disposition = set(self.content_disposition);
+        meta.content_encoding = set(self.content_encoding);
+        meta.content_language = set(self.content_language);
+        meta.expires = self.expires.and_then(|t| {
+            let mut out = Vec::new();
+            t.format(TimestampFormat::HttpDate, &mut out).ok()?;
+            String::from_utf8(out).ok()
+        });
+    }
+}
+
+/// A stored Expires date, back as a timestamp (none if it does not parse).
+fn expires_of(meta: &ObjectMeta) -> Option<Timestamp> {
+    meta.expires
+        .as_deref()
+        .and_then(|s| Timestamp::parse(TimestampFormat::HttpDate, s).ok())
+}
+
+/// S3's answer to a CopyObject of an object onto itself that changes nothing.
+fn copy_onto_itself() -> S3Error {
+    s3(
+        S3ErrorCode::InvalidRequest,
+        "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+    )
 }
 
 pub(crate) fn timestamp(millis: i64) -> Timestamp {
@@ -67,7 +122,73 @@ pub(crate) fn meta_of(
     Ok(ObjectMeta {
         content_type: content_type.filter(|c| !c.is_empty()),
         user,
+        ..Default::default()
     })
+}
+
+/// A failed condition's answer (304 or 412), with the object's ETag and
+/// Last-Modified as S3 sends them.
+fn with_validators(mut e: S3Error, info: &ObjectInfo) -> S3Error {
+    let mut headers = axum::http::HeaderMap::new();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{}\"", info.etag())) {
+        headers.insert(axum::http::header::ETAG, v);
+    }
+    let mut date = Vec::new();
+    if timestamp(info.modified_at)
+        .format(TimestampFormat::HttpDate, &mut date)
+        .is_ok()
+        && let Ok(v) = axum::http::HeaderValue::from_bytes(&date)
+    {
+        headers.insert(axum::http::header::LAST_MODIFIED, v);
+    }
+    if e.code() != &S3ErrorCode::NotModified {
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/xml"),
+        );
+    }
+    e.set_headers(headers);
+    e
+}
+
+/// The precondition of a PutObject's If-Match / If-None-Match.
+fn put_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Precondition> {
+    match (if_match, if_none_match) {
+        (None, None) => Ok(Precondition::Any),
+        (None, Some(ETagCondition::Any)) => Ok(Precondition::Absent),
+        (None, Some(ETagCondition::ETag(_))) => Err(s3(
+            S3ErrorCode::NotImplemented,
+            "If-None-Match on a PUT takes only *",
+        )),
+        (Some(ETagCondition::Any), None) => Ok(Precondition::Exists),
+        (Some(ETagCondition::ETag(t)), None) => Ok(Precondition::ETag(t.value().to_string())),
+        (Some(_), Some(_)) => Err(s3(
+            S3ErrorCode::NotImplemented,
+            "If-Match and If-None-Match cannot be combined on a PUT",
+        )),
+    }
+}
+
+/// Whether an object passes a write's precondition, checked here (for an
+/// object under its name from before bucket namespaces).
+fn holds(condition: &Precondition, info: Option<&ObjectInfo>) -> S3Result<()> {
+    match (condition, info) {
+        (Precondition::Any, _) | (Precondition::Absent, None) => Ok(()),
+        (Precondition::Exists, Some(_)) => Ok(()),
+        (Precondition::ETag(t), Some(i)) if i.etag() == t.as_str() => Ok(()),
+        (Precondition::Exists | Precondition::ETag(_), None) => Err(no_such_key()),
+        _ => Err(precondition_failed()),
+    }
+}
+
+fn precondition_failed() -> S3Error {
+    s3(
+        S3ErrorCode::PreconditionFailed,
+        "at least one of the preconditions you specified did not hold",
+    )
 }
 
 fn metadata_of(meta: &ObjectMeta) -> Option<Metadata> {
@@ -102,32 +223,26 @@ impl Conditions {
     pub(crate) fn check(&self, info: &ObjectInfo, failed: S3ErrorCode) -> S3Result<()> {
         let matches = |c: &ETagCondition| match c {
             ETagCondition::Any => true,
-            ETagCondition::ETag(t) => t.value() == info.checksum,
+            ETagCondition::ETag(t) => t.value() == info.etag(),
         };
         let modified = timestamp_secs(info.modified_at);
         if let Some(c) = &self.if_match {
             if !matches(c) {
-                return Err(s3(
-                    S3ErrorCode::PreconditionFailed,
-                    "at least one of the preconditions you specified did not hold",
-                ));
+                return Err(with_validators(precondition_failed(), info));
             }
         } else if let Some(t) = &self.if_unmodified_since
             && modified > *t
         {
-            return Err(s3(
-                S3ErrorCode::PreconditionFailed,
-                "at least one of the preconditions you specified did not hold",
-            ));
+            return Err(with_validators(precondition_failed(), info));
         }
         if let Some(c) = &self.if_none_match {
             if matches(c) {
-                return Err(S3Error::new(failed));
+                return Err(with_validators(S3Error::new(failed), info));
             }
         } else if let Some(t) = &self.if_modified_since
             && modified <= *t
         {
-            return Err(S3Error::new(failed));
+            return Err(with_validators(S3Error::new(failed), info));
         }
         Ok(())
     }
@@ -200,6 +315,24 @@ impl S3Api {
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
+        self.store_if(op, target, meta, reader, progress, Precondition::Any)
+            .await
+    }
+
+    /// [`S3Api::store`] under a precondition on the object replaced,
+    /// decided in the engine's commit.
+    pub(crate) async fn store_if<R>(
+        &self,
+        op: &'static str,
+        target: &MappedKey,
+        meta: ObjectMeta,
+        reader: R,
+        progress: Option<Arc<Progress>>,
+        condition: Precondition,
+    ) -> S3Result<PutReceipt>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
         let engine = self.engine.clone();
         let (subject, category, name) = (
             target.subject.clone(),
@@ -207,7 +340,9 @@ impl S3Api {
             target.name.clone(),
         );
         let task = tokio::spawn(domicile_engine::actor::inherit(async move {
-            engine.put(&subject, &category, &name, &meta, reader).await
+            engine
+                .put_if(&subject, &category, &name, &meta, reader, &condition)
+                .await
         }));
         let result = task
             .await
@@ -307,37 +442,55 @@ impl S3Api {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         let (bucket, target) = self.target(&input.bucket, &input.key)?;
-        let meta = meta_of(input.content_type, input.metadata)?;
+        let mut meta = meta_of(input.content_type, input.metadata)?;
+        HttpMeta {
+            cache_control: input.cache_control,
+            content_disposition: input.content_disposition,
+            content_encoding: input.content_encoding,
+            content_language: input.content_language,
+            expires: input.expires,
+        }
+        .apply(&mut meta);
+        let mut condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let (reader, progress) = body::reader(
             input.body,
             input.content_length,
             self.max_object_size,
             self.body_idle_timeout,
         )?;
-        if input.if_none_match.is_some() || input.if_match.is_some() {
-            let current = self
-                .lookup("PutObject", bucket, &target)
-                .await?
-                .map(|(_, info)| info);
-            let refused = match (&input.if_none_match, &input.if_match, &current) {
-                (Some(_), _, Some(_)) => true,
-                (_, Some(_), None) => true,
-                (_, Some(ETagCondition::ETag(t)), Some(info)) => t.value() != info.checksum,
-                _ => false,
+        if condition != Precondition::Any
+            && self.info("PutObject", &target).await?.is_none()
+            && let Some(legacy) = self.legacy_name(bucket, &target)
+        {
+            // The key's object may still be under its name from before
+            // bucket namespaces: the condition is checked on it, and the
+            // namespaced name must still be free at the commit.
+            let old = MappedKey {
+                name: legacy,
+                ..target.clone()
             };
-            if refused {
-                return Err(s3(
-                    S3ErrorCode::PreconditionFailed,
-                    "at least one of the preconditions you specified did not hold",
-                ));
+            let current = self
+                .info("PutObject", &old)
+                .await?
+                .filter(|i| i.category == target.category.as_str());
+            if current.is_some() {
+                holds(&condition, current.as_ref())?;
+                condition = Precondition::Absent;
             }
         }
         let receipt = self
-            .store("PutObject", &target, meta, reader, Some(progress))
+            .store_if(
+                "PutObject",
+                &target,
+                meta,
+                reader,
+                Some(progress),
+                condition,
+            )
             .await?;
         self.after_write("PutObject", bucket, &target).await;
         Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(etag(&receipt.checksum)),
+            e_tag: Some(etag(&receipt.etag)),
             size: Some(receipt.size as i64),
             ..Default::default()
         }))
@@ -396,15 +549,31 @@ impl S3Api {
             e => from_engine("GetObject", e),
         })?;
         let length = range.as_ref().map(|r| r.end - r.start).unwrap_or(info.size);
+        let meta = &info.meta;
         Ok(S3Response::new(GetObjectOutput {
             body: Some(outgoing(stream, self.metrics.clone(), "GetObject")),
             content_length: Some(length as i64),
             content_range: range.as_ref().map(|r| content_range(r, info.size)),
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(&info.checksum)),
+            e_tag: Some(etag(info.etag())),
             last_modified: Some(timestamp(info.modified_at)),
-            content_type: info.meta.content_type.clone(),
-            metadata: metadata_of(&info.meta),
+            content_type: input
+                .response_content_type
+                .or_else(|| meta.content_type.clone()),
+            cache_control: input
+                .response_cache_control
+                .or_else(|| meta.cache_control.clone()),
+            content_disposition: input
+                .response_content_disposition
+                .or_else(|| meta.content_disposition.clone()),
+            content_encoding: input
+                .response_content_encoding
+                .or_else(|| meta.content_encoding.clone()),
+            content_language: input
+                .response_content_language
+                .or_else(|| meta.content_language.clone()),
+            expires: input.response_expires.or_else(|| expires_of(meta)),
+            metadata: metadata_of(meta),
             ..Default::default()
         }))
     }
@@ -433,18 +602,50 @@ impl S3Api {
             ),
             content_range: range.as_ref().map(|r| content_range(r, info.size)),
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(&info.checksum)),
+            e_tag: Some(etag(info.etag())),
             last_modified: Some(timestamp(info.modified_at)),
             content_type: info.meta.content_type.clone(),
+            cache_control: info.meta.cache_control.clone(),
+            content_disposition: info.meta.content_disposition.clone(),
+            content_encoding: info.meta.content_encoding.clone(),
+            content_language: info.meta.content_language.clone(),
+            expires: expires_of(&info.meta),
             metadata: metadata_of(&info.meta),
             ..Default::default()
         }))
     }
 
     /// Deletes one key; a key with nothing stored (or a subject that is not
-    /// registered) is already deleted, as S3 has it.
-    async fn delete_key(&self, op: &'static str, bucket: &str, key: &str) -> S3Result<()> {
+    /// registered) is already deleted, as S3 has it. Under a condition
+    /// (If-Match), the key's object must be there and match, decided in
+    /// the delete's commit.
+    async fn delete_key(
+        &self,
+        op: &'static str,
+        bucket: &str,
+        key: &str,
+        condition: &Precondition,
+    ) -> S3Result<()> {
         let (bucket, target) = self.target(bucket, key)?;
+        if *condition != Precondition::Any {
+            let (name, _) = self
+                .lookup(op, bucket, &target)
+                .await?
+                .ok_or_else(no_such_key)?;
+            return match self
+                .engine
+                .delete_if(&target.subject, &name, condition)
+                .await
+            {
+                Ok(_) => {
+                    if name == target.name {
+                        self.retire_legacy(op, bucket, &target).await?;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(from_engine(op, e)),
+            };
+        }
         match self.engine.delete(&target.subject, &target.name).await {
             Ok(_) | Err(domicile_engine::Error::NotRegistered) => {}
             Err(e) => return Err(from_engine(op, e)),
@@ -457,7 +658,18 @@ impl S3Api {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
-        self.delete_key("DeleteObject", &input.bucket, &input.key)
+        if input.if_match_last_modified_time.is_some() || input.if_match_size.is_some() {
+            return Err(s3(
+                S3ErrorCode::NotImplemented,
+                "x-amz-if-match-last-modified-time and x-amz-if-match-size are not supported; use If-Match",
+            ));
+        }
+        let condition = match &input.if_match {
+            None => Precondition::Any,
+            Some(ETagCondition::Any) => Precondition::Exists,
+            Some(ETagCondition::ETag(t)) => Precondition::ETag(t.value().to_string()),
+        };
+        self.delete_key("DeleteObject", &input.bucket, &input.key, &condition)
             .await?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
@@ -478,8 +690,12 @@ impl S3Api {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for o in input.delete.objects {
+            let condition = match &o.e_tag {
+                Some(t) => Precondition::ETag(t.value().to_string()),
+                None => Precondition::Any,
+            };
             match self
-                .delete_key("DeleteObjects", &input.bucket, &o.key)
+                .delete_key("DeleteObjects", &input.bucket, &o.key, &condition)
                 .await
             {
                 Ok(()) => {
@@ -530,12 +746,34 @@ impl S3Api {
         if info.size > self.max_object_size {
             return Err(body::Fault::TooLarge(self.max_object_size).to_s3());
         }
-        let replace = input
-            .metadata_directive
-            .as_ref()
-            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
+            None | Some(MetadataDirective::COPY) => false,
+            Some(MetadataDirective::REPLACE) => true,
+            Some(other) => {
+                return Err(s3(
+                    S3ErrorCode::InvalidArgument,
+                    format!("unknown metadata directive {other:?}: use COPY or REPLACE"),
+                ));
+            }
+        };
+        if !replace
+            && src.name == dest_bucket.name
+            && source.subject == dest.subject
+            && src_name == dest.name
+        {
+            return Err(copy_onto_itself());
+        }
         let meta = if replace {
-            meta_of(input.content_type, input.metadata)?
+            let mut meta = meta_of(input.content_type, input.metadata)?;
+            HttpMeta {
+                cache_control: input.cache_control,
+                content_disposition: input.content_disposition,
+                content_encoding: input.content_encoding,
+                content_language: input.content_language,
+                expires: input.expires,
+            }
+            .apply(&mut meta);
+            meta
         } else {
             info.meta.clone()
         };
@@ -550,7 +788,7 @@ impl S3Api {
         self.after_write("CopyObject", dest_bucket, &dest).await;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(etag(&receipt.checksum)),
+                e_tag: Some(etag(&receipt.etag)),
                 last_modified: Some(Timestamp::from(SystemTime::now())),
                 ..Default::default()
             }),
@@ -640,6 +878,91 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(code(c.check(&i, S3ErrorCode::NotModified)), None);
+    }
+
+    #[test]
+    fn failed_conditions_carry_the_etag_and_last_modified() {
+        let mut i = info("abc", 1_445_412_480_000);
+        i.meta.etag = Some("0123".into());
+        let c = Conditions {
+            if_none_match: Some(ETagCondition::ETag(ETag::Strong("0123".into()))),
+            ..Default::default()
+        };
+        let e = c
+            .check(&i, S3ErrorCode::NotModified)
+            .err()
+            .unwrap_or_else(|| panic!("the stored ETag, not the checksum, is compared"));
+        let headers = e.headers().cloned().unwrap_or_default();
+        assert_eq!(
+            headers.get("etag").and_then(|v| v.to_str().ok()),
+            Some("\"0123\"")
+        );
+        assert_eq!(
+            headers.get("last-modified").and_then(|v| v.to_str().ok()),
+            Some("Wed, 21 Oct 2015 07:28:00 GMT")
+        );
+    }
+
+    #[test]
+    fn put_conditions_map_as_s3_defines_them() {
+        let tag = ETagCondition::ETag(ETag::Strong("abc".into()));
+        let any = ETagCondition::Any;
+        assert_eq!(put_condition(None, None).ok(), Some(Precondition::Any));
+        assert_eq!(
+            put_condition(None, Some(&any)).ok(),
+            Some(Precondition::Absent)
+        );
+        assert_eq!(
+            put_condition(Some(&any), None).ok(),
+            Some(Precondition::Exists)
+        );
+        assert_eq!(
+            put_condition(Some(&tag), None).ok(),
+            Some(Precondition::ETag("abc".into()))
+        );
+        let code = |r: S3Result<Precondition>| r.err().map(|e| e.code().as_str().to_string());
+        assert_eq!(
+            code(put_condition(None, Some(&tag))).as_deref(),
+            Some("NotImplemented")
+        );
+        assert_eq!(
+            code(put_condition(Some(&tag), Some(&any))).as_deref(),
+            Some("NotImplemented")
+        );
+        // The legacy-name check answers as the engine would.
+        let i = info("c", 0);
+        assert!(holds(&Precondition::Absent, None).is_ok());
+        assert!(holds(&Precondition::Absent, Some(&i)).is_err());
+        assert!(holds(&Precondition::ETag("c".into()), Some(&i)).is_ok());
+        let e = holds(&Precondition::ETag("c".into()), None).err();
+        assert_eq!(
+            e.map(|e| e.code().as_str().to_string()).as_deref(),
+            Some("NoSuchKey")
+        );
+    }
+
+    #[test]
+    fn system_metadata_is_stored_as_given_and_expires_as_an_http_date() {
+        let mut meta = ObjectMeta::default();
+        let expires = Timestamp::parse(TimestampFormat::HttpDate, "Wed, 21 Oct 2015 07:28:00 GMT")
+            .unwrap_or_else(|e| panic!("{e}"));
+        HttpMeta {
+            cache_control: Some("no-cache".into()),
+            content_disposition: Some(String::new()),
+            content_encoding: Some("gzip".into()),
+            content_language: Some("de".into()),
+            expires: Some(expires.clone()),
+        }
+        .apply(&mut meta);
+        assert_eq!(meta.cache_control.as_deref(), Some("no-cache"));
+        assert_eq!(meta.content_disposition, None, "empty is no value");
+        assert_eq!(meta.content_encoding.as_deref(), Some("gzip"));
+        assert_eq!(meta.content_language.as_deref(), Some("de"));
+        assert_eq!(
+            meta.expires.as_deref(),
+            Some("Wed, 21 Oct 2015 07:28:00 GMT")
+        );
+        assert_eq!(expires_of(&meta), Some(expires));
     }
 
     #[test]
