@@ -5,7 +5,9 @@
 //! its owner. The network APIs' credentials and tokens are declared in the
 //! config (`[[credential]]`, `[[token]]`) and their secrets read here by
 //! name, beside the deployment-wide ones (`DOMICILE_S3_*`,
-//! `DOMICILE_ADMIN_TOKEN`, `DOMICILE_AUDITOR_TOKEN`).
+//! `DOMICILE_ADMIN_TOKEN`, `DOMICILE_AUDITOR_TOKEN`). The ledger's signing
+//! key (`DOMICILE_LEDGER_SIGNING_KEY`) is, like the token key, created on
+//! first use beside an embedded catalog.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,6 +22,10 @@ use domicile_core::config::{
 use crate::error::{Error, Result};
 
 pub const TOKEN_KEY_VAR: &str = "DOMICILE_TOKEN_KEY";
+
+/// The seed (64 hex digits) of the Ed25519 key that signs the ledger's
+/// checkpoints and evidence bundles (docs/evidence.md).
+pub const LEDGER_KEY_VAR: &str = "DOMICILE_LEDGER_SIGNING_KEY";
 
 /// The secrets that hold the S3 API's credential.
 pub const S3_ACCESS_KEY_VAR: &str = "DOMICILE_S3_ACCESS_KEY_ID";
@@ -310,6 +316,22 @@ impl Secrets {
 }
 
 impl Secrets {
+    /// The seed of the Ed25519 key that signs the ledger's checkpoints:
+    /// from `DOMICILE_LEDGER_SIGNING_KEY` (64 hex digits), or from
+    /// `key_file`, created on first use with mode 0600 when `create` is
+    /// set (`None` when it is not and there is no such file).
+    pub fn ledger_signing_key(&self, key_file: &Path, create: bool) -> Result<Option<[u8; 32]>> {
+        if let Some(hex_key) = self.get(LEDGER_KEY_VAR) {
+            return parse_key(hex_key)
+                .map(Some)
+                .ok_or_else(|| Error::Secrets(format!("{LEDGER_KEY_VAR} must be 64 hex digits")));
+        }
+        if !create && !key_file.exists() {
+            return Ok(None);
+        }
+        load_or_create_key(key_file).map(Some)
+    }
+
     /// For catalog migration: makes the subject-token key of the catalog at
     /// `from_url` the key of the catalog at `to_url` too, since both
     /// catalogs' tokens must stay the same. Nothing to do when the key comes
@@ -416,6 +438,15 @@ pub fn token_key_path(catalog_url: &str, base_dir: &Path) -> PathBuf {
     match catalog_url.strip_prefix("sqlite://") {
         Some(p) => PathBuf::from(format!("{p}.token-key")),
         None => base_dir.join("data/token.key"),
+    }
+}
+
+/// Where an embedded deployment keeps its ledger signing key: beside the
+/// catalog, like the token key.
+pub fn ledger_key_path(catalog_url: &str, base_dir: &Path) -> PathBuf {
+    match catalog_url.strip_prefix("sqlite://") {
+        Some(p) => PathBuf::from(format!("{p}.ledger-key")),
+        None => base_dir.join("data/ledger.key"),
     }
 }
 
