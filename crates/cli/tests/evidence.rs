@@ -412,3 +412,98 @@ fn serve_publishes_checkpoints_to_a_file_as_the_ledger_grows() {
     let out = domicile(p, &["serve", "--checkpoint-file", "x.jsonl"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 }
+
+/// A tiny HTTP receiver: records each request's line and body, answers 200.
+fn receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/checkpoints", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut request = String::new();
+                    if r.read_line(&mut request).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    seen.lock()
+                        .unwrap()
+                        .push((request.trim().to_string(), String::from_utf8(body).unwrap()));
+                    out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn serve_posts_checkpoints_to_a_url() {
+    let d = Deployment::new(EXAMPLE);
+    let (url, got) = receiver();
+    let srv = Server::start_args(
+        &d,
+        None,
+        &[],
+        &["--checkpoint-every", "0.2", "--checkpoint-url", &url],
+    );
+    add_subject(&srv, "zq-heidi", "IN");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let posted = loop {
+        let found = got.lock().unwrap().iter().find_map(|(line, body)| {
+            let c: Value = serde_json::from_str(body).unwrap();
+            (c["seq"].as_i64() >= Some(2)).then(|| (line.clone(), c))
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "nothing posted:\n{}", srv.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    srv.stop();
+    assert!(posted.0.starts_with("POST /checkpoints "), "{}", posted.0);
+    // What was posted is a checkpoint this deployment's ledger matches.
+    let file = d.path().join("posted.jsonl");
+    std::fs::write(&file, format!("{}\n", posted.1)).unwrap();
+    let v = json(
+        d.path(),
+        &["ledger", "verify", "--checkpoints", file.to_str().unwrap()],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    let out = domicile(
+        d.path(),
+        &[
+            "serve",
+            "--checkpoint-every",
+            "1",
+            "--checkpoint-url",
+            "ftp://x",
+        ],
+    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}

@@ -165,7 +165,7 @@ pub(crate) fn document() -> Value {
             "/v1/ledger/verify": {"get": {
                 "summary": "Re-compute the ledger's hash chain (admin or auditor).",
                 "tags": ["ledger"],
-                "responses": with(reader_errors.clone(), json!({"200": ok("The chain check.", obj(json!({"entries": s("integer"), "head_seq": s("integer"), "head_hash": s("string"), "ok": s("boolean"), "error": {"type": "string", "nullable": true}}), &["entries", "ok"]))}))
+                "responses": with(reader_errors.clone(), json!({"200": ok("The chain check, against every signed checkpoint.", obj(json!({"entries": s("integer"), "head_seq": s("integer"), "head_hash": s("string"), "checkpoints": s("integer"), "ok": s("boolean"), "error": {"type": "string", "nullable": true}}), &["entries", "ok"]))}))
             }},
             "/v1/policy": {
                 "get": {
