@@ -413,11 +413,11 @@ fn serve_publishes_checkpoints_to_a_file_as_the_ledger_grows() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 }
 
+/// What the receiver got: each request's line and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
 /// A tiny HTTP receiver: records each request's line and body, answers 200.
-fn receiver() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-) {
+fn receiver() -> (String, Received) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/checkpoints", listener.local_addr().unwrap());
@@ -506,4 +506,51 @@ fn serve_posts_checkpoints_to_a_url() {
         ],
     );
     assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
+
+#[test]
+fn the_rest_api_lists_signs_and_exports_by_role() {
+    use common::{ADMIN, AUDITOR, http};
+    let d = Deployment::new(EXAMPLE);
+    let srv = Server::start(&d, None);
+    add_subject(&srv, "zq-ivan", "IN");
+    let url = |path: &str| format!("{}{path}", srv.rest);
+    // The auditor reads and exports; only admin and operator sign.
+    assert_eq!(
+        http("POST", &url("/v1/ledger/checkpoints"), Some(AUDITOR), None).status,
+        403
+    );
+    let signed = http("POST", &url("/v1/ledger/checkpoints"), Some(ADMIN), None);
+    assert_eq!(signed.status, 200, "{}", signed.body);
+    let listed = http("GET", &url("/v1/ledger/checkpoints"), Some(AUDITOR), None);
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.json()["checkpoints"][0], signed.json());
+    assert_eq!(http("GET", &url("/v1/evidence"), None, None).status, 401);
+    let verified = http("GET", &url("/v1/ledger/verify"), Some(AUDITOR), None).json();
+    assert_eq!(
+        (verified["ok"].as_bool(), verified["checkpoints"].as_u64()),
+        (Some(true), Some(1))
+    );
+    for (query, scope) in [("", "ledger"), ("?subject=zq-ivan", "subject")] {
+        let bundle = http(
+            "GET",
+            &url(&format!("/v1/evidence{query}")),
+            Some(AUDITOR),
+            None,
+        );
+        assert_eq!(bundle.status, 200, "{}", bundle.body);
+        let file = d.path().join("rest-bundle.json");
+        std::fs::write(&file, &bundle.body).unwrap();
+        let v = json(d.path(), &["evidence", "verify", file.to_str().unwrap()]);
+        assert_eq!(v["scope"], scope, "{v}");
+        assert_eq!(v["key_id"], signed.json()["key_id"]);
+    }
+    let bad = http(
+        "GET",
+        &url("/v1/evidence?subject=zq-nobody"),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(bad.status, 404, "{}", bad.body);
+    srv.stop();
 }
