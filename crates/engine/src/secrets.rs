@@ -385,6 +385,60 @@ impl Secrets {
     }
 }
 
+impl Secrets {
+    /// For catalog migration: makes the ledger signing key of the catalog
+    /// at `from_url` the key of the catalog at `to_url` too, so that the
+    /// copied checkpoints still verify there. Nothing to do when the key
+    /// comes from the environment, both catalogs keep it in one file, or
+    /// there is none yet. Otherwise the key file of `to_url` is created
+    /// (mode 0600); returns its path. Fails, writing nothing, if that file
+    /// already holds another key.
+    pub fn carry_ledger_key(
+        &self,
+        from_url: &str,
+        to_url: &str,
+        base_dir: &Path,
+    ) -> Result<Option<PathBuf>> {
+        if self.get(LEDGER_KEY_VAR).is_some() {
+            return Ok(None);
+        }
+        let from = ledger_key_path(from_url, base_dir);
+        let to = ledger_key_path(to_url, base_dir);
+        if from == to || !from.exists() {
+            return Ok(None);
+        }
+        let key = load_or_create_key(&from)?;
+        if to.exists() {
+            return if load_or_create_key(&to)? == key {
+                Ok(None)
+            } else {
+                Err(Error::Secrets(format!(
+                    "{} already holds another ledger signing key than {}: \
+                     move it away, or set {LEDGER_KEY_VAR}",
+                    to.display(),
+                    from.display()
+                )))
+            };
+        }
+        let io = |e: std::io::Error| Error::Io {
+            path: to.display().to_string(),
+            source: e,
+        };
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&to)
+            .map_err(io)?;
+        f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        Ok(Some(to))
+    }
+}
+
 fn parse_key(s: &str) -> Option<[u8; 32]> {
     let bytes = hex::decode(s.trim()).ok()?;
     bytes.try_into().ok()
