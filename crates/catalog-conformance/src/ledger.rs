@@ -1,9 +1,10 @@
-//! The ledger: one chain from genesis, under concurrent writers too.
+//! The ledger: one chain from genesis, under concurrent writers too; its
+//! head, and the checkpoints stored of it.
 
 use std::sync::Arc;
 
 use domicile_catalog::ledger::{self, GENESIS};
-use domicile_catalog::{Catalog, CommitOutcome, LedgerAppend, LedgerEntry};
+use domicile_catalog::{Catalog, CheckpointRow, CommitOutcome, LedgerAppend, LedgerEntry};
 use serde_json::json;
 
 use crate::REPLACED_DUE;
@@ -222,4 +223,53 @@ pub async fn concurrent_writers(cat: Arc<dyn Catalog>) {
         }
     }
     assert_eq!(all_garbage(&*cat).await.len(), TASKS * (ROUNDS - NAMES));
+}
+
+/// The ledger's head, and checkpoints of it: stored verbatim, listed by seq
+/// then key, one per (seq, key) (a second of the same is not stored and
+/// changes nothing).
+pub async fn ledger_checkpoints(cat: &dyn Catalog) {
+    assert_eq!(cat.ledger_head().await.unwrap(), (0, GENESIS.to_string()));
+    assert!(cat.checkpoints().await.unwrap().is_empty());
+    let checkpoint = |seq: i64, hash: &str, key: &str, at: i64| CheckpointRow {
+        seq,
+        hash: hash.into(),
+        at,
+        key_id: key.into(),
+        public_key: format!("pk-{key}"),
+        signature: format!("sig-{seq}-{key}-{at}"),
+    };
+    let genesis = checkpoint(0, GENESIS, "k1", 5);
+    assert!(cat.add_checkpoint(&genesis).await.unwrap());
+    for at in 1..=3 {
+        cat.append_ledger(entry("demand", None, at)).await.unwrap();
+    }
+    let entries = assert_chain(cat).await;
+    let last = entries.last().unwrap();
+    assert_eq!(
+        cat.ledger_head().await.unwrap(),
+        (3, last.hash.clone()),
+        "the head is the last entry's seq and hash"
+    );
+    let at3_k2 = checkpoint(3, &last.hash, "k2", 9);
+    let at3_k1 = checkpoint(3, &last.hash, "k1", 8);
+    let at1 = checkpoint(1, &entries[0].hash, "k1", 7);
+    assert!(cat.add_checkpoint(&at3_k2).await.unwrap());
+    assert!(cat.add_checkpoint(&at3_k1).await.unwrap());
+    assert!(cat.add_checkpoint(&at1).await.unwrap());
+    // The same head and key again: the first stays.
+    let again = CheckpointRow {
+        at: 99,
+        signature: "other".into(),
+        ..at3_k1.clone()
+    };
+    assert!(!cat.add_checkpoint(&again).await.unwrap());
+    assert_eq!(
+        cat.checkpoints().await.unwrap(),
+        vec![genesis, at1, at3_k1, at3_k2],
+        "by seq, then key; verbatim"
+    );
+    // Checkpoints are no ledger entries.
+    assert_eq!(ledger_len(cat).await, 3);
+    assert_chain(cat).await;
 }

@@ -22,7 +22,8 @@
 //! - `moves`: moving a placement: marks under leases, commits, aborts.
 //! - `garbage`: the garbage queue, write intents, and retries of rows a
 //!   collection pass could not finish.
-//! - `ledger`: one chain from genesis, under concurrent writers too.
+//! - `ledger`: one chain from genesis, under concurrent writers too; the
+//!   head and its stored checkpoints.
 //! - `jobs`: migration jobs, claims under leases, claim order.
 //! - `turns`: a worker's turn: unit releases riding in its change, batches.
 //! - `policy`: policy versions, and the fence of a stale version.
@@ -52,7 +53,7 @@ use serde_json::json;
 pub use conditions::{concurrent_conditional_commits, conditional_commits};
 pub use garbage::{garbage, garbage_retries, write_intents};
 pub use jobs::{claim_order, concurrent_claims, jobs};
-pub use ledger::{concurrent_writers, ledger_chain};
+pub use ledger::{concurrent_writers, ledger_chain, ledger_checkpoints};
 pub use moves::moves;
 pub use objects::{commit_object, delete_object, objects};
 pub use placements::{
@@ -63,7 +64,7 @@ pub use subjects::{empty_catalog, erase_subject, settings, subjects};
 pub use turns::{batched_turns, rekeyed_moves, unit_release_with_the_change};
 
 /// How many checks `run_all` runs (each on its own fresh catalog).
-pub const CHECKS: usize = 28;
+pub const CHECKS: usize = 29;
 
 /// When the checks' commits and deletes say a replaced blob is due: a
 /// grace period after the rows' times.
@@ -90,6 +91,7 @@ where
     write_intents(&*fresh().await).await;
     garbage_retries(&*fresh().await).await;
     ledger_chain(&*fresh().await).await;
+    ledger_checkpoints(&*fresh().await).await;
     settings(&*fresh().await).await;
     scan_follows_changes(&*fresh().await).await;
     jobs(&*fresh().await).await;

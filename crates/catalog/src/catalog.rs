@@ -11,9 +11,9 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    Expect, Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow,
-    PlacementRow, PlacementState, PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow,
-    SubjectRow,
+    CheckpointRow, Expect, Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis,
+    ObjectRow, PlacementRow, PlacementState, PlacementSummary, PolicyApplied, PolicyVersionRow,
+    ResidencyRow, SubjectRow,
 };
 use crate::raw::{RawRow, RawTable, RawValue};
 
@@ -488,6 +488,18 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
 
     /// Every entry about one subject token, in order.
     async fn ledger_of(&self, token: &str) -> Result<Vec<LedgerEntry>>;
+
+    /// The ledger's last entry's seq and hash: (0, [`crate::ledger::GENESIS`])
+    /// for an empty ledger.
+    async fn ledger_head(&self) -> Result<(i64, String)>;
+
+    /// Stores a signed checkpoint of the ledger's head. A checkpoint of the
+    /// same seq by the same key is kept as it was: returns whether `row` was
+    /// stored.
+    async fn add_checkpoint(&self, row: &CheckpointRow) -> Result<bool>;
+
+    /// Every stored checkpoint, by seq then key.
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRow>>;
 
     // ---- policy versions ----
 

@@ -231,6 +231,23 @@ pub struct ResidencyRow {
 /// Index rows grouped by (token, category), one list per pair of `keys` in
 /// that order (empty where none), each list in the order of `rows`: how
 /// the backends answer [`crate::Catalog::objects_of_pairs`].
+/// A signed checkpoint of the ledger's head: the chain had `seq` entries
+/// and the hash of entry `seq` was `hash` (64 zeros for an empty chain) at
+/// `at`, as the Ed25519 key `key_id` signed (see docs/evidence.md). The
+/// catalog only keeps them: the engine signs and checks them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRow {
+    pub seq: i64,
+    pub hash: String,
+    pub at: Millis,
+    /// The signing key's fingerprint: hex SHA-256 of its public key.
+    pub key_id: String,
+    /// The signing key's public key, hex (32 bytes).
+    pub public_key: String,
+    /// The signature over the checkpoint statement, hex (64 bytes).
+    pub signature: String,
+}
+
 /// One version of the policy, as the catalog keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyVersionRow {

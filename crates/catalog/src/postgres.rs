@@ -132,6 +132,7 @@ fn migrator() -> Migrator {
         include_str!("schema/postgres/0006_policy_versions.sql"),
         include_str!("schema/postgres/0007_ledger_actor.sql"),
         include_str!("schema/postgres/0008_garbage_retries.sql"),
+        include_str!("schema/postgres/0009_ledger_checkpoints.sql"),
     ]);
     // sqlx's own lock is a session-level advisory lock taken outside any
     // transaction; `migrated` takes a transaction-level one instead.

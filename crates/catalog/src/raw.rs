@@ -34,13 +34,14 @@ pub enum RawTable {
     MigrationJobs,
     MigrationUnits,
     PolicyVersions,
+    LedgerCheckpoints,
 }
 
 use RawType::{Bytes, Int, Text};
 
 impl RawTable {
     /// Every table, parents before children.
-    pub const ALL: [RawTable; 10] = [
+    pub const ALL: [RawTable; 11] = [
         RawTable::Subjects,
         RawTable::Placements,
         RawTable::PlacementRegions,
@@ -51,6 +52,7 @@ impl RawTable {
         RawTable::MigrationJobs,
         RawTable::MigrationUnits,
         RawTable::PolicyVersions,
+        RawTable::LedgerCheckpoints,
     ];
 
     /// The table's SQL name.
@@ -66,6 +68,7 @@ impl RawTable {
             RawTable::MigrationJobs => "migration_jobs",
             RawTable::MigrationUnits => "migration_units",
             RawTable::PolicyVersions => "policy_versions",
+            RawTable::LedgerCheckpoints => "ledger_checkpoints",
         }
     }
 
@@ -169,6 +172,14 @@ impl RawTable {
                 ("digest", Text),
                 ("text", Text),
             ],
+            RawTable::LedgerCheckpoints => &[
+                ("seq", Int),
+                ("key_id", Text),
+                ("hash", Text),
+                ("at", Int),
+                ("public_key", Text),
+                ("signature", Text),
+            ],
         }
     }
 
@@ -182,7 +193,7 @@ impl RawTable {
             | RawTable::Settings
             | RawTable::MigrationJobs
             | RawTable::PolicyVersions => 1,
-            RawTable::Placements | RawTable::Objects => 2,
+            RawTable::Placements | RawTable::Objects | RawTable::LedgerCheckpoints => 2,
             RawTable::PlacementRegions | RawTable::MigrationUnits => 3,
         }
     }

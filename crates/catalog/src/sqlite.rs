@@ -58,6 +58,7 @@ fn migrator() -> Migrator {
         include_str!("schema/sqlite/0006_policy_versions.sql"),
         include_str!("schema/sqlite/0007_ledger_actor.sql"),
         include_str!("schema/sqlite/0008_garbage_retries.sql"),
+        include_str!("schema/sqlite/0009_ledger_checkpoints.sql"),
     ])
 }
 

@@ -282,7 +282,7 @@ async fn reopened_database_keeps_everything() {
 async fn schema_version_is_current() {
     let server = Server::connect().await;
     let (url, cat) = server.catalog().await;
-    assert_eq!(SCHEMA_VERSION, 8);
+    assert_eq!(SCHEMA_VERSION, 9);
     assert_eq!(
         SCHEMA_VERSION,
         domicile_catalog::sqlite::SCHEMA_VERSION,
@@ -896,6 +896,21 @@ async fn catalog_migration_copies_sqlite_verbatim_and_continues_the_chain() {
         .await
         .unwrap();
 
+    // A signed checkpoint of the head (the catalog keeps it verbatim).
+    let (head, hash) = src.ledger_head().await.unwrap();
+    assert!(
+        src.add_checkpoint(&domicile_catalog::CheckpointRow {
+            seq: head,
+            hash,
+            at: 31,
+            key_id: "k".into(),
+            public_key: "pk".into(),
+            signature: "sig".into(),
+        })
+        .await
+        .unwrap()
+    );
+
     let (_url, dst) = server.catalog().await;
     let mut pages = 0;
     let report = copy_catalog(&src, &dst, |_, _| pages += 1).await.unwrap();
@@ -913,6 +928,10 @@ async fn catalog_migration_copies_sqlite_verbatim_and_continues_the_chain() {
     assert_eq!(
         dst.policy(None).await.unwrap(),
         src.policy(None).await.unwrap()
+    );
+    assert_eq!(
+        dst.checkpoints().await.unwrap(),
+        src.checkpoints().await.unwrap()
     );
 
     // A second copy is refused and changes nothing.

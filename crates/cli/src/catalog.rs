@@ -52,6 +52,12 @@ async fn migrate_to(config_path: &Path, format: Format, url: &str) -> Result<u8>
         }
     }
     let key_file = engine.carry_token_key_to(url)?;
+    if let Some(p) = engine.carry_ledger_key_to(url)? {
+        eprintln!(
+            "the ledger signing key is copied to {} for the new catalog",
+            p.display()
+        );
+    }
     let report = match engine
         .copy_catalog_to(target.as_ref(), |table, n| {
             tracing::info!(table = table.name(), rows = n, "copied");

@@ -114,6 +114,9 @@ pub enum Command {
     /// The catalog itself.
     #[command(subcommand)]
     Catalog(CatalogCmd),
+    /// Evidence that stands on its own: a signed bundle, and its offline check.
+    #[command(subcommand)]
+    Evidence(EvidenceCmd),
     /// Scan every region and check each blob against the catalog and the policy.
     Verify {
         /// Skip re-reading blobs for their checksums.
@@ -287,8 +290,50 @@ pub enum LedgerCmd {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Re-compute the hash chain.
-    Verify,
+    /// Re-compute the hash chain, and check it against every signed
+    /// checkpoint (stored, and those of --checkpoints). Exits 3 if the
+    /// chain is broken, rewritten or cut after a checkpoint.
+    Verify {
+        /// Also check against the checkpoints published to this file (JSON
+        /// lines, as `serve --checkpoint-file` and `ledger checkpoint
+        /// --publish` append them).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Sign the ledger's head (its length and hash) with the ledger signing
+    /// key (created on first use), store the checkpoint, and print it.
+    Checkpoint {
+        /// Also append the checkpoint to this file, as a JSON line.
+        #[arg(long)]
+        publish: Option<PathBuf>,
+    },
+    /// Every stored checkpoint.
+    Checkpoints,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvidenceCmd {
+    /// Write a signed evidence bundle: policy, verify result, residency and
+    /// exposure reports, the ledger's entries with the signed checkpoints
+    /// that cover them, and the public key (docs/evidence.md).
+    Export {
+        /// Only this subject's ledger entries (and the chain from its first
+        /// entry to a checkpoint).
+        #[arg(long)]
+        subject: Option<String>,
+        /// The bundle's file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Check a bundle offline, with nothing but the file. Exits 3 if
+    /// anything in it does not hold.
+    Verify {
+        file: PathBuf,
+        /// The fingerprint the signing key must have (hex SHA-256 of its
+        /// public key, as `ledger checkpoints` shows it).
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 /// `serve`'s flags. Those about the network override the config's
@@ -343,4 +388,14 @@ pub struct ServeArgs {
     /// Default 128.
     #[arg(long)]
     pub max_in_flight: Option<usize>,
+    /// Seconds between signed checkpoints of the ledger's head, while it
+    /// grows; 0 signs none.
+    #[arg(long, env = "DOMICILE_CHECKPOINT_EVERY", default_value_t = 0.0)]
+    pub checkpoint_every: f64,
+    /// Append each checkpoint to this file, as a JSON line.
+    #[arg(long, env = "DOMICILE_CHECKPOINT_FILE")]
+    pub checkpoint_file: Option<PathBuf>,
+    /// POST each checkpoint to this URL, as JSON.
+    #[arg(long, env = "DOMICILE_CHECKPOINT_URL")]
+    pub checkpoint_url: Option<String>,
 }

@@ -1,7 +1,9 @@
 //! `domicile serve`: binds the REST and S3 listeners, prints where they
 //! listen, and serves until SIGTERM or ctrl-c, letting in-flight requests
 //! finish. It collects garbage now and then meanwhile (`--collect-every`),
-//! once replaced bytes are past their grace period (`--gc-grace`).
+//! once replaced bytes are past their grace period (`--gc-grace`), and
+//! signs the ledger's head now and then (`--checkpoint-every`), publishing
+//! each checkpoint to a file or URL outside the catalog.
 //!
 //! The network edge comes from the flags, else the config's `[server]`,
 //! else the server's defaults: TLS on both listeners when a certificate and
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use domicile_core::config::ServerSettings;
+use domicile_engine::checkpoint::Publish;
 use domicile_engine::{Engine, EngineOptions, GcOptions, Secrets};
 use domicile_server::{Certificates, Listeners, ServerOptions};
 use tokio::net::TcpListener;
@@ -152,6 +155,40 @@ pub fn options(args: &ServeArgs, settings: &ServerSettings) -> Result<ServerOpti
     })
 }
 
+/// How often to sign the ledger's head and where to publish it, from
+/// `--checkpoint-every`, `--checkpoint-file` and `--checkpoint-url`; `None`
+/// for none. Bad values are bad input.
+fn checkpoints(args: &ServeArgs) -> Result<Option<(Duration, Publish)>> {
+    let every = args.checkpoint_every;
+    if !(every.is_finite() && (0.0..=86_400.0).contains(&every)) {
+        return Err(
+            BadInput("--checkpoint-every must be between 0 and 86400 seconds".into()).into(),
+        );
+    }
+    let publish = Publish {
+        file: args.checkpoint_file.clone(),
+        url: args.checkpoint_url.clone(),
+    };
+    if every == 0.0 {
+        if !publish.is_empty() {
+            return Err(BadInput(
+                "--checkpoint-file and --checkpoint-url need --checkpoint-every SECONDS".into(),
+            )
+            .into());
+        }
+        return Ok(None);
+    }
+    if let Some(url) = &publish.url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(BadInput(format!(
+            "--checkpoint-url must be an http(s) URL, not {url}"
+        ))
+        .into());
+    }
+    Ok(Some((Duration::from_secs_f64(every), publish)))
+}
+
 /// The grace period of the blobs a command replaces or deletes: as
 /// `serve`'s, from `DOMICILE_GC_GRACE` (seconds) when it is set, else the
 /// default; a bad value is bad input.
@@ -181,6 +218,7 @@ pub async fn run(config: &Path, args: ServeArgs) -> Result<u8> {
     let config = crate::config_file::load(config)?;
     let options = options(&args, &config.server)?;
     let gc_grace = gc_grace(args.gc_grace)?;
+    let checkpoints = checkpoints(&args)?;
     let secrets = Secrets::load(config.secrets_file.as_deref())?;
     // Refused before anything is bound: the S3 API never runs
     // unauthenticated, and a declared credential or token has its secret.
@@ -219,12 +257,16 @@ pub async fn run(config: &Path, args: ServeArgs) -> Result<u8> {
         },
     )
     .await?;
+    let engine = Arc::new(engine);
+    if let Some((every, publish)) = checkpoints {
+        tokio::spawn(engine.clone().checkpoint_every(every, publish));
+    }
     reload_on_hangup(options.tls.clone());
     println!("rest listening on {scheme}://{}", rest.local_addr()?);
     println!("s3 listening on {scheme}://{}", s3.local_addr()?);
     std::io::stdout().flush()?;
     domicile_server::run(
-        Arc::new(engine),
+        engine,
         Listeners {
             rest: Some(rest),
             s3: Some(s3),

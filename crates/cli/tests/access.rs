@@ -806,6 +806,19 @@ fn every_rest_route_answers_each_role_as_the_table_says() {
                 "/v1/ledger/verify",
                 &["admin", "auditor"],
             ),
+            route(
+                "GET",
+                "/v1/ledger/checkpoints",
+                "/v1/ledger/checkpoints",
+                &["admin", "auditor"],
+            ),
+            route(
+                "POST",
+                "/v1/ledger/checkpoints",
+                "/v1/ledger/checkpoints",
+                &["admin", "operator"],
+            ),
+            route("GET", "/v1/evidence", "/v1/evidence", &["admin", "auditor"]),
             route("GET", "/v1/policy", "/v1/policy", &["admin", "auditor"]),
             Route {
                 raw: Some(file.clone()),

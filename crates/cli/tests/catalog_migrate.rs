@@ -24,6 +24,7 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .current_dir(dir)
         .env_remove("DOMICILE_TOKEN_KEY")
+        .env_remove("DOMICILE_LEDGER_SIGNING_KEY")
         .env_remove("DOMICILE_CONFIG")
         .args(["--config", "domicile.toml"])
         .args(args)
@@ -66,8 +67,12 @@ fn embedded_catalog_moves_to_postgres_and_carries_on() {
         String::from_utf8_lossy(&demo.stderr)
     );
 
+    // A signed checkpoint, whose key file lies beside the embedded catalog:
+    // it moves with the catalog, and the copy still verifies against it.
+    ok(&dir, &["ledger", "checkpoint"]);
     let ledger_before = json(&dir, &["ledger", "verify"]);
     assert_eq!(ledger_before["ok"], Value::Bool(true), "{ledger_before}");
+    assert_eq!(ledger_before["checkpoints"], 1, "{ledger_before}");
     let residency_before = json(&dir, &["report", "residency"]);
     let show_before = json(&dir, &["subject", "show", "user-000001"]);
 

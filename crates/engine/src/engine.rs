@@ -286,6 +286,14 @@ impl Engine {
             .carry_token_key(&self.file.catalog_url, to_url, &self.file.base_dir)
     }
 
+    /// Before the catalog is copied to `to_url`: makes this catalog's
+    /// ledger signing key the key of that one too (see
+    /// [`Secrets::carry_ledger_key`]). Returns the key file written, if any.
+    pub fn carry_ledger_key_to(&self, to_url: &str) -> Result<Option<PathBuf>> {
+        self.secrets
+            .carry_ledger_key(&self.file.catalog_url, to_url, &self.file.base_dir)
+    }
+
     /// Copies this catalog, row for row, into the empty catalog `target`,
     /// then verifies the copy (see [`domicile_catalog::copy_catalog`]).
     /// `progress` sees each table's rows as they are copied.

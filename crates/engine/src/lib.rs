@@ -28,14 +28,21 @@
 //! - [`rotate`]: a custodian's rotation: every data key it wraps, wrapped
 //!   again under its key's newest version, online and resumably.
 //! - [`verify`]: region scans against catalog and policy; `--deep` opens
-//!   every object through its custodian; ledger chain check.
+//!   every object through its custodian; ledger chain check (against
+//!   the signed checkpoints).
+//! - [`checkpoint`]: signed checkpoints of the ledger's head (Ed25519),
+//!   stored, published outside the catalog, checked by `ledger verify`.
+//! - [`evidence`]: the signed evidence bundle: its export, and its offline
+//!   verification with nothing but the bundle (docs/evidence.md).
 
 pub mod actor;
+pub mod checkpoint;
 pub mod clock;
 pub mod data;
 pub mod demand;
 pub mod engine;
 pub mod error;
+pub mod evidence;
 pub mod gc;
 pub mod migrate;
 pub mod placement;

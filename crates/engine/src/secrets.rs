@@ -5,7 +5,9 @@
 //! its owner. The network APIs' credentials and tokens are declared in the
 //! config (`[[credential]]`, `[[token]]`) and their secrets read here by
 //! name, beside the deployment-wide ones (`DOMICILE_S3_*`,
-//! `DOMICILE_ADMIN_TOKEN`, `DOMICILE_AUDITOR_TOKEN`).
+//! `DOMICILE_ADMIN_TOKEN`, `DOMICILE_AUDITOR_TOKEN`). The ledger's signing
+//! key (`DOMICILE_LEDGER_SIGNING_KEY`) is, like the token key, created on
+//! first use beside an embedded catalog.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,6 +22,10 @@ use domicile_core::config::{
 use crate::error::{Error, Result};
 
 pub const TOKEN_KEY_VAR: &str = "DOMICILE_TOKEN_KEY";
+
+/// The seed (64 hex digits) of the Ed25519 key that signs the ledger's
+/// checkpoints and evidence bundles (docs/evidence.md).
+pub const LEDGER_KEY_VAR: &str = "DOMICILE_LEDGER_SIGNING_KEY";
 
 /// The secrets that hold the S3 API's credential.
 pub const S3_ACCESS_KEY_VAR: &str = "DOMICILE_S3_ACCESS_KEY_ID";
@@ -310,6 +316,22 @@ impl Secrets {
 }
 
 impl Secrets {
+    /// The seed of the Ed25519 key that signs the ledger's checkpoints:
+    /// from `DOMICILE_LEDGER_SIGNING_KEY` (64 hex digits), or from
+    /// `key_file`, created on first use with mode 0600 when `create` is
+    /// set (`None` when it is not and there is no such file).
+    pub fn ledger_signing_key(&self, key_file: &Path, create: bool) -> Result<Option<[u8; 32]>> {
+        if let Some(hex_key) = self.get(LEDGER_KEY_VAR) {
+            return parse_key(hex_key)
+                .map(Some)
+                .ok_or_else(|| Error::Secrets(format!("{LEDGER_KEY_VAR} must be 64 hex digits")));
+        }
+        if !create && !key_file.exists() {
+            return Ok(None);
+        }
+        load_or_create_key(key_file).map(Some)
+    }
+
     /// For catalog migration: makes the subject-token key of the catalog at
     /// `from_url` the key of the catalog at `to_url` too, since both
     /// catalogs' tokens must stay the same. Nothing to do when the key comes
@@ -339,6 +361,60 @@ impl Secrets {
                 Err(Error::Secrets(format!(
                     "{} already holds another subject-token key than {}: \
                      move it away, or set {TOKEN_KEY_VAR}",
+                    to.display(),
+                    from.display()
+                )))
+            };
+        }
+        let io = |e: std::io::Error| Error::Io {
+            path: to.display().to_string(),
+            source: e,
+        };
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&to)
+            .map_err(io)?;
+        f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        Ok(Some(to))
+    }
+}
+
+impl Secrets {
+    /// For catalog migration: makes the ledger signing key of the catalog
+    /// at `from_url` the key of the catalog at `to_url` too, so that the
+    /// copied checkpoints still verify there. Nothing to do when the key
+    /// comes from the environment, both catalogs keep it in one file, or
+    /// there is none yet. Otherwise the key file of `to_url` is created
+    /// (mode 0600); returns its path. Fails, writing nothing, if that file
+    /// already holds another key.
+    pub fn carry_ledger_key(
+        &self,
+        from_url: &str,
+        to_url: &str,
+        base_dir: &Path,
+    ) -> Result<Option<PathBuf>> {
+        if self.get(LEDGER_KEY_VAR).is_some() {
+            return Ok(None);
+        }
+        let from = ledger_key_path(from_url, base_dir);
+        let to = ledger_key_path(to_url, base_dir);
+        if from == to || !from.exists() {
+            return Ok(None);
+        }
+        let key = load_or_create_key(&from)?;
+        if to.exists() {
+            return if load_or_create_key(&to)? == key {
+                Ok(None)
+            } else {
+                Err(Error::Secrets(format!(
+                    "{} already holds another ledger signing key than {}: \
+                     move it away, or set {LEDGER_KEY_VAR}",
                     to.display(),
                     from.display()
                 )))
@@ -416,6 +492,15 @@ pub fn token_key_path(catalog_url: &str, base_dir: &Path) -> PathBuf {
     match catalog_url.strip_prefix("sqlite://") {
         Some(p) => PathBuf::from(format!("{p}.token-key")),
         None => base_dir.join("data/token.key"),
+    }
+}
+
+/// Where an embedded deployment keeps its ledger signing key: beside the
+/// catalog, like the token key.
+pub fn ledger_key_path(catalog_url: &str, base_dir: &Path) -> PathBuf {
+    match catalog_url.strip_prefix("sqlite://") {
+        Some(p) => PathBuf::from(format!("{p}.ledger-key")),
+        None => base_dir.join("data/ledger.key"),
     }
 }
 

@@ -295,6 +295,21 @@ impl Catalog for Interleaving {
         self.inner.ledger_of(token).await
     }
 
+    async fn ledger_head(&self) -> Result<(i64, String)> {
+        self.step("ledger_head").await;
+        self.inner.ledger_head().await
+    }
+
+    async fn add_checkpoint(&self, row: &domicile_catalog::CheckpointRow) -> Result<bool> {
+        self.step("add_checkpoint").await;
+        self.inner.add_checkpoint(row).await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<domicile_catalog::CheckpointRow>> {
+        self.step("checkpoints").await;
+        self.inner.checkpoints().await
+    }
+
     async fn apply_policy(
         &self,
         row: &PolicyVersionRow,

@@ -35,6 +35,9 @@ pub(crate) const LEDGER_COLS: &str = "seq, at, kind, subject, body, prev_hash, h
 /// The policy version columns, in the order [`Sql::policy_from`] reads them.
 pub(crate) const POLICY_COLS: &str = "version, applied_at, actor, digest, text";
 
+/// The checkpoint columns, in the order [`Sql::checkpoint_from`] reads them.
+pub(crate) const CHECKPOINT_COLS: &str = "seq, hash, at, key_id, public_key, signature";
+
 /// The job columns, in the order [`Sql::job_from`] reads them.
 pub(crate) const JOB_COLS: &str =
     "id, state, created_at, finished_at, policy, rate, grace_ms, units, bytes";

@@ -8,16 +8,17 @@ use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
 use super::codec::{
-    GARBAGE_COLS, LEDGER_COLS, OBJECT_COLS, PLACEMENT_COLS, POLICY_COLS, SUBJECT_COLS,
+    CHECKPOINT_COLS, GARBAGE_COLS, LEDGER_COLS, OBJECT_COLS, PLACEMENT_COLS, POLICY_COLS,
+    SUBJECT_COLS,
 };
 use super::writes::MoveCommit;
 use super::{Dialect, Durability, Retry, Sql, SqlCatalog};
 use crate::catalog::{Catalog, CommitOutcome, MoveMark, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::model::{
-    Expect, Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow,
-    PlacementRow, PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow, SubjectRow,
-    objects_by_pair,
+    CheckpointRow, Expect, Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis,
+    ObjectRow, PlacementRow, PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow,
+    SubjectRow, objects_by_pair,
 };
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
 
@@ -448,6 +449,29 @@ where
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Sql::<D>::entry_from).collect()
+    }
+
+    async fn ledger_head(&self) -> Result<(i64, String)> {
+        let row = sqlx::query("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => (r.try_get(0)?, r.try_get(1)?),
+            None => (0, crate::ledger::GENESIS.to_string()),
+        })
+    }
+
+    async fn add_checkpoint(&self, row: &CheckpointRow) -> Result<bool> {
+        D::retry(Retry::Conflicts, || self.add_checkpoint_tx(row)).await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHECKPOINT_COLS} FROM ledger_checkpoints ORDER BY seq, key_id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Sql::<D>::checkpoint_from).collect()
     }
 
     // ---- policy versions ----

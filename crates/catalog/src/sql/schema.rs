@@ -6,7 +6,7 @@
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The names of the schema versions, oldest first: version N is entry N − 1.
-const VERSIONS: [&str; 8] = [
+const VERSIONS: [&str; 9] = [
     "init",
     "subject id sealed",
     "migration jobs",
@@ -15,6 +15,7 @@ const VERSIONS: [&str; 8] = [
     "policy versions",
     "ledger actor",
     "garbage retries",
+    "ledger checkpoints",
 ];
 
 /// The newest schema version this build knows.

@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::jobs::{JobRow, JobState, UnitRelease, UnitRow};
 use crate::ledger::{self, GENESIS};
 use crate::model::{
-    Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow, PlacementState,
-    PlacementSummary, PolicyVersionRow, SubjectRow,
+    CheckpointRow, Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow,
+    PlacementState, PlacementSummary, PolicyVersionRow, SubjectRow,
 };
 
 /// What an object row held before a write replaced or removed it.
@@ -148,6 +148,17 @@ where
             prev_hash: r.try_get(5)?,
             hash: r.try_get(6)?,
             actor: r.try_get(7)?,
+        })
+    }
+
+    pub(crate) fn checkpoint_from(r: &D::Row) -> Result<CheckpointRow> {
+        Ok(CheckpointRow {
+            seq: r.try_get(0)?,
+            hash: r.try_get(1)?,
+            at: r.try_get(2)?,
+            key_id: r.try_get(3)?,
+            public_key: r.try_get(4)?,
+            signature: r.try_get(5)?,
         })
     }
 

@@ -5,15 +5,15 @@ use std::collections::{BTreeMap, HashSet};
 
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
-use super::codec::{OBJECT_COLS, POLICY_COLS, decode_state, encode_state};
+use super::codec::{CHECKPOINT_COLS, OBJECT_COLS, POLICY_COLS, decode_state, encode_state};
 use super::steps::{check_regions, not_found};
 use super::{Dialect, Durability, RowsAffected, Sql, SqlCatalog};
 use crate::catalog::{CommitOutcome, MoveMark, RekeyedObject, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::jobs::UnitRelease;
 use crate::model::{
-    Expect, Fence, GarbageRetry, GarbageRow, LedgerAppend, Millis, ObjectRow, PlacementRow,
-    PlacementState, PolicyApplied, PolicyVersionRow, SubjectRow,
+    CheckpointRow, Expect, Fence, GarbageRetry, GarbageRow, LedgerAppend, Millis, ObjectRow,
+    PlacementRow, PlacementState, PolicyApplied, PolicyVersionRow, SubjectRow,
 };
 use crate::raw::{RawRow, RawTable, RawValue};
 
@@ -676,6 +676,25 @@ where
             version,
             created: true,
         })
+    }
+
+    pub(crate) async fn add_checkpoint_tx(&self, row: &CheckpointRow) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO ledger_checkpoints ({CHECKPOINT_COLS}) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (seq, key_id) DO NOTHING"
+        )))
+        .bind(row.seq)
+        .bind(row.hash.as_str())
+        .bind(row.at)
+        .bind(row.key_id.as_str())
+        .bind(row.public_key.as_str())
+        .bind(row.signature.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let stored = done.rows_affected() > 0;
+        self.commit(tx, Durability::Durable).await?;
+        Ok(stored)
     }
 
     /// Writes a setting: replacing any value, or (`replace` false) only

@@ -1,7 +1,10 @@
-//! `ledger verify` and `ledger show`.
+//! `ledger verify`, `show`, `checkpoint` and `checkpoints`.
+
+use std::path::PathBuf;
 
 use anyhow::Result;
 use domicile_engine::Engine;
+use domicile_engine::checkpoint::{Publish, read_checkpoints};
 use serde_json::json;
 
 use super::subject;
@@ -11,17 +14,40 @@ use crate::output::{self, Format, Table, emit};
 
 pub(super) async fn run(engine: &Engine, format: Format, cmd: LedgerCmd) -> Result<u8> {
     match cmd {
-        LedgerCmd::Verify => {
-            let r = engine.verify_ledger().await?;
-            let mut t = Table::new(&["entries", "head", "hash", "result"]);
+        LedgerCmd::Verify { checkpoints } => {
+            let extra = match &checkpoints {
+                Some(path) => read_checkpoints(path)?,
+                None => Vec::new(),
+            };
+            let r = engine.verify_ledger_with(&extra).await?;
+            let mut t = Table::new(&["entries", "head", "hash", "checkpoints", "result"]);
             t.row(vec![
                 r.entries.to_string(),
                 r.head_seq.to_string(),
                 r.head_hash.clone(),
+                r.checkpoints.to_string(),
                 r.error.clone().unwrap_or_else(|| "ok".into()),
             ]);
             emit(format, &r, &t)?;
+            if let Some(why) = &r.error {
+                eprintln!("ledger verify: {why}");
+            }
             Ok(if r.ok { 0 } else { EXIT_VIOLATION })
+        }
+        LedgerCmd::Checkpoint { publish } => checkpoint(engine, format, publish).await,
+        LedgerCmd::Checkpoints => {
+            let all = engine.ledger_checkpoints().await?;
+            let mut t = Table::new(&["seq", "hash", "at", "key"]);
+            for c in &all {
+                t.row(vec![
+                    c.seq.to_string(),
+                    c.hash.clone(),
+                    output::time(c.at),
+                    c.key_id.clone(),
+                ]);
+            }
+            emit(format, &json!({"checkpoints": all}), &t)?;
+            Ok(0)
         }
         LedgerCmd::Show { subject: id, limit } => {
             let entries = match id {
@@ -69,4 +95,24 @@ pub(super) async fn run(engine: &Engine, format: Format, cmd: LedgerCmd) -> Resu
             Ok(0)
         }
     }
+}
+
+/// `ledger checkpoint`: signs the head, stores it, publishes it if asked.
+async fn checkpoint(engine: &Engine, format: Format, publish: Option<PathBuf>) -> Result<u8> {
+    let c = engine.checkpoint_ledger().await?;
+    Publish {
+        file: publish,
+        url: None,
+    }
+    .publish(&c)
+    .await?;
+    let mut t = Table::new(&["seq", "hash", "at", "key"]);
+    t.row(vec![
+        c.seq.to_string(),
+        c.hash.clone(),
+        output::time(c.at),
+        c.key_id.clone(),
+    ]);
+    emit(format, &c, &t)?;
+    Ok(0)
 }

@@ -10,7 +10,8 @@
 //!   each also as an HTML document with charts.
 //! - [`demand`]: `demand`, what an authority could compel.
 //! - [`reach`]: `reach explain`, the grounds of an authority's reach.
-//! - [`ledger`]: `ledger verify`, `show`.
+//! - [`ledger`]: `ledger verify`, `show`, `checkpoint`, `checkpoints`.
+//! - [`evidence`]: `evidence export`, and `evidence verify`, offline.
 //! - [`verify`]: `verify`, region scans against catalog and policy;
 //!   `--deep` opens every object through its custodian.
 //! - [`custodian`]: `custodian rotate`, every data key of a custodian
@@ -22,6 +23,7 @@
 mod custodian;
 mod data;
 mod demand;
+mod evidence;
 mod gc;
 mod ledger;
 mod plan;
@@ -62,6 +64,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         },
         Command::Serve(args) => crate::serve::run(&cli.config, args).await,
         Command::Catalog(cmd) => crate::catalog::run(&cli.config, format, cmd).await,
+        Command::Evidence(crate::cli::EvidenceCmd::Verify { file, key }) => {
+            evidence::verify(format, &file, key.as_deref())
+        }
         command => {
             let config = load(&cli.config)?;
             let secrets = domicile_engine::Secrets::load(config.secrets_file.as_deref())?;
@@ -120,6 +125,7 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
         Command::Verify { quick, deep } => verify::run(engine, format, quick, deep).await,
         Command::Gc => gc::run(engine, format).await,
         Command::Custodian(cmd) => custodian::run(engine, format, cmd).await,
+        Command::Evidence(cmd) => evidence::run(engine, format, cmd).await,
         Command::Demo { .. }
         | Command::Init { .. }
         | Command::Policy(_)

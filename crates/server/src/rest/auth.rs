@@ -59,8 +59,9 @@ const fn p(method: &'static str, path: &'static str, allow: Allow) -> Permission
 
 /// Who may call each route of the admin API. The operator manages
 /// subjects and migrations (the plan with them); the auditor reads the
-/// reports, the ledger's verification and the policy, none of which holds
-/// a subject id in clear; legal files demands; all three read the reports;
+/// reports, the ledger's verification and checkpoints, the evidence bundle
+/// and the policy, none of which holds a subject id in clear (the operator
+/// signs checkpoints); legal files demands; all three read the reports;
 /// admin does everything. `HEAD` is `GET`.
 pub const PERMISSIONS: &[Permission] = &[
     p("GET", "/healthz", Allow::Anyone),
@@ -81,6 +82,17 @@ pub const PERMISSIONS: &[Permission] = &[
     ),
     p("POST", "/v1/demands", Allow::Roles(&[ADMIN, LEGAL])),
     p("GET", "/v1/ledger/verify", Allow::Roles(&[ADMIN, AUDITOR])),
+    p(
+        "GET",
+        "/v1/ledger/checkpoints",
+        Allow::Roles(&[ADMIN, AUDITOR]),
+    ),
+    p(
+        "POST",
+        "/v1/ledger/checkpoints",
+        Allow::Roles(&[ADMIN, OPERATOR]),
+    ),
+    p("GET", "/v1/evidence", Allow::Roles(&[ADMIN, AUDITOR])),
     p("GET", "/v1/policy", Allow::Roles(&[ADMIN, AUDITOR])),
     p("POST", "/v1/policy", Allow::Roles(&[ADMIN])),
     p("GET", "/v1/policy/history", Allow::Roles(&[ADMIN, AUDITOR])),

@@ -7,6 +7,7 @@
 //! - `error`: engine errors → HTTP status and a JSON body.
 //! - `handlers`: one handler per endpoint.
 //! - `policy`: the policy versions: the active one, the history, applying.
+//! - `evidence`: the ledger's signed checkpoints, and the evidence bundle.
 //! - `openapi`: the OpenAPI 3 document served at `/openapi.json`.
 //!
 //! `/healthz`, `/metrics` and `/openapi.json` need no token; they hold no
@@ -14,6 +15,7 @@
 
 mod auth;
 mod error;
+mod evidence;
 mod handlers;
 mod openapi;
 mod policy;
@@ -96,6 +98,11 @@ pub fn router(engine: Arc<Engine>, metrics: Arc<Metrics>, options: &ServerOption
         .route("/v1/reports/{kind}", get(handlers::report))
         .route("/v1/demands", post(handlers::demand))
         .route("/v1/ledger/verify", get(handlers::verify_ledger))
+        .route(
+            "/v1/ledger/checkpoints",
+            get(evidence::list).post(evidence::create),
+        )
+        .route("/v1/evidence", get(evidence::export))
         .route("/v1/policy", get(policy::show).post(policy::apply))
         .route("/v1/policy/history", get(policy::history))
         .route("/v1/migrations", post(handlers::start_migration))

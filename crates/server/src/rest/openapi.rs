@@ -18,6 +18,9 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/reports/{kind}"),
     ("post", "/v1/demands"),
     ("get", "/v1/ledger/verify"),
+    ("get", "/v1/ledger/checkpoints"),
+    ("post", "/v1/ledger/checkpoints"),
+    ("get", "/v1/evidence"),
     ("get", "/v1/policy"),
     ("post", "/v1/policy"),
     ("get", "/v1/policy/history"),
@@ -165,7 +168,25 @@ pub(crate) fn document() -> Value {
             "/v1/ledger/verify": {"get": {
                 "summary": "Re-compute the ledger's hash chain (admin or auditor).",
                 "tags": ["ledger"],
-                "responses": with(reader_errors.clone(), json!({"200": ok("The chain check.", obj(json!({"entries": s("integer"), "head_seq": s("integer"), "head_hash": s("string"), "ok": s("boolean"), "error": {"type": "string", "nullable": true}}), &["entries", "ok"]))}))
+                "responses": with(reader_errors.clone(), json!({"200": ok("The chain check, against every signed checkpoint.", obj(json!({"entries": s("integer"), "head_seq": s("integer"), "head_hash": s("string"), "checkpoints": s("integer"), "ok": s("boolean"), "error": {"type": "string", "nullable": true}}), &["entries", "ok"]))}))
+            }},
+            "/v1/ledger/checkpoints": {
+                "get": {
+                    "summary": "Every signed checkpoint of the ledger's head, by seq (docs/evidence.md).",
+                    "tags": ["ledger"],
+                    "responses": with(reader_errors.clone(), json!({"200": ok("The checkpoints.", obj(json!({"checkpoints": {"type": "array", "items": r("Checkpoint")}}), &["checkpoints"]))}))
+                },
+                "post": {
+                    "summary": "Sign the ledger's head with the ledger signing key and store the checkpoint; a head already signed keeps its checkpoint. Refused if the ledger does not follow from the newest checkpoint.",
+                    "tags": ["ledger"],
+                    "responses": with(admin_errors.clone(), json!({"200": ok("The checkpoint.", r("Checkpoint"))}))
+                }
+            },
+            "/v1/evidence": {"get": {
+                "summary": "The signed evidence bundle, byte for byte as `evidence export` writes it (docs/evidence.md): policy, verify result, residency and exposure, the ledger's entries (all, or one subject's) with the checkpoints that cover them, and the public key.",
+                "tags": ["ledger"],
+                "parameters": [{"name": "subject", "in": "query", "required": false, "description": "Only this subject's entries.", "schema": s("string")}],
+                "responses": with(reader_errors.clone(), json!({"200": ok("The bundle.", obj(json!({"format": s("string"), "manifest": s("string"), "members": {"type": "object", "additionalProperties": s("string")}, "signature": s("string")}), &["format", "manifest", "members", "signature"])), "400": ok("A bad subject id, or a ledger that does not verify.", r("Error")), "404": ok("No ledger entry of the subject.", r("Error"))}))
             }},
             "/v1/policy": {
                 "get": {
@@ -211,6 +232,7 @@ pub(crate) fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": obj(json!({"error": obj(json!({"code": s("string"), "message": s("string")}), &["code", "message"])}), &["error"]),
+                "Checkpoint": obj(json!({"seq": s("integer"), "hash": s("string"), "at": s("integer"), "key_id": s("string"), "public_key": s("string"), "signature": s("string")}), &["seq", "hash", "at", "key_id", "public_key", "signature"]),
                 "PolicyVersion": obj(json!({"version": s("integer"), "applied_at": {"type": "integer", "nullable": true, "description": "Milliseconds since the epoch."}, "actor": {"type": "string", "nullable": true}, "digest": {"type": "string", "nullable": true}}), &["version"]),
                 "PolicyApplied": obj(json!({"version": s("integer"), "digest": s("string"), "job": {"type": "integer", "nullable": true}, "created": s("boolean")}), &["version", "digest", "job", "created"]),
                 "SubjectView": obj(json!({
