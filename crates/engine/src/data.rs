@@ -31,6 +31,7 @@ use crate::clock::now_millis;
 use crate::engine::Acting;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::multipart::StoredMeta;
 
 /// Content type and user metadata of an object. Stored encrypted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +40,10 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub user: BTreeMap<String, String>,
+    /// The S3 ETag, without quotes: a digest of the plaintext, so sealed
+    /// with the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// What a caller learns about a stored object.
@@ -52,6 +57,10 @@ pub struct ObjectInfo {
     /// BLAKE3 of the stored (encrypted) bytes.
     pub checksum: String,
     pub meta: ObjectMeta,
+    /// A composed object's part sizes, in order (see [`crate::multipart`]);
+    /// empty for an object of one blob.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<u64>,
 }
 
 /// An acknowledged write.
@@ -100,15 +109,62 @@ impl Engine {
         category: &Category,
         name: &ObjectKey,
         meta: &ObjectMeta,
-        mut body: R,
+        body: R,
     ) -> Result<PutReceipt> {
+        let meta = meta.clone();
+        self.put_stored(subject, category, name, body, move |_| {
+            Ok(StoredMeta::plain(meta))
+        })
+        .await
+    }
+
+    /// [`Engine::put`], with the metadata completed once the whole body is
+    /// read (`finish` gets the receipt's size): for what is computed while
+    /// streaming, such as a digest of the plaintext.
+    pub async fn put_with<R, F>(
+        &self,
+        subject: &SubjectId,
+        category: &Category,
+        name: &ObjectKey,
+        meta: &ObjectMeta,
+        body: R,
+        finish: F,
+    ) -> Result<PutReceipt>
+    where
+        R: AsyncRead + Unpin + Send,
+        F: FnOnce(&mut ObjectMeta, u64) + Send,
+    {
+        let mut meta = meta.clone();
+        self.put_stored(subject, category, name, body, move |size| {
+            finish(&mut meta, size);
+            Ok(StoredMeta::plain(meta))
+        })
+        .await
+    }
+
+    /// Stores an object whose sealed metadata `stored` gives once the body
+    /// is written. An object it replaces that was composed of parts has
+    /// them released (see [`crate::multipart`]).
+    pub(crate) async fn put_stored<R, F>(
+        &self,
+        subject: &SubjectId,
+        category: &Category,
+        name: &ObjectKey,
+        mut body: R,
+        stored: F,
+    ) -> Result<PutReceipt>
+    where
+        R: AsyncRead + Unpin + Send,
+        F: FnOnce(u64) -> Result<StoredMeta> + Send,
+    {
         let (token, home) = self.registered(subject).await?;
         // A name lives in one category; refuse a clash before anything is
         // created, so bad input changes nothing.
-        if let Some(existing) = self
+        let existing = self
             .catalog
             .get_object(&token, &self.tokens.lookup(&token, name))
-            .await?
+            .await?;
+        if let Some(existing) = &existing
             && existing.category != category.as_str()
         {
             return Err(Error::Invalid(format!(
@@ -118,6 +174,9 @@ impl Engine {
         }
         let (acting, placement) = self.placement_under_policy(&token, home, category).await?;
         let dek = self.data_key(&placement).await?;
+        if let Some(existing) = &existing {
+            self.release_parts_of(existing, &placement, &dek).await?;
+        }
         let path = BlobPath::new_random(&token, category.as_str())?;
         let regions = self.region_stores(&placement.regions)?;
         // The intent first: if this process dies between writing the blob
@@ -140,8 +199,21 @@ impl Engine {
                 return Err(e);
             }
         };
+        let meta = match stored(written.plain_size) {
+            Ok(m) => m,
+            Err(e) => {
+                self.queue_blob(
+                    &token,
+                    category.as_str(),
+                    path.blob_id(),
+                    &placement.regions,
+                )
+                .await;
+                return Err(e);
+            }
+        };
         self.commit_written(
-            &token, home, category, name, meta, &dek, &path, acting, placement, written,
+            &token, home, category, name, &meta, &dek, &path, acting, placement, written,
         )
         .await
     }
@@ -194,7 +266,7 @@ impl Engine {
         home: Jurisdiction,
         category: &Category,
         name: &ObjectKey,
-        meta: &ObjectMeta,
+        meta: &StoredMeta,
         dek: &DataKey,
         path: &BlobPath,
         mut acting: Arc<Acting>,
@@ -531,17 +603,21 @@ impl Engine {
     pub(crate) fn info(&self, row: &ObjectRow, dek: &DataKey) -> Result<ObjectInfo> {
         let name =
             domicile_store::crypto::open_value(dek, &name_context(&row.lookup), &row.name_enc)?;
-        let meta =
-            domicile_store::crypto::open_value(dek, &meta_context(&row.lookup), &row.meta_enc)?;
+        let stored = self.stored_meta(row, dek)?;
+        let (size, parts) = match &stored.manifest {
+            Some(m) if row.size == 0 => (m.size(), m.parts.iter().map(|p| p.size).collect()),
+            _ => (row.size as u64, Vec::new()),
+        };
         Ok(ObjectInfo {
             name: String::from_utf8(name)
                 .map_err(|_| Error::Internal("stored name is not UTF-8".into()))?,
             category: row.category.clone(),
-            size: row.size as u64,
+            size,
             version: row.version,
             modified_at: row.modified_at,
             checksum: row.checksum.clone(),
-            meta: serde_json::from_slice(&meta).unwrap_or_default(),
+            meta: stored.meta,
+            parts,
         })
     }
 
@@ -596,34 +672,36 @@ impl Engine {
                 )));
             }
         }
-        let path = BlobPath::new(&token, &row.category, &row.blob_id)?;
-        let key = self.options.encrypt.then_some(&dek);
-        let mut last_err = None;
-        for region in &placement.regions {
-            let store = self.region(region)?;
-            match domicile_store::read_blob(store, &path, key, info.size, range.clone()).await {
-                // The first piece proves the copy opens (a corrupt or truncated
-                // first batch fails here, while another copy can still serve).
-                Ok(mut stream) => match stream.next().await {
-                    Some(Err(e)) => {
-                        tracing::warn!(region = %region, error = %e, "copy unreadable; trying the next");
-                        last_err = Some(e);
-                    }
-                    Some(Ok(piece)) => {
-                        let stream = futures::stream::iter([Ok(piece)]).chain(stream).boxed();
-                        return Ok((info, stream));
-                    }
-                    None => return Ok((info, futures::stream::empty().boxed())),
-                },
-                Err(e) => {
-                    tracing::warn!(region = %region, error = %e, "copy unreadable; trying the next");
-                    last_err = Some(e);
-                }
-            }
+        if let Some(manifest) = self.manifest_of(&row, &dek)? {
+            let stream = self
+                .read_manifest(&placement, &dek, &manifest, range)
+                .await?;
+            return Ok((info, stream));
         }
-        Err(last_err
-            .map(Error::from)
-            .unwrap_or_else(|| Error::Internal("placement has no regions".into())))
+        let path = BlobPath::new(&token, &row.category, &row.blob_id)?;
+        let stream = self
+            .open_copy(&placement.regions, &path, &dek, info.size, range)
+            .await?;
+        Ok((info, stream))
+    }
+
+    /// Opens a blob of `plain_len` bytes (or a range of it) from the first
+    /// of `regions` whose copy answers.
+    pub(crate) async fn open_copy(
+        &self,
+        regions: &[String],
+        path: &BlobPath,
+        dek: &DataKey,
+        plain_len: u64,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes, domicile_store::Error>>, domicile_store::Error>
+    {
+        let stores: Vec<(String, domicile_store::RegionStore)> = regions
+            .iter()
+            .filter_map(|r| Some((r.clone(), self.regions.get(r)?.clone())))
+            .collect();
+        let key = self.options.encrypt.then_some(dek);
+        open_first_copy(&stores, path, key, plain_len, range).await
     }
 
     /// Every object of a subject, sorted by name.
@@ -679,15 +757,34 @@ impl Engine {
             return Ok(false);
         };
         let category: Category = row.category.parse()?;
+        self.delete_lookup(&token, &category, &lookup).await
+    }
+
+    /// Deletes the object of `lookup` in a subject's `category`. An object
+    /// composed of parts has them released (see [`crate::multipart`]).
+    pub(crate) async fn delete_lookup(
+        &self,
+        token: &str,
+        category: &Category,
+        lookup: &str,
+    ) -> Result<bool> {
         let mut acting = self.acting();
+        let mut released = false;
         for _ in 0..MAX_RECOMMITS {
-            let Some(p) = self.placement_for_delete(&token, &category).await? else {
+            let Some(p) = self.placement_for_delete(token, category).await? else {
                 return Ok(false);
             };
-            let fence = Engine::fence(&token, category.as_str(), p.epoch, acting.version);
+            if !released {
+                if let Some(row) = self.catalog.get_object(token, lookup).await? {
+                    self.release_parts_of(&row, &p, &self.data_key(&p).await?)
+                        .await?;
+                }
+                released = true;
+            }
+            let fence = Engine::fence(token, category.as_str(), p.epoch, acting.version);
             match self
                 .catalog
-                .delete_object(&fence, &lookup, self.replaced_due())
+                .delete_object(&fence, lookup, self.replaced_due())
                 .await?
             {
                 None => return Ok(false),
@@ -703,6 +800,41 @@ impl Engine {
             category: category.to_string(),
         })
     }
+}
+
+/// Opens a blob from the first of `stores` whose copy answers. The first
+/// piece proves the copy opens (a corrupt or truncated first batch fails
+/// here, while another copy can still serve).
+pub(crate) async fn open_first_copy(
+    stores: &[(String, domicile_store::RegionStore)],
+    path: &BlobPath,
+    key: Option<&DataKey>,
+    plain_len: u64,
+    range: Option<Range<u64>>,
+) -> Result<BoxStream<'static, Result<Bytes, domicile_store::Error>>, domicile_store::Error> {
+    let mut last_err = None;
+    for (region, store) in stores {
+        match domicile_store::read_blob(store, path, key, plain_len, range.clone()).await {
+            Ok(mut stream) => match stream.next().await {
+                Some(Err(e)) => {
+                    tracing::warn!(region = %region, error = %e, "copy unreadable; trying the next");
+                    last_err = Some(e);
+                }
+                Some(Ok(piece)) => {
+                    return Ok(futures::stream::iter([Ok(piece)]).chain(stream).boxed());
+                }
+                None => return Ok(futures::stream::empty().boxed()),
+            },
+            Err(e) => {
+                tracing::warn!(region = %region, error = %e, "copy unreadable; trying the next");
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| domicile_store::Error::NotFound {
+        region: String::new(),
+        path: path.to_string(),
+    }))
 }
 
 /// A garbage row for a blob in `regions`, due for collection at `due`.

@@ -14,6 +14,9 @@
 //! - [`policy`]: the policy version this process acts on; applying and
 //!   following versions.
 //! - [`data`]: put, get, head, list and delete, with epoch fencing.
+//! - [`multipart`]: objects composed of staged parts (multipart uploads),
+//!   completed by a manifest in their sealed metadata, never copied again;
+//!   the sweep of expired uploads and of released parts.
 //! - [`gc`]: deletion of blobs no index row points at, in bounded
 //!   background passes, after a grace period for reads in flight.
 //! - [`migrate`]: online migration jobs: units under leases; copy, verify,
@@ -36,6 +39,7 @@ pub mod engine;
 pub mod error;
 pub mod gc;
 pub mod migrate;
+pub mod multipart;
 pub mod placement;
 pub mod policy;
 pub mod reports;
@@ -50,6 +54,7 @@ pub use engine::{Acting, Engine, EngineOptions, Health};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};
 pub use migrate::{MigrateOptions, MigrationStatus, WorkerState, WorkerStatus};
+pub use multipart::{Manifest, ManifestPart, UPLOAD_DIR};
 pub use policy::PolicyVersion;
 pub use rotate::{RotateOptions, RotationReport};
 pub use secrets::{RestToken, S3Credential, Secrets};

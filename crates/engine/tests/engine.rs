@@ -423,6 +423,7 @@ async fn round_trips_of_every_size_with_ranges_metadata_overwrite_and_delete() {
                 ("size".to_string(), size.to_string()),
                 ("note".to_string(), "ünïcode ✓".to_string()),
             ]),
+            ..ObjectMeta::default()
         };
         let before = d.files("cn");
         let receipt = engine

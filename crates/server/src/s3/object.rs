@@ -41,6 +41,12 @@ pub(crate) fn etag(checksum: &str) -> ETag {
     ETag::Strong(checksum.to_string())
 }
 
+/// An object's ETag: the one its metadata holds (an object of parts has
+/// S3's multipart ETag), else its stored checksum.
+pub(crate) fn etag_of(info: &ObjectInfo) -> ETag {
+    etag(info.meta.etag.as_deref().unwrap_or(&info.checksum))
+}
+
 pub(crate) fn timestamp(millis: i64) -> Timestamp {
     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64);
     Timestamp::from(at)
@@ -67,6 +73,7 @@ pub(crate) fn meta_of(
     Ok(ObjectMeta {
         content_type: content_type.filter(|c| !c.is_empty()),
         user,
+        ..ObjectMeta::default()
     })
 }
 
@@ -102,7 +109,7 @@ impl Conditions {
     pub(crate) fn check(&self, info: &ObjectInfo, failed: S3ErrorCode) -> S3Result<()> {
         let matches = |c: &ETagCondition| match c {
             ETagCondition::Any => true,
-            ETagCondition::ETag(t) => t.value() == info.checksum,
+            ETagCondition::ETag(t) => t.value() == etag_of(info).value(),
         };
         let modified = timestamp_secs(info.modified_at);
         if let Some(c) = &self.if_match {
@@ -180,6 +187,17 @@ fn resolve_range(range: Option<&s3s::dto::Range>, size: u64) -> S3Result<Option<
         None => Ok(None),
         Some(r) => Ok(Some(r.check(size)?)),
     }
+}
+
+/// The bytes of part `n` (`partNumber`), which S3 serves without a Range.
+fn one_part(info: &ObjectInfo, n: i32, range: Option<&s3s::dto::Range>) -> S3Result<Range<u64>> {
+    if range.is_some() {
+        return Err(s3(
+            S3ErrorCode::InvalidRequest,
+            "cannot specify both Range header and partNumber query parameter",
+        ));
+    }
+    Ok(super::multipart::part_range(info, n)?.0)
 }
 
 fn content_range(r: &Range<u64>, size: u64) -> String {
@@ -357,13 +375,17 @@ impl S3Api {
         };
         // A range or a condition needs the object's size and ETag first;
         // a plain GET goes straight to the engine (one lookup).
-        let (name, range) = if input.range.is_some() || !conditions.is_empty() {
+        let part = input.part_number;
+        let (name, range) = if input.range.is_some() || !conditions.is_empty() || part.is_some() {
             let (name, info) = self
                 .lookup("GetObject", bucket, &target)
                 .await?
                 .ok_or_else(no_such_key)?;
             conditions.check(&info, S3ErrorCode::NotModified)?;
-            (name, resolve_range(input.range.as_ref(), info.size)?)
+            match part {
+                Some(n) => (name, Some(one_part(&info, n, input.range.as_ref())?)),
+                None => (name, resolve_range(input.range.as_ref(), info.size)?),
+            }
         } else {
             (target.name.clone(), None)
         };
@@ -401,10 +423,11 @@ impl S3Api {
             content_length: Some(length as i64),
             content_range: range.as_ref().map(|r| content_range(r, info.size)),
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(&info.checksum)),
+            e_tag: Some(etag_of(&info)),
             last_modified: Some(timestamp(info.modified_at)),
             content_type: info.meta.content_type.clone(),
             metadata: metadata_of(&info.meta),
+            parts_count: super::multipart::parts_count(&info),
             ..Default::default()
         }))
     }
@@ -426,17 +449,21 @@ impl S3Api {
             if_unmodified_since: input.if_unmodified_since,
         };
         conditions.check(&info, S3ErrorCode::NotModified)?;
-        let range = resolve_range(input.range.as_ref(), info.size)?;
+        let range = match input.part_number {
+            Some(n) => Some(one_part(&info, n, input.range.as_ref())?),
+            None => resolve_range(input.range.as_ref(), info.size)?,
+        };
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(
                 range.as_ref().map(|r| r.end - r.start).unwrap_or(info.size) as i64
             ),
             content_range: range.as_ref().map(|r| content_range(r, info.size)),
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(&info.checksum)),
+            e_tag: Some(etag_of(&info)),
             last_modified: Some(timestamp(info.modified_at)),
             content_type: info.meta.content_type.clone(),
             metadata: metadata_of(&info.meta),
+            parts_count: super::multipart::parts_count(&info),
             ..Default::default()
         }))
     }
@@ -587,6 +614,7 @@ mod tests {
             modified_at,
             checksum: checksum.into(),
             meta: ObjectMeta::default(),
+            parts: Vec::new(),
         }
     }
 
