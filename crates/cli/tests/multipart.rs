@@ -177,6 +177,7 @@ got, kw, pages = [], {}, 0
 while True:
     page = s3.list_multipart_uploads(Bucket=B, Prefix=P + "up/", MaxUploads=2, **kw)
     pages += 1
+    assert pages <= 5, (pages, got)
     got += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
     if not page["IsTruncated"]:
         break

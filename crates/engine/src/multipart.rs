@@ -319,6 +319,40 @@ impl Engine {
         }
     }
 
+    /// With `verify --deep`: the parts an object's manifest names, each
+    /// indexed at the version and size it records (a part missing or
+    /// written again makes the object unreadable).
+    pub(crate) async fn check_manifest(
+        &self,
+        placement: &PlacementRow,
+        row: &ObjectRow,
+        dek: &DataKey,
+    ) -> Result<Vec<crate::verify::Problem>> {
+        let Ok(Some(manifest)) = self.manifest_of(row, dek) else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for p in &manifest.parts {
+            let Ok(name) = manifest.part_name(p.n).parse::<ObjectKey>() else {
+                continue;
+            };
+            let lookup = self.tokens.lookup(&row.token, &name);
+            let part = self.catalog.get_object(&row.token, &lookup).await?;
+            if part.is_some_and(|r| r.version == p.version && r.size as u64 == p.size) {
+                continue;
+            }
+            found.push(crate::verify::Problem {
+                kind: "manifest".into(),
+                region: placement.regions.first().cloned().unwrap_or_default(),
+                subject: row.token.clone(),
+                category: row.category.clone(),
+                blob: row.blob_id.clone(),
+                detail: format!("part {} is missing or was written again", p.n),
+            });
+        }
+        Ok(found)
+    }
+
     /// Sweeps an upload's staged objects (see the module's documentation).
     /// Returns when to look again, if a manifest still names the upload.
     pub(crate) async fn sweep_upload(&self, row: &GarbageRow, upload: &str) -> Result<Option<i64>> {

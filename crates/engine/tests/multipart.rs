@@ -290,6 +290,9 @@ async fn a_delete_releases_every_part_and_a_replaced_part_fails_the_read() {
             .await
             .is_err()
     );
+    let report = engine.verify_deep(false).await.unwrap();
+    let kinds: Vec<&str> = report.problems.iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["manifest"], "{:#?}", report.problems);
     assert!(engine.delete(&sid(SUBJECT), &key(NAME)).await.unwrap());
     collect(&engine).await;
     let tok = token(&engine, SUBJECT);

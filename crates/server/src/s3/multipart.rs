@@ -324,6 +324,8 @@ impl S3Api {
             inner: reader,
             md5: md5.clone(),
         };
+        let tag = Arc::new(Mutex::new(None::<String>));
+        let sealed = tag.clone();
         let engine = self.engine.clone();
         let task = tokio::spawn(domicile_engine::actor::inherit(async move {
             engine
@@ -334,29 +336,29 @@ impl S3Api {
                     &ObjectMeta::default(),
                     reader,
                     move |meta, _| {
-                        let digest = md5
-                            .lock()
-                            .map(|m| hex::encode(m.clone().finalize()))
-                            .unwrap_or_default();
-                        meta.etag = Some(digest);
+                        let digest = md5.lock().map(|m| hex::encode(m.clone().finalize())).ok();
+                        if let Ok(mut t) = sealed.lock() {
+                            t.clone_from(&digest);
+                        }
+                        meta.etag = digest;
                     },
                 )
                 .await
-                .map(|r| (r, part))
         }));
         let result = task
             .await
             .map_err(|e| internal(op, &format!("write task: {e}")))?;
         match result {
-            Ok((receipt, part)) => {
+            Ok(receipt) => {
                 for region in &receipt.regions {
                     self.metrics.bytes_in(op, region, receipt.size);
                 }
-                let info = self
-                    .info(op, &part)
-                    .await?
-                    .ok_or_else(|| internal(op, &"a stored part is gone"))?;
-                Ok((receipt, part_etag(&info)))
+                let tag = tag
+                    .lock()
+                    .ok()
+                    .and_then(|t| t.clone())
+                    .ok_or_else(|| internal(op, &"a part's MD5 was not computed"))?;
+                Ok((receipt, tag))
             }
             Err(e) => match progress.and_then(|p| p.fault()) {
                 Some(fault) => Err(fault.to_s3()),

@@ -564,7 +564,12 @@ impl S3Api {
         let meta = if replace {
             meta_of(input.content_type, input.metadata)?
         } else {
-            info.meta.clone()
+            // The source's ETag is a digest of its bytes as stored (of its
+            // parts, for an object of parts): the copy's is its own.
+            ObjectMeta {
+                etag: None,
+                ..info.meta.clone()
+            }
         };
         let (_, stream) = self
             .engine
