@@ -358,6 +358,10 @@ pub struct ServeArgs {
     /// readable (reads in flight finish) before they are collected.
     #[arg(long, env = "DOMICILE_GC_GRACE", default_value_t = 300.0)]
     pub gc_grace: f64,
+    /// Seconds a multipart upload may stay incomplete before the
+    /// collection passes delete its parts (default 7 days).
+    #[arg(long, env = "DOMICILE_MULTIPART_EXPIRY", default_value_t = 604_800.0)]
+    pub multipart_expiry: f64,
     /// PEM certificate chain (leaf first) served on both listeners;
     /// with --tls-key. Reloaded on SIGHUP and when the file changes.
     #[arg(long, requires = "tls_key")]

@@ -219,6 +219,13 @@ pub async fn run(config: &Path, args: ServeArgs) -> Result<u8> {
     let options = options(&args, &config.server)?;
     let gc_grace = gc_grace(args.gc_grace)?;
     let checkpoints = checkpoints(&args)?;
+    if !(args.multipart_expiry.is_finite()
+        && (1.0..=3_650.0 * 86_400.0).contains(&args.multipart_expiry))
+    {
+        return Err(
+            BadInput("--multipart-expiry must be between 1 and 315360000 seconds".into()).into(),
+        );
+    }
     let secrets = Secrets::load(config.secrets_file.as_deref())?;
     // Refused before anything is bound: the S3 API never runs
     // unauthenticated, and a declared credential or token has its secret.
@@ -251,6 +258,7 @@ pub async fn run(config: &Path, args: ServeArgs) -> Result<u8> {
             max_object_size: options.max_object_size,
             gc: GcOptions {
                 grace: gc_grace,
+                upload_expiry: Duration::from_secs_f64(args.multipart_expiry),
                 ..GcOptions::default()
             },
             ..EngineOptions::default()

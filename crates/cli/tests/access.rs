@@ -296,6 +296,9 @@ fn stored_names(d: &Deployment, subject: &str) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|o| o["name"].as_str().unwrap().to_string())
+        // Multipart parts (staged, or making up a completed object) are
+        // stored objects too; this listing is about the objects' names.
+        .filter(|n| !n.contains(".domicile-mpu/"))
         .collect();
     names.sort();
     names

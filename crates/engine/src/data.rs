@@ -32,6 +32,7 @@ use crate::clock::now_millis;
 use crate::engine::Acting;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::multipart::StoredMeta;
 
 /// An object's metadata: its ETag, its HTTP system metadata and its user
 /// metadata. Stored encrypted (sealed under the data key with the name):
@@ -94,6 +95,10 @@ pub struct ObjectInfo {
     /// BLAKE3 of the stored (encrypted) bytes.
     pub checksum: String,
     pub meta: ObjectMeta,
+    /// A composed object's part sizes, in order (see [`crate::multipart`]);
+    /// empty for an object of one blob.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<u64>,
 }
 
 impl ObjectInfo {
@@ -173,9 +178,68 @@ impl Engine {
         category: &Category,
         name: &ObjectKey,
         meta: &ObjectMeta,
-        mut body: R,
+        body: R,
         condition: &Precondition,
     ) -> Result<PutReceipt> {
+        let meta = meta.clone();
+        self.put_stored(subject, category, name, body, condition, move |_, md5| {
+            Ok(StoredMeta::plain(ObjectMeta {
+                etag: Some(md5),
+                ..meta
+            }))
+        })
+        .await
+    }
+
+    /// [`Engine::put`], with the metadata completed once the whole body is
+    /// read (`finish` gets the metadata, its ETag already the body's MD5,
+    /// and the body's size): for what else is computed while streaming.
+    pub async fn put_with<R, F>(
+        &self,
+        subject: &SubjectId,
+        category: &Category,
+        name: &ObjectKey,
+        meta: &ObjectMeta,
+        body: R,
+        finish: F,
+    ) -> Result<PutReceipt>
+    where
+        R: AsyncRead + Unpin + Send,
+        F: FnOnce(&mut ObjectMeta, u64) + Send,
+    {
+        let mut meta = meta.clone();
+        self.put_stored(
+            subject,
+            category,
+            name,
+            body,
+            &Precondition::Any,
+            move |size, md5| {
+                meta.etag = Some(md5);
+                finish(&mut meta, size);
+                Ok(StoredMeta::plain(meta))
+            },
+        )
+        .await
+    }
+
+    /// Stores an object whose sealed metadata `stored` gives once the body
+    /// is written (from the body's size and the hex MD5 of its plaintext),
+    /// under `condition` as for [`Engine::put_if`]. An object it replaces that was composed of parts has
+    /// them released (see [`crate::multipart`]).
+    pub(crate) async fn put_stored<R, F>(
+        &self,
+        subject: &SubjectId,
+        category: &Category,
+        name: &ObjectKey,
+        mut body: R,
+        condition: &Precondition,
+        stored: F,
+    ) -> Result<PutReceipt>
+    where
+        R: AsyncRead + Unpin + Send,
+        F: FnOnce(u64, String) -> Result<StoredMeta> + Send,
+    {
         let (token, home) = self.registered(subject).await?;
         let lookup = self.tokens.lookup(&token, name);
         // A name lives in one category; refuse a clash before anything is
@@ -194,6 +258,9 @@ impl Engine {
             .await?;
         let (acting, placement) = self.placement_under_policy(&token, home, category).await?;
         let dek = self.data_key(&placement).await?;
+        if let Some(existing) = &existing {
+            self.release_parts_of(existing, &placement, &dek).await?;
+        }
         let path = BlobPath::new_random(&token, category.as_str())?;
         let regions = self.region_stores(&placement.regions)?;
         // The intent first: if this process dies between writing the blob
@@ -216,9 +283,18 @@ impl Engine {
                 return Err(e);
             }
         };
-        let meta = ObjectMeta {
-            etag: Some(md5),
-            ..meta.clone()
+        let meta = match stored(written.plain_size, md5) {
+            Ok(m) => m,
+            Err(e) => {
+                self.queue_blob(
+                    &token,
+                    category.as_str(),
+                    path.blob_id(),
+                    &placement.regions,
+                )
+                .await;
+                return Err(e);
+            }
         };
         let target = Target {
             token: &token,
@@ -333,7 +409,7 @@ impl Engine {
             meta,
             condition,
         } = target;
-        let etag = meta.etag.clone().unwrap_or_default();
+        let etag = meta.meta.etag.clone().unwrap_or_default();
         let lookup = self.tokens.lookup(token, name);
         let meta_json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
         // A placement re-keyed while this write was in flight makes it
@@ -687,17 +763,21 @@ impl Engine {
     pub(crate) fn info(&self, row: &ObjectRow, dek: &DataKey) -> Result<ObjectInfo> {
         let name =
             domicile_store::crypto::open_value(dek, &name_context(&row.lookup), &row.name_enc)?;
-        let meta =
-            domicile_store::crypto::open_value(dek, &meta_context(&row.lookup), &row.meta_enc)?;
+        let stored = self.stored_meta(row, dek)?;
+        let (size, parts) = match &stored.manifest {
+            Some(m) if row.size == 0 => (m.size(), m.parts.iter().map(|p| p.size).collect()),
+            _ => (row.size as u64, Vec::new()),
+        };
         Ok(ObjectInfo {
             name: String::from_utf8(name)
                 .map_err(|_| Error::Internal("stored name is not UTF-8".into()))?,
             category: row.category.clone(),
-            size: row.size as u64,
+            size,
             version: row.version,
             modified_at: row.modified_at,
             checksum: row.checksum.clone(),
-            meta: serde_json::from_slice(&meta).unwrap_or_default(),
+            meta: stored.meta,
+            parts,
         })
     }
 
@@ -752,34 +832,36 @@ impl Engine {
                 )));
             }
         }
-        let path = BlobPath::new(&token, &row.category, &row.blob_id)?;
-        let key = self.options.encrypt.then_some(&dek);
-        let mut last_err = None;
-        for region in &placement.regions {
-            let store = self.region(region)?;
-            match domicile_store::read_blob(store, &path, key, info.size, range.clone()).await {
-                // The first piece proves the copy opens (a corrupt or truncated
-                // first batch fails here, while another copy can still serve).
-                Ok(mut stream) => match stream.next().await {
-                    Some(Err(e)) => {
-                        tracing::warn!(region = %region, error = %e, "copy unreadable; trying the next");
-                        last_err = Some(e);
-                    }
-                    Some(Ok(piece)) => {
-                        let stream = futures::stream::iter([Ok(piece)]).chain(stream).boxed();
-                        return Ok((info, stream));
-                    }
-                    None => return Ok((info, futures::stream::empty().boxed())),
-                },
-                Err(e) => {
-                    tracing::warn!(region = %region, error = %e, "copy unreadable; trying the next");
-                    last_err = Some(e);
-                }
-            }
+        if let Some(manifest) = self.manifest_of(&row, &dek)? {
+            let stream = self
+                .read_manifest(&placement, &dek, &manifest, range)
+                .await?;
+            return Ok((info, stream));
         }
-        Err(last_err
-            .map(Error::from)
-            .unwrap_or_else(|| Error::Internal("placement has no regions".into())))
+        let path = BlobPath::new(&token, &row.category, &row.blob_id)?;
+        let stream = self
+            .open_copy(&placement.regions, &path, &dek, info.size, range)
+            .await?;
+        Ok((info, stream))
+    }
+
+    /// Opens a blob of `plain_len` bytes (or a range of it) from the first
+    /// of `regions` whose copy answers.
+    pub(crate) async fn open_copy(
+        &self,
+        regions: &[String],
+        path: &BlobPath,
+        dek: &DataKey,
+        plain_len: u64,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes, domicile_store::Error>>, domicile_store::Error>
+    {
+        let stores: Vec<(String, domicile_store::RegionStore)> = regions
+            .iter()
+            .filter_map(|r| Some((r.clone(), self.regions.get(r)?.clone())))
+            .collect();
+        let key = self.options.encrypt.then_some(dek);
+        open_first_copy(&stores, path, key, plain_len, range).await
     }
 
     /// Every object of a subject, sorted by name.
@@ -844,28 +926,48 @@ impl Engine {
         let (token, _) = self.registered(subject).await?;
         let lookup = self.tokens.lookup(&token, name);
         let row = self.catalog.get_object(&token, &lookup).await?;
-        let mut expect = self.expectation(&token, row.as_ref(), condition).await?;
+        let expect = self.expectation(&token, row.as_ref(), condition).await?;
         let Some(row) = row else {
             return Ok(false);
         };
         let category: Category = row.category.parse()?;
+        self.delete_lookup(&token, &category, &lookup, condition, expect)
+            .await
+    }
+
+    /// Deletes the object of `lookup` in a subject's `category`. An object
+    /// composed of parts has them released (see [`crate::multipart`]).
+    pub(crate) async fn delete_lookup(
+        &self,
+        token: &str,
+        category: &Category,
+        lookup: &str,
+        condition: &Precondition,
+        mut expect: Expect,
+    ) -> Result<bool> {
         let mut acting = self.acting();
+        let mut released = false;
         for _ in 0..MAX_RECOMMITS {
-            let Some(p) = self.placement_for_delete(&token, &category).await? else {
+            let Some(p) = self.placement_for_delete(token, category).await? else {
                 return Ok(false);
             };
-            let fence = Engine::fence(&token, category.as_str(), p.epoch, acting.version);
+            if !released {
+                if let Some(row) = self.catalog.get_object(token, lookup).await? {
+                    self.release_parts_of(&row, &p, &self.data_key(&p).await?)
+                        .await?;
+                }
+                released = true;
+            }
+            let fence = Engine::fence(token, category.as_str(), p.epoch, acting.version);
             let deleted = match self
                 .catalog
-                .delete_object_if(&fence, &lookup, self.replaced_due(), &expect)
+                .delete_object_if(&fence, lookup, self.replaced_due(), &expect)
                 .await
             {
                 Err(domicile_catalog::Error::PreconditionFailed { reason }) => {
                     // As for a write: a re-keying move is no change.
-                    let current = self.catalog.get_object(&token, &lookup).await?;
-                    let next = self
-                        .expectation(&token, current.as_ref(), condition)
-                        .await?;
+                    let current = self.catalog.get_object(token, lookup).await?;
+                    let next = self.expectation(token, current.as_ref(), condition).await?;
                     if next == expect || matches!(next, Expect::Absent) {
                         return Err(Error::PreconditionFailed(reason));
                     }
@@ -890,6 +992,41 @@ impl Engine {
     }
 }
 
+/// Opens a blob from the first of `stores` whose copy answers. The first
+/// piece proves the copy opens (a corrupt or truncated first batch fails
+/// here, while another copy can still serve).
+pub(crate) async fn open_first_copy(
+    stores: &[(String, domicile_store::RegionStore)],
+    path: &BlobPath,
+    key: Option<&DataKey>,
+    plain_len: u64,
+    range: Option<Range<u64>>,
+) -> Result<BoxStream<'static, Result<Bytes, domicile_store::Error>>, domicile_store::Error> {
+    let mut last_err = None;
+    for (region, store) in stores {
+        match domicile_store::read_blob(store, path, key, plain_len, range.clone()).await {
+            Ok(mut stream) => match stream.next().await {
+                Some(Err(e)) => {
+                    tracing::warn!(region = %region, error = %e, "copy unreadable; trying the next");
+                    last_err = Some(e);
+                }
+                Some(Ok(piece)) => {
+                    return Ok(futures::stream::iter([Ok(piece)]).chain(stream).boxed());
+                }
+                None => return Ok(futures::stream::empty().boxed()),
+            },
+            Err(e) => {
+                tracing::warn!(region = %region, error = %e, "copy unreadable; trying the next");
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| domicile_store::Error::NotFound {
+        region: String::new(),
+        path: path.to_string(),
+    }))
+}
+
 /// A garbage row for a blob in `regions`, due for collection at `due`.
 pub(crate) fn garbage_row(
     token: &str,
@@ -907,7 +1044,7 @@ struct Target<'a> {
     home: Jurisdiction,
     category: &'a Category,
     name: &'a ObjectKey,
-    meta: &'a ObjectMeta,
+    meta: &'a StoredMeta,
     condition: &'a Precondition,
 }
 

@@ -16,6 +16,9 @@
 //! - [`data`]: put, get, head, list and delete, with epoch fencing; the
 //!   MD5 ETag computed while a body streams; conditional puts and deletes
 //!   ([`Precondition`]) decided in the catalog's commit.
+//! - [`multipart`]: objects composed of staged parts (multipart uploads),
+//!   completed by a manifest in their sealed metadata, never copied again;
+//!   the sweep of expired uploads and of released parts.
 //! - [`gc`]: deletion of blobs no index row points at, in bounded
 //!   background passes, after a grace period for reads in flight.
 //! - [`migrate`]: online migration jobs: units under leases; copy, verify,
@@ -45,6 +48,7 @@ pub mod error;
 pub mod evidence;
 pub mod gc;
 pub mod migrate;
+pub mod multipart;
 pub mod placement;
 pub mod policy;
 pub mod reports;
@@ -59,6 +63,7 @@ pub use engine::{Acting, Engine, EngineOptions, Health};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};
 pub use migrate::{MigrateOptions, MigrationStatus, WorkerState, WorkerStatus};
+pub use multipart::{Manifest, ManifestPart, UPLOAD_DIR};
 pub use policy::PolicyVersion;
 pub use rotate::{RotateOptions, RotationReport};
 pub use secrets::{RestToken, S3Credential, Secrets};

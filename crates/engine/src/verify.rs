@@ -25,7 +25,9 @@ pub struct Problem {
     /// `custodian` (a custodian's key is missing, not the one recorded, or cannot be
     /// reached: the custodian's id stands in `region`), and with `--deep`
     /// `undecryptable` (the object's data key does not unwrap, a copy does not
-    /// decrypt and authenticate, or its sealed name or metadata do not open).
+    /// decrypt and authenticate, or its sealed name or metadata do not open)
+    /// and `manifest` (an object of parts names a part that is missing or
+    /// was written again).
     pub kind: String,
     pub region: String,
     pub subject: String,
@@ -193,6 +195,7 @@ impl Engine {
                 format!("sealed name or metadata does not open: {e}"),
             ));
         }
+        found.extend(self.check_manifest(p, o, &dek).await?);
         let path = BlobPath::new(&o.token, &o.category, &o.blob_id)?;
         let key = self.options.encrypt.then_some(&dek);
         for region in &p.regions {

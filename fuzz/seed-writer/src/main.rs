@@ -87,6 +87,7 @@ fn sealed() {
     let meta = serde_json::to_vec(&ObjectMeta {
         content_type: Some("text/plain".into()),
         user: [("colour".to_string(), "blue".to_string())].into(),
+        ..ObjectMeta::default()
     })
     .unwrap();
     let cases: [(u8, Vec<u8>, &[u8]); 4] = [

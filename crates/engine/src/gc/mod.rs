@@ -227,6 +227,9 @@ impl Engine {
     /// Deletes one row's blob from each of its regions that is not backed
     /// off from, and finishes the row or says when to take it next.
     async fn collect_row(&self, row: &GarbageRow, started: Instant) -> Result<Outcome> {
+        if let Some(upload) = crate::multipart::swept_upload(&row.blob_id) {
+            return self.sweep_row(row, upload, started).await;
+        }
         let opts = &self.options.gc;
         let path = BlobPath::new(&row.token, &row.category, &row.blob_id)?;
         let mut left = Vec::new();
@@ -308,6 +311,40 @@ impl Engine {
     /// were all cleaned is finished; a row naming a region that failed
     /// stays queued for the background pass, and the first failure is
     /// returned. Returns how many objects were deleted.
+    /// A multipart upload's sweep row (see [`crate::multipart`]): done, put
+    /// off while a manifest names the upload, or retried after a failure.
+    async fn sweep_row(&self, row: &GarbageRow, upload: &str, started: Instant) -> Result<Outcome> {
+        let opts = &self.options.gc;
+        if started.elapsed() >= opts.pass_time {
+            return Ok(Outcome::Untried);
+        }
+        let (next_try, failed) = match self.sweep_upload(row, upload).await {
+            Ok(None) => {
+                match self.catalog.finish_garbage(row.id, None).await {
+                    Ok(()) | Err(domicile_catalog::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(Outcome::Finished { copies: 0 });
+            }
+            Ok(Some(next_try)) => (next_try, false),
+            Err(e) => {
+                tracing::debug!(error = %e, "a multipart upload's sweep failed; retried later");
+                let attempts = u32::try_from(row.attempts.max(0)).unwrap_or(u32::MAX);
+                let wait = doubled(opts.retry_base, attempts, opts.retry_max);
+                (now_millis() + millis(wait), true)
+            }
+        };
+        Ok(Outcome::Retry {
+            retry: GarbageRetry {
+                id: row.id,
+                regions: row.regions.clone(),
+                next_try,
+                failed,
+            },
+            copies: 0,
+        })
+    }
+
     pub(crate) async fn purge_erased(&self, token: &str, rows: &[GarbageRow]) -> Result<u64> {
         // Whatever else the subject's prefix holds goes too: staging files
         // of writes killed mid-way (the subject's ciphertext, shredded but

@@ -33,6 +33,9 @@ pub struct GcOptions {
     pub region_backoff: Duration,
     /// The longest backoff from a region.
     pub region_backoff_max: Duration,
+    /// How long a multipart upload may stay incomplete before its staged
+    /// parts are collected (`serve --multipart-expiry`, 7 days).
+    pub upload_expiry: Duration,
 }
 
 impl Default for GcOptions {
@@ -47,6 +50,7 @@ impl Default for GcOptions {
             region_failures: 3,
             region_backoff: Duration::from_secs(10),
             region_backoff_max: Duration::from_secs(600),
+            upload_expiry: Duration::from_secs(7 * 86_400),
         }
     }
 }

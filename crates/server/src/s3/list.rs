@@ -42,7 +42,7 @@ use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 use super::S3Api;
 use super::error::{from_engine, s3};
 use super::keys::{UPLOAD_PREFIX, legacy_owner};
-use super::object::{etag, timestamp};
+use super::object::{etag_of, timestamp};
 
 /// Largest page, as in S3.
 const MAX_KEYS: i32 = 1000;
@@ -176,6 +176,39 @@ fn listed_key(
 }
 
 impl S3Api {
+    /// The subjects whose keys in `bucket` may start with `prefix`, in key
+    /// order: the one subject a prefix lies within, else every subject
+    /// with data whose key prefix does.
+    pub(crate) async fn listed_subjects(
+        &self,
+        op: &'static str,
+        bucket: &Bucket,
+        prefix: &str,
+    ) -> S3Result<Vec<SubjectId>> {
+        Ok(match single_subject(bucket, prefix) {
+            Some(id) => vec![id],
+            None => {
+                let fixed = bucket.fixed_prefix();
+                if !(prefix.starts_with(fixed) || fixed.starts_with(prefix)) {
+                    return Ok(Vec::new());
+                }
+                let mut ids: Vec<(String, SubjectId)> = self
+                    .engine
+                    .subjects_with_objects()
+                    .await
+                    .map_err(|e| from_engine(op, e))?
+                    .into_iter()
+                    .map(|id| (bucket.subject_prefix(&id), id))
+                    .filter(|(p, _)| p.starts_with(prefix))
+                    .collect();
+                // Every key of a subject starts with its prefix, and no
+                // prefix is a prefix of another: prefix order is key order.
+                ids.sort();
+                ids.into_iter().map(|(_, id)| id).collect()
+            }
+        })
+    }
+
     /// One page of the keys of a bucket.
     pub(crate) async fn list_page(
         &self,
@@ -187,28 +220,7 @@ impl S3Api {
         if q.max_keys == 0 {
             return Ok(c.finish());
         }
-        let subjects = match single_subject(bucket, &q.prefix) {
-            Some(id) => vec![id],
-            None => {
-                let fixed = bucket.fixed_prefix();
-                if !(q.prefix.starts_with(fixed) || fixed.starts_with(q.prefix.as_str())) {
-                    return Ok(c.finish());
-                }
-                let mut ids: Vec<(String, SubjectId)> = self
-                    .engine
-                    .subjects_with_objects()
-                    .await
-                    .map_err(|e| from_engine(op, e))?
-                    .into_iter()
-                    .map(|id| (bucket.subject_prefix(&id), id))
-                    .filter(|(p, _)| p.starts_with(&q.prefix))
-                    .collect();
-                // Every key of a subject starts with its prefix, and no
-                // prefix is a prefix of another: prefix order is key order.
-                ids.sort();
-                ids.into_iter().map(|(_, id)| id).collect()
-            }
-        };
+        let subjects = self.listed_subjects(op, bucket, &q.prefix).await?;
         for id in subjects {
             let sp = bucket.subject_prefix(&id);
             if let Some(after) = &q.after
@@ -392,7 +404,7 @@ fn objects(page: &Page, enc: &dyn Fn(&str) -> String, with_owner: bool) -> Vec<O
             key: Some(enc(key)),
             owner: with_owner.then(owner),
             size: Some(info.size as i64),
-            e_tag: Some(etag(info.etag())),
+            e_tag: Some(etag_of(info)),
             last_modified: Some(timestamp(info.modified_at)),
             storage_class: Some(ObjectStorageClass::from_static(
                 ObjectStorageClass::STANDARD,
@@ -429,6 +441,7 @@ mod tests {
             modified_at: 0,
             checksum: "c".into(),
             meta: ObjectMeta::default(),
+            parts: Vec::new(),
         }
     }
 

@@ -366,4 +366,16 @@ impl S3 for S3Api {
         self.observe("ListParts", actor_of(&req), self.list_upload_parts(req))
             .await
     }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        self.observe(
+            "ListMultipartUploads",
+            actor_of(&req),
+            self.list_uploads(req),
+        )
+        .await
+    }
 }

@@ -1,40 +1,56 @@
 //! Multipart uploads, staged as hidden objects of the upload's own subject
 //! and category, in its bucket's namespace: `{bucket}/.domicile-mpu/{upload}/upload`
-//! holds the final object's stored name and metadata,
-//! `{bucket}/.domicile-mpu/{upload}/{part:05}` each part. Another bucket's
-//! requests therefore never see or touch an upload or its parts. Every staged
-//! byte is therefore encrypted under the subject's data key and sits only
-//! in regions the policy allows for it, like any other object of that
-//! subject and category. Completion streams the parts in order through one
-//! engine write of the final name (a new blob), then deletes them.
+//! is the upload's marker (the final object's stored name and metadata,
+//! sealed in the marker's own metadata), `{bucket}/.domicile-mpu/{upload}/{part:05}`
+//! each part. Another bucket's requests therefore never see or touch an
+//! upload or its parts. Every staged byte is encrypted under the subject's
+//! data key and sits only in regions the policy allows for it, like any
+//! other object of that subject and category.
+//!
+//! A part sent again replaces the earlier one (its blob becomes garbage).
+//! Each part's ETag is the MD5 of its bytes, computed while it streams and
+//! sealed with its metadata; the object's is S3's: the MD5 of the parts'
+//! binary MD5s, in hex, with `-N` for N parts.
+//!
+//! Completion copies nothing: the engine commits the final name as a
+//! manifest of the parts, which stay where they are
+//! ([`domicile_engine::multipart`]); the marker and the parts not named
+//! are deleted. Abandoned uploads expire in the engine's collection passes.
+//! GET and HEAD with `partNumber` serve one part's bytes, and both give
+//! `x-amz-mp-parts-count` for an object of parts.
 //!
 //! The state is in the engine, not in this process: an upload survives a
 //! restart, and any server sharing the catalog can take its next part.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use domicile_core::bucket::{Bucket, MappedKey};
 use domicile_core::ids::{ObjectKey, SubjectId};
-use domicile_engine::{Engine, ObjectInfo, ObjectMeta};
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
+use domicile_engine::{Manifest, ManifestPart, ObjectInfo, ObjectMeta, PutReceipt};
 use futures::{StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::S3Api;
-use super::body;
+use super::body::{self, Progress};
 use super::error::{from_engine, internal, s3};
 use super::keys::UPLOAD_PREFIX;
-use super::object::{Conditions, copy_source, etag, meta_of, no_such_key, timestamp};
+use super::object::{Conditions, copy_source, meta_of, no_such_key, timestamp};
 
 /// S3's bounds on parts.
 const MAX_PARTS: i32 = 10_000;
 const MIN_PART_SIZE: u64 = 5 << 20;
+/// Where a marker keeps what it holds, in its own sealed metadata.
+const MARKER_FIELD: &str = "domicile-upload";
 
 /// What the upload's marker object holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,11 +69,7 @@ fn no_such_upload() -> S3Error {
 
 /// Upload ids are 32 hex digits; anything else names no upload.
 fn check_upload_id(id: &str) -> S3Result<()> {
-    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err(no_such_upload())
-    }
+    domicile_engine::multipart::check_upload_id(id).map_err(|_| no_such_upload())
 }
 
 /// Where an upload stages `what`, in its bucket's namespace.
@@ -98,19 +110,81 @@ fn check_part_number(n: i32) -> S3Result<()> {
     }
 }
 
-/// A staged part's plaintext, as one piece of the assembled object.
-fn open_part(
-    engine: Arc<Engine>,
-    subject: SubjectId,
-    name: ObjectKey,
-) -> BoxFuture<'static, std::io::Result<BoxStream<'static, std::io::Result<Bytes>>>> {
-    Box::pin(async move {
-        let (_, stream) = engine
-            .get(&subject, &name, None)
-            .await
-            .map_err(std::io::Error::other)?;
-        Ok(stream.map(|r| r.map_err(std::io::Error::other)).boxed())
-    })
+/// A staged part's ETag: the MD5 of its bytes (the BLAKE3 of its stored
+/// bytes for a part staged before MD5s were kept).
+fn part_etag(info: &ObjectInfo) -> String {
+    info.meta
+        .etag
+        .clone()
+        .unwrap_or_else(|| info.checksum.clone())
+}
+
+/// S3's ETag of an object of parts: the MD5 of the parts' binary MD5s,
+/// hex, `-` and the number of parts. None if a part has no MD5.
+pub(crate) fn multipart_etag<'a>(part_md5s: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut outer = Md5::new();
+    let mut n = 0;
+    for t in part_md5s {
+        let bin = hex::decode(t).ok().filter(|b| b.len() == 16)?;
+        outer.update(&bin);
+        n += 1;
+    }
+    Some(format!("{}-{n}", hex::encode(outer.finalize())))
+}
+
+/// The byte range of part `n` of an object, and the number of its parts
+/// (none for an object of one blob, which is its own part 1, as in S3).
+pub(crate) fn part_range(info: &ObjectInfo, n: i32) -> S3Result<(Range<u64>, Option<i32>)> {
+    let invalid = || {
+        let mut e = s3(
+            S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "the requested partnumber is not satisfiable",
+        );
+        e.set_status_code(hyper::StatusCode::RANGE_NOT_SATISFIABLE);
+        e
+    };
+    if info.parts.is_empty() {
+        return if n == 1 {
+            Ok((0..info.size, None))
+        } else {
+            Err(invalid())
+        };
+    }
+    let index = usize::try_from(n)
+        .ok()
+        .filter(|&i| (1..=info.parts.len()).contains(&i))
+        .ok_or_else(invalid)?;
+    let start: u64 = info.parts[..index - 1].iter().sum();
+    Ok((start..start + info.parts[index - 1], parts_count(info)))
+}
+
+/// `x-amz-mp-parts-count` of an object: its number of parts, if it has
+/// them.
+pub(crate) fn parts_count(info: &ObjectInfo) -> Option<i32> {
+    (!info.parts.is_empty()).then(|| i32::try_from(info.parts.len()).unwrap_or(i32::MAX))
+}
+
+/// A reader that hashes what passes through it (MD5), for a part's ETag.
+struct Hashing<R> {
+    inner: R,
+    md5: Arc<Mutex<Md5>>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Hashing<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled
+            && let Ok(mut md5) = self.md5.lock()
+        {
+            md5.update(&buf.filled()[before..]);
+        }
+        polled
+    }
 }
 
 impl S3Api {
@@ -123,19 +197,28 @@ impl S3Api {
         id: &str,
     ) -> S3Result<Marker> {
         check_upload_id(id)?;
-        let (_, stream) = match self
-            .engine
-            .get(&target.subject, &marker_name(bucket, id)?, None)
-            .await
-        {
-            Ok(found) => found,
-            Err(domicile_engine::Error::NotFound(_)) => return Err(no_such_upload()),
+        let name = marker_name(bucket, id)?;
+        let info = match self.engine.head(&target.subject, &name).await {
+            Ok(info) => info,
+            Err(domicile_engine::Error::NotFound(_) | domicile_engine::Error::NotRegistered) => {
+                return Err(no_such_upload());
+            }
             Err(e) => return Err(from_engine(op, e)),
         };
-        let bytes: Vec<Bytes> = stream.try_collect().await.map_err(|e| internal(op, &e))?;
-        let marker: Marker =
-            serde_json::from_slice(&bytes.concat()).map_err(|e| internal(op, &e))?;
-        if marker.name != target.name.as_str() {
+        let marker = match info.meta.user.get(MARKER_FIELD) {
+            Some(json) => serde_json::from_str(json).map_err(|e| internal(op, &e))?,
+            // A marker from before: what it holds is its body.
+            None => {
+                let (_, stream) = self
+                    .engine
+                    .get(&target.subject, &name, None)
+                    .await
+                    .map_err(|e| from_engine(op, e))?;
+                let bytes: Vec<Bytes> = stream.try_collect().await.map_err(|e| internal(op, &e))?;
+                serde_json::from_slice::<Marker>(&bytes.concat()).map_err(|e| internal(op, &e))?
+            }
+        };
+        if marker.name != target.name.as_str() || info.category != target.category.as_str() {
             return Err(no_such_upload());
         }
         Ok(marker)
@@ -164,15 +247,19 @@ impl S3Api {
             .collect())
     }
 
-    /// Deletes whatever is staged for an upload.
+    /// Deletes whatever is staged for an upload but `keep`'s parts.
     async fn discard(
         &self,
         op: &'static str,
         bucket: &Bucket,
         target: &MappedKey,
         id: &str,
+        keep: &[i32],
     ) -> S3Result<()> {
         for n in self.parts(op, bucket, target, id).await?.into_keys() {
+            if keep.contains(&n) {
+                continue;
+            }
             self.engine
                 .delete(&target.subject, &part_name(bucket, id, n)?)
                 .await
@@ -189,27 +276,30 @@ impl S3Api {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        const OP: &str = "CreateMultipartUpload";
         let input = req.input;
         let (bucket, target) = self.target(&input.bucket, &input.key)?;
         let meta = meta_of(input.content_type, input.metadata)?;
         let id = new_upload_id()?;
-        let marker = serde_json::to_vec(&Marker {
+        let marker = serde_json::to_string(&Marker {
             name: target.name.to_string(),
             meta,
         })
-        .map_err(|e| internal("CreateMultipartUpload", &e))?;
+        .map_err(|e| internal(OP, &e))?;
         let staged_marker = MappedKey {
             name: marker_name(bucket, &id)?,
             ..target.clone()
         };
-        self.store(
-            "CreateMultipartUpload",
-            &staged_marker,
-            ObjectMeta::default(),
-            std::io::Cursor::new(marker),
-            None,
-        )
-        .await?;
+        let marker_meta = ObjectMeta {
+            user: [(MARKER_FIELD.to_string(), marker)].into(),
+            ..ObjectMeta::default()
+        };
+        self.store(OP, &staged_marker, marker_meta, tokio::io::empty(), None)
+            .await?;
+        self.engine
+            .begin_upload(&target.subject, &target.category, &id)
+            .await
+            .map_err(|e| from_engine(OP, e))?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -218,6 +308,66 @@ impl S3Api {
         }))
     }
 
+    /// Stores a part, its ETag (the MD5 of its bytes) computed on the way.
+    async fn store_part<R>(
+        &self,
+        op: &'static str,
+        part: MappedKey,
+        reader: R,
+        progress: Option<Arc<Progress>>,
+    ) -> S3Result<(PutReceipt, String)>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let md5 = Arc::new(Mutex::new(Md5::new()));
+        let reader = Hashing {
+            inner: reader,
+            md5: md5.clone(),
+        };
+        let tag = Arc::new(Mutex::new(None::<String>));
+        let sealed = tag.clone();
+        let engine = self.engine.clone();
+        let task = tokio::spawn(domicile_engine::actor::inherit(async move {
+            engine
+                .put_with(
+                    &part.subject,
+                    &part.category,
+                    &part.name,
+                    &ObjectMeta::default(),
+                    reader,
+                    move |meta, _| {
+                        let digest = md5.lock().map(|m| hex::encode(m.clone().finalize())).ok();
+                        if let Ok(mut t) = sealed.lock() {
+                            t.clone_from(&digest);
+                        }
+                        meta.etag = digest;
+                    },
+                )
+                .await
+        }));
+        let result = task
+            .await
+            .map_err(|e| internal(op, &format!("write task: {e}")))?;
+        match result {
+            Ok(receipt) => {
+                for region in &receipt.regions {
+                    self.metrics.bytes_in(op, region, receipt.size);
+                }
+                let tag = tag
+                    .lock()
+                    .ok()
+                    .and_then(|t| t.clone())
+                    .ok_or_else(|| internal(op, &"a part's MD5 was not computed"))?;
+                Ok((receipt, tag))
+            }
+            Err(e) => match progress.and_then(|p| p.fault()) {
+                Some(fault) => Err(fault.to_s3()),
+                None => Err(from_engine(op, e)),
+            },
+        }
+    }
+
+    /// UploadPart: a part sent again replaces the earlier one.
     pub(crate) async fn put_part(
         &self,
         req: S3Request<UploadPartInput>,
@@ -237,17 +387,11 @@ impl S3Api {
             name: part_name(bucket, &input.upload_id, input.part_number)?,
             ..target
         };
-        let receipt = self
-            .store(
-                "UploadPart",
-                &part,
-                ObjectMeta::default(),
-                reader,
-                Some(progress),
-            )
+        let (_, tag) = self
+            .store_part("UploadPart", part, reader, Some(progress))
             .await?;
         Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(etag(&receipt.etag)),
+            e_tag: Some(ETag::Strong(tag)),
             ..Default::default()
         }))
     }
@@ -304,12 +448,10 @@ impl S3Api {
             name: part_name(bucket, &input.upload_id, input.part_number)?,
             ..target
         };
-        let receipt = self
-            .store(OP, &part, ObjectMeta::default(), reader, None)
-            .await?;
+        let (_, tag) = self.store_part(OP, part, reader, None).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
-                e_tag: Some(etag(&receipt.etag)),
+                e_tag: Some(ETag::Strong(tag)),
                 last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
                 ..Default::default()
             }),
@@ -326,7 +468,7 @@ impl S3Api {
         self.marker("ListParts", bucket, &target, &input.upload_id)
             .await?;
         let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
-        let after = input.part_number_marker.unwrap_or(0);
+        let after = input.part_number_marker.unwrap_or(0).max(0);
         let all = self
             .parts("ListParts", bucket, &target, &input.upload_id)
             .await?;
@@ -337,7 +479,7 @@ impl S3Api {
             parts.push(Part {
                 part_number: Some(*n),
                 size: Some(info.size as i64),
-                e_tag: Some(etag(info.etag())),
+                e_tag: Some(ETag::Strong(part_etag(info))),
                 last_modified: Some(timestamp(info.modified_at)),
                 ..Default::default()
             });
@@ -348,10 +490,80 @@ impl S3Api {
             key: Some(input.key),
             upload_id: Some(input.upload_id),
             part_number_marker: input.part_number_marker,
-            next_part_number_marker: parts.last().and_then(|p| p.part_number),
+            next_part_number_marker: if truncated {
+                parts.last().and_then(|p| p.part_number)
+            } else {
+                None
+            },
             max_parts: Some(max as i32),
             is_truncated: Some(truncated),
             parts: Some(parts),
+            ..Default::default()
+        }))
+    }
+
+    /// ListMultipartUploads: the uploads in progress of a bucket, in key
+    /// order then upload id order, grouped by delimiter, a page at a time.
+    pub(crate) async fn list_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        const OP: &str = "ListMultipartUploads";
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket)?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+        let mut found: Vec<(String, String, i64)> = Vec::new();
+        for id in self.listed_subjects(OP, bucket, &prefix).await? {
+            let objects = match self.engine.list(&id).await {
+                Ok(o) => o,
+                Err(domicile_engine::Error::NotRegistered) => continue,
+                Err(e) => return Err(from_engine(OP, e)),
+            };
+            for o in objects {
+                if let Some((key, upload)) = upload_of(bucket, &id, &o) {
+                    found.push((key, upload, o.modified_at));
+                }
+            }
+        }
+        let page = UploadPage::collect(
+            found,
+            &prefix,
+            delimiter.as_deref(),
+            input.key_marker.as_deref(),
+            input.upload_id_marker.as_deref(),
+            max,
+        );
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            delimiter,
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(page.truncated),
+            next_key_marker: page.next.as_ref().map(|(k, _)| k.clone()),
+            next_upload_id_marker: page.next.and_then(|(_, u)| u),
+            uploads: Some(
+                page.uploads
+                    .into_iter()
+                    .map(|(key, upload, at)| MultipartUpload {
+                        key: Some(key),
+                        upload_id: Some(upload),
+                        initiated: Some(timestamp(at)),
+                        storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                page.prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .collect(),
+            ),
+            encoding_type: input.encoding_type,
             ..Default::default()
         }))
     }
@@ -364,14 +576,20 @@ impl S3Api {
         let (bucket, target) = self.target(&input.bucket, &input.key)?;
         self.marker("AbortMultipartUpload", bucket, &target, &input.upload_id)
             .await?;
-        self.discard("AbortMultipartUpload", bucket, &target, &input.upload_id)
-            .await?;
+        self.discard(
+            "AbortMultipartUpload",
+            bucket,
+            &target,
+            &input.upload_id,
+            &[],
+        )
+        .await?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
     /// Checks the request's part list against the staged parts, then
-    /// assembles the object while `s3s` keeps the connection alive with
-    /// whitespace (as S3 does): a large object takes a while to re-read.
+    /// commits the object as the sequence of its parts: no byte is read or
+    /// written again. The staged objects not named are deleted after.
     pub(crate) async fn complete_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
@@ -405,7 +623,7 @@ impl S3Api {
             order.push(n);
         }
         let staged = self.parts(OP, bucket, &target, &input.upload_id).await?;
-        let mut sizes = Vec::with_capacity(order.len());
+        let mut chosen: Vec<&ObjectInfo> = Vec::with_capacity(order.len());
         for (p, n) in requested.iter().zip(&order) {
             let info = staged.get(n).ok_or_else(|| {
                 s3(
@@ -414,111 +632,241 @@ impl S3Api {
                 )
             })?;
             if let Some(t) = &p.e_tag
-                && t.value() != info.etag()
+                && t.value() != part_etag(info)
             {
                 return Err(s3(
                     S3ErrorCode::InvalidPart,
                     format!("part {n}'s ETag does not match the uploaded part"),
                 ));
             }
-            sizes.push(info.size);
+            chosen.push(info);
         }
-        if sizes[..sizes.len() - 1].iter().any(|&s| s < MIN_PART_SIZE) {
+        if chosen[..chosen.len() - 1]
+            .iter()
+            .any(|i| i.size < MIN_PART_SIZE)
+        {
             return Err(s3(
                 S3ErrorCode::EntityTooSmall,
                 format!("every part but the last must be at least {MIN_PART_SIZE} bytes"),
             ));
         }
-        let total: u64 = sizes.iter().sum();
+        let total: u64 = chosen.iter().map(|i| i.size).sum();
         if total > self.max_object_size {
             return Err(body::Fault::TooLarge(self.max_object_size).to_s3());
         }
-        let final_name = ObjectKey::from_str(&marker.name).map_err(|e| internal(OP, &e))?;
-        let engine = self.engine.clone();
-        let metrics = self.metrics.clone();
-        let id = input.upload_id.clone();
-        let (bucket_name, key) = (input.bucket.clone(), input.key.clone());
-        let legacy = self.legacy_name(bucket, &target);
-        let bucket = bucket.clone();
-        // The assembly runs in a task of its own: a client that goes away
-        // does not leave it half done.
-        let task = tokio::spawn(domicile_engine::actor::inherit(async move {
-            let reader = {
-                let engine = engine.clone();
-                let subject = target.subject.clone();
-                let names: Vec<ObjectKey> = order
-                    .iter()
-                    .map(|&n| part_name(&bucket, &id, n))
-                    .collect::<S3Result<_>>()?;
-                let parts: BoxStream<'static, std::io::Result<Bytes>> =
-                    futures::stream::iter(names)
-                        .then(move |name| open_part(engine.clone(), subject.clone(), name))
-                        .try_flatten()
-                        .boxed();
-                tokio_util::io::StreamReader::new(parts)
-            };
-            let receipt = engine
-                .put(
-                    &target.subject,
-                    &target.category,
-                    &final_name,
-                    &marker.meta,
-                    reader,
-                )
-                .await
-                .map_err(|e| from_engine(OP, e))?;
-            for region in &receipt.regions {
-                metrics.bytes_in(OP, region, receipt.size);
-            }
-            // The key's object from before bucket namespaces, if any, is
-            // replaced (as PutObject does it).
-            if let Some(old) = legacy
-                && let Ok(info) = engine.head(&target.subject, &old).await
-                && info.category == target.category.as_str()
-                && let Err(e) = engine.delete(&target.subject, &old).await
-            {
-                tracing::warn!(op = OP, error = %e, "the key's object from before bucket namespaces was not deleted");
-            }
-            // The object is committed: the staged copies are garbage now.
-            for &n in &order {
-                let _ = engine
-                    .delete(&target.subject, &part_name(&bucket, &id, n)?)
-                    .await;
-            }
-            let leftovers: Vec<i32> = {
-                let dir = staging_dir(&bucket, &id);
-                engine
-                    .list(&target.subject)
-                    .await
-                    .map(|all| {
-                        all.into_iter()
-                            .filter_map(|o| o.name.strip_prefix(&dir)?.parse::<i32>().ok())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
-            for n in leftovers {
-                let _ = engine
-                    .delete(&target.subject, &part_name(&bucket, &id, n)?)
-                    .await;
-            }
-            let _ = engine
-                .delete(&target.subject, &marker_name(&bucket, &id)?)
-                .await;
-            Ok::<_, S3Error>(CompleteMultipartUploadOutput {
-                bucket: Some(bucket_name),
-                key: Some(key),
-                e_tag: Some(etag(&receipt.etag)),
-                ..Default::default()
-            })
-        }));
-        let fut = async move {
-            task.await
-                .map_err(|e| internal(OP, &format!("assembly task: {e}")))?
+        let manifest = Manifest {
+            upload: input.upload_id.clone(),
+            dir: staging_dir(bucket, &input.upload_id),
+            parts: order
+                .iter()
+                .zip(&chosen)
+                .map(|(&n, info)| ManifestPart {
+                    n: n as u32,
+                    size: info.size,
+                    version: info.version,
+                })
+                .collect(),
         };
+        let mut meta = marker.meta;
+        meta.etag = multipart_etag(chosen.iter().filter_map(|i| i.meta.etag.as_deref()))
+            .filter(|_| chosen.iter().all(|i| i.meta.etag.is_some()));
+        let tag = meta.etag.clone();
+        let final_name = ObjectKey::from_str(&marker.name).map_err(|e| internal(OP, &e))?;
+        let receipt = self
+            .engine
+            .complete_upload(
+                &target.subject,
+                &target.category,
+                &final_name,
+                &meta,
+                manifest,
+            )
+            .await
+            .map_err(|e| from_engine(OP, e))?;
+        // The key's object from before bucket namespaces, if any, is
+        // replaced (as PutObject does it).
+        if let Err(e) = self.retire_legacy(OP, bucket, &target).await {
+            tracing::warn!(op = OP, error = ?e, "the key's object from before bucket namespaces was not deleted");
+        }
+        // The object is committed: the marker and the parts it does not
+        // name are garbage now (the upload's sweep deletes what is left).
+        if let Err(e) = self
+            .discard(OP, bucket, &target, &input.upload_id, &order)
+            .await
+        {
+            tracing::warn!(op = OP, error = ?e, "an upload's leftovers wait for its sweep");
+        }
         Ok(S3Response::new(CompleteMultipartUploadOutput {
-            future: Some(Box::pin(fut)),
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: Some(ETag::Strong(tag.unwrap_or(receipt.checksum))),
             ..Default::default()
         }))
+    }
+}
+
+/// The key and upload id of an upload's marker in a listing of `bucket`.
+fn upload_of(bucket: &Bucket, subject: &SubjectId, o: &ObjectInfo) -> Option<(String, String)> {
+    let rest = bucket
+        .name_in_bucket(&o.name)?
+        .strip_prefix(UPLOAD_PREFIX)?;
+    let upload = rest.strip_suffix("/upload")?;
+    check_upload_id(upload).ok()?;
+    let marker: Marker = serde_json::from_str(o.meta.user.get(MARKER_FIELD)?).ok()?;
+    Some((bucket.key_of(subject, &marker.name)?, upload.to_string()))
+}
+
+/// One page of ListMultipartUploads.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct UploadPage {
+    uploads: Vec<(String, String, i64)>,
+    prefixes: Vec<String>,
+    truncated: bool,
+    /// The next key marker and upload id marker, when truncated.
+    next: Option<(String, Option<String>)>,
+}
+
+impl UploadPage {
+    /// S3's rules: uploads sorted by key, then by upload id (S3 orders one
+    /// key's uploads by time; the id is as stable); with a key marker
+    /// alone, the uploads of keys after it; with an upload id marker too,
+    /// those of the marker's key after that id as well.
+    fn collect(
+        mut all: Vec<(String, String, i64)>,
+        prefix: &str,
+        delimiter: Option<&str>,
+        key_marker: Option<&str>,
+        upload_marker: Option<&str>,
+        max: usize,
+    ) -> UploadPage {
+        all.sort();
+        let mut page = UploadPage::default();
+        let mut last_prefix: Option<String> = None;
+        for (key, upload, at) in all {
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            match (key_marker, upload_marker) {
+                (Some(k), Some(u)) if key.as_str() == k && upload.as_str() <= u => continue,
+                (Some(k), Some(_)) if key.as_str() < k => continue,
+                (Some(k), None) if key.as_str() <= k => continue,
+                _ => {}
+            }
+            let group = delimiter.and_then(|d| {
+                key[prefix.len()..]
+                    .find(d)
+                    .map(|at| key[..prefix.len() + at + d.len()].to_string())
+            });
+            if let Some(g) = &group {
+                if last_prefix.as_ref() == Some(g) {
+                    continue;
+                }
+                if key_marker.is_some_and(|k| g.as_str() <= k) {
+                    continue;
+                }
+            }
+            if page.uploads.len() + page.prefixes.len() >= max {
+                page.truncated = true;
+                break;
+            }
+            match group {
+                Some(g) => {
+                    page.next = Some((g.clone(), None));
+                    last_prefix = Some(g.clone());
+                    page.prefixes.push(g);
+                }
+                None => {
+                    page.next = Some((key.clone(), Some(upload.clone())));
+                    page.uploads.push((key, upload, at));
+                }
+            }
+        }
+        if !page.truncated {
+            page.next = None;
+        }
+        page
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(key: &str, id: &str) -> (String, String, i64) {
+        (key.to_string(), id.to_string(), 0)
+    }
+
+    fn keys(p: &UploadPage) -> Vec<String> {
+        p.uploads
+            .iter()
+            .map(|(k, u, _)| format!("{k}#{u}"))
+            .collect()
+    }
+
+    #[test]
+    fn uploads_page_by_key_then_upload_id() {
+        let all = vec![up("a/2", "b"), up("a/1", "z"), up("a/1", "a"), up("b", "c")];
+        let p = UploadPage::collect(all.clone(), "", None, None, None, 2);
+        assert_eq!(keys(&p), ["a/1#a", "a/1#z"]);
+        assert!(p.truncated);
+        assert_eq!(p.next, Some(("a/1".into(), Some("z".into()))));
+        let p = UploadPage::collect(all.clone(), "", None, Some("a/1"), Some("a"), 2);
+        assert_eq!(keys(&p), ["a/1#z", "a/2#b"]);
+        let p = UploadPage::collect(all.clone(), "", None, Some("a/1"), None, 10);
+        assert_eq!(keys(&p), ["a/2#b", "b#c"]);
+        assert!(!p.truncated && p.next.is_none());
+    }
+
+    #[test]
+    fn uploads_group_by_delimiter_within_the_prefix() {
+        let all = vec![
+            up("a/x/1", "u"),
+            up("a/x/2", "v"),
+            up("a/y", "w"),
+            up("b/z", "q"),
+        ];
+        let p = UploadPage::collect(all.clone(), "a/", Some("/"), None, None, 10);
+        assert_eq!(p.prefixes, ["a/x/"]);
+        assert_eq!(keys(&p), ["a/y#w"]);
+        let p = UploadPage::collect(all, "a/", Some("/"), Some("a/x/"), None, 10);
+        assert!(p.prefixes.is_empty());
+        assert_eq!(keys(&p), ["a/y#w"]);
+    }
+
+    #[test]
+    fn the_multipart_etag_is_the_md5_of_the_parts_md5s() {
+        let a = hex::encode(Md5::digest(b"hello "));
+        let b = hex::encode(Md5::digest(b"world"));
+        let mut both = Md5::digest(b"hello ").to_vec();
+        both.extend(Md5::digest(b"world"));
+        assert_eq!(
+            multipart_etag([a.as_str(), b.as_str()]),
+            Some(format!("{}-2", hex::encode(Md5::digest(&both))))
+        );
+        assert_eq!(multipart_etag(["not-md5"]), None);
+    }
+
+    #[test]
+    fn part_ranges_follow_the_part_sizes() {
+        let info = ObjectInfo {
+            name: "n".into(),
+            category: "c".into(),
+            size: 12,
+            version: 1,
+            modified_at: 0,
+            checksum: String::new(),
+            meta: ObjectMeta::default(),
+            parts: vec![5, 5, 2],
+        };
+        assert_eq!(part_range(&info, 2).ok(), Some((5..10, Some(3))));
+        assert_eq!(part_range(&info, 3).ok(), Some((10..12, Some(3))));
+        assert!(part_range(&info, 4).is_err());
+        assert!(part_range(&info, 0).is_err());
+        let plain = ObjectInfo {
+            parts: Vec::new(),
+            ..info
+        };
+        assert_eq!(part_range(&plain, 1).ok(), Some((0..12, None)));
+        assert!(part_range(&plain, 2).is_err());
     }
 }

@@ -96,6 +96,12 @@ fn copy_onto_itself() -> S3Error {
     )
 }
 
+/// An object's ETag: the one its metadata holds (an object of parts has
+/// S3's multipart ETag), else its stored checksum.
+pub(crate) fn etag_of(info: &ObjectInfo) -> ETag {
+    etag(info.etag())
+}
+
 pub(crate) fn timestamp(millis: i64) -> Timestamp {
     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64);
     Timestamp::from(at)
@@ -295,6 +301,17 @@ fn resolve_range(range: Option<&s3s::dto::Range>, size: u64) -> S3Result<Option<
         None => Ok(None),
         Some(r) => Ok(Some(r.check(size)?)),
     }
+}
+
+/// The bytes of part `n` (`partNumber`), which S3 serves without a Range.
+fn one_part(info: &ObjectInfo, n: i32, range: Option<&s3s::dto::Range>) -> S3Result<Range<u64>> {
+    if range.is_some() {
+        return Err(s3(
+            S3ErrorCode::InvalidRequest,
+            "cannot specify both Range header and partNumber query parameter",
+        ));
+    }
+    Ok(super::multipart::part_range(info, n)?.0)
 }
 
 fn content_range(r: &Range<u64>, size: u64) -> String {
@@ -510,13 +527,17 @@ impl S3Api {
         };
         // A range or a condition needs the object's size and ETag first;
         // a plain GET goes straight to the engine (one lookup).
-        let (name, range) = if input.range.is_some() || !conditions.is_empty() {
+        let part = input.part_number;
+        let (name, range) = if input.range.is_some() || !conditions.is_empty() || part.is_some() {
             let (name, info) = self
                 .lookup("GetObject", bucket, &target)
                 .await?
                 .ok_or_else(no_such_key)?;
             conditions.check(&info, S3ErrorCode::NotModified)?;
-            (name, resolve_range(input.range.as_ref(), info.size)?)
+            match part {
+                Some(n) => (name, Some(one_part(&info, n, input.range.as_ref())?)),
+                None => (name, resolve_range(input.range.as_ref(), info.size)?),
+            }
         } else {
             (target.name.clone(), None)
         };
@@ -574,6 +595,7 @@ impl S3Api {
                 .or_else(|| meta.content_language.clone()),
             expires: input.response_expires.or_else(|| expires_of(meta)),
             metadata: metadata_of(meta),
+            parts_count: super::multipart::parts_count(&info),
             ..Default::default()
         }))
     }
@@ -595,7 +617,10 @@ impl S3Api {
             if_unmodified_since: input.if_unmodified_since,
         };
         conditions.check(&info, S3ErrorCode::NotModified)?;
-        let range = resolve_range(input.range.as_ref(), info.size)?;
+        let range = match input.part_number {
+            Some(n) => Some(one_part(&info, n, input.range.as_ref())?),
+            None => resolve_range(input.range.as_ref(), info.size)?,
+        };
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(
                 range.as_ref().map(|r| r.end - r.start).unwrap_or(info.size) as i64
@@ -611,6 +636,7 @@ impl S3Api {
             content_language: info.meta.content_language.clone(),
             expires: expires_of(&info.meta),
             metadata: metadata_of(&info.meta),
+            parts_count: super::multipart::parts_count(&info),
             ..Default::default()
         }))
     }
@@ -775,7 +801,12 @@ impl S3Api {
             .apply(&mut meta);
             meta
         } else {
-            info.meta.clone()
+            // The source's ETag is a digest of its bytes as stored (of its
+            // parts, for an object of parts): the copy's is its own.
+            ObjectMeta {
+                etag: None,
+                ..info.meta.clone()
+            }
         };
         let (_, stream) = self
             .engine
@@ -825,6 +856,7 @@ mod tests {
             modified_at,
             checksum: checksum.into(),
             meta: ObjectMeta::default(),
+            parts: Vec::new(),
         }
     }
 

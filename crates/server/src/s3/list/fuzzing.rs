@@ -62,5 +62,6 @@ fn info(name: &str) -> ObjectInfo {
         modified_at: 0,
         checksum: String::new(),
         meta: ObjectMeta::default(),
+        parts: Vec::new(),
     }
 }
