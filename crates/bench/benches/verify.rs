@@ -5,7 +5,9 @@
 //! builds the demo deployment with ROWS index rows (default BLOBS) over
 //! subjects of four objects each, all placed in `cn-north`; the first BLOBS
 //! have their blob (64 bytes) in that region's folder, the others none
-//! (each is one `missing` problem, counted, not kept). Then
+//! (each is one `missing` problem, counted, not kept);
+//! `... -- grow DIR BLOBS ROWS` adds index rows without blobs to a built
+//! deployment of BLOBS blobs. Then
 //! `... --bench verify -- measure DIR` runs `verify --quick` (sizes) and
 //! `verify` (BLAKE3 of every copy) in this process and prints their times,
 //! what they found, and the process's peak RSS (`VmHWM`).
@@ -49,6 +51,20 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Some("grow") => {
+            // More index rows without blobs, for the same blobs: each new
+            // row is one `missing`, counted and not kept.
+            let dir = PathBuf::from(args.get(1).context("grow DIR BLOBS ROWS")?);
+            let blobs: u64 = args.get(2).context("grow DIR BLOBS ROWS")?.parse()?;
+            let rows: u64 = args.get(3).context("grow DIR BLOBS ROWS")?.parse()?;
+            let t0 = Instant::now();
+            rt.block_on(index_rows(&dir, blobs.div_ceil(PER_SUBJECT), rows))?;
+            eprintln!(
+                "index grown to {rows} rows in {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Some("measure") => rt.block_on(measure(args.get(1).context("measure DIR")?)),
         _ => anyhow::bail!("usage: build DIR BLOBS [ROWS] | measure DIR"),
     }
@@ -62,6 +78,45 @@ async fn build(dir: &Path, blobs: u64, rows: u64) -> Result<()> {
     let (v1, _) = write_configs(dir)?;
     // Opening the engine creates the schema, the keys and the region folders.
     drop(Engine::open(Config::load(&v1)?).await?);
+    index_rows(dir, 0, rows).await?;
+    // The blobs, written straight into the region's folder (no fsync: the
+    // fixture is not what is measured), on both cores.
+    let region = dir.join("data/regions/cn-north");
+    let threads: u64 = 2;
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let region = region.clone();
+                s.spawn(move || -> Result<()> {
+                    // Subjects t, t + threads, …: each folder has one writer.
+                    let mut x = t + 1;
+                    while (x - 1) * PER_SUBJECT < blobs {
+                        let tok = token(x);
+                        let folder = region.join("v1").join(&tok[..2]).join(&tok).join("profile");
+                        std::fs::create_dir_all(&folder)?;
+                        for y in 0..PER_SUBJECT.min(blobs - (x - 1) * PER_SUBJECT) {
+                            let mut f =
+                                std::fs::File::create(folder.join(format!("{x:016x}{y:016x}")))?;
+                            f.write_all(BLOB)?;
+                        }
+                        x += threads;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Index rows (with their subjects and placements) for the subjects after
+/// the first `skip`, up to `rows` rows in all.
+async fn index_rows(dir: &Path, skip: u64, rows: u64) -> Result<()> {
     let subjects = rows.div_ceil(PER_SUBJECT);
     let db = dir.join("data/catalog.db");
     let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))?
@@ -69,8 +124,9 @@ async fn build(dir: &Path, blobs: u64, rows: u64) -> Result<()> {
         .pragma("journal_mode", "WAL");
     let mut conn = opts.connect().await?;
     let series = format!(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {subjects}), \
+        "WITH RECURSIVE c(x) AS (SELECT {} UNION ALL SELECT x + 1 FROM c WHERE x < {subjects}), \
          j(y) AS (SELECT 0 UNION ALL SELECT y + 1 FROM j WHERE y < {} )",
+        skip + 1,
         PER_SUBJECT - 1
     );
     let home = "CASE WHEN x % 10 < 5 THEN 'IN' WHEN x % 10 < 8 THEN 'CN' ELSE 'TW' END";
@@ -104,38 +160,6 @@ async fn build(dir: &Path, blobs: u64, rows: u64) -> Result<()> {
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
         .execute(&mut conn)
         .await?;
-    // The blobs, written straight into the region's folder (no fsync: the
-    // fixture is not what is measured), on both cores.
-    let region = dir.join("data/regions/cn-north");
-    let threads: u64 = 2;
-    std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let region = region.clone();
-                s.spawn(move || -> Result<()> {
-                    // Subjects t, t + threads, …: each folder has one writer.
-                    let mut x = t + 1;
-                    while (x - 1) * PER_SUBJECT < blobs {
-                        let tok = token(x);
-                        let folder = region.join("v1").join(&tok[..2]).join(&tok).join("profile");
-                        std::fs::create_dir_all(&folder)?;
-                        for y in 0..PER_SUBJECT.min(blobs - (x - 1) * PER_SUBJECT) {
-                            let mut f =
-                                std::fs::File::create(folder.join(format!("{x:016x}{y:016x}")))?;
-                            f.write_all(BLOB)?;
-                        }
-                        x += threads;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
-        }
-        Ok(())
-    })?;
     Ok(())
 }
 
