@@ -159,6 +159,14 @@ pub enum ListEntry {
 }
 
 impl ListEntry {
+    /// Where the object is.
+    pub fn location(&self) -> Path {
+        match self {
+            ListEntry::Blob { path, .. } => path.location(),
+            ListEntry::Foreign { path, .. } => path.clone(),
+        }
+    }
+
     /// Sorts an object at `location` into a blob of the layout or a foreign object.
     fn of(location: Path, size: u64) -> ListEntry {
         match BlobPath::parse(&location) {
@@ -489,12 +497,28 @@ impl RegionStore {
     /// sorted by name (the object store's own walk is in directory order),
     /// in a blocking task that hands over a chunk at a time, so memory
     /// holds the folders on the current path, not the region. Other stores
-    /// list in key order (S3 and memory list lexicographically), which has
-    /// both properties: a token's objects share the prefix
+    /// list in key order (S3 and memory list lexicographically; a store
+    /// wrapped by the caller is listed whole and sorted), which has both
+    /// properties: a token's objects share the prefix
     /// `v1/{fan}/{token}/`, and `/` sorts before every hex digit.
     pub fn list_ordered(&self) -> BoxStream<'static, Result<ListEntry>> {
         let Some(root) = self.local_root() else {
-            return self.list_stream(None);
+            if self.url.starts_with("s3://") || self.url.starts_with("memory://") {
+                return self.list_stream(None);
+            }
+            // A store wrapped by the caller (`from_object_store`), whose
+            // order is unknown: listed whole, then sorted.
+            let listing = self.list_stream(None);
+            return futures::stream::once(async move {
+                let mut all: Vec<Result<ListEntry>> = listing.collect().await;
+                all.sort_by(|a, b| match (a, b) {
+                    (Ok(a), Ok(b)) => a.location().as_ref().cmp(b.location().as_ref()),
+                    _ => std::cmp::Ordering::Equal,
+                });
+                futures::stream::iter(all)
+            })
+            .flatten()
+            .boxed();
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Result<ListEntry>>>(2);
         tokio::task::spawn_blocking(move || {
