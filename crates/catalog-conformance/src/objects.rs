@@ -1,6 +1,6 @@
 //! The object index: commits, deletes and listings, under epoch fences.
 
-use domicile_catalog::{Catalog, CommitOutcome, Error, ObjectRow};
+use domicile_catalog::{Catalog, CommitOutcome, Error, IndexEntry, ObjectRow};
 
 use crate::REPLACED_DUE;
 use crate::{
@@ -402,5 +402,44 @@ pub async fn objects(cat: &dyn Catalog) {
         .unwrap();
     let blobs: Vec<&str> = page.iter().map(|o| o.blob_id.as_str()).collect();
     assert_eq!(blobs, vec!["blob-9", "blob-0", "blob-3"]);
+
+    // verify's stream: the same order, each row with its placement.
+    let placed = |t: &str, c: &str| match (t, c) {
+        ("tok-1", "media") => ("IN".to_string(), vec!["r2".to_string()]),
+        ("tok-1", _) => ("IN".to_string(), vec!["r1".to_string()]),
+        _ => ("CN".to_string(), vec!["r1".to_string()]),
+    };
+    let index: Vec<IndexEntry> = expected
+        .iter()
+        .map(|o| IndexEntry {
+            token: o.token.clone(),
+            category: o.category.clone(),
+            blob_id: o.blob_id.clone(),
+            stored_size: o.stored_size,
+            checksum: o.checksum.clone(),
+            placement: Some(placed(&o.token, &o.category)),
+        })
+        .collect();
+    for limit in [1_u32, 2, 6, 50] {
+        let mut got: Vec<IndexEntry> = Vec::new();
+        loop {
+            let after = got.last().map(|o| (o.token.clone(), o.blob_id.clone()));
+            let page = cat
+                .index_page(after.as_ref().map(|(t, b)| (t.as_str(), b.as_str())), limit)
+                .await
+                .unwrap();
+            assert!(page.len() <= limit as usize);
+            if page.is_empty() {
+                break;
+            }
+            assert!(got.len() <= rows.len(), "index_page does not advance");
+            got.extend(page);
+        }
+        assert_eq!(got, index, "index_page with limit {limit}");
+    }
+    let page = cat.index_page(Some(("tok-1", "blob-6")), 10).await.unwrap();
+    let blobs: Vec<&str> = page.iter().map(|o| o.blob_id.as_str()).collect();
+    assert_eq!(blobs, vec!["blob-9", "blob-0", "blob-3"]);
+    assert!(cat.index_page(None, 0).await.unwrap().is_empty());
     assert_chain(cat).await;
 }

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    CheckpointRow, Expect, Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis,
-    ObjectRow, PlacementRow, PlacementState, PlacementSummary, PolicyApplied, PolicyVersionRow,
-    ResidencyRow, SubjectRow,
+    CheckpointRow, Expect, Fence, GarbageRetry, GarbageRow, IndexEntry, LedgerAppend, LedgerEntry,
+    Millis, ObjectRow, PlacementRow, PlacementState, PlacementSummary, PolicyApplied,
+    PolicyVersionRow, ResidencyRow, SubjectRow,
 };
 use crate::raw::{RawRow, RawTable, RawValue};
 
@@ -435,6 +435,55 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// `limit` rows after the (token, blob_id) key.
     async fn objects_page(&self, after: Option<(&str, &str)>, limit: u32)
     -> Result<Vec<ObjectRow>>;
+
+    /// Pages through the whole index as `verify` reads it: ordered by
+    /// (token, blob_id) in byte order, at most `limit` rows after the
+    /// (token, blob_id) key, each with its placement's home and regions.
+    /// An empty page means the end. By default, an `objects_page` and the
+    /// placements of its pairs; SQL backends read it with one statement.
+    async fn index_page(&self, after: Option<(&str, &str)>, limit: u32) -> Result<Vec<IndexEntry>> {
+        let page = self.objects_page(after, limit).await?;
+        let mut keys: Vec<(String, String)> = page
+            .iter()
+            .map(|o| (o.token.clone(), o.category.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut tokens: Vec<String> = keys.iter().map(|(t, _)| t.clone()).collect();
+        tokens.dedup();
+        let homes: std::collections::HashMap<String, String> = self
+            .get_subjects(&tokens)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|s| (s.token, s.home))
+            .collect();
+        let placements: std::collections::HashMap<(String, String), (String, Vec<String>)> = keys
+            .iter()
+            .cloned()
+            .zip(self.get_placements(&keys).await?)
+            .filter_map(|(k, p)| {
+                let home = homes.get(&k.0)?.clone();
+                p.map(|p| (k, (home, p.regions)))
+            })
+            .collect();
+        Ok(page
+            .into_iter()
+            .map(|o| {
+                let placement = placements
+                    .get(&(o.token.clone(), o.category.clone()))
+                    .cloned();
+                IndexEntry {
+                    token: o.token,
+                    category: o.category,
+                    blob_id: o.blob_id,
+                    stored_size: o.stored_size,
+                    checksum: o.checksum,
+                    placement,
+                }
+            })
+            .collect())
+    }
 
     // ---- garbage ----
 

@@ -91,6 +91,22 @@ pub struct ObjectRow {
     pub modified_at: Millis,
 }
 
+/// One index row as `verify` streams it: the object's blob, and the
+/// placement of its (subject, category) if there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub token: String,
+    pub category: String,
+    pub blob_id: String,
+    /// Stored (ciphertext) size of each copy.
+    pub stored_size: i64,
+    /// BLAKE3 of the stored bytes, hex.
+    pub checksum: String,
+    /// The placement's home and ordered regions; `None` when the object
+    /// has no placement.
+    pub placement: Option<(String, Vec<String>)>,
+}
+
 /// A stored blob that no index row points at any more, waiting for deletion
 /// from the listed regions.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -332,9 +332,11 @@ impl Dialect for Sqlite {
         // moving rows out of SQLite is paid once per page. No packed field
         // can hold '|' or a newline: tokens are hex, homes are ISO codes,
         // categories, custodians and region ids are [a-z0-9_-] (and ',').
+        // One printf per row rather than a chain of `||`, each of which
+        // builds an intermediate string.
         let packed: Option<String> = sqlx::query_scalar(
-            "SELECT group_concat(token || '|' || home || '|' || category || '|' || custodian || '|' || \
-                    epoch || '|' || objects || '|' || bytes || '|' || regions, char(10)) \
+            "SELECT group_concat(printf('%s|%s|%s|%s|%d|%d|%d|%s', token, home, category, custodian, \
+                    epoch, objects, bytes, regions), char(10)) \
              FROM (SELECT token, home, category, custodian, epoch, objects, bytes, regions \
                    FROM placements WHERE (token, category) > ($1, $2) \
                    ORDER BY token, category LIMIT $3)",

@@ -5,6 +5,7 @@
 //! number of subjects. It returns each needed move as it finds it, so the
 //! caller decides whether to print, store or count it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -149,6 +150,49 @@ pub struct Planner<'c> {
     totals: Totals,
     subjects_seen: u64,
     placements_seen: u64,
+    /// [`Planner::side`]'s answers, by custodian then regions.
+    sides_before: SideCache<'c>,
+    sides_after: SideCache<'c>,
+}
+
+/// What copies in a set of regions under one custodian come to.
+struct Side<'c> {
+    regions: Vec<&'c Region>,
+    /// Per authority (in `Planner::authorities` order): its level and the
+    /// grounds that reach.
+    reach: Vec<(Level, Grounds)>,
+}
+
+#[derive(Default)]
+struct SideCache<'c>(HashMap<String, HashMap<Vec<RegionId>, Arc<Side<'c>>>>);
+
+impl<'c> std::ops::Deref for SideCache<'c> {
+    type Target = HashMap<String, HashMap<Vec<RegionId>, Arc<Side<'c>>>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SideCache<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl std::fmt::Debug for SideCache<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} custodians", self.0.len())
+    }
+}
+
+/// Adds `bytes` to `region`'s count, allocating its key only the first time.
+fn add_bytes(map: &mut BTreeMap<RegionId, u64>, region: &RegionId, bytes: u64) {
+    match map.get_mut(region) {
+        Some(n) => *n += bytes,
+        None => {
+            map.insert(region.clone(), bytes);
+        }
+    }
 }
 
 // Wrappers so the Debug derive stays cheap and private fields stay private.
@@ -195,6 +239,8 @@ impl<'c> Planner<'c> {
             totals: Totals::default(),
             subjects_seen: 0,
             placements_seen: 0,
+            sides_before: SideCache::default(),
+            sides_after: SideCache::default(),
         }
     }
 
@@ -231,21 +277,27 @@ impl<'c> Planner<'c> {
 
     /// Observes one current placement; returns its move, if it needs one.
     /// Placements must come grouped by subject token.
+    ///
+    /// What depends only on a set of regions and a custodian (the regions'
+    /// entries in the topology, every authority's reach over them) is
+    /// computed once per distinct (regions, custodian) and reused: millions
+    /// of placements share a few of them.
     pub fn observe(&mut self, cur: Current<'_>) -> Result<Option<Move>, Unsatisfiable> {
         let desired = self.desired;
         let req = self.requirement(cur.home, cur.category);
-        let to = placement::place(
-            cur.token,
-            cur.category,
-            &req,
-            &desired.topology,
-            Some(cur.regions),
-        )?;
-        let custodian_to = req
-            .custodian
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_default();
+        // A valid placement stays as it is (see `placement::place`).
+        let to: Cow<'_, [RegionId]> = if placement::is_valid(cur.regions, &req, &desired.topology) {
+            Cow::Borrowed(cur.regions)
+        } else {
+            Cow::Owned(placement::place(
+                cur.token,
+                cur.category,
+                &req,
+                &desired.topology,
+                Some(cur.regions),
+            )?)
+        };
+        let custodian_to = req.custodian.as_ref().map_or("", |c| c.as_str());
 
         if self.subject.as_ref().is_none_or(|s| s.0.token != cur.token) {
             self.flush_subject();
@@ -262,50 +314,22 @@ impl<'c> Planner<'c> {
         }
         self.placements_seen += 1;
 
-        let from_regions: Vec<&Region> = cur
-            .regions
-            .iter()
-            .filter_map(|r| self.region_before(r))
-            .collect();
-        let to_regions: Vec<&Region> = to
-            .iter()
-            .filter_map(|r| desired.topology.region(r.as_str()))
-            .collect();
-        let k_before = self
-            .current
-            .topology
-            .custodian(cur.custodian)
-            .or_else(|| desired.topology.custodian(cur.custodian));
-        let k_after = desired.topology.custodian(&custodian_to);
-
-        for (i, (a, g_before, g_after)) in self.authorities.iter().enumerate() {
-            let (lb, ub) = exposure::placement_reach(
-                *g_before,
-                *a,
-                &from_regions,
-                k_before,
-                &self.current.topology.operator,
-            );
-            let (la, ua) = exposure::placement_reach(
-                *g_after,
-                *a,
-                &to_regions,
-                k_after,
-                &desired.topology.operator,
-            );
-            if let Some(s) = self.subject.as_mut() {
-                s.0.before[i] = s.0.before[i].max(lb);
-                s.0.after[i] = s.0.after[i].max(la);
-                s.0.used_before[i] = s.0.used_before[i].union(ub);
-                s.0.used_after[i] = s.0.used_after[i].union(ua);
+        let before = self.side(false, cur.regions, cur.custodian);
+        let after = self.side(true, &to, custodian_to);
+        if let Some(s) = self.subject.as_mut() {
+            for (i, ((lb, ub), (la, ua))) in before.reach.iter().zip(&after.reach).enumerate() {
+                s.0.before[i] = s.0.before[i].max(*lb);
+                s.0.after[i] = s.0.after[i].max(*la);
+                s.0.used_before[i] = s.0.used_before[i].union(*ub);
+                s.0.used_after[i] = s.0.used_after[i].union(*ua);
             }
         }
-        for r in &from_regions {
-            *self.bytes_before.entry(r.id.clone()).or_default() += cur.bytes;
+        for r in &before.regions {
+            add_bytes(&mut self.bytes_before, &r.id, cur.bytes);
             self.totals.monthly_cost_before += cost::monthly(cur.bytes, r);
         }
-        for r in &to_regions {
-            *self.bytes_after.entry(r.id.clone()).or_default() += cur.bytes;
+        for r in &after.regions {
+            add_bytes(&mut self.bytes_after, &r.id, cur.bytes);
             self.totals.monthly_cost_after += cost::monthly(cur.bytes, r);
         }
 
@@ -325,7 +349,7 @@ impl<'c> Planner<'c> {
         } else {
             MoveReason::Replication
         };
-        let egress_cost = cost::move_egress(cur.bytes, &from_regions, &to_regions);
+        let egress_cost = cost::move_egress(cur.bytes, &before.regions, &after.regions);
         let new_copies = to.iter().filter(|r| !cur.regions.contains(r)).count() as u64;
         self.totals.units += 1;
         self.totals.objects += cur.objects;
@@ -344,14 +368,74 @@ impl<'c> Planner<'c> {
             home: cur.home,
             category: cur.category.to_string(),
             from: cur.regions.to_vec(),
-            to,
+            to: to.into_owned(),
             custodian_from: cur.custodian.to_string(),
-            custodian_to,
+            custodian_to: custodian_to.to_string(),
             objects: cur.objects,
             bytes: cur.bytes,
             egress_cost,
             reason,
         }))
+    }
+
+    /// The regions (as the topology has them; unknown ids left out) and
+    /// every authority's reach over copies in `regions` under `custodian`,
+    /// before the change (`after` false: the current config's view) or
+    /// after it, computed once per distinct (regions, custodian).
+    fn side(&mut self, after: bool, regions: &[RegionId], custodian: &str) -> Arc<Side<'c>> {
+        let cache = if after {
+            &self.sides_after
+        } else {
+            &self.sides_before
+        };
+        if let Some(side) = cache.get(custodian).and_then(|m| m.get(regions)) {
+            return side.clone();
+        }
+        let (current, desired) = (self.current, self.desired);
+        let found: Vec<&'c Region> = if after {
+            regions
+                .iter()
+                .filter_map(|r| desired.topology.region(r.as_str()))
+                .collect()
+        } else {
+            regions
+                .iter()
+                .filter_map(|r| self.region_before(r))
+                .collect()
+        };
+        let (cfg, key) = if after {
+            (desired, desired.topology.custodian(custodian))
+        } else {
+            (
+                current,
+                current
+                    .topology
+                    .custodian(custodian)
+                    .or_else(|| desired.topology.custodian(custodian)),
+            )
+        };
+        let reach = self
+            .authorities
+            .iter()
+            .map(|(a, g_before, g_after)| {
+                let g = if after { *g_after } else { *g_before };
+                exposure::placement_reach(g, *a, &found, key, &cfg.topology.operator)
+            })
+            .collect();
+        let side = Arc::new(Side {
+            regions: found,
+            reach,
+        });
+        let cache = if after {
+            &mut self.sides_after
+        } else {
+            &mut self.sides_before
+        };
+        cache
+            .entry(custodian.to_string())
+            .or_default()
+            .insert(regions.to_vec(), side.clone());
+        side
     }
 
     fn flush_subject(&mut self) {
@@ -417,6 +501,220 @@ impl<'c> Planner<'c> {
             totals: self.totals,
             subjects_seen: self.subjects_seen,
             placements_seen: self.placements_seen,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The planner against the one it replaced (everything computed per
+    //! placement), on random placements over the demo's policies.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    impl<'c> Planner<'c> {
+        fn observe_former(&mut self, cur: Current<'_>) -> Result<Option<Move>, Unsatisfiable> {
+            let desired = self.desired;
+            let req = self.requirement(cur.home, cur.category);
+            let to = placement::place(
+                cur.token,
+                cur.category,
+                &req,
+                &desired.topology,
+                Some(cur.regions),
+            )?;
+            let custodian_to = req
+                .custodian
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+
+            if self.subject.as_ref().is_none_or(|s| s.0.token != cur.token) {
+                self.flush_subject();
+                self.subject = Some(SubjectStateBox(SubjectState {
+                    token: cur.token.to_string(),
+                    home: cur.home,
+                    before: vec![Level::None; self.authorities.len()],
+                    after: vec![Level::None; self.authorities.len()],
+                    used_before: vec![Grounds::default(); self.authorities.len()],
+                    used_after: vec![Grounds::default(); self.authorities.len()],
+                    moved: false,
+                }));
+                self.subjects_seen += 1;
+            }
+            self.placements_seen += 1;
+
+            let from_regions: Vec<&Region> = cur
+                .regions
+                .iter()
+                .filter_map(|r| self.region_before(r))
+                .collect();
+            let to_regions: Vec<&Region> = to
+                .iter()
+                .filter_map(|r| desired.topology.region(r.as_str()))
+                .collect();
+            let k_before = self
+                .current
+                .topology
+                .custodian(cur.custodian)
+                .or_else(|| desired.topology.custodian(cur.custodian));
+            let k_after = desired.topology.custodian(&custodian_to);
+
+            for (i, (a, g_before, g_after)) in self.authorities.iter().enumerate() {
+                let (lb, ub) = exposure::placement_reach(
+                    *g_before,
+                    *a,
+                    &from_regions,
+                    k_before,
+                    &self.current.topology.operator,
+                );
+                let (la, ua) = exposure::placement_reach(
+                    *g_after,
+                    *a,
+                    &to_regions,
+                    k_after,
+                    &desired.topology.operator,
+                );
+                if let Some(s) = self.subject.as_mut() {
+                    s.0.before[i] = s.0.before[i].max(lb);
+                    s.0.after[i] = s.0.after[i].max(la);
+                    s.0.used_before[i] = s.0.used_before[i].union(ub);
+                    s.0.used_after[i] = s.0.used_after[i].union(ua);
+                }
+            }
+            for r in &from_regions {
+                *self.bytes_before.entry(r.id.clone()).or_default() += cur.bytes;
+                self.totals.monthly_cost_before += cost::monthly(cur.bytes, r);
+            }
+            for r in &to_regions {
+                *self.bytes_after.entry(r.id.clone()).or_default() += cur.bytes;
+                self.totals.monthly_cost_after += cost::monthly(cur.bytes, r);
+            }
+
+            let same_regions =
+                to.len() == cur.regions.len() && to.iter().all(|r| cur.regions.contains(r));
+            if same_regions && custodian_to == cur.custodian {
+                return Ok(None);
+            }
+            let reason = if same_regions {
+                MoveReason::Custodian
+            } else if cur
+                .regions
+                .iter()
+                .any(|r| !req.allows(&desired.topology, r.as_str()))
+            {
+                MoveReason::Forbidden
+            } else {
+                MoveReason::Replication
+            };
+            let egress_cost = cost::move_egress(cur.bytes, &from_regions, &to_regions);
+            let new_copies = to.iter().filter(|r| !cur.regions.contains(r)).count() as u64;
+            self.totals.units += 1;
+            self.totals.objects += cur.objects;
+            self.totals.bytes += cur.bytes;
+            self.totals.bytes_transferred += new_copies * cur.bytes;
+            self.totals.egress_cost += egress_cost;
+            if same_regions {
+                self.totals.rewraps += 1;
+            }
+            if let Some(s) = self.subject.as_mut() {
+                s.0.moved = true;
+            }
+            Ok(Some(Move {
+                token: cur.token.to_string(),
+                subject: None,
+                home: cur.home,
+                category: cur.category.to_string(),
+                from: cur.regions.to_vec(),
+                to,
+                custodian_from: cur.custodian.to_string(),
+                custodian_to,
+                objects: cur.objects,
+                bytes: cur.bytes,
+                egress_cost,
+                reason,
+            }))
+        }
+    }
+
+    const V1: &str = include_str!("../../../examples/demo-v1.toml");
+    const V2: &str = include_str!("../../../examples/demo-v2.toml");
+    const HOMES: [&str; 5] = ["CN", "IN", "TW", "SG", "US"];
+    const CATEGORIES: [&str; 3] = ["profile", "payment", "other"];
+    const REGIONS: [&str; 6] = [
+        "cn-north",
+        "aws-ap-southeast-1",
+        "aws-us-east-1",
+        "in-mumbai",
+        "tw-taipei",
+        "gone",
+    ];
+    const CUSTODIANS: [&str; 3] = ["operator-kms", "in-kms", "nobody"];
+
+    type Row = (u8, usize, usize, Vec<usize>, usize, u64, u64);
+
+    fn row() -> impl Strategy<Value = Row> {
+        (
+            0u8..40,
+            0..HOMES.len(),
+            0..CATEGORIES.len(),
+            proptest::collection::vec(0..REGIONS.len(), 0..4),
+            0..CUSTODIANS.len(),
+            0u64..5,
+            0u64..1_000_000_000,
+        )
+    }
+
+    fn run(
+        current: &Config,
+        desired: &Config,
+        rows: &[Row],
+        former: bool,
+    ) -> (Vec<Result<Option<Move>, Unsatisfiable>>, PlanSummary) {
+        let mut planner = Planner::new(current, desired);
+        let mut rows = rows.to_vec();
+        // Grouped by token, as the catalog streams them.
+        rows.sort_by_key(|r| (r.0, r.2));
+        let mut out = Vec::new();
+        for (t, h, c, regions, k, objects, bytes) in &rows {
+            let token = format!("{t:02x}{:014x}", u64::from(*t) * 7919);
+            let regions: Vec<RegionId> = regions
+                .iter()
+                .map(|&i| REGIONS[i].parse().unwrap())
+                .collect();
+            let cur = Current {
+                token: &token,
+                home: HOMES[*h].parse().unwrap(),
+                category: CATEGORIES[*c],
+                regions: &regions,
+                custodian: CUSTODIANS[*k],
+                objects: *objects,
+                bytes: *bytes,
+            };
+            out.push(if former {
+                planner.observe_former(cur)
+            } else {
+                planner.observe(cur)
+            });
+        }
+        (out, planner.finish())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn the_planner_plans_as_it_did(rows in proptest::collection::vec(row(), 0..60)) {
+            let base = std::path::Path::new("/");
+            let v1 = Config::parse("v1", V1, base).unwrap();
+            let v2 = Config::parse("v2", V2, base).unwrap();
+            for (current, desired) in [(&v1, &v2), (&v2, &v1), (&v1, &v1), (&v2, &v2)] {
+                let now = run(current, desired, &rows, false);
+                let then = run(current, desired, &rows, true);
+                prop_assert_eq!(&now.0, &then.0);
+                prop_assert_eq!(&now.1, &then.1);
+            }
         }
     }
 }

@@ -116,6 +116,9 @@ impl Engine {
         let present = self.follow_policy().await?.config.clone();
         let mut planner = Planner::new(&present, desired);
         let mut regions: Vec<RegionId> = Vec::new();
+        // The catalog's text of `regions`: neighbouring placements mostly
+        // share it, so it is parsed again only when it changes.
+        let mut parsed: Option<Vec<String>> = None;
         self.for_each_page(|page| {
             let mut moves = Vec::new();
             let planned: Result<()> = page.iter().try_for_each(|p| {
@@ -123,8 +126,11 @@ impl Engine {
                     .home
                     .parse()
                     .map_err(|_| Error::Internal("catalog holds an invalid home".into()))?;
-                regions.clear();
-                regions.extend(p.regions.iter().filter_map(|r| r.parse().ok()));
+                if parsed.as_ref() != Some(&p.regions) {
+                    regions.clear();
+                    regions.extend(p.regions.iter().filter_map(|r| r.parse().ok()));
+                    parsed = Some(p.regions.clone());
+                }
                 let cur = Current {
                     token: &p.token,
                     home,

@@ -158,6 +158,117 @@ pub enum ListEntry {
     },
 }
 
+impl ListEntry {
+    /// Where the object is.
+    pub fn location(&self) -> Path {
+        match self {
+            ListEntry::Blob { path, .. } => path.location(),
+            ListEntry::Foreign { path, .. } => path.clone(),
+        }
+    }
+
+    /// Sorts an object at `location` into a blob of the layout or a foreign object.
+    fn of(location: Path, size: u64) -> ListEntry {
+        match BlobPath::parse(&location) {
+            Ok(path) => ListEntry::Blob { path, size },
+            Err(_) => ListEntry::Foreign {
+                path: location,
+                size,
+            },
+        }
+    }
+}
+
+/// Entries per chunk handed over by [`RegionStore::list_ordered`]'s walk.
+const LIST_CHUNK: usize = 1024;
+
+/// A folder's entries not yet visited: names and paths.
+type DirEntries = std::vec::IntoIter<(std::ffi::OsString, PathBuf)>;
+
+/// A depth-first walk of a local region's folder, each folder's entries in
+/// byte order of their names, yielding what the object store's listing
+/// yields: files (links followed, broken links skipped), not the staging
+/// files of writes in progress (`name#DIGITS`).
+struct SortedWalk {
+    /// Per open folder: its path parts below the root, and its entries not
+    /// yet visited.
+    stack: Vec<(Vec<String>, DirEntries)>,
+    /// An error to yield before anything else (the root does not read).
+    first: Option<Error>,
+}
+
+impl SortedWalk {
+    fn new(root: PathBuf) -> Self {
+        let mut walk = SortedWalk {
+            stack: Vec::new(),
+            first: None,
+        };
+        match sorted_dir(&root) {
+            Ok(entries) => walk.stack.push((Vec::new(), entries)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => walk.first = Some(Error::Io { path: root, source }),
+        }
+        walk
+    }
+}
+
+fn sorted_dir(dir: &FsPath) -> std::io::Result<DirEntries> {
+    let mut entries = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| (e.file_name(), e.path())))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    // OsString orders by bytes on Unix.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries.into_iter())
+}
+
+impl Iterator for SortedWalk {
+    type Item = Result<ListEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.first.take() {
+            return Some(Err(e));
+        }
+        loop {
+            let (parts, entries) = self.stack.last_mut()?;
+            let Some((name, path)) = entries.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                // Removed meanwhile, or a broken link.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Some(Err(Error::Io { path, source })),
+            };
+            let name = name.to_string_lossy().into_owned();
+            if meta.is_dir() {
+                let mut below = parts.clone();
+                below.push(name);
+                match sorted_dir(&path) {
+                    Ok(entries) => self.stack.push((below, entries)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Some(Err(Error::Io { path, source })),
+                }
+                continue;
+            }
+            // The object store's own rule for what its listings hide.
+            let staging = name
+                .split_once('#')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if !meta.is_file() || staging {
+                continue;
+            }
+            let location = Path::from_iter(
+                parts
+                    .iter()
+                    .map(String::as_str)
+                    .chain(std::iter::once(name.as_str())),
+            );
+            return Some(Ok(ListEntry::of(location, meta.len())));
+        }
+    }
+}
+
 /// A collected region listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -375,17 +486,67 @@ impl RegionStore {
         self.store
             .list(prefix)
             .map_err(move |source| Error::from_store(&id, &at, source))
-            .map_ok(|meta| match BlobPath::parse(&meta.location) {
-                Ok(path) => ListEntry::Blob {
-                    path,
-                    size: meta.size,
-                },
-                Err(_) => ListEntry::Foreign {
-                    path: meta.location,
-                    size: meta.size,
-                },
-            })
+            .map_ok(|meta| ListEntry::of(meta.location, meta.size))
             .boxed()
+    }
+
+    /// Streams every object of the region in an order a merge with the
+    /// index can rely on: the blobs of one subject token come together, and
+    /// tokens come in ascending byte order (foreign objects may come
+    /// anywhere). A local folder is walked with each folder's entries
+    /// sorted by name (the object store's own walk is in directory order),
+    /// in a blocking task that hands over a chunk at a time, so memory
+    /// holds the folders on the current path, not the region. Other stores
+    /// list in key order (S3 and memory list lexicographically; a store
+    /// wrapped by the caller is listed whole and sorted), which has both
+    /// properties: a token's objects share the prefix
+    /// `v1/{fan}/{token}/`, and `/` sorts before every hex digit.
+    pub fn list_ordered(&self) -> BoxStream<'static, Result<ListEntry>> {
+        let Some(root) = self.local_root() else {
+            if self.url.starts_with("s3://") || self.url.starts_with("memory://") {
+                return self.list_stream(None);
+            }
+            // A store wrapped by the caller (`from_object_store`), whose
+            // order is unknown: listed whole, then sorted.
+            let listing = self.list_stream(None);
+            return futures::stream::once(async move {
+                let mut all: Vec<Result<ListEntry>> = listing.collect().await;
+                all.sort_by(|a, b| match (a, b) {
+                    (Ok(a), Ok(b)) => a.location().as_ref().cmp(b.location().as_ref()),
+                    _ => std::cmp::Ordering::Equal,
+                });
+                futures::stream::iter(all)
+            })
+            .flatten()
+            .boxed();
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Result<ListEntry>>>(2);
+        tokio::task::spawn_blocking(move || {
+            let mut chunk = Vec::with_capacity(LIST_CHUNK);
+            for item in SortedWalk::new(root) {
+                chunk.push(item);
+                if chunk.len() == LIST_CHUNK
+                    && tx
+                        .blocking_send(std::mem::replace(
+                            &mut chunk,
+                            Vec::with_capacity(LIST_CHUNK),
+                        ))
+                        .is_err()
+                {
+                    return; // the reader went away
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(chunk);
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|chunk| (futures::stream::iter(chunk), rx))
+        })
+        .flatten()
+        .boxed()
     }
 
     /// This region for bulk writes: the same objects, but a local folder does

@@ -16,9 +16,9 @@ use super::{Dialect, Durability, Retry, Sql, SqlCatalog};
 use crate::catalog::{Catalog, CommitOutcome, MoveMark, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::model::{
-    CheckpointRow, Expect, Fence, GarbageRetry, GarbageRow, LedgerAppend, LedgerEntry, Millis,
-    ObjectRow, PlacementRow, PlacementSummary, PolicyApplied, PolicyVersionRow, ResidencyRow,
-    SubjectRow, objects_by_pair,
+    CheckpointRow, Expect, Fence, GarbageRetry, GarbageRow, IndexEntry, LedgerAppend, LedgerEntry,
+    Millis, ObjectRow, PlacementRow, PlacementSummary, PolicyApplied, PolicyVersionRow,
+    ResidencyRow, SubjectRow, objects_by_pair,
 };
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
 
@@ -386,6 +386,25 @@ where
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Sql::<D>::object_from).collect()
+    }
+
+    async fn index_page(&self, after: Option<(&str, &str)>, limit: u32) -> Result<Vec<IndexEntry>> {
+        let (after_token, after_blob) = after.unwrap_or(("", ""));
+        // Along the (token, blob_id) index, each row with its placement's
+        // home and regions in the same statement (NULL without one).
+        let rows = sqlx::query(
+            "SELECT o.token, o.category, o.blob_id, o.stored_size, o.checksum, p.home, p.regions \
+             FROM objects o LEFT JOIN placements p \
+               ON p.token = o.token AND p.category = o.category \
+             WHERE (o.token, o.blob_id) > ($1, $2) \
+             ORDER BY o.token, o.blob_id LIMIT $3",
+        )
+        .bind(after_token)
+        .bind(after_blob)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Sql::<D>::index_entry_from).collect()
     }
 
     // ---- garbage ----

@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::jobs::{JobRow, JobState, UnitRelease, UnitRow};
 use crate::ledger::{self, GENESIS};
 use crate::model::{
-    CheckpointRow, Fence, GarbageRow, LedgerAppend, LedgerEntry, Millis, ObjectRow, PlacementRow,
-    PlacementState, PlacementSummary, PolicyVersionRow, SubjectRow,
+    CheckpointRow, Fence, GarbageRow, IndexEntry, LedgerAppend, LedgerEntry, Millis, ObjectRow,
+    PlacementRow, PlacementState, PlacementSummary, PolicyVersionRow, SubjectRow,
 };
 
 /// What an object row held before a write replaced or removed it.
@@ -121,6 +121,19 @@ where
             checksum: r.try_get(8)?,
             blob_id: r.try_get(9)?,
             modified_at: r.try_get(10)?,
+        })
+    }
+
+    pub(crate) fn index_entry_from(r: &D::Row) -> Result<IndexEntry> {
+        let home: Option<String> = r.try_get(5)?;
+        let regions: Option<String> = r.try_get(6)?;
+        Ok(IndexEntry {
+            token: r.try_get(0)?,
+            category: r.try_get(1)?,
+            blob_id: r.try_get(2)?,
+            stored_size: r.try_get(3)?,
+            checksum: r.try_get(4)?,
+            placement: home.zip(regions).map(|(h, r)| (h, split_list(&r))),
         })
     }
 

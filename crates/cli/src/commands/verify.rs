@@ -41,16 +41,23 @@ pub(super) async fn run(engine: &Engine, format: Format, quick: bool, deep: bool
             } else {
                 String::new()
             },
-            if r.problems.is_empty() {
+            if r.is_clean() {
                 "ok".to_string()
+            } else if r.problems_found > r.problems.len() as u64 {
+                format!(
+                    "{} problem(s), the first {} listed ({})",
+                    r.problems_found,
+                    r.problems.len(),
+                    r.problems_by_kind
+                        .iter()
+                        .map(|(k, n)| format!("{n} {k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             } else {
-                format!("{} problem(s)", r.problems.len())
+                format!("{} problem(s)", r.problems_found)
             }
         );
     }
-    Ok(if r.problems.is_empty() {
-        0
-    } else {
-        EXIT_VIOLATION
-    })
+    Ok(if r.is_clean() { 0 } else { EXIT_VIOLATION })
 }
