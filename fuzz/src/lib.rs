@@ -82,7 +82,7 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 /// listing reads every object of its subject, the ledger's check reads the
 /// whole chain), and what an input does depends on ever more history. A
 /// rebuild (a fresh catalog and regions, about a hundred catalog writes)
-/// costs some 15 ms: S3 inputs pile objects up quickly and run slower, so
+/// costs 15 to 70 ms: S3 inputs pile objects up quickly and run slower, so
 /// their deployment is replaced more often than the admin API's.
 pub const RESET_EVERY: [(Api, u64); 2] = [(Api::S3, 500), (Api::Rest, 5_000)];
 
