@@ -5,6 +5,7 @@
 #   scripts/fuzz.sh --seconds 20            the CI budget, per target
 #   scripts/fuzz.sh --runs 10000000         a fixed number of executions
 #   scripts/fuzz.sh --seconds 60 config     only the targets named
+#   scripts/fuzz.sh --fork 2 --runs N T      N executions over 2 processes
 #
 # Each target starts from its committed seeds (fuzz/seeds/TARGET) and its
 # own corpus (fuzz/corpus/TARGET, kept between runs, not committed). Fails
@@ -17,13 +18,18 @@ set -euo pipefail
 
 cd "$(dirname "$0")/../fuzz"
 budget=(-max_total_time=20)
+parallel=(-jobs=1 -workers=1)
 targets=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) budget=(-max_total_time="$2"); shift 2 ;;
         --runs) budget=(-runs="$2"); shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-        -*) echo "unknown option $1 (use --seconds N or --runs N)" >&2; exit 2 ;;
+        # libFuzzer's fork mode: the budget is shared by the processes, and
+        # each is replaced after a while (a fresh deployment for the
+        # request targets).
+        --fork) parallel=(-fork="$2"); shift 2 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -*) echo "unknown option $1 (use --seconds N, --runs N or --fork N)" >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
     esac
 done
@@ -56,7 +62,7 @@ for t in "${targets[@]}"; do
     start=$(date +%s.%N)
     status=0
     nice -n 19 cargo +nightly fuzz run -s none "$t" "corpus/$t" "seeds/$t" -- \
-        "${budget[@]}" -jobs=1 -workers=1 -timeout=60 -rss_limit_mb=4096 \
+        "${budget[@]}" "${parallel[@]}" -timeout=60 -rss_limit_mb=4096 \
         -print_final_stats=1 >"$log" 2>&1 || status=$?
     end=$(date +%s.%N)
     # With -jobs, the fuzzing runs in a worker that logs to fuzz-0.log.

@@ -37,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
     };
     // The stored name sits in the bucket's namespace, and the key is
     // rebuilt from it exactly.
-    assert!(m.name.as_str().starts_with(bucket.namespace()), "name outside the bucket");
+    assert!(
+        m.name.as_str().starts_with(bucket.namespace()),
+        "name outside the bucket"
+    );
     assert_eq!(
         bucket.key_of(&m.subject, m.name.as_str()).as_deref(),
         Some(*key),

@@ -9,6 +9,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let d = domicile_fuzz::deployment();
-    domicile_fuzz::run_requests(&d.rest, data, false);
+    domicile_fuzz::fuzz_requests(domicile_fuzz::Api::Rest, data);
 });

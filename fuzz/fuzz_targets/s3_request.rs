@@ -10,6 +10,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let d = domicile_fuzz::deployment();
-    domicile_fuzz::run_requests(&d.s3, data, true);
+    domicile_fuzz::fuzz_requests(domicile_fuzz::Api::S3, data);
 });
