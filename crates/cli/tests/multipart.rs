@@ -129,7 +129,9 @@ assert s3.get_object(Bucket=B, Key=P + "managed.bin")["Body"].read() == data
 
 # A part sent again replaces the first one.
 K = P + "resent.bin"
-up = s3.create_multipart_upload(Bucket=B, Key=K, ContentType="video/x-test", Metadata={"m": "1"})["UploadId"]
+up = s3.create_multipart_upload(Bucket=B, Key=K, ContentType="video/x-test", Metadata={"m": "1"},
+                                CacheControl="max-age=60", ContentDisposition="attachment",
+                                ContentLanguage="fr")["UploadId"]
 a, b1, b2, c = blob(5 * MiB), blob(5 * MiB), blob(5 * MiB), b"tail" * 10
 e1 = s3.upload_part(Bucket=B, Key=K, UploadId=up, PartNumber=1, Body=a)["ETag"]
 assert e1 == '"%s"' % hashlib.md5(a).hexdigest(), e1
@@ -149,6 +151,8 @@ g = s3.get_object(Bucket=B, Key=K)
 assert g["Body"].read() == whole
 assert g["ETag"] == r["ETag"] and g["PartsCount"] == 3, g
 assert g["ContentType"] == "video/x-test" and g["Metadata"] == {"m": "1"}, g
+assert g["CacheControl"] == "max-age=60" and g["ContentDisposition"] == "attachment", g
+assert g["ContentLanguage"] == "fr", g
 assert code(lambda: s3.list_parts(Bucket=B, Key=K, UploadId=up))[0] == "NoSuchUpload"
 
 # partNumber reads, and ranges across part boundaries.
