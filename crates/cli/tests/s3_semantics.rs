@@ -3,8 +3,8 @@
 //! tools that compare them), system and non-ASCII metadata, conditional
 //! requests (304/412 with validators, conditional PUT decided atomically,
 //! DeleteObject If-Match), NoSuchBucket, ListBuckets pagination, owners in
-//! listings, folder keys in listings with delimiters, and CopyObject onto
-//! itself.
+//! listings, folder keys in listings with delimiters, CopyObject onto
+//! itself, and uploads in chunked transfer encoding without Content-Length.
 
 #![allow(clippy::unwrap_used)]
 
@@ -409,6 +409,97 @@ v2 = s3.list_objects_v2(Bucket=B, Prefix=F, FetchOwner=True)
 assert all(o["Owner"]["ID"] == "domicile" for o in v2["Contents"]), v2["Contents"][0]
 v1 = s3.list_objects(Bucket=B, Prefix=F)
 assert all(o["Owner"]["ID"] == "domicile" for o in v1["Contents"]), v1["Contents"][0]
+print("ok")
+"#
+    );
+    let out = python(&srv, home, &script, &[]);
+    assert!(out.contains("ok"), "{out}");
+    srv.stop();
+}
+
+/// PutObject and UploadPart sent with `Transfer-Encoding: chunked`, no
+/// `Content-Length` and an unsigned payload (`UNSIGNED-PAYLOAD`), as a
+/// client streaming a body of unknown length sends them: stored byte-exact
+/// up to the size limit, refused with `EntityTooLarge` and nothing stored
+/// past it.
+#[test]
+fn chunked_uploads_without_content_length() {
+    const MAX: usize = 256 << 10;
+    let d = Deployment::new(&config());
+    let home = d.path();
+    let srv = Server::start(&d, Some(MAX as u64));
+    add_subject(&srv, "zq-chunk", "IN");
+    let script = format!(
+        "{BOTO_PRELUDE}MAX = {MAX}\n{}",
+        r#"
+import requests
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+class Unsigned(S3SigV4Auth):
+    def _should_sha256_sign_payload(self, request):
+        return False
+
+creds = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+
+def chunked_put(path, body, piece=16 << 10, signed=False):
+    url = os.environ["ENDPOINT"] + path
+    req = AWSRequest(method="PUT", url=url, data=body)
+    (S3SigV4Auth if signed else Unsigned)(creds, "s3", "us-east-1").add_auth(req)
+    headers = {k: v for k, v in req.headers.items() if k.lower() != "content-length"}
+    assert (headers["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD") != signed, headers
+    def pieces():
+        for i in range(0, len(body), piece):
+            yield body[i:i + piece]
+    r = requests.put(url, data=pieces(), headers=headers)
+    sent = r.request.headers
+    assert "Content-Length" not in sent and sent["Transfer-Encoding"] == "chunked", sent
+    return r
+
+def refused_too_large(r):
+    assert r.status_code == 400 and "<Code>EntityTooLarge</Code>" in r.text, (r.status_code, r.text)
+
+P = "users/zq-chunk/"
+body = os.urandom(MAX - 1000)
+
+# PutObject: byte-exact, with the MD5 ETag; exactly the limit is accepted.
+r = chunked_put(f"/{B}/{P}a.bin", body)
+assert r.status_code == 200, (r.status_code, r.text)
+assert r.headers["ETag"] == md5(body), r.headers
+g = s3.get_object(Bucket=B, Key=P + "a.bin")
+assert g["ETag"] == md5(body) and g["ContentLength"] == len(body), g
+assert g["Body"].read() == body
+full = os.urandom(MAX)
+r = chunked_put(f"/{B}/{P}full.bin", full)
+assert r.status_code == 200 and r.headers["ETag"] == md5(full), (r.status_code, r.text)
+assert s3.get_object(Bucket=B, Key=P + "full.bin")["Body"].read() == full
+r = chunked_put(f"/{B}/{P}empty", b"")
+assert r.status_code == 200 and r.headers["ETag"] == '"d41d8cd98f00b204e9800998ecf8427e"', (r.status_code, r.text)
+assert s3.get_object(Bucket=B, Key=P + "empty")["Body"].read() == b""
+
+# One byte over the limit: refused, nothing stored, an existing object kept.
+refused_too_large(chunked_put(f"/{B}/{P}over.bin", os.urandom(MAX + 1)))
+assert code(lambda: s3.head_object(Bucket=B, Key=P + "over.bin")) == ("404", 404)
+refused_too_large(chunked_put(f"/{B}/{P}a.bin", os.urandom(MAX + 1)))
+assert s3.get_object(Bucket=B, Key=P + "a.bin")["Body"].read() == body
+
+# A payload signed with its hash still needs its length, as s3s checks it.
+r = chunked_put(f"/{B}/{P}signed.bin", body, signed=True)
+assert r.status_code == 411 and "<Code>MissingContentLength</Code>" in r.text, (r.status_code, r.text)
+assert code(lambda: s3.head_object(Bucket=B, Key=P + "signed.bin")) == ("404", 404)
+
+# UploadPart: the same, part by part.
+K = P + "multi.bin"
+up = s3.create_multipart_upload(Bucket=B, Key=K)["UploadId"]
+r = chunked_put(f"/{B}/{K}?partNumber=1&uploadId={up}", body)
+assert r.status_code == 200 and r.headers["ETag"] == md5(body), (r.status_code, r.text)
+refused_too_large(chunked_put(f"/{B}/{K}?partNumber=2&uploadId={up}", os.urandom(MAX + 1)))
+parts = s3.list_parts(Bucket=B, Key=K, UploadId=up).get("Parts", [])
+assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in parts] == [(1, md5(body), len(body))], parts
+s3.complete_multipart_upload(Bucket=B, Key=K, UploadId=up,
+                             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": md5(body)}]})
+assert s3.get_object(Bucket=B, Key=K)["Body"].read() == body
 print("ok")
 "#
     );

@@ -172,6 +172,43 @@ pub(crate) fn reader(
     Ok((StreamReader::new(body), progress))
 }
 
+/// A streamed request body of unknown length (chunked, no
+/// `Content-Length`) signed with `UNSIGNED-PAYLOAD`. s3s 0.14 refuses such
+/// a body (`MissingContentLength`) unless its size hint is exact, so this
+/// wrapper claims the size limit as that hint. Nothing else reads the
+/// hint: [`reader`] counts the bytes as they come and stops at the limit,
+/// and s3s reads no body of an object upload in full.
+pub(crate) struct Unsized {
+    inner: axum::body::Body,
+    claim: u64,
+}
+
+impl Unsized {
+    pub(crate) fn new(inner: axum::body::Body, claim: u64) -> Self {
+        Unsized { inner, claim }
+    }
+}
+
+impl http_body::Body for Unsized {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.claim)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::AsyncReadExt;

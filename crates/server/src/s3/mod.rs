@@ -7,7 +7,8 @@
 //!   map to nothing or are invalid; folder keys (`…/`) and empty segments
 //!   map where the subject can be read.
 //! - `body`: request bodies as the engine reads them, with size, length
-//!   and idle checks.
+//!   and idle checks; an object upload streamed without `Content-Length`
+//!   (chunked, `UNSIGNED-PAYLOAD`) is admitted past s3s's length check.
 //! - `object`: PutObject, GetObject (ranges), HeadObject, DeleteObject(s),
 //!   CopyObject; MD5 ETags, system metadata, conditional requests (PUT and
 //!   DELETE decided in the catalog's commit). docs/s3.md lists what is
@@ -45,8 +46,8 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::error_handling::HandleError;
-use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use domicile_core::Config;
@@ -165,6 +166,10 @@ pub fn router(
     Ok(Router::new()
         .fallback_service(service)
         .layer(axum::middleware::from_fn_with_state(
+            options.max_object_size,
+            admit_unsized,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             metrics.clone(),
             refuse::refuse_hostile,
         ))
@@ -173,6 +178,28 @@ pub fn router(
             (metrics, "s3"),
             rest::count_responses,
         )))
+}
+
+/// A PUT whose body is streamed without a `Content-Length` (HTTP/1.1
+/// chunked transfer encoding) and signed with `UNSIGNED-PAYLOAD` is let
+/// through to s3s, which would refuse it with `MissingContentLength`: its
+/// body is marked as at most `max_object_size` bytes long, and the handler
+/// streams it, counting the bytes against that limit (`EntityTooLarge`
+/// past it, nothing stored). Payloads signed in full still need the length
+/// s3s checks the hash against.
+async fn admit_unsized(State(max): State<u64>, req: Request, next: Next) -> Response {
+    let streamed = req.method() == Method::PUT
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+        && http_body::Body::size_hint(req.body()).exact().is_none()
+        && req
+            .headers()
+            .get("x-amz-content-sha256")
+            .is_some_and(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD");
+    if !streamed {
+        return next.run(req).await;
+    }
+    next.run(req.map(|b| axum::body::Body::new(body::Unsized::new(b, max))))
+        .await
 }
 
 /// A request refused before its body was read leaves that body on the
