@@ -353,35 +353,7 @@ impl Secrets {
         if from == to {
             return Ok(None);
         }
-        let key = load_or_create_key(&from)?;
-        if to.exists() {
-            return if load_or_create_key(&to)? == key {
-                Ok(None)
-            } else {
-                Err(Error::Secrets(format!(
-                    "{} already holds another subject-token key than {}: \
-                     move it away, or set {TOKEN_KEY_VAR}",
-                    to.display(),
-                    from.display()
-                )))
-            };
-        }
-        let io = |e: std::io::Error| Error::Io {
-            path: to.display().to_string(),
-            source: e,
-        };
-        if let Some(dir) = to.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&to)
-            .map_err(io)?;
-        f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        Ok(Some(to))
+        carry_key_file(from, to, "subject-token key", TOKEN_KEY_VAR)
     }
 }
 
@@ -407,36 +379,44 @@ impl Secrets {
         if from == to || !from.exists() {
             return Ok(None);
         }
-        let key = load_or_create_key(&from)?;
-        if to.exists() {
-            return if load_or_create_key(&to)? == key {
-                Ok(None)
-            } else {
-                Err(Error::Secrets(format!(
-                    "{} already holds another ledger signing key than {}: \
-                     move it away, or set {LEDGER_KEY_VAR}",
-                    to.display(),
-                    from.display()
-                )))
-            };
-        }
-        let io = |e: std::io::Error| Error::Io {
-            path: to.display().to_string(),
-            source: e,
-        };
-        if let Some(dir) = to.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&to)
-            .map_err(io)?;
-        f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        Ok(Some(to))
+        carry_key_file(from, to, "ledger signing key", LEDGER_KEY_VAR)
     }
+}
+
+/// Makes the key in the file `from` (created if missing) the key in the
+/// file `to` too: `to` is created with mode 0600 and returned, or left as
+/// it is when it already holds that key. Fails, writing nothing, if `to`
+/// holds another key (`what` names the key, `var` the secret that would
+/// override both files).
+fn carry_key_file(from: PathBuf, to: PathBuf, what: &str, var: &str) -> Result<Option<PathBuf>> {
+    let key = load_or_create_key(&from)?;
+    if to.exists() {
+        return if load_or_create_key(&to)? == key {
+            Ok(None)
+        } else {
+            Err(Error::Secrets(format!(
+                "{} already holds another {what} than {}: move it away, or set {var}",
+                to.display(),
+                from.display()
+            )))
+        };
+    }
+    let io = |e: std::io::Error| Error::Io {
+        path: to.display().to_string(),
+        source: e,
+    };
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&to)
+        .map_err(io)?;
+    f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok(Some(to))
 }
 
 fn parse_key(s: &str) -> Option<[u8; 32]> {
@@ -508,6 +488,33 @@ pub fn ledger_key_path(catalog_url: &str, base_dir: &Path) -> PathBuf {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_file_is_carried_once_and_another_key_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("a/key");
+        let to = dir.path().join("b/key");
+        // The source is created on first use, the target written 0600.
+        let made = carry_key_file(from.clone(), to.clone(), "test key", "VAR").unwrap();
+        assert_eq!(made.as_deref(), Some(to.as_path()));
+        assert_eq!(
+            load_or_create_key(&to).unwrap(),
+            load_or_create_key(&from).unwrap()
+        );
+        let mode = std::fs::metadata(&to).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // The same key again: nothing to do.
+        assert_eq!(
+            carry_key_file(from.clone(), to.clone(), "test key", "VAR").unwrap(),
+            None
+        );
+        // Another key in the target: refused, and the target is unchanged.
+        let other = dir.path().join("c/key");
+        let kept = std::fs::read(&to).unwrap();
+        let err = carry_key_file(other, to.clone(), "test key", "VAR").unwrap_err();
+        assert!(err.to_string().contains("another test key"), "{err}");
+        assert_eq!(std::fs::read(&to).unwrap(), kept);
+    }
 
     fn secrets(pairs: &[(&str, &str)]) -> Secrets {
         Secrets {
