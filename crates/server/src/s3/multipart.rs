@@ -44,7 +44,7 @@ use super::S3Api;
 use super::body::{self, Progress};
 use super::error::{from_engine, internal, s3};
 use super::keys::UPLOAD_PREFIX;
-use super::object::{Conditions, HttpMeta, copy_source, meta_of, no_such_key, timestamp};
+use super::object::{Conditions, copy_source, no_such_key, request_meta, timestamp};
 
 /// S3's bounds on parts.
 const MAX_PARTS: i32 = 10_000;
@@ -279,15 +279,7 @@ impl S3Api {
         const OP: &str = "CreateMultipartUpload";
         let input = req.input;
         let (bucket, target) = self.target(&input.bucket, &input.key)?;
-        let mut meta = meta_of(input.content_type, input.metadata)?;
-        HttpMeta {
-            cache_control: input.cache_control,
-            content_disposition: input.content_disposition,
-            content_encoding: input.content_encoding,
-            content_language: input.content_language,
-            expires: input.expires,
-        }
-        .apply(&mut meta);
+        let meta = request_meta!(input);
         let id = new_upload_id()?;
         let marker = serde_json::to_string(&Marker {
             name: target.name.to_string(),

@@ -55,6 +55,28 @@ pub(crate) fn etag(value: &str) -> ETag {
     ETag::Strong(value.to_string())
 }
 
+/// The whole metadata an upload request gives its object (PutObject,
+/// CopyObject with REPLACE, CreateMultipartUpload): content type, user
+/// metadata and the HTTP system metadata. Each request has its own input
+/// type with the same field names, hence a macro; it returns early with the
+/// error of metadata too large.
+macro_rules! request_meta {
+    ($input:expr) => {
+        $crate::s3::object::HttpMeta {
+            cache_control: $input.cache_control,
+            content_disposition: $input.content_disposition,
+            content_encoding: $input.content_encoding,
+            content_language: $input.content_language,
+            expires: $input.expires,
+        }
+        .with($crate::s3::object::meta_of(
+            $input.content_type,
+            $input.metadata,
+        )?)
+    };
+}
+pub(crate) use request_meta;
+
 /// The HTTP system metadata of a request, stored with the object.
 #[derive(Debug, Default)]
 pub(crate) struct HttpMeta {
@@ -66,6 +88,12 @@ pub(crate) struct HttpMeta {
 }
 
 impl HttpMeta {
+    /// `meta` with these fields set: a request's whole metadata.
+    pub(crate) fn with(self, mut meta: ObjectMeta) -> ObjectMeta {
+        self.apply(&mut meta);
+        meta
+    }
+
     /// Sets these fields of `meta` (empty values are no value).
     pub(crate) fn apply(self, meta: &mut ObjectMeta) {
         let set = |v: Option<String>| v.filter(|v| !v.is_empty());
@@ -459,15 +487,7 @@ impl S3Api {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         let (bucket, target) = self.target(&input.bucket, &input.key)?;
-        let mut meta = meta_of(input.content_type, input.metadata)?;
-        HttpMeta {
-            cache_control: input.cache_control,
-            content_disposition: input.content_disposition,
-            content_encoding: input.content_encoding,
-            content_language: input.content_language,
-            expires: input.expires,
-        }
-        .apply(&mut meta);
+        let meta = request_meta!(input);
         let mut condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let (reader, progress) = body::reader(
             input.body,
@@ -790,16 +810,7 @@ impl S3Api {
             return Err(copy_onto_itself());
         }
         let meta = if replace {
-            let mut meta = meta_of(input.content_type, input.metadata)?;
-            HttpMeta {
-                cache_control: input.cache_control,
-                content_disposition: input.content_disposition,
-                content_encoding: input.content_encoding,
-                content_language: input.content_language,
-                expires: input.expires,
-            }
-            .apply(&mut meta);
-            meta
+            request_meta!(input)
         } else {
             // The source's ETag is a digest of its bytes as stored (of its
             // parts, for an object of parts): the copy's is its own.
