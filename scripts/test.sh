@@ -8,8 +8,11 @@
 #   postgres://postgres@127.0.0.1:5432, trust auth): the catalog's PostgreSQL
 #   backend, the shared-catalog tests and `catalog migrate-to`;
 # - rclone (Debian), the aws cli, boto3 and moto (PyPI): the S3 API's
-#   end-to-end tests and the s3:// region tests.
-# These tests fail, never skip, when what they need is missing.
+#   end-to-end tests and the s3:// region tests;
+# - chromium and chromium-driver (Debian) and selenium (PyPI): the web
+#   console's browser test (crates/cli/tests/console.rs).
+# These tests fail, never skip, when what they need is missing; only the
+# browser test skips, loudly, when chromium itself is not installed.
 #
 # `cargo test -p domicile-core` needs none of it: the fast inner loop.
 set -euo pipefail
@@ -67,6 +70,10 @@ install_clients() {
   command -v aws >/dev/null 2>&1 || { log "installing the aws cli"; python3 -m pip install -q awscli; }
   python3 -c "import boto3" 2>/dev/null || { log "installing boto3"; python3 -m pip install -q boto3; }
   command -v moto_server >/dev/null 2>&1 || { log "installing moto"; python3 -m pip install -q 'moto[server]'; }
+  # The web console's browser test: headless Chromium driven by selenium.
+  command -v chromium >/dev/null 2>&1 || { log "installing chromium"; apt_install chromium; }
+  command -v chromedriver >/dev/null 2>&1 || { log "installing chromium-driver"; apt_install chromium-driver; }
+  python3 -c "import selenium" 2>/dev/null || { log "installing selenium"; python3 -m pip install -q selenium; }
 }
 
 start_postgres

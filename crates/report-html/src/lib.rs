@@ -2,8 +2,9 @@
 //! charts generated here (no script, no font, no fetch of any kind), the
 //! CSS in the page, tables with the same numbers as the charts, and a
 //! layout that prints as A4. Plain string building; the same data gives
-//! the same bytes. The command line (`--format html`) and, later, the web
-//! console render through it; it knows nothing of either.
+//! the same bytes. The command line (`--format html`) renders whole
+//! documents; the web console (`domicile-server`'s `ui`) places the same
+//! sections in its pages as fragments. It knows nothing of either.
 //!
 //! - [`text`]: escaping of every string, coordinates that are always
 //!   finite, bytes, money and times as the tables print them.
@@ -13,7 +14,7 @@
 //! - [`page`]: the document around the charts: header (policy version and
 //!   digest, time), sections, tables, the CSS.
 //! - [`report`]: the documents: the present (residency, exposure, cost,
-//!   violations) and a plan (before and after).
+//!   violations) and a plan (before and after), whole or as fragments.
 
 pub mod flows;
 pub mod page;
@@ -23,4 +24,4 @@ pub mod text;
 
 pub use flows::Flows;
 pub use page::Meta;
-pub use report::{Focus, PlanView, Present, plan, present};
+pub use report::{Focus, PlanView, Present, plan, plan_fragment, present, present_fragment};

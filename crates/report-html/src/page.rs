@@ -134,6 +134,23 @@ impl Page {
         }
     }
 
+    /// A page with no head and no header: sections to place inside
+    /// another document (the web console's pages), ended by
+    /// [`Page::into_fragment`].
+    pub fn fragment() -> Page {
+        Page {
+            out: String::with_capacity(16 * 1024),
+            in_section: false,
+        }
+    }
+
+    /// The sections written so far, the open one closed: a fragment's
+    /// text.
+    pub fn into_fragment(mut self) -> String {
+        self.end_section();
+        self.out
+    }
+
     /// Opens a section headed `heading` (closing the one open).
     pub fn section(&mut self, id: &str, heading: &str) {
         self.end_section();

@@ -66,15 +66,27 @@ pub fn present(meta: &Meta, focus: Focus, p: &Present<'_>) -> String {
         ],
     };
     let mut page = Page::new(meta);
-    for section in order {
+    present_sections(&mut page, &order, p);
+    page.finish()
+}
+
+/// Sections of a report of the present, in the order given, as a
+/// fragment to place in another page (the web console's).
+pub fn present_fragment(sections: &[Focus], p: &Present<'_>) -> String {
+    let mut page = Page::fragment();
+    present_sections(&mut page, sections, p);
+    page.into_fragment()
+}
+
+fn present_sections(page: &mut Page, sections: &[Focus], p: &Present<'_>) {
+    for section in sections {
         match section {
-            Focus::Residency => residency(&mut page, p.residency),
-            Focus::Exposure => exposure(&mut page, &p.summary.exposure_before),
-            Focus::Cost => cost(&mut page, &p.summary.cost_before, None),
-            Focus::Violations => violations(&mut page, p.violations),
+            Focus::Residency => residency(page, p.residency),
+            Focus::Exposure => exposure(page, &p.summary.exposure_before),
+            Focus::Cost => cost(page, &p.summary.cost_before, None),
+            Focus::Violations => violations(page, p.violations),
         }
     }
-    page.finish()
 }
 
 /// A plan of another policy (or of the current one) over the present.
@@ -93,6 +105,19 @@ pub struct PlanView<'a> {
 /// after, and the first moves.
 pub fn plan(meta: &Meta, p: &PlanView<'_>) -> String {
     let mut page = Page::new(meta);
+    plan_sections(&mut page, p);
+    page.finish()
+}
+
+/// The sections of a plan's report, as a fragment to place in another
+/// page (the web console's).
+pub fn plan_fragment(p: &PlanView<'_>) -> String {
+    let mut page = Page::fragment();
+    plan_sections(&mut page, p);
+    page.into_fragment()
+}
+
+fn plan_sections(page: &mut Page, p: &PlanView<'_>) {
     let t = &p.summary.totals;
     page.section("summary", "Plan");
     if t.units == 0 {
@@ -170,7 +195,7 @@ pub fn plan(meta: &Meta, p: &PlanView<'_>) -> String {
             ),
         ]);
     }
-    flow_change_table(&mut page, p.before, p.after);
+    flow_change_table(page, p.before, p.after);
 
     let before = &p.summary.exposure_before;
     let after = &p.summary.exposure_after;
@@ -204,14 +229,10 @@ pub fn plan(meta: &Meta, p: &PlanView<'_>) -> String {
             ),
         ]);
     }
-    exposure_change_table(&mut page, before, after);
-    grounds(&mut page, before.iter().chain(after));
+    exposure_change_table(page, before, after);
+    grounds(page, before.iter().chain(after));
 
-    cost(
-        &mut page,
-        &p.summary.cost_before,
-        Some(&p.summary.cost_after),
-    );
+    cost(page, &p.summary.cost_before, Some(&p.summary.cost_after));
 
     page.section("moves", "Moves");
     let rows: Vec<Vec<String>> = p
@@ -262,7 +283,6 @@ pub fn plan(meta: &Meta, p: &PlanView<'_>) -> String {
             ),
         );
     }
-    page.finish()
 }
 
 fn measure_caption(m: Measure) -> &'static str {
@@ -761,6 +781,42 @@ mod tests {
         assert!(html.contains("operator-kms → in-kms"));
         assert!(html.contains("… and 2 more moves"));
         assert!(!html.contains("<img"), "{html}");
+    }
+
+    #[test]
+    fn a_fragment_holds_the_sections_asked_for_and_no_page_around_them() {
+        let s = summary();
+        let rows = residency_rows();
+        let v = [violation()];
+        let p = Present {
+            residency: &rows,
+            summary: &s,
+            violations: &v,
+        };
+        let html = present_fragment(&[Focus::Exposure], &p);
+        assert!(html.starts_with(r#"<section id="exposure""#), "{html}");
+        assert!(html.trim_end().ends_with("</section>"), "{html}");
+        assert!(
+            html.contains(r#"<svg class="chart heat plaintext""#),
+            "{html}"
+        );
+        assert!(!html.contains("<section id=\"residency\""), "{html}");
+        for page in ["<html", "<head", "<style", "<body", "</main>"] {
+            assert!(!html.contains(page), "{page} in {html}");
+        }
+        let html = present_fragment(&[Focus::Residency, Focus::Violations], &p);
+        assert!(html.find("id=\"residency\"") < html.find("id=\"violations\""));
+        assert!(!html.contains("<script"), "{html}");
+        let f = Flows::from_residency(&rows);
+        let html = plan_fragment(&PlanView {
+            summary: &s,
+            before: &f,
+            after: &f,
+            moves: &[],
+        });
+        assert!(html.starts_with(r#"<section id="summary""#), "{html}");
+        assert_eq!(html.matches(r#"<svg class="chart flow"#).count(), 4);
+        assert!(!html.contains("<html"), "{html}");
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! - [`rest`]: the admin API on axum: JSON, bearer tokens with a role
 //!   (admin, operator, auditor, legal) checked against one permission
 //!   table, `/openapi.json`, `/metrics`, `/healthz`.
+//! - [`ui`]: the web console at `/ui/` on the REST listener: server-rendered
+//!   pages (the HTML reports' charts), sessions opened with a REST token,
+//!   what each role may see from the same permission table.
 //! - [`metrics`]: request, byte and error counters per operation and region,
 //!   rendered as Prometheus text.
 //! - [`error`]: why the server could not start or stopped.
@@ -30,6 +33,7 @@ pub mod metrics;
 pub mod rest;
 pub mod s3;
 pub mod tls;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;

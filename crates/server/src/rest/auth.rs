@@ -143,13 +143,20 @@ impl Tokens {
         let presented = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| blake3::hash(t.trim().as_bytes()));
-        let Some(h) = presented else {
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(token) = presented else {
             return Err(unauthorized(
                 "this endpoint needs `Authorization: Bearer TOKEN`",
             ));
         };
+        self.holder(token)
+            .ok_or_else(|| unauthorized("the bearer token is not valid"))
+    }
+
+    /// The caller a token's secret names, if any (the web console's login
+    /// asks this too).
+    pub(crate) fn holder(&self, secret: &str) -> Option<Caller> {
+        let h = blake3::hash(secret.trim().as_bytes());
         // Every hash is compared, each in constant time.
         let mut found = None;
         for (known, name, role) in &self.known {
@@ -160,8 +167,21 @@ impl Tokens {
                 });
             }
         }
-        found.ok_or_else(|| unauthorized("the bearer token is not valid"))
+        found
     }
+}
+
+/// Whether [`PERMISSIONS`] lets `role` call `method path` (the web console
+/// shows a role what this table lets it read or do, and no more).
+pub(crate) fn role_may(role: Role, method: &str, path: &str) -> bool {
+    PERMISSIONS.iter().any(|r| {
+        r.method == method
+            && r.path == path
+            && match r.allow {
+                Allow::Anyone => true,
+                Allow::Roles(roles) => roles.contains(&role),
+            }
+    })
 }
 
 fn unauthorized(msg: &str) -> ApiError {

@@ -11,7 +11,8 @@
 //! - `openapi`: the OpenAPI 3 document served at `/openapi.json`.
 //!
 //! `/healthz`, `/metrics` and `/openapi.json` need no token; they hold no
-//! personal data.
+//! personal data. The web console (`crate::ui`) is served beside these
+//! routes, at `/ui/`.
 
 mod auth;
 mod error;
@@ -37,6 +38,9 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 pub use auth::{ADMIN_TOKEN_VAR, AUDITOR_TOKEN_VAR, Allow, Caller, PERMISSIONS, Permission, Role};
+pub(crate) use auth::{Tokens, role_may};
+pub(crate) use error::ApiError;
+pub(crate) use handlers::migration_action;
 
 /// What every handler shares.
 pub(crate) struct AppState {
@@ -76,8 +80,9 @@ pub fn router(engine: Arc<Engine>, metrics: Arc<Metrics>, options: &ServerOption
             "no [[token]], {ADMIN_TOKEN_VAR} or {AUDITOR_TOKEN_VAR}: every protected REST endpoint will answer 401"
         );
     }
+    let tokens = Arc::new(tokens);
     let gate = auth::Gate {
-        tokens: Arc::new(tokens),
+        tokens: tokens.clone(),
         metrics: metrics.clone(),
     };
     let state: Shared = Arc::new(AppState {
@@ -116,6 +121,8 @@ pub fn router(engine: Arc<Engine>, metrics: Arc<Metrics>, options: &ServerOption
             state.metrics.clone(),
             count_operations,
         ))
+        // The web console: its own sessions, the same tokens and engine.
+        .merge(crate::ui::router(state.clone(), tokens, options))
         .fallback(handlers::not_found)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(options.max_json_body))
