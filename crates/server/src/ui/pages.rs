@@ -506,38 +506,65 @@ pub(crate) async fn plan(State(ui): State<Ui>, v: Viewer, body: Bytes) -> Page {
     ok(title, s, View::Plan, &out)
 }
 
-/// Every plain field of the plan's summary and totals, by name: what the
-/// planner reports is shown as it grows, with no list kept here.
+/// Every plain field of the plan's summary, of its totals and of any
+/// other object in it (an estimate, say), by name: what the planner
+/// reports is shown as it grows, with no list of fields kept here. Lists
+/// (exposure, cost per region) are drawn by the plan's sections.
 fn summary_pairs(summary: &domicile_core::plan::PlanSummary) -> String {
-    let Ok(Value::Object(top)) = serde_json::to_value(summary) else {
-        return String::new();
-    };
-    let mut items = Vec::new();
-    let mut add = |key: &str, v: &Value| {
-        let text = match v {
+    match serde_json::to_value(summary) {
+        Ok(v) => fields_pairs(&v),
+        Err(_) => String::new(),
+    }
+}
+
+fn fields_pairs(summary: &Value) -> String {
+    fn text(key: &str, v: &Value) -> Option<String> {
+        Some(match v {
             Value::Number(n) if key.contains("cost") => money(n.as_f64().unwrap_or(0.0)),
             Value::Number(n) if key.starts_with("bytes") => {
                 n.as_u64().map_or_else(|| n.to_string(), bytes)
             }
-            Value::Number(n) if key.contains("seconds") => duration_text(n.as_f64().unwrap_or(0.0)),
+            Value::Number(n) if key.contains("seconds") || key.contains("duration") => {
+                duration_text(n.as_f64().unwrap_or(0.0))
+            }
             Value::Number(n) => n.to_string(),
             Value::String(t) => t.clone(),
             Value::Bool(b) => b.to_string(),
             Value::Null => "-".into(),
-            _ => return,
-        };
-        items.push((key.replace('_', " "), text));
+            Value::Array(_) | Value::Object(_) => return None,
+        })
+    }
+    let Value::Object(top) = summary else {
+        return String::new();
     };
-    if let Some(Value::Object(totals)) = top.get("totals") {
-        for (k, v) in totals {
-            add(k, v);
+    let mut items = Vec::new();
+    let mut nested = Vec::new();
+    for (k, v) in top {
+        match v {
+            // The totals first, by their own names.
+            Value::Object(inner) if k == "totals" => {
+                for (ik, iv) in inner {
+                    if let Some(t) = text(ik, iv) {
+                        items.push((ik.replace('_', " "), t));
+                    }
+                }
+            }
+            Value::Object(inner) => {
+                for (ik, iv) in inner {
+                    let key = format!("{k} {ik}");
+                    if let Some(t) = text(&key, iv) {
+                        nested.push((key.replace('_', " "), t));
+                    }
+                }
+            }
+            v => {
+                if let Some(t) = text(k, v) {
+                    nested.push((k.replace('_', " "), t));
+                }
+            }
         }
     }
-    for (k, v) in &top {
-        if k != "totals" {
-            add(k, v);
-        }
-    }
+    items.extend(nested);
     pairs("plan-summary", &items)
 }
 
@@ -998,6 +1025,33 @@ pub(crate) async fn ledger(State(ui): State<Ui>, v: Viewer) -> Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plan_summary_shows_every_plain_field_it_has() {
+        let html = fields_pairs(&json!({
+            "totals": {"units": 12, "egress_cost": 0.5, "bytes_transferred": 2048,
+                       "estimated_seconds": 90.0},
+            "estimate": {"duration_seconds": 7322, "rate_source": "measured <copies>"},
+            "subjects_seen": 3,
+            "exposure_before": [{"authority": "CN"}],
+        }));
+        for (k, v) in [
+            ("units", "12"),
+            ("egress cost", "$0.5000"),
+            ("bytes transferred", "2.0 KiB"),
+            ("estimated seconds", "1 min 30 s"),
+            ("estimate duration seconds", "2 h 2 min"),
+            ("estimate rate source", "measured &lt;copies&gt;"),
+            ("subjects seen", "3"),
+        ] {
+            assert!(
+                html.contains(&format!("<dt>{k}</dt><dd>{v}</dd>")),
+                "{k}: {html}"
+            );
+        }
+        assert!(!html.contains("exposure"), "{html}");
+        assert!(html.find("units") < html.find("subjects seen"), "{html}");
+    }
 
     #[test]
     fn durations_read_as_people_say_them() {
