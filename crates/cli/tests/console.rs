@@ -444,6 +444,67 @@ fn headers_cookie_and_refusals() {
     assert!(page.contains(r#"class="error""#), "{page}");
     assert_eq!(version(), before, "bad input changed the policy");
 
+    // The operator pauses, resumes and cancels a running migration from
+    // the console; the ledger names the console's session as the actor.
+    let r = common::http_raw(
+        "POST",
+        &url("/v1/policy?migrate=false"),
+        Some(ADMIN),
+        Some(("text/plain", &v2)),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = common::http(
+        "POST",
+        &url("/v1/migrations"),
+        Some(ADMIN),
+        Some(&serde_json::json!({"rate": 4096, "workers": 1, "batch": 1})),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let state = || {
+        common::http("GET", &url("/v1/migrations/current"), Some(ADMIN), None).json()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for (action, after) in [
+        ("pause", "paused"),
+        ("resume", "running"),
+        ("cancel", "cancelled"),
+    ] {
+        let (status, head, page) = exchange(
+            "POST",
+            &url(&format!("/ui/migration/{action}")),
+            std::slice::from_ref(&operator),
+            Some(&form(&[("csrf", &ops_csrf)])),
+        );
+        assert_eq!(status, 303, "{action}: {head}\n{page}");
+        assert_eq!(
+            header(&head, "location").unwrap(),
+            format!("/ui/migration?done={action}")
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while state() != after {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{action}: {}",
+                state()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let (_, _, page) = exchange(
+        "GET",
+        &url("/ui/migration?done=cancel"),
+        std::slice::from_ref(&operator),
+        None,
+    );
+    assert!(page.contains("Asked to cancel the migration."), "{page}");
+    let bundle = common::http("GET", &url("/v1/evidence"), Some(ADMIN), None);
+    assert!(
+        bundle.body.contains("console:ops"),
+        "no ledger entry by console:ops"
+    );
+
     // Logout ends the session on the server.
     let (status, head, _) = exchange(
         "POST",
