@@ -2,7 +2,9 @@
 //! never a secret.
 //!
 //! - The S3 API acts as `s3:NAME`, NAME being the request's credential;
-//! - the REST API as `rest:NAME`, NAME being the request's token;
+//! - the REST API as `rest:NAME`, NAME being the request's token, and the
+//!   web console as `console:NAME`, NAME being the token its session was
+//!   opened with;
 //! - a migration worker as `worker:ID`, ID being the name it holds leases
 //!   under (process, time and worker number); a write's inline move acts
 //!   as the writer, whose write caused it;
