@@ -265,7 +265,9 @@ pub(crate) async fn login(State(ui): State<Ui>, body: Bytes) -> Response {
     };
     let name = caller.name.clone();
     let Some((id, s)) = ui.sessions.open(caller) else {
-        tracing::error!("no session could be opened: the random source failed");
+        tracing::error!(
+            "no console session could be opened (the random source or the session table failed)"
+        );
         return login_page(
             StatusCode::INTERNAL_SERVER_ERROR,
             Some("internal error; see the server's log"),
