@@ -372,13 +372,24 @@ fn headers_cookie_and_refusals() {
         "POST",
         &url("/ui/plan"),
         std::slice::from_ref(&auditor),
-        Some(&form(&[("csrf", &csrf), ("policy", &v2)])),
+        // As a browser posts a text area: lines ended by CR LF.
+        Some(&form(&[
+            ("csrf", &csrf),
+            ("policy", &v2.replace('\n', "\r\n")),
+        ])),
     );
     assert_eq!(status, 200, "{page}");
     assert!(
         page.contains(r#"id="what-if""#) && page.contains("in-kms"),
         "{page}"
     );
+    assert!(!page.contains('\u{fffd}'), "the policy echoed with its CRs");
+    assert!(
+        page.contains("# domicile demo, policy v2: India&#39;s rules.\n"),
+        "{page}"
+    );
+    // A change for every other home names a few and counts the rest.
+    assert!(page.contains(" more ("), "{page}");
     assert!(!page.contains("ravi"), "the auditor's plan names a subject");
     assert_eq!(version(), before, "the plan applied its policy");
     let (status, _, page) = exchange(

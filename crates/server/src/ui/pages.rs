@@ -433,7 +433,9 @@ pub(crate) async fn plan(State(ui): State<Ui>, v: Viewer, body: Bytes) -> Page {
     let s = &v.session;
     let title = "Plan";
     allowed(s, View::Plan)?;
-    let f: PlanForm = form(s, View::Plan, &body)?;
+    let mut f: PlanForm = form(s, View::Plan, &body)?;
+    // Browsers post a text area's lines ended by CR LF.
+    f.policy = f.policy.replace("\r\n", "\n");
     let e = &ui.app.engine;
     let base = e.file_config().base_dir.clone();
     let desired = match Config::parse("the pasted policy", &f.policy, &base) {
@@ -589,11 +591,7 @@ fn diff_table(present: &Config, desired: &Config) -> String {
             };
             vec![
                 c.category.clone(),
-                c.homes
-                    .iter()
-                    .map(|h| h.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                homes(&c.homes),
                 req(&c.before),
                 req(&c.after),
                 c.newly_forbidden.join(", "),
@@ -609,6 +607,23 @@ fn diff_table(present: &Config, desired: &Config) -> String {
             &rows,
         )
     )
+}
+
+/// The homes of a change: all of them when few, else the first and a
+/// count (a change for "every other home" lists most of the world).
+fn homes(homes: &[domicile_core::jurisdiction::Jurisdiction]) -> String {
+    const SHOWN: usize = 12;
+    let first: Vec<String> = homes.iter().take(SHOWN).map(|h| h.to_string()).collect();
+    if homes.len() <= SHOWN {
+        first.join(" ")
+    } else {
+        format!(
+            "{} … and {} more ({} homes)",
+            first.join(" "),
+            homes.len() - SHOWN,
+            homes.len()
+        )
+    }
 }
 
 /// Seconds as a person reads them.
