@@ -468,15 +468,18 @@ fn headers_cookie_and_refusals() {
         "POST",
         &url("/v1/migrations"),
         Some(ADMIN),
-        Some(&serde_json::json!({"rate": 4096, "workers": 1, "batch": 1})),
+        Some(&serde_json::json!({"rate": 16384, "workers": 1, "batch": 1})),
     );
     assert_eq!(r.status, 202, "{}", r.body);
-    let state = || {
-        common::http("GET", &url("/v1/migrations/current"), Some(ADMIN), None).json()["state"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let job = || common::http("GET", &url("/v1/migrations/current"), Some(ADMIN), None).json();
+    let state = || job()["state"].as_str().unwrap().to_string();
+    // Planned first: a pause while the job is still being planned is not
+    // what this shows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while state() != "running" {
+        assert!(std::time::Instant::now() < deadline, "{}", job());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for (action, after) in [
         ("pause", "paused"),
         ("resume", "running"),
@@ -501,6 +504,16 @@ fn headers_cookie_and_refusals() {
                 state()
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+        if action == "pause" {
+            // The worker finishes the unit in hand, then its run ends; a
+            // resume before that end is not taken (the REST API's
+            // resume starts a run only when none is going).
+            while job()["in_flight"] != 0 {
+                assert!(std::time::Instant::now() < deadline, "{}", job());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
     let (_, _, page) = exchange(
