@@ -31,6 +31,7 @@
 mod access;
 mod body;
 mod bucket;
+mod checksum;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;

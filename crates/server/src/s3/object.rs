@@ -45,6 +45,7 @@ use tokio::io::AsyncRead;
 
 use super::S3Api;
 use super::body::{self, Progress};
+use super::checksum::{self, Checked, Claims, Verify, set_checksums};
 use super::error::{from_engine, internal, s3};
 use crate::metrics::Metrics;
 
@@ -331,6 +332,25 @@ fn resolve_range(range: Option<&s3s::dto::Range>, size: u64) -> S3Result<Option<
     }
 }
 
+/// The stored checksums a GET or HEAD returns: with
+/// `x-amz-checksum-mode: ENABLED`, of the whole object only (a range has
+/// none, as in S3; part 1 of an object of one blob is the whole object).
+fn checksums_asked(
+    mode: Option<&ChecksumMode>,
+    info: &ObjectInfo,
+    range: Option<&Range<u64>>,
+) -> checksum::Fields {
+    let whole = match range {
+        None => true,
+        Some(r) => info.parts.is_empty() && r.start == 0 && r.end == info.size,
+    };
+    if mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED)) && whole {
+        checksum::Fields::of(&info.meta.checksums, info.meta.checksum_type.as_deref())
+    } else {
+        checksum::Fields::default()
+    }
+}
+
 /// The bytes of part `n` (`partNumber`), which S3 serves without a Range.
 fn one_part(info: &ObjectInfo, n: i32, range: Option<&s3s::dto::Range>) -> S3Result<Range<u64>> {
     if range.is_some() {
@@ -348,7 +368,9 @@ fn content_range(r: &Range<u64>, size: u64) -> String {
 
 impl S3Api {
     /// Writes a body as one object, in a task of its own. Errors say why
-    /// the body was refused when it was.
+    /// the body was refused when it was. The checksums `checked` computed
+    /// (when the body was read through [`checksum::Verify`]) are stored
+    /// with the object.
     pub(crate) async fn store<R>(
         &self,
         op: &'static str,
@@ -356,16 +378,26 @@ impl S3Api {
         meta: ObjectMeta,
         reader: R,
         progress: Option<Arc<Progress>>,
+        checked: Option<Arc<Checked>>,
     ) -> S3Result<PutReceipt>
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
-        self.store_if(op, target, meta, reader, progress, Precondition::Any)
-            .await
+        self.store_if(
+            op,
+            target,
+            meta,
+            reader,
+            progress,
+            checked,
+            Precondition::Any,
+        )
+        .await
     }
 
     /// [`S3Api::store`] under a precondition on the object replaced,
     /// decided in the engine's commit.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn store_if<R>(
         &self,
         op: &'static str,
@@ -373,6 +405,7 @@ impl S3Api {
         meta: ObjectMeta,
         reader: R,
         progress: Option<Arc<Progress>>,
+        checked: Option<Arc<Checked>>,
         condition: Precondition,
     ) -> S3Result<PutReceipt>
     where
@@ -384,9 +417,23 @@ impl S3Api {
             target.category.clone(),
             target.name.clone(),
         );
+        let sums = checked.clone();
         let task = tokio::spawn(domicile_engine::actor::inherit(async move {
             engine
-                .put_if(&subject, &category, &name, &meta, reader, &condition)
+                .put_if_with(
+                    &subject,
+                    &category,
+                    &name,
+                    &meta,
+                    reader,
+                    &condition,
+                    move |meta, _| {
+                        if let Some(sums) = sums.and_then(|c| c.checksums()) {
+                            meta.checksums = sums;
+                            meta.checksum_type = Some(checksum::FULL_OBJECT.to_string());
+                        }
+                    },
+                )
                 .await
         }));
         let result = task
@@ -399,10 +446,15 @@ impl S3Api {
                 }
                 Ok(receipt)
             }
-            Err(e) => match progress.and_then(|p| p.fault()) {
-                Some(fault) => Err(fault.to_s3()),
-                None => Err(from_engine(op, e)),
-            },
+            Err(e) => {
+                if let Some(r) = checked.and_then(|c| c.refusal()) {
+                    return Err(r.to_s3());
+                }
+                match progress.and_then(|p| p.fault()) {
+                    Some(fault) => Err(fault.to_s3()),
+                    None => Err(from_engine(op, e)),
+                }
+            }
         }
     }
 
@@ -485,6 +537,7 @@ impl S3Api {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        let claims = Claims::of(&req.headers, req.trailing_headers.as_ref())?;
         let input = req.input;
         let (bucket, target) = self.target(&input.bucket, &input.key)?;
         let meta = request_meta!(input);
@@ -495,6 +548,7 @@ impl S3Api {
             self.max_object_size,
             self.body_idle_timeout,
         )?;
+        let (reader, checked) = Verify::new(reader, claims);
         if condition != Precondition::Any
             && self.info("PutObject", &target).await?.is_none()
             && let Some(legacy) = self.legacy_name(bucket, &target)
@@ -522,15 +576,21 @@ impl S3Api {
                 meta,
                 reader,
                 Some(progress),
+                Some(checked.clone()),
                 condition,
             )
             .await?;
         self.after_write("PutObject", bucket, &target).await;
-        Ok(S3Response::new(PutObjectOutput {
+        let mut out = PutObjectOutput {
             e_tag: Some(etag(&receipt.etag)),
             size: Some(receipt.size as i64),
             ..Default::default()
-        }))
+        };
+        out.checksum_type = set_checksums!(
+            out,
+            checksum::Fields::of(&checked.checksums().unwrap_or_default(), None)
+        );
+        Ok(S3Response::new(out))
     }
 
     pub(crate) async fn get(
@@ -590,8 +650,9 @@ impl S3Api {
             e => from_engine("GetObject", e),
         })?;
         let length = range.as_ref().map(|r| r.end - r.start).unwrap_or(info.size);
+        let sums = checksums_asked(input.checksum_mode.as_ref(), &info, range.as_ref());
         let meta = &info.meta;
-        Ok(S3Response::new(GetObjectOutput {
+        let mut out = GetObjectOutput {
             body: Some(outgoing(stream, self.metrics.clone(), "GetObject")),
             content_length: Some(length as i64),
             content_range: range.as_ref().map(|r| content_range(r, info.size)),
@@ -617,7 +678,9 @@ impl S3Api {
             metadata: metadata_of(meta),
             parts_count: super::multipart::parts_count(&info),
             ..Default::default()
-        }))
+        };
+        out.checksum_type = set_checksums!(out, sums);
+        Ok(S3Response::new(out))
     }
 
     pub(crate) async fn head(
@@ -641,7 +704,8 @@ impl S3Api {
             Some(n) => Some(one_part(&info, n, input.range.as_ref())?),
             None => resolve_range(input.range.as_ref(), info.size)?,
         };
-        Ok(S3Response::new(HeadObjectOutput {
+        let sums = checksums_asked(input.checksum_mode.as_ref(), &info, range.as_ref());
+        let mut out = HeadObjectOutput {
             content_length: Some(
                 range.as_ref().map(|r| r.end - r.start).unwrap_or(info.size) as i64
             ),
@@ -658,7 +722,9 @@ impl S3Api {
             metadata: metadata_of(&info.meta),
             parts_count: super::multipart::parts_count(&info),
             ..Default::default()
-        }))
+        };
+        out.checksum_type = set_checksums!(out, sums);
+        Ok(S3Response::new(out))
     }
 
     /// Deletes one key; a key with nothing stored (or a subject that is not
@@ -826,14 +892,53 @@ impl S3Api {
             .map_err(|e| from_engine("CopyObject", e))?;
         let reader =
             tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
-        let receipt = self.store("CopyObject", &dest, meta, reader, None).await?;
+        // The copy's checksums are its own, computed as it is written: of
+        // the algorithm asked for, else of the source's.
+        let mut claims = Claims::default();
+        let asked = input.checksum_algorithm.as_ref().map(|a| a.as_str());
+        for name in asked
+            .into_iter()
+            .chain(info.meta.checksums.keys().map(String::as_str))
+        {
+            let a = checksum::Algorithm::parse(name).ok_or_else(|| {
+                s3(
+                    S3ErrorCode::InvalidRequest,
+                    "Value for x-amz-checksum-algorithm header is invalid.",
+                )
+            })?;
+            claims = claims.also(a);
+            if asked.is_some() {
+                break;
+            }
+        }
+        let (reader, checked) = Verify::new(reader, claims);
+        let meta = ObjectMeta {
+            checksums: BTreeMap::new(),
+            checksum_type: None,
+            ..meta
+        };
+        let receipt = self
+            .store(
+                "CopyObject",
+                &dest,
+                meta,
+                reader,
+                None,
+                Some(checked.clone()),
+            )
+            .await?;
         self.after_write("CopyObject", dest_bucket, &dest).await;
+        let mut result = CopyObjectResult {
+            e_tag: Some(etag(&receipt.etag)),
+            last_modified: Some(Timestamp::from(SystemTime::now())),
+            ..Default::default()
+        };
+        result.checksum_type = set_checksums!(
+            result,
+            checksum::Fields::of(&checked.checksums().unwrap_or_default(), None)
+        );
         Ok(S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(etag(&receipt.etag)),
-                last_modified: Some(Timestamp::from(SystemTime::now())),
-                ..Default::default()
-            }),
+            copy_object_result: Some(result),
             ..Default::default()
         }))
     }
