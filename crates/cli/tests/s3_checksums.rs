@@ -248,6 +248,87 @@ assert lp["Initiator"]["ID"] == "default" and lp["Owner"]["ID"] == "domicile", l
 print("PARTS OK")
 "#;
 
+/// aws-chunked bodies signed chunk by chunk (SigV4 streaming), sent with
+/// HTTP/1.1 chunked transfer encoding and no Content-Length, only
+/// `x-amz-decoded-content-length`: the way SDKs stream a body of unknown
+/// length. With a checksum trailer (signed) and without one; a trailer
+/// that does not match is `BadDigest`, a chunk signature that does not
+/// match stores nothing.
+const SIGNED_CHUNKS: &str = r#"
+import datetime, hmac, http.client, urllib.parse
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+creds = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+EMPTY = hashlib.sha256(b"").hexdigest()
+
+class Streaming(SigV4Auth):
+    def __init__(self, payload):
+        super().__init__(creds, "s3", "us-east-1")
+        self.p = payload
+    def payload(self, request):
+        return self.p
+
+def hm(k, m):
+    return hmac.new(k, m.encode(), hashlib.sha256).digest()
+
+def put(key, pieces, trailer=None, tamper=False):
+    mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" + ("-TRAILER" if trailer else "")
+    url = os.environ["ENDPOINT"] + "/" + B + "/" + key
+    total = sum(len(p) for p in pieces)
+    headers = {"X-Amz-Content-SHA256": mode, "Content-Encoding": "aws-chunked",
+               "X-Amz-Decoded-Content-Length": str(total)}
+    if trailer:
+        headers["X-Amz-Trailer"] = trailer[0]
+    req = AWSRequest(method="PUT", url=url, headers=headers)
+    Streaming(mode).add_auth(req)
+    auth = req.headers["Authorization"]
+    seed = auth.split("Signature=")[1]
+    amz_date = req.headers["X-Amz-Date"]
+    scope = "%s/us-east-1/s3/aws4_request" % amz_date[:8]
+    key_ = hm(hm(hm(hm(("AWS4" + creds.secret_key).encode(), amz_date[:8]), "us-east-1"), "s3"), "aws4_request")
+    prev, body = seed, []
+    for chunk in pieces + [b""]:
+        sts = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev, EMPTY,
+                         hashlib.sha256(chunk).hexdigest()])
+        sig = hmac.new(key_, sts.encode(), hashlib.sha256).hexdigest()
+        if tamper and chunk:
+            sig = "0" * 64
+        body.append(b"%x;chunk-signature=%s\r\n" % (len(chunk), sig.encode()) + chunk + b"\r\n")
+        prev = sig
+    if trailer:
+        line = "%s:%s" % trailer
+        sts = "\n".join(["AWS4-HMAC-SHA256-TRAILER", amz_date, scope, prev,
+                         hashlib.sha256((line + "\n").encode()).hexdigest()])
+        tsig = hmac.new(key_, sts.encode(), hashlib.sha256).hexdigest()
+        body[-1] = body[-1][:-2] + (line + "\r\nx-amz-trailer-signature:" + tsig + "\r\n\r\n").encode()
+    u = urllib.parse.urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port)
+    send = {k: v for k, v in req.headers.items()}
+    conn.request("PUT", u.path, body=iter(body), headers=send, encode_chunked=True)
+    r = conn.getresponse()
+    text = r.read().decode()
+    assert "Content-Length" not in send and "content-length" not in {k.lower() for k in send}
+    return r.status, text
+
+pieces = [rnd.randbytes(70_000), rnd.randbytes(70_000), b"end"]
+data = b"".join(pieces)
+st, text = put(P + "signed.bin", pieces)
+assert st == 200, (st, text)
+assert s3.get_object(Bucket=B, Key=P + "signed.bin")["Body"].read() == data
+st, text = put(P + "signed-trailer.bin", pieces, ("x-amz-checksum-crc32c", b64(crc32c(data))))
+assert st == 200, (st, text)
+h = s3.head_object(Bucket=B, Key=P + "signed-trailer.bin", ChecksumMode="ENABLED")
+assert sums(h) == {"CRC32C": b64(crc32c(data))}, h
+st, text = put(P + "signed-bad.bin", pieces, ("x-amz-checksum-crc32c", b64(crc32c(b"other"))))
+assert st == 400 and "BadDigest" in text, (st, text)
+st, text = put(P + "signed-tampered.bin", pieces, tamper=True)
+assert st in (400, 403), (st, text)
+assert absent(P + "signed-bad.bin") and absent(P + "signed-tampered.bin")
+print("SIGNED OK")
+"#;
+
 fn tls_server() -> (Deployment, Server, PathBuf) {
     let ca = Ca::new("domicile test CA");
     let d = Deployment::new(&format!(
@@ -292,6 +373,17 @@ fn boto3_puts_over_http_send_checksums_as_headers_and_are_verified_alike() {
     let script = format!("{PRELUDE}{PUTS}");
     let out = python(&srv, d.path(), &script, &[]);
     assert!(out.contains("PUTS OK"), "{out}");
+    srv.stop();
+}
+
+#[test]
+fn signed_aws_chunked_bodies_without_content_length_with_and_without_trailers() {
+    let d = Deployment::new(EXAMPLE);
+    let srv = Server::start(&d, None);
+    add_subject(&srv, SUBJECT, "SG");
+    let script = format!("{PRELUDE}{SIGNED_CHUNKS}");
+    let out = python(&srv, d.path(), &script, &[]);
+    assert!(out.contains("SIGNED OK"), "{out}");
     srv.stop();
 }
 
