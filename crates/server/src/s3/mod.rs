@@ -9,6 +9,10 @@
 //! - `body`: request bodies as the engine reads them, with size, length
 //!   and idle checks; an object upload streamed without `Content-Length`
 //!   (chunked, `UNSIGNED-PAYLOAD`) is admitted past s3s's length check.
+//! - `checksum`: Content-MD5 and the `x-amz-checksum-*` algorithms (header
+//!   or aws-chunked trailer) verified while a body streams (`BadDigest`,
+//!   nothing stored), the values stored with the object; COMPOSITE and
+//!   FULL_OBJECT checksums of objects of parts.
 //! - `object`: PutObject, GetObject (ranges), HeadObject, DeleteObject(s),
 //!   CopyObject; MD5 ETags, system metadata, conditional requests (PUT and
 //!   DELETE decided in the catalog's commit). docs/s3.md lists what is
