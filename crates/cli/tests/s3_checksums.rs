@@ -98,6 +98,9 @@ assert r.get("ChecksumCRC32") == b64(crc32(data)), r
 h = s3.head_object(Bucket=B, Key=P + "default.bin", ChecksumMode="ENABLED")
 assert sums(h) == {"CRC32": b64(crc32(data))} and h["ChecksumType"] == "FULL_OBJECT", h
 assert sums(s3.head_object(Bucket=B, Key=P + "default.bin")) == {}, "returned only when asked"
+at = s3.get_object_attributes(Bucket=B, Key=P + "default.bin", ObjectAttributes=["Checksum", "ObjectSize"])
+assert at["Checksum"] == {"ChecksumCRC32": b64(crc32(data)), "ChecksumType": "FULL_OBJECT"}, at
+assert at["ObjectSize"] == len(data) and "ObjectParts" not in at and "ETag" not in at, at
 g = s3.get_object(Bucket=B, Key=P + "default.bin", ChecksumMode="ENABLED")
 assert g["Body"].read() == data and sums(g) == {"CRC32": b64(crc32(data))}, g
 g = s3.get_object(Bucket=B, Key=P + "default.bin", ChecksumMode="ENABLED", Range="bytes=1-9")
@@ -193,6 +196,18 @@ want = crc_parts(sha256, [a, b])
 assert r["ChecksumSHA256"] == want and r["ChecksumType"] == "COMPOSITE", r
 h = s3.head_object(Bucket=B, Key=K, ChecksumMode="ENABLED")
 assert sums(h) == {"SHA256": want} and h["ChecksumType"] == "COMPOSITE", h
+at = s3.get_object_attributes(Bucket=B, Key=K, ObjectAttributes=["ETag", "Checksum", "ObjectParts", "ObjectSize", "StorageClass"])
+assert at["Checksum"] == {"ChecksumSHA256": want, "ChecksumType": "COMPOSITE"}, at
+assert at["ObjectSize"] == len(a) + len(b) and '"%s"' % at["ETag"].strip('"') == r["ETag"], at
+assert at["ObjectParts"]["TotalPartsCount"] == 2 and at["StorageClass"] == "STANDARD", at
+at = s3.get_object_attributes(Bucket=B, Key=K, ObjectAttributes=["ObjectParts"], MaxParts=1)
+op = at["ObjectParts"]
+assert [(p["PartNumber"], p["Size"]) for p in op["Parts"]] == [(1, len(a))] and op["IsTruncated"], at
+assert op["NextPartNumberMarker"] == 1 and "Checksum" not in at and "ObjectSize" not in at, at
+at = s3.get_object_attributes(Bucket=B, Key=K, ObjectAttributes=["ObjectParts"], PartNumberMarker=1)
+assert [(p["PartNumber"], p["Size"]) for p in at["ObjectParts"]["Parts"]] == [(2, len(b))], at
+assert not at["ObjectParts"]["IsTruncated"], at
+assert code(lambda: s3.get_object_attributes(Bucket=B, Key=K, ObjectAttributes=["Colour"])) == "InvalidArgument"
 
 # CRC32, FULL_OBJECT: the parts' CRCs combined into the whole's; a wrong
 # whole is refused with BadDigest and the upload is still there.
