@@ -845,7 +845,7 @@ impl S3Api {
             };
             let computed = match &whole {
                 Some((b, _, v)) if *b == a => Some(v.clone()),
-                _ => checksum::full_object(a, sums_of(&chosen, a)?),
+                _ => checksum::full_object(a, sums_of(&chosen, a)),
             };
             let Some(computed) = computed else {
                 return Err(s3(
@@ -923,12 +923,12 @@ impl S3Api {
 
 /// The parts' values of checksum `a`, with their sizes, if every part has
 /// one (parts staged before checksums were kept have none).
-fn sums_of<'a>(chosen: &[&'a ObjectInfo], a: Algorithm) -> S3Result<Vec<(&'a str, u64)>> {
-    Ok(chosen
+fn sums_of<'a>(chosen: &[&'a ObjectInfo], a: Algorithm) -> Vec<(&'a str, u64)> {
+    chosen
         .iter()
         .map(|i| i.meta.checksums.get(a.name()).map(|v| (v.as_str(), i.size)))
         .collect::<Option<Vec<_>>>()
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// The checksum of a completed object of parts, from its parts' (S3's
@@ -955,7 +955,7 @@ fn object_checksum(
             ),
         ));
     }
-    let parts = sums_of(chosen, a)?;
+    let parts = sums_of(chosen, a);
     if parts.len() != chosen.len() {
         return Ok(None);
     }
