@@ -202,12 +202,19 @@ assert at["ObjectSize"] == len(a) + len(b) and '"%s"' % at["ETag"].strip('"') ==
 assert at["ObjectParts"]["TotalPartsCount"] == 2 and at["StorageClass"] == "STANDARD", at
 at = s3.get_object_attributes(Bucket=B, Key=K, ObjectAttributes=["ObjectParts"], MaxParts=1)
 op = at["ObjectParts"]
-assert [(p["PartNumber"], p["Size"]) for p in op["Parts"]] == [(1, len(a))] and op["IsTruncated"], at
+assert [(p["PartNumber"], p["Size"], p["ChecksumSHA256"]) for p in op["Parts"]] == [(1, len(a), b64(sha256(a)))], at
+assert op["IsTruncated"], at
 assert op["NextPartNumberMarker"] == 1 and "Checksum" not in at and "ObjectSize" not in at, at
 at = s3.get_object_attributes(Bucket=B, Key=K, ObjectAttributes=["ObjectParts"], PartNumberMarker=1)
 assert [(p["PartNumber"], p["Size"]) for p in at["ObjectParts"]["Parts"]] == [(2, len(b))], at
 assert not at["ObjectParts"]["IsTruncated"], at
 assert code(lambda: s3.get_object_attributes(Bucket=B, Key=K, ObjectAttributes=["Colour"])) == "InvalidArgument"
+# A part read with partNumber: that part's checksum.
+g = s3.get_object(Bucket=B, Key=K, PartNumber=2, ChecksumMode="ENABLED")
+assert g["Body"].read() == b and sums(g) == {"SHA256": b64(sha256(b))}, g
+h = s3.head_object(Bucket=B, Key=K, PartNumber=1, ChecksumMode="ENABLED")
+assert sums(h) == {"SHA256": b64(sha256(a))}, h
+assert sums(s3.head_object(Bucket=B, Key=K, PartNumber=1)) == {}
 
 # CRC32, FULL_OBJECT: the parts' CRCs combined into the whole's; a wrong
 # whole is refused with BadDigest and the upload is still there.

@@ -76,6 +76,10 @@ pub struct ObjectMeta {
     /// (of the parts' checksums).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_type: Option<String>,
+    /// For an object of parts: each part's checksum of the algorithm of
+    /// `checksums`, in part order (S3 returns a part's with `partNumber`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_checksums: Vec<String>,
 }
 
 /// What a write or a delete requires of the object it replaces, decided

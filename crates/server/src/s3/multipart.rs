@@ -878,9 +878,14 @@ impl S3Api {
             .filter(|_| chosen.iter().all(|i| i.meta.etag.is_some()));
         meta.checksums = BTreeMap::new();
         meta.checksum_type = None;
+        meta.part_checksums = Vec::new();
         if let Some((a, t, v)) = &whole {
             meta.checksums.insert(a.name().to_string(), v.clone());
             meta.checksum_type = Some(t.to_string());
+            meta.part_checksums = sums_of(&chosen, *a)
+                .into_iter()
+                .map(|(v, _)| v.to_string())
+                .collect();
         }
         let tag = meta.etag.clone();
         let (meta_sums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());

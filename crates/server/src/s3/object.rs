@@ -332,22 +332,47 @@ fn resolve_range(range: Option<&s3s::dto::Range>, size: u64) -> S3Result<Option<
     }
 }
 
-/// The stored checksums a GET or HEAD returns: with
-/// `x-amz-checksum-mode: ENABLED`, of the whole object only (a range has
-/// none, as in S3; part 1 of an object of one blob is the whole object).
+/// The stored checksums a GET or HEAD returns, with
+/// `x-amz-checksum-mode: ENABLED`: the whole object's (a range has none,
+/// as in S3; part 1 of an object of one blob is the whole object), or for
+/// `partNumber` of an object of parts, that part's.
 fn checksums_asked(
     mode: Option<&ChecksumMode>,
     info: &ObjectInfo,
     range: Option<&Range<u64>>,
+    part: Option<i32>,
 ) -> checksum::Fields {
+    if !mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED)) {
+        return checksum::Fields::default();
+    }
+    if let Some(n) = part
+        && !info.parts.is_empty()
+    {
+        return part_checksum(info, n);
+    }
     let whole = match range {
         None => true,
         Some(r) => info.parts.is_empty() && r.start == 0 && r.end == info.size,
     };
-    if mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED)) && whole {
+    if whole {
         checksum::Fields::of(&info.meta.checksums, info.meta.checksum_type.as_deref())
     } else {
         checksum::Fields::default()
+    }
+}
+
+/// Part `n`'s checksum of an object of parts, if stored.
+fn part_checksum(info: &ObjectInfo, n: i32) -> checksum::Fields {
+    let value = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| info.meta.part_checksums.get(i));
+    match (info.meta.checksums.keys().next(), value) {
+        (Some(a), Some(v)) => checksum::Fields {
+            kind: None,
+            ..checksum::Fields::of(&[(a.clone(), v.clone())].into(), None)
+        },
+        _ => checksum::Fields::default(),
     }
 }
 
@@ -650,7 +675,7 @@ impl S3Api {
             e => from_engine("GetObject", e),
         })?;
         let length = range.as_ref().map(|r| r.end - r.start).unwrap_or(info.size);
-        let sums = checksums_asked(input.checksum_mode.as_ref(), &info, range.as_ref());
+        let sums = checksums_asked(input.checksum_mode.as_ref(), &info, range.as_ref(), part);
         let meta = &info.meta;
         let mut out = GetObjectOutput {
             body: Some(outgoing(stream, self.metrics.clone(), "GetObject")),
@@ -704,7 +729,12 @@ impl S3Api {
             Some(n) => Some(one_part(&info, n, input.range.as_ref())?),
             None => resolve_range(input.range.as_ref(), info.size)?,
         };
-        let sums = checksums_asked(input.checksum_mode.as_ref(), &info, range.as_ref());
+        let sums = checksums_asked(
+            input.checksum_mode.as_ref(),
+            &info,
+            range.as_ref(),
+            input.part_number,
+        );
         let mut out = HeadObjectOutput {
             content_length: Some(
                 range.as_ref().map(|r| r.end - r.start).unwrap_or(info.size) as i64
@@ -729,8 +759,8 @@ impl S3Api {
 
     /// GetObjectAttributes: the attributes asked for, of the whole object
     /// (`ETag`, `Checksum`, `ObjectParts`, `StorageClass`, `ObjectSize`).
-    /// `ObjectParts` (objects of parts only) pages the parts' numbers and
-    /// sizes; the parts' own checksums are not listed.
+    /// `ObjectParts` (objects of parts only) pages the parts' numbers,
+    /// sizes and checksums (those of the object's algorithm).
     pub(crate) async fn attributes(
         &self,
         req: S3Request<GetObjectAttributesInput>,
@@ -796,10 +826,15 @@ impl S3Api {
                 .enumerate()
                 .skip(after)
                 .take(max)
-                .map(|(i, size)| ObjectPart {
-                    part_number: Some(i as i32 + 1),
-                    size: Some(*size as i64),
-                    ..Default::default()
+                .map(|(i, size)| {
+                    let n = i as i32 + 1;
+                    let mut p = ObjectPart {
+                        part_number: Some(n),
+                        size: Some(*size as i64),
+                        ..Default::default()
+                    };
+                    let _ = set_checksums!(p, part_checksum(&info, n));
+                    p
                 })
                 .collect();
             let truncated = after + page.len() < info.parts.len();
@@ -1005,6 +1040,7 @@ impl S3Api {
         let meta = ObjectMeta {
             checksums: BTreeMap::new(),
             checksum_type: None,
+            part_checksums: Vec::new(),
             ..meta
         };
         let receipt = self
