@@ -69,8 +69,15 @@ pub enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// List a subject's objects.
-    Ls { subject: String },
+    /// List a subject's objects (not the parts that multipart uploads
+    /// stage, unless `--all`).
+    Ls {
+        subject: String,
+        /// Also list what multipart uploads stage (`.domicile-mpu/` parts
+        /// and markers).
+        #[arg(long)]
+        all: bool,
+    },
     /// Delete a subject's object.
     Rm { subject: String, key: String },
     /// Current placement against the policy (or another policy): what moves, what it costs, who can reach what.

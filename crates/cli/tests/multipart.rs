@@ -89,7 +89,7 @@ fn verify_problems(d: &Deployment) -> Vec<Value> {
 }
 
 const SCRIPT: &str = r#"
-import hashlib, io, os, random
+import hashlib, io, os, random, time
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -174,9 +174,13 @@ assert listed[K]["ETag"] == r["ETag"] and listed[K]["Size"] == len(whole), liste
 
 # ListMultipartUploads: prefix, delimiter, pages.
 keys = [P + "up/a/1", P + "up/a/1", P + "up/a/2", P + "up/b", P + "up/c/d/e"]
-ids = [s3.create_multipart_upload(Bucket=B, Key=k)["UploadId"] for k in keys]
+ids = []
+for k in keys:
+    ids.append(s3.create_multipart_upload(Bucket=B, Key=k)["UploadId"])
+    time.sleep(0.01)
 s3.upload_part(Bucket=B, Key=keys[0], UploadId=ids[0], PartNumber=1, Body=b"abandoned")
-expected = sorted(zip(keys, ids))
+# By key, then one key's uploads in the order they were started.
+expected = sorted(zip(keys, ids), key=lambda u: u[0])
 got, kw, pages = [], {}, 0
 while True:
     page = s3.list_multipart_uploads(Bucket=B, Prefix=P + "up/", MaxUploads=2, **kw)

@@ -66,6 +66,20 @@ pub struct ObjectMeta {
     /// HTTP `Expires`, as an HTTP date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// S3 checksums of the plaintext, by algorithm (`CRC32`, `CRC32C`,
+    /// `CRC64NVME`, `SHA1`, `SHA256`), each base64 as S3 writes it (an
+    /// object of parts may have a checksum of its parts' checksums, with
+    /// `-N`). A digest of the plaintext: sealed like the ETag.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
+    /// What `checksums` are: `FULL_OBJECT` (of the bytes) or `COMPOSITE`
+    /// (of the parts' checksums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_type: Option<String>,
+    /// For an object of parts: each part's checksum of the algorithm of
+    /// `checksums`, in part order (S3 returns a part's with `partNumber`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_checksums: Vec<String>,
 }
 
 /// What a write or a delete requires of the object it replaces, decided
@@ -207,13 +221,41 @@ impl Engine {
         R: AsyncRead + Unpin + Send,
         F: FnOnce(&mut ObjectMeta, u64) + Send,
     {
+        self.put_if_with(
+            subject,
+            category,
+            name,
+            meta,
+            body,
+            &Precondition::Any,
+            finish,
+        )
+        .await
+    }
+
+    /// [`Engine::put_with`] under a precondition, as [`Engine::put_if`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_if_with<R, F>(
+        &self,
+        subject: &SubjectId,
+        category: &Category,
+        name: &ObjectKey,
+        meta: &ObjectMeta,
+        body: R,
+        condition: &Precondition,
+        finish: F,
+    ) -> Result<PutReceipt>
+    where
+        R: AsyncRead + Unpin + Send,
+        F: FnOnce(&mut ObjectMeta, u64) + Send,
+    {
         let mut meta = meta.clone();
         self.put_stored(
             subject,
             category,
             name,
             body,
-            &Precondition::Any,
+            condition,
             move |size, md5| {
                 meta.etag = Some(md5);
                 finish(&mut meta, size);

@@ -101,6 +101,12 @@ fn staged_by(name: &str, upload: &str) -> bool {
         .any(|(at, _)| at == 0 || name.as_bytes()[at - 1] == b'/')
 }
 
+/// Whether a stored name is staged by an upload (a part or a marker, in a
+/// `.domicile-mpu/` folder): hidden where objects are listed for people.
+pub fn is_staged(name: &str) -> bool {
+    name.starts_with(UPLOAD_DIR) || name.contains(&format!("/{UPLOAD_DIR}"))
+}
+
 /// Upload ids are 32 lowercase or uppercase hex digits.
 pub fn check_upload_id(id: &str) -> Result<()> {
     if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -425,6 +431,14 @@ mod tests {
         assert!(staged_by(&format!(".domicile-mpu/{id}/upload"), id));
         assert!(!staged_by(&format!("b/x.domicile-mpu/{id}/00001"), id));
         assert!(!staged_by("b/.domicile-mpu/other/00001", id));
+    }
+
+    #[test]
+    fn staged_objects_are_told_from_others() {
+        assert!(is_staged("user-data/.domicile-mpu/abc/00001"));
+        assert!(is_staged(".domicile-mpu/abc/upload"));
+        assert!(!is_staged("user-data/x.domicile-mpu/abc"));
+        assert!(!is_staged("user-data/photo.jpg"));
     }
 
     #[test]

@@ -430,6 +430,9 @@ async fn round_trips_of_every_size_with_ranges_metadata_overwrite_and_delete() {
             expires: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
             // Whatever the caller says, the engine stores the body's MD5.
             etag: Some("not-the-md5".into()),
+            checksums: BTreeMap::from([("SHA256".to_string(), format!("sum-{size}"))]),
+            checksum_type: Some("FULL_OBJECT".into()),
+            part_checksums: vec![format!("part-{size}")],
         };
         let before = d.files("cn");
         let receipt = engine

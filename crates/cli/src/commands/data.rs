@@ -107,9 +107,12 @@ pub(super) async fn get(
     Ok(0)
 }
 
-pub(super) async fn ls(engine: &Engine, format: Format, id: String) -> Result<u8> {
+pub(super) async fn ls(engine: &Engine, format: Format, id: String, all: bool) -> Result<u8> {
     let id = subject(&id)?;
-    let objects = engine.list(&id).await?;
+    let mut objects = engine.list(&id).await?;
+    if !all {
+        objects.retain(|o| !domicile_engine::multipart::is_staged(&o.name));
+    }
     let mut t = Table::new(&["key", "category", "size", "version", "modified"]);
     for o in &objects {
         t.row(vec![

@@ -105,7 +105,7 @@ async fn with_engine(engine: &Engine, format: Format, command: Command) -> Resul
             key,
             output,
         } => data::get(engine, id, key, output).await,
-        Command::Ls { subject: id } => data::ls(engine, format, id).await,
+        Command::Ls { subject: id, all } => data::ls(engine, format, id, all).await,
         Command::Rm { subject: id, key } => data::rm(engine, id, key).await,
         Command::Migrate(cmd) => crate::migrate::command(engine, format, cmd).await,
         Command::Plan {

@@ -9,10 +9,14 @@
 //! - `body`: request bodies as the engine reads them, with size, length
 //!   and idle checks; an object upload streamed without `Content-Length`
 //!   (chunked, `UNSIGNED-PAYLOAD`) is admitted past s3s's length check.
-//! - `object`: PutObject, GetObject (ranges), HeadObject, DeleteObject(s),
-//!   CopyObject; MD5 ETags, system metadata, conditional requests (PUT and
-//!   DELETE decided in the catalog's commit). docs/s3.md lists what is
-//!   supported.
+//! - `checksum`: Content-MD5 and the `x-amz-checksum-*` algorithms (header
+//!   or aws-chunked trailer) verified while a body streams (`BadDigest`,
+//!   nothing stored), the values stored with the object; COMPOSITE and
+//!   FULL_OBJECT checksums of objects of parts.
+//! - `object`: PutObject, GetObject (ranges), HeadObject,
+//!   GetObjectAttributes, DeleteObject(s), CopyObject; MD5 ETags, system
+//!   metadata, conditional requests (PUT and DELETE decided in the
+//!   catalog's commit). docs/s3.md lists what is supported.
 //! - `list`: ListObjects and ListObjectsV2 within one subject or across
 //!   subjects.
 //! - `multipart`: multipart uploads (parts uploaded or copied), staged as hidden encrypted objects of
@@ -31,6 +35,7 @@
 mod access;
 mod body;
 mod bucket;
+mod checksum;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -247,6 +252,14 @@ impl S3 for S3Api {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         self.observe("HeadObject", actor_of(&req), self.head(req))
+            .await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        self.observe("GetObjectAttributes", actor_of(&req), self.attributes(req))
             .await
     }
 

@@ -42,6 +42,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::S3Api;
 use super::body::{self, Progress};
+use super::checksum::{self, Algorithm, Checked, Claims, Verify, given_checksum, set_checksums};
 use super::error::{from_engine, internal, s3};
 use super::keys::UPLOAD_PREFIX;
 use super::object::{Conditions, copy_source, no_such_key, request_meta, timestamp};
@@ -58,6 +59,107 @@ struct Marker {
     /// The final object's stored name within the subject (bucket included).
     name: String,
     meta: ObjectMeta,
+    /// The upload's checksum algorithm (`x-amz-checksum-algorithm`), if
+    /// it was given one, and its type (`COMPOSITE` or `FULL_OBJECT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checksum_algorithm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checksum_type: Option<String>,
+    /// The name of the credential that started the upload (S3's
+    /// Initiator), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    initiator: Option<String>,
+}
+
+impl Marker {
+    /// The upload's checksum algorithm and type, if it has one.
+    fn checksum(&self) -> Option<(Algorithm, &'static str)> {
+        let a = Algorithm::parse(self.checksum_algorithm.as_deref()?)?;
+        let t = a
+            .types()
+            .iter()
+            .copied()
+            .find(|t| self.checksum_type.as_deref() == Some(*t))
+            .unwrap_or(a.types()[0]);
+        Some((a, t))
+    }
+}
+
+/// CreateMultipartUpload's checksum algorithm and type, as S3 allows
+/// them: a type needs an algorithm, CRC64NVME is FULL_OBJECT only, the
+/// SHAs COMPOSITE only; the type defaults to the algorithm's first.
+fn upload_checksum(
+    algorithm: Option<&ChecksumAlgorithm>,
+    kind: Option<&ChecksumType>,
+) -> S3Result<Option<(Algorithm, &'static str)>> {
+    let Some(algorithm) = algorithm else {
+        return match kind {
+            None => Ok(None),
+            Some(_) => Err(s3(
+                S3ErrorCode::InvalidRequest,
+                "The x-amz-checksum-type header can only be used with the x-amz-checksum-algorithm header.",
+            )),
+        };
+    };
+    let a = Algorithm::parse(algorithm.as_str()).ok_or_else(|| {
+        s3(
+            S3ErrorCode::InvalidRequest,
+            "Checksum algorithm provided is unsupported. Please try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]",
+        )
+    })?;
+    let t = match kind {
+        None => a.types()[0],
+        Some(k) => a
+            .types()
+            .iter()
+            .copied()
+            .find(|t| t.eq_ignore_ascii_case(k.as_str()))
+            .ok_or_else(|| {
+                s3(
+                    S3ErrorCode::InvalidRequest,
+                    format!(
+                        "The {} checksum type cannot be used with the {} checksum algorithm.",
+                        k.as_str().to_ascii_uppercase(),
+                        a.name().to_ascii_lowercase()
+                    ),
+                )
+            })?,
+    };
+    Ok(Some((a, t)))
+}
+
+/// What a part's body is checked for and stored with: its claims, and
+/// the upload's algorithm (CRC64NVME for an upload without one, so the
+/// object gets S3's default full-object checksum). A part claiming another
+/// algorithm than its upload's is refused as S3 refuses it.
+fn part_claims(marker: &Marker, claims: Claims) -> S3Result<Claims> {
+    match marker.checksum() {
+        Some((a, _)) => match claims.claimed() {
+            Some(c) if c != a => Err(s3(
+                S3ErrorCode::InvalidRequest,
+                format!(
+                    "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+                    a.name().to_ascii_lowercase(),
+                    c.name().to_ascii_lowercase()
+                ),
+            )),
+            _ => Ok(claims.also(a)),
+        },
+        None => Ok(claims.also(Algorithm::Crc64Nvme)),
+    }
+}
+
+/// The checksum a part's answers show: the upload's algorithm's, else
+/// the one the part claimed.
+fn part_fields(
+    marker: &Marker,
+    claimed: Option<Algorithm>,
+    info_sums: &BTreeMap<String, String>,
+) -> checksum::Fields {
+    match marker.checksum().map(|(a, _)| a).or(claimed) {
+        Some(a) => checksum::Fields::only(info_sums, a),
+        None => checksum::Fields::default(),
+    }
 }
 
 fn no_such_upload() -> S3Error {
@@ -277,13 +379,24 @@ impl S3Api {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         const OP: &str = "CreateMultipartUpload";
+        let initiator = req
+            .extensions
+            .get::<super::Caller>()
+            .map(|c| c.name.to_string());
         let input = req.input;
         let (bucket, target) = self.target(&input.bucket, &input.key)?;
+        let sums = upload_checksum(
+            input.checksum_algorithm.as_ref(),
+            input.checksum_type.as_ref(),
+        )?;
         let meta = request_meta!(input);
         let id = new_upload_id()?;
         let marker = serde_json::to_string(&Marker {
             name: target.name.to_string(),
             meta,
+            checksum_algorithm: sums.map(|(a, _)| a.name().to_string()),
+            checksum_type: sums.map(|(_, t)| t.to_string()),
+            initiator,
         })
         .map_err(|e| internal(OP, &e))?;
         let staged_marker = MappedKey {
@@ -294,8 +407,15 @@ impl S3Api {
             user: [(MARKER_FIELD.to_string(), marker)].into(),
             ..ObjectMeta::default()
         };
-        self.store(OP, &staged_marker, marker_meta, tokio::io::empty(), None)
-            .await?;
+        self.store(
+            OP,
+            &staged_marker,
+            marker_meta,
+            tokio::io::empty(),
+            None,
+            None,
+        )
+        .await?;
         self.engine
             .begin_upload(&target.subject, &target.category, &id)
             .await
@@ -304,17 +424,21 @@ impl S3Api {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(id),
+            checksum_algorithm: sums.map(|(a, _)| ChecksumAlgorithm::from(a.name().to_string())),
+            checksum_type: sums.map(|(_, t)| ChecksumType::from(t.to_string())),
             ..Default::default()
         }))
     }
 
-    /// Stores a part, its ETag (the MD5 of its bytes) computed on the way.
+    /// Stores a part, its ETag (the MD5 of its bytes) computed on the way,
+    /// and the checksums `checked` computed.
     async fn store_part<R>(
         &self,
         op: &'static str,
         part: MappedKey,
         reader: R,
         progress: Option<Arc<Progress>>,
+        checked: Arc<Checked>,
     ) -> S3Result<(PutReceipt, String)>
     where
         R: AsyncRead + Unpin + Send + 'static,
@@ -326,6 +450,7 @@ impl S3Api {
         };
         let tag = Arc::new(Mutex::new(None::<String>));
         let sealed = tag.clone();
+        let sums = checked.clone();
         let engine = self.engine.clone();
         let task = tokio::spawn(domicile_engine::actor::inherit(async move {
             engine
@@ -341,6 +466,10 @@ impl S3Api {
                             t.clone_from(&digest);
                         }
                         meta.etag = digest;
+                        if let Some(sums) = sums.checksums() {
+                            meta.checksums = sums;
+                            meta.checksum_type = Some(checksum::FULL_OBJECT.to_string());
+                        }
                     },
                 )
                 .await
@@ -360,10 +489,15 @@ impl S3Api {
                     .ok_or_else(|| internal(op, &"a part's MD5 was not computed"))?;
                 Ok((receipt, tag))
             }
-            Err(e) => match progress.and_then(|p| p.fault()) {
-                Some(fault) => Err(fault.to_s3()),
-                None => Err(from_engine(op, e)),
-            },
+            Err(e) => {
+                if let Some(r) = checked.refusal() {
+                    return Err(r.to_s3());
+                }
+                match progress.and_then(|p| p.fault()) {
+                    Some(fault) => Err(fault.to_s3()),
+                    None => Err(from_engine(op, e)),
+                }
+            }
         }
     }
 
@@ -372,6 +506,7 @@ impl S3Api {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        let claims = Claims::of(&req.headers, req.trailing_headers.as_ref())?;
         let input = req.input;
         let (bucket, target) = self.target(&input.bucket, &input.key)?;
         check_part_number(input.part_number)?;
@@ -381,19 +516,25 @@ impl S3Api {
             self.max_object_size,
             self.body_idle_timeout,
         )?;
-        self.marker("UploadPart", bucket, &target, &input.upload_id)
+        let marker = self
+            .marker("UploadPart", bucket, &target, &input.upload_id)
             .await?;
+        let claimed = claims.claimed();
+        let (reader, checked) = Verify::new(reader, part_claims(&marker, claims)?);
         let part = MappedKey {
             name: part_name(bucket, &input.upload_id, input.part_number)?,
             ..target
         };
         let (_, tag) = self
-            .store_part("UploadPart", part, reader, Some(progress))
+            .store_part("UploadPart", part, reader, Some(progress), checked.clone())
             .await?;
-        Ok(S3Response::new(UploadPartOutput {
+        let mut out = UploadPartOutput {
             e_tag: Some(ETag::Strong(tag)),
             ..Default::default()
-        }))
+        };
+        let sums = checked.checksums().unwrap_or_default();
+        let _ = set_checksums!(out, part_fields(&marker, claimed, &sums));
+        Ok(S3Response::new(out))
     }
 
     /// UploadPartCopy: a part read from another object (or a byte range of
@@ -408,7 +549,7 @@ impl S3Api {
         check_part_number(input.part_number)?;
         let (src_bucket, src_key) = copy_source(&input.copy_source)?;
         let (src, source) = self.target(&src_bucket, &src_key)?;
-        self.marker(OP, bucket, &target, &input.upload_id).await?;
+        let marker = self.marker(OP, bucket, &target, &input.upload_id).await?;
         let (src_name, info) = self
             .lookup(OP, src, &source)
             .await?
@@ -448,13 +589,19 @@ impl S3Api {
             name: part_name(bucket, &input.upload_id, input.part_number)?,
             ..target
         };
-        let (_, tag) = self.store_part(OP, part, reader, None).await?;
+        let (reader, checked) = Verify::new(reader, part_claims(&marker, Claims::default())?);
+        let (_, tag) = self
+            .store_part(OP, part, reader, None, checked.clone())
+            .await?;
+        let mut result = CopyPartResult {
+            e_tag: Some(ETag::Strong(tag)),
+            last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
+            ..Default::default()
+        };
+        let sums = checked.checksums().unwrap_or_default();
+        let _ = set_checksums!(result, part_fields(&marker, None, &sums));
         Ok(S3Response::new(UploadPartCopyOutput {
-            copy_part_result: Some(CopyPartResult {
-                e_tag: Some(ETag::Strong(tag)),
-                last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
-                ..Default::default()
-            }),
+            copy_part_result: Some(result),
             ..Default::default()
         }))
     }
@@ -465,7 +612,8 @@ impl S3Api {
     ) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
         let (bucket, target) = self.target(&input.bucket, &input.key)?;
-        self.marker("ListParts", bucket, &target, &input.upload_id)
+        let marker = self
+            .marker("ListParts", bucket, &target, &input.upload_id)
             .await?;
         let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
         let after = input.part_number_marker.unwrap_or(0).max(0);
@@ -476,13 +624,15 @@ impl S3Api {
         let mut parts = Vec::new();
         while parts.len() < max {
             let Some((n, info)) = rest.next() else { break };
-            parts.push(Part {
+            let mut part = Part {
                 part_number: Some(*n),
                 size: Some(info.size as i64),
                 e_tag: Some(ETag::Strong(part_etag(info))),
                 last_modified: Some(timestamp(info.modified_at)),
                 ..Default::default()
-            });
+            };
+            let _ = set_checksums!(part, part_fields(&marker, None, &info.meta.checksums));
+            parts.push(part);
         }
         let truncated = rest.peek().is_some();
         Ok(S3Response::new(ListPartsOutput {
@@ -498,6 +648,14 @@ impl S3Api {
             max_parts: Some(max as i32),
             is_truncated: Some(truncated),
             parts: Some(parts),
+            checksum_algorithm: marker
+                .checksum()
+                .map(|(a, _)| ChecksumAlgorithm::from(a.name().to_string())),
+            checksum_type: marker
+                .checksum()
+                .map(|(_, t)| ChecksumType::from(t.to_string())),
+            initiator: Some(initiator_of(marker.initiator.clone())),
+            owner: Some(super::list::owner()),
             ..Default::default()
         }))
     }
@@ -515,6 +673,7 @@ impl S3Api {
         let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
         let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
         let mut found: Vec<(String, String, i64)> = Vec::new();
+        let mut initiators: BTreeMap<String, Option<String>> = BTreeMap::new();
         for id in self.listed_subjects(OP, bucket, &prefix).await? {
             let objects = match self.engine.list(&id).await {
                 Ok(o) => o,
@@ -522,7 +681,8 @@ impl S3Api {
                 Err(e) => return Err(from_engine(OP, e)),
             };
             for o in objects {
-                if let Some((key, upload)) = upload_of(bucket, &id, &o) {
+                if let Some((key, upload, marker)) = upload_of(bucket, &id, &o) {
+                    initiators.insert(upload.clone(), marker.initiator);
                     found.push((key, upload, o.modified_at));
                 }
             }
@@ -550,6 +710,8 @@ impl S3Api {
                     .into_iter()
                     .map(|(key, upload, at)| MultipartUpload {
                         key: Some(key),
+                        initiator: Some(initiator_of(initiators.get(&upload).cloned().flatten())),
+                        owner: Some(super::list::owner()),
                         upload_id: Some(upload),
                         initiated: Some(timestamp(at)),
                         storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
@@ -654,6 +816,50 @@ impl S3Api {
         if total > self.max_object_size {
             return Err(body::Fault::TooLarge(self.max_object_size).to_s3());
         }
+        if input.mpu_object_size.is_some_and(|n| n != total as i64) {
+            return Err(s3(
+                S3ErrorCode::InvalidRequest,
+                "The provided 'x-amz-mp-object-size' header value does not match what was computed.",
+            ));
+        }
+        for (p, info) in requested.iter().zip(&chosen) {
+            for a in Algorithm::ALL {
+                if let Some(given) = given_checksum!(p, a)
+                    && info.meta.checksums.get(a.name()) != Some(&given)
+                {
+                    return Err(s3(
+                        S3ErrorCode::InvalidPart,
+                        format!(
+                            "part {}'s {} does not match the uploaded part",
+                            p.part_number.unwrap_or_default(),
+                            a.name()
+                        ),
+                    ));
+                }
+            }
+        }
+        let whole = object_checksum(&marker, &chosen, input.checksum_type.as_ref())?;
+        for a in Algorithm::ALL {
+            let Some(given) = given_checksum!(input, a) else {
+                continue;
+            };
+            let computed = match &whole {
+                Some((b, _, v)) if *b == a => Some(v.clone()),
+                _ => checksum::full_object(a, sums_of(&chosen, a)),
+            };
+            let Some(computed) = computed else {
+                return Err(s3(
+                    S3ErrorCode::InvalidRequest,
+                    format!(
+                        "the parts of this upload have no {} checksum to check the object's against",
+                        a.name()
+                    ),
+                ));
+            };
+            if given != computed && Some(given.as_str()) != computed.split('-').next() {
+                return Err(checksum::Refusal::Mismatch(a).to_s3());
+            }
+        }
         let manifest = Manifest {
             upload: input.upload_id.clone(),
             dir: staging_dir(bucket, &input.upload_id),
@@ -670,7 +876,19 @@ impl S3Api {
         let mut meta = marker.meta;
         meta.etag = multipart_etag(chosen.iter().filter_map(|i| i.meta.etag.as_deref()))
             .filter(|_| chosen.iter().all(|i| i.meta.etag.is_some()));
+        meta.checksums = BTreeMap::new();
+        meta.checksum_type = None;
+        meta.part_checksums = Vec::new();
+        if let Some((a, t, v)) = &whole {
+            meta.checksums.insert(a.name().to_string(), v.clone());
+            meta.checksum_type = Some(t.to_string());
+            meta.part_checksums = sums_of(&chosen, *a)
+                .into_iter()
+                .map(|(v, _)| v.to_string())
+                .collect();
+        }
         let tag = meta.etag.clone();
+        let (meta_sums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());
         let final_name = ObjectKey::from_str(&marker.name).map_err(|e| internal(OP, &e))?;
         let receipt = self
             .engine
@@ -696,24 +914,98 @@ impl S3Api {
         {
             tracing::warn!(op = OP, error = ?e, "an upload's leftovers wait for its sweep");
         }
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
+        let mut out = CompleteMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
             e_tag: Some(ETag::Strong(tag.unwrap_or(receipt.checksum))),
             ..Default::default()
-        }))
+        };
+        out.checksum_type =
+            set_checksums!(out, checksum::Fields::of(&meta_sums, meta_type.as_deref()));
+        Ok(S3Response::new(out))
     }
 }
 
-/// The key and upload id of an upload's marker in a listing of `bucket`.
-fn upload_of(bucket: &Bucket, subject: &SubjectId, o: &ObjectInfo) -> Option<(String, String)> {
+/// The parts' values of checksum `a`, with their sizes, if every part has
+/// one (parts staged before checksums were kept have none).
+fn sums_of<'a>(chosen: &[&'a ObjectInfo], a: Algorithm) -> Vec<(&'a str, u64)> {
+    chosen
+        .iter()
+        .map(|i| i.meta.checksums.get(a.name()).map(|v| (v.as_str(), i.size)))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
+/// The checksum of a completed object of parts, from its parts' (S3's
+/// rules): of the upload's algorithm and type, COMPOSITE (`-N`) or
+/// FULL_OBJECT; without one, the full-object CRC64NVME S3 gives by
+/// default. None if a part has none (staged before checksums were kept).
+/// A completion asking for another type than the upload's is refused.
+fn object_checksum(
+    marker: &Marker,
+    chosen: &[&ObjectInfo],
+    asked: Option<&ChecksumType>,
+) -> S3Result<Option<(Algorithm, &'static str, String)>> {
+    let (a, t) = marker
+        .checksum()
+        .unwrap_or((Algorithm::Crc64Nvme, checksum::FULL_OBJECT));
+    if let Some(k) = asked
+        && !k.as_str().eq_ignore_ascii_case(t)
+    {
+        return Err(s3(
+            S3ErrorCode::InvalidRequest,
+            format!(
+                "The upload was created using the {t} checksum mode. The complete request specified the {} mode.",
+                k.as_str()
+            ),
+        ));
+    }
+    let parts = sums_of(chosen, a);
+    if parts.len() != chosen.len() {
+        return Ok(None);
+    }
+    let value = if t == checksum::COMPOSITE {
+        checksum::composite(a, parts.iter().map(|(v, _)| *v))
+    } else {
+        checksum::full_object(a, parts)
+    };
+    Ok(value.map(|v| (a, t, v)))
+}
+
+/// The key, upload id and marker of an upload's marker object in a
+/// listing of `bucket`.
+fn upload_of(
+    bucket: &Bucket,
+    subject: &SubjectId,
+    o: &ObjectInfo,
+) -> Option<(String, String, Marker)> {
     let rest = bucket
         .name_in_bucket(&o.name)?
         .strip_prefix(UPLOAD_PREFIX)?;
     let upload = rest.strip_suffix("/upload")?;
     check_upload_id(upload).ok()?;
     let marker: Marker = serde_json::from_str(o.meta.user.get(MARKER_FIELD)?).ok()?;
-    Some((bucket.key_of(subject, &marker.name)?, upload.to_string()))
+    Some((
+        bucket.key_of(subject, &marker.name)?,
+        upload.to_string(),
+        marker,
+    ))
+}
+
+/// S3's Initiator of an upload: the credential that started it (the
+/// deployment, for an upload from before this was kept).
+fn initiator_of(name: Option<String>) -> Initiator {
+    let owner = super::list::owner();
+    match name {
+        Some(n) => Initiator {
+            display_name: Some(n.clone()),
+            id: Some(n),
+        },
+        None => Initiator {
+            display_name: owner.display_name,
+            id: owner.id,
+        },
+    }
 }
 
 /// One page of ListMultipartUploads.
@@ -727,10 +1019,11 @@ struct UploadPage {
 }
 
 impl UploadPage {
-    /// S3's rules: uploads sorted by key, then by upload id (S3 orders one
-    /// key's uploads by time; the id is as stable); with a key marker
-    /// alone, the uploads of keys after it; with an upload id marker too,
-    /// those of the marker's key after that id as well.
+    /// S3's rules: uploads sorted by key, then by the time they were
+    /// started (then by upload id); with a key marker alone, the uploads
+    /// of keys after it; with an upload id marker too, those of the
+    /// marker's key started after that upload as well (after that id, if
+    /// that upload is gone).
     fn collect(
         mut all: Vec<(String, String, i64)>,
         prefix: &str,
@@ -739,7 +1032,14 @@ impl UploadPage {
         upload_marker: Option<&str>,
         max: usize,
     ) -> UploadPage {
-        all.sort();
+        all.sort_by(|a, b| (&a.0, a.2, &a.1).cmp(&(&b.0, b.2, &b.1)));
+        let after: Option<(i64, String)> = match (key_marker, upload_marker) {
+            (Some(k), Some(u)) => all
+                .iter()
+                .find(|(key, upload, _)| key == k && upload == u)
+                .map(|(_, upload, at)| (*at, upload.clone())),
+            _ => None,
+        };
         let mut page = UploadPage::default();
         let mut last_prefix: Option<String> = None;
         for (key, upload, at) in all {
@@ -747,7 +1047,15 @@ impl UploadPage {
                 continue;
             }
             match (key_marker, upload_marker) {
-                (Some(k), Some(u)) if key.as_str() == k && upload.as_str() <= u => continue,
+                (Some(k), Some(u))
+                    if key.as_str() == k
+                        && match &after {
+                            Some(m) => (at, &upload) <= (m.0, &m.1),
+                            None => upload.as_str() <= u,
+                        } =>
+                {
+                    continue;
+                }
                 (Some(k), Some(_)) if key.as_str() < k => continue,
                 (Some(k), None) if key.as_str() <= k => continue,
                 _ => {}
@@ -815,6 +1123,27 @@ mod tests {
         let p = UploadPage::collect(all.clone(), "", None, Some("a/1"), None, 10);
         assert_eq!(keys(&p), ["a/2#b", "b#c"]);
         assert!(!p.truncated && p.next.is_none());
+    }
+
+    #[test]
+    fn one_keys_uploads_list_by_start_time_and_page_after_the_marker_upload() {
+        let at = |key: &str, id: &str, t: i64| (key.to_string(), id.to_string(), t);
+        let all = vec![
+            at("k", "z", 1),
+            at("k", "a", 3),
+            at("k", "m", 2),
+            at("j", "q", 9),
+        ];
+        let p = UploadPage::collect(all.clone(), "", None, None, None, 10);
+        assert_eq!(keys(&p), ["j#q", "k#z", "k#m", "k#a"]);
+        let p = UploadPage::collect(all.clone(), "", None, Some("k"), Some("z"), 10);
+        assert_eq!(keys(&p), ["k#m", "k#a"]);
+        let p = UploadPage::collect(all.clone(), "", None, Some("k"), Some("m"), 1);
+        assert_eq!(keys(&p), ["k#a"]);
+        assert!(!p.truncated);
+        let p = UploadPage::collect(all, "", None, Some("j"), Some("q"), 2);
+        assert_eq!(keys(&p), ["k#z", "k#m"]);
+        assert_eq!(p.next, Some(("k".into(), Some("m".into()))));
     }
 
     #[test]

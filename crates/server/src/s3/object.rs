@@ -45,6 +45,7 @@ use tokio::io::AsyncRead;
 
 use super::S3Api;
 use super::body::{self, Progress};
+use super::checksum::{self, Checked, Claims, Verify, set_checksums};
 use super::error::{from_engine, internal, s3};
 use crate::metrics::Metrics;
 
@@ -331,6 +332,50 @@ fn resolve_range(range: Option<&s3s::dto::Range>, size: u64) -> S3Result<Option<
     }
 }
 
+/// The stored checksums a GET or HEAD returns, with
+/// `x-amz-checksum-mode: ENABLED`: the whole object's (a range has none,
+/// as in S3; part 1 of an object of one blob is the whole object), or for
+/// `partNumber` of an object of parts, that part's.
+fn checksums_asked(
+    mode: Option<&ChecksumMode>,
+    info: &ObjectInfo,
+    range: Option<&Range<u64>>,
+    part: Option<i32>,
+) -> checksum::Fields {
+    if !mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED)) {
+        return checksum::Fields::default();
+    }
+    if let Some(n) = part
+        && !info.parts.is_empty()
+    {
+        return part_checksum(info, n);
+    }
+    let whole = match range {
+        None => true,
+        Some(r) => info.parts.is_empty() && r.start == 0 && r.end == info.size,
+    };
+    if whole {
+        checksum::Fields::of(&info.meta.checksums, info.meta.checksum_type.as_deref())
+    } else {
+        checksum::Fields::default()
+    }
+}
+
+/// Part `n`'s checksum of an object of parts, if stored.
+fn part_checksum(info: &ObjectInfo, n: i32) -> checksum::Fields {
+    let value = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| info.meta.part_checksums.get(i));
+    match (info.meta.checksums.keys().next(), value) {
+        (Some(a), Some(v)) => checksum::Fields {
+            kind: None,
+            ..checksum::Fields::of(&[(a.clone(), v.clone())].into(), None)
+        },
+        _ => checksum::Fields::default(),
+    }
+}
+
 /// The bytes of part `n` (`partNumber`), which S3 serves without a Range.
 fn one_part(info: &ObjectInfo, n: i32, range: Option<&s3s::dto::Range>) -> S3Result<Range<u64>> {
     if range.is_some() {
@@ -348,7 +393,9 @@ fn content_range(r: &Range<u64>, size: u64) -> String {
 
 impl S3Api {
     /// Writes a body as one object, in a task of its own. Errors say why
-    /// the body was refused when it was.
+    /// the body was refused when it was. The checksums `checked` computed
+    /// (when the body was read through [`checksum::Verify`]) are stored
+    /// with the object.
     pub(crate) async fn store<R>(
         &self,
         op: &'static str,
@@ -356,16 +403,26 @@ impl S3Api {
         meta: ObjectMeta,
         reader: R,
         progress: Option<Arc<Progress>>,
+        checked: Option<Arc<Checked>>,
     ) -> S3Result<PutReceipt>
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
-        self.store_if(op, target, meta, reader, progress, Precondition::Any)
-            .await
+        self.store_if(
+            op,
+            target,
+            meta,
+            reader,
+            progress,
+            checked,
+            Precondition::Any,
+        )
+        .await
     }
 
     /// [`S3Api::store`] under a precondition on the object replaced,
     /// decided in the engine's commit.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn store_if<R>(
         &self,
         op: &'static str,
@@ -373,6 +430,7 @@ impl S3Api {
         meta: ObjectMeta,
         reader: R,
         progress: Option<Arc<Progress>>,
+        checked: Option<Arc<Checked>>,
         condition: Precondition,
     ) -> S3Result<PutReceipt>
     where
@@ -384,9 +442,23 @@ impl S3Api {
             target.category.clone(),
             target.name.clone(),
         );
+        let sums = checked.clone();
         let task = tokio::spawn(domicile_engine::actor::inherit(async move {
             engine
-                .put_if(&subject, &category, &name, &meta, reader, &condition)
+                .put_if_with(
+                    &subject,
+                    &category,
+                    &name,
+                    &meta,
+                    reader,
+                    &condition,
+                    move |meta, _| {
+                        if let Some(sums) = sums.and_then(|c| c.checksums()) {
+                            meta.checksums = sums;
+                            meta.checksum_type = Some(checksum::FULL_OBJECT.to_string());
+                        }
+                    },
+                )
                 .await
         }));
         let result = task
@@ -399,10 +471,15 @@ impl S3Api {
                 }
                 Ok(receipt)
             }
-            Err(e) => match progress.and_then(|p| p.fault()) {
-                Some(fault) => Err(fault.to_s3()),
-                None => Err(from_engine(op, e)),
-            },
+            Err(e) => {
+                if let Some(r) = checked.and_then(|c| c.refusal()) {
+                    return Err(r.to_s3());
+                }
+                match progress.and_then(|p| p.fault()) {
+                    Some(fault) => Err(fault.to_s3()),
+                    None => Err(from_engine(op, e)),
+                }
+            }
         }
     }
 
@@ -485,6 +562,7 @@ impl S3Api {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        let claims = Claims::of(&req.headers, req.trailing_headers.as_ref())?;
         let input = req.input;
         let (bucket, target) = self.target(&input.bucket, &input.key)?;
         let meta = request_meta!(input);
@@ -495,6 +573,7 @@ impl S3Api {
             self.max_object_size,
             self.body_idle_timeout,
         )?;
+        let (reader, checked) = Verify::new(reader, claims);
         if condition != Precondition::Any
             && self.info("PutObject", &target).await?.is_none()
             && let Some(legacy) = self.legacy_name(bucket, &target)
@@ -522,15 +601,21 @@ impl S3Api {
                 meta,
                 reader,
                 Some(progress),
+                Some(checked.clone()),
                 condition,
             )
             .await?;
         self.after_write("PutObject", bucket, &target).await;
-        Ok(S3Response::new(PutObjectOutput {
+        let mut out = PutObjectOutput {
             e_tag: Some(etag(&receipt.etag)),
             size: Some(receipt.size as i64),
             ..Default::default()
-        }))
+        };
+        out.checksum_type = set_checksums!(
+            out,
+            checksum::Fields::of(&checked.checksums().unwrap_or_default(), None)
+        );
+        Ok(S3Response::new(out))
     }
 
     pub(crate) async fn get(
@@ -590,8 +675,9 @@ impl S3Api {
             e => from_engine("GetObject", e),
         })?;
         let length = range.as_ref().map(|r| r.end - r.start).unwrap_or(info.size);
+        let sums = checksums_asked(input.checksum_mode.as_ref(), &info, range.as_ref(), part);
         let meta = &info.meta;
-        Ok(S3Response::new(GetObjectOutput {
+        let mut out = GetObjectOutput {
             body: Some(outgoing(stream, self.metrics.clone(), "GetObject")),
             content_length: Some(length as i64),
             content_range: range.as_ref().map(|r| content_range(r, info.size)),
@@ -617,7 +703,9 @@ impl S3Api {
             metadata: metadata_of(meta),
             parts_count: super::multipart::parts_count(&info),
             ..Default::default()
-        }))
+        };
+        out.checksum_type = set_checksums!(out, sums);
+        Ok(S3Response::new(out))
     }
 
     pub(crate) async fn head(
@@ -641,7 +729,13 @@ impl S3Api {
             Some(n) => Some(one_part(&info, n, input.range.as_ref())?),
             None => resolve_range(input.range.as_ref(), info.size)?,
         };
-        Ok(S3Response::new(HeadObjectOutput {
+        let sums = checksums_asked(
+            input.checksum_mode.as_ref(),
+            &info,
+            range.as_ref(),
+            input.part_number,
+        );
+        let mut out = HeadObjectOutput {
             content_length: Some(
                 range.as_ref().map(|r| r.end - r.start).unwrap_or(info.size) as i64
             ),
@@ -658,7 +752,104 @@ impl S3Api {
             metadata: metadata_of(&info.meta),
             parts_count: super::multipart::parts_count(&info),
             ..Default::default()
-        }))
+        };
+        out.checksum_type = set_checksums!(out, sums);
+        Ok(S3Response::new(out))
+    }
+
+    /// GetObjectAttributes: the attributes asked for, of the whole object
+    /// (`ETag`, `Checksum`, `ObjectParts`, `StorageClass`, `ObjectSize`).
+    /// `ObjectParts` (objects of parts only) pages the parts' numbers,
+    /// sizes and checksums (those of the object's algorithm).
+    pub(crate) async fn attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        const OP: &str = "GetObjectAttributes";
+        let input = req.input;
+        let (bucket, target) = self.target(&input.bucket, &input.key)?;
+        let known = [
+            ObjectAttributes::CHECKSUM,
+            ObjectAttributes::ETAG,
+            ObjectAttributes::OBJECT_PARTS,
+            ObjectAttributes::OBJECT_SIZE,
+            ObjectAttributes::STORAGE_CLASS,
+        ];
+        // One header, comma-separated (s3s may hand it over unsplit).
+        let asked: Vec<&str> = input
+            .object_attributes
+            .iter()
+            .flat_map(|a| a.as_str().split(','))
+            .map(str::trim)
+            .collect();
+        if asked.is_empty() || asked.iter().any(|a| !known.contains(a)) {
+            return Err(s3(
+                S3ErrorCode::InvalidArgument,
+                format!(
+                    "Invalid attribute name specified: x-amz-object-attributes takes {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        let want = |a: &str| asked.contains(&a);
+        let (_, info) = self
+            .lookup(OP, bucket, &target)
+            .await?
+            .ok_or_else(no_such_key)?;
+        let mut out = GetObjectAttributesOutput {
+            last_modified: Some(timestamp(info.modified_at)),
+            ..Default::default()
+        };
+        if want(ObjectAttributes::ETAG) {
+            out.e_tag = Some(etag(info.etag()));
+        }
+        if want(ObjectAttributes::OBJECT_SIZE) {
+            out.object_size = Some(info.size as i64);
+        }
+        if want(ObjectAttributes::STORAGE_CLASS) {
+            out.storage_class = Some(StorageClass::from_static(StorageClass::STANDARD));
+        }
+        if want(ObjectAttributes::CHECKSUM) && !info.meta.checksums.is_empty() {
+            let mut c = Checksum::default();
+            c.checksum_type = set_checksums!(
+                c,
+                checksum::Fields::of(&info.meta.checksums, info.meta.checksum_type.as_deref())
+            );
+            out.checksum = Some(c);
+        }
+        if want(ObjectAttributes::OBJECT_PARTS) && !info.parts.is_empty() {
+            let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+            let after = input.part_number_marker.unwrap_or(0).max(0) as usize;
+            let page: Vec<ObjectPart> = info
+                .parts
+                .iter()
+                .enumerate()
+                .skip(after)
+                .take(max)
+                .map(|(i, size)| {
+                    let n = i as i32 + 1;
+                    let mut p = ObjectPart {
+                        part_number: Some(n),
+                        size: Some(*size as i64),
+                        ..Default::default()
+                    };
+                    let _ = set_checksums!(p, part_checksum(&info, n));
+                    p
+                })
+                .collect();
+            let truncated = after + page.len() < info.parts.len();
+            out.object_parts = Some(GetObjectAttributesParts {
+                is_truncated: Some(truncated),
+                max_parts: Some(max as i32),
+                next_part_number_marker: truncated
+                    .then(|| page.last().and_then(|p| p.part_number))
+                    .flatten(),
+                part_number_marker: input.part_number_marker,
+                total_parts_count: super::multipart::parts_count(&info),
+                parts: Some(page),
+            });
+        }
+        Ok(S3Response::new(out))
     }
 
     /// Deletes one key; a key with nothing stored (or a subject that is not
@@ -826,14 +1017,54 @@ impl S3Api {
             .map_err(|e| from_engine("CopyObject", e))?;
         let reader =
             tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
-        let receipt = self.store("CopyObject", &dest, meta, reader, None).await?;
+        // The copy's checksums are its own, computed as it is written: of
+        // the algorithm asked for, else of the source's.
+        let mut claims = Claims::default();
+        let asked = input.checksum_algorithm.as_ref().map(|a| a.as_str());
+        for name in asked
+            .into_iter()
+            .chain(info.meta.checksums.keys().map(String::as_str))
+        {
+            let a = checksum::Algorithm::parse(name).ok_or_else(|| {
+                s3(
+                    S3ErrorCode::InvalidRequest,
+                    "Value for x-amz-checksum-algorithm header is invalid.",
+                )
+            })?;
+            claims = claims.also(a);
+            if asked.is_some() {
+                break;
+            }
+        }
+        let (reader, checked) = Verify::new(reader, claims);
+        let meta = ObjectMeta {
+            checksums: BTreeMap::new(),
+            checksum_type: None,
+            part_checksums: Vec::new(),
+            ..meta
+        };
+        let receipt = self
+            .store(
+                "CopyObject",
+                &dest,
+                meta,
+                reader,
+                None,
+                Some(checked.clone()),
+            )
+            .await?;
         self.after_write("CopyObject", dest_bucket, &dest).await;
+        let mut result = CopyObjectResult {
+            e_tag: Some(etag(&receipt.etag)),
+            last_modified: Some(Timestamp::from(SystemTime::now())),
+            ..Default::default()
+        };
+        result.checksum_type = set_checksums!(
+            result,
+            checksum::Fields::of(&checked.checksums().unwrap_or_default(), None)
+        );
         Ok(S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(etag(&receipt.etag)),
-                last_modified: Some(Timestamp::from(SystemTime::now())),
-                ..Default::default()
-            }),
+            copy_object_result: Some(result),
             ..Default::default()
         }))
     }
