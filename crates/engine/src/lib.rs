@@ -51,6 +51,7 @@ pub mod migrate;
 pub mod multipart;
 pub mod placement;
 pub mod policy;
+pub mod reach;
 pub mod reports;
 pub mod rotate;
 pub mod secrets;

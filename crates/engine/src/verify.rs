@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 
 /// One thing `verify` found wrong.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// `missing`, `size`, `checksum`, `orphan`, `stray`, `forbidden`, `foreign`, `unreadable`,
     /// `custodian` (a custodian's key is missing, not the one recorded, or cannot be
@@ -45,6 +46,7 @@ pub struct Problem {
 
 /// What `verify` scanned and found.
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyReport {
     pub regions: u64,
     pub blobs_scanned: u64,
@@ -66,6 +68,7 @@ pub struct VerifyReport {
 
 /// What `ledger verify` found.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerReport {
     pub entries: u64,
     pub head_seq: i64,
