@@ -148,9 +148,9 @@ fn full_api(pg: Option<&Database>) {
     };
     let before = ledger_len(&srv);
     for (bad, says) in [
-        ("zq-new-1,IN\nzq-new-2,ZZ\n", "line:2"),
+        ("zq-new-1,IN\nzq-new-2,ZZ\n", "request body:2: "),
         ("zq-new-1,IN\nzq-new-2,IN,extra\n", "expected 2 columns"),
-        ("zq-new-1,IN\nbad id,IN\n", "line:2"),
+        ("zq-new-1,IN\nbad id,IN\n", "request body:2: "),
         (
             "zq-new-1,IN\nzq-new-1,CN\n",
             "repeats the subject of line 1",
@@ -432,6 +432,15 @@ fn full_api(pg: Option<&Database>) {
         ok(post_text(&srv, "/v1/gc", "text/plain", ""))["failures"],
         0
     );
+
+    // A CSV larger than any JSON body imports whole, and pages through.
+    let bulk: String = (0..5000).map(|i| format!("zq-bulk-{i:04},TW\n")).collect();
+    assert!(bulk.len() > 64 * 1024);
+    let r = ok(post_text(&srv, "/v1/subjects/import", "text/csv", &bulk));
+    assert_eq!(r["added"], 5000, "{r}");
+    let (all, pages) = list_all(&srv, "", 1000);
+    assert_eq!((all.len(), pages), (5023, 6));
+    assert_eq!(list_all(&srv, "&home=TW", 1000).0.len(), 5000);
 
     // Every operation of the document is served: without a token, a
     // protected one answers 401 (the router matched it), an open one 200.

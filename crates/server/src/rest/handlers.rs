@@ -7,6 +7,7 @@
 use std::str::FromStr;
 
 use axum::Json;
+use axum::extract::rejection::StringRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -298,9 +299,9 @@ pub(crate) async fn plan(
 pub(crate) async fn what_if(
     State(s): State<Shared>,
     Query(q): Query<PlanQuery>,
-    body: String,
+    body: Result<String, StringRejection>,
 ) -> ApiResult<Json<PlanBody>> {
-    let config = posted_config(&s, &body)?;
+    let config = posted_config(&s, &body?)?;
     plan_of(&s, &config, q.limit).await
 }
 

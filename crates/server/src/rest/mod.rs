@@ -138,7 +138,12 @@ pub(crate) fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(handlers::metrics))
         .routes(routes!(handlers::openapi))
         .routes(routes!(subjects::list, subjects::add))
-        .routes(routes!(subjects::import))
+        .merge(
+            // A CSV of many subjects is larger than any JSON body.
+            OpenApiRouter::new()
+                .routes(routes!(subjects::import))
+                .layer(axum::extract::DefaultBodyLimit::max(subjects::MAX_IMPORT)),
+        )
         .routes(routes!(subjects::show, subjects::erase))
         .routes(routes!(subjects::rehome))
         .routes(routes!(subjects::ledger))

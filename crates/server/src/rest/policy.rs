@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::StringRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use domicile_core::Config;
@@ -106,10 +107,10 @@ pub(crate) struct Applied {
 pub(crate) async fn apply(
     State(s): State<Shared>,
     q: Result<Query<ApplyQuery>, QueryRejection>,
-    body: String,
+    body: Result<String, StringRejection>,
 ) -> ApiResult<(StatusCode, Json<Applied>)> {
     let q = query(q)?;
-    let policy = posted_config(&s, &body)?;
+    let policy = posted_config(&s, &body?)?;
     let applied = s.engine.apply_policy(&policy).await?;
     let mut job = None;
     if applied.created && q.migrate.unwrap_or(true) {
@@ -154,8 +155,11 @@ pub(crate) struct Checked {
     request_body(content = String, content_type = "text/plain", description = "A config file's text (TOML)."),
     responses((status = 200, description = "It is valid.", body = Checked),
               (status = 400, description = "It is not: why, with its line.", body = ErrorBody)))]
-pub(crate) async fn check(State(s): State<Shared>, body: String) -> ApiResult<Json<Checked>> {
-    let c = posted_config(&s, &body)?;
+pub(crate) async fn check(
+    State(s): State<Shared>,
+    body: Result<String, StringRejection>,
+) -> ApiResult<Json<Checked>> {
+    let c = posted_config(&s, &body?)?;
     Ok(Json(Checked {
         regions: c.topology.regions.len(),
         custodians: c.topology.custodians.len(),
@@ -296,8 +300,11 @@ pub(crate) async fn diff_versions(
     request_body(content = String, content_type = "text/plain", description = "A config file's text (TOML)."),
     responses((status = 200, description = "The changes.", body = Diff),
               (status = 400, description = "The config does not parse or validate.", body = ErrorBody)))]
-pub(crate) async fn diff_text(State(s): State<Shared>, body: String) -> ApiResult<Json<Diff>> {
-    let new = posted_config(&s, &body)?;
+pub(crate) async fn diff_text(
+    State(s): State<Shared>,
+    body: Result<String, StringRejection>,
+) -> ApiResult<Json<Diff>> {
+    let new = posted_config(&s, &body?)?;
     let active = s.engine.follow_policy().await?.config.clone();
     Ok(Json(Diff {
         from: None,

@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::StringRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use domicile_core::jurisdiction::Jurisdiction;
@@ -92,16 +93,23 @@ pub(crate) async fn add(
     ))
 }
 
+/// The largest CSV body an import takes (about a million subjects).
+pub(crate) const MAX_IMPORT: usize = 32 << 20;
+
 /// Registers the subjects of a CSV body, `subject,home` per line (a header
 /// line `subject,home` may come first); as `subject import FILE`. Every row
 /// is checked first: a bad one gets 400 naming its line, and nothing is
-/// registered. Subjects registered already are skipped.
+/// registered. Subjects registered already are skipped. The body may be up
+/// to 32 MiB (other bodies: the JSON limit).
 #[utoipa::path(post, path = "/v1/subjects/import", tag = "subjects",
     request_body(content = String, content_type = "text/csv", description = "subject,home lines."),
     responses((status = 200, description = "Rows read and subjects added.", body = ImportReport),
               (status = 400, description = "A bad row: nothing was registered.", body = ErrorBody)))]
-pub(crate) async fn import(State(s): State<Shared>, body: String) -> ApiResult<Json<ImportReport>> {
-    let rows = parse_subject_csv(body.as_bytes(), "line")?;
+pub(crate) async fn import(
+    State(s): State<Shared>,
+    body: Result<String, StringRejection>,
+) -> ApiResult<Json<ImportReport>> {
+    let rows = parse_subject_csv(body?.as_bytes(), "request body")?;
     Ok(Json(s.engine.import_subjects(&rows, |_| {}).await?))
 }
 
