@@ -420,6 +420,17 @@ fn full_api(pg: Option<&Database>) {
         job["report"]["objects_decrypted"].as_u64().unwrap() >= 2,
         "{job}"
     );
+    // Its progress counted what it did.
+    let progress = &job["progress"];
+    assert_eq!(
+        progress["objects_indexed"], job["report"]["objects_indexed"],
+        "{job}"
+    );
+    assert_eq!(
+        progress["copies_checked"], job["report"]["copies_checked"],
+        "{job}"
+    );
+    assert!(progress["objects_opened"].as_u64().unwrap() >= 2, "{job}");
     let bad = http(
         "POST",
         &format!("{}/v1/verify", srv.rest),

@@ -6,7 +6,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
-use domicile_engine::verify::VerifyReport;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use domicile_engine::verify::{VerifyOptions, VerifyProgress, VerifyReport};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -28,6 +31,17 @@ pub(crate) struct VerifyRun {
     deep: bool,
 }
 
+/// How far a verify job has come: counts that grow as it scans.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub(crate) struct Progress {
+    /// Index rows met with the regions' listings.
+    objects_indexed: u64,
+    /// Copies checked against their index row.
+    copies_checked: u64,
+    /// With `deep`: objects opened through their custodian.
+    objects_opened: u64,
+}
+
 /// A verify job: its state, and its report once done.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct VerifyJob {
@@ -42,12 +56,16 @@ pub(crate) struct VerifyJob {
     pub(crate) finished_at: Option<i64>,
     /// Seconds it has run (or ran).
     pub(crate) elapsed_seconds: f64,
+    /// How far it has come.
+    pub(crate) progress: Progress,
     /// Whether the scan found no problem (once done).
     pub(crate) clean: Option<bool>,
     /// The report (once done), as `verify --format json`.
     pub(crate) report: Option<VerifyReport>,
     /// Why it failed (once failed).
     pub(crate) error: Option<String>,
+    #[serde(skip)]
+    pub(crate) counts: Arc<VerifyProgress>,
 }
 
 fn now_millis() -> i64 {
@@ -58,6 +76,12 @@ impl VerifyJob {
     fn seen_now(mut self) -> Self {
         let end = self.finished_at.unwrap_or_else(now_millis);
         self.elapsed_seconds = (end - self.started_at).max(0) as f64 / 1000.0;
+        let c = &self.counts;
+        self.progress = Progress {
+            objects_indexed: c.objects_indexed.load(Ordering::Relaxed),
+            copies_checked: c.copies_checked.load(Ordering::Relaxed),
+            objects_opened: c.objects_opened.load(Ordering::Relaxed),
+        };
         self
     }
 }
@@ -95,21 +119,27 @@ pub(crate) async fn start(
             started_at: now_millis(),
             finished_at: None,
             elapsed_seconds: 0.0,
+            progress: Progress::default(),
             clean: None,
             report: None,
             error: None,
+            counts: Arc::new(VerifyProgress::default()),
         };
         *slot = Some(job.clone());
         job
     };
     let state = s.clone();
     let id = job.id;
+    let options = VerifyOptions {
+        checksums: !run.quick,
+        progress: Some(job.counts.clone()),
+        ..VerifyOptions::default()
+    };
     tokio::spawn(domicile_engine::actor::inherit(async move {
-        let checksums = !run.quick;
         let result = if run.deep {
-            state.engine.verify_deep(checksums).await
+            state.engine.verify_deep_with(&options).await
         } else {
-            state.engine.verify(checksums).await
+            state.engine.verify_with(&options).await
         };
         let Ok(mut slot) = state.verify.lock() else {
             return;
