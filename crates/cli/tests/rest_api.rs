@@ -281,6 +281,13 @@ fn full_api(pg: Option<&Database>) {
         assert!(what_if[field].is_array(), "{field}: {what_if}");
     }
     assert_ne!(what_if["exposure_before"], what_if["exposure_after"]);
+    // The engine's whole plan summary is served, fields this API does not
+    // name included.
+    assert!(what_if["subjects_seen"].as_u64().unwrap() >= 2, "{what_if}");
+    assert!(
+        what_if["totals"]["units"].as_u64().unwrap() >= 1,
+        "{what_if}"
+    );
     bad_request(
         &post_text(&srv, "/v1/plan", "text/plain", "[[rule]\nname ="),
         "request body",

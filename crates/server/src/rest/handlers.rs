@@ -244,36 +244,34 @@ async fn plan_of(s: &Shared, config: &Config, limit: Option<usize>) -> ApiResult
             .iter()
             .chain(&summary.exposure_after),
     );
-    // The summary as a whole, so that what the engine adds to it is served.
+    // The summary as a whole, so that what the engine adds to it is served:
+    // the fields typed below are taken out, the rest go as they are.
     let Value::Object(mut rest) = to_json(&summary)?.0 else {
         return Err(
             domicile_engine::Error::Internal("a plan summary is not an object".into()).into(),
         );
     };
-    let mut take = |k: &str| rest.remove(k).unwrap_or(Value::Null);
-    let totals = take("totals");
+    let totals = rest.remove("totals").unwrap_or(Value::Null);
+    for typed in [
+        "exposure_before",
+        "exposure_after",
+        "cost_before",
+        "cost_after",
+    ] {
+        rest.remove(typed);
+    }
     Ok(Json(PlanBody {
         moves,
         moves_truncated: truncated,
         totals,
-        exposure_before: summary.exposure_before.clone(),
-        exposure_after: summary.exposure_after.clone(),
-        cost_before: summary.cost_before.clone(),
-        cost_after: summary.cost_after.clone(),
+        exposure_before: summary.exposure_before,
+        exposure_after: summary.exposure_after,
+        cost_before: summary.cost_before,
+        cost_after: summary.cost_after,
         assumption: ASSUMPTION.into(),
         grounds,
         legal_notice: NOT_LEGAL_ADVICE.into(),
-        rest: {
-            for k in [
-                "exposure_before",
-                "exposure_after",
-                "cost_before",
-                "cost_after",
-            ] {
-                rest.remove(k);
-            }
-            rest
-        },
+        rest,
     }))
 }
 
