@@ -60,11 +60,11 @@ pub use placements::{
     ensure_placement, placements_page, residency, rewrap_placements, scan_follows_changes,
 };
 pub use policy::{policy_fence, policy_versions};
-pub use subjects::{empty_catalog, erase_subject, settings, subjects};
+pub use subjects::{empty_catalog, erase_subject, settings, subjects, subjects_page};
 pub use turns::{batched_turns, rekeyed_moves, unit_release_with_the_change};
 
 /// How many checks `run_all` runs (each on its own fresh catalog).
-pub const CHECKS: usize = 29;
+pub const CHECKS: usize = 30;
 
 /// When the checks' commits and deletes say a replaced blob is due: a
 /// grace period after the rows' times.
@@ -78,6 +78,7 @@ where
 {
     empty_catalog(&*fresh().await).await;
     subjects(&*fresh().await).await;
+    subjects_page(&*fresh().await).await;
     erase_subject(&*fresh().await).await;
     ensure_placement(&*fresh().await).await;
     commit_object(&*fresh().await).await;

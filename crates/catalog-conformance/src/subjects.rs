@@ -299,3 +299,57 @@ pub async fn settings(cat: &dyn Catalog) {
     );
     assert_chain(cat).await;
 }
+
+/// subjects_page: token order, keyset paging, filters by home and by a
+/// region of a placement.
+pub async fn subjects_page(cat: &dyn Catalog) {
+    setup(cat, "tok-d", "IN", &[("profile", &["r1", "r2"])]).await;
+    setup(cat, "tok-a", "CN", &[("profile", &["r2"])]).await;
+    setup(cat, "tok-c", "IN", &[]).await;
+    setup(
+        cat,
+        "tok-b",
+        "IN",
+        &[("profile", &["r3"]), ("pay", &["r1"])],
+    )
+    .await;
+    let tokens = |rows: Vec<domicile_catalog::SubjectRow>| -> Vec<String> {
+        rows.into_iter().map(|s| s.token).collect()
+    };
+    let page = |after, limit, home, region| cat.subjects_page(after, limit, home, region);
+    assert_eq!(
+        tokens(page(None, 10, None, None).await.unwrap()),
+        strings(&["tok-a", "tok-b", "tok-c", "tok-d"])
+    );
+    let first = page(None, 1, None, None).await.unwrap();
+    assert_eq!(first, vec![subject("tok-a", "CN")], "whole rows");
+    // Pages of two follow each other with no gap and no repeat.
+    assert_eq!(
+        tokens(page(None, 2, None, None).await.unwrap()),
+        strings(&["tok-a", "tok-b"])
+    );
+    assert_eq!(
+        tokens(page(Some("tok-b"), 2, None, None).await.unwrap()),
+        strings(&["tok-c", "tok-d"])
+    );
+    assert!(page(Some("tok-d"), 2, None, None).await.unwrap().is_empty());
+    assert_eq!(
+        tokens(page(None, 10, Some("IN"), None).await.unwrap()),
+        strings(&["tok-b", "tok-c", "tok-d"])
+    );
+    assert_eq!(
+        tokens(page(Some("tok-b"), 10, Some("IN"), None).await.unwrap()),
+        strings(&["tok-c", "tok-d"])
+    );
+    // A subject with two placements in the region is listed once.
+    assert_eq!(
+        tokens(page(None, 10, None, Some("r1")).await.unwrap()),
+        strings(&["tok-b", "tok-d"])
+    );
+    assert_eq!(
+        tokens(page(None, 10, Some("IN"), Some("r2")).await.unwrap()),
+        strings(&["tok-d"])
+    );
+    assert!(page(None, 10, Some("US"), None).await.unwrap().is_empty());
+    assert!(page(None, 10, None, Some("r9")).await.unwrap().is_empty());
+}

@@ -138,6 +138,18 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// How many subjects are registered.
     async fn count_subjects(&self) -> Result<i64>;
 
+    /// Registered subjects in token order after the token `after` (keyset
+    /// paging: a page ends where the next starts, whatever is added or
+    /// removed meanwhile), at most `limit`; only those whose home is `home`,
+    /// and only those with a placement in `region`, when given.
+    async fn subjects_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        home: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Vec<SubjectRow>>;
+
     // ---- placements ----
 
     /// The placement of one (subject, category), if any.

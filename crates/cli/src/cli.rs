@@ -410,3 +410,89 @@ pub struct ServeArgs {
     #[arg(long, env = "DOMICILE_CHECKPOINT_URL")]
     pub checkpoint_url: Option<String>,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod rest_map {
+    //! Every command has a REST route, or docs/rest.md says why not.
+
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    const DOC: &str = include_str!("../../../docs/rest.md");
+
+    /// The leaf commands, as `group sub` (`subject add`, `plan`).
+    fn leaves(cmd: &clap::Command, prefix: &str, out: &mut BTreeSet<String>) {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let name = format!("{prefix}{}", sub.get_name());
+            if sub.has_subcommands() {
+                leaves(sub, &format!("{name} "), out);
+            } else {
+                out.insert(name);
+            }
+        }
+    }
+
+    /// The rows of the doc's table: (command, what it says).
+    fn rows() -> Vec<(String, String)> {
+        DOC.lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .map(|l| {
+                let (cmd, rest) = l.split_once('`').unwrap();
+                let cell = rest.trim_start_matches(' ').trim_start_matches('|');
+                (
+                    cmd.to_string(),
+                    cell.trim().trim_end_matches('|').trim().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The `METHOD /path`s a cell names.
+    fn routes(cell: &str) -> Vec<(String, String)> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter_map(|s| s.split_once(' '))
+            .filter(|(m, p)| {
+                ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(m) && p.starts_with('/')
+            })
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_command_has_a_route_or_a_reason() {
+        let mut commands = BTreeSet::new();
+        leaves(&super::Cli::command(), "", &mut commands);
+        assert!(commands.contains("subject import") && commands.contains("gc"));
+        let doc = domicile_server::rest::openapi_document();
+        let mut listed = BTreeSet::new();
+        for (cmd, cell) in rows() {
+            assert!(
+                commands.contains(&cmd),
+                "docs/rest.md lists `{cmd}`, which is no command"
+            );
+            assert!(listed.insert(cmd.clone()), "`{cmd}` twice in docs/rest.md");
+            let named = routes(&cell);
+            if named.is_empty() {
+                assert!(
+                    cell.starts_with("not over REST: ") && cell.len() > 30,
+                    "`{cmd}` has neither a route nor a reason: {cell:?}"
+                );
+            }
+            for (method, path) in named {
+                assert!(
+                    doc["paths"][&path][method.to_lowercase()].is_object(),
+                    "`{cmd}` names {method} {path}, which the server does not serve"
+                );
+            }
+        }
+        let missing: Vec<_> = commands.difference(&listed).collect();
+        assert!(
+            missing.is_empty(),
+            "commands without a row in docs/rest.md: {missing:?}"
+        );
+    }
+}

@@ -768,6 +768,15 @@ fn every_rest_route_answers_each_role_as_the_table_says() {
         ("legal", "counsel", COUNSEL),
     ];
     let file = config();
+    // A demand to read back, filed by legal.
+    let filed = http(
+        "POST",
+        &format!("{}/v1/demands", srv.rest),
+        Some(COUNSEL),
+        Some(&json!({"authority": "CN", "subject": "zq-base"})),
+    );
+    assert_eq!(filed.status, 200, "{}", filed.body);
+    let demand_seq = filed.json()["ledger_seq"].as_i64().unwrap();
     let mut denied = std::collections::BTreeMap::<&str, u64>::new();
     let mut answered = std::collections::BTreeSet::new();
     let mut unauthenticated = 0;
@@ -800,9 +809,108 @@ fn every_rest_route_answers_each_role_as_the_table_says() {
             ),
             route("GET", "/v1/plan", "/v1/plan", &["admin", "operator"]),
             Route {
+                raw: Some(file.clone()),
+                ..route("POST", "/v1/plan", "/v1/plan", &["admin", "operator"])
+            },
+            route(
+                "GET",
+                "/v1/subjects",
+                "/v1/subjects?limit=5&home=IN",
+                &["admin", "operator"],
+            ),
+            Route {
+                raw: Some(format!("subject,home\nzq-imp-{role},IN\n")),
+                ..route(
+                    "POST",
+                    "/v1/subjects/import",
+                    "/v1/subjects/import",
+                    &["admin", "operator"],
+                )
+            },
+            Route {
+                body: Some(json!({"home": "IN"})),
+                ..route(
+                    "POST",
+                    "/v1/subjects/{id}/rehome",
+                    "/v1/subjects/zq-base/rehome",
+                    &["admin", "operator"],
+                )
+            },
+            route(
+                "GET",
+                "/v1/subjects/{id}/ledger",
+                "/v1/subjects/zq-base/ledger",
+                &["admin", "operator"],
+            ),
+            Route {
                 body: Some(json!({"authority": "US", "subject": "zq-base"})),
                 ..route("POST", "/v1/demands", "/v1/demands", &["admin", "legal"])
             },
+            route("GET", "/v1/demands", "/v1/demands", &["admin", "legal"]),
+            route(
+                "GET",
+                "/v1/demands/{seq}",
+                &format!("/v1/demands/{demand_seq}"),
+                &["admin", "legal"],
+            ),
+            route("GET", "/v1/reach/{authority}", "/v1/reach/CN", ALL),
+            route(
+                "GET",
+                "/v1/ledger",
+                "/v1/ledger?limit=50",
+                &["admin", "operator", "auditor"],
+            ),
+            Route {
+                raw: Some(file.clone()),
+                ..route(
+                    "POST",
+                    "/v1/policy/check",
+                    "/v1/policy/check",
+                    &["admin", "operator", "auditor"],
+                )
+            },
+            route(
+                "GET",
+                "/v1/policy/explain",
+                "/v1/policy/explain?home=IN&category=profile",
+                &["admin", "operator", "auditor"],
+            ),
+            route(
+                "GET",
+                "/v1/policy/diff",
+                "/v1/policy/diff?old=1",
+                &["admin", "operator", "auditor"],
+            ),
+            Route {
+                raw: Some(file.clone()),
+                ..route(
+                    "POST",
+                    "/v1/policy/diff",
+                    "/v1/policy/diff",
+                    &["admin", "operator", "auditor"],
+                )
+            },
+            Route {
+                body: Some(json!({"quick": true})),
+                stateful: true,
+                ..route("POST", "/v1/verify", "/v1/verify", &["admin", "operator"])
+            },
+            Route {
+                stateful: true,
+                ..route(
+                    "GET",
+                    "/v1/verify",
+                    "/v1/verify",
+                    &["admin", "operator", "auditor"],
+                )
+            },
+            route(
+                "POST",
+                "/v1/custodians/{name}/rotate",
+                "/v1/custodians/operator-kms/rotate",
+                &["admin"],
+            ),
+            route("POST", "/v1/gc", "/v1/gc", &["admin", "operator"]),
             route(
                 "GET",
                 "/v1/ledger/verify",
@@ -847,8 +955,17 @@ fn every_rest_route_answers_each_role_as_the_table_says() {
                 "GET",
                 "/v1/migrations/current",
                 "/v1/migrations/current",
-                &["admin", "operator"],
+                &["admin", "operator", "auditor"],
             ),
+            Route {
+                stateful: true,
+                ..route(
+                    "GET",
+                    "/v1/migrations/current/events",
+                    "/v1/migrations/current/events?every_ms=100&max_seconds=1",
+                    &["admin", "operator", "auditor"],
+                )
+            },
             Route {
                 stateful: true,
                 ..route(
@@ -909,8 +1026,19 @@ fn every_rest_route_answers_each_role_as_the_table_says() {
         }
     }
     // The refused calls changed nothing: the subjects the other roles
-    // could not add or erase are as they were.
+    // could not add, import or erase are as they were.
     for role in ["auditor", "legal"] {
+        let imported = http(
+            "GET",
+            &format!("{}/v1/subjects/zq-imp-{role}", srv.rest),
+            Some(ADMIN),
+            None,
+        );
+        assert_eq!(
+            imported.status, 404,
+            "{role}'s refused import: {}",
+            imported.body
+        );
         let added = http(
             "GET",
             &format!("{}/v1/subjects/zq-new-{role}", srv.rest),

@@ -685,7 +685,7 @@ fn rest_api_auth_shapes_and_a_migration() {
         "ok"
     );
     let doc = http("GET", &url("/openapi.json"), None, None).json();
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     for p in [
         "/v1/subjects",
         "/v1/subjects/{id}",

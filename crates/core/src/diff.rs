@@ -9,6 +9,7 @@ use crate::policy::Requirement;
 
 /// One requirement, described by names rather than indexes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RequirementView {
     pub allowed: Vec<String>,
     pub copies: u32,
@@ -35,6 +36,7 @@ impl RequirementView {
 
 /// The homes for which one category's requirement changes the same way.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Change {
     pub category: String,
     pub homes: Vec<Jurisdiction>,

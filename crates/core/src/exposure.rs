@@ -30,6 +30,7 @@ pub const ASSUMPTION: &str = "Assumes a custodian unwraps data keys only for the
 
 /// How far an authority could compel a subject's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     None,

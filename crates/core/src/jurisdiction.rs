@@ -87,6 +87,20 @@ impl serde::Serialize for Jurisdiction {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Jurisdiction {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[A-Z]{2}$"))
+            .description(Some("ISO 3166-1 alpha-2 code."))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Jurisdiction {}
+
 /// A named group of jurisdictions, if `name` is one (`EU`, `EEA`).
 pub fn group(name: &str) -> Option<Vec<Jurisdiction>> {
     let codes: Vec<&str> = match name {

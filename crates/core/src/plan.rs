@@ -63,6 +63,7 @@ pub struct Move {
 
 /// Subjects exposed to one authority, per home.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExposureRow {
     pub authority: Jurisdiction,
     pub home: Jurisdiction,
@@ -77,7 +78,9 @@ pub struct ExposureRow {
 
 /// Stored bytes and monthly cost of one region.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegionCost {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub region: RegionId,
     pub jurisdiction: Jurisdiction,
     pub bytes: u64,

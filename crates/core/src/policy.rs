@@ -119,6 +119,7 @@ impl Requirement {
 
 /// Why one region is or is not allowed for a (home, category).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegionVerdict {
     pub region: String,
     pub allowed: bool,

@@ -143,10 +143,15 @@ pub fn cited<'a>(labels: impl IntoIterator<Item = &'a String>) -> Vec<&'static P
 
 /// How a report cites a preset beside its rows.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Citation {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub preset: &'static str,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub title: &'static str,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub citations: &'static [&'static str],
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub summary: &'static str,
 }
 

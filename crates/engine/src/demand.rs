@@ -14,6 +14,7 @@ use crate::error::Result;
 
 /// One copy within reach.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DemandCopy {
     pub category: String,
     pub region: String,
@@ -27,12 +28,14 @@ pub struct DemandCopy {
 
 /// `demand --authority A --subject ID`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DemandReport {
     pub authority: Jurisdiction,
     pub subject: String,
     pub level: Level,
     pub copies: Vec<DemandCopy>,
     pub ledger_seq: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub assumption: &'static str,
 }
 

@@ -25,14 +25,19 @@
 //!   re-wrap, commit epoch + 1, purge after a grace period. One module per
 //!   part: the job, its planning, the worker and its status, a turn's
 //!   moves, the copy, the purge, and the write path's inline move.
-//! - [`subjects`]: add, import, show, rehome and erase.
+//! - [`subjects`]: add, import (and its CSV parser), the keyset-paged
+//!   listing, show, rehome and erase.
 //! - [`reports`]: residency, exposure, cost, violations and the plan.
+//! - [`reach`]: the grounds of an authority's reach under a config.
 //! - [`demand`]: what an authority could compel; ledgered.
 //! - [`rotate`]: a custodian's rotation: every data key it wraps, wrapped
 //!   again under its key's newest version, online and resumably.
 //! - [`verify`]: region scans against catalog and policy; `--deep` opens
-//!   every object through its custodian; ledger chain check (against
-//!   the signed checkpoints).
+//!   every object through its custodian; progress counts for a watcher;
+//!   ledger chain check (against the signed checkpoints).
+//!
+//! With the `openapi` feature, the types the REST API returns derive
+//! utoipa's `ToSchema`.
 //! - [`checkpoint`]: signed checkpoints of the ledger's head (Ed25519),
 //!   stored, published outside the catalog, checked by `ledger verify`.
 //! - [`evidence`]: the signed evidence bundle: its export, and its offline
@@ -51,6 +56,7 @@ pub mod migrate;
 pub mod multipart;
 pub mod placement;
 pub mod policy;
+pub mod reach;
 pub mod reports;
 pub mod rotate;
 pub mod secrets;

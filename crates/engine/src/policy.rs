@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 /// One applied policy version, as `policy show` and `policy history` list
 /// it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyVersion {
     pub version: i64,
     pub applied_at: i64,

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 
 /// `report residency` row.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResidencyRow {
     pub home: String,
     pub category: String,
@@ -30,6 +31,7 @@ pub struct ResidencyRow {
 
 /// `report violations` row.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Violation {
     /// The subject's token (ids are not kept by the catalog).
     pub subject: String,

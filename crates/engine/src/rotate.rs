@@ -51,6 +51,7 @@ impl Default for RotateOptions {
 
 /// What a rotation did.
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RotationReport {
     pub custodian: String,
     /// The key's identity after the rotation (a `file://` master key's

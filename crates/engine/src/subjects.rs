@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 
 /// One category of a subject, as `subject show` reports it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CategoryView {
     pub category: String,
     pub regions: Vec<String>,
@@ -26,6 +27,7 @@ pub struct CategoryView {
 
 /// One authority's reach over a subject.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuthorityLevel {
     pub authority: Jurisdiction,
     pub level: Level,
@@ -36,6 +38,7 @@ pub struct AuthorityLevel {
 
 /// `subject show`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubjectView {
     pub subject: String,
     pub home: Jurisdiction,
@@ -45,6 +48,7 @@ pub struct SubjectView {
 
 /// What an erasure removed.
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErasureReport {
     pub placements: u64,
     pub objects: u64,
@@ -53,6 +57,95 @@ pub struct ErasureReport {
 
 /// Rows of subjects to import per transaction.
 pub const IMPORT_BATCH: usize = 2_000;
+
+/// The most subjects one page of [`Engine::list_subjects`] holds.
+pub const MAX_PAGE: u32 = 1_000;
+
+/// One registered subject in a listing.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubjectListed {
+    /// The subject's id, opened with the deployment's secrets; absent if
+    /// it was not recorded at registration.
+    pub subject: Option<String>,
+    /// The keyed hash the catalog knows the subject by.
+    pub token: String,
+    /// Home jurisdiction, ISO 3166-1 alpha-2.
+    pub home: String,
+    /// When it was registered, in milliseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// One page of [`Engine::list_subjects`].
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubjectPage {
+    pub subjects: Vec<SubjectListed>,
+    /// The cursor of the next page (`after`), absent on the last one.
+    pub next: Option<String>,
+}
+
+/// What an import registered.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImportReport {
+    /// Rows read (a repeated row counts once).
+    pub rows: u64,
+    /// Subjects registered; the rest were registered already.
+    pub added: u64,
+}
+
+/// Reads `subject,home` rows of CSV (`source` names it in errors); a header
+/// row `subject,...` is allowed. Every row is checked before any is
+/// returned, so a bad file gets an error naming its line and registers
+/// nothing. A subject repeated with the same home counts once; with another
+/// home it is an error.
+pub fn parse_subject_csv(
+    data: impl std::io::Read,
+    source: &str,
+) -> Result<Vec<(SubjectId, Jurisdiction)>> {
+    use std::str::FromStr;
+    let bad = |line: usize, what: &dyn std::fmt::Display| {
+        Error::Invalid(format!("{source}:{line}: {what}"))
+    };
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(data);
+    let mut out = Vec::new();
+    let mut seen: std::collections::HashMap<SubjectId, (Jurisdiction, usize)> =
+        std::collections::HashMap::new();
+    for (i, rec) in r.records().enumerate() {
+        let line = i + 1;
+        let rec = rec.map_err(|e| bad(line, &e))?;
+        if i == 0 && rec.get(0) == Some("subject") {
+            continue;
+        }
+        if rec.len() != 2 {
+            return Err(bad(
+                line,
+                &format!("expected 2 columns (subject,home), found {}", rec.len()),
+            ));
+        }
+        let id = SubjectId::from_str(&rec[0]).map_err(|e| bad(line, &e))?;
+        let home = Jurisdiction::from_str(&rec[1]).map_err(|e| bad(line, &e))?;
+        match seen.get(&id) {
+            Some((h, _)) if *h == home => continue,
+            Some((_, first)) => {
+                return Err(bad(
+                    line,
+                    &format!("repeats the subject of line {first} with another home"),
+                ));
+            }
+            None => {
+                seen.insert(id.clone(), (home, line));
+            }
+        }
+        out.push((id, home));
+    }
+    Ok(out)
+}
 
 impl Engine {
     /// Registers a subject. Refused, changing nothing, while a custodian
@@ -117,6 +210,80 @@ impl Engine {
             .catalog
             .add_subjects(&rows, now, &crate::actor::current())
             .await?)
+    }
+
+    /// Registers checked rows (from [`parse_subject_csv`]) in transactions
+    /// of [`IMPORT_BATCH`]; `progress` hears how many rows each one took.
+    pub async fn import_subjects(
+        &self,
+        rows: &[(SubjectId, Jurisdiction)],
+        mut progress: impl FnMut(u64),
+    ) -> Result<ImportReport> {
+        let mut added = 0;
+        for batch in rows.chunks(IMPORT_BATCH) {
+            added += self.add_subjects(batch).await?;
+            progress(batch.len() as u64);
+        }
+        Ok(ImportReport {
+            rows: rows.len() as u64,
+            added,
+        })
+    }
+
+    /// One page of registered subjects in token order, after the cursor
+    /// `after` (the `next` of the page before), at most `limit` (1 to
+    /// [`MAX_PAGE`]), filtered by home and by a region holding one of their
+    /// placements. A cursor that is no token is refused.
+    pub async fn list_subjects(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        home: Option<Jurisdiction>,
+        region: Option<&str>,
+    ) -> Result<SubjectPage> {
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Error::Invalid(format!(
+                "limit must be between 1 and {MAX_PAGE}"
+            )));
+        }
+        if let Some(a) = after
+            && (a.is_empty() || a.len() > 128 || !a.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(Error::Invalid(
+                "the cursor is not one a page of this listing gave".into(),
+            ));
+        }
+        if let Some(r) = region
+            && !self
+                .config()
+                .topology
+                .regions
+                .iter()
+                .any(|x| x.id.as_str() == r)
+        {
+            return Err(Error::Invalid(format!("no region {r:?} in the topology")));
+        }
+        let home = home.map(|h| h.to_string());
+        let rows = self
+            .catalog
+            .subjects_page(after, limit, home.as_deref(), region)
+            .await?;
+        let next = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|r| r.token.clone()))
+            .flatten();
+        let subjects = rows
+            .into_iter()
+            .map(|r| SubjectListed {
+                subject: r
+                    .id_enc
+                    .as_deref()
+                    .and_then(|s| self.tokens.open_id(&r.token, s)),
+                token: r.token,
+                home: r.home,
+                created_at: r.created_at,
+            })
+            .collect();
+        Ok(SubjectPage { subjects, next })
     }
 
     /// Every subject that holds at least one object, by id, for listings

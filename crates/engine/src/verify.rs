@@ -12,6 +12,8 @@
 //!   against the signed checkpoints (crate::checkpoint).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use domicile_catalog::{IndexEntry, ObjectRow, PlacementRow};
 use domicile_core::Config;
@@ -27,6 +29,7 @@ use crate::error::{Error, Result};
 
 /// One thing `verify` found wrong.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// `missing`, `size`, `checksum`, `orphan`, `stray`, `forbidden`, `foreign`, `unreadable`,
     /// `custodian` (a custodian's key is missing, not the one recorded, or cannot be
@@ -45,6 +48,7 @@ pub struct Problem {
 
 /// What `verify` scanned and found.
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyReport {
     pub regions: u64,
     pub blobs_scanned: u64,
@@ -66,6 +70,7 @@ pub struct VerifyReport {
 
 /// What `ledger verify` found.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerReport {
     pub entries: u64,
     pub head_seq: i64,
@@ -103,7 +108,17 @@ impl Engine {
     /// (each chunk authenticates), and its sealed name and metadata opened.
     /// The index is read in pages, so memory stays bounded.
     pub async fn verify_deep(&self, checksums: bool) -> Result<VerifyReport> {
-        let mut report = self.verify(checksums).await?;
+        self.verify_deep_with(&VerifyOptions {
+            checksums,
+            ..VerifyOptions::default()
+        })
+        .await
+    }
+
+    /// [`Engine::verify_deep`] with the plain scan's options (its
+    /// progress counts the objects opened too).
+    pub async fn verify_deep_with(&self, options: &VerifyOptions) -> Result<VerifyReport> {
+        let mut report = self.verify_with(options).await?;
         // Custodians already reported (their key is missing, another, or
         // cannot be reached): their objects are counted, not opened.
         let mut unusable: BTreeSet<String> = report
@@ -141,6 +156,9 @@ impl Engine {
                 let Some(p) = placements.get(&(o.token.clone(), o.category.clone())) else {
                     continue;
                 };
+                if let Some(progress) = &options.progress {
+                    progress.objects_opened.fetch_add(1, Ordering::Relaxed);
+                }
                 if unusable.contains(&p.custodian) {
                     report.objects_unchecked += 1;
                     continue;
@@ -268,6 +286,7 @@ impl Engine {
             .map(|g| g.blob_id)
             .collect();
         let mut scan = Scan::new(options.keep_problems);
+        scan.progress = options.progress.clone();
 
         // A custodian whose key is missing, another, refused or unreachable:
         // every copy it wraps is unreadable, whatever the regions hold.
@@ -327,6 +346,19 @@ impl Engine {
     }
 }
 
+/// How far a scan has come, for a caller that watches it from elsewhere
+/// ([`VerifyOptions::progress`]); the counts grow as the scan goes.
+#[derive(Debug, Default)]
+pub struct VerifyProgress {
+    /// Index rows met with the regions' listings.
+    pub objects_indexed: AtomicU64,
+    /// Copies checked against their index row.
+    pub copies_checked: AtomicU64,
+    /// With the deep check: objects opened through their custodian (or
+    /// found unopenable).
+    pub objects_opened: AtomicU64,
+}
+
 /// How [`Engine::verify_with`] scans.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
@@ -337,6 +369,8 @@ pub struct VerifyOptions {
     /// Problems kept in the report; beyond them, problems are only counted
     /// ([`VerifyReport::problems_found`], [`VerifyReport::problems_by_kind`]).
     pub keep_problems: usize,
+    /// Counts kept up to date as the scan goes.
+    pub progress: Option<Arc<VerifyProgress>>,
 }
 
 impl Default for VerifyOptions {
@@ -345,6 +379,7 @@ impl Default for VerifyOptions {
             checksums: true,
             page: INDEX_PAGE,
             keep_problems: KEEP_PROBLEMS,
+            progress: None,
         }
     }
 }
@@ -378,6 +413,7 @@ impl VerifyReport {
 struct Scan {
     report: VerifyReport,
     keep: usize,
+    progress: Option<Arc<VerifyProgress>>,
 }
 
 impl Scan {
@@ -385,6 +421,14 @@ impl Scan {
         Scan {
             report: VerifyReport::default(),
             keep,
+            progress: None,
+        }
+    }
+
+    /// Adds one to a count of [`VerifyProgress`], if anyone watches.
+    fn advance(&self, count: fn(&VerifyProgress) -> &AtomicU64) {
+        if let Some(p) = &self.progress {
+            count(p).fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -631,6 +675,7 @@ where
         match row {
             Some(row) => {
                 scan.report.objects_indexed += 1;
+                scan.advance(|p| &p.objects_indexed);
                 checks.indexed(scan, &row, hits).await?;
             }
             None => {
@@ -757,6 +802,7 @@ impl Checks<'_> {
             return Ok(());
         }
         scan.report.copies_checked += 1;
+        scan.advance(|p| &p.copies_checked);
         if l.size as i64 != row.stored_size {
             problem(
                 scan,

@@ -122,6 +122,17 @@ impl Catalog for Interleaving {
         self.inner.count_subjects().await
     }
 
+    async fn subjects_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        home: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Vec<SubjectRow>> {
+        self.step("subjects_page").await;
+        self.inner.subjects_page(after, limit, home, region).await
+    }
+
     async fn get_placements(&self, keys: &[(String, String)]) -> Result<Vec<Option<PlacementRow>>> {
         self.step("get_placements").await;
         self.inner.get_placements(keys).await

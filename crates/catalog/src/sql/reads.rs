@@ -105,6 +105,32 @@ where
             .await?)
     }
 
+    async fn subjects_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        home: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Vec<SubjectRow>> {
+        let mut q = QueryBuilder::<D>::new(format!(
+            "SELECT {SUBJECT_COLS} FROM subjects s WHERE token > "
+        ));
+        q.push_bind(after.unwrap_or(""));
+        if let Some(home) = home {
+            q.push(" AND home = ").push_bind(home);
+        }
+        if let Some(region) = region {
+            q.push(
+                " AND EXISTS (SELECT 1 FROM placement_regions r WHERE r.token = s.token AND r.region = ",
+            )
+            .push_bind(region)
+            .push(")");
+        }
+        q.push(" ORDER BY token LIMIT ").push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(Sql::<D>::subject_from).collect()
+    }
+
     // ---- placements ----
 
     async fn get_placement(&self, token: &str, category: &str) -> Result<Option<PlacementRow>> {

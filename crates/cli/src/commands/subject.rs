@@ -1,7 +1,6 @@
 //! `subject add`, `import`, `show`, `rehome` and `erase`.
 
 use std::path::Path;
-use std::str::FromStr;
 
 use anyhow::Result;
 use domicile_core::exposure::ASSUMPTION;
@@ -34,19 +33,15 @@ pub(super) async fn run(engine: &Engine, format: Format, cmd: SubjectCmd) -> Res
         SubjectCmd::Import { file } => {
             let rows = read_subject_csv(&file)?;
             let mut progress = Progress::new("import", rows.len() as u64);
-            let mut added = 0;
-            for batch in rows.chunks(domicile_engine::subjects::IMPORT_BATCH) {
-                added += engine.add_subjects(batch).await?;
-                progress.inc(batch.len() as u64);
-            }
+            let r = engine.import_subjects(&rows, |n| progress.inc(n)).await?;
             progress.finish();
             let mut t = Table::new(&["rows", "added", "already registered"]);
             t.row(vec![
-                rows.len().to_string(),
-                added.to_string(),
-                (rows.len() as u64 - added).to_string(),
+                r.rows.to_string(),
+                r.added.to_string(),
+                (r.rows - r.added).to_string(),
             ]);
-            emit(format, &json!({"rows": rows.len(), "added": added}), &t)?;
+            emit(format, &r, &t)?;
             Ok(0)
         }
         SubjectCmd::Show { id } => {
@@ -133,51 +128,14 @@ pub(super) async fn run(engine: &Engine, format: Format, cmd: SubjectCmd) -> Res
     }
 }
 
-/// Reads `subject,home` rows; a header row is allowed. Every row is checked
-/// before anything is written, so a bad file changes nothing.
+/// Reads `subject,home` rows (the engine's parser, as `POST
+/// /v1/subjects/import` uses it). Every row is checked before anything is
+/// written, so a bad file changes nothing.
 fn read_subject_csv(path: &Path) -> Result<Vec<(SubjectId, Jurisdiction)>> {
-    let mut r = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_path(path)
+    let file = std::fs::File::open(path)
         .map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
-    let mut out = Vec::new();
-    let mut seen: std::collections::HashMap<SubjectId, (Jurisdiction, usize)> =
-        std::collections::HashMap::new();
-    for (i, rec) in r.records().enumerate() {
-        let rec = rec.map_err(|e| BadInput(format!("{}:{}: {e}", path.display(), i + 1)))?;
-        if i == 0 && rec.get(0) == Some("subject") {
-            continue;
-        }
-        if rec.len() != 2 {
-            return Err(BadInput(format!(
-                "{}:{}: expected 2 columns (subject,home), found {}",
-                path.display(),
-                i + 1,
-                rec.len()
-            ))
-            .into());
-        }
-        let id = SubjectId::from_str(&rec[0])
-            .map_err(|e| BadInput(format!("{}:{}: {e}", path.display(), i + 1)))?;
-        let home = Jurisdiction::from_str(&rec[1])
-            .map_err(|e| BadInput(format!("{}:{}: {e}", path.display(), i + 1)))?;
-        match seen.get(&id) {
-            Some((h, _)) if *h == home => continue,
-            Some((_, line)) => {
-                return Err(BadInput(format!(
-                    "{}:{}: repeats the subject of line {line} with another home",
-                    path.display(),
-                    i + 1
-                ))
-                .into());
-            }
-            None => {
-                seen.insert(id.clone(), (home, i + 1));
-            }
-        }
-        out.push((id, home));
-    }
-    Ok(out)
+    Ok(domicile_engine::subjects::parse_subject_csv(
+        std::io::BufReader::new(file),
+        &path.display().to_string(),
+    )?)
 }

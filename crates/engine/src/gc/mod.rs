@@ -49,6 +49,7 @@ use settings::doubled;
 
 /// What a collection pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GcReport {
     /// Rows finished: their blob is gone from every region.
     pub blobs: u64,

@@ -98,6 +98,7 @@ impl Default for MigrateOptions {
 
 /// A job and where it stands.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MigrationStatus {
     pub job: i64,
     pub state: String,

@@ -57,56 +57,68 @@ const fn p(method: &'static str, path: &'static str, allow: Allow) -> Permission
     }
 }
 
+const ALL: &[Role] = &[ADMIN, OPERATOR, AUDITOR, LEGAL];
+const MANAGE: &[Role] = &[ADMIN, OPERATOR];
+const READ: &[Role] = &[ADMIN, OPERATOR, AUDITOR];
+
 /// Who may call each route of the admin API. The operator manages
-/// subjects and migrations (the plan with them); the auditor reads the
-/// reports, the ledger's verification and checkpoints, the evidence bundle
-/// and the policy, none of which holds a subject id in clear (the operator
-/// signs checkpoints); legal files demands; all three read the reports;
-/// admin does everything. `HEAD` is `GET`.
+/// subjects, plans, migrations, verification and collection (and signs
+/// checkpoints); the auditor reads what holds no subject id in clear: the
+/// reports, the ledger (subjects by token), its verification and
+/// checkpoints, the evidence bundle, the policy, migration and verify
+/// progress; legal files and reads demands; all four read the reports;
+/// admin does everything, and alone applies a policy and rotates a
+/// custodian's key. `HEAD` is `GET`.
 pub const PERMISSIONS: &[Permission] = &[
     p("GET", "/healthz", Allow::Anyone),
     p("GET", "/metrics", Allow::Anyone),
     p("GET", "/openapi.json", Allow::Anyone),
-    p("POST", "/v1/subjects", Allow::Roles(&[ADMIN, OPERATOR])),
-    p("GET", "/v1/subjects/{id}", Allow::Roles(&[ADMIN, OPERATOR])),
-    p(
-        "DELETE",
-        "/v1/subjects/{id}",
-        Allow::Roles(&[ADMIN, OPERATOR]),
-    ),
-    p("GET", "/v1/plan", Allow::Roles(&[ADMIN, OPERATOR])),
-    p(
-        "GET",
-        "/v1/reports/{kind}",
-        Allow::Roles(&[ADMIN, OPERATOR, AUDITOR, LEGAL]),
-    ),
+    p("GET", "/v1/subjects", Allow::Roles(MANAGE)),
+    p("POST", "/v1/subjects", Allow::Roles(MANAGE)),
+    p("POST", "/v1/subjects/import", Allow::Roles(MANAGE)),
+    p("GET", "/v1/subjects/{id}", Allow::Roles(MANAGE)),
+    p("DELETE", "/v1/subjects/{id}", Allow::Roles(MANAGE)),
+    p("POST", "/v1/subjects/{id}/rehome", Allow::Roles(MANAGE)),
+    p("GET", "/v1/subjects/{id}/ledger", Allow::Roles(MANAGE)),
+    p("GET", "/v1/plan", Allow::Roles(MANAGE)),
+    p("POST", "/v1/plan", Allow::Roles(MANAGE)),
+    p("GET", "/v1/reports/{kind}", Allow::Roles(ALL)),
+    p("GET", "/v1/reach/{authority}", Allow::Roles(ALL)),
     p("POST", "/v1/demands", Allow::Roles(&[ADMIN, LEGAL])),
+    p("GET", "/v1/demands", Allow::Roles(&[ADMIN, LEGAL])),
+    p("GET", "/v1/demands/{seq}", Allow::Roles(&[ADMIN, LEGAL])),
+    p("GET", "/v1/ledger", Allow::Roles(READ)),
     p("GET", "/v1/ledger/verify", Allow::Roles(&[ADMIN, AUDITOR])),
     p(
         "GET",
         "/v1/ledger/checkpoints",
         Allow::Roles(&[ADMIN, AUDITOR]),
     ),
-    p(
-        "POST",
-        "/v1/ledger/checkpoints",
-        Allow::Roles(&[ADMIN, OPERATOR]),
-    ),
+    p("POST", "/v1/ledger/checkpoints", Allow::Roles(MANAGE)),
     p("GET", "/v1/evidence", Allow::Roles(&[ADMIN, AUDITOR])),
     p("GET", "/v1/policy", Allow::Roles(&[ADMIN, AUDITOR])),
     p("POST", "/v1/policy", Allow::Roles(&[ADMIN])),
     p("GET", "/v1/policy/history", Allow::Roles(&[ADMIN, AUDITOR])),
-    p("POST", "/v1/migrations", Allow::Roles(&[ADMIN, OPERATOR])),
-    p(
-        "GET",
-        "/v1/migrations/current",
-        Allow::Roles(&[ADMIN, OPERATOR]),
-    ),
+    p("POST", "/v1/policy/check", Allow::Roles(READ)),
+    p("GET", "/v1/policy/explain", Allow::Roles(READ)),
+    p("GET", "/v1/policy/diff", Allow::Roles(READ)),
+    p("POST", "/v1/policy/diff", Allow::Roles(READ)),
+    p("POST", "/v1/migrations", Allow::Roles(MANAGE)),
+    p("GET", "/v1/migrations/current", Allow::Roles(READ)),
+    p("GET", "/v1/migrations/current/events", Allow::Roles(READ)),
     p(
         "POST",
         "/v1/migrations/current/{action}",
-        Allow::Roles(&[ADMIN, OPERATOR]),
+        Allow::Roles(MANAGE),
     ),
+    p("POST", "/v1/verify", Allow::Roles(MANAGE)),
+    p("GET", "/v1/verify", Allow::Roles(READ)),
+    p(
+        "POST",
+        "/v1/custodians/{name}/rotate",
+        Allow::Roles(&[ADMIN]),
+    ),
+    p("POST", "/v1/gc", Allow::Roles(MANAGE)),
 ];
 
 /// Who made a request: its token's name (what the ledger records as the
@@ -309,7 +321,7 @@ mod tests {
             Allow::Roles(&[Role::Admin, Role::Legal])
         );
         assert_eq!(allowed("/healthz", &Method::HEAD).unwrap(), Allow::Anyone);
-        let e = allowed("/v1/demands", &Method::GET).unwrap_err();
+        let e = allowed("/v1/demands", &Method::DELETE).unwrap_err();
         assert_eq!(e.status(), StatusCode::METHOD_NOT_ALLOWED);
         let e = allowed("/v1/unlisted", &Method::GET).unwrap_err();
         assert_eq!(e.status(), StatusCode::FORBIDDEN);

@@ -94,3 +94,14 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
         ApiError::new(r.status(), "bad_request", r.body_text())
     }
 }
+
+impl From<axum::extract::rejection::StringRejection> for ApiError {
+    fn from(r: axum::extract::rejection::StringRejection) -> Self {
+        let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "bad_request"
+        };
+        ApiError::new(r.status(), code, r.body_text())
+    }
+}

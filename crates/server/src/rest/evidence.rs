@@ -9,36 +9,90 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use domicile_catalog::CheckpointRow;
 use domicile_core::exposure::ASSUMPTION;
 use domicile_core::ids::SubjectId;
 use domicile_core::presets::{self, NOT_LEGAL_ADVICE};
 use domicile_engine::evidence::{EXPOSURE, RESIDENCY};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::Shared;
 use super::error::ApiError;
-use super::handlers::{ApiResult, to_json};
+use super::handlers::ApiResult;
+use super::openapi::ErrorBody;
 
-/// `GET /v1/ledger/checkpoints`: every stored checkpoint, by seq.
-pub(crate) async fn list(State(s): State<Shared>) -> ApiResult {
+/// A signed checkpoint of the ledger's head (docs/evidence.md).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// The signing key's fingerprint: hex SHA-256 of its public key.
+    pub key_id: String,
+    /// The signing key's public key, hex (32 bytes).
+    pub public_key: String,
+    /// The signature over the checkpoint statement, hex (64 bytes).
+    pub signature: String,
+}
+
+impl From<CheckpointRow> for Checkpoint {
+    fn from(c: CheckpointRow) -> Self {
+        Checkpoint {
+            seq: c.seq,
+            hash: c.hash,
+            at: c.at,
+            key_id: c.key_id,
+            public_key: c.public_key,
+            signature: c.signature,
+        }
+    }
+}
+
+/// Every checkpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Checkpoints {
+    checkpoints: Vec<Checkpoint>,
+}
+
+/// Every signed checkpoint of the ledger's head, by seq; as `ledger
+/// checkpoints`.
+#[utoipa::path(get, path = "/v1/ledger/checkpoints", tag = "ledger",
+    responses((status = 200, description = "The checkpoints.", body = Checkpoints)))]
+pub(crate) async fn list(State(s): State<Shared>) -> ApiResult<Json<Checkpoints>> {
     let all = s.engine.ledger_checkpoints().await?;
-    Ok(Json(json!({"checkpoints": all})))
+    Ok(Json(Checkpoints {
+        checkpoints: all.into_iter().map(Checkpoint::from).collect(),
+    }))
 }
 
-/// `POST /v1/ledger/checkpoints`: signs the ledger's head and stores it.
-pub(crate) async fn create(State(s): State<Shared>) -> ApiResult {
-    to_json(&s.engine.checkpoint_ledger().await?)
+/// Signs the ledger's head with the ledger signing key and stores the
+/// checkpoint; a head already signed keeps its checkpoint. Refused if the
+/// ledger does not follow from the newest checkpoint. As `ledger
+/// checkpoint`.
+#[utoipa::path(post, path = "/v1/ledger/checkpoints", tag = "ledger",
+    responses((status = 200, description = "The checkpoint.", body = Checkpoint)))]
+pub(crate) async fn create(State(s): State<Shared>) -> ApiResult<Json<Checkpoint>> {
+    Ok(Json(s.engine.checkpoint_ledger().await?.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ExportQuery {
     /// Only this subject's entries.
     subject: Option<String>,
 }
 
-/// `GET /v1/evidence[?subject=ID]`: the signed bundle, byte for byte as
-/// `evidence export` writes it.
+/// The signed evidence bundle (docs/evidence.md): policy, verify result,
+/// residency and exposure, the ledger's entries (all, or one subject's)
+/// with the checkpoints that cover them, and the public key; byte for byte
+/// as `evidence export` writes it.
+#[utoipa::path(get, path = "/v1/evidence", tag = "ledger", params(ExportQuery),
+    responses((status = 200, description = "The bundle.", body = Object),
+              (status = 400, description = "A bad subject id, or a ledger that does not verify.", body = ErrorBody),
+              (status = 404, description = "No ledger entry of the subject.", body = ErrorBody)))]
 pub(crate) async fn export(
     State(s): State<Shared>,
     Query(q): Query<ExportQuery>,

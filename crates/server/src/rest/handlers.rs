@@ -1,35 +1,42 @@
-//! One handler per endpoint. JSON bodies are the CLI's `--format json`
-//! shapes (SPEC, "CLI contract"), so a script can switch between the two.
+//! The service endpoints, plans, reports, the ledger, custodians and
+//! collection: one handler each, each with its `#[utoipa::path]`, from
+//! which the OpenAPI document is generated. JSON bodies are the CLI's
+//! `--format json` shapes (SPEC, "CLI contract"), so a script can switch
+//! between the two.
 
 use std::str::FromStr;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::StringRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use domicile_catalog::LedgerEntry;
+use domicile_core::Config;
 use domicile_core::exposure::ASSUMPTION;
 use domicile_core::ids::SubjectId;
 use domicile_core::jurisdiction::Jurisdiction;
-use domicile_core::plan::ExposureRow;
-use domicile_core::plan::{Move, PlanSummary};
+use domicile_core::plan::{ExposureRow, Move, RegionCost};
 use domicile_core::presets::{self, Citation, NOT_LEGAL_ADVICE};
-use domicile_engine::MigrateOptions;
-use domicile_engine::migrate::Tick;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use domicile_engine::reach::ReachExplanation;
+use domicile_engine::reports::{ResidencyRow, Violation};
+use domicile_engine::{GcReport, RotateOptions, RotationReport};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::Shared;
 use super::error::ApiError;
+use super::openapi::ErrorBody;
 use crate::metrics::gauge;
 
 pub(crate) type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
-fn subject(id: &str) -> Result<SubjectId, ApiError> {
+pub(crate) fn subject(id: &str) -> Result<SubjectId, ApiError> {
     SubjectId::from_str(id).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn jurisdiction(code: &str) -> Result<Jurisdiction, ApiError> {
+pub(crate) fn jurisdiction(code: &str) -> Result<Jurisdiction, ApiError> {
     Jurisdiction::from_str(code).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
@@ -39,20 +46,51 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> ApiResult {
         .map_err(|e| ApiError::from(domicile_engine::Error::Internal(e.to_string())))
 }
 
+/// A config file's text posted as a request body, parsed as `serve`'s own
+/// config is (paths relative to its folder).
+pub(crate) fn posted_config(s: &Shared, body: &str) -> Result<Config, ApiError> {
+    let base = s.engine.file_config().base_dir.clone();
+    Config::parse("request body", body, &base).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// `GET /healthz`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// `ok`, or `unavailable` (with 503).
+    status: String,
+    /// The active policy version (absent when unavailable).
+    policy_version: Option<i64>,
+}
+
+/// Liveness: the catalog answers.
+#[utoipa::path(get, path = "/healthz", tag = "service", security(()),
+    responses((status = 200, description = "Healthy.", body = Health),
+              (status = 503, description = "The catalog does not answer.", body = Health)))]
 pub(crate) async fn healthz(State(s): State<Shared>) -> Response {
     match s.engine.health().await {
-        Ok(h) => Json(json!({"status": "ok", "policy_version": h.policy_version})).into_response(),
+        Ok(h) => Json(Health {
+            status: "ok".into(),
+            policy_version: Some(h.policy_version),
+        })
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable"})),
+                Json(Health {
+                    status: "unavailable".into(),
+                    policy_version: None,
+                }),
             )
                 .into_response()
         }
     }
 }
 
+/// Prometheus metrics: requests, bytes and errors per operation and
+/// region; refusals; migration progress.
+#[utoipa::path(get, path = "/metrics", tag = "service", security(()),
+    responses((status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(State(s): State<Shared>) -> Response {
     let mut text = s.metrics.render();
     if let Ok(m) = s.engine.migration_status(None).await {
@@ -89,8 +127,11 @@ pub(crate) async fn metrics(State(s): State<Shared>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-pub(crate) async fn openapi() -> Json<Value> {
-    Json(super::openapi::document())
+/// This document: OpenAPI 3.1, generated from the handlers and their types.
+#[utoipa::path(get, path = "/openapi.json", tag = "service", security(()),
+    responses((status = 200, description = "The OpenAPI document.", body = Object)))]
+pub(crate) async fn openapi(State(s): State<Shared>) -> Json<Value> {
+    Json((*s.openapi).clone())
 }
 
 pub(crate) async fn not_found() -> ApiError {
@@ -101,83 +142,77 @@ pub(crate) async fn not_found() -> ApiError {
     )
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct NewSubject {
-    subject: String,
-    home: String,
-}
+// ---------------------------------------------------------------------------
+// Plans
+// ---------------------------------------------------------------------------
 
-pub(crate) async fn add_subject(
-    State(s): State<Shared>,
-    body: Result<Json<NewSubject>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
-    let id = subject(&body.subject)?;
-    let home = jurisdiction(&body.home)?;
-    s.engine.add_subject(&id, home).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"subject": id, "home": home})),
-    ))
-}
-
-pub(crate) async fn show_subject(State(s): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    to_json(&s.engine.show_subject(&subject(&id)?).await?)
-}
-
-pub(crate) async fn erase_subject(State(s): State<Shared>, Path(id): Path<String>) -> ApiResult {
-    to_json(&s.engine.erase_subject(&subject(&id)?).await?)
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PlanQuery {
-    /// Moves to list; the totals always cover every move.
+    /// Moves to list (default 1000, at most 100000); the totals always
+    /// cover every move.
     limit: Option<usize>,
 }
 
-/// The same shape as `domicile plan --format json` (the CLI's
-/// `render::plan_json`).
-fn plan_json(moves: &[Move], s: &PlanSummary, truncated: bool) -> Value {
-    let t = &s.totals;
-    let moves: Vec<Value> = moves
-        .iter()
-        .map(|m| {
-            json!({"subject": m.subject.clone().unwrap_or_else(|| m.token.clone()), "category": m.category,
-                   "from": m.from, "to": m.to, "objects": m.objects, "bytes": m.bytes, "home": m.home,
-                   "custodian_from": m.custodian_from, "custodian_to": m.custodian_to,
-                   "egress_cost": m.egress_cost, "reason": m.reason})
-        })
-        .collect();
-    json!({
-        "moves": moves,
-        "moves_truncated": truncated,
-        "totals": {"subjects": t.subjects, "objects": t.objects, "bytes": t.bytes, "egress_cost": t.egress_cost,
-                   "monthly_cost_before": t.monthly_cost_before, "monthly_cost_after": t.monthly_cost_after,
-                   "units": t.units, "bytes_transferred": t.bytes_transferred, "rewraps": t.rewraps},
-        "exposure_before": s.exposure_before,
-        "exposure_after": s.exposure_after,
-        "assumption": ASSUMPTION,
-        "grounds": citations(s.exposure_before.iter().chain(&s.exposure_after)),
-        "legal_notice": NOT_LEGAL_ADVICE,
-    })
+/// One move of a plan, as `plan --format json` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PlanMove {
+    /// The subject's id (its token if the id was not recorded).
+    subject: String,
+    category: String,
+    from: Vec<String>,
+    to: Vec<String>,
+    objects: u64,
+    bytes: u64,
+    home: Jurisdiction,
+    custodian_from: String,
+    custodian_to: String,
+    egress_cost: f64,
+    /// Why it moves.
+    #[schema(value_type = Object)]
+    reason: Value,
+}
+
+/// A plan: the moves listed, and everything the engine's plan summary
+/// holds (totals, exposure and cost before and after, and whatever else
+/// it comes to carry), with the citations of the exposure rows.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PlanBody {
+    moves: Vec<PlanMove>,
+    /// Whether moves were left out of `moves` (see `limit`).
+    moves_truncated: bool,
+    /// The plan's totals, as the engine sums them.
+    #[schema(value_type = Object)]
+    totals: Value,
+    exposure_before: Vec<ExposureRow>,
+    exposure_after: Vec<ExposureRow>,
+    cost_before: Vec<RegionCost>,
+    cost_after: Vec<RegionCost>,
+    assumption: String,
+    grounds: Vec<Citation>,
+    legal_notice: String,
+    /// The rest of the engine's plan summary, field by field.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    rest: serde_json::Map<String, Value>,
 }
 
 /// The presets that exposure rows cite, for the report beside them.
-fn citations<'a>(rows: impl IntoIterator<Item = &'a ExposureRow>) -> Vec<Citation> {
+pub(crate) fn citations<'a>(rows: impl IntoIterator<Item = &'a ExposureRow>) -> Vec<Citation> {
     presets::cited(rows.into_iter().flat_map(|r| r.grounds.iter()))
         .iter()
         .map(|p| p.citation())
         .collect()
 }
 
-pub(crate) async fn plan(State(s): State<Shared>, Query(q): Query<PlanQuery>) -> ApiResult {
-    let limit = q.limit.unwrap_or(1000).min(100_000);
-    let config = s.engine.file_config().clone();
+/// Plans `config` over the catalog; nothing is applied.
+async fn plan_of(s: &Shared, config: &Config, limit: Option<usize>) -> ApiResult<Json<PlanBody>> {
+    let limit = limit.unwrap_or(1000).min(100_000);
     let mut moves: Vec<Move> = Vec::new();
     let mut truncated = false;
     let summary = s
         .engine
-        .plan(&config, |m| {
+        .plan(config, |m| {
             if moves.len() < limit {
                 moves.push(m);
             } else {
@@ -187,26 +222,162 @@ pub(crate) async fn plan(State(s): State<Shared>, Query(q): Query<PlanQuery>) ->
         .await?;
     let tokens: Vec<String> = moves.iter().map(|m| m.token.clone()).collect();
     let names = s.engine.subject_names(&tokens).await?;
-    for m in &mut moves {
-        m.subject = names.get(&m.token).cloned();
+    let moves = moves
+        .into_iter()
+        .map(|m| PlanMove {
+            subject: names.get(&m.token).cloned().unwrap_or(m.token),
+            category: m.category,
+            from: m.from.iter().map(|r| r.to_string()).collect(),
+            to: m.to.iter().map(|r| r.to_string()).collect(),
+            objects: m.objects,
+            bytes: m.bytes,
+            home: m.home,
+            custodian_from: m.custodian_from,
+            custodian_to: m.custodian_to,
+            egress_cost: m.egress_cost,
+            reason: serde_json::to_value(m.reason).unwrap_or(Value::Null),
+        })
+        .collect();
+    let grounds = citations(
+        summary
+            .exposure_before
+            .iter()
+            .chain(&summary.exposure_after),
+    );
+    // The summary as a whole, so that what the engine adds to it is served:
+    // the fields typed below are taken out, the rest go as they are.
+    let Value::Object(mut rest) = to_json(&summary)?.0 else {
+        return Err(
+            domicile_engine::Error::Internal("a plan summary is not an object".into()).into(),
+        );
+    };
+    let totals = rest.remove("totals").unwrap_or(Value::Null);
+    for typed in [
+        "exposure_before",
+        "exposure_after",
+        "cost_before",
+        "cost_after",
+    ] {
+        rest.remove(typed);
     }
-    Ok(Json(plan_json(&moves, &summary, truncated)))
+    Ok(Json(PlanBody {
+        moves,
+        moves_truncated: truncated,
+        totals,
+        exposure_before: summary.exposure_before,
+        exposure_after: summary.exposure_after,
+        cost_before: summary.cost_before,
+        cost_after: summary.cost_after,
+        assumption: ASSUMPTION.into(),
+        grounds,
+        legal_notice: NOT_LEGAL_ADVICE.into(),
+        rest,
+    }))
 }
 
-pub(crate) async fn report(State(s): State<Shared>, Path(kind): Path<String>) -> ApiResult {
+/// The plan of the current config over the catalog: what moves, what it
+/// costs, who could reach what; as `plan --format json`.
+#[utoipa::path(get, path = "/v1/plan", tag = "plans", params(PlanQuery),
+    responses((status = 200, description = "The plan.", body = PlanBody)))]
+pub(crate) async fn plan(
+    State(s): State<Shared>,
+    Query(q): Query<PlanQuery>,
+) -> ApiResult<Json<PlanBody>> {
+    let config = s.engine.file_config().clone();
+    plan_of(&s, &config, q.limit).await
+}
+
+/// What if: the plan of a posted config (its rules, reach and topology)
+/// over the catalog, as `plan --policy FILE --format json`. Nothing is
+/// applied or recorded.
+#[utoipa::path(post, path = "/v1/plan", tag = "plans", params(PlanQuery),
+    request_body(content = String, content_type = "text/plain", description = "A config file's text (TOML)."),
+    responses((status = 200, description = "The plan.", body = PlanBody),
+              (status = 400, description = "The config does not parse or validate.", body = ErrorBody)))]
+pub(crate) async fn what_if(
+    State(s): State<Shared>,
+    Query(q): Query<PlanQuery>,
+    body: Result<String, StringRejection>,
+) -> ApiResult<Json<PlanBody>> {
+    let config = posted_config(&s, &body?)?;
+    plan_of(&s, &config, q.limit).await
+}
+
+// ---------------------------------------------------------------------------
+// Reports
+// ---------------------------------------------------------------------------
+
+/// `report residency`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Residency {
+    rows: Vec<ResidencyRow>,
+}
+
+/// `report exposure`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Exposure {
+    rows: Vec<ExposureRow>,
+    assumption: String,
+    grounds: Vec<Citation>,
+    legal_notice: String,
+}
+
+/// `report cost`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Cost {
+    rows: Vec<RegionCost>,
+    total_monthly_cost: f64,
+}
+
+/// `report violations`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Violations {
+    violations: Vec<Violation>,
+}
+
+/// One of the reports.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum Report {
+    Residency(Residency),
+    Exposure(Exposure),
+    Cost(Cost),
+    Violations(Violations),
+}
+
+/// A report on the present; as `report KIND --format json`.
+#[utoipa::path(get, path = "/v1/reports/{kind}", tag = "reports",
+    params(("kind" = String, Path, description = "residency, exposure, cost or violations")),
+    responses((status = 200, description = "The report.", body = Report),
+              (status = 404, description = "No such report.", body = ErrorBody)))]
+pub(crate) async fn report(
+    State(s): State<Shared>,
+    Path(kind): Path<String>,
+) -> ApiResult<Json<Report>> {
     let e = &s.engine;
     Ok(Json(match kind.as_str() {
-        "residency" => json!({"rows": e.residency().await?}),
+        "residency" => Report::Residency(Residency {
+            rows: e.residency().await?,
+        }),
         "exposure" => {
             let p = e.present().await?;
-            json!({"rows": p.exposure_before, "assumption": ASSUMPTION,
-                   "grounds": citations(&p.exposure_before), "legal_notice": NOT_LEGAL_ADVICE})
+            Report::Exposure(Exposure {
+                grounds: citations(&p.exposure_before),
+                rows: p.exposure_before,
+                assumption: ASSUMPTION.into(),
+                legal_notice: NOT_LEGAL_ADVICE.into(),
+            })
         }
         "cost" => {
             let p = e.present().await?;
-            json!({"rows": p.cost_before, "total_monthly_cost": p.totals.monthly_cost_before})
+            Report::Cost(Cost {
+                rows: p.cost_before,
+                total_monthly_cost: p.totals.monthly_cost_before,
+            })
         }
-        "violations" => json!({"violations": e.violations().await?}),
+        "violations" => Report::Violations(Violations {
+            violations: e.violations().await?,
+        }),
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -217,130 +388,154 @@ pub(crate) async fn report(State(s): State<Shared>, Path(kind): Path<String>) ->
     }))
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct NewDemand {
-    authority: String,
-    subject: String,
+// ---------------------------------------------------------------------------
+// The ledger
+// ---------------------------------------------------------------------------
+
+/// One ledger entry, as `ledger show --format json` gives it. Subjects
+/// are named by token only.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LedgerEntryView {
+    pub(crate) seq: i64,
+    /// Milliseconds since the epoch.
+    pub(crate) at: i64,
+    pub(crate) kind: String,
+    pub(crate) actor: String,
+    /// The token of the subject concerned.
+    pub(crate) subject: Option<String>,
+    #[schema(value_type = Object)]
+    pub(crate) body: Value,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
 }
 
-pub(crate) async fn demand(
+impl From<LedgerEntry> for LedgerEntryView {
+    fn from(e: LedgerEntry) -> Self {
+        LedgerEntryView {
+            body: serde_json::from_str(&e.body).unwrap_or(Value::String(e.body)),
+            seq: e.seq,
+            at: e.at,
+            kind: e.kind,
+            actor: e.actor,
+            subject: e.subject,
+            prev_hash: e.prev_hash,
+            hash: e.hash,
+        }
+    }
+}
+
+/// A page of the ledger.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LedgerPage {
+    entries: Vec<LedgerEntryView>,
+    /// The cursor (`after`) of the next page, absent on the last one.
+    next: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LedgerQuery {
+    /// The seq after which the page starts (0, the default, from the first).
+    after: Option<i64>,
+    /// Entries per page, 1 to 1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// The ledger, oldest first, a page at a time; as `ledger show`.
+#[utoipa::path(get, path = "/v1/ledger", tag = "ledger", params(LedgerQuery),
+    responses((status = 200, description = "A page of entries.", body = LedgerPage),
+              (status = 400, description = "A bad cursor or limit.", body = ErrorBody)))]
+pub(crate) async fn ledger(
     State(s): State<Shared>,
-    body: Result<Json<NewDemand>, JsonRejection>,
-) -> ApiResult {
-    let Json(body) = body?;
-    let authority = jurisdiction(&body.authority)?;
-    let id = subject(&body.subject)?;
-    to_json(&s.engine.demand(authority, &id).await?)
+    Query(q): Query<LedgerQuery>,
+) -> ApiResult<Json<LedgerPage>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request(
+            "after must be a ledger seq (0 or more)",
+        ));
+    }
+    let page = s.engine.ledger_page(after, limit).await?;
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(LedgerPage {
+        entries: page.into_iter().map(LedgerEntryView::from).collect(),
+        next,
+    }))
 }
 
+/// Re-computes the ledger's hash chain and checks it against every signed
+/// checkpoint; as `ledger verify --format json`.
+#[utoipa::path(get, path = "/v1/ledger/verify", tag = "ledger",
+    responses((status = 200, description = "The chain check.", body = domicile_engine::verify::LedgerReport)))]
 pub(crate) async fn verify_ledger(State(s): State<Shared>) -> ApiResult {
     to_json(&s.engine.verify_ledger().await?)
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct MigrationRun {
-    /// Bytes per second; 0 = unlimited.
-    #[serde(default)]
-    rate: u64,
-    #[serde(default)]
-    workers: Option<usize>,
-    /// Units per worker turn.
-    #[serde(default)]
-    batch: Option<usize>,
-}
+// ---------------------------------------------------------------------------
+// Custodians and collection
+// ---------------------------------------------------------------------------
 
-impl MigrationRun {
-    fn options(&self) -> Result<MigrateOptions, ApiError> {
-        let workers = self.workers.unwrap_or(4);
-        if !(1..=256).contains(&workers) {
-            return Err(ApiError::bad_request("workers must be between 1 and 256"));
-        }
-        let batch = self.batch.unwrap_or(MigrateOptions::default().batch);
-        if !(1..=1024).contains(&batch) {
-            return Err(ApiError::bad_request("batch must be between 1 and 1024"));
-        }
-        Ok(MigrateOptions {
-            workers,
-            batch,
-            rate: self.rate,
-            ..MigrateOptions::default()
-        })
-    }
-}
-
-/// Runs the open job in the background unless this server already does.
-pub(crate) fn run_in_background(s: &Shared, opts: MigrateOptions) {
-    let Ok(mut slot) = s.migration.lock() else {
-        return;
-    };
-    if slot.as_ref().is_some_and(|h| !h.is_finished()) {
-        return;
-    }
-    let state = s.clone();
-    *slot = Some(tokio::spawn(domicile_engine::actor::inherit(async move {
-        let metrics = state.metrics.clone();
-        let tick = move |t: Tick| metrics.migration_tick(t.bytes, t.units);
-        match state.engine.run_migration(&opts, &tick).await {
-            Ok(st) => {
-                tracing::info!(job = st.job, state = %st.state, done = st.done, failed = st.failed, "migration run ended")
-            }
-            Err(e) => tracing::error!(error = %e, "migration run failed"),
-        }
-    })));
-}
-
-pub(crate) async fn start_migration(
+/// Wraps every data key of a custodian again under its key's newest
+/// version, as `custodian rotate NAME`: a `file://` keyring gets its next
+/// master key; for `aws-kms://` and `vault://` rotate the key in the key
+/// manager first. Runs to its end before answering; run it again to finish
+/// one that was interrupted.
+#[utoipa::path(post, path = "/v1/custodians/{name}/rotate", tag = "custodians",
+    params(("name" = String, Path, description = "The custodian's id.")),
+    responses((status = 200, description = "What the rotation did.", body = RotationReport),
+              (status = 404, description = "No such custodian.", body = ErrorBody)))]
+pub(crate) async fn rotate_custodian(
     State(s): State<Shared>,
-    body: Result<Option<Json<MigrationRun>>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let run = body?.map(|Json(b)| b).unwrap_or_default();
-    let opts = run.options()?;
-    let status = s.engine.start_migration(&opts).await?;
-    // Even a job with no unit is run: the run closes it as done.
-    run_in_background(&s, opts);
-    Ok((StatusCode::ACCEPTED, to_json(&status)?))
+    Path(name): Path<String>,
+) -> ApiResult<Json<RotationReport>> {
+    if !s
+        .engine
+        .config()
+        .topology
+        .custodians
+        .iter()
+        .any(|c| c.id.as_str() == name)
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no custodian {name:?} in the topology"),
+        ));
+    }
+    Ok(Json(
+        s.engine
+            .rotate_custodian(&name, &RotateOptions::default())
+            .await?,
+    ))
 }
 
-pub(crate) async fn migration_status(State(s): State<Shared>) -> ApiResult {
-    to_json(&s.engine.migration_status(None).await?)
+/// Deletes the blobs that are due for collection, as `gc` (and as `serve`
+/// does in the background).
+#[utoipa::path(post, path = "/v1/gc", tag = "custodians",
+    responses((status = 200, description = "What the passes did; `failures` and `put_off` are retried later.", body = GcReport)))]
+pub(crate) async fn gc(State(s): State<Shared>) -> ApiResult<Json<GcReport>> {
+    Ok(Json(s.engine.collect_all_due().await?))
 }
 
-pub(crate) async fn migration_action(
+/// The grounds of an authority's reach under the active policy: each rule
+/// or preset, its citations and summary, and what it reaches here; as
+/// `reach explain --authority A --format json`. A simplified model of the
+/// laws it cites, not legal advice.
+#[utoipa::path(get, path = "/v1/reach/{authority}", tag = "reports",
+    params(("authority" = String, Path, description = "A jurisdiction (ISO 3166-1 alpha-2), such as CN.")),
+    responses((status = 200, description = "The grounds.", body = ReachExplanation),
+              (status = 400, description = "Not a jurisdiction.", body = ErrorBody)))]
+pub(crate) async fn reach(
     State(s): State<Shared>,
-    Path(action): Path<String>,
-) -> ApiResult {
-    let status = match action.as_str() {
-        "pause" => s.engine.pause_migration().await?,
-        "resume" => {
-            let current = s.engine.migration_status(None).await?;
-            if current.finished_at.is_some() && current.open_units() == 0 {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "finished",
-                    format!(
-                        "migration job {} is {}: nothing to resume",
-                        current.job, current.state
-                    ),
-                ));
-            }
-            run_in_background(&s, MigrateOptions::default());
-            current
-        }
-        "cancel" => {
-            let st = s.engine.cancel_migration().await?;
-            // Committed units still get their old copies purged.
-            if st.committed > 0 {
-                run_in_background(&s, MigrateOptions::default());
-            }
-            st
-        }
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "actions are pause, resume and cancel",
-            ));
-        }
-    };
-    to_json(&status)
+    Path(authority): Path<String>,
+) -> ApiResult<Json<ReachExplanation>> {
+    let a = jurisdiction(&authority)?;
+    let acting = s.engine.follow_policy().await?;
+    Ok(Json(domicile_engine::reach::explain(&acting.config, a)))
 }

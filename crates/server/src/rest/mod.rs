@@ -5,21 +5,36 @@
 //! - `auth`: tokens, roles, [`PERMISSIONS`] (the one table of who may call
 //!   each route) and the middleware that applies it before any handler.
 //! - `error`: engine errors → HTTP status and a JSON body.
-//! - `handlers`: one handler per endpoint.
-//! - `policy`: the policy versions: the active one, the history, applying.
+//! - `handlers`: the service, plans (and what-if plans), reports, the
+//!   ledger, custodians and collection.
+//! - `subjects`: the listing, add, import, show, rehome, erase, history.
+//! - `demands`: filing a demand, and the demands filed.
+//! - `migrations`: start, progress (also as server-sent events), pause,
+//!   resume, cancel.
+//! - `verify`: verify as a background job.
+//! - `policy`: the policy versions (the active one, the history,
+//!   applying), and check, explain and diff.
 //! - `evidence`: the ledger's signed checkpoints, and the evidence bundle.
-//! - `openapi`: the OpenAPI 3 document served at `/openapi.json`.
+//! - `openapi`: the OpenAPI 3.1 document served at `/openapi.json`,
+//!   generated from the handlers' `#[utoipa::path]`s and types.
+//!
+//! [`api`] is the one list of handlers: the router and the document both
+//! come from it. docs/rest.md maps every CLI command to its route.
 //!
 //! `/healthz`, `/metrics` and `/openapi.json` need no token; they hold no
 //! personal data. The web console (`crate::ui`) is served beside these
 //! routes, at `/ui/`.
 
 mod auth;
+mod demands;
 mod error;
 mod evidence;
 mod handlers;
+mod migrations;
 mod openapi;
 mod policy;
+mod subjects;
+mod verify;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,9 +44,12 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use domicile_core::Config;
 use domicile_engine::{Engine, RestToken, Secrets};
+
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::ServerOptions;
 use crate::error::{Error, Result};
@@ -48,6 +66,10 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     /// The migration run this server started, if it is still going.
     pub migration: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The last verify job this server started.
+    pub verify: Mutex<Option<verify::VerifyJob>>,
+    /// The OpenAPI document served at `/openapi.json`.
+    pub openapi: Arc<serde_json::Value>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -85,37 +107,15 @@ pub fn router(engine: Arc<Engine>, metrics: Arc<Metrics>, options: &ServerOption
         tokens: tokens.clone(),
         metrics: metrics.clone(),
     };
+    let (routes, doc) = api();
     let state: Shared = Arc::new(AppState {
         engine,
         metrics: metrics.clone(),
         migration: Mutex::new(None),
+        verify: Mutex::new(None),
+        openapi: Arc::new(openapi::finish(doc)),
     });
-    Router::new()
-        .route("/healthz", get(handlers::healthz))
-        .route("/metrics", get(handlers::metrics))
-        .route("/openapi.json", get(handlers::openapi))
-        .route("/v1/subjects", post(handlers::add_subject))
-        .route(
-            "/v1/subjects/{id}",
-            get(handlers::show_subject).delete(handlers::erase_subject),
-        )
-        .route("/v1/plan", get(handlers::plan))
-        .route("/v1/reports/{kind}", get(handlers::report))
-        .route("/v1/demands", post(handlers::demand))
-        .route("/v1/ledger/verify", get(handlers::verify_ledger))
-        .route(
-            "/v1/ledger/checkpoints",
-            get(evidence::list).post(evidence::create),
-        )
-        .route("/v1/evidence", get(evidence::export))
-        .route("/v1/policy", get(policy::show).post(policy::apply))
-        .route("/v1/policy/history", get(policy::history))
-        .route("/v1/migrations", post(handlers::start_migration))
-        .route("/v1/migrations/current", get(handlers::migration_status))
-        .route(
-            "/v1/migrations/current/{action}",
-            post(handlers::migration_action),
-        )
+    routes
         .route_layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
         .route_layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -134,6 +134,53 @@ pub fn router(engine: Arc<Engine>, metrics: Arc<Metrics>, options: &ServerOption
             (metrics, "rest"),
             count_responses,
         ))
+}
+
+/// Every route with its handler, and the OpenAPI document generated from
+/// the same handlers. A route is added here and nowhere else (and given
+/// its row in [`PERMISSIONS`]).
+pub(crate) fn api() -> (Router<Shared>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(handlers::healthz))
+        .routes(routes!(handlers::metrics))
+        .routes(routes!(handlers::openapi))
+        .routes(routes!(subjects::list, subjects::add))
+        .merge(
+            // A CSV of many subjects is larger than any JSON body.
+            OpenApiRouter::new()
+                .routes(routes!(subjects::import))
+                .layer(axum::extract::DefaultBodyLimit::max(subjects::MAX_IMPORT)),
+        )
+        .routes(routes!(subjects::show, subjects::erase))
+        .routes(routes!(subjects::rehome))
+        .routes(routes!(subjects::ledger))
+        .routes(routes!(handlers::plan, handlers::what_if))
+        .routes(routes!(handlers::report))
+        .routes(routes!(handlers::reach))
+        .routes(routes!(demands::file, demands::list))
+        .routes(routes!(demands::show))
+        .routes(routes!(handlers::ledger))
+        .routes(routes!(handlers::verify_ledger))
+        .routes(routes!(evidence::list, evidence::create))
+        .routes(routes!(evidence::export))
+        .routes(routes!(policy::show, policy::apply))
+        .routes(routes!(policy::history))
+        .routes(routes!(policy::check))
+        .routes(routes!(policy::explain))
+        .routes(routes!(policy::diff_versions, policy::diff_text))
+        .routes(routes!(migrations::start))
+        .routes(routes!(migrations::status))
+        .routes(routes!(migrations::events))
+        .routes(routes!(migrations::action))
+        .routes(routes!(verify::start, verify::status))
+        .routes(routes!(handlers::rotate_custodian))
+        .routes(routes!(handlers::gc))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the admin API, as `/openapi.json` serves it.
+pub fn openapi_document() -> serde_json::Value {
+    openapi::finish(api().1)
 }
 
 /// Counts every response of an API by status (both APIs use it).
