@@ -58,7 +58,7 @@ use crate::metrics::Metrics;
 pub use auth::{ADMIN_TOKEN_VAR, AUDITOR_TOKEN_VAR, Allow, Caller, PERMISSIONS, Permission, Role};
 pub(crate) use auth::{Tokens, role_may};
 pub(crate) use error::ApiError;
-pub(crate) use handlers::migration_action;
+pub(crate) use migrations::action as migration_action;
 
 /// What every handler shares.
 pub(crate) struct AppState {
