@@ -27,6 +27,8 @@
 //!   moves, the copy, the purge, and the write path's inline move.
 //! - [`subjects`]: add, import, show, rehome and erase.
 //! - [`reports`]: residency, exposure, cost, violations and the plan.
+//! - [`plan_scan`]: the plan's scan of every placement, split in token
+//!   ranges over every core, the moves handed over in token order.
 //! - [`demand`]: what an authority could compel; ledgered.
 //! - [`rotate`]: a custodian's rotation: every data key it wraps, wrapped
 //!   again under its key's newest version, online and resumably.
@@ -50,6 +52,7 @@ pub mod gc;
 pub mod migrate;
 pub mod multipart;
 pub mod placement;
+pub mod plan_scan;
 pub mod policy;
 pub mod reports;
 pub mod rotate;

@@ -111,6 +111,12 @@ pub fn plan(meta: &Meta, p: &PlanView<'_>) -> String {
                 bytes(t.bytes_transferred)
             ),
         );
+        if let Some(d) = &p.summary.duration {
+            page.para(
+                "duration",
+                &format!("Estimated duration: {}.", d.describe()),
+            );
+        }
     }
     page.table(
         "totals",
@@ -654,6 +660,7 @@ mod tests {
             cost_after: vec![],
             subjects_seen: 2,
             placements_seen: 2,
+            duration: None,
         }
     }
 
@@ -773,6 +780,7 @@ mod tests {
             cost_after: vec![],
             subjects_seen: 0,
             placements_seen: 0,
+            duration: None,
         };
         for focus in [
             Focus::Residency,

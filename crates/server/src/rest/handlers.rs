@@ -156,6 +156,7 @@ fn plan_json(moves: &[Move], s: &PlanSummary, truncated: bool) -> Value {
                    "units": t.units, "bytes_transferred": t.bytes_transferred, "rewraps": t.rewraps},
         "exposure_before": s.exposure_before,
         "exposure_after": s.exposure_after,
+        "duration": s.duration,
         "assumption": ASSUMPTION,
         "grounds": citations(s.exposure_before.iter().chain(&s.exposure_after)),
         "legal_notice": NOT_LEGAL_ADVICE,
@@ -174,17 +175,12 @@ pub(crate) async fn plan(State(s): State<Shared>, Query(q): Query<PlanQuery>) ->
     let limit = q.limit.unwrap_or(1000).min(100_000);
     let config = s.engine.file_config().clone();
     let mut moves: Vec<Move> = Vec::new();
-    let mut truncated = false;
+    // The moves past `limit` are counted in the totals, not built.
     let summary = s
         .engine
-        .plan(&config, |m| {
-            if moves.len() < limit {
-                moves.push(m);
-            } else {
-                truncated = true;
-            }
-        })
+        .plan_first(&config, limit, |m| moves.push(m))
         .await?;
+    let truncated = summary.totals.units > moves.len() as u64;
     let tokens: Vec<String> = moves.iter().map(|m| m.token.clone()).collect();
     let names = s.engine.subject_names(&tokens).await?;
     for m in &mut moves {
