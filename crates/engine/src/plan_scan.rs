@@ -160,6 +160,22 @@ pub async fn plan<F, Fut>(
     present: Arc<Config>,
     desired: Arc<Config>,
     list: MoveList,
+    on_batch: F,
+) -> Result<PlanSummary>
+where
+    F: FnMut(Vec<Move>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    plan_paged(catalog, present, desired, list, PAGE, on_batch).await
+}
+
+/// [`plan`] in pages of `page` placements.
+async fn plan_paged<F, Fut>(
+    catalog: Arc<dyn Catalog>,
+    present: Arc<Config>,
+    desired: Arc<Config>,
+    list: MoveList,
+    page: u32,
     mut on_batch: F,
 ) -> Result<PlanSummary>
 where
@@ -169,9 +185,9 @@ where
     let wanted = list.wanted();
     // A small catalog: one page, one planner.
     let first = catalog
-        .placements_range_page(TokenRange::default(), None, PAGE)
+        .placements_range_page(TokenRange::default(), None, page)
         .await?;
-    if first.len() < PAGE as usize {
+    if first.len() < page as usize {
         let mut planner = Planner::new(&present, &desired);
         let moves = plan_page(&mut planner, &mut Rows::default(), &first, wanted)?;
         if !moves.is_empty() {
@@ -196,7 +212,7 @@ where
         let taken = handover.taken.clone();
         tasks.spawn(async move {
             let run = worker(
-                w, n, &catalog, &present, &desired, &tx, &ahead, &taken, wanted,
+                w, n, &catalog, &present, &desired, &tx, &ahead, &taken, wanted, page,
             )
             .await;
             match run {
@@ -264,6 +280,7 @@ async fn worker(
     ahead: &Semaphore,
     taken: &AtomicUsize,
     wanted: usize,
+    page_size: u32,
 ) -> Result<Tally> {
     let bounds = Arc::new(bounds());
     let mut planner = Planner::new(present, desired);
@@ -275,7 +292,7 @@ async fn worker(
                 .placements_range_page(
                     bucket(b, &bounds),
                     after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())),
-                    PAGE,
+                    page_size,
                 )
                 .await
         })
@@ -287,7 +304,7 @@ async fn worker(
         let page = pending
             .await
             .map_err(|e| Error::Internal(format!("catalog scan task: {e}")))??;
-        let end = page.len() < PAGE as usize;
+        let end = page.len() < page_size as usize;
         // The next page of this bucket, or the first of the next one, is
         // read while this one is planned.
         next = if !end {
@@ -325,4 +342,109 @@ async fn worker(
         }
     }
     Ok(planner.into_tally())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The scan in ranges on several workers against one planner fed every
+    //! placement in one sequence.
+    use domicile_catalog::sqlite::SqliteCatalog;
+    use domicile_catalog::{LedgerAppend, PlacementRow, PlacementState, SubjectRow};
+
+    use super::*;
+
+    const V1: &str = include_str!("../../../examples/demo-v1.toml");
+    const V2: &str = include_str!("../../../examples/demo-v2.toml");
+
+    fn entry() -> LedgerAppend {
+        LedgerAppend {
+            kind: "placement".into(),
+            subject: None,
+            body: serde_json::json!({}),
+            at: 1,
+            actor: "cli:test".into(),
+        }
+    }
+
+    /// `n` subjects with tokens spread over the hex ranges (and a few that
+    /// are not hex), several homes, in cn-north; every third with a
+    /// payment placement too.
+    async fn catalog(n: u64) -> Arc<dyn Catalog> {
+        let cat = SqliteCatalog::open_memory().await.unwrap();
+        for i in 0..n {
+            let token = if i % 50 == 7 {
+                format!("tok-{i:04}")
+            } else {
+                format!("{:016x}{i:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            };
+            let home = ["IN", "CN", "TW", "IN", "SG"][(i % 5) as usize];
+            let subject = SubjectRow {
+                token: token.clone(),
+                home: home.into(),
+                created_at: 1,
+                id_enc: None,
+            };
+            cat.add_subject(&subject, entry()).await.unwrap();
+            let categories: &[&str] = if i % 3 == 0 {
+                &["payment", "profile"]
+            } else {
+                &["profile"]
+            };
+            for category in categories {
+                let row = PlacementRow {
+                    token: token.clone(),
+                    category: category.to_string(),
+                    regions: vec!["cn-north".into()],
+                    epoch: 1,
+                    state: PlacementState::Active,
+                    custodian: "operator-kms".into(),
+                    wrapped_key: vec![1],
+                    objects: 0,
+                    bytes: 0,
+                    since: 1,
+                };
+                cat.ensure_placement(&row, 0, entry()).await.unwrap();
+            }
+        }
+        Arc::new(cat)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ranges_on_several_workers_plan_as_one_planner_in_token_order() {
+        let base = std::path::Path::new("/");
+        let v1 = Arc::new(Config::parse("v1", V1, base).unwrap());
+        let v2 = Arc::new(Config::parse("v2", V2, base).unwrap());
+        let cat = catalog(700).await;
+        // One planner over every placement, in one sequence.
+        let all = cat.placements_page(None, u32::MAX).await.unwrap();
+        let mut planner = Planner::new(&v1, &v2);
+        let expected = plan_page(&mut planner, &mut Rows::default(), &all, usize::MAX).unwrap();
+        let summary = planner.finish();
+        assert!(expected.len() > 300, "{}", expected.len());
+        // Pages of 3: buckets of several pages, and a first page that is
+        // full, so the scan runs in ranges.
+        for list in [MoveList::All, MoveList::First(0), MoveList::First(5)] {
+            let mut moves = Vec::new();
+            let got = plan_paged(cat.clone(), v1.clone(), v2.clone(), list, 3, |batch| {
+                moves.extend(batch);
+                std::future::ready(Ok(()))
+            })
+            .await
+            .unwrap();
+            assert_eq!(got, summary, "{list:?}");
+            let want = match list {
+                MoveList::All => expected.len(),
+                MoveList::First(n) => n,
+            };
+            assert_eq!(moves, expected[..want], "{list:?}");
+        }
+        // The same catalog in one page: one planner, the same plan.
+        let one = plan_paged(cat.clone(), v1, v2, MoveList::All, 10_000, |_| {
+            std::future::ready(Ok(()))
+        })
+        .await
+        .unwrap();
+        assert_eq!(one, summary);
+    }
 }
