@@ -38,7 +38,9 @@ pub async fn synthetic_catalog(db: &Path, n: u64) -> Result<()> {
     let series =
         format!("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n})");
     let home = "CASE WHEN x % 10 < 5 THEN 'IN' WHEN x % 10 < 8 THEN 'CN' ELSE 'TW' END";
-    let token = "printf('%016x%016x', x, x * 2654435761 % 4294967296)";
+    // Tokens as a deployment has them: keyed hashes, so their leading hex
+    // digits spread evenly (a multiplicative hash of x), unique by x.
+    let token = "printf('%08x%024x', x * 2654435761 % 4294967296, x)";
     for sql in [
         format!(
             "{series} INSERT INTO subjects (token, home, created_at) SELECT {token}, {home}, 0 FROM c"

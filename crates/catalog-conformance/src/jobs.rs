@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use domicile_catalog::{Catalog, Error, JobState, JobWaiting, UnitOutcome, UnitRow, UnitState};
+use domicile_catalog::{
+    Catalog, Error, JobState, JobWaiting, RunRow, UnitOutcome, UnitRow, UnitState,
+};
 
 use crate::{job_row, strings, unit};
 
@@ -297,6 +299,38 @@ pub async fn jobs(cat: &dyn Catalog) {
     // Each job waits for its own units only.
     assert_eq!(cat.job_waiting(next).await.unwrap(), waiting(true, false));
     assert_eq!(cat.job_waiting(id).await.unwrap(), waiting(false, false));
+
+    // Measured runs: kept as recorded, the last finished first.
+    assert!(cat.runs(10).await.unwrap().is_empty());
+    let run = |job: i64, owner: &str, started_at: i64, finished_at: i64, units: i64| RunRow {
+        job,
+        owner: owner.into(),
+        started_at,
+        finished_at,
+        units,
+        bytes: units * 1000,
+    };
+    cat.record_run(&run(id, "p1", 100, 900, 5)).await.unwrap();
+    cat.record_run(&run(next, "p1", 1000, 3000, 7))
+        .await
+        .unwrap();
+    cat.record_run(&run(next, "p2", 1000, 2000, 2))
+        .await
+        .unwrap();
+    // The same run again changes nothing.
+    cat.record_run(&run(id, "p1", 100, 5000, 99)).await.unwrap();
+    assert_eq!(
+        cat.runs(10).await.unwrap(),
+        vec![
+            run(next, "p1", 1000, 3000, 7),
+            run(next, "p2", 1000, 2000, 2),
+            run(id, "p1", 100, 900, 5)
+        ]
+    );
+    assert_eq!(
+        cat.runs(1).await.unwrap(),
+        vec![run(next, "p1", 1000, 3000, 7)]
+    );
 }
 
 /// Many claimers at once never get the same unit.

@@ -57,14 +57,15 @@ pub use ledger::{concurrent_writers, ledger_chain, ledger_checkpoints};
 pub use moves::moves;
 pub use objects::{commit_object, delete_object, objects};
 pub use placements::{
-    ensure_placement, placements_page, residency, rewrap_placements, scan_follows_changes,
+    ensure_placement, placements_page, placements_range_page, residency, rewrap_placements,
+    scan_follows_changes,
 };
 pub use policy::{policy_fence, policy_versions};
 pub use subjects::{empty_catalog, erase_subject, settings, subjects, subjects_page};
 pub use turns::{batched_turns, rekeyed_moves, unit_release_with_the_change};
 
 /// How many checks `run_all` runs (each on its own fresh catalog).
-pub const CHECKS: usize = 30;
+pub const CHECKS: usize = 31;
 
 /// When the checks' commits and deletes say a replaced blob is due: a
 /// grace period after the rows' times.
@@ -85,6 +86,7 @@ where
     delete_object(&*fresh().await).await;
     moves(&*fresh().await).await;
     placements_page(&*fresh().await).await;
+    placements_range_page(&*fresh().await).await;
     residency(&*fresh().await).await;
     rewrap_placements(&*fresh().await).await;
     objects(&*fresh().await).await;

@@ -2,6 +2,7 @@
 
 use domicile_catalog::{
     Catalog, Error, Fence, PlacementRow, PlacementState, PlacementSummary, ResidencyRow, Rewrap,
+    TokenRange,
 };
 
 use crate::{
@@ -229,6 +230,125 @@ pub async fn placements_page(cat: &dyn Catalog) {
         .unwrap();
     assert!(page.is_empty(), "rows after the last key");
     assert!(cat.placements_page(None, 0).await.unwrap().is_empty());
+    assert_chain(cat).await;
+}
+
+/// placements_range_page streams the placements of the tokens in a range,
+/// in (token, category) order across pages; ranges that meet end to end
+/// (at hex boundaries, as a scan in parallel splits tokens) see every
+/// placement once, whatever the tokens look like.
+pub async fn placements_range_page(cat: &dyn Catalog) {
+    let tokens = [
+        "00aa", "07ff", "08", "0800", "7fff", "80", "80aa", "a0", "fe", "ff", "ff00", "tok-1",
+    ];
+    for (i, token) in tokens.iter().enumerate() {
+        let regions: &[&str] = if i % 2 == 0 { &["r1"] } else { &["r1", "r2"] };
+        setup(
+            cat,
+            token,
+            "IN",
+            &[("profile", regions), ("payment", &["r3"])],
+        )
+        .await;
+    }
+    let all = cat.placements_page(None, 100).await.unwrap();
+    assert_eq!(all.len(), 2 * tokens.len());
+
+    let scan = |range: TokenRange<'static>, limit: u32| async move {
+        let mut got: Vec<PlacementSummary> = Vec::new();
+        loop {
+            let after = got.last().map(|p| (p.token.clone(), p.category.clone()));
+            let page = cat
+                .placements_range_page(
+                    range,
+                    after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())),
+                    limit,
+                )
+                .await
+                .unwrap();
+            assert!(page.len() <= limit as usize, "page larger than its limit");
+            if page.is_empty() {
+                return got;
+            }
+            got.extend(page);
+            assert!(got.len() <= 100, "placements_range_page does not advance");
+        }
+    };
+    for bounds in [
+        &[][..],
+        &["08"][..],
+        &["08", "80", "ff"][..],
+        &["0", "1", "7", "8", "9", "a", "f"][..],
+        &["00", "00aa", "07ff", "80aa", "zz"][..],
+    ] {
+        for limit in [1_u32, 3, 100] {
+            let mut got = Vec::new();
+            let mut from = None;
+            for until in bounds.iter().copied().map(Some).chain([None]) {
+                let part = scan(TokenRange { from, until }, limit).await;
+                assert!(
+                    part.iter()
+                        .all(|p| from.is_none_or(|f| p.token.as_str() >= f)
+                            && until.is_none_or(|u| p.token.as_str() < u)),
+                    "a row outside [{from:?}, {until:?})"
+                );
+                got.extend(part);
+                from = until;
+            }
+            assert_eq!(got, all, "ranges split at {bounds:?}, limit {limit}");
+        }
+    }
+    // One range alone, and ranges that hold nothing.
+    let part = scan(
+        TokenRange {
+            from: Some("08"),
+            until: Some("80"),
+        },
+        2,
+    )
+    .await;
+    let keys: Vec<&str> = part.iter().map(|p| p.token.as_str()).collect();
+    assert_eq!(keys, ["08", "08", "0800", "0800", "7fff", "7fff"]);
+    assert!(
+        scan(
+            TokenRange {
+                from: Some("81"),
+                until: Some("a0")
+            },
+            5
+        )
+        .await
+        .is_empty()
+    );
+    assert!(
+        scan(
+            TokenRange {
+                from: Some("80"),
+                until: Some("80")
+            },
+            5
+        )
+        .await
+        .is_empty()
+    );
+    let after = cat
+        .placements_range_page(
+            TokenRange {
+                from: Some("08"),
+                until: Some("80"),
+            },
+            Some(("7fff", "profile")),
+            5,
+        )
+        .await
+        .unwrap();
+    assert!(after.is_empty(), "rows after the range's last key");
+    assert!(
+        cat.placements_range_page(TokenRange::default(), None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_chain(cat).await;
 }
 

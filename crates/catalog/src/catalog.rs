@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::model::{
     CheckpointRow, Expect, Fence, GarbageRetry, GarbageRow, IndexEntry, LedgerAppend, LedgerEntry,
     Millis, ObjectRow, PlacementRow, PlacementState, PlacementSummary, PolicyApplied,
-    PolicyVersionRow, ResidencyRow, SubjectRow,
+    PolicyVersionRow, ResidencyRow, SubjectRow, TokenRange,
 };
 use crate::raw::{RawRow, RawTable, RawValue};
 
@@ -321,6 +321,18 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
     /// An empty page means the end.
     async fn placements_page(
         &self,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<PlacementSummary>>;
+
+    /// [`placements_page`](Catalog::placements_page) within a range of
+    /// tokens: the placements of the subjects whose token is in `range`,
+    /// ordered by token then category, in pages of at most `limit` after
+    /// the (token, category) key. An empty page means the end of the range.
+    /// Scans of ranges that meet end to end see every placement once.
+    async fn placements_range_page(
+        &self,
+        range: TokenRange<'_>,
         after: Option<(&str, &str)>,
         limit: u32,
     ) -> Result<Vec<PlacementSummary>>;

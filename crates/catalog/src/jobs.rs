@@ -138,6 +138,19 @@ pub struct UnitRow {
 }
 
 /// Units and bytes of a job by state.
+/// One measured run: what the workers of one process (`owner`) moved of a
+/// job from `started_at` to `finished_at`: the units committed meanwhile
+/// and their bytes. The plan's duration estimate reads these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    pub job: i64,
+    pub owner: String,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    pub units: i64,
+    pub bytes: i64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobCounts {
     pub pending: i64,
@@ -304,6 +317,13 @@ pub trait JobStore: Send + Sync {
 
     /// The newest jobs first, at most `limit`.
     async fn jobs(&self, limit: u32) -> Result<Vec<JobRow>>;
+
+    /// Records a measured run of a job's workers (see [`RunRow`]); a run
+    /// recorded already (same job, owner and start) is kept as it was.
+    async fn record_run(&self, run: &RunRow) -> Result<()>;
+
+    /// The measured runs that finished last first, at most `limit`.
+    async fn runs(&self, limit: u32) -> Result<Vec<RunRow>>;
 
     /// Sets a job's state (and its finish time for cancelled and done).
     async fn set_job_state(&self, id: i64, state: JobState, now: Millis) -> Result<()>;

@@ -32,8 +32,8 @@ pub use catalog::{Catalog, CommitOutcome, MoveMark, RekeyedObject, Rewrap, UnitM
 pub use copy::{CopyReport, copy_catalog};
 pub use error::{Error, Result};
 pub use jobs::{
-    JobCounts, JobRow, JobState, JobStore, JobWaiting, UnitOutcome, UnitReceipt, UnitRelease,
-    UnitRow, UnitState,
+    JobCounts, JobRow, JobState, JobStore, JobWaiting, RunRow, UnitOutcome, UnitReceipt,
+    UnitRelease, UnitRow, UnitState,
 };
 pub use model::*;
 pub use sql::{Dialect, Durability, Retry, SqlCatalog};

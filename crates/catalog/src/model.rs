@@ -68,6 +68,15 @@ pub struct PlacementSummary {
     pub bytes: i64,
 }
 
+/// A range of subject tokens, `from` included and `until` excluded, as
+/// the catalog orders tokens; an absent end is open. The ranges of a scan
+/// in parallel: ranges that meet end to end cover every token once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenRange<'a> {
+    pub from: Option<&'a str>,
+    pub until: Option<&'a str>,
+}
+
 /// One object's index row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRow {

@@ -99,7 +99,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Row};
 
 use crate::error::{Error, Result};
-use crate::model::PlacementSummary;
+use crate::model::{PlacementSummary, TokenRange};
 use crate::sql::{Dialect, Durability, Retry, Sql, SqlCatalog, schema};
 
 pub use crate::sql::schema::SCHEMA_VERSION;
@@ -133,6 +133,7 @@ fn migrator() -> Migrator {
         include_str!("schema/postgres/0007_ledger_actor.sql"),
         include_str!("schema/postgres/0008_garbage_retries.sql"),
         include_str!("schema/postgres/0009_ledger_checkpoints.sql"),
+        include_str!("schema/postgres/0010_migration_runs.sql"),
     ]);
     // sqlx's own lock is a session-level advisory lock taken outside any
     // transaction; `migrated` takes a transaction-level one instead.
@@ -435,7 +436,8 @@ impl Dialect for Postgres {
 
     async fn placements_page(
         pool: &PgPool,
-        (after_token, after_category): (&str, &str),
+        range: TokenRange<'_>,
+        after: Option<(&str, &str)>,
         limit: u32,
     ) -> Result<Vec<PlacementSummary>> {
         // The planner's hot loop at millions of rows: one table, walked
@@ -446,16 +448,17 @@ impl Dialect for Postgres {
         // alternating runs) a full scan took 2.2–2.3 s packed (with the
         // ORDER BY inside the aggregate that guarantees the order) against
         // 2.3–2.5 s as rows, and rows need no packing assumptions.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM placements WHERE (token, category) > ($1, $2) \
-             ORDER BY token, category LIMIT $3",
-            crate::sql::codec::SUMMARY_COLS
-        )))
-        .bind(after_token)
-        .bind(after_category)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?;
+        let (filter, binds) = crate::sql::range_filter(range, after);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM placements WHERE {filter} \
+             ORDER BY token, category LIMIT ${}",
+            crate::sql::codec::SUMMARY_COLS,
+            binds.len() + 1
+        )));
+        for value in binds {
+            query = query.bind(value);
+        }
+        let rows = query.bind(i64::from(limit)).fetch_all(pool).await?;
         rows.iter().map(Sql::<Postgres>::summary_from).collect()
     }
 

@@ -35,13 +35,14 @@ pub enum RawTable {
     MigrationUnits,
     PolicyVersions,
     LedgerCheckpoints,
+    MigrationRuns,
 }
 
 use RawType::{Bytes, Int, Text};
 
 impl RawTable {
     /// Every table, parents before children.
-    pub const ALL: [RawTable; 11] = [
+    pub const ALL: [RawTable; 12] = [
         RawTable::Subjects,
         RawTable::Placements,
         RawTable::PlacementRegions,
@@ -53,6 +54,7 @@ impl RawTable {
         RawTable::MigrationUnits,
         RawTable::PolicyVersions,
         RawTable::LedgerCheckpoints,
+        RawTable::MigrationRuns,
     ];
 
     /// The table's SQL name.
@@ -69,6 +71,7 @@ impl RawTable {
             RawTable::MigrationUnits => "migration_units",
             RawTable::PolicyVersions => "policy_versions",
             RawTable::LedgerCheckpoints => "ledger_checkpoints",
+            RawTable::MigrationRuns => "migration_runs",
         }
     }
 
@@ -180,6 +183,14 @@ impl RawTable {
                 ("public_key", Text),
                 ("signature", Text),
             ],
+            RawTable::MigrationRuns => &[
+                ("job", Int),
+                ("owner", Text),
+                ("started_at", Int),
+                ("finished_at", Int),
+                ("units", Int),
+                ("bytes", Int),
+            ],
         }
     }
 
@@ -194,7 +205,7 @@ impl RawTable {
             | RawTable::MigrationJobs
             | RawTable::PolicyVersions => 1,
             RawTable::Placements | RawTable::Objects | RawTable::LedgerCheckpoints => 2,
-            RawTable::PlacementRegions | RawTable::MigrationUnits => 3,
+            RawTable::PlacementRegions | RawTable::MigrationUnits | RawTable::MigrationRuns => 3,
         }
     }
 

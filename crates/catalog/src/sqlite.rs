@@ -36,8 +36,8 @@ use sqlx::sqlite::{
 };
 
 use crate::error::{Error, Result};
-use crate::model::PlacementSummary;
-use crate::sql::{Dialect, Durability, Retry, Sql, SqlCatalog, schema};
+use crate::model::{PlacementSummary, TokenRange};
+use crate::sql::{Dialect, Durability, Retry, Sql, SqlCatalog, range_filter, schema};
 
 pub use crate::sql::schema::SCHEMA_VERSION;
 
@@ -59,6 +59,7 @@ fn migrator() -> Migrator {
         include_str!("schema/sqlite/0007_ledger_actor.sql"),
         include_str!("schema/sqlite/0008_garbage_retries.sql"),
         include_str!("schema/sqlite/0009_ledger_checkpoints.sql"),
+        include_str!("schema/sqlite/0010_migration_runs.sql"),
     ])
 }
 
@@ -324,7 +325,8 @@ impl Dialect for Sqlite {
 
     async fn placements_page(
         pool: &SqlitePool,
-        (after_token, after_category): (&str, &str),
+        range: TokenRange<'_>,
+        after: Option<(&str, &str)>,
         limit: u32,
     ) -> Result<Vec<PlacementSummary>> {
         // The planner's hot loop at millions of rows: one table, and the
@@ -334,18 +336,20 @@ impl Dialect for Sqlite {
         // categories, custodians and region ids are [a-z0-9_-] (and ',').
         // One printf per row rather than a chain of `||`, each of which
         // builds an intermediate string.
-        let packed: Option<String> = sqlx::query_scalar(
+        let (filter, binds) = range_filter(range, after);
+        let sql = format!(
             "SELECT group_concat(printf('%s|%s|%s|%s|%d|%d|%d|%s', token, home, category, custodian, \
                     epoch, objects, bytes, regions), char(10)) \
              FROM (SELECT token, home, category, custodian, epoch, objects, bytes, regions \
-                   FROM placements WHERE (token, category) > ($1, $2) \
-                   ORDER BY token, category LIMIT $3)",
-        )
-        .bind(after_token)
-        .bind(after_category)
-        .bind(i64::from(limit))
-        .fetch_one(pool)
-        .await?;
+                   FROM placements WHERE {filter} \
+                   ORDER BY token, category LIMIT ${})",
+            binds.len() + 1
+        );
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+        for value in binds {
+            query = query.bind(value);
+        }
+        let packed: Option<String> = query.bind(i64::from(limit)).fetch_one(pool).await?;
         let Some(packed) = packed else {
             return Ok(Vec::new());
         };

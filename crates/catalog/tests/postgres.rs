@@ -282,7 +282,7 @@ async fn reopened_database_keeps_everything() {
 async fn schema_version_is_current() {
     let server = Server::connect().await;
     let (url, cat) = server.catalog().await;
-    assert_eq!(SCHEMA_VERSION, 9);
+    assert_eq!(SCHEMA_VERSION, 10);
     assert_eq!(
         SCHEMA_VERSION,
         domicile_catalog::sqlite::SCHEMA_VERSION,
@@ -910,6 +910,18 @@ async fn catalog_migration_copies_sqlite_verbatim_and_continues_the_chain() {
         .await
         .unwrap()
     );
+
+    // A measured migration run.
+    src.record_run(&domicile_catalog::RunRow {
+        job: 1,
+        owner: "p1".into(),
+        started_at: 32,
+        finished_at: 40,
+        units: 2,
+        bytes: 2048,
+    })
+    .await
+    .unwrap();
 
     let (_url, dst) = server.catalog().await;
     let mut pages = 0;

@@ -70,6 +70,7 @@ pub fn plan_json(moves: &[serde_json::Value], s: &PlanSummary) -> serde_json::Va
                    "units": t.units, "bytes_transferred": t.bytes_transferred, "rewraps": t.rewraps},
         "exposure_before": s.exposure_before,
         "exposure_after": s.exposure_after,
+        "duration": s.duration,
         "assumption": ASSUMPTION,
         "grounds": citations_json(&cited_by_rows(s.exposure_before.iter().chain(&s.exposure_after))),
         "legal_notice": NOT_LEGAL_ADVICE,
@@ -141,6 +142,10 @@ pub fn print_plan(moves: &[Move], s: &PlanSummary, limit: usize) {
     ]);
     print!("{}", tt.render());
     println!();
+    if let Some(d) = s.duration.as_ref().filter(|_| t.units > 0) {
+        println!("Estimated duration: {}.", d.describe());
+        println!();
+    }
     print_exposure_change(&s.exposure_before, &s.exposure_after);
 }
 

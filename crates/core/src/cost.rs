@@ -18,19 +18,29 @@ pub fn egress(bytes: u64, region: &Region) -> f64 {
 /// Egress of a move from `from` to `to`: each new destination is fed from the
 /// source region with the cheapest egress.
 pub fn move_egress(bytes: u64, from: &[&Region], to: &[&Region]) -> f64 {
+    match move_egress_parts(from, to) {
+        Some((new_destinations, price)) => new_destinations as f64 * bytes as f64 / GB * price,
+        None => 0.0,
+    }
+}
+
+/// What [`move_egress`] multiplies: the number of new destinations and the
+/// cheapest source's egress price per GB; `None` when nothing is sent (no
+/// new destination, or no known source).
+pub fn move_egress_parts(from: &[&Region], to: &[&Region]) -> Option<(u64, f64)> {
     let new_destinations = to
         .iter()
         .filter(|t| !from.iter().any(|f| f.id == t.id))
-        .count();
+        .count() as u64;
     if new_destinations == 0 {
-        return 0.0;
+        return None;
     }
     let cheapest = from
         .iter()
         .map(|r| r.egress_price_gb)
         .fold(f64::INFINITY, f64::min);
     if !cheapest.is_finite() {
-        return 0.0;
+        return None;
     }
-    new_destinations as f64 * bytes as f64 / GB * cheapest
+    Some((new_destinations, cheapest))
 }

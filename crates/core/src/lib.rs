@@ -14,6 +14,8 @@
 //! - [`presets`]: built-in reach rule sets grounded in cited laws.
 //! - [`cost`]: storage and egress prices.
 //! - [`plan`]: a streaming diff of current placements against a policy.
+//! - [`duration`]: how long a plan's moves would take, from measured (or
+//!   stated, assumed) copy rates.
 //! - [`diff`]: what a policy change means, per (home, category).
 //! - [`bucket`]: S3 keys → subject, category and object name.
 
@@ -21,6 +23,7 @@ pub mod bucket;
 pub mod config;
 pub mod cost;
 pub mod diff;
+pub mod duration;
 pub mod exposure;
 pub mod ids;
 pub mod jurisdiction;

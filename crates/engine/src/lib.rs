@@ -29,6 +29,8 @@
 //!   listing, show, rehome and erase.
 //! - [`reports`]: residency, exposure, cost, violations and the plan.
 //! - [`reach`]: the grounds of an authority's reach under a config.
+//! - [`plan_scan`]: the plan's scan of every placement, split in token
+//!   ranges over every core, the moves handed over in token order.
 //! - [`demand`]: what an authority could compel; ledgered.
 //! - [`rotate`]: a custodian's rotation: every data key it wraps, wrapped
 //!   again under its key's newest version, online and resumably.
@@ -55,6 +57,7 @@ pub mod gc;
 pub mod migrate;
 pub mod multipart;
 pub mod placement;
+pub mod plan_scan;
 pub mod policy;
 pub mod reach;
 pub mod reports;

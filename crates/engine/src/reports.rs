@@ -6,11 +6,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use domicile_catalog::{PlacementRow, PlacementSummary};
-use domicile_core::Config;
 use domicile_core::exposure::{self, Grounds, Level};
-use domicile_core::ids::RegionId;
 use domicile_core::jurisdiction::Jurisdiction;
-use domicile_core::plan::{Current, Move, PlanSummary, Planner};
+use domicile_core::plan::{Move, PlanSummary};
+use domicile_core::{Config, duration};
+
+pub use crate::plan_scan::MoveList;
 use serde::Serialize;
 
 use crate::engine::Engine;
@@ -41,6 +42,9 @@ pub struct Violation {
     /// When the placement took its current form.
     pub since: i64,
 }
+
+/// The migration runs the duration estimate is measured on: the latest.
+pub const RATE_RUNS: u32 = 20;
 
 /// Placements per catalog page when streaming.
 pub const PAGE: u32 = 10_000;
@@ -90,76 +94,90 @@ impl Engine {
     }
 
     /// Streams a plan of `desired` over the current placements; `on_move`
-    /// sees every move as it is found.
+    /// sees every move, in token order.
     pub async fn plan(
         &self,
         desired: &Config,
         mut on_move: impl FnMut(Move),
     ) -> Result<PlanSummary> {
-        self.plan_in_batches(desired, |moves| {
+        self.plan_listing(desired, MoveList::All, |moves| {
             moves.into_iter().for_each(&mut on_move);
             std::future::ready(Ok(()))
         })
         .await
     }
 
-    /// Streams a plan of `desired`, handing the moves of each catalog page
-    /// to `on_batch` (which may write them somewhere) before the next page
-    /// is planned: memory stays bounded by one page.
+    /// A plan of `desired` whose totals count every move but that builds
+    /// and hands `on_move` only the first `n` (in token order): what a
+    /// summary, a report or a listing of the first moves needs, without
+    /// the cost of millions of moves nobody reads.
+    pub async fn plan_first(
+        &self,
+        desired: &Config,
+        n: usize,
+        mut on_move: impl FnMut(Move),
+    ) -> Result<PlanSummary> {
+        self.plan_listing(desired, MoveList::First(n), |moves| {
+            moves.into_iter().for_each(&mut on_move);
+            std::future::ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Streams a plan of `desired`, handing the moves to `on_batch` (which
+    /// may write them somewhere) in token order, a page at a time: memory
+    /// stays bounded by a few pages.
     pub async fn plan_in_batches<F, Fut>(
         &self,
         desired: &Config,
-        mut on_batch: F,
+        on_batch: F,
+    ) -> Result<PlanSummary>
+    where
+        F: FnMut(Vec<Move>) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        self.plan_listing(desired, MoveList::All, on_batch).await
+    }
+
+    /// Plans `desired` over every placement, on every core (see
+    /// [`plan_scan`](crate::plan_scan)), handing the moves `list` asks for
+    /// to `on_batch` in token order.
+    pub async fn plan_listing<F, Fut>(
+        &self,
+        desired: &Config,
+        list: MoveList,
+        on_batch: F,
     ) -> Result<PlanSummary>
     where
         F: FnMut(Vec<Move>) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
         let present = self.follow_policy().await?.config.clone();
-        let mut planner = Planner::new(&present, desired);
-        let mut regions: Vec<RegionId> = Vec::new();
-        // The catalog's text of `regions`: neighbouring placements mostly
-        // share it, so it is parsed again only when it changes.
-        let mut parsed: Option<Vec<String>> = None;
-        self.for_each_page(|page| {
-            let mut moves = Vec::new();
-            let planned: Result<()> = page.iter().try_for_each(|p| {
-                let home: Jurisdiction = p
-                    .home
-                    .parse()
-                    .map_err(|_| Error::Internal("catalog holds an invalid home".into()))?;
-                if parsed.as_ref() != Some(&p.regions) {
-                    regions.clear();
-                    regions.extend(p.regions.iter().filter_map(|r| r.parse().ok()));
-                    parsed = Some(p.regions.clone());
-                }
-                let cur = Current {
-                    token: &p.token,
-                    home,
-                    category: &p.category,
-                    regions: &regions,
-                    custodian: &p.custodian,
-                    objects: p.objects.max(0) as u64,
-                    bytes: p.bytes.max(0) as u64,
-                };
-                if let Some(m) = planner
-                    .observe(cur)
-                    .map_err(|e| Error::Config(e.to_string()))?
-                {
-                    moves.push(m);
-                }
-                Ok(())
-            });
-            let flush = planned.map(|()| on_batch(moves));
-            async move {
-                match flush {
-                    Ok(fut) => fut.await,
-                    Err(e) => Err(e),
-                }
-            }
-        })
-        .await?;
-        Ok(planner.finish())
+        let desired = std::sync::Arc::new(desired.clone());
+        let mut summary =
+            crate::plan_scan::plan(self.catalog.clone(), present, desired, list, on_batch).await?;
+        summary.duration = Some(duration::estimate(
+            &summary.totals,
+            self.move_rates().await?,
+        ));
+        Ok(summary)
+    }
+
+    /// Copy rates measured on the last [`RATE_RUNS`] migration runs (see
+    /// `domicile_core::duration`), or the stated assumption with none.
+    pub async fn move_rates(&self) -> Result<duration::Rates> {
+        let runs: Vec<duration::Run> = self
+            .catalog
+            .runs(RATE_RUNS)
+            .await?
+            .into_iter()
+            .map(|r| duration::Run {
+                units: r.units.max(0) as u64,
+                bytes: r.bytes.max(0) as u64,
+                millis: (r.finished_at - r.started_at).max(0) as u64,
+            })
+            .collect();
+        Ok(duration::Rates::measured(&runs))
     }
 
     /// The subject ids of tokens, opened with the deployment's secrets.
@@ -175,7 +193,7 @@ impl Engine {
     /// Exposure and cost of the present: a plan of the current config over itself.
     pub async fn present(&self) -> Result<PlanSummary> {
         let config = self.follow_policy().await?.config.clone();
-        self.plan(&config, |_| {}).await
+        self.plan_first(&config, 0, |_| {}).await
     }
 
     /// Subjects, objects and bytes per (home, category, region).

@@ -199,6 +199,16 @@ impl Catalog for Interleaving {
         self.inner.placements_page(after, limit).await
     }
 
+    async fn placements_range_page(
+        &self,
+        range: domicile_catalog::TokenRange<'_>,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<PlacementSummary>> {
+        self.step("placements_range_page").await;
+        self.inner.placements_range_page(range, after, limit).await
+    }
+
     async fn custodian_placements_page(
         &self,
         custodian: &str,
@@ -388,6 +398,16 @@ impl Catalog for Interleaving {
 
 #[async_trait]
 impl JobStore for Interleaving {
+    async fn record_run(&self, run: &domicile_catalog::RunRow) -> Result<()> {
+        self.step("record_run").await;
+        self.inner.record_run(run).await
+    }
+
+    async fn runs(&self, limit: u32) -> Result<Vec<domicile_catalog::RunRow>> {
+        self.step("runs").await;
+        self.inner.runs(limit).await
+    }
+
     async fn create_job(&self, job: &JobRow) -> Result<i64> {
         self.step("create_job").await;
         self.inner.create_job(job).await

@@ -996,8 +996,18 @@ async fn a_write_never_lands_in_a_region_the_new_policy_forbids() {
             (refused, landed)
         })
     };
+    // No migration measured yet: the plan's duration is an assumption.
+    let assumed = engine.present().await.unwrap().duration.unwrap();
+    assert_eq!((assumed.basis, assumed.rates.measured_runs), ("assumed", 0));
     let status = engine.run_migration(&o, &no_tick).await.unwrap();
     assert_eq!(status.state, "done", "{status:?}");
+    // The run is measured, and the next plan's estimate is made from it.
+    let rates = engine.move_rates().await.unwrap();
+    assert_eq!(rates.measured_runs, 1, "{rates:?}");
+    assert!(rates.units_per_second > 0.0 && rates.bytes_per_second > 0.0);
+    assert_ne!(rates, domicile_core::duration::Rates::assumed());
+    let measured = engine.present().await.unwrap().duration.unwrap();
+    assert_eq!((measured.basis, measured.rates), ("measured", rates));
     tokio::time::sleep(ms(100)).await;
     stop.store(true, Ordering::SeqCst);
     let scans = watcher.await.unwrap();

@@ -136,6 +136,12 @@ fn plan_sections(page: &mut Page, p: &PlanView<'_>) {
                 bytes(t.bytes_transferred)
             ),
         );
+        if let Some(d) = &p.summary.duration {
+            page.para(
+                "duration",
+                &format!("Estimated duration: {}.", d.describe()),
+            );
+        }
     }
     page.table(
         "totals",
@@ -674,6 +680,7 @@ mod tests {
             cost_after: vec![],
             subjects_seen: 2,
             placements_seen: 2,
+            duration: None,
         }
     }
 
@@ -829,6 +836,7 @@ mod tests {
             cost_after: vec![],
             subjects_seen: 0,
             placements_seen: 0,
+            duration: None,
         };
         for focus in [
             Focus::Residency,

@@ -21,8 +21,8 @@ use super::codec::{JOB_COLS, UNIT_COLS, unit_state};
 use super::{Dialect, Durability, Retry, RowsAffected, Sql, SqlCatalog};
 use crate::error::{Error, Result};
 use crate::jobs::{
-    JobCounts, JobRow, JobState, JobStore, JobWaiting, UnitOutcome, UnitReceipt, UnitRelease,
-    UnitRow, UnitState,
+    JobCounts, JobRow, JobState, JobStore, JobWaiting, RunRow, UnitOutcome, UnitReceipt,
+    UnitRelease, UnitRow, UnitState,
 };
 use crate::model::{LedgerAppend, Millis};
 
@@ -406,6 +406,48 @@ where
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Sql::<D>::job_from).collect()
+    }
+
+    async fn record_run(&self, run: &RunRow) -> Result<()> {
+        D::retry(Retry::Conflicts, || {
+            self.change(
+                sqlx::query(
+                    "INSERT INTO migration_runs (job, owner, started_at, finished_at, units, bytes) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (job, owner, started_at) DO NOTHING",
+                )
+                .bind(run.job)
+                .bind(run.owner.as_str())
+                .bind(run.started_at)
+                .bind(run.finished_at)
+                .bind(run.units)
+                .bind(run.bytes),
+            )
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn runs(&self, limit: u32) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(
+            "SELECT job, owner, started_at, finished_at, units, bytes FROM migration_runs \
+             ORDER BY finished_at DESC, job DESC, owner LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunRow {
+                    job: r.try_get(0)?,
+                    owner: r.try_get(1)?,
+                    started_at: r.try_get(2)?,
+                    finished_at: r.try_get(3)?,
+                    units: r.try_get(4)?,
+                    bytes: r.try_get(5)?,
+                })
+            })
+            .collect()
     }
 
     async fn set_job_state(&self, id: i64, state: JobState, now: Millis) -> Result<()> {

@@ -32,7 +32,7 @@ use sqlx::database::HasStatementCache;
 use sqlx::{Database, Pool};
 
 use crate::error::Result;
-use crate::model::PlacementSummary;
+use crate::model::{PlacementSummary, TokenRange};
 
 /// Whether a write must be on disk before its call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,9 +120,13 @@ pub trait Dialect: Database<QueryResult: RowsAffected> + HasStatementCache + Siz
 
     /// A page of `Catalog::placements_page`: the planner's hot loop, read
     /// the way each database serves fastest.
+    /// The rows in `range`, after `after` (see
+    /// `Catalog::placements_range_page`); [`range_filter`] writes the
+    /// condition.
     fn placements_page(
         pool: &Pool<Self>,
-        after: (&str, &str),
+        range: TokenRange<'_>,
+        after: Option<(&str, &str)>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<PlacementSummary>>> + Send;
 
@@ -193,3 +197,34 @@ impl<D: Dialect> SqlCatalog<D> {
 /// is used, but not its bounds on other types, so they cannot live on
 /// [`Dialect`] alone.
 pub(crate) struct Sql<D>(PhantomData<D>);
+
+/// The `WHERE` condition of a page of placements in `range` after
+/// `after`, with `$1`… placeholders, and the values to bind to them in
+/// order; the page's limit is the next placeholder.
+pub(crate) fn range_filter<'a>(
+    range: TokenRange<'a>,
+    after: Option<(&'a str, &'a str)>,
+) -> (String, Vec<&'a str>) {
+    let mut terms = Vec::new();
+    let mut binds = Vec::new();
+    if let Some((token, category)) = after {
+        binds.extend([token, category]);
+        terms.push(format!(
+            "(token, category) > (${}, ${})",
+            binds.len() - 1,
+            binds.len()
+        ));
+    }
+    if let Some(from) = range.from {
+        binds.push(from);
+        terms.push(format!("token >= ${}", binds.len()));
+    }
+    if let Some(until) = range.until {
+        binds.push(until);
+        terms.push(format!("token < ${}", binds.len()));
+    }
+    if terms.is_empty() {
+        terms.push("TRUE".into());
+    }
+    (terms.join(" AND "), binds)
+}

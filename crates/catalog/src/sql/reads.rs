@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::{
     CheckpointRow, Expect, Fence, GarbageRetry, GarbageRow, IndexEntry, LedgerAppend, LedgerEntry,
     Millis, ObjectRow, PlacementRow, PlacementSummary, PolicyApplied, PolicyVersionRow,
-    ResidencyRow, SubjectRow, objects_by_pair,
+    ResidencyRow, SubjectRow, TokenRange, objects_by_pair,
 };
 use crate::raw::{RawRow, RawTable, RawType, RawValue};
 
@@ -246,8 +246,19 @@ where
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // An absent key sorts before every token: tokens are never empty.
-        D::placements_page(&self.pool, after.unwrap_or(("", "")), limit).await
+        D::placements_page(&self.pool, TokenRange::default(), after, limit).await
+    }
+
+    async fn placements_range_page(
+        &self,
+        range: TokenRange<'_>,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<PlacementSummary>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        D::placements_page(&self.pool, range, after, limit).await
     }
 
     async fn custodian_placements_page(

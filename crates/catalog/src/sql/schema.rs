@@ -6,7 +6,7 @@
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The names of the schema versions, oldest first: version N is entry N − 1.
-const VERSIONS: [&str; 9] = [
+const VERSIONS: [&str; 10] = [
     "init",
     "subject id sealed",
     "migration jobs",
@@ -16,6 +16,7 @@ const VERSIONS: [&str; 9] = [
     "ledger actor",
     "garbage retries",
     "ledger checkpoints",
+    "migration runs",
 ];
 
 /// The newest schema version this build knows.

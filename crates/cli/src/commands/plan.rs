@@ -29,15 +29,16 @@ pub(super) async fn run(
     if format == Format::Html {
         return html(engine, &desired, policy, limit, output).await;
     }
-    let keep_all = format != Format::Table;
     let mut moves: Vec<Move> = Vec::new();
-    let summary = engine
-        .plan(&desired, |m| {
-            if keep_all || moves.len() < limit {
-                moves.push(m);
-            }
-        })
-        .await?;
+    let summary = if format == Format::Table {
+        // The table lists the first `limit` moves: the others are counted,
+        // not built.
+        engine
+            .plan_first(&desired, limit, |m| moves.push(m))
+            .await?
+    } else {
+        engine.plan(&desired, |m| moves.push(m)).await?
+    };
     // The caller holds the secrets (it opened the engine): name subjects.
     let tokens: Vec<String> = moves.iter().map(|m| m.token.clone()).collect();
     let names = engine.subject_names(&tokens).await?;

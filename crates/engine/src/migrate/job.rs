@@ -2,7 +2,9 @@
 //! cancelled, resumed; `run_migration` runs this process's workers on it
 //! and closes it when nothing is left.
 
-use domicile_catalog::{JobRow, JobState, JobWaiting, LedgerAppend, PlacementState, UnitState};
+use domicile_catalog::{
+    JobCounts, JobRow, JobState, JobWaiting, LedgerAppend, PlacementState, RunRow, UnitState,
+};
 use serde_json::json;
 
 use super::pacer::Pacer;
@@ -146,6 +148,35 @@ impl Engine {
         Ok(())
     }
 
+    /// Records what this process's workers moved of `job` since
+    /// `started_at` (the units committed meanwhile, and their bytes), the
+    /// measure the plan's duration estimate is made from. A run that
+    /// committed nothing measures nothing and is not recorded; a failure to
+    /// record is logged and does not fail the migration.
+    async fn record_run(&self, job: i64, owner: &str, started_at: i64, before: &JobCounts) {
+        let finished_at = now_millis();
+        let record = async {
+            let after = self.catalog.job_counts(job, finished_at).await?;
+            let units = (after.done + after.committed) - (before.done + before.committed);
+            if units <= 0 {
+                return Ok(());
+            }
+            self.catalog
+                .record_run(&RunRow {
+                    job,
+                    owner: owner.to_string(),
+                    started_at,
+                    finished_at,
+                    units,
+                    bytes: (after.bytes_moved - before.bytes_moved).max(0),
+                })
+                .await
+        };
+        if let Err(e) = record.await {
+            tracing::warn!(job, error = %e, "cannot record the migration run's rate");
+        }
+    }
+
     async fn open_job(&self) -> Result<JobRow> {
         self.catalog
             .open_job()
@@ -212,6 +243,8 @@ impl Engine {
                 .set_job_state(job.id, JobState::Running, now_millis())
                 .await?;
         }
+        let started_at = now_millis();
+        let moved_before = self.catalog.job_counts(job.id, started_at).await?;
         let pacer = Pacer::new(opts.rate);
         let workers: Vec<_> = (0..opts.workers.max(1))
             .map(|w| {
@@ -235,6 +268,8 @@ impl Engine {
             let status = r?;
             tracing::debug!(job = job.id, ?status, "migration worker stopped");
         }
+        self.record_run(job.id, &opts.owner, started_at, &moved_before)
+            .await;
         let status = self.migration_status(Some(job.id)).await?;
         if status.state == "running" && status.open_units() == 0 {
             let now = now_millis();

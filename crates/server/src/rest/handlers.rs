@@ -209,17 +209,12 @@ pub(crate) fn citations<'a>(rows: impl IntoIterator<Item = &'a ExposureRow>) -> 
 async fn plan_of(s: &Shared, config: &Config, limit: Option<usize>) -> ApiResult<Json<PlanBody>> {
     let limit = limit.unwrap_or(1000).min(100_000);
     let mut moves: Vec<Move> = Vec::new();
-    let mut truncated = false;
+    // The moves past `limit` are counted in the totals, not built.
     let summary = s
         .engine
-        .plan(config, |m| {
-            if moves.len() < limit {
-                moves.push(m);
-            } else {
-                truncated = true;
-            }
-        })
+        .plan_first(config, limit, |m| moves.push(m))
         .await?;
+    let truncated = summary.totals.units > moves.len() as u64;
     let tokens: Vec<String> = moves.iter().map(|m| m.token.clone()).collect();
     let names = s.engine.subject_names(&tokens).await?;
     let moves = moves
