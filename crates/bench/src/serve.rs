@@ -103,7 +103,13 @@ custodian = "kms"
 /// Starts `domicile serve` on `config`, on free ports; returns once it
 /// listens.
 pub fn serve(config: &Path) -> Result<Server> {
-    let mut child = Command::new(domicile_binary()?)
+    serve_binary(&domicile_binary()?, config)
+}
+
+/// [`serve`] with another `domicile` binary (an earlier build, to compare
+/// with in the same run).
+pub fn serve_binary(binary: &Path, config: &Path) -> Result<Server> {
+    let mut child = Command::new(binary)
         .arg("--config")
         .arg(config)
         .args([
@@ -138,16 +144,28 @@ pub fn serve(config: &Path) -> Result<Server> {
 
 /// `object_store`'s S3 client for the benchmark bucket at `endpoint`.
 pub fn s3_client(endpoint: &str) -> Result<Arc<dyn ObjectStore>> {
+    s3_client_with(endpoint, "us-east-1", KEY_ID, SECRET)
+}
+
+/// `object_store`'s S3 client for the benchmark bucket at `endpoint`,
+/// signing for `region` with the given credentials. Its HTTP client
+/// (reqwest) sets `TCP_NODELAY` on every connection.
+pub fn s3_client_with(
+    endpoint: &str,
+    region: &str,
+    key_id: &str,
+    secret: &str,
+) -> Result<Arc<dyn ObjectStore>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(Arc::new(
         AmazonS3Builder::new()
             .with_bucket_name(BUCKET)
-            .with_region("us-east-1")
+            .with_region(region)
             .with_endpoint(endpoint)
             .with_allow_http(true)
             .with_virtual_hosted_style_request(false)
-            .with_access_key_id(KEY_ID)
-            .with_secret_access_key(SECRET)
+            .with_access_key_id(key_id)
+            .with_secret_access_key(secret)
             .build()?,
     ))
 }

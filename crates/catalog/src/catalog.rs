@@ -36,6 +36,17 @@ pub enum CommitOutcome {
     PolicyChanged { active: i64 },
 }
 
+/// One commit of a batch: what `commit_object_if` takes, for
+/// `Catalog::commit_objects`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectCommit {
+    pub fence: Fence,
+    pub row: ObjectRow,
+    /// When the blob the row replaces is due for deletion.
+    pub replaced_due: Millis,
+    pub expect: Expect,
+}
+
 /// A placement to mark moving: what `begin_move` takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoveMark {
@@ -407,6 +418,26 @@ pub trait Catalog: crate::jobs::JobStore + Send + Sync + std::fmt::Debug {
         replaced_due: Millis,
         expect: &Expect,
     ) -> Result<CommitOutcome>;
+
+    /// `commit_object_if` for many objects, one result per item, in order;
+    /// each item is decided as if committed alone, after the items before
+    /// it (a later item of the same name sees the earlier one's row). Every
+    /// committed item is durable when this returns. A backend may write
+    /// them in one transaction: the group commit of concurrent writes, one
+    /// log sync for all. A refused item (fenced, a failed precondition, a
+    /// conflict) changes nothing and does not stop the others.
+    ///
+    /// Provided: `commit_object_if` for each item in turn.
+    async fn commit_objects(&self, items: &[ObjectCommit]) -> Vec<Result<CommitOutcome>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(
+                self.commit_object_if(&item.fence, &item.row, item.replaced_due, &item.expect)
+                    .await,
+            );
+        }
+        out
+    }
 
     /// Removes an index row under a fence and queues its blob for deletion.
     /// Returns `Ok(None)` if the name was not there (in the fence's

@@ -28,7 +28,9 @@ pub mod raw;
 mod sql;
 pub mod sqlite;
 
-pub use catalog::{Catalog, CommitOutcome, MoveMark, RekeyedObject, Rewrap, UnitMove};
+pub use catalog::{
+    Catalog, CommitOutcome, MoveMark, ObjectCommit, RekeyedObject, Rewrap, UnitMove,
+};
 pub use copy::{CopyReport, copy_catalog};
 pub use error::{Error, Result};
 pub use jobs::{

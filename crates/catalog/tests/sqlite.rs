@@ -161,6 +161,65 @@ async fn commits_are_synced_in_groups() {
     assert_eq!(verify(&*cat).await.unwrap(), 65);
 }
 
+/// A batch of object commits is one transaction and one log sync; an
+/// item refused for its own sake (a failed condition, a fence of another
+/// epoch, a row for another fence) changes nothing and does not stop the
+/// others, and each item gets its own result, in order.
+#[tokio::test]
+async fn a_batch_of_commits_is_one_sync_and_refuses_items_alone() {
+    use domicile_catalog::{CommitOutcome, Expect, ObjectCommit};
+    use domicile_test_support::catalog::{fence, object, populate};
+    let dir = tempfile::tempdir().unwrap();
+    let cat = open(&dir.path().join("c.db")).await;
+    populate(&cat).await;
+    let item = |lookup: &str, blob: &str, epoch: i64, expect: Expect| ObjectCommit {
+        fence: fence("tok-1", "profile", epoch),
+        row: object("tok-1", "profile", lookup, blob),
+        replaced_due: 0,
+        expect,
+    };
+    let mut wrong_fence = item("c", "blob-c", 1, Expect::Any);
+    wrong_fence.fence.category = "payment".into();
+    let items = [
+        item("a", "blob-a", 1, Expect::Any),
+        // `lk` holds blob-1: refused.
+        item("lk", "blob-x", 1, Expect::Absent),
+        item("b", "blob-b", 2, Expect::Any),
+        wrong_fence,
+        // Sees the first item's row.
+        item("a", "blob-a2", 1, Expect::Blob("blob-a".into())),
+    ];
+    let before = cat.wal_syncs();
+    let out = cat.commit_objects(&items).await;
+    assert_eq!(cat.wal_syncs(), before + 1, "one sync for the batch");
+    assert_eq!(out.len(), items.len());
+    assert!(matches!(
+        out[0],
+        Ok(CommitOutcome::Committed { version: 1, .. })
+    ));
+    assert!(
+        matches!(out[1], Err(Error::PreconditionFailed { .. })),
+        "{:?}",
+        out[1]
+    );
+    assert!(
+        matches!(out[2], Ok(CommitOutcome::Fenced { .. })),
+        "{:?}",
+        out[2]
+    );
+    assert!(matches!(out[3], Err(Error::Invalid { .. })), "{:?}", out[3]);
+    assert!(matches!(
+        out[4],
+        Ok(CommitOutcome::Committed { version: 2, .. })
+    ));
+    let a = cat.get_object("tok-1", "a").await.unwrap().unwrap();
+    assert_eq!((a.blob_id.as_str(), a.version), ("blob-a2", 2));
+    let lk = cat.get_object("tok-1", "lk").await.unwrap().unwrap();
+    assert_eq!(lk.blob_id, "blob-1", "a refused item changed its row");
+    assert!(cat.get_object("tok-1", "b").await.unwrap().is_none());
+    assert!(cat.get_object("tok-1", "c").await.unwrap().is_none());
+}
+
 /// One worker turn's catalog side for `populate`'s tok-1: marked moving to
 /// us-1 (lease until `lease_until`), then committed there as a unit of
 /// `job` whose purge is due at `purge_after`.

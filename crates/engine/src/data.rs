@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use domicile_catalog::{CommitOutcome, Expect, GarbageRow, ObjectRow, PlacementRow};
+use domicile_catalog::{CommitOutcome, Expect, GarbageRow, ObjectCommit, ObjectRow, PlacementRow};
 use domicile_core::ids::{Category, ObjectKey, SubjectId};
 use domicile_core::jurisdiction::Jurisdiction;
 use domicile_store::{BlobPath, BlobWriter, DataKey};
@@ -480,11 +480,15 @@ impl Engine {
                 modified_at: now_millis(),
             };
             let fence = Engine::fence(token, category.as_str(), placement.epoch, acting.version);
-            let outcome = match self
-                .catalog
-                .commit_object_if(&fence, &row, self.replaced_due(), &expect)
-                .await
-            {
+            // Committed in a batch with the concurrent writes' rows (see
+            // `crate::commits`), answered once durable.
+            let commit = ObjectCommit {
+                fence,
+                row,
+                replaced_due: self.replaced_due(),
+                expect: expect.clone(),
+            };
+            let outcome = match self.commits.commit(&self.catalog, commit).await {
                 Ok(outcome) => outcome,
                 Err(domicile_catalog::Error::PreconditionFailed { reason }) => {
                     // The object the condition was checked on changed. A

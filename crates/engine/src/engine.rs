@@ -105,6 +105,8 @@ pub struct Engine {
     keys: Mutex<HashMap<WrappedKeyId, DataKey>>,
     /// The regions garbage collection backs off from.
     pub(crate) gc: GcState,
+    /// Writes' index rows waiting to be committed together.
+    pub(crate) commits: Arc<crate::commits::CommitQueue>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -204,6 +206,7 @@ impl Engine {
             options,
             keys: Mutex::new(HashMap::new()),
             gc: GcState::default(),
+            commits: Arc::default(),
         };
         let acting = match engine.follow_policy().await {
             Ok(a) if a.version == 0 => engine.store_first_version().await?,
@@ -236,6 +239,13 @@ impl Engine {
     #[cfg(feature = "test-support")]
     pub fn test_catalog(&self) -> &Arc<dyn Catalog> {
         &self.catalog
+    }
+
+    /// Batches the write path's commit queue committed, and the commits
+    /// in them (see [`crate::commits`]).
+    #[cfg(feature = "test-support")]
+    pub fn test_commit_batches(&self) -> (u64, u64) {
+        self.commits.counts()
     }
 
     pub fn tokens(&self) -> &Tokenizer {

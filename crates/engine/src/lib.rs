@@ -16,6 +16,9 @@
 //! - [`data`]: put, get, head, list and delete, with epoch fencing; the
 //!   MD5 ETag computed while a body streams; conditional puts and deletes
 //!   ([`Precondition`]) decided in the catalog's commit.
+//! - [`commits`]: group commit: concurrent writes' index rows committed
+//!   as one batch by a writer task, each write answered once its batch is
+//!   durable.
 //! - [`multipart`]: objects composed of staged parts (multipart uploads),
 //!   completed by a manifest in their sealed metadata, never copied again;
 //!   the sweep of expired uploads and of released parts.
@@ -48,6 +51,7 @@
 pub mod actor;
 pub mod checkpoint;
 pub mod clock;
+pub mod commits;
 pub mod data;
 pub mod demand;
 pub mod engine;

@@ -1663,6 +1663,104 @@ async fn concurrent_writers_keep_the_last_acknowledged_version_and_leak_nothing(
     assert_clean(&engine).await;
 }
 
+/// Group commit: many writes in flight at once are committed in batches
+/// (fewer batches than writes), and each write is answered with its own
+/// item's result: its own version, its own refusal. Of the writers racing
+/// with `If-None-Match: *` on one name exactly one commits, the others are
+/// refused and leave no blob; a name written by several writers at once
+/// has one version per acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_committed_in_batches_each_answered_with_its_own_result() {
+    use domicile_engine::Precondition;
+    const DISTINCT: usize = 48;
+    const RACERS: usize = 16;
+    const SAME: usize = 16;
+    let d = Deployment::new();
+    let engine = Arc::new(d.open_with(&[CN], &all_in_cn(), collect_at_once()).await);
+    engine.add_subject(&sid("s0"), jur("CN")).await.unwrap();
+    let (batches_before, items_before) = engine.test_commit_batches();
+    let barrier = Arc::new(tokio::sync::Barrier::new(DISTINCT + RACERS + SAME));
+    let mut tasks = Vec::new();
+    for i in 0..DISTINCT + RACERS + SAME {
+        let engine = Arc::clone(&engine);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            let (name, condition) = if i < DISTINCT {
+                (format!("own-{i}"), Precondition::Any)
+            } else if i < DISTINCT + RACERS {
+                ("raced".to_string(), Precondition::Absent)
+            } else {
+                ("shared".to_string(), Precondition::Any)
+            };
+            let body = format!("writer {i}").into_bytes();
+            barrier.wait().await;
+            let r = engine
+                .put_if(
+                    &sid("s0"),
+                    &cat("profile"),
+                    &key(&name),
+                    &ObjectMeta::default(),
+                    body.as_slice(),
+                    &condition,
+                )
+                .await;
+            (i, name, body, r)
+        }));
+    }
+    let mut raced_winners = Vec::new();
+    let mut shared_versions = Vec::new();
+    for task in tasks {
+        let (i, name, body, r) = task.await.unwrap();
+        match (i, r) {
+            (i, Ok(receipt)) if i < DISTINCT => {
+                assert_eq!(receipt.version, 1, "{name}");
+                assert_eq!(receipt.size, body.len() as u64, "{name}: its own size");
+                assert_eq!(read(&engine, "s0", &name, None).await.unwrap(), body);
+            }
+            (i, Ok(receipt)) if i < DISTINCT + RACERS => raced_winners.push((receipt, body)),
+            (i, Err(Error::PreconditionFailed(_)))
+                if (DISTINCT..DISTINCT + RACERS).contains(&i) => {}
+            (_, Ok(receipt)) => shared_versions.push(receipt.version),
+            (i, Err(e)) => panic!("writer {i} ({name}): {e}"),
+        }
+    }
+    assert_eq!(
+        raced_winners.len(),
+        1,
+        "exactly one conditional writer wins"
+    );
+    let (winner, body) = raced_winners.pop().unwrap();
+    assert_eq!(winner.version, 1);
+    assert_eq!(read(&engine, "s0", "raced", None).await.unwrap(), body);
+    shared_versions.sort();
+    assert_eq!(
+        shared_versions,
+        (1..=SAME as i64).collect::<Vec<_>>(),
+        "each write of one name has its own version"
+    );
+    let (batches, items) = engine.test_commit_batches();
+    let (batches, items) = (batches - batches_before, items - items_before);
+    // Racers refused before writing (the winner already committed) never
+    // reach the queue.
+    assert!(
+        (DISTINCT + 1 + SAME..=DISTINCT + RACERS + SAME).contains(&(items as usize)),
+        "{items} commits went through the queue"
+    );
+    assert!(
+        batches < items,
+        "{items} concurrent commits took {batches} batches: none were grouped"
+    );
+    // The refused racers' blobs were queued, due at once: a pass leaves
+    // exactly the committed objects' blobs.
+    engine.collect_garbage().await.unwrap();
+    assert_eq!(
+        d.files("cn").len(),
+        DISTINCT + 2,
+        "a refused writer left a blob"
+    );
+    assert_clean(&engine).await;
+}
+
 // ---------------------------------------------------------------------------
 // 10. verify
 // ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ use super::codec::{
 };
 use super::writes::MoveCommit;
 use super::{Dialect, Durability, Retry, Sql, SqlCatalog};
-use crate::catalog::{Catalog, CommitOutcome, MoveMark, Rewrap, UnitMove};
+use crate::catalog::{Catalog, CommitOutcome, MoveMark, ObjectCommit, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::model::{
     CheckpointRow, Expect, Fence, GarbageRetry, GarbageRow, IndexEntry, LedgerAppend, LedgerEntry,
@@ -341,18 +341,37 @@ where
         replaced_due: Millis,
         expect: &Expect,
     ) -> Result<CommitOutcome> {
-        if row.token != fence.token || row.category != fence.category {
-            return Err(Error::Invalid {
-                reason: format!(
-                    "object row is for {}/{}, the fence for {}/{}",
-                    row.token, row.category, fence.token, fence.category
-                ),
-            });
-        }
+        super::writes::check_commit(fence, row)?;
         D::retry(Retry::ConflictsAndDuplicates, || {
             self.commit_object_tx(fence, row, replaced_due, expect)
         })
         .await
+    }
+
+    /// One transaction for the whole batch; if it fails (a database error,
+    /// after the dialect's retries), each item is committed alone, so one
+    /// item's failure is its own.
+    async fn commit_objects(&self, items: &[ObjectCommit]) -> Vec<Result<CommitOutcome>> {
+        if items.len() > 1 {
+            match D::retry(Retry::ConflictsAndDuplicates, || {
+                self.commit_objects_tx(items)
+            })
+            .await
+            {
+                Ok(done) => return done,
+                Err(e) => {
+                    tracing::debug!(error = %e, items = items.len(), "a batch of commits failed; committing each alone")
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(
+                self.commit_object_if(&item.fence, &item.row, item.replaced_due, &item.expect)
+                    .await,
+            );
+        }
+        out
     }
 
     async fn delete_object_if(

@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, R
 use super::codec::{CHECKPOINT_COLS, OBJECT_COLS, POLICY_COLS, decode_state, encode_state};
 use super::steps::{check_regions, not_found};
 use super::{Dialect, Durability, RowsAffected, Sql, SqlCatalog};
-use crate::catalog::{CommitOutcome, MoveMark, RekeyedObject, Rewrap, UnitMove};
+use crate::catalog::{CommitOutcome, MoveMark, ObjectCommit, RekeyedObject, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::jobs::UnitRelease;
 use crate::model::{
@@ -420,10 +420,58 @@ where
         expect: &Expect,
     ) -> Result<CommitOutcome> {
         let mut tx = self.write_tx().await?;
-        if let Some(fenced) = Sql::<D>::check_fence(&mut tx, fence).await? {
+        let outcome = Self::commit_object_in(&mut tx, fence, row, replaced_due, expect).await?;
+        self.commit(tx, Durability::Durable).await?;
+        Ok(outcome)
+    }
+
+    /// Many object commits in one transaction, in order, one log sync for
+    /// all (`Catalog::commit_objects`). An item refused for its own sake
+    /// ([`item_refusal`]) is refused before it writes anything, so the
+    /// others go on; any other failure fails the whole transaction.
+    pub(crate) async fn commit_objects_tx(
+        &self,
+        items: &[ObjectCommit],
+    ) -> Result<Vec<Result<CommitOutcome>>> {
+        let mut tx = self.write_tx().await?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let done = match check_commit(&item.fence, &item.row) {
+                Ok(()) => {
+                    Self::commit_object_in(
+                        &mut tx,
+                        &item.fence,
+                        &item.row,
+                        item.replaced_due,
+                        &item.expect,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match done {
+                Err(e) if !item_refusal(&e) => return Err(e),
+                done => out.push(done),
+            }
+        }
+        self.commit(tx, Durability::Durable).await?;
+        Ok(out)
+    }
+
+    /// The steps of an object commit, inside the caller's transaction.
+    /// Every refusal comes before the first write.
+    async fn commit_object_in(
+        tx: &mut D::WriteTx,
+        fence: &Fence,
+        row: &ObjectRow,
+        replaced_due: Millis,
+        expect: &Expect,
+    ) -> Result<CommitOutcome> {
+        let tx = &mut **tx;
+        if let Some(fenced) = Sql::<D>::check_fence(&mut *tx, fence).await? {
             return Ok(fenced);
         }
-        let old = Sql::<D>::read_old_object(&mut tx, &row.token, &row.lookup).await?;
+        let old = Sql::<D>::read_old_object(&mut *tx, &row.token, &row.lookup).await?;
         check_expected(expect, old.as_ref().map(|o| o.blob_id.as_str()))?;
         if let Some(old) = &old
             && old.category != row.category
@@ -484,7 +532,7 @@ where
             Some(o) => (0, row.stored_size - o.stored_size),
             None => (1, row.stored_size),
         };
-        Sql::<D>::add_counts(&mut tx, &row.token, &row.category, objects, bytes).await?;
+        Sql::<D>::add_counts(&mut *tx, &row.token, &row.category, objects, bytes).await?;
 
         // The write's intent: the index row keeps the blob from now on.
         sqlx::query("DELETE FROM garbage WHERE blob_id = $1")
@@ -493,9 +541,9 @@ where
             .await?;
         let replaced = old.filter(|o| o.blob_id != row.blob_id).map(|o| o.blob_id);
         if let Some(blob_id) = &replaced {
-            let regions = Sql::<D>::read_regions(&mut tx, &row.token, &row.category).await?;
+            let regions = Sql::<D>::read_regions(&mut *tx, &row.token, &row.category).await?;
             Sql::<D>::queue_blob(
-                &mut tx,
+                &mut *tx,
                 &row.token,
                 &row.category,
                 blob_id,
@@ -504,7 +552,6 @@ where
             )
             .await?;
         }
-        self.commit(tx, Durability::Durable).await?;
         Ok(CommitOutcome::Committed { version, replaced })
     }
 
@@ -754,6 +801,28 @@ where
 
 /// Refuses a conditional change whose name's current row (its blob id, or
 /// none) is not the one expected.
+/// Whether a commit's error refuses that commit alone (its fence, row or
+/// condition), written before any of its writes: a batch goes on past it.
+fn item_refusal(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Conflict { .. } | Error::PreconditionFailed { .. } | Error::Invalid { .. }
+    )
+}
+
+/// A row must be for its fence's subject and category.
+pub(crate) fn check_commit(fence: &Fence, row: &ObjectRow) -> Result<()> {
+    if row.token != fence.token || row.category != fence.category {
+        return Err(Error::Invalid {
+            reason: format!(
+                "object row is for {}/{}, the fence for {}/{}",
+                row.token, row.category, fence.token, fence.category
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn check_expected(expect: &Expect, current: Option<&str>) -> Result<()> {
     let held = match (expect, current) {
         (Expect::Any, _) | (Expect::Absent, None) => true,
