@@ -11,8 +11,7 @@
 #   end-to-end tests and the s3:// region tests;
 # - chromium and chromium-driver (Debian) and selenium (PyPI): the web
 #   console's browser test (crates/cli/tests/console.rs).
-# These tests fail, never skip, when what they need is missing; only the
-# browser test skips, loudly, when chromium itself is not installed.
+# These tests fail, never skip, when what they need is missing.
 #
 # `cargo test -p domicile-core` needs none of it: the fast inner loop.
 set -euo pipefail

@@ -99,7 +99,7 @@ async fn reopened_file_keeps_everything() {
 async fn schema_version_is_current() {
     let dir = tempfile::tempdir().unwrap();
     let cat = open(&dir.path().join("c.db")).await;
-    assert_eq!(SCHEMA_VERSION, 9);
+    assert_eq!(SCHEMA_VERSION, 10);
     assert_eq!(cat.schema_version().await.unwrap(), SCHEMA_VERSION);
     drop(cat);
     // Reopening applies nothing twice.

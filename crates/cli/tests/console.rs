@@ -593,7 +593,8 @@ fn screenshots() -> PathBuf {
 
 /// Chromium, its driver and Python selenium: (chromium, chromedriver), or
 /// `None` when the browser itself is not installed (scripts/test.sh
-/// installs it). A missing selenium is installed with pip.
+/// installs it, and the test then fails). A missing selenium is installed
+/// with pip.
 fn browser_tools() -> Option<(PathBuf, PathBuf)> {
     let find = |names: &[&str]| {
         names.iter().find_map(|n| {
@@ -629,11 +630,10 @@ fn browser_tools() -> Option<(PathBuf, PathBuf)> {
 #[test]
 fn an_auditor_and_an_operator_use_the_console_in_chromium() {
     let Some((chromium, driver)) = browser_tools() else {
-        eprintln!(
-            "\n\n!!!!!!!! SKIPPED: chromium or chromedriver is not installed; \
-             scripts/test.sh installs them (apt-get install chromium chromium-driver) !!!!!!!!\n\n"
+        panic!(
+            "chromium or chromedriver is not installed: scripts/test.sh installs them \
+             (apt-get install chromium chromium-driver)"
         );
-        return;
     };
     let d = deployment();
     let srv = serve(&d);
