@@ -24,10 +24,8 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use domicile_core::bucket::{Bucket, MappedKey};
@@ -38,7 +36,7 @@ use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::AsyncRead;
 
 use super::S3Api;
 use super::body::{self, Progress};
@@ -266,29 +264,6 @@ pub(crate) fn parts_count(info: &ObjectInfo) -> Option<i32> {
     (!info.parts.is_empty()).then(|| i32::try_from(info.parts.len()).unwrap_or(i32::MAX))
 }
 
-/// A reader that hashes what passes through it (MD5), for a part's ETag.
-struct Hashing<R> {
-    inner: R,
-    md5: Arc<Mutex<Md5>>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Hashing<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &polled
-            && let Ok(mut md5) = self.md5.lock()
-        {
-            md5.update(&buf.filled()[before..]);
-        }
-        polled
-    }
-}
-
 impl S3Api {
     /// The marker of an upload, checked against the request's key.
     async fn marker(
@@ -430,8 +405,8 @@ impl S3Api {
         }))
     }
 
-    /// Stores a part, its ETag (the MD5 of its bytes) computed on the way,
-    /// and the checksums `checked` computed.
+    /// Stores a part, with its ETag (the MD5 of its bytes, computed by the
+    /// engine as the part streams) and the checksums `checked` computed.
     async fn store_part<R>(
         &self,
         op: &'static str,
@@ -443,11 +418,6 @@ impl S3Api {
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
-        let md5 = Arc::new(Mutex::new(Md5::new()));
-        let reader = Hashing {
-            inner: reader,
-            md5: md5.clone(),
-        };
         let tag = Arc::new(Mutex::new(None::<String>));
         let sealed = tag.clone();
         let sums = checked.clone();
@@ -461,11 +431,10 @@ impl S3Api {
                     &ObjectMeta::default(),
                     reader,
                     move |meta, _| {
-                        let digest = md5.lock().map(|m| hex::encode(m.clone().finalize())).ok();
+                        // The engine has set the ETag: the MD5 of the bytes.
                         if let Ok(mut t) = sealed.lock() {
-                            t.clone_from(&digest);
+                            t.clone_from(&meta.etag);
                         }
-                        meta.etag = digest;
                         if let Some(sums) = sums.checksums() {
                             meta.checksums = sums;
                             meta.checksum_type = Some(checksum::FULL_OBJECT.to_string());
