@@ -14,12 +14,16 @@
 # Builds without a sanitizer: the project forbids unsafe code, so what the
 # targets look for are panics, overflows (checked: debug assertions are
 # on) and wrong answers, and a plain build runs several times faster.
+# Runs at the lowest priority (nice 19) unless DOMICILE_FUZZ_NICE says
+# otherwise: a long run on a machine of its own is given 0.
 set -euo pipefail
 
-cd "$(dirname "$0")/../fuzz"
+script=$(realpath "$0")
+cd "$(dirname "$script")/../fuzz"
 budget=(-max_total_time=20)
 parallel=(-jobs=1 -workers=1)
 targets=()
+niceness=${DOMICILE_FUZZ_NICE:-19}
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) budget=(-max_total_time="$2"); shift 2 ;;
@@ -28,7 +32,7 @@ while [ $# -gt 0 ]; do
         # each is replaced after a while (a fresh deployment for the
         # request targets).
         --fork) parallel=(-fork="$2"); shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$script"; exit 0 ;;
         -*) echo "unknown option $1 (use --seconds N, --runs N or --fork N)" >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
     esac
@@ -48,9 +52,9 @@ fi
 
 # cargo fuzz builds one target or all of them.
 if [ ${#targets[@]} -eq "$(cargo +nightly fuzz list | wc -l)" ]; then
-    nice -n 19 cargo +nightly fuzz build -s none
+    nice -n "$niceness" cargo +nightly fuzz build -s none
 else
-    for t in "${targets[@]}"; do nice -n 19 cargo +nightly fuzz build -s none "$t"; done
+    for t in "${targets[@]}"; do nice -n "$niceness" cargo +nightly fuzz build -s none "$t"; done
 fi
 
 summary=()
@@ -61,7 +65,7 @@ for t in "${targets[@]}"; do
     echo "== $t" >&2
     start=$(date +%s.%N)
     status=0
-    nice -n 19 cargo +nightly fuzz run -s none "$t" "corpus/$t" "seeds/$t" -- \
+    nice -n "$niceness" cargo +nightly fuzz run -s none "$t" "corpus/$t" "seeds/$t" -- \
         "${budget[@]}" "${parallel[@]}" -timeout=60 -rss_limit_mb=4096 \
         -print_final_stats=1 >"$log" 2>&1 || status=$?
     end=$(date +%s.%N)
