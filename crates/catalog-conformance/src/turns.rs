@@ -224,6 +224,13 @@ pub async fn batched_turns(cat: &dyn Catalog) {
     let committed = tokens_of(&cat.units_in(id, UnitState::Committed, 10).await.unwrap());
     assert_eq!(committed, vec!["t1".to_string(), "t3".to_string()]);
     assert_eq!(get_placement(cat, "t2", "media").await.epoch, 1);
+    // The committed moves' regions are what a search by region finds.
+    let in_region = |r: &'static str| async move {
+        let page = cat.subjects_page(None, 10, None, Some(r)).await.unwrap();
+        page.into_iter().map(|s| s.token).collect::<Vec<_>>()
+    };
+    assert_eq!(in_region("r2").await, vec!["t1".to_string(), "t3".to_string()]);
+    assert_eq!(in_region("r1").await, vec!["t2".to_string()]);
 
     // Both purges end in one transaction with their receipts.
     let claimed = cat.claim_units(id, "w2", 5, 20_000, 800).await.unwrap();

@@ -11,7 +11,7 @@ use super::codec::{
 };
 use super::schema::SCHEMA_VERSION;
 use super::{Dialect, RowsAffected, Sql};
-use crate::catalog::{CommitOutcome, MoveMark, RekeyedObject, moved_placement};
+use crate::catalog::{CommitOutcome, RekeyedObject};
 use crate::error::{Error, Result};
 use crate::jobs::{JobRow, JobState, UnitRelease, UnitRow};
 use crate::ledger::{self, GENESIS};
@@ -468,6 +468,107 @@ where
         Ok(())
     }
 
+    /// Writes the ordered regions of several placements whose rows the
+    /// caller has already written (their `regions` column included): one
+    /// deletion and one insertion for all of them, in as many statements as
+    /// the bind limit asks. A placement named twice keeps its last regions.
+    pub(crate) async fn replace_regions(
+        conn: &mut D::Connection,
+        placements: &[(&str, &str, &[String])],
+    ) -> Result<()> {
+        let mut last: std::collections::BTreeMap<(&str, &str), &[String]> =
+            std::collections::BTreeMap::new();
+        for &(token, category, regions) in placements {
+            check_regions(regions)?;
+            last.insert((token, category), regions);
+        }
+        let keys: Vec<(&str, &str)> = last.keys().copied().collect();
+        for chunk in keys.chunks(Self::rows_per_statement(2)) {
+            let mut q =
+                QueryBuilder::<D>::new("DELETE FROM placement_regions WHERE (token, category) IN ");
+            Self::push_pairs(&mut q, chunk.iter().copied());
+            q.build()
+                .persistent(D::CACHE_BUILT)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let rows: Vec<(&str, &str, i64, &str)> = last
+            .iter()
+            .flat_map(|(&(token, category), regions)| {
+                (0_i64..)
+                    .zip(regions.iter())
+                    .map(move |(ordinal, region)| (token, category, ordinal, region.as_str()))
+            })
+            .collect();
+        for chunk in rows.chunks(Self::rows_per_statement(4)) {
+            let mut q = QueryBuilder::<D>::new(
+                "INSERT INTO placement_regions (token, category, ordinal, region) ",
+            );
+            q.push_values(chunk, |mut b, &(token, category, ordinal, region)| {
+                b.push_bind(token)
+                    .push_bind(category)
+                    .push_bind(ordinal)
+                    .push_bind(region);
+            });
+            q.build()
+                .persistent(D::CACHE_BUILT)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reads several placements at once, each row locked until the caller's
+    /// transaction ends, by (token, category); absent ones are missing.
+    pub(crate) async fn read_placements_locked(
+        conn: &mut D::Connection,
+        keys: &[(&str, &str)],
+    ) -> Result<std::collections::HashMap<(String, String), PlacementRow>> {
+        let keys = distinct(keys);
+        let mut found = std::collections::HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(Self::rows_per_statement(2)) {
+            let mut q = QueryBuilder::<D>::new(format!(
+                "SELECT {PLACEMENT_COLS} FROM placements WHERE (token, category) IN "
+            ));
+            Self::push_pairs(&mut q, chunk.iter().map(|&&(t, c)| (t, c)));
+            q.push(D::FOR_UPDATE);
+            let rows = q
+                .build()
+                .persistent(D::CACHE_BUILT)
+                .fetch_all(&mut *conn)
+                .await?;
+            for row in &rows {
+                let p = Self::placement_from(row)?;
+                found.insert((p.token.clone(), p.category.clone()), p);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes a placement's row as a commit leaves it, its `regions` column
+    /// included (its ordered regions go through [`Sql::replace_regions`]).
+    pub(crate) async fn write_placement_row(
+        conn: &mut D::Connection,
+        p: &PlacementRow,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE placements SET epoch = $1, state = $2, custodian = $3, wrapped_key = $4, \
+                                   since = $5, regions = $6 \
+             WHERE token = $7 AND category = $8",
+        )
+        .bind(p.epoch)
+        .bind(encode_state(&p.state)?)
+        .bind(p.custodian.as_str())
+        .bind(p.wrapped_key.as_slice())
+        .bind(p.since)
+        .bind(p.regions.join(","))
+        .bind(p.token.as_str())
+        .bind(p.category.as_str())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
     /// Reads a placement, locking its row until the caller's transaction
     /// ends when `lock` is set.
     pub(crate) async fn read_placement(
@@ -522,33 +623,6 @@ where
             .execute(&mut *conn)
             .await?;
         Ok(())
-    }
-
-    /// Marks a placement moving if it is at the mark's epoch and free (see
-    /// `Catalog::begin_move`); false, and nothing written, otherwise.
-    pub(crate) async fn begin_move_in(
-        conn: &mut D::Connection,
-        m: &MoveMark,
-        lease_until: Millis,
-        now: Millis,
-    ) -> Result<bool> {
-        let Some((current, state)) = Self::lock_placement(conn, &m.token, &m.category).await?
-        else {
-            return Ok(false);
-        };
-        let free = match state {
-            PlacementState::Active => true,
-            PlacementState::Moving { lease_until, .. } => lease_until < now,
-        };
-        if current != m.epoch || !free {
-            return Ok(false);
-        }
-        let moving = PlacementState::Moving {
-            to: m.to.clone(),
-            lease_until,
-        };
-        Self::set_state(conn, &m.token, &m.category, &moving).await?;
-        Ok(true)
     }
 
     /// Refuses a re-keyed move (`Error::Conflict`) unless `rekeyed` names
@@ -620,37 +694,6 @@ where
         Ok(())
     }
 
-    /// A move's commit inside the caller's transaction.
-    pub(crate) async fn commit_move_in(
-        conn: &mut D::Connection,
-        fence: &Fence,
-        regions: &[String],
-        custodian: &str,
-        wrapped_key: &[u8],
-        ledger: &LedgerAppend,
-    ) -> Result<PlacementRow> {
-        let current = Self::read_placement(conn, &fence.token, &fence.category, true).await?;
-        let moved = moved_placement(current, fence, regions, custodian, wrapped_key, ledger.at)?;
-        Self::check_policy(conn, fence).await?;
-        sqlx::query(
-            "UPDATE placements SET epoch = $1, state = $2, custodian = $3, wrapped_key = $4, \
-                                   since = $5 \
-             WHERE token = $6 AND category = $7",
-        )
-        .bind(moved.epoch)
-        .bind(encode_state(&moved.state)?)
-        .bind(moved.custodian.as_str())
-        .bind(moved.wrapped_key.as_slice())
-        .bind(moved.since)
-        .bind(moved.token.as_str())
-        .bind(moved.category.as_str())
-        .execute(&mut *conn)
-        .await?;
-        Self::write_regions(conn, &moved.token, &moved.category, &moved.regions).await?;
-        Self::ledger_append(conn, std::slice::from_ref(ledger)).await?;
-        Ok(moved)
-    }
-
     /// Checks a write's fence, holding the placement row until the caller's
     /// transaction ends: `None` if the placement is at the fence's epoch and
     /// active, else the outcome to return without writing.
@@ -693,17 +736,6 @@ where
             return Ok(Some(CommitOutcome::PolicyChanged { active }));
         }
         Ok(None)
-    }
-
-    /// Refuses a change decided under another policy version than the
-    /// active one, holding the version until the caller's transaction ends
-    /// (an apply waits for it).
-    pub(crate) async fn check_policy(conn: &mut D::Connection, fence: &Fence) -> Result<()> {
-        let active = Self::policy_head(conn).await?;
-        if active != fence.policy {
-            return Err(Error::PolicyChanged { active });
-        }
-        Ok(())
     }
 
     /// Queues blobs for deletion, each first taken at its `queued_at` with

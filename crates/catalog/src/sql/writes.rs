@@ -8,6 +8,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, R
 use super::codec::{CHECKPOINT_COLS, OBJECT_COLS, POLICY_COLS, decode_state, encode_state};
 use super::steps::{check_regions, not_found};
 use super::{Dialect, Durability, RowsAffected, Sql, SqlCatalog};
+use crate::catalog::moved_placement;
 use crate::catalog::{CommitOutcome, MoveMark, ObjectCommit, RekeyedObject, Rewrap, UnitMove};
 use crate::error::{Error, Result};
 use crate::jobs::UnitRelease;
@@ -293,7 +294,9 @@ where
         Ok(created)
     }
 
-    /// Marks placements moving; commits only if one was marked.
+    /// Marks placements moving; commits only if one was marked. Every
+    /// placement is read (and locked) in one statement; a placement named
+    /// twice is judged the second time as the first mark left it.
     pub(crate) async fn begin_moves_tx(
         &self,
         marks: &[MoveMark],
@@ -302,9 +305,32 @@ where
         durability: Durability,
     ) -> Result<Vec<bool>> {
         let mut tx = self.write_tx().await?;
+        let keys: Vec<(&str, &str)> = marks
+            .iter()
+            .map(|m| (m.token.as_str(), m.category.as_str()))
+            .collect();
+        let mut current = Sql::<D>::read_placements_locked(&mut tx, &keys).await?;
         let mut out = Vec::with_capacity(marks.len());
         for m in marks {
-            out.push(Sql::<D>::begin_move_in(&mut tx, m, lease_until, now).await?);
+            let Some(p) = current.get_mut(&(m.token.clone(), m.category.clone())) else {
+                out.push(false);
+                continue;
+            };
+            let free = match p.state {
+                PlacementState::Active => true,
+                PlacementState::Moving { lease_until, .. } => lease_until < now,
+            };
+            if p.epoch != m.epoch || !free {
+                out.push(false);
+                continue;
+            }
+            let moving = PlacementState::Moving {
+                to: m.to.clone(),
+                lease_until,
+            };
+            Sql::<D>::set_state(&mut tx, &m.token, &m.category, &moving).await?;
+            p.state = moving;
+            out.push(true);
         }
         if out.contains(&true) {
             self.commit(tx, durability).await?;
@@ -320,7 +346,16 @@ where
         durability: Durability,
     ) -> Result<Vec<Result<(PlacementRow, bool)>>> {
         let mut tx = self.write_tx().await?;
+        // Every placement read (and locked) at once, and the policy version
+        // once: a batch of moves pays a few statements, not a few per move.
+        let keys: Vec<(&str, &str)> = moves
+            .iter()
+            .map(|m| (m.fence.token.as_str(), m.fence.category.as_str()))
+            .collect();
+        let mut current = Sql::<D>::read_placements_locked(&mut tx, &keys).await?;
+        let active = Sql::<D>::policy_head(&mut tx).await?;
         let mut out = Vec::with_capacity(moves.len());
+        let mut accepted: Vec<(&MoveCommit<'_>, PlacementRow)> = Vec::with_capacity(moves.len());
         for m in moves {
             // A refused move is refused before it writes anything: the
             // transaction goes on with the others.
@@ -333,16 +368,23 @@ where
                 }
                 return Err(e);
             }
-            let moved = match Sql::<D>::commit_move_in(
-                &mut tx,
+            let key = (m.fence.token.clone(), m.fence.category.clone());
+            let moved = moved_placement(
+                current.get(&key).cloned(),
                 m.fence,
                 m.regions,
                 m.custodian,
                 m.wrapped_key,
-                m.ledger,
+                m.ledger.at,
             )
-            .await
-            {
+            .and_then(|moved| {
+                if active == m.fence.policy {
+                    Ok(moved)
+                } else {
+                    Err(Error::PolicyChanged { active })
+                }
+            });
+            let moved = match moved {
                 Ok(moved) => moved,
                 Err(e) if e.is_fenced() => {
                     out.push(Err(e));
@@ -350,21 +392,45 @@ where
                 }
                 Err(e) => return Err(e),
             };
+            // A later move of the same placement in this batch sees this one.
+            current.insert(key, moved.clone());
+            out.push(Ok((moved.clone(), false)));
+            accepted.push((m, moved));
+        }
+        for (m, moved) in &accepted {
+            Sql::<D>::write_placement_row(&mut tx, moved).await?;
             Sql::<D>::write_rekeyed(&mut tx, m.fence, m.rekeyed).await?;
             if !m.garbage.is_empty() {
                 let mut garbage = m.garbage.to_vec();
                 Sql::<D>::insert_garbage(&mut tx, &mut garbage).await?;
             }
-            let held = match m.release {
+        }
+        let regions: Vec<(&str, &str, &[String])> = accepted
+            .iter()
+            .map(|(_, p)| (p.token.as_str(), p.category.as_str(), p.regions.as_slice()))
+            .collect();
+        Sql::<D>::replace_regions(&mut tx, &regions).await?;
+        // Each unit's release, then the receipts: the ledger's head is
+        // locked last, so it is held only for the transaction's end.
+        let mut held = Vec::with_capacity(accepted.len());
+        for (m, moved) in &accepted {
+            held.push(match m.release {
                 Some(release) => {
-                    Sql::<D>::finish_unit_in(&mut tx, &m.fence.token, &m.fence.category, release)
+                    Sql::<D>::finish_unit_in(&mut tx, &moved.token, &moved.category, release)
                         .await?
                 }
                 None => false,
-            };
-            out.push(Ok((moved, held)));
+            });
         }
+        let receipts: Vec<LedgerAppend> = accepted.iter().map(|(m, _)| m.ledger.clone()).collect();
+        Sql::<D>::ledger_append(&mut tx, &receipts).await?;
         self.commit(tx, durability).await?;
+        let mut held = held.into_iter();
+        for r in out.iter_mut() {
+            if let Ok((_, h)) = r {
+                *h = held.next().unwrap_or(false);
+            }
+        }
         Ok(out)
     }
 
