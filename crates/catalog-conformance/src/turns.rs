@@ -229,7 +229,10 @@ pub async fn batched_turns(cat: &dyn Catalog) {
         let page = cat.subjects_page(None, 10, None, Some(r)).await.unwrap();
         page.into_iter().map(|s| s.token).collect::<Vec<_>>()
     };
-    assert_eq!(in_region("r2").await, vec!["t1".to_string(), "t3".to_string()]);
+    assert_eq!(
+        in_region("r2").await,
+        vec!["t1".to_string(), "t3".to_string()]
+    );
     assert_eq!(in_region("r1").await, vec!["t2".to_string()]);
 
     // Both purges end in one transaction with their receipts.

@@ -335,10 +335,7 @@ where
         receipts: &[LedgerAppend],
     ) -> Result<Vec<bool>> {
         let mut tx = self.write_tx().await?;
-        let mut held = Vec::with_capacity(units.len());
-        for (token, category, release) in units {
-            held.push(Sql::<D>::finish_unit_in(&mut tx, token, category, release).await?);
-        }
+        let held = Sql::<D>::finish_units_in(&mut tx, units).await?;
         if !receipts.is_empty() {
             Sql::<D>::ledger_append(&mut tx, receipts).await?;
         }

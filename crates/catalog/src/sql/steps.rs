@@ -545,27 +545,72 @@ where
         Ok(found)
     }
 
-    /// Writes a placement's row as a commit leaves it, its `regions` column
-    /// included (its ordered regions go through [`Sql::replace_regions`]).
-    pub(crate) async fn write_placement_row(
+    /// Writes placements' rows as commits leave them, their `regions`
+    /// columns included (their ordered regions go through
+    /// [`Sql::replace_regions`]), in one statement per chunk. A placement
+    /// named twice is left as its last row says.
+    pub(crate) async fn write_placement_rows(
         conn: &mut D::Connection,
-        p: &PlacementRow,
+        placements: &[&PlacementRow],
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE placements SET epoch = $1, state = $2, custodian = $3, wrapped_key = $4, \
-                                   since = $5, regions = $6 \
-             WHERE token = $7 AND category = $8",
-        )
-        .bind(p.epoch)
-        .bind(encode_state(&p.state)?)
-        .bind(p.custodian.as_str())
-        .bind(p.wrapped_key.as_slice())
-        .bind(p.since)
-        .bind(p.regions.join(","))
-        .bind(p.token.as_str())
-        .bind(p.category.as_str())
-        .execute(&mut *conn)
-        .await?;
+        let mut last: std::collections::BTreeMap<(&str, &str), &PlacementRow> =
+            std::collections::BTreeMap::new();
+        for p in placements {
+            last.insert((p.token.as_str(), p.category.as_str()), p);
+        }
+        let rows = last
+            .into_values()
+            .map(|p| Ok((p, encode_state(&p.state)?, p.regions.join(","))))
+            .collect::<Result<Vec<_>>>()?;
+        for chunk in rows.chunks(Self::rows_per_statement(8)) {
+            let mut q = QueryBuilder::<D>::new(
+                "UPDATE placements SET epoch = v.column1, state = v.column2, custodian = v.column3, \
+                    wrapped_key = v.column4, since = v.column5, regions = v.column6 FROM (",
+            );
+            q.push_values(chunk, |mut b, (p, state, regions)| {
+                b.push_bind(p.epoch)
+                    .push_bind(state.as_str())
+                    .push_bind(p.custodian.as_str())
+                    .push_bind(p.wrapped_key.as_slice())
+                    .push_bind(p.since)
+                    .push_bind(regions.as_str())
+                    .push_bind(p.token.as_str())
+                    .push_bind(p.category.as_str());
+            });
+            q.push(") AS v WHERE placements.token = v.column7 AND placements.category = v.column8");
+            q.build()
+                .persistent(D::CACHE_BUILT)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sets several placements' states, in one statement per chunk; a
+    /// placement named twice is left in its last state.
+    pub(crate) async fn set_states(
+        conn: &mut D::Connection,
+        states: &[(&str, &str, &PlacementState)],
+    ) -> Result<()> {
+        let mut last: std::collections::BTreeMap<(&str, &str), String> =
+            std::collections::BTreeMap::new();
+        for &(token, category, state) in states {
+            last.insert((token, category), encode_state(state)?);
+        }
+        let rows: Vec<_> = last.into_iter().collect();
+        for chunk in rows.chunks(Self::rows_per_statement(3)) {
+            let mut q = QueryBuilder::<D>::new("UPDATE placements SET state = v.column1 FROM (");
+            q.push_values(chunk, |mut b, ((token, category), state)| {
+                b.push_bind(state.as_str())
+                    .push_bind(*token)
+                    .push_bind(*category);
+            });
+            q.push(") AS v WHERE placements.token = v.column2 AND placements.category = v.column3");
+            q.build()
+                .persistent(D::CACHE_BUILT)
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(())
     }
 
@@ -846,6 +891,70 @@ where
             })
         })
         .transpose()
+    }
+
+    /// Releases several units at once, as [`Sql::finish_unit_in`] releases
+    /// each, in one statement per chunk: whether each was still held by the
+    /// release's owner. A unit named twice is released by its first
+    /// release; the later one finds it no longer held.
+    pub(crate) async fn finish_units_in(
+        conn: &mut D::Connection,
+        units: &[(&str, &str, &UnitRelease)],
+    ) -> Result<Vec<bool>> {
+        let mut first = std::collections::HashSet::with_capacity(units.len());
+        let mut rows = Vec::with_capacity(units.len());
+        for (i, &(token, category, release)) in units.iter().enumerate() {
+            if first.insert((release.job, token, category)) {
+                rows.push((i, token, category, release, release.outcome.columns()));
+            }
+        }
+        let mut held = vec![false; units.len()];
+        for chunk in rows.chunks(Self::rows_per_statement(11)) {
+            let mut q = QueryBuilder::<D>::new(
+                "UPDATE migration_units SET \
+                    state = CASE WHEN v.column1 = 'pending' AND migration_units.state = 'committed' \
+                                 THEN 'committed' ELSE v.column1 END, \
+                    purge_after = COALESCE(v.column2, migration_units.purge_after), \
+                    moved_bytes = COALESCE(v.column3, migration_units.moved_bytes), \
+                    error = v.column4, lease_owner = NULL, lease_until = v.column5, \
+                    updated_at = v.column6, attempts = migration_units.attempts + v.column11 \
+                 FROM (",
+            );
+            q.push_values(chunk, |mut b, (_, token, category, release, c)| {
+                b.push_bind(c.state.as_str())
+                    .push_bind(c.purge_after)
+                    .push_bind(c.moved_bytes)
+                    .push_bind(c.error)
+                    .push_bind(c.lease_until)
+                    .push_bind(release.now)
+                    .push_bind(release.job)
+                    .push_bind(*token)
+                    .push_bind(*category)
+                    .push_bind(release.owner.as_str())
+                    .push_bind(c.failed);
+            });
+            q.push(
+                ") AS v WHERE migration_units.job = v.column7 AND migration_units.token = v.column8 \
+                   AND migration_units.category = v.column9 \
+                   AND migration_units.lease_owner = v.column10 \
+                 RETURNING migration_units.token, migration_units.category",
+            );
+            let released = q
+                .build()
+                .persistent(D::CACHE_BUILT)
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut done = std::collections::HashSet::with_capacity(released.len());
+            for r in &released {
+                let token: String = r.try_get(0)?;
+                let category: String = r.try_get(1)?;
+                done.insert((token, category));
+            }
+            for (i, token, category, _, _) in chunk {
+                held[*i] = done.contains(&(token.to_string(), category.to_string()));
+            }
+        }
+        Ok(held)
     }
 
     /// Records how a worker leaves a unit and releases its lease, on the

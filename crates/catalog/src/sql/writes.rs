@@ -328,10 +328,20 @@ where
                 to: m.to.clone(),
                 lease_until,
             };
-            Sql::<D>::set_state(&mut tx, &m.token, &m.category, &moving).await?;
             p.state = moving;
             out.push(true);
         }
+        let marked: Vec<(&str, &str, &PlacementState)> = marks
+            .iter()
+            .zip(&out)
+            .filter(|(_, ok)| **ok)
+            .filter_map(|(m, _)| {
+                current
+                    .get_key_value(&(m.token.clone(), m.category.clone()))
+                    .map(|((t, c), p)| (t.as_str(), c.as_str(), &p.state))
+            })
+            .collect();
+        Sql::<D>::set_states(&mut tx, &marked).await?;
         if out.contains(&true) {
             self.commit(tx, durability).await?;
         }
@@ -397,8 +407,9 @@ where
             out.push(Ok((moved.clone(), false)));
             accepted.push((m, moved));
         }
-        for (m, moved) in &accepted {
-            Sql::<D>::write_placement_row(&mut tx, moved).await?;
+        let rows: Vec<&PlacementRow> = accepted.iter().map(|(_, p)| p).collect();
+        Sql::<D>::write_placement_rows(&mut tx, &rows).await?;
+        for (m, _) in &accepted {
             Sql::<D>::write_rekeyed(&mut tx, m.fence, m.rekeyed).await?;
             if !m.garbage.is_empty() {
                 let mut garbage = m.garbage.to_vec();
@@ -412,16 +423,20 @@ where
         Sql::<D>::replace_regions(&mut tx, &regions).await?;
         // Each unit's release, then the receipts: the ledger's head is
         // locked last, so it is held only for the transaction's end.
-        let mut held = Vec::with_capacity(accepted.len());
-        for (m, moved) in &accepted {
-            held.push(match m.release {
-                Some(release) => {
-                    Sql::<D>::finish_unit_in(&mut tx, &moved.token, &moved.category, release)
-                        .await?
-                }
-                None => false,
-            });
-        }
+        let releases: Vec<(&str, &str, &UnitRelease)> = accepted
+            .iter()
+            .filter_map(|(m, p)| {
+                m.release
+                    .map(|r| (p.token.as_str(), p.category.as_str(), r))
+            })
+            .collect();
+        let mut released = Sql::<D>::finish_units_in(&mut tx, &releases)
+            .await?
+            .into_iter();
+        let held: Vec<bool> = accepted
+            .iter()
+            .map(|(m, _)| m.release.is_some() && released.next().unwrap_or(false))
+            .collect();
         let receipts: Vec<LedgerAppend> = accepted.iter().map(|(m, _)| m.ledger.clone()).collect();
         Sql::<D>::ledger_append(&mut tx, &receipts).await?;
         self.commit(tx, durability).await?;
