@@ -16,7 +16,8 @@
 //! 5. after the grace period, purge every blob of the (subject, category)
 //!    left in regions outside the placement, with a ledger entry.
 //!
-//! A worker takes a batch of units per turn (`MigrateOptions::batch`): the
+//! A worker takes a batch of units per turn (`MigrateOptions::batch` at
+//! most; it grows while turns are quick and shrinks when they are slow): the
 //! batch's marks are one transaction, its copies share one sync per region,
 //! and its commits (each with its receipt and the unit's release) are one
 //! transaction in which a fenced unit is refused on its own; the purges of
@@ -64,10 +65,14 @@ pub use worker::{WorkerState, WorkerStatus};
 pub struct MigrateOptions {
     /// Concurrent worker turns in this process.
     pub workers: usize,
-    /// Units a worker takes per turn. Their catalog writes are batched (one
-    /// claim, one moving mark, one commit with every receipt) and their
+    /// Most units a worker takes per turn. Their catalog writes are batched
+    /// (one claim, one moving mark, one commit with every receipt) and their
     /// copies share one sync per region, so a job of many small units is
-    /// not bound by per-unit transactions.
+    /// not bound by per-unit transactions. A worker starts at 8 units (or
+    /// this, if fewer) and doubles its batch while its turns are quick,
+    /// halving it when one is slow, so a turn's units stay marked moving
+    /// for about a quarter of a second whatever their size (see
+    /// `worker::TURN_TARGET`).
     pub batch: usize,
     /// Bytes per second copied by this process; 0 = unlimited.
     pub rate: u64,
@@ -86,7 +91,7 @@ impl Default for MigrateOptions {
     fn default() -> Self {
         MigrateOptions {
             workers: 4,
-            batch: 8,
+            batch: 32,
             rate: 0,
             grace: Duration::from_secs(2),
             lease: Duration::from_secs(60),

@@ -17,6 +17,31 @@ use crate::error::{Error, Result};
 /// How often a worker re-reads its job's state (pause, cancel).
 const JOB_POLL: Duration = Duration::from_millis(250);
 
+/// How long a worker's turn should take. A turn's units are marked moving
+/// from its marks to its commit (a write to one of them waits that long),
+/// and each turn pays a few catalog transactions and one sync per region
+/// whatever its size: so a worker doubles its batch while its turns take
+/// under half of this (small units), and halves it when one takes over
+/// twice this (large ones), never above `MigrateOptions::batch`.
+pub(super) const TURN_TARGET: Duration = Duration::from_millis(250);
+
+/// Units in a worker's first turn (fewer if `MigrateOptions::batch` is).
+pub(super) const FIRST_BATCH: usize = 8;
+
+/// The batch of a worker's next turn, after one of `batch` units took
+/// `took` (see [`TURN_TARGET`]): between 1 and `most`.
+pub(super) fn next_batch(batch: usize, most: usize, took: Duration) -> usize {
+    let most = most.max(1);
+    let next = if took < TURN_TARGET / 2 {
+        batch.saturating_mul(2)
+    } else if took > TURN_TARGET * 2 {
+        batch / 2
+    } else {
+        batch
+    };
+    next.clamp(1, most)
+}
+
 /// Where a worker stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -146,6 +171,7 @@ impl<'a> MigrationWorker<'a> {
         // The job's state, re-read at most every JOB_POLL: a pause or a
         // cancel is seen within that, without a read per unit.
         let mut state: Option<(JobState, Instant)> = None;
+        let mut batch = FIRST_BATCH.min(self.opts.batch.max(1));
         loop {
             let j = match state {
                 Some((s, at)) if at.elapsed() < JOB_POLL => s,
@@ -172,12 +198,13 @@ impl<'a> MigrationWorker<'a> {
             };
             let now = now_millis();
             let lease_until = now + self.opts.lease.as_millis() as i64;
-            let batch = u32::try_from(self.opts.batch.max(1)).unwrap_or(u32::MAX);
+            let turn = Instant::now();
+            let claim = u32::try_from(batch).unwrap_or(u32::MAX);
             let units = match j {
                 JobState::Running => {
                     self.engine
                         .catalog
-                        .claim_units(self.job, &self.owner, batch, lease_until, now)
+                        .claim_units(self.job, &self.owner, claim, lease_until, now)
                         .await?
                 }
                 // A cancelled job only purges what it already committed:
@@ -187,7 +214,7 @@ impl<'a> MigrationWorker<'a> {
                     self.engine.catalog.cancel_pending(self.job, now).await?;
                     self.engine
                         .catalog
-                        .claim_units(self.job, &self.owner, batch, lease_until, now)
+                        .claim_units(self.job, &self.owner, claim, lease_until, now)
                         .await?
                 }
                 JobState::Planning | JobState::Paused | JobState::Done => return Ok(()),
@@ -247,6 +274,7 @@ impl<'a> MigrationWorker<'a> {
             let (purged, moved) = futures::future::join(purged, moved).await;
             purged?;
             moved?;
+            batch = next_batch(batch, self.opts.batch, turn.elapsed());
         }
     }
 
@@ -342,5 +370,26 @@ impl<'a> MigrationWorker<'a> {
             )
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_doubles_on_quick_turns_and_halves_on_slow_ones_within_its_bounds() {
+        let quick = TURN_TARGET / 4;
+        let slow = TURN_TARGET * 3;
+        assert_eq!(next_batch(8, 32, quick), 16);
+        assert_eq!(next_batch(16, 32, quick), 32);
+        assert_eq!(next_batch(32, 32, quick), 32);
+        assert_eq!(next_batch(32, 32, TURN_TARGET), 32);
+        assert_eq!(next_batch(32, 32, slow), 16);
+        assert_eq!(next_batch(1, 32, slow), 1);
+        // A smaller most (a user's --batch) bounds it, even below the
+        // batch a worker has.
+        assert_eq!(next_batch(8, 4, TURN_TARGET), 4);
+        assert_eq!(next_batch(8, 0, quick), 1);
     }
 }
