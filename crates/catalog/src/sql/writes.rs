@@ -441,10 +441,8 @@ where
         Sql::<D>::ledger_append(&mut tx, &receipts).await?;
         self.commit(tx, durability).await?;
         let mut held = held.into_iter();
-        for r in out.iter_mut() {
-            if let Ok((_, h)) = r {
-                *h = held.next().unwrap_or(false);
-            }
+        for (_, h) in out.iter_mut().flatten() {
+            *h = held.next().unwrap_or(false);
         }
         Ok(out)
     }
