@@ -586,34 +586,6 @@ where
         Ok(())
     }
 
-    /// Sets several placements' states, in one statement per chunk; a
-    /// placement named twice is left in its last state.
-    pub(crate) async fn set_states(
-        conn: &mut D::Connection,
-        states: &[(&str, &str, &PlacementState)],
-    ) -> Result<()> {
-        let mut last: std::collections::BTreeMap<(&str, &str), String> =
-            std::collections::BTreeMap::new();
-        for &(token, category, state) in states {
-            last.insert((token, category), encode_state(state)?);
-        }
-        let rows: Vec<_> = last.into_iter().collect();
-        for chunk in rows.chunks(Self::rows_per_statement(3)) {
-            let mut q = QueryBuilder::<D>::new("UPDATE placements SET state = v.column1 FROM (");
-            q.push_values(chunk, |mut b, ((token, category), state)| {
-                b.push_bind(state.as_str())
-                    .push_bind(*token)
-                    .push_bind(*category);
-            });
-            q.push(") AS v WHERE placements.token = v.column2 AND placements.category = v.column3");
-            q.build()
-                .persistent(D::CACHE_BUILT)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Reads a placement, locking its row until the caller's transaction
     /// ends when `lock` is set.
     pub(crate) async fn read_placement(

@@ -331,17 +331,14 @@ where
             p.state = moving;
             out.push(true);
         }
-        let marked: Vec<(&str, &str, &PlacementState)> = marks
+        // The marked rows, written back whole: only their state changed.
+        let marked: Vec<&PlacementRow> = marks
             .iter()
             .zip(&out)
             .filter(|(_, ok)| **ok)
-            .filter_map(|(m, _)| {
-                current
-                    .get_key_value(&(m.token.clone(), m.category.clone()))
-                    .map(|((t, c), p)| (t.as_str(), c.as_str(), &p.state))
-            })
+            .filter_map(|(m, _)| current.get(&(m.token.clone(), m.category.clone())))
             .collect();
-        Sql::<D>::set_states(&mut tx, &marked).await?;
+        Sql::<D>::write_placement_rows(&mut tx, &marked).await?;
         if out.contains(&true) {
             self.commit(tx, durability).await?;
         }
