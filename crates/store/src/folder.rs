@@ -12,6 +12,10 @@
 //! backend's own `path_to_filesystem`, and a write is staged as the backend
 //! stages it (`name#N`, which its listings hide, then renamed into place),
 //! so the backend and these functions always see one another's files.
+//!
+//! A migration's copies run on threads of their own, at a lower CPU
+//! priority than the rest of the process ([`bulk`]), with buffers shared
+//! across copies ([`DirectBuf`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
@@ -65,11 +69,11 @@ impl Folder {
 /// copies durable at once (`syncfs`). A file system error comes with the
 /// file it happened on; a staged or bad copy is removed before returning.
 ///
-/// Where the file system takes direct I/O, the staged copy is written with
-/// `O_DIRECT` from a buffer the source was read and hashed into
-/// ([`write_direct`]): the bytes checked are the bytes written, and they go
-/// to the disk without a second copy in the page cache (copying into fresh
-/// page cache pages was the largest cost of a move, measured in
+/// Where the file system takes direct I/O, the staged copy is written from
+/// a buffer the source was read and hashed into ([`write_direct`]), its
+/// whole blocks with `O_DIRECT`: the bytes checked are the bytes written,
+/// and they go to the disk without a second copy in the page cache (copying
+/// into fresh page cache pages was the largest cost of a move, measured in
 /// docs/benchmarks.md). Elsewhere the bytes go from file to file inside the
 /// kernel (`copy_file_range`, which `io::copy` uses between two files) and
 /// the copy is read back to be checked. Either way a blob of any size takes
@@ -159,31 +163,88 @@ const ALIGN: usize = 4096;
 /// Bytes read, hashed and written at a time by [`write_direct`].
 const CHUNK: usize = 1 << 20;
 
-thread_local! {
-    /// Each blocking thread's buffer for [`write_direct`] (`CHUNK` bytes,
-    /// plus room to start them on an `ALIGN` boundary), made once: the
-    /// memory is about 1 MiB per copy running at once, and it goes with
-    /// the thread when the runtime retires it.
-    static DIRECT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Bytes of [`write_direct`] buffers kept for later copies (see
+/// [`DirectBuf`]): about what the copies of one busy move hold at once.
+const POOLED_BYTES: usize = 64 << 20;
+
+/// Most buffers kept.
+const POOLED_MAX: usize = 128;
+
+/// Buffers of finished copies, for the next ones, and their bytes.
+static DIRECT_BUFS: std::sync::Mutex<(Vec<Vec<u8>>, usize)> =
+    std::sync::Mutex::new((Vec::new(), 0));
+
+/// A buffer for [`write_direct`], taken from the process's pool and given
+/// back to it when dropped (while the pool holds under `POOLED_BYTES`).
+/// Fresh memory costs a page fault and the kernel's zeroing per 4 KiB, which
+/// cost more than the copy itself when each blocking thread made its own
+/// 1 MiB buffer (a move of many small blobs starts dozens of threads): a
+/// pooled buffer is zeroed once, and sized to the copies that need it.
+struct DirectBuf(Vec<u8>);
+
+impl DirectBuf {
+    /// A buffer able to hold `len` bytes (at most `CHUNK`) on an `ALIGN`
+    /// boundary: the smallest pooled one that does, or a new one.
+    fn take(len: u64) -> Self {
+        let need = usize::try_from(len)
+            .unwrap_or(CHUNK)
+            .clamp(1, CHUNK)
+            .next_multiple_of(ALIGN)
+            + ALIGN;
+        let pooled = DIRECT_BUFS.lock().ok().and_then(|mut pool| {
+            let (i, _) = pool
+                .0
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.len() >= need)
+                .min_by_key(|(_, b)| b.len())?;
+            let raw = pool.0.swap_remove(i);
+            pool.1 -= raw.len();
+            Some(raw)
+        });
+        DirectBuf(pooled.unwrap_or_else(|| vec![0; need]))
+    }
+
+    /// The aligned part: a multiple of `ALIGN` bytes, at most `CHUNK`;
+    /// `None` if the allocation cannot hold one aligned block.
+    fn aligned(&mut self) -> Option<&mut [u8]> {
+        let start = self.0.as_ptr().align_offset(ALIGN);
+        let room = self.0.len().checked_sub(start)?;
+        let len = (room / ALIGN * ALIGN).min(CHUNK);
+        self.0.get_mut(start..start + len).filter(|b| !b.is_empty())
+    }
+}
+
+impl Drop for DirectBuf {
+    fn drop(&mut self) {
+        let raw = std::mem::take(&mut self.0);
+        if let Ok(mut pool) = DIRECT_BUFS.lock()
+            && pool.1 + raw.len() <= POOLED_BYTES
+            && pool.0.len() < POOLED_MAX
+        {
+            pool.1 += raw.len();
+            pool.0.push(raw);
+        }
+    }
 }
 
 /// Writes what `src` holds into the empty file `out` with `O_DIRECT`,
 /// hashing it on the way. Returns the length and the BLAKE3 of the bytes
 /// written, or `None` (with `out` still empty and buffered) if the file
-/// system does not take direct I/O. The last block is written whole,
-/// zero-padded, and the file cut back to its length.
+/// system does not take direct I/O. Whole blocks go direct; a last part
+/// block goes through the page cache.
 fn write_direct(src: &mut File, out: &mut File) -> Result<Option<(u64, String)>, Failed> {
     use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
     let flags = fcntl_getfl(&*out).map_err(|e| Failed::Write(e.into()))?;
     if fcntl_setfl(&*out, flags | OFlags::DIRECT).is_err() {
         return Ok(None);
     }
-    let written = DIRECT_BUF.with_borrow_mut(|raw| {
-        if raw.len() < CHUNK + ALIGN {
-            raw.resize(CHUNK + ALIGN, 0);
-        }
-        let start = raw.as_ptr().align_offset(ALIGN);
-        let Some(buf) = raw.get_mut(start..start + CHUNK) else {
+    // Sized by the source's length now: a file that grows meanwhile is
+    // still copied whole, a buffer at a time.
+    let len_now = src.metadata().map_err(Failed::Read)?.len();
+    let mut raw = DirectBuf::take(len_now);
+    let written = (|| {
+        let Some(buf) = raw.aligned() else {
             return Ok(None); // not alignable here: leave it to the kernel's copy
         };
         let mut hasher = blake3::Hasher::new();
@@ -194,25 +255,35 @@ fn write_direct(src: &mut File, out: &mut File) -> Result<Option<(u64, String)>,
                 break;
             }
             hasher.update(&buf[..n]);
-            let whole = n.next_multiple_of(ALIGN);
-            buf[n..whole].fill(0);
-            match out.write_all(&buf[..whole]) {
-                Ok(()) => {}
-                // The device wants a larger alignment than ALIGN: only
-                // possible on the first write, before anything is in `out`.
-                Err(e) if e.kind() == ErrorKind::InvalidInput && len == 0 => return Ok(None),
-                Err(e) => return Err(Failed::Write(e)),
+            // Whole blocks go direct. The last part block (only a final
+            // read is short: `buf` is whole blocks) is written through the
+            // page cache, which the region's sync writes out: written
+            // direct, zero-padded, the file would then be cut back to its
+            // length, and ext4 reads the cut block back from the disk
+            // before it can zero its end (one synchronous read per blob).
+            let whole = n / ALIGN * ALIGN;
+            if whole > 0 {
+                match out.write_all(&buf[..whole]) {
+                    Ok(()) => {}
+                    // The device wants a larger alignment than ALIGN: only
+                    // possible on the first write, before anything is in `out`.
+                    Err(e) if e.kind() == ErrorKind::InvalidInput && len == 0 => {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(Failed::Write(e)),
+                }
+            }
+            if whole < n {
+                fcntl_setfl(&*out, flags).map_err(|e| Failed::Write(e.into()))?;
+                out.write_all(&buf[whole..n]).map_err(Failed::Write)?;
             }
             len += n as u64;
-            if n < CHUNK {
+            if n < buf.len() {
                 break;
             }
         }
-        if !len.is_multiple_of(ALIGN as u64) {
-            out.set_len(len).map_err(Failed::Write)?;
-        }
         Ok(Some((len, hasher.finalize().to_hex().to_string())))
-    })?;
+    })()?;
     if written.is_none() {
         // Back to buffered I/O, from the start, for the kernel's copy.
         fcntl_setfl(&*out, flags).map_err(|e| Failed::Write(e.into()))?;
@@ -254,6 +325,51 @@ pub(crate) async fn blocking<T: Send + 'static>(
             path: PathBuf::from(what),
             source: io::Error::other(e.to_string()),
         })?
+}
+
+/// How far below the process's other threads the threads of bulk file
+/// work ([`bulk`]) run: nice +10 gives a runnable thread about a tenth of
+/// the CPU share of one at the process's own priority.
+const BULK_NICE: i32 = 10;
+
+/// Most bulk file operations running at once; more wait for a thread.
+const BULK_THREADS: usize = 64;
+
+/// Runs a bulk copy's file work (a migration's verified copies) on a
+/// blocking thread of a pool of its own, whose threads run at a lower CPU
+/// priority than the rest of the process (`BULK_NICE`). A move of many
+/// small blobs keeps dozens of copies in flight; at the process's own
+/// priority they crowd out, on a small machine, the threads the service
+/// answers requests on and the catalog's connection, which a move's own
+/// commits wait for. Where the pool cannot be made, the work runs as
+/// [`blocking`] work does.
+pub(crate) async fn bulk<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    static POOL: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .thread_name("domicile-bulk")
+            .max_blocking_threads(BULK_THREADS)
+            .on_thread_start(|| {
+                // Raising a thread's own nice value needs no privilege;
+                // failing to is only a thread at the usual priority.
+                if let Ok(nice) = rustix::process::getpriority_process(None) {
+                    let _ = rustix::process::setpriority_process(None, (nice + BULK_NICE).min(19));
+                }
+            })
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "no pool for bulk file work; it runs beside the rest"))
+            .ok()
+    });
+    let Some(pool) = pool else {
+        return blocking(what, work).await;
+    };
+    pool.spawn_blocking(work).await.map_err(|e| Error::Io {
+        path: PathBuf::from(what),
+        source: io::Error::other(e.to_string()),
+    })?
 }
 
 /// Most staged copies of one file at once (`#1` to `#STAGED_MAX`).
@@ -448,7 +564,7 @@ mod tests {
     #[test]
     fn direct_writes_keep_every_length() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        for len in [
+        let lens = [
             0,
             1,
             ALIGN - 1,
@@ -458,7 +574,10 @@ mod tests {
             CHUNK,
             CHUNK + 1,
             3 * CHUNK + 17,
-        ] {
+        ];
+        // Up, then down again: pooled buffers grown by one copy serve the
+        // next, larger or smaller.
+        for &len in lens.iter().chain(lens.iter().rev()) {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ 0x5a).collect();
             let src = dir.path().join(format!("src-{len}"));
             std::fs::write(&src, &data)?;
@@ -475,6 +594,40 @@ mod tests {
             assert!(std::fs::read(&staged)? == data, "length {len}");
         }
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn bulk_work_runs_below_the_process_priority() -> Result<()> {
+        let outer = rustix::process::getpriority_process(None).map_err(|e| Error::Io {
+            path: PathBuf::from("(priority)"),
+            source: e.into(),
+        })?;
+        let inner = bulk("(test)", || {
+            rustix::process::getpriority_process(None).map_err(|e| Error::Io {
+                path: PathBuf::from("(priority)"),
+                source: e.into(),
+            })
+        })
+        .await?;
+        assert_eq!(inner, (outer + BULK_NICE).min(19));
+        // A panic in bulk work is an error, not a crash.
+        let failed = bulk("(test)", || -> Result<()> { panic!("bulk work panicked") }).await;
+        assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_pooled_buffer_is_aligned_and_holds_what_it_was_taken_for() {
+        for len in [0, 1, 4095, 4096, 4097, 100_000, CHUNK as u64, u64::MAX] {
+            let mut buf = DirectBuf::take(len);
+            let Some(aligned) = buf.aligned() else {
+                panic!("no aligned block for {len}");
+            };
+            assert_eq!(aligned.as_ptr().align_offset(ALIGN), 0, "{len}");
+            assert_eq!(aligned.len() % ALIGN, 0, "{len}");
+            let want = usize::try_from(len).unwrap_or(CHUNK).clamp(1, CHUNK);
+            assert!(aligned.len() >= want && aligned.len() <= CHUNK, "{len}");
+        }
     }
 
     #[test]

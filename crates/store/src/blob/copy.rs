@@ -132,7 +132,7 @@ async fn copy_between_folders(
         .file(&location)
         .map_err(|e| Error::from_store(to.id(), &location, e))?;
     let expected = expected_checksum.to_owned();
-    let copied = folder::blocking("(copy)", move || {
+    let copied = folder::bulk("(copy)", move || {
         folder::copy_file(&src, &dst, &expected)
             .map_err(|(path, source)| Error::Io { path, source })
     })
