@@ -243,53 +243,63 @@ fn write_direct(src: &mut File, out: &mut File) -> Result<Option<(u64, String)>,
     // still copied whole, a buffer at a time.
     let len_now = src.metadata().map_err(Failed::Read)?.len();
     let mut raw = DirectBuf::take(len_now);
-    let written = (|| {
-        let Some(buf) = raw.aligned() else {
-            return Ok(None); // not alignable here: leave it to the kernel's copy
-        };
-        let mut hasher = blake3::Hasher::new();
-        let mut len = 0u64;
-        loop {
-            let n = fill(src, buf).map_err(Failed::Read)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            // Whole blocks go direct. The last part block (only a final
-            // read is short: `buf` is whole blocks) is written through the
-            // page cache, which the region's sync writes out: written
-            // direct, zero-padded, the file would then be cut back to its
-            // length, and ext4 reads the cut block back from the disk
-            // before it can zero its end (one synchronous read per blob).
-            let whole = n / ALIGN * ALIGN;
-            if whole > 0 {
-                match out.write_all(&buf[..whole]) {
-                    Ok(()) => {}
-                    // The device wants a larger alignment than ALIGN: only
-                    // possible on the first write, before anything is in `out`.
-                    Err(e) if e.kind() == ErrorKind::InvalidInput && len == 0 => {
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(Failed::Write(e)),
-                }
-            }
-            if whole < n {
-                fcntl_setfl(&*out, flags).map_err(|e| Failed::Write(e.into()))?;
-                out.write_all(&buf[whole..n]).map_err(Failed::Write)?;
-            }
-            len += n as u64;
-            if n < buf.len() {
-                break;
-            }
-        }
-        Ok(Some((len, hasher.finalize().to_hex().to_string())))
-    })()?;
+    let written = match raw.aligned() {
+        Some(buf) => write_blocks(src, out, flags, buf)?,
+        None => None, // not alignable here: leave it to the kernel's copy
+    };
     if written.is_none() {
         // Back to buffered I/O, from the start, for the kernel's copy.
         fcntl_setfl(&*out, flags).map_err(|e| Failed::Write(e.into()))?;
         src.seek(SeekFrom::Start(0)).map_err(Failed::Read)?;
     }
     Ok(written)
+}
+
+/// [`write_direct`]'s copy through `buf` (whole blocks, aligned): whole
+/// blocks written with `O_DIRECT`, a last part block with `out` back on its
+/// buffered `flags`. `None` if the device refused the first direct write.
+fn write_blocks(
+    src: &mut File,
+    out: &mut File,
+    flags: rustix::fs::OFlags,
+    buf: &mut [u8],
+) -> Result<Option<(u64, String)>, Failed> {
+    let mut hasher = blake3::Hasher::new();
+    let mut len = 0u64;
+    loop {
+        let n = fill(src, buf).map_err(Failed::Read)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        // Whole blocks go direct. The last part block (only a final
+        // read is short: `buf` is whole blocks) is written through the
+        // page cache, which the region's sync writes out: written
+        // direct, zero-padded, the file would then be cut back to its
+        // length, and ext4 reads the cut block back from the disk
+        // before it can zero its end (one synchronous read per blob).
+        let whole = n / ALIGN * ALIGN;
+        if whole > 0 {
+            match out.write_all(&buf[..whole]) {
+                Ok(()) => {}
+                // The device wants a larger alignment than ALIGN: only
+                // possible on the first write, before anything is in `out`.
+                Err(e) if e.kind() == ErrorKind::InvalidInput && len == 0 => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(Failed::Write(e)),
+            }
+        }
+        if whole < n {
+            rustix::fs::fcntl_setfl(&*out, flags).map_err(|e| Failed::Write(e.into()))?;
+            out.write_all(&buf[whole..n]).map_err(Failed::Write)?;
+        }
+        len += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    Ok(Some((len, hasher.finalize().to_hex().to_string())))
 }
 
 /// Reads from `src` until `buf` is full or the file ends; returns how
@@ -321,10 +331,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Error::Io {
-            path: PathBuf::from(what),
-            source: io::Error::other(e.to_string()),
-        })?
+        .map_err(|e| panicked(what, e))?
+}
+
+/// A blocking task's panic (or cancellation), as an I/O error on `what`.
+fn panicked(what: &str, e: tokio::task::JoinError) -> Error {
+    Error::Io {
+        path: PathBuf::from(what),
+        source: io::Error::other(e.to_string()),
+    }
 }
 
 /// How far below the process's other threads the threads of bulk file
@@ -366,10 +381,9 @@ pub(crate) async fn bulk<T: Send + 'static>(
     let Some(pool) = pool else {
         return blocking(what, work).await;
     };
-    pool.spawn_blocking(work).await.map_err(|e| Error::Io {
-        path: PathBuf::from(what),
-        source: io::Error::other(e.to_string()),
-    })?
+    pool.spawn_blocking(work)
+        .await
+        .map_err(|e| panicked(what, e))?
 }
 
 /// Most staged copies of one file at once (`#1` to `#STAGED_MAX`).
@@ -598,17 +612,15 @@ mod tests {
 
     #[tokio::test]
     async fn bulk_work_runs_below_the_process_priority() -> Result<()> {
-        let outer = rustix::process::getpriority_process(None).map_err(|e| Error::Io {
-            path: PathBuf::from("(priority)"),
-            source: e.into(),
-        })?;
-        let inner = bulk("(test)", || {
+        /// The calling thread's nice value.
+        fn nice() -> Result<i32> {
             rustix::process::getpriority_process(None).map_err(|e| Error::Io {
                 path: PathBuf::from("(priority)"),
                 source: e.into(),
             })
-        })
-        .await?;
+        }
+        let outer = nice()?;
+        let inner = bulk("(test)", nice).await?;
         assert_eq!(inner, (outer + BULK_NICE).min(19));
         // A panic in bulk work is an error, not a crash.
         let failed = bulk("(test)", || -> Result<()> { panic!("bulk work panicked") }).await;

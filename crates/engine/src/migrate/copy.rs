@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 const COPIES_IN_FLIGHT: usize = 4;
 
 /// Blobs copied at once by one worker turn, over all its units: enough to
-/// hide per-file latency, few enough that the service's own writes (which
-/// share the runtime's blocking threads) do not queue behind the copies.
+/// hide per-file latency. (Between local folders the copies run on a pool
+/// of their own threads, below the service's priority: `store::folder`.)
 pub(super) const COPIES_PER_TURN: usize = 8;
 
 /// What a unit's copies came to.
